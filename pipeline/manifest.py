@@ -1,0 +1,145 @@
+"""``manifest.json``: the run's true record, rewritten after every stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+PACKAGES = ("torch", "torchvision", "hydra-core", "omegaconf", "torchinfo", "grad-cam", "tensorboardX", "tensorboard", "numpy", "matplotlib", "pillow")
+# Artifacts whose bytes legitimately change between identical runs (timestamps inside).
+VOLATILE_PREFIXES = ("tensorboard/", "report.", "run.log", MANIFEST)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of python, vizpipe and the libraries that shape the results."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in ("vizpipe", *PACKAGES):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit(root: Path) -> dict[str, Any] | None:
+    """The project's git commit (and whether the tree was dirty), or None outside a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5)
+        return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass
+class Artifact:
+    """One file written by a stage."""
+
+    path: str  # relative to the run folder, with forward slashes
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class StageRecord:
+    """A stage's status in the manifest."""
+
+    name: str
+    status: str = "pending"  # pending | running | ok | failed | skipped | interrupted
+    seconds: float | None = None
+    error: str | None = None
+    error_type: str | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
+
+
+class Manifest:
+    """Collects the run's facts and writes them atomically to ``<run>/manifest.json``."""
+
+    def __init__(self, run_dir: Path, data: dict[str, Any], stage_names: list[str]) -> None:
+        self.run_dir = Path(run_dir)
+        self.data = data
+        self.setup = StageRecord("setup")
+        self.stages = [StageRecord(n) for n in stage_names]
+        self.report = StageRecord("report")
+        self.started = time.time()
+
+    def stage(self, name: str) -> StageRecord:
+        """The record of stage ``name``."""
+        for rec in (self.setup, *self.stages, self.report):
+            if rec.name == name:
+                return rec
+        raise KeyError(name)
+
+    def collect(self, rec: StageRecord, folder: str | None = None, files: list[str] | None = None) -> None:
+        """Record every file under ``<run>/<folder>`` (and ``files``) as the stage's artifacts."""
+        paths: list[Path] = []
+        if folder is not None and (self.run_dir / folder).is_dir():
+            paths.extend(sorted(p for p in (self.run_dir / folder).rglob("*") if p.is_file()))
+        for f in files or []:
+            if (self.run_dir / f).is_file():
+                paths.append(self.run_dir / f)
+        rec.artifacts = [
+            Artifact(p.relative_to(self.run_dir).as_posix(), p.stat().st_size, sha256_file(p)) for p in paths
+        ]
+
+    @property
+    def status(self) -> str:
+        """ok | failed | interrupted | running, from the stage records."""
+        recs = [self.setup, *self.stages, self.report]
+        if any(r.status == "interrupted" for r in recs):
+            return "interrupted"
+        if any(r.status == "failed" for r in (self.setup, *self.stages)):
+            return "failed"
+        if any(r.status == "running" for r in recs):
+            return "running"
+        return "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document."""
+        return {
+            **self.data,
+            "status": self.status,
+            "seconds": round(time.time() - self.started, 3),
+            "setup": asdict(self.setup),
+            "stages": [asdict(s) for s in self.stages],
+            "report": asdict(self.report),
+        }
+
+    def write(self) -> Path:
+        """Write atomically (temp file + rename), so a crash never leaves half a manifest."""
+        path = self.run_dir / MANIFEST
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+
+def load(run_dir: Path) -> dict[str, Any]:
+    """Read ``<run_dir>/manifest.json``."""
+    return json.loads((Path(run_dir) / MANIFEST).read_text(encoding="utf-8"))
+
+
+def command_line() -> list[str]:
+    """The command that started this process."""
+    return [Path(sys.executable).name, *sys.argv]

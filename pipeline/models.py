@@ -1,0 +1,93 @@
+"""Model factories named by ``model._target_`` (see conf/model/)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.errors import ConfigError, unknown_choice
+
+log = logging.getLogger(__name__)
+
+
+def weights_enum(name: str, weights: str) -> Any:
+    """Resolve ``weights`` ("DEFAULT", "IMAGENET1K_V1" or "ResNet18_Weights.IMAGENET1K_V1")."""
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"Model '{name}' has no pretrained weights in torchvision; use model.weights=null") from exc
+    member = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
+    if member == "DEFAULT":
+        return enum.DEFAULT
+    try:
+        return enum[member]
+    except KeyError as exc:
+        raise unknown_choice(
+            "weights", weights, ["DEFAULT", *enum.__members__], context=f"for {name}"
+        ) from exc
+
+
+def torchvision_model(
+    name: str,
+    weights: str | None = None,
+    num_classes: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """A torchvision model by registered name, random init (seeded by the caller) or pretrained.
+
+    Pretrained weights are downloaded by torchvision into its cache (``$TORCH_HOME``) once.
+    """
+    import torchvision
+
+    available = torchvision.models.list_models()
+    if name not in available:
+        classification = torchvision.models.list_models(module=torchvision.models)
+        rest = [n for n in available if n not in classification]
+        raise unknown_choice("model", name, classification + rest, hint="Set model.name (model=torchvision) or pick a conf/model file")
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    w = weights_enum(name, weights) if weights else None
+    log.info("Building torchvision model <%s> (weights=%s)", name, w if w is not None else "random init")
+    try:
+        return torchvision.models.get_model(name, weights=w, **kwargs)
+    except (OSError, RuntimeError) as exc:
+        if w is not None and ("download" in str(exc).lower() or "url" in str(exc).lower() or isinstance(exc, OSError)):
+            raise ConfigError(
+                f"Could not download weights {w} for {name}: {exc}. Without internet, use "
+                "model.weights=null (random init) or model.checkpoint=<local state_dict>"
+            ) from exc
+        raise ConfigError(f"Could not build model '{name}' with {kwargs}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Could not build model '{name}' with {kwargs}: {exc}") from exc
+
+
+class SeedNet(nn.Module):
+    """The seed chapter's CNN (§3.4): two convs, pooling, a two-layer head, one sigmoid output."""
+
+    def __init__(self, name: str = "seed_net", weights: str | None = None, num_classes: int | None = 1, **_: Any) -> None:
+        super().__init__()
+        if weights:
+            raise ConfigError(f"seed_net has no pretrained weights (got model.weights={weights!r}); use null")
+        out = 1 if num_classes is None else int(num_classes)
+        self.conv1 = nn.Conv2d(in_channels=3, out_channels=32, kernel_size=3)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.conv2 = nn.Conv2d(in_channels=32, out_channels=64, kernel_size=5)
+        self.adaptive_pool = nn.AdaptiveMaxPool2d((1, 1))
+        self.flatten = nn.Flatten()
+        self.linear1 = nn.Linear(64, 32)
+        self.relu = nn.ReLU()
+        self.linear2 = nn.Linear(32, out)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, num_classes) probabilities."""
+        x = self.pool(self.conv1(x))
+        x = self.pool(self.conv2(x))
+        x = self.flatten(self.adaptive_pool(x))
+        x = self.relu(self.linear1(x))
+        return self.sigmoid(self.linear2(x))
