@@ -53,6 +53,22 @@ def validate_config(cfg: DictConfig) -> list[str]:
     return names
 
 
+def ensure_typed(cfg: DictConfig) -> DictConfig:
+    """Merge ``cfg`` onto the schema when it is untyped (e.g. a run's saved ``.hydra/config.yaml``).
+
+    Re-running from ``--config-path <run>/.hydra --config-name config`` composes without the
+    schema; merging restores types, enums and defaults, and still rejects unknown keys.
+    """
+    from pipeline.schema import Config
+
+    if OmegaConf.get_type(cfg) is Config:
+        return cfg
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    except Exception as exc:  # omegaconf ValidationError / ConfigKeyError
+        raise ConfigError(f"Invalid config: {' '.join(str(exc).split())}") from exc
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed python, numpy and torch; optionally force deterministic algorithms."""
     import numpy as np
@@ -128,6 +144,7 @@ def run_pipeline(
     """
     from pipeline import manifest as mf
 
+    cfg = ensure_typed(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -1,0 +1,70 @@
+"""Shared test helpers: compose the real config, build a run context, run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose conf/config.yaml with ``overrides`` through Hydra's Compose API."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import pipeline.schema  # noqa: F401 - registers the schema
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides or []))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def compose() -> Callable[..., DictConfig]:
+    """``compose(["model=vgg11", ...])`` -> the composed config."""
+    return compose_config
+
+
+@pytest.fixture
+def make_ctx(tmp_path: Path) -> Callable:
+    """``make_ctx(["model=vgg11", ...])`` -> a RunContext built from the composed config."""
+    from pipeline.runner import build_context
+
+    def _make(overrides: list[str] | None = None, out: Path | None = None):
+        cfg = compose_config(overrides)
+        return build_context(cfg, out or tmp_path / "run")
+
+    return _make
+
+
+def run_cli(
+    args: list[str], *, cwd: Path = ROOT, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python run.py ARGS`` in a subprocess (the real CLI), capturing text output."""
+    e = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    e.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=e,
+    )
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess]:
+    """The ``run_cli`` helper as a fixture."""
+    return run_cli
