@@ -120,8 +120,15 @@ def _compose(overrides: list[str]) -> None:
         raise translate(exc, overrides) from exc
     finally:
         GlobalHydra.instance().clear()
-    stages = cfg.get("stages")
+    from omegaconf import OmegaConf
+
     from stages import STAGES
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        hint = " (an image file, a folder or a glob)" if missing[0] == "input.path" else ""
+        raise ConfigError(f"{missing[0]} is required for this choice{hint}; set {missing[0]}=...")
+    stages = cfg.get("stages")
 
     for s in stages or []:
         if s not in STAGES:

@@ -47,6 +47,11 @@ def validate_config(cfg: DictConfig) -> list[str]:
     for name in names:
         if name not in STAGES:
             raise unknown_choice("stage", name, STAGES, hint="Set e.g. 'stages=[summary,cam]'")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{missing[0]} is required for this config (it is ??? in conf/); set {missing[0]}=..."
+        )
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"stages lists {', '.join(dupes)} more than once: {names}")

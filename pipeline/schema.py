@@ -22,11 +22,9 @@ from omegaconf import OmegaConf
 # --------------------------------------------------------------------------- enums
 
 
-class OnError(str, Enum):
-    """What the runner does after a stage fails."""
-
-    stop = "stop"  # skip the remaining stages
-    continue_ = "continue"  # run the remaining stages anyway
+# What the runner does after a stage fails: stop (skip the remaining stages) | continue (run them).
+# Functional form because ``continue`` is a Python keyword (OmegaConf matches members by name).
+OnError = Enum("OnError", {"stop": "stop", "continue": "continue"}, type=str)
 
 
 class KernelScale(str, Enum):
@@ -285,12 +283,51 @@ def safe_dirname(text: str, max_len: int = 120) -> str:
     return out
 
 
+def _swept_keys(root: Any) -> set[str]:
+    """Keys swept in this multirun: sweep overrides on the command line + ``hydra.sweeper.params``."""
+    import sys
+
+    keys: set[str] = set()
+    try:
+        params = root.hydra.sweeper.get("params") or {}
+        keys.update(str(k) for k in params)
+    except Exception:  # noqa: BLE001 - no sweeper params
+        pass
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        args = [a for a in sys.argv[1:] if not a.startswith("-") and "=" in a]
+        for o in OverridesParser.create().parse_overrides(args):
+            if o.is_sweep_override():
+                keys.add(o.get_key_element())
+    except Exception:  # noqa: BLE001 - other launchers' workers: fall back to all overrides
+        pass
+    return keys
+
+
+def job_dirname(*, _root_: Any) -> str:
+    """A multirun job's folder name from the overrides that were swept (all of them as fallback).
+
+    ``-m model=resnet18 cam.layer=layer3,layer4 cam.target_class=1,207`` gives
+    ``cam.layer=layer4,cam.target_class=207``; made file-system safe by ``safe_dirname``.
+    """
+    task = [str(o) for o in _root_.hydra.overrides.task]
+    exclude = set(_root_.hydra.job.config.override_dirname.exclude_keys or [])
+    pairs = [o.split("=", 1) for o in task if "=" in o]
+    pairs = [(k, v) for k, v in pairs if k.lstrip("+~") not in exclude]
+    swept = _swept_keys(_root_)
+    chosen = [(k, v) for k, v in pairs if k.lstrip("+~") in swept] or pairs
+    return safe_dirname(",".join(f"{k}={v}" for k, v in sorted(chosen)))
+
+
 def register() -> None:
     """Register the schema and resolvers (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="vizpipe_schema", node=Config)
     if not OmegaConf.has_resolver("vizpipe_safe"):
         OmegaConf.register_new_resolver("vizpipe_safe", safe_dirname)
+    if not OmegaConf.has_resolver("vizpipe_jobdir"):
+        OmegaConf.register_new_resolver("vizpipe_jobdir", job_dirname)
 
 
 register()

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# vizpipe's one entry point for people and CI.
+#   ./dev.sh run  [hydra overrides...]   set up .venv if needed, then run the pipeline
+#   ./dev.sh test [pytest args...]       set up .venv (+ headless Chromium when possible), run the tests
+# Setup is idempotent: a second call reuses .venv unless pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+pick_python() {
+  for c in "${PYTHON:-}" python3.11 python3 python; do
+    [ -n "$c" ] || continue
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+      echo "$c"; return 0
+    fi
+  done
+  echo "vizpipe: need Python >= 3.10 (3.11 recommended) on PATH" >&2; exit 1
+}
+
+setup_venv() {
+  local stamp=.venv/.vizpipe-setup want
+  want=$(cksum pyproject.toml | cut -d' ' -f1)
+  if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  echo "vizpipe: setting up .venv (first time takes a few minutes)" >&2
+  [ -x .venv/bin/python ] || "$(pick_python)" -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  echo "$want" > "$stamp"
+}
+
+setup_browser() {
+  # The report tests render HTML in headless Chromium; they skip cleanly without it.
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "vizpipe: installing Debian's chromium for the browser tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "vizpipe: chromium not installed; browser tests will be skipped" >&2
+  fi
+}
+
+cmd=${1:-run}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  run)  setup_venv; exec .venv/bin/python run.py "$@" ;;
+  test) setup_venv; setup_browser; exec .venv/bin/python -m pytest "$@" ;;
+  *)    echo "usage: ./dev.sh run [overrides...] | ./dev.sh test [pytest args...]" >&2; exit 2 ;;
+esac

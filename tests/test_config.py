@@ -1,0 +1,136 @@
+"""Unit tests of the config layer: every option of every group composes and builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pipeline.build import build_device, build_inputs, build_model
+from pipeline.cli import group_options
+from pipeline.errors import ConfigError
+from pipeline.schema import Config, safe_dirname
+from stages import STAGES
+
+MODELS = group_options("model")
+
+
+def test_defaults_list_is_the_table_of_contents(compose):
+    cfg = compose()
+    assert OmegaConf.get_type(cfg) is Config
+    assert list(cfg.stages) == list(STAGES)
+    assert cfg.model.name == "resnet18" and cfg.model.weights is None
+    assert cfg.device.type == "auto" and cfg.input.kind == "photo" and cfg.seed == 0
+    for stage in STAGES:
+        assert stage in cfg, f"stage settings {stage}.* missing"
+    text = (Path(__file__).parent.parent / "conf" / "config.yaml").read_text()
+    for entry in ("model:", "device:", "input:", "experiment: null", "sweep: null", "optional local: default"):
+        assert entry in text
+
+
+@pytest.mark.parametrize("overrides", [["stages=[cam]"], ["stages=[summary,cam]"], ["stages=[cam,summary]"]])
+def test_stages_are_ordered_lists(compose, overrides):
+    cfg = compose(overrides)
+    assert list(cfg.stages) == overrides[0].split("=")[1].strip("[]").split(",")
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["cam.target_clas=1", "summary.depht=2", "stages=summary", "seed=abc", "on_error=maybe",
+     "features.select=best", "tensorboard.backend=tf", "kernels.max_out=many"],
+)
+def test_schema_rejects_typos_and_wrong_types(compose, override):
+    with pytest.raises(Exception) as info:
+        compose([override])
+    assert "override" in str(info.value).lower() or "error" in str(info.value).lower()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_option_builds(compose, name):
+    overrides = [f"model={name}"] + (["model.name=squeezenet1_0"] if name == "torchvision" else [])
+    cfg = compose(overrides)
+    torch.manual_seed(0)
+    model, weights = build_model(cfg.model)
+    assert weights is None
+    assert not model.training
+    if cfg.model.blocks:
+        names = dict(model.named_modules())
+        for block in cfg.model.blocks.split(","):
+            assert block in names, f"{name}: blocks entry {block} is not a module"
+
+
+def test_seed_net_is_the_seeds_cnn(compose):
+    model, _ = build_model(compose(["model=seed_net"]).model)
+    out = model(torch.rand(1, 3, 224, 224))
+    assert out.shape == (1, 1) and 0 <= float(out) <= 1
+    assert str(model).startswith("SeedNet(\n  (conv1): Conv2d(3, 32, kernel_size=(3, 3), stride=(1, 1))")
+
+
+@pytest.mark.parametrize("device", group_options("device"))
+def test_every_device_option(compose, device):
+    kind = compose([f"device={device}"]).device.type
+    if kind == "cuda" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            build_device(kind)
+    else:
+        assert build_device(kind).type in ("cpu", "cuda")
+
+
+def _write_tensor(tmp_path: Path) -> Path:
+    path = tmp_path / "batch.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("kind", group_options("input"))
+def test_every_input_option_builds(compose, tmp_path, kind):
+    from pipeline.build import bundled_photo
+
+    extra = {
+        "image": [f"input.path={bundled_photo()}"],
+        "tensor": [f"input.path={_write_tensor(tmp_path)}"],
+        "random": ["input.shape=[2,3,32,32]"],
+    }.get(kind, [])
+    cfg = compose([f"input={kind}", *extra])
+    model, weights = build_model(cfg.model)
+    inputs = build_inputs(cfg.input, weights, torch.device("cpu"), 0, model)
+    n, c, h, w = inputs.tensor.shape
+    assert c == 3 and inputs.rgb.shape == (n, h, w, 3)
+    assert inputs.rgb.dtype == np.float32 and 0.0 <= inputs.rgb.min() and inputs.rgb.max() <= 1.0
+    assert len(inputs.names) == n == len(inputs.sources)
+    if kind in ("photo", "image"):
+        assert (h, w) == (224, 224) and inputs.names == ["grace_hopper"]
+        # un-normalised rgb and model input agree through the documented normalisation
+        mean = torch.tensor(inputs.mean).view(3, 1, 1)
+        std = torch.tensor(inputs.std).view(3, 1, 1)
+        back = inputs.tensor[0] * std + mean
+        assert torch.allclose(back.permute(1, 2, 0), torch.from_numpy(inputs.rgb[0]), atol=1e-5)
+    if kind == "tensor":
+        assert torch.equal(inputs.tensor, torch.from_numpy(np.load(tmp_path / "batch.npy")))
+
+
+def test_random_input_is_seeded(compose):
+    cfg = compose(["input=random", "input.shape=[1,3,16,16]"])
+    a = build_inputs(cfg.input, None, torch.device("cpu"), 7).tensor
+    b = build_inputs(cfg.input, None, torch.device("cpu"), 7).tensor
+    c = build_inputs(cfg.input, None, torch.device("cpu"), 8).tensor
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_every_stage_group_and_experiment_compose(compose):
+    for stage in STAGES:
+        for option in group_options(stage):
+            assert stage in compose([f"{stage}={option}"])
+    for exp in group_options("experiment"):
+        cfg = compose([f"experiment={exp}"])
+        assert cfg.stages
+
+
+def test_safe_dirname_is_filesystem_safe():
+    name = safe_dirname("cam.layer=../x,input.path=/a/b:c*?\"<>|\\")
+    assert "/" not in name and "\\" not in name and ":" not in name and not name.startswith(".")
+    assert len(safe_dirname("x=" + "a" * 500)) <= 120
+    assert safe_dirname("x=" + "a" * 500) != safe_dirname("x=" + "a" * 499 + "b")
