@@ -72,6 +72,7 @@ def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
     cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
     checkpoint = cfg.pop("checkpoint", None)
     cfg.pop("blocks", None)
+    cfg.pop("categories", None)
     kwargs = cfg.pop("kwargs", None) or {}
     target = cfg.get("_target_")
     try:
@@ -134,6 +135,18 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     if bad:
         raise ConfigError(f"Checkpoint '{path}' has tensors of the wrong shape (checkpoint vs model): {'; '.join(bad[:5])}")
     model.load_state_dict(obj, strict=True)
+
+
+def load_categories(value: Any) -> list[str] | None:
+    """``model.categories``: a list of names, or a text file with one name per line."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        p = Path(value).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"model.categories file '{value}' does not exist; give a text file with one class name per line, or a list")
+        return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [str(v) for v in value]
 
 
 def nonfinite_parameters(model: nn.Module) -> list[str]:

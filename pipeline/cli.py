@@ -68,8 +68,10 @@ def precheck(argv: list[str]) -> None:
     try:
         for variant in _variants(overrides, multirun):
             _compose(variant)
+        _check_writable(_output_dir(overrides, multirun))
     except ConfigError as exc:
-        fail(str(exc))
+        where = record_failure(argv, str(exc))
+        fail(str(exc) + (f" (manifest: {where})" if where else ""))
 
 
 def _variants(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -122,17 +124,100 @@ def _compose(overrides: list[str]) -> None:
         GlobalHydra.instance().clear()
     from omegaconf import OmegaConf
 
-    from stages import STAGES
+    from pipeline.runner import validate_config
 
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         hint = " (an image file, a folder or a glob)" if missing[0] == "input.path" else ""
         raise ConfigError(f"{missing[0]} is required for this choice{hint}; set {missing[0]}=...")
-    stages = cfg.get("stages")
+    validate_config(cfg)
 
-    for s in stages or []:
-        if s not in STAGES:
-            raise unknown_choice("stage", s, STAGES, hint="Set e.g. 'stages=[summary,cam]'")
+
+def _output_dir(overrides: list[str], multirun: bool) -> Path:
+    """The run (or sweep) folder Hydra will create for these overrides."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    for o in overrides:
+        k, _, v = o.lstrip("+").partition("=")
+        if k == key:
+            return Path(v)
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import setup_globals
+
+    try:
+        setup_globals()
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            hc = compose(config_name="config", return_hydra_config=True).hydra
+            return Path(str(hc.sweep.dir if multirun else hc.run.dir))
+    except Exception:  # noqa: BLE001 - fall back to the documented pattern
+        import time
+
+        parts = ["multirun"] if multirun else []
+        return Path("outputs", *parts, time.strftime("%Y-%m-%d"), time.strftime("%H-%M-%S"))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail early, in one line, when the run folder cannot be created or written."""
+    import os
+    import tempfile
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"'{probe}' is a file, not a folder")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+        if probe == folder and not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError("no write permission")
+    except OSError as exc:
+        raise ConfigError(
+            f"Run folder '{folder}' cannot be written ({exc}); choose a writable place with "
+            "hydra.run.dir=... (or hydra.sweep.dir=... with -m)"
+        ) from exc
+
+
+def record_failure(argv: list[str], message: str) -> Path | None:
+    """Write ``manifest.json`` and ``run.log`` for a run that failed before Hydra started it.
+
+    Returns the manifest's path, or None when the run folder itself cannot be written.
+    """
+    import time
+
+    from pipeline.manifest import Manifest, command_line, versions
+
+    overrides, _, multirun = _split(argv)
+    folder = _output_dir(overrides, multirun)
+    names: list[str] = []
+    for o in overrides:
+        k, _, v = o.partition("=")
+        if k == "stages" and v.startswith("["):
+            names = [x.strip() for x in v.strip("[]").split(",") if x.strip()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        data = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "run_dir": str(folder.resolve()),
+            "command": command_line(),
+            "overrides": overrides,
+            "versions": versions(),
+            "config": None,
+        }
+        m = Manifest(folder, data, names)
+        m.setup.status, m.setup.error, m.setup.error_type = "failed", message, "ConfigError"
+        for rec in m.stages:
+            rec.status = "skipped"
+        m.report.status = "skipped"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(folder / "run.log", "a", encoding="utf-8") as log_file:
+            log_file.write(f"[{stamp}][pipeline.cli][ERROR] - {message}\n")
+        return m.write()
+    except OSError:
+        return None
 
 
 def translate(exc: BaseException, overrides: list[str]) -> ConfigError:

@@ -55,7 +55,33 @@ def validate_config(cfg: DictConfig) -> list[str]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"stages lists {', '.join(dupes)} more than once: {names}")
+    _check_union_types(cfg)
     return names
+
+
+def _check_union_types(cfg: DictConfig) -> None:
+    """Types OmegaConf cannot express (int | list[int] | None, str | list[str])."""
+    from omegaconf import ListConfig
+
+    cam = cfg.get("cam")
+    if cam is None:
+        return
+    target = cam.get("target_class")
+    values = list(target) if isinstance(target, ListConfig | list) else [target]
+    for v in values:
+        if target is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise ConfigError(
+                f"Invalid value '{v}' for cam.target_class: expected null (top-1), an int or a list "
+                "of ints, e.g. cam.target_class=207 or 'cam.target_class=[1,207]'"
+            )
+    layer = cam.get("layer")
+    layers = list(layer) if isinstance(layer, ListConfig | list) else [layer]
+    for v in layers:
+        if not isinstance(v, str) or not v:
+            raise ConfigError(
+                f"Invalid value '{v}' for cam.layer: expected auto, a dotted layer name or a list "
+                "of names, e.g. cam.layer=layer4 or 'cam.layer=[layer3,layer4]'"
+            )
 
 
 def ensure_typed(cfg: DictConfig) -> DictConfig:
@@ -89,7 +115,13 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def build_context(cfg: DictConfig, output_dir: Path) -> Any:
     """Build device, model and inputs from a composed config: the ``RunContext`` stages receive."""
-    from pipeline.build import build_device, build_inputs, build_model, nonfinite_parameters
+    from pipeline.build import (
+        build_device,
+        build_inputs,
+        build_model,
+        load_categories,
+        nonfinite_parameters,
+    )
     from pipeline.context import RunContext
 
     seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
@@ -99,7 +131,9 @@ def build_context(cfg: DictConfig, output_dir: Path) -> Any:
     model = model.to(device)
     inputs = build_inputs(cfg.input, weights, device, int(cfg.seed), model)
     log.info("Input batch %s from %s", tuple(inputs.tensor.shape), cfg.input.kind)
-    categories = list(weights.meta.get("categories") or []) or None if weights is not None else None
+    categories = load_categories(cfg.model.get("categories"))
+    if categories is None and weights is not None:
+        categories = list(weights.meta.get("categories") or []) or None
     ctx = RunContext(
         model=model,
         model_name=str(cfg.model.name),
@@ -110,6 +144,11 @@ def build_context(cfg: DictConfig, output_dir: Path) -> Any:
         categories=categories,
         weights=str(weights) if weights is not None else None,
     )
+    if cfg.model.get("categories") is not None and len(categories or []) != ctx.num_classes:
+        raise ConfigError(
+            f"model.categories has {len(categories or [])} names but the model has "
+            f"{ctx.num_classes} outputs; give exactly one name per class"
+        )
     bad = nonfinite_parameters(model)
     if bad:
         ctx.nonfinite_params = bad

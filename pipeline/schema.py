@@ -80,6 +80,9 @@ class ModelConfig:
     checkpoint: Optional[str] = None
     # Number of output classes; null = the architecture's default (1000 for ImageNet models).
     num_classes: Optional[int] = None
+    # Class names for a custom head or checkpoint: a list, or a text file with one name per line;
+    # null = the pretrained weights' meta["categories"] (none for random init).
+    categories: Optional[Any] = None
     # Comma-separated top-level blocks (used by conf/sweep/cam_layers.yaml); null = unknown.
     blocks: Optional[str] = None
     # Extra keyword arguments for the factory (e.g. {dropout: 0.0}).
