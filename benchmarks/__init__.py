@@ -1,0 +1,1 @@
+"""Speed measurements; run them as modules: python -m benchmarks.render."""

@@ -1,0 +1,242 @@
+"""Screenshot a real vizpipe report in headless Chromium (for the README): ``docs/report.png``.
+
+    python scripts/screenshot.py                      # make a fresh run, then screenshot it
+    python scripts/screenshot.py --run outputs/2024-01-01/12-00-00 --out docs/report.png
+
+Without ``--run`` it runs the pipeline once (resnet18, random init, the bundled photo, every stage,
+CPU) into a temporary folder. Needs Debian's ``chromium`` (``apt-get install chromium``).
+
+Also home of ``Chromium``, a dependency-free Chrome DevTools Protocol client over
+``--remote-debugging-pipe`` that ``tests/test_browser.py`` uses to check a rendered report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--mute-audio",
+)
+# Evaluated in the page: which pictures loaded, which sections exist.
+PAGE_CHECK = """(() => {
+  const imgs = Array.from(document.images);
+  return {
+    title: document.title,
+    images: imgs.length,
+    loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+    broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.dataset.path || i.alt),
+    sections: Array.from(document.querySelectorAll('section[id]')).map(s => s.id),
+    details: document.querySelectorAll('details').length,
+    height: document.documentElement.scrollHeight,
+  };
+})()"""
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome binary (``$CHROMIUM`` first), or None."""
+    env = os.environ.get("CHROMIUM")
+    if env and Path(env).is_file():
+        return env
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+class Chromium:
+    """Headless Chromium driven over ``--remote-debugging-pipe`` (CDP messages on fds 3 and 4).
+
+    A context manager: the browser and its temporary profile are removed on exit.
+    """
+
+    def __init__(self, binary: str | None = None, width: int = 1280, height: int = 900, timeout: float = 60) -> None:
+        self.binary = binary or find_chromium()
+        if not self.binary:
+            raise FileNotFoundError("No Chromium found (apt-get install chromium, or set $CHROMIUM)")
+        self.width, self.height, self.timeout = width, height, timeout
+        self._id = 0
+        self._buf = b""
+        self._events: list[dict[str, Any]] = []
+        self.session: str | None = None
+
+    def __enter__(self) -> Chromium:
+        self.profile = tempfile.mkdtemp(prefix="vizpipe-chromium-")
+        cmd_r, self._cmd_w = os.pipe()  # we write commands; Chromium reads fd 3
+        self._res_r, res_w = os.pipe()  # Chromium writes fd 4; we read
+        args = [self.binary, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={self.width},{self.height}",
+                "--remote-debugging-pipe", "about:blank"]
+        shell = f'exec "$@" 3<&{cmd_r} 4>&{res_w} {cmd_r}<&- {res_w}>&-'
+        self.proc = subprocess.Popen(["/bin/sh", "-c", shell, "sh", *args], pass_fds=(cmd_r, res_w),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(cmd_r)
+        os.close(res_w)
+        try:
+            target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+            self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            self.call("Page.enable")
+            self.call("Emulation.setDeviceMetricsOverride",
+                      {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.session = None
+                self._send("Browser.close", {})
+                self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired, BrokenPipeError):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            for fd in (self._cmd_w, self._res_r):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if self.proc.stderr:
+                self.proc.stderr.close()
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+    # -------------------------------------------------------------- protocol
+    def _send(self, method: str, params: dict[str, Any]) -> int:
+        self._id += 1
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params}
+        if self.session:
+            msg["sessionId"] = self.session
+        os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
+        return self._id
+
+    def _read(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("Chromium did not answer in time")
+            ready, _, _ = select.select([self._res_r], [], [], left)
+            if ready:
+                chunk = os.read(self._res_r, 1 << 20)
+                if not chunk:
+                    err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
+                    raise RuntimeError(f"Chromium closed the pipe: {err}")
+                self._buf += chunk
+        raw, _, self._buf = self._buf.partition(b"\0")
+        return json.loads(raw)
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send one CDP command and wait for its result (events seen meanwhile are kept)."""
+        want = self._send(method, params or {})
+        deadline = time.monotonic() + self.timeout
+        while True:
+            msg = self._read(deadline)
+            if msg.get("id") == want:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            if "method" in msg:
+                self._events.append(msg)
+
+    def wait_event(self, method: str) -> dict[str, Any]:
+        """Wait for a CDP event (e.g. ``Page.loadEventFired``)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            for i, ev in enumerate(self._events):
+                if ev.get("method") == method:
+                    return self._events.pop(i)
+            self._events.append(self._read(deadline))
+
+    # -------------------------------------------------------------- helpers
+    def open(self, path: Path) -> None:
+        """Load a local file and wait for its load event (every picture decoded)."""
+        self._events.clear()
+        self.call("Page.navigate", {"url": Path(path).resolve().as_uri()})
+        self.wait_event("Page.loadEventFired")
+
+    def evaluate(self, expression: str) -> Any:
+        """Evaluate JavaScript in the page and return its JSON value."""
+        res = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"JavaScript failed: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def check_page(self) -> dict[str, Any]:
+        """Pictures loaded/broken and section ids of the open page (see ``PAGE_CHECK``)."""
+        return self.evaluate(PAGE_CHECK)
+
+    def screenshot(self, out: Path, height: int | None = None) -> Path:
+        """Save a PNG of the page's top ``height`` pixels (None = the viewport)."""
+        h = height or self.height
+        data = self.call("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": self.width, "height": h, "scale": 1},
+        })["data"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(base64.b64decode(data))
+        return out
+
+
+def make_run(out: Path) -> Path:
+    """Run the pipeline once (every stage, CPU, random init, bundled photo) into ``out``."""
+    cmd = [sys.executable, str(ROOT / "run.py"), "device=cpu", "input=photo", f"hydra.run.dir={out}"]
+    print("vizpipe: running", " ".join(cmd))
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Screenshot ``<run>/report.html`` (a fresh run by default) into ``--out``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, help="an existing run folder (default: make a fresh run)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "report.png")
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=2200, help="pixels from the top of the page")
+    parser.add_argument("--section", help="scroll so this section (e.g. cam) is at the top first")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="vizpipe-shot-") as tmp:
+        run = args.run or make_run(Path(tmp) / "run")
+        report = run / "report.html"
+        if not report.is_file():
+            from pipeline.report import write_run_report
+
+            write_run_report(run)
+        with Chromium(width=args.width, height=args.height) as browser:
+            browser.open(report)
+            check = browser.check_page()
+            if check["broken"]:
+                print(f"vizpipe: error: pictures did not load: {check['broken']}", file=sys.stderr)
+                return 1
+            if args.section:
+                browser.evaluate(f"document.getElementById({json.dumps(args.section)}).scrollIntoView()")
+            browser.screenshot(args.out, args.height)
+    print(f"vizpipe: screenshot {args.out} ({check['images']} pictures, sections: {', '.join(check['sections'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

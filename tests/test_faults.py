@@ -1,0 +1,99 @@
+"""Faults: a failing sweep job, Ctrl-C during a stage, and many CAM runs in one process."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+SMALL = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]"]
+
+
+def test_sweep_with_one_failing_job(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli(["-m", *SMALL, "stages=[summary,cam]", "cam.target_class=5,0", f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 1
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [j.name for j in jobs] == ["0_cam.target_class=5", "1_cam.target_class=0"]
+    manifests = [json.loads((j / "manifest.json").read_text()) for j in jobs]
+    assert [m["status"] for m in manifests] == ["failed", "ok"]
+    assert "5" in manifests[0]["setup"]["error"]
+    arts = [a["path"] for s in manifests[1]["stages"] for a in s["artifacts"]]
+    assert any(a.endswith(".npy") for a in arts) and all((jobs[1] / a).is_file() for a in arts)
+    index = (sweep / "index.html").read_text()
+    assert "failed" in index and jobs[0].name in index and jobs[1].name in index
+
+
+def test_sigint_during_a_stage_keeps_completed_work(tmp_path):
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "model=vgg11", "stages=[summary,cam]", "cam.method=scorecam",
+         "cam.batch_size=2", f"hydra.run.dir={run}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                m = json.loads((run / "manifest.json").read_text())
+                if any(s["name"] == "cam" and s["status"] == "running" for s in m["stages"]):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("cam stage never started")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    m = json.loads((run / "manifest.json").read_text())
+    status = {s["name"]: s for s in m["stages"]}
+    assert m["status"] == "interrupted"
+    assert status["summary"]["status"] == "ok" and status["cam"]["status"] == "interrupted"
+    for a in status["summary"]["artifacts"]:
+        assert (run / a["path"]).is_file()
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc to read memory")
+def test_hundred_cam_runs_leave_no_hooks_and_flat_memory(compose, tmp_path):
+    from pipeline.runner import build_context
+    from stages import get_stage
+
+    cfg = compose([*SMALL, "stages=[cam]", "input.shape=[2,3,32,32]"])
+    ctx = build_context(cfg, tmp_path / "run")
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_object(cfg.cam)
+    samples = []
+    for i in range(100):
+        stage = get_stage("cam")
+        stage.validate(ctx, settings)
+        stage.run(ctx, settings)
+        for m in ctx.model.modules():
+            assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        assert all(p.grad is None for p in ctx.model.parameters())
+        assert not ctx.model.training
+        if i >= 10:
+            gc.collect()
+            samples.append(_rss_mib())
+    assert max(samples) <= samples[0] * 1.10, (samples[0], max(samples))
