@@ -67,6 +67,17 @@ def find_chromium() -> str | None:
     return None
 
 
+def _high_pipe() -> tuple[int, int]:
+    """A pipe whose ends are numbered 10 or more (so moving them onto fds 3 and 4 cannot clash)."""
+    import fcntl
+
+    ends = []
+    for fd in os.pipe():
+        ends.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
+        os.close(fd)
+    return ends[0], ends[1]
+
+
 class Chromium:
     """Headless Chromium driven over ``--remote-debugging-pipe`` (CDP messages on fds 3 and 4).
 
@@ -85,12 +96,17 @@ class Chromium:
 
     def __enter__(self) -> Chromium:
         self.profile = tempfile.mkdtemp(prefix="vizpipe-chromium-")
-        cmd_r, self._cmd_w = os.pipe()  # we write commands; Chromium reads fd 3
-        self._res_r, res_w = os.pipe()  # Chromium writes fd 4; we read
-        args = [self.binary, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={self.width},{self.height}",
-                "--remote-debugging-pipe", "about:blank"]
-        shell = f'exec "$@" 3<&{cmd_r} 4>&{res_w} {cmd_r}<&- {res_w}>&-'
-        self.proc = subprocess.Popen(["/bin/sh", "-c", shell, "sh", *args], pass_fds=(cmd_r, res_w),
+        cmd_r, self._cmd_w = _high_pipe()  # we write commands; Chromium reads them on fd 3
+        self._res_r, res_w = _high_pipe()  # Chromium writes on fd 4; we read
+
+        def wire() -> None:  # in the child, before exec: the pipe ends become fds 3 and 4
+            os.dup2(cmd_r, 3)
+            os.dup2(res_w, 4)
+
+        args = [self.binary, *FLAGS, f"--user-data-dir={self.profile}",
+                f"--window-size={self.width},{self.height}", "--remote-debugging-pipe", "about:blank"]
+        # close_fds=False: Python's own fds are non-inheritable anyway (PEP 446); 3 and 4 are not.
+        self.proc = subprocess.Popen(args, preexec_fn=wire, close_fds=False,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         os.close(cmd_r)
         os.close(res_w)
@@ -188,12 +204,12 @@ class Chromium:
         """Pictures loaded/broken and section ids of the open page (see ``PAGE_CHECK``)."""
         return self.evaluate(PAGE_CHECK)
 
-    def screenshot(self, out: Path, height: int | None = None) -> Path:
-        """Save a PNG of the page's top ``height`` pixels (None = the viewport)."""
+    def screenshot(self, out: Path, height: int | None = None, top: float = 0) -> Path:
+        """Save a PNG of ``height`` pixels of the page from ``top`` (None = the viewport's height)."""
         h = height or self.height
         data = self.call("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": self.width, "height": h, "scale": 1},
+            "clip": {"x": 0, "y": top, "width": self.width, "height": h, "scale": 1},
         })["data"]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(base64.b64decode(data))
@@ -215,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "report.png")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=2200, help="pixels from the top of the page")
-    parser.add_argument("--section", help="scroll so this section (e.g. cam) is at the top first")
+    parser.add_argument("--section", help="start the picture at this section (e.g. cam)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vizpipe-shot-") as tmp:
         run = args.run or make_run(Path(tmp) / "run")
@@ -230,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             if check["broken"]:
                 print(f"vizpipe: error: pictures did not load: {check['broken']}", file=sys.stderr)
                 return 1
+            top = 0.0
             if args.section:
-                browser.evaluate(f"document.getElementById({json.dumps(args.section)}).scrollIntoView()")
-            browser.screenshot(args.out, args.height)
+                el = f"document.getElementById({json.dumps(args.section)})"
+                top = float(browser.evaluate(f"{el} ? {el}.getBoundingClientRect().top + window.scrollY : 0"))
+            browser.screenshot(args.out, args.height, top)
     print(f"vizpipe: screenshot {args.out} ({check['images']} pictures, sections: {', '.join(check['sections'])})")
     return 0
 

@@ -5,22 +5,25 @@ Seed §3: ``SummaryWriter``, ``add_graph``, ``add_image(s)`` with ``make_grid``,
 ``finally``), so ``tensorboard --logdir <sweep>`` shows each job as one run named by its folder.
 The backend (``tensorboardX`` or ``torch.utils.tensorboard``) changes nothing in the tags:
 
-==============================================  ==========  ========================================
-tag                                             kind        from
-==============================================  ==========  ========================================
-(graph)                                         graph       ``add_graph`` on the real input batch
-``input/batch``, ``input/grid``                 images      ``add_images``; one ``make_grid`` image
-``kernels/<layer>`` (``.../rgb``)               images      this run's kernels stage
-``features/<layer>/<image>``                    images      this run's features stage
-``cam/<method>/<layer>/<class>/<image>``        images      this run's cam stage (overlays)
-``weights/<module>``, ``biases/<module>``       histograms  every parameter (others: ``params/<name>``)
-``activations/<layer>/{mean,max,zero_fraction}``  scalars   features stage (else: own capture of
-``activations/<layer>/channel_mean``            histograms  the model's blocks)
-``predictions/top5``, ``summary/torchinfo``,    text        ``ctx.top_k``, summary stage (else
-``config/resolved`` (``/text_summary`` added)               torchinfo now), ``manifest.json``
-``hparams/{top1_prob,score,<cam metric>}``      scalars     one HParams row: model, layer, class,
-                                                            method -> these metrics
-==============================================  ==========  ========================================
+================================================  ==========  =================================
+tag                                               kind        from
+================================================  ==========  =================================
+(graph)                                           graph       ``add_graph`` on the real batch
+``input/batch``, ``input/grid``                   images      ``add_images``; one ``make_grid``
+``kernels/<layer>`` (``.../rgb``)                 images      this run's kernels stage
+``features/<layer>/<image>``                      images      this run's features stage
+``cam/<method>/<layer>/<class>/<image>``          images      this run's cam overlays
+``weights/<module>``, ``biases/<module>``         histograms  parameters (else ``params/<name>``)
+``activations/<layer>/{mean,max,zero_fraction}``  scalars     features stage (else an own
+``activations/<layer>/channel_mean``              histograms  capture of the model's blocks)
+``predictions/top5``, ``summary/torchinfo``,      text        ``ctx.top_k``, summary stage (else
+``config/resolved`` (``/text_summary`` added)                 torchinfo now), ``manifest.json``
+``hparams/{top1_prob,score,<cam metric>}``        scalars     one HParams row: model, layer,
+                                                              class, method -> these metrics
+================================================  ==========  =================================
+
+Layer, module, image and class names are made tag-safe (``safe_name``: no ``/`` or spaces inside a
+part); a clash gets ``_2``, ``_3`` ... appended.
 
 All at step 0 (a look at one model, not a training curve). Pitfalls handled here:
 ``add_hparams`` opens a timestamped sub-run in both libraries, so the three hparams summaries
@@ -139,13 +142,18 @@ def _tag(*parts: object) -> str:
     return "/".join(safe_name(p) for p in parts)
 
 
-def _add_image(data: Collected, tag: str, array: Any, fmt: str) -> None:
-    """Append an image, making its tag unique (``_2``, ``_3`` ... on a clash)."""
-    taken = {t for t, _, _ in data.images}
+def _unique(tag: str, taken: list[tuple[Any, ...]]) -> str:
+    """``tag``, or ``tag_2``, ``tag_3`` ... when an entry of ``taken`` already uses it."""
+    used = {t[0] for t in taken}
     unique, n = tag, 2
-    while unique in taken:
+    while unique in used:
         unique, n = f"{tag}_{n}", n + 1
-    data.images.append((unique, array, fmt))
+    return unique
+
+
+def _add_image(data: Collected, tag: str, array: Any, fmt: str) -> None:
+    """Append an image under a unique tag."""
+    data.images.append((_unique(tag, data.images), array, fmt))
 
 
 def _missing_stage(ctx: RunContext, data: Collected, stage: str) -> dict[str, Any] | None:
@@ -221,7 +229,8 @@ def _cam_images(ctx: RunContext, data: Collected) -> None:
             img = load_png(ctx, m["overlay"], f"CAM overlay of {image.get('name')}")
             if img is not None:
                 cls = class_label(m.get("target"), m.get("target_name"))
-                _add_image(data, _tag("cam", method, m.get("layer"), cls, image.get("name")), img, "HWC")
+                tag = _tag("cam", method, m.get("layer"), cls, image.get("name"))
+                _add_image(data, tag, img, "HWC")
 
 
 def _parameter_histograms(ctx: RunContext, data: Collected) -> None:
@@ -229,12 +238,12 @@ def _parameter_histograms(ctx: RunContext, data: Collected) -> None:
     for name, p in ctx.model.named_parameters():
         module, _, pname = name.rpartition(".")
         if module and pname == "weight":
-            tag = f"weights/{module}"
+            tag = _tag("weights", module)
         elif module and pname == "bias":
-            tag = f"biases/{module}"
+            tag = _tag("biases", module)
         else:
-            tag = f"params/{name}"
-        data.histograms.append((tag, p.detach()))
+            tag = _tag("params", name)
+        data.histograms.append((_unique(tag, data.histograms), p.detach()))
 
 
 def _activation_stats(ctx: RunContext, data: Collected) -> None:
@@ -247,7 +256,9 @@ def _activation_stats(ctx: RunContext, data: Collected) -> None:
         layers = {
             layer: {
                 **{s: info.get(s) for s in STATS},
-                "channel_mean": [c["mean"] for c in info.get("channels") or [] if "mean" in c],
+                "channel_mean": [
+                    c["mean"] for c in info.get("channels") or [] if c.get("mean") is not None
+                ],
             }
             for layer, info in res["layers"].items()
         }
@@ -259,10 +270,12 @@ def _activation_stats(ctx: RunContext, data: Collected) -> None:
         for s in STATS:
             v = stats.get(s)
             if v is not None:
-                data.scalars.append((f"activations/{layer}/{s}", float(v)))
+                tag = _unique(_tag("activations", layer, s), data.scalars)
+                data.scalars.append((tag, float(v)))
         means = np.asarray(stats.get("channel_mean") or [], dtype=np.float64)
         if means.size > 1:
-            data.histograms.append((f"activations/{layer}/channel_mean", means))
+            tag = _unique(_tag("activations", layer, "channel_mean"), data.histograms)
+            data.histograms.append((tag, means))
 
 
 def capture_block_stats(ctx: RunContext) -> dict[str, dict[str, Any]]:
@@ -334,9 +347,8 @@ def top5_markdown(ctx: RunContext) -> str:
         lines = [f"**{name}** ({source})", "", "| rank | class | name | prob | logit |"]
         lines.append("|---:|---:|---|---:|---:|")
         for rank, p in enumerate(row, 1):
-            lines.append(
-                f"| {rank} | {p['class']} | {p['name'] or '-'} | {p['prob']:.4f} | {p['logit']:.3f} |"
-            )
+            name = str(p["name"] or "-").replace("|", "\\|")
+            lines.append(f"| {rank} | {p['class']} | {name} | {p['prob']:.4f} | {p['logit']:.3f} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -528,7 +540,9 @@ def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> dic
             tags["scalars"].extend(data.hparams[1])
     finally:
         writer.close()
-    files = sorted(p.relative_to(ctx.output_dir).as_posix() for p in out.glob(f"*tfevents*{SUFFIX}"))
+    files = sorted(
+        p.relative_to(ctx.output_dir).as_posix() for p in out.glob(f"*tfevents*{SUFFIX}")
+    )
     log.info(
         "TensorBoard (%s): graph %s, %d images, %d histograms, %d scalars, %d texts -> %s; "
         "view: tensorboard --logdir %s",

@@ -134,3 +134,36 @@ def test_safe_dirname_is_filesystem_safe():
     assert "/" not in name and "\\" not in name and ":" not in name and not name.startswith(".")
     assert len(safe_dirname("x=" + "a" * 500)) <= 120
     assert safe_dirname("x=" + "a" * 500) != safe_dirname("x=" + "a" * 499 + "b")
+
+
+def test_pretrained_weights_resolve_and_drive_preprocessing(compose):
+    from pipeline.build import preprocessing
+    from pipeline.models import weights_enum
+
+    w = weights_enum("resnet50", "DEFAULT")
+    assert str(w) == "ResNet50_Weights.IMAGENET1K_V2"
+    assert weights_enum("resnet50", "ResNet50_Weights.IMAGENET1K_V1").name == "IMAGENET1K_V1"
+    prep = preprocessing(compose().input, w)
+    assert (prep["resize"], prep["crop"]) == (232, 224)  # from the weights' own transforms()
+    prep = preprocessing(compose(["input.resize=300", "input.crop=256"]).input, w)
+    assert (prep["resize"], prep["crop"]) == (300, 256)
+    assert len(w.meta["categories"]) == 1000
+    with pytest.raises(ConfigError, match="IMAGENET9K.*DEFAULT"):
+        weights_enum("resnet50", "IMAGENET9K")
+
+
+def test_offline_download_failure_is_a_clear_error(compose, monkeypatch):
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(ConfigError, match="Could not download weights.*model.weights=null"):
+        build_model(compose(["model.weights=DEFAULT"]).model)
+    assert calls, "the download went through torchvision's loader (never the network in tests)"
