@@ -83,23 +83,24 @@ def seed_features(out1, path: Path) -> None:
 
 def vizpipe_kernels(model, path: Path, level: int = 1) -> None:
     """What the kernels stage does for one layer: weights -> grid -> PNG (output channel 0)."""
-    from pipeline.render import colormap_lut, save_png
+    from pipeline.render import colormap_levels, colormap_lut, save_png
     from stages.kernels import kernel_grid, layer_weight
 
     w = layer_weight(model.get_submodule("features.3"))  # (128, 64, 3, 3)
     vmax = float(abs(w).max())
-    grid = kernel_grid(w[:1, :64], colormap_lut("bwr"), scale="layer", vmax=vmax, tile_px=24)
-    save_png(path, grid, compress_level=level)
+    grid = kernel_grid(w[:1, :64], colormap_levels("bwr"), scale="layer", vmax=vmax, tile_px=24)
+    save_png(path, grid, colormap_lut("bwr"), compress_level=level)
 
 
 def vizpipe_features(out1, path: Path, level: int = 1) -> None:
     """What the features stage does per image: 100 maps -> normalise -> colour -> grid -> PNG."""
-    from pipeline.render import colormap_lut, save_png
+    from pipeline.render import colormap_levels, colormap_lut, save_png
     from stages.features import feature_grid
 
     maps = out1.numpy()[0, :100]  # (100, H, W)
-    grid = feature_grid(maps, colormap_lut("viridis"), normalize="channel", tile_px=56)
-    save_png(path, grid, compress_level=level)
+    levels = colormap_levels("viridis")
+    grid = feature_grid(maps, levels, normalize="channel", tile_px=56)
+    save_png(path, grid, colormap_lut("viridis"), compress_level=level)
 
 
 def timed(fn: Callable[[], None], repeats: int) -> float:

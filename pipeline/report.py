@@ -96,7 +96,12 @@ class Img:
     thumb: bool = False  # downscale to THUMB_PX (sweep grids)
 
 
-Inline = Union[str, Code, Strong, Link, Badge, Img]
+@dataclass(frozen=True)
+class Br:
+    """A line break."""
+
+
+Inline = Union[str, Code, Strong, Link, Badge, Img, Br]
 Cell = Union[Inline, list]  # one inline or a list of inlines
 
 
@@ -340,8 +345,13 @@ def _fmt_num(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _count(value: Any) -> str:
+    """A count that a stage may record as a number or as the list of items."""
+    return str(len(value)) if isinstance(value, (list, tuple)) else _fmt_num(value)
+
+
 def _fmt_seconds(value: Any) -> str:
-    return "–" if value is None else f"{float(value):.2f} s"
+    return "–" if value is None else f"{float(value):.2f}\u00a0s"
 
 
 def _fmt_mb(value: Any) -> str:
@@ -495,9 +505,7 @@ def _kernels_body(data: RunData, max_images: int) -> list[Any]:
     layers = list((k.get("layers") or {}).items())
     rows: list[list[Cell]] = []
     for name, info in layers:
-        dead = info.get("dead")
-        dead_text = str(len(dead)) if isinstance(dead, list) else _fmt_num(dead)
-        rows.append([Code(name), _shape(info.get("shape")), _fmt_num(info.get("vmax")), dead_text])
+        rows.append([Code(name), _shape(info.get("shape")), _fmt_num(info.get("vmax")), _count(info.get("dead"))])
     if rows:
         out.append(Table(["Layer", "Weight shape", "max |w|", "Dead output channels"], rows))
     figures: list[Figure] = []
@@ -523,7 +531,7 @@ def _features_body(data: RunData, max_images: int) -> list[Any]:
     for name, info in layers:
         npy = info.get("npy")
         rows.append([
-            Code(name), _shape(info.get("shape")), _fmt_num(info.get("channels_drawn")),
+            Code(name), _shape(info.get("shape")), _count(info.get("channels_drawn")),
             _fmt_num(info.get("mean")), _fmt_num(info.get("max")),
             f"{float(info['zero_fraction']) * 100:.1f}%" if isinstance(info.get("zero_fraction"), (int, float)) else "–",
             Link(str(npy), str(npy)) if npy else "–",
@@ -865,9 +873,9 @@ def _cell(job: JobData, image: str | None) -> list[Inline]:
             parts.append(f" {_class_text(m.get('target'), m.get('target_name'))}: {_fmt_num(m.get('score'))}")
             if m.get("valid") is False:
                 parts += [" ", Badge("invalid")]
+            parts.append(Br())
     if not maps and job.picture:
-        parts.append(Img(f"{job.name}/{job.picture[0]}", job.picture[1], thumb=True))
-        parts.append(job.picture[1])
+        parts += [Img(f"{job.name}/{job.picture[0]}", job.picture[1], thumb=True), job.picture[1], Br()]
     parts.append(Link("report", f"{job.name}/{REPORT_HTML}") if REPORT_HTML in job.reports else "no report")
     return parts
 
@@ -880,11 +888,13 @@ def sweep_document(data: SweepData) -> Document:
         counts[j.status] = counts.get(j.status, 0) + 1
     overall = "ok" if jobs and counts.get("ok") == len(jobs) else ("failed" if counts.get("failed") else "unknown")
     created = sorted(j.created for j in jobs if j.created)
+    common = [o for o in (jobs[0].overrides if jobs else []) if all(o in j.overrides for j in jobs)]
     head_rows: list[list[Cell]] = [
         ["Sweep folder", Code(str(data.sweep_dir.resolve()))],
         ["Command", Code(shlex.join(["python", "run.py", "-m", *data.task]) if data.task else "–")],
         ["Jobs", [f"{len(jobs)} job folders: ", *sum(([Badge(k), f" {v}  "] for k, v in sorted(counts.items())), [])]],
         ["Swept keys", [*sum(([Code(k), " "] for k in data.swept), [])] or "none"],
+        ["Common overrides", [*sum(([Code(o), " "] for o in common), [])] or "none"],
         ["Started", created[0] if created else "–"],
         ["Rebuild", Code(f"python -m pipeline.report {shlex.quote(str(data.sweep_dir))}")],
     ]
@@ -896,15 +906,17 @@ def sweep_document(data: SweepData) -> Document:
 
     rows: list[list[Cell]] = []
     for j in jobs:
+        shown = [o for o in j.overrides if _split_override(o)[0] in data.swept] if data.swept else j.overrides
         rows.append([
             "–" if j.num is None else str(j.num),
-            [*sum(([Code(o), " "] for o in j.overrides), [])] or "(none)",
+            [*sum(([Code(o), " "] for o in shown), [])] or "(none)",
             Badge(j.status),
             _fmt_seconds(j.seconds),
             Strong(j.error) if j.error else "",
-            [Link(r, f"{j.name}/{r}") for r in j.reports] or "no report",
+            sum(([Link(r, f"{j.name}/{r}"), Br()] for r in j.reports), []) or "no report",
         ])
-    sections.append(Section("jobs", "Jobs", [Table(["#", "Overrides", "Status", "Time", "Error", "Report"], rows, cls="jobs")]))
+    head = "Swept overrides" if data.swept else "Overrides"
+    sections.append(Section("jobs", "Jobs", [Table(["#", head, "Status", "Time", "Error", "Report"], rows, cls="jobs")]))
     sections.append(Section("grids", "Comparison grids", _grid_blocks(data)))
     sections.append(Section("leaderboard", "Leaderboard", _leaderboard_blocks(data)))
     return Document(f"vizpipe sweep: {data.sweep_dir.name}", [Badge(overall), f" {len(jobs)} jobs"], sections)
@@ -1038,7 +1050,8 @@ summary{cursor:pointer;color:var(--accent)}
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px;margin:10px 0}
 .gallery.wide{grid-template-columns:1fr}
 figure{margin:0;border:1px solid var(--line);border-radius:6px;padding:8px;background:#fff}
-figure img{max-width:100%;height:auto;display:block;margin:0 auto;image-rendering:auto}
+figure img{width:100%;height:auto;display:block;margin:0 auto}
+.gallery.wide figure img{width:auto;max-width:100%}
 .gallery.wide figure img{image-rendering:pixelated}
 figcaption{font-size:13px;color:var(--muted);margin-top:6px}
 .missing{color:#cf222e;font-style:italic}
@@ -1072,6 +1085,15 @@ def _image_uri(path: Path, thumb_px: int | None) -> str:
     return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("vizpipe")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
@@ -1079,7 +1101,7 @@ def _esc(text: Any) -> str:
 def _href(href: str) -> str:
     if re.match(r"^(https?:|#)", href):
         return _esc(href)
-    return _esc(quote(href, safe="/#"))
+    return _esc(quote(href, safe="/#=,+@"))
 
 
 def _inline_html(part: Any, ctx: _HtmlCtx) -> str:
@@ -1089,6 +1111,8 @@ def _inline_html(part: Any, ctx: _HtmlCtx) -> str:
         return f"<code>{_esc(part.text)}</code>"
     if isinstance(part, Strong):
         return f"<strong>{_esc(part.text)}</strong>"
+    if isinstance(part, Br):
+        return "<br>"
     if isinstance(part, Link):
         return f'<a href="{_href(part.href)}">{_esc(part.text)}</a>'
     if isinstance(part, Badge):
@@ -1134,8 +1158,7 @@ def _block_html(block: Any, ctx: _HtmlCtx) -> str:
 
 def to_html(doc: Document, base: Path, thumb_px: int | None = None) -> str:
     """Render ``doc`` as one self-contained HTML page; pictures under ``base`` become data URIs."""
-    from pipeline import __version__
-
+    __version__ = _version()
     ctx = _HtmlCtx(Path(base), thumb_px)
     nav = "".join(f'<a href="#{_esc(s.id)}">{_esc(s.title)}</a>' for s in doc.sections)
     parts = []
@@ -1180,13 +1203,15 @@ def _inline_md(part: Any, table: bool = False) -> str:
         return _md_code(part.text, table)
     if isinstance(part, Strong):
         return f"**{_md_text(part.text, table)}**" if part.text.strip() else ""
+    if isinstance(part, Br):
+        return "<br>" if table else "  \n"
     if isinstance(part, Link):
-        return f"[{_md_text(part.text, table)}]({quote(part.href, safe='/#:')})"
+        return f"[{_md_text(part.text, table)}]({quote(part.href, safe='/#:=,+@')})"
     if isinstance(part, Badge):
         word = part.status.upper() if part.status in ("failed", "interrupted", "invalid") else part.status
         return f"**{_md_text(word, table)}**" if part.status != "ok" else "ok"
     if isinstance(part, Img):
-        return f"![{_md_text(part.alt, table)}]({quote(part.path, safe='/')})"
+        return f"![{_md_text(part.alt, table)}]({quote(part.path, safe='/=,+@')})"
     return _md_text(part, table)
 
 
@@ -1242,8 +1267,9 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.is_dir():
         print(f"vizpipe: error: {folder} is not a folder", file=sys.stderr)
         return 2
-    is_run = (folder / MANIFEST).is_file() or (folder / ".hydra" / "config.yaml").is_file()
     is_sweep = (folder / "multirun.yaml").is_file() or any(_is_job_dir(p) for p in folder.iterdir())
+    is_run = (folder / MANIFEST).is_file() or (not is_sweep and (
+        (folder / ".hydra").is_dir() or any((folder / s).is_dir() for s in STAGE_ORDER)))
     try:
         if is_run:
             path = write_run_report(folder)

@@ -145,13 +145,14 @@ class KernelsConfig:
     max_out: int = 16
     # Columns: at most this many input channels per output channel.
     max_in: int = 64
-    # layer = one symmetric colour scale per layer (white = 0); tile = each kernel on its own.
+    # layer = one symmetric colour scale per layer: w drawn at 0.5 + w / (2 max|w|), white = 0;
+    # tile = each kernel min..max on its own (the seed's imshow; white is then not zero).
     scale: KernelScale = KernelScale.layer
-    # Diverging matplotlib colormap name.
+    # Diverging matplotlib colormap name (drawn with min(cmap.N, 254) levels).
     cmap: str = "bwr"
     # Minimum edge of one drawn kernel tile, in pixels (kernels are upscaled with nearest).
     tile_px: int = 24
-    # Also draw a first layer with 3 input channels as RGB filters.
+    # Also draw a layer with 3 input channels (the first conv) as RGB filters (up to max_out).
     rgb_first: bool = True
     # An output channel whose max |weight| is below this is reported as dead.
     dead_eps: float = 1e-8
@@ -165,17 +166,18 @@ class FeaturesConfig:
     layers: List[str] = field(default_factory=lambda: ["blocks"])
     # Channels drawn per grid (the seed draws 100).
     max_channels: int = 100
-    # first | top (most active channels first)
+    # first | top (highest mean activation over the batch, most active first)
     select: ChannelSelect = ChannelSelect.first
-    # Matplotlib colormap name.
+    # Matplotlib colormap name (drawn with min(cmap.N, 254) levels).
     cmap: str = "viridis"
-    # channel = normalise each channel on its own | layer = one scale for the whole layer.
+    # channel = each channel min..max on its own | layer = one min..max over all channels
+    # (both per image).
     normalize: FeatureNorm = FeatureNorm.channel
     # dtype of features/<layer>.npy: float32 | float16
     dtype: NpyDtype = NpyDtype.float32
     # Write raw activations as .npy beside the pictures.
     save_npy: bool = True
-    # Minimum edge of one drawn channel tile, in pixels.
+    # Minimum edge of one drawn channel tile, in pixels (small maps are upscaled, nearest).
     tile_px: int = 56
 
 

@@ -4,7 +4,8 @@
     python scripts/screenshot.py --run outputs/2024-01-01/12-00-00 --out docs/report.png
 
 Without ``--run`` it runs the pipeline once (resnet18, random init, the bundled photo, every stage,
-CPU) into a temporary folder. Needs Debian's ``chromium`` (``apt-get install chromium``).
+CPU; or the overrides given) into a temporary folder. Needs Debian's ``chromium``
+(``apt-get install chromium``).
 
 Also home of ``Chromium``, a dependency-free Chrome DevTools Protocol client over
 ``--remote-debugging-pipe`` that ``tests/test_browser.py`` uses to check a rendered report.
@@ -216,30 +217,35 @@ class Chromium:
         return out
 
 
-def make_run(out: Path) -> Path:
-    """Run the pipeline once (every stage, CPU, random init, bundled photo) into ``out``."""
-    cmd = [sys.executable, str(ROOT / "run.py"), "device=cpu", "input=photo", f"hydra.run.dir={out}"]
-    print("vizpipe: running", " ".join(cmd))
+# A compact but complete report for the README: every stage, two kernel layers.
+DEFAULT_OVERRIDES = ("device=cpu", "input=photo", "kernels.layers=[conv1,layer1.0.conv1]")
+
+
+def make_run(out: Path, overrides: list[str]) -> Path:
+    """Run the pipeline once (every stage) into ``out`` with ``overrides``."""
+    cmd = [sys.executable, str(ROOT / "run.py"), *overrides, f"hydra.run.dir={out}"]
+    print("vizpipe: running", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Screenshot ``<run>/report.html`` (a fresh run by default) into ``--out``."""
+    """Screenshot ``<run>/report.html`` or ``<sweep>/index.html`` (default: a fresh run) into ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, help="an existing run folder (default: make a fresh run)")
+    parser.add_argument("--run", type=Path, help="an existing run or sweep folder (default: a fresh run)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "report.png")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=2200, help="pixels from the top of the page")
     parser.add_argument("--section", help="start the picture at this section (e.g. cam)")
+    parser.add_argument("overrides", nargs="*", help=f"overrides for the fresh run (default: {' '.join(DEFAULT_OVERRIDES)})")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vizpipe-shot-") as tmp:
-        run = args.run or make_run(Path(tmp) / "run")
-        report = run / "report.html"
+        run = args.run or make_run(Path(tmp) / "run", args.overrides or list(DEFAULT_OVERRIDES))
+        report = run / "report.html" if (run / "manifest.json").is_file() else run / "index.html"
         if not report.is_file():
-            from pipeline.report import write_run_report
+            from pipeline.report import main as rebuild
 
-            write_run_report(run)
+            rebuild([str(run)])
         with Chromium(width=args.width, height=args.height) as browser:
             browser.open(report)
             check = browser.check_page()

@@ -68,7 +68,7 @@ class FeaturesStage(Stage):
         """One forward pass; each layer is collected, rendered and dropped as it fires."""
         import torch
 
-        from pipeline.render import colormap_lut, file_stems
+        from pipeline.render import colormap_levels, colormap_lut, file_stems
 
         layers = plan(ctx, settings)
         calls = ctx.probe().calls
@@ -77,13 +77,13 @@ class FeaturesStage(Stage):
                 ctx.warn(f"features: {name} runs {calls[name]} times per forward; its first call "
                          "is captured")
         out = ctx.stage_dir("features")
-        lut = colormap_lut(settings.cmap)
+        lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)
         stems = file_stems(layers)
         entries: dict[str, dict[str, Any]] = {}
 
         def on_output(name: str, act: torch.Tensor) -> None:
             data = collect_layer(name, act, settings)
-            entries[name] = render_layer(ctx, data, stems[name], settings, lut)
+            entries[name] = render_layer(ctx, data, stems[name], settings, lut, levels)
 
         with torch.no_grad(), OutputCapture(ctx.model, layers, on_output):
             ctx.model(ctx.inputs.tensor)
@@ -230,16 +230,17 @@ def collect_layer(name: str, act: torch.Tensor, settings: FeaturesConfig) -> Lay
 
 
 def feature_grid(
-    maps: np.ndarray, lut: np.ndarray, *, normalize: str = "channel",
+    maps: np.ndarray, levels: int, *, normalize: str = "channel",
     layer_range: tuple[float, float] | None = None, tile_px: int = 56,
 ) -> np.ndarray:
-    """Draw (k, H, W) maps as one (H', W', 3) uint8 grid, ``ceil(sqrt(k))`` tiles per row.
+    """Draw (k, H, W) maps as one (H', W') palette-index grid, ``ceil(sqrt(k))`` tiles per row.
 
     ``normalize="channel"``: each map min..max on its own; ``"layer"``: ``layer_range`` (the
-    min and max over the whole layer for this image; default: over ``maps``).
+    min and max over the whole layer for this image; default: over ``maps``). ``levels`` is
+    ``pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
     """
     from pipeline.render import (
-        colorize,
+        color_index,
         finite_range,
         grid_columns,
         minmax_scale,
@@ -254,7 +255,8 @@ def feature_grid(
         x01 = range_scale(maps, lo, hi)
     else:
         x01 = minmax_scale(maps, axes=(1, 2))
-    return tile_grid(colorize(x01, lut), grid_columns(k), factor=upscale_factor(h, w, tile_px))
+    tiles = color_index(x01, levels)  # (k, H, W) palette indices
+    return tile_grid(tiles, grid_columns(k), factor=upscale_factor(h, w, tile_px))
 
 
 def _num(value: float) -> float | None:
@@ -264,7 +266,8 @@ def _num(value: float) -> float | None:
 
 
 def render_layer(
-    ctx: RunContext, d: LayerFeatures, stem: str, settings: FeaturesConfig, lut: np.ndarray
+    ctx: RunContext, d: LayerFeatures, stem: str, settings: FeaturesConfig, lut: np.ndarray,
+    levels: int,
 ) -> dict[str, Any]:
     """Write the layer's ``.npy`` and one grid per image; return its ``stats.json`` entry."""
     from pipeline.layers import safe_name
@@ -287,9 +290,10 @@ def render_layer(
         maps = d.act[i, d.drawn]  # (k, H, W)
         layer_range = finite_range(d.act[i]) if normalize == "layer" else None
         path = f"features/{stem}__{safe_name(image)}.png"
-        save_png(ctx.output_dir / path, feature_grid(
-            maps, lut, normalize=normalize, layer_range=layer_range, tile_px=settings.tile_px
-        ))
+        grid = feature_grid(
+            maps, levels, normalize=normalize, layer_range=layer_range, tile_px=settings.tile_px
+        )
+        save_png(ctx.output_dir / path, grid, lut)
         grids[image] = path
     a = d.act
     log.info("Features <%s> %s: %d channel(s) drawn per image, %d image(s)",

@@ -145,16 +145,17 @@ def collect(ctx: RunContext, layers: list[str], dead_eps: float) -> list[LayerKe
 
 
 def kernel_grid(
-    weight: np.ndarray, lut: np.ndarray, *, scale: str = "layer", vmax: float | None = None,
+    weight: np.ndarray, levels: int, *, scale: str = "layer", vmax: float | None = None,
     tile_px: int = 24,
 ) -> np.ndarray:
-    """Draw (R, C, kh, kw) kernels as one (H, W, 3) uint8 grid: row r = output channel r.
+    """Draw (R, C, kh, kw) kernels as one (H, W) palette-index grid: row r = output channel r.
 
     ``scale="layer"``: ``0.5 + w / (2 * vmax)`` (``vmax`` defaults to max |w| of ``weight``);
-    ``scale="tile"``: each kernel min..max on its own (the seed's ``imshow``).
+    ``scale="tile"``: each kernel min..max on its own (the seed's ``imshow``). ``levels`` is
+    ``pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
     """
     from pipeline.render import (
-        colorize,
+        color_index,
         finite_range,
         minmax_scale,
         symmetric_scale,
@@ -170,7 +171,7 @@ def kernel_grid(
             lo, hi = finite_range(weight)
             vmax = max(abs(lo), abs(hi))
         x01 = symmetric_scale(weight, vmax)
-    tiles = colorize(x01, lut).reshape(rows * cols, kh, kw, 3)
+    tiles = color_index(x01, levels).reshape(rows * cols, kh, kw)
     return tile_grid(tiles, cols, factor=upscale_factor(kh, kw, tile_px))
 
 
@@ -208,11 +209,11 @@ def _num(value: float) -> float | None:
 
 def render(ctx: RunContext, data: list[LayerKernels], settings: KernelsConfig) -> dict[str, Any]:
     """Write each layer's grid (and RGB filters) and ``kernels/stats.json``; return the stats."""
-    from pipeline.render import colormap_lut, file_stems, save_png
+    from pipeline.render import colormap_levels, colormap_lut, file_stems, save_png
 
     out = ctx.stage_dir("kernels")
     scale = settings.scale.value
-    lut = colormap_lut(settings.cmap)
+    lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)
     stems = file_stems([d.name for d in data])
     layers: dict[str, Any] = {}
     for d in data:
@@ -220,16 +221,14 @@ def render(ctx: RunContext, data: list[LayerKernels], settings: KernelsConfig) -
         shown = d.weight[: settings.max_out, : settings.max_in]  # (R, C, kh, kw)
         stem = stems[d.name]
         grid = f"kernels/{stem}.png"
-        save_png(ctx.output_dir / grid, kernel_grid(
-            shown, lut, scale=scale, vmax=d.vmax, tile_px=settings.tile_px
-        ))
+        image = kernel_grid(shown, levels, scale=scale, vmax=d.vmax, tile_px=settings.tile_px)
+        save_png(ctx.output_dir / grid, image, lut)
         rgb = None
         if settings.rgb_first and i == 3:
             rgb = f"kernels/{stem}_rgb.png"
             filters = d.weight[: settings.max_out]  # (R, 3, kh, kw)
-            save_png(ctx.output_dir / rgb, rgb_filter_grid(
-                filters, scale=scale, vmax=d.vmax, tile_px=settings.tile_px
-            ))
+            image = rgb_filter_grid(filters, scale=scale, vmax=d.vmax, tile_px=settings.tile_px)
+            save_png(ctx.output_dir / rgb, image)
         dead = int(d.dead.sum())
         layers[d.name] = {
             "shape": [o, i, kh, kw],

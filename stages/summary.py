@@ -55,6 +55,7 @@ def collect(ctx: RunContext, settings: SummaryConfig) -> dict[str, Any]:
     model = ctx.model
     names = {id(m): n for n, m in model.named_modules()}
     was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # torchinfo sets one mode for all modules
     try:
         stats = summary(
             model,
@@ -68,7 +69,8 @@ def collect(ctx: RunContext, settings: SummaryConfig) -> dict[str, Any]:
             cache_forward_pass=False,
         )
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     table = str(stats)
     layers = []
     for info in stats.summary_list:

@@ -8,12 +8,13 @@ The backend (``tensorboardX`` or ``torch.utils.tensorboard``) changes nothing in
 ================================================  ==========  =================================
 tag                                               kind        from
 ================================================  ==========  =================================
-(graph)                                           graph       ``add_graph`` on the real batch
+(graph)                                           graph       the GraphDef traced on the batch
 ``input/batch``, ``input/grid``                   images      ``add_images``; one ``make_grid``
 ``kernels/<layer>`` (``.../rgb``)                 images      this run's kernels stage
 ``features/<layer>/<image>``                      images      this run's features stage
 ``cam/<method>/<layer>/<class>/<image>``          images      this run's cam overlays
-``weights/<module>``, ``biases/<module>``         histograms  parameters (else ``params/<name>``)
+``weights/<module>``, ``biases/<module>``         histograms  parameters (else ``params/<name>``),
+                                                              via ``add_histogram_raw``
 ``activations/<layer>/{mean,max,zero_fraction}``  scalars     features stage (else an own
 ``activations/<layer>/channel_mean``              histograms  capture of the model's blocks)
 ``predictions/top5``, ``summary/torchinfo``,      text        ``ctx.top_k``, summary stage (else
@@ -41,6 +42,7 @@ import json
 import logging
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +67,7 @@ SUFFIX = ".vizpipe"
 STEP = 0
 STATS = ("mean", "max", "zero_fraction")
 TEXT_SUFFIX = "/text_summary"  # both libraries append it to add_text tags
+HIST_BINS = 64  # uniform buckets per histogram (TensorBoard re-bins for display)
 
 
 @dataclass
@@ -73,11 +76,13 @@ class Collected:
 
     # (tag, array, dataformats); dataformats starting with "N" go through add_images
     images: list[tuple[str, Any, str]] = field(default_factory=list)
-    # (tag, tensor or array); converted to numpy one at a time while writing
+    # (tag, tensor or array); summarised with torch one at a time while writing (histogram_raw)
     histograms: list[tuple[str, Any]] = field(default_factory=list)
     scalars: list[tuple[str, float]] = field(default_factory=list)
     texts: list[tuple[str, str]] = field(default_factory=list)  # (tag, markdown)
     hparams: tuple[dict[str, str], dict[str, float]] | None = None
+    graph: bytes | None = None  # serialized GraphDef
+    graph_error: str | None = None  # why there is no graph (the model could not be traced)
     skipped: dict[str, str] = field(default_factory=dict)  # what was not logged, and why
     activations_from: str | None = None
 
@@ -88,17 +93,18 @@ class TensorBoardStage(Stage):
     name = "tensorboard"
 
     def validate(self, ctx: RunContext, settings: TensorboardConfig) -> None:
-        """Check the backend name and that its package is installed."""
+        """Check the backend name and that the packages it needs are installed."""
         backend = backend_name(settings)
         if backend not in BACKENDS:
             raise unknown_choice("tensorboard.backend", backend, BACKENDS)
-        package = PACKAGES[backend]
-        if importlib.util.find_spec(package) is None:
-            other = next(b for b in BACKENDS if b != backend)
-            raise ConfigError(
-                f"tensorboard.backend={backend} needs the '{package}' package, which is not "
-                f"installed; pip install {package} or set tensorboard.backend={other}"
-            )
+        # the graph is traced with torch.utils.tensorboard's helper whichever backend writes it
+        packages = [PACKAGES[backend]] + (["tensorboard"] if settings.graph else [])
+        for package in dict.fromkeys(packages):
+            if importlib.util.find_spec(package) is None:
+                raise ConfigError(
+                    f"tensorboard.backend={backend} needs the '{package}' package, which is not "
+                    f"installed; pip install {package} (or: pip install -e .)"
+                )
 
     def run(self, ctx: RunContext, settings: TensorboardConfig) -> dict[str, Any]:
         """Collect what to log from the context and earlier stages, then write one event file."""
@@ -118,6 +124,8 @@ def backend_name(settings: TensorboardConfig) -> str:
 def collect(ctx: RunContext, settings: TensorboardConfig) -> Collected:
     """Gather images, histograms, scalars, texts and the hparams row (no writer involved)."""
     data = Collected()
+    if settings.graph:
+        data.graph, data.graph_error = trace_graph(ctx)
     if settings.images:
         _input_images(ctx, data)
     if settings.kernels:
@@ -322,6 +330,55 @@ def capture_block_stats(ctx: RunContext) -> dict[str, dict[str, Any]]:
     return {n: stats[n] for n in names if n in stats}
 
 
+@contextlib.contextmanager
+def modes_restored(model: Any) -> Iterator[None]:
+    """Restore every module's own train/eval flag on exit (``model.train(x)`` sets them all)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def trace_graph(ctx: RunContext) -> tuple[bytes | None, str | None]:
+    """The model's GraphDef (serialized) traced on the real batch, or (None, error) with a warning.
+
+    Uses ``torch.utils.tensorboard._pytorch_graph.graph``, the function both libraries'
+    ``add_graph`` call, but keeps only the GraphDef: each library also writes a placeholder
+    run-metadata profile under its own tag (``step1`` vs ``profiler``), which would make the tags
+    differ by backend. The tracer switches the whole model to eval and back to the root's mode;
+    every module's own mode is restored here. Tracing adds no hooks; its console noise goes to
+    the debug log. A model that cannot be traced never fails the run.
+    """
+    import torch
+
+    out = io.StringIO()
+    try:
+        from torch.utils.tensorboard._pytorch_graph import graph
+
+        with (
+            modes_restored(ctx.model),
+            torch.no_grad(),
+            contextlib.redirect_stdout(out),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")  # TracerWarnings about data-dependent Python values
+            graph_def, _placeholder_profile = graph(ctx.model, ctx.inputs.tensor)
+        return graph_def.SerializeToString(), None
+    except Exception as exc:  # noqa: BLE001 - a graph never fails a run
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        err = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        ctx.warn(
+            f"TensorBoard: no model graph, {ctx.model_name} cannot be traced by torch.jit.trace "
+            f"({err}); everything else is still logged"
+        )
+        return None, err
+    finally:
+        if out.getvalue().strip():
+            log.debug("Tracing printed:\n%s", out.getvalue())
+
+
 def _texts(ctx: RunContext, data: Collected) -> None:
     data.texts.append(("predictions/top5", top5_markdown(ctx)))
     table = torchinfo_table(ctx)
@@ -347,8 +404,8 @@ def top5_markdown(ctx: RunContext) -> str:
         lines = [f"**{name}** ({source})", "", "| rank | class | name | prob | logit |"]
         lines.append("|---:|---:|---|---:|---:|")
         for rank, p in enumerate(row, 1):
-            name = str(p["name"] or "-").replace("|", "\\|")
-            lines.append(f"| {rank} | {p['class']} | {name} | {p['prob']:.4f} | {p['logit']:.3f} |")
+            cls = str(p["name"] or "-").replace("|", "\\|")
+            lines.append(f"| {rank} | {p['class']} | {cls} | {p['prob']:.4f} | {p['logit']:.3f} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -362,7 +419,8 @@ def torchinfo_table(ctx: RunContext) -> str | None:
     from stages.summary import collect as summary_collect
 
     try:
-        return str(summary_collect(ctx, SummaryConfig())["table"])
+        with modes_restored(ctx.model):  # torchinfo restores only the root's mode
+            return str(summary_collect(ctx, SummaryConfig())["table"])
     except Exception as exc:  # noqa: BLE001 - a missing table never fails the stage
         ctx.warn(f"TensorBoard: torchinfo table not logged ({type(exc).__name__}: {exc})")
         return None
@@ -450,35 +508,14 @@ def open_writer(backend: str, logdir: Path) -> Any:
     return SummaryWriter(logdir=str(logdir), filename_suffix=SUFFIX)
 
 
-def add_graph(ctx: RunContext, writer: Any) -> str | None:
-    """``add_graph`` on the real batch; returns None, or the error when the model cannot be traced.
+def _add_graph_def(backend: str, writer: Any, graph_def: bytes) -> None:
+    """The graph event, as ``add_graph`` writes it, without the per-library placeholder profile."""
+    if backend == "torch":
+        from tensorboard.compat.proto.event_pb2 import Event
+    else:
+        from tensorboardX.proto.event_pb2 import Event
 
-    The tracer switches the whole model to eval and back to the root's mode; every module's own
-    mode is restored here. Tracing adds no hooks. Its console noise goes to the debug log.
-    """
-    import torch
-
-    model = ctx.model
-    modes = [(m, m.training) for m in model.modules()]
-    out = io.StringIO()
-    try:
-        with torch.no_grad(), contextlib.redirect_stdout(out), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about data-dependent Python values
-            writer.add_graph(model, ctx.inputs.tensor)
-        return None
-    except Exception as exc:  # noqa: BLE001 - a graph never fails a run
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        err = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        ctx.warn(
-            f"TensorBoard: no model graph, {ctx.model_name} cannot be traced by torch.jit.trace "
-            f"({err}); everything else is still logged"
-        )
-        return err
-    finally:
-        for m, training in modes:
-            m.training = training
-        if out.getvalue().strip():
-            log.debug("add_graph printed:\n%s", out.getvalue())
+    writer.file_writer.add_event(Event(graph_def=graph_def))
 
 
 def _add_hparams(backend: str, writer: Any, hp: dict[str, str], metrics: dict[str, float]) -> None:
@@ -494,13 +531,43 @@ def _add_hparams(backend: str, writer: Any, hp: dict[str, str], metrics: dict[st
         writer.add_scalar(tag, value, STEP)
 
 
-def _finite(values: Any) -> np.ndarray:
-    import numpy as np
+def histogram_raw(values: Any, bins: int = HIST_BINS) -> dict[str, Any] | None:
+    """``add_histogram_raw``'s arguments for the finite values of a tensor or array; None if none.
 
-    if hasattr(values, "detach"):
-        values = values.detach().float().cpu().numpy()
-    arr = np.asarray(values, dtype=np.float64).ravel()
-    return arr[np.isfinite(arr)]
+    Computed with torch on the tensor's own device in O(n): uniform buckets (``torch.histc``)
+    between min and max, exact num, sum and sum of squares. ``add_histogram`` would first copy
+    the values to a float64 numpy array (800 MB for VGG16's 102M-weight classifier layer) and
+    take seconds per large layer. As in the libraries' own histograms, an empty bucket left of
+    the first edge keeps the minimum visible (TensorBoard stores right edges only).
+    """
+    import torch
+
+    x = torch.as_tensor(values).detach().flatten()
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    if x.numel() == 0:
+        return None
+    lo, hi = (float(v) for v in torch.aminmax(x))  # NaN and inf show up here: one cheap pass
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        x = x[torch.isfinite(x)]
+        if x.numel() == 0:
+            return None
+        lo, hi = (float(v) for v in torch.aminmax(x))
+    n = x.numel()
+    if hi > lo:
+        counts = torch.histc(x.float(), bins=bins, min=lo, max=hi).double().cpu().tolist()
+        limits = torch.linspace(lo, hi, bins + 1, dtype=torch.float64).tolist()
+    else:  # a constant tensor (fresh BatchNorm weights and biases): one narrow bucket around it
+        half = max(abs(lo) * 1e-3, 1e-6)
+        counts, limits = [float(n)], [lo - half, hi + half]
+    return {
+        "min": lo,
+        "max": hi,
+        "num": n,
+        "sum": float(x.sum(dtype=torch.float64)),
+        "sum_squares": float(torch.linalg.vector_norm(x, dtype=torch.float64)) ** 2,
+        "bucket_limits": limits,
+        "bucket_counts": [0.0, *counts],
+    }
 
 
 def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> dict[str, Any]:
@@ -511,11 +578,10 @@ def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> dic
         log.info("TensorBoard: removing %s from an earlier attempt in this folder", stale.name)
         stale.unlink()
     tags: dict[str, list[str]] = {"images": [], "histograms": [], "scalars": [], "text": []}
-    graph_error: str | None = None
     writer = open_writer(backend, out)
     try:
-        if settings.graph:
-            graph_error = add_graph(ctx, writer)
+        if data.graph is not None:
+            _add_graph_def(backend, writer, data.graph)
         for tag, array, fmt in data.images:
             if fmt.startswith("N"):
                 writer.add_images(tag, array, STEP, dataformats=fmt)
@@ -523,11 +589,11 @@ def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> dic
                 writer.add_image(tag, array, STEP, dataformats=fmt)
             tags["images"].append(tag)
         for tag, values in data.histograms:
-            arr = _finite(values)
-            if arr.size == 0:
+            hist = histogram_raw(values)
+            if hist is None:
                 ctx.warn(f"TensorBoard: histogram {tag} has no finite values; not logged")
                 continue
-            writer.add_histogram(tag, arr, STEP)
+            writer.add_histogram_raw(tag, global_step=STEP, **hist)
             tags["histograms"].append(tag)
         for tag, value in data.scalars:
             writer.add_scalar(tag, value, STEP)
@@ -546,15 +612,15 @@ def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> dic
     log.info(
         "TensorBoard (%s): graph %s, %d images, %d histograms, %d scalars, %d texts -> %s; "
         "view: tensorboard --logdir %s",
-        backend, "yes" if settings.graph and graph_error is None else "no", len(tags["images"]),
+        backend, "yes" if data.graph is not None else "no", len(tags["images"]),
         len(tags["histograms"]), len(tags["scalars"]), len(tags["text"]), out, ctx.output_dir,
     )
     return {
         "backend": backend,
         "logdir": LOGDIR,
         "event_files": files,
-        "graph": bool(settings.graph and graph_error is None),
-        "graph_error": graph_error,
+        "graph": data.graph is not None,
+        "graph_error": data.graph_error,
         "tags": tags,
         "hparams": (
             {"hparams": data.hparams[0], "metrics": data.hparams[1]} if data.hparams else None

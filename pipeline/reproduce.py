@@ -1,0 +1,161 @@
+"""Re-run a run folder into a new folder, then compare: ``python -m pipeline.reproduce <run> [overrides]``.
+
+A run folder alone is enough to re-run it. Two ways, both through the real ``run.py``:
+
+* ``frozen`` (default): the run's resolved config, exactly as it ran,
+  ``python run.py --config-path <run>/.hydra --config-name config`` (``conf/`` may have changed
+  since; the runner merges the saved config onto the schema). Extra overrides are ``key=value``.
+* ``--from-conf``: the run's recorded overrides (``.hydra/overrides.yaml``) applied to today's
+  ``conf/``; extra overrides may pick group options (``model=vgg11``).
+
+Extra overrides replace recorded ones with the same key. Afterwards the new run is compared with
+the original (``pipeline.compare``) and ``reproduce.json`` in the new folder records where it came
+from. Exit status: the run's own status; with ``--check``, 1 when the artifacts differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.compare import Comparison
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUPS = ("model", "device", "input", "experiment", "sweep")  # config groups (options, not values)
+
+
+def recorded_overrides(run: Path) -> list[str]:
+    """The overrides a run was made with (``.hydra/overrides.yaml``, else the manifest's)."""
+    from omegaconf import OmegaConf
+
+    path = run / ".hydra" / "overrides.yaml"
+    if path.is_file():
+        return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path)) or []]
+    manifest = run / "manifest.json"
+    if manifest.is_file():
+        return [str(o) for o in json.loads(manifest.read_text(encoding="utf-8")).get("overrides") or []]
+    return []
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def merge_overrides(base: list[str], extra: list[str]) -> list[str]:
+    """``base`` with every key that ``extra`` sets replaced (extra's order kept at the end)."""
+    keys = {_key(o) for o in extra}
+    return [o for o in base if _key(o) not in keys] + list(extra)
+
+
+def default_out(run: Path) -> Path:
+    """``outputs/reproduce/<date>/<time>_<run name>`` (never inside a sweep folder)."""
+    stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
+    from pipeline.schema import safe_dirname
+
+    src = run.resolve()
+    name = safe_dirname(f"{src.parent.name}_{src.name}")  # e.g. 2024-01-31_12-00-00
+    out = Path("outputs") / "reproduce" / f"{stamp}_{name}"
+    n = 1
+    while out.exists():
+        n += 1
+        out = Path("outputs") / "reproduce" / f"{stamp}_{name}_{n}"
+    return out
+
+
+def build_command(run: Path, out: Path, extra: list[str], *, from_conf: bool = False) -> list[str]:
+    """The ``run.py`` command line that re-runs ``run`` into ``out``."""
+    run = run.resolve()
+    hydra_dir = run / ".hydra"
+    for o in extra:
+        if "=" not in o:
+            raise ConfigError(f"Override '{o}' is not key=value")
+    if from_conf:
+        args = merge_overrides(recorded_overrides(run), extra)
+        return [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={out}"]
+    if not (hydra_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run} has no .hydra/config.yaml: it is not a run folder (or it was made without Hydra)")
+    groups = [o for o in extra if _key(o) in GROUPS]
+    if groups:
+        raise ConfigError(
+            f"{', '.join(groups)} picks a config group option, which a frozen config no longer has; "
+            "use --from-conf to re-compose from conf/, or set values (e.g. model.name=vgg11)"
+        )
+    return [
+        sys.executable, str(ROOT / "run.py"),
+        "--config-path", str(hydra_dir), "--config-name", "config",
+        f"hydra.run.dir={out}",
+        f"hydra.searchpath=[file://{ROOT / 'conf'}]",  # finds vizpipe's logging config
+        "hydra/job_logging=vizpipe",
+        *extra,
+    ]
+
+
+def reproduce(run: Path | str, extra: list[str] | None = None, *, out: Path | str | None = None,
+              from_conf: bool = False, cwd: Path | str | None = None) -> tuple[int, Path, Comparison | None]:
+    """Re-run ``run`` into ``out``; return (exit status of run.py, new folder, Comparison or None)."""
+    from pipeline.compare import compare_runs
+
+    src = Path(run)
+    if not src.is_dir():
+        raise ConfigError(f"Run folder {src} does not exist")
+    work = Path(cwd) if cwd else Path.cwd()
+    dest = Path(out) if out else default_out(src)
+    dest = dest if dest.is_absolute() else work / dest
+    if dest.exists() and any(dest.iterdir()):
+        raise ConfigError(f"Output folder {dest} already exists and is not empty; pick another with --out")
+    cmd = build_command(src, dest, list(extra or []), from_conf=from_conf)
+    print("vizpipe: reproducing with:", shlex.join(cmd), flush=True)
+    rc = subprocess.run(cmd, cwd=work).returncode
+    comparison = None
+    if (dest / "manifest.json").is_file() and (src / "manifest.json").is_file():
+        comparison = compare_runs(src, dest)
+    if dest.is_dir():
+        record = {
+            "source": str(src.resolve()),
+            "mode": "from-conf" if from_conf else "frozen",
+            "extra_overrides": list(extra or []),
+            "command": cmd,
+            "exit_status": rc,
+            "equal": None if comparison is None else comparison.equal,
+            "first_difference": None if comparison is None or comparison.first is None else comparison.first.describe(),
+        }
+        (dest / "reproduce.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return rc, dest, comparison
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring."""
+    from pipeline.compare import format_comparison
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the run folder to re-run")
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides (replace recorded ones)")
+    parser.add_argument("--out", type=Path, help="new run folder (default outputs/reproduce/<date>/<time>_<name>)")
+    parser.add_argument("--from-conf", action="store_true", help="re-compose today's conf/ with the recorded overrides")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the new run's artifacts differ")
+    args = parser.parse_args(argv)
+    try:
+        rc, dest, comparison = reproduce(args.run, args.overrides, out=args.out, from_conf=args.from_conf)
+    except ConfigError as exc:
+        print(f"vizpipe: error: {exc}", file=sys.stderr)
+        return 2
+    if comparison is not None:
+        print(format_comparison(comparison))
+    if rc != 0:
+        return rc
+    if args.check and (comparison is None or not comparison.equal):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""CAM methods and CAM metrics, by name, from what the installed ``pytorch_grad_cam`` exports.
+
+Methods are discovered, not listed: every class the package exports that subclasses ``BaseCAM``
+(GradCAM, HiResCAM, ScoreCAM, ...) or wraps a base method (``FinerCAM``, ``SESS``,
+``RefineCAM``: their constructor takes ``model``, ``target_layers`` and ``base_method``). A name
+is matched case-insensitively after dropping everything but letters, digits and ``++``
+(``Grad-CAM++`` -> ``gradcamplusplus``); ``gradcam++``, ``gradcampp`` and the name without its
+``cam`` suffix (``score``, ``ablation``, ...) are aliases.
+
+Metrics are grad-cam's CAM metrics (``pytorch_grad_cam.metrics``), by snake-case name or class
+name; the table below says how each one is called.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import ConfigError, unknown_choice
+
+__all__ = [
+    "METRICS",
+    "MethodSpec",
+    "available_methods",
+    "available_metrics",
+    "normalize",
+    "resolve_method",
+    "resolve_metrics",
+]
+
+#: Methods that run one forward pass per channel batch (a progress bar and a pass count).
+PERTURBATION_METHODS = ("ScoreCAM", "AblationCAM")
+
+#: metric name -> (module under pytorch_grad_cam.metrics, class name, how it is called)
+#: "perturb": metric(input, cams, targets, model); "cams": metric(cams);
+#: "base_method": metric(input, cams, targets, model, base_method=cam) (Coherency);
+#: "init_base_method": metric(base_method=cam)(input, cams, targets, model) (ARCC).
+METRICS: dict[str, tuple[str, str, str]] = {
+    "confidence_change": ("cam_mult_image", "CamMultImageConfidenceChange", "perturb"),
+    "drop_in_confidence": ("cam_mult_image", "DropInConfidence", "perturb"),
+    "increase_in_confidence": ("cam_mult_image", "IncreaseInConfidence", "perturb"),
+    "road_most_relevant_first": ("road", "ROADMostRelevantFirst", "perturb"),
+    "road_least_relevant_first": ("road", "ROADLeastRelevantFirst", "perturb"),
+    "road_most_relevant_first_average": ("road", "ROADMostRelevantFirstAverage", "perturb"),
+    "road_least_relevant_first_average": ("road", "ROADLeastRelevantFirstAverage", "perturb"),
+    "road_combined": ("road", "ROADCombined", "perturb"),
+    "complexity": ("arcc", "Complexity", "cams"),
+    "coherency": ("arcc", "Coherency", "base_method"),
+    "arcc": ("arcc", "ARCC", "init_base_method"),
+}
+
+
+def normalize(name: str) -> str:
+    """Lower-case ``name``, spell ``++`` as ``plusplus`` and drop all but letters and digits."""
+    return re.sub(r"[^a-z0-9]", "", str(name).lower().replace("++", "plusplus"))
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One CAM method the installed library provides."""
+
+    key: str  # canonical lower-case key, e.g. "gradcam", "gradcamplusplus"
+    name: str  # the library's class name, e.g. "GradCAM"
+    cls: type
+    meta: bool  # wraps a base method (FinerCAM, SESS, RefineCAM) instead of subclassing BaseCAM
+
+    @property
+    def perturbation(self) -> bool:
+        """True for ScoreCAM/AblationCAM (and subclasses): one forward pass per channel batch."""
+        return any(c.__name__ in PERTURBATION_METHODS for c in self.cls.__mro__)
+
+    def accepts(self, option: str) -> bool:
+        """Whether calling the method object accepts keyword ``option`` (e.g. ``aug_smooth``)."""
+        for fn in (self.cls.__call__, getattr(self.cls, "forward", None)):
+            if fn is not None and option in inspect.signature(fn).parameters:
+                return True
+        return False
+
+
+def available_methods() -> dict[str, MethodSpec]:
+    """Canonical key -> ``MethodSpec`` for every CAM class ``pytorch_grad_cam`` exports."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    out: dict[str, MethodSpec] = {}
+    for attr in sorted(dir(pytorch_grad_cam)):
+        obj = getattr(pytorch_grad_cam, attr)
+        if not inspect.isclass(obj):
+            continue
+        if issubclass(obj, BaseCAM):
+            meta = False
+        else:
+            try:
+                params = set(inspect.signature(obj.__init__).parameters)
+            except (TypeError, ValueError):
+                continue
+            if not {"model", "target_layers", "base_method"} <= params:
+                continue
+            meta = True
+        key = normalize(obj.__name__)
+        out[key] = MethodSpec(key=key, name=obj.__name__, cls=obj, meta=meta)
+    # most used first: that is the order the choices are listed in
+    first = [
+        "gradcam",
+        "gradcamplusplus",
+        "hirescam",
+        "xgradcam",
+        "layercam",
+        "eigencam",
+        "eigengradcam",
+        "scorecam",
+        "ablationcam",
+    ]
+    return {
+        k: out[k]
+        for k in [*[f for f in first if f in out], *sorted(k for k in out if k not in first)]
+    }
+
+
+def _aliases(methods: dict[str, MethodSpec]) -> dict[str, str]:
+    """Alias -> canonical key (``gradcampp`` and the keys without their ``cam`` suffix)."""
+    aliases = {"gradcampp": "gradcamplusplus", "gcpp": "gradcamplusplus"}
+    for key in methods:
+        if key.endswith("cam") and len(key) > 3 and key[:-3] not in methods:
+            aliases.setdefault(key[:-3], key)
+    return {a: k for a, k in aliases.items() if k in methods and a not in methods}
+
+
+def resolve_method(name: str) -> MethodSpec:
+    """The method called ``name`` (case-insensitive, aliases allowed); unknown -> ``ConfigError``."""
+    methods = available_methods()
+    key = normalize(name)
+    key = _aliases(methods).get(key, key)
+    if key not in methods:
+        shown = [("gradcam++" if k == "gradcamplusplus" else k) for k in methods]
+        raise unknown_choice(
+            "CAM method", name, shown, hint="Set cam.method=<one of these> (case-insensitive)"
+        )
+    return methods[key]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def available_metrics() -> dict[str, tuple[str, str, str]]:
+    """The subset of ``METRICS`` the installed library provides."""
+    import importlib
+
+    out = {}
+    for name, (module, cls, how) in METRICS.items():
+        try:
+            mod = importlib.import_module(f"pytorch_grad_cam.metrics.{module}")
+        except ImportError:
+            continue
+        if hasattr(mod, cls):
+            out[name] = (module, cls, how)
+    return out
+
+
+def resolve_metrics(names: list[str]) -> list[str]:
+    """Canonical metric names for ``names`` (snake-case or class names, case-insensitive)."""
+    table = available_metrics()
+    lookup = {normalize(n): n for n in table}
+    lookup.update({normalize(cls): n for n, (_, cls, _) in table.items()})
+    out: list[str] = []
+    for name in names:
+        key = lookup.get(normalize(name))
+        if key is None:
+            raise unknown_choice(
+                "CAM metric",
+                name,
+                list(table),
+                hint="Set cam.metrics=[<names>] (grad-cam's pytorch_grad_cam.metrics)",
+            )
+        out.append(key)
+    return list(dict.fromkeys(out))
+
+
+def compute_metric(
+    name: str, input_tensor: Any, cams: Any, targets: list[Any], model: Any, cam: Any
+) -> Any:
+    """Run metric ``name`` on a batch of maps ``cams`` (N, H, W): one float per image (numpy)."""
+    import importlib
+
+    import numpy as np
+
+    module, cls_name, how = METRICS[name]
+    cls = getattr(importlib.import_module(f"pytorch_grad_cam.metrics.{module}"), cls_name)
+    if how == "cams":
+        result = cls()(cams)
+    elif how == "perturb":
+        result = cls()(input_tensor, cams, targets, model)
+    elif how == "base_method":
+        result = cls()(input_tensor, cams, targets, model, cam)
+    elif how == "init_base_method":
+        result = cls(base_method=cam)(input_tensor, cams, targets, model)
+    else:  # pragma: no cover - the table above is the only source
+        raise ConfigError(f"CAM metric '{name}' has an unknown calling convention '{how}'")
+    return np.asarray(result, dtype=np.float64).reshape(len(cams), -1)[:, 0]
