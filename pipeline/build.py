@@ -365,8 +365,9 @@ def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, 
         x = torch.randn(*shape, generator=gen)
         files, names, sources = [], [f"random_{i}" for i in range(shape[0])], [f"randn(seed={seed})[{i}]" for i in range(shape[0])]
     if expected_c is not None and x.shape[1] != expected_c:
+        where = f" '{input_cfg.path}'" if kind == "tensor" else ""
         raise ConfigError(
-            f"input tensor has {x.shape[1]} channels (shape {tuple(x.shape)}) but the model's first conv "
+            f"input tensor{where} has {x.shape[1]} channels (shape {tuple(x.shape)}) but the model's first conv "
             f"expects {expected_c}; give an N×{expected_c}×H×W tensor"
         )
     return Inputs(tensor=x.to(device), rgb=_denormalize(x, mean, std), names=names, sources=sources, mean=mean, std=std, files=files)

@@ -104,7 +104,9 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
-def compare_runs(run_a: Path | str, run_b: Path | str, *, strict: bool = False, verify: bool = False) -> Comparison:
+def compare_runs(
+    run_a: Path | str, run_b: Path | str, *, strict: bool = False, verify: bool = False
+) -> Comparison:
     """Compare two runs' manifests (steps, statuses, artifact hashes); see the module docstring.
 
     ``strict`` counts volatile artifacts as differences; ``verify`` also re-hashes every file on
@@ -154,8 +156,14 @@ def format_comparison(c: Comparison, limit: int = 20) -> str:
     lines = [f"A: {c.a}", f"B: {c.b}"]
     n_vol = len(c.volatile) + c.volatile_same
     if c.equal:
-        lines.append(f"equal: {c.identical} artifacts identical"
-                     + (f"; {len(c.volatile)} of {n_vol} volatile artifacts differ (timestamps; ignored)" if n_vol else ""))
+        lines.append(
+            f"equal: {c.identical} artifacts identical"
+            + (
+                f"; {len(c.volatile)} of {n_vol} volatile artifacts differ (timestamps; ignored)"
+                if n_vol
+                else ""
+            )
+        )
     else:
         first = c.differences[0]
         lines.append(f"different: first differing artifact: {first.describe()}")
@@ -164,7 +172,9 @@ def format_comparison(c: Comparison, limit: int = 20) -> str:
         if len(c.differences) > limit:
             lines.append(f"  ... and {len(c.differences) - limit} more (--limit 0 shows all)")
         if n_vol:
-            lines.append(f"{len(c.volatile)} of {n_vol} volatile artifacts differ (timestamps; not counted)")
+            lines.append(
+                f"{len(c.volatile)} of {n_vol} volatile artifacts differ (timestamps; not counted)"
+            )
     if c.config_changes:
         shown = ", ".join(c.config_changes[:10]) + (" ..." if len(c.config_changes) > 10 else "")
         lines.append(f"config differs in: {shown}")
@@ -173,10 +183,16 @@ def format_comparison(c: Comparison, limit: int = 20) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.compare A B``: 0 when equal, 1 when different, 2 on a bad folder."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.compare", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
-    parser.add_argument("--strict", action="store_true", help="volatile artifacts (TensorBoard, reports) must match too")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="volatile artifacts (TensorBoard, reports) must match too",
+    )
     parser.add_argument("--verify", action="store_true", help="also re-hash the files on disk")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     parser.add_argument("--limit", type=int, default=20, help="differences listed (0 = all)")

@@ -1,4 +1,6 @@
-"""Re-run a run folder into a new folder, then compare: ``python -m pipeline.reproduce <run> [overrides]``.
+"""Re-run a run folder into a new folder, then compare it with the original.
+
+    python -m pipeline.reproduce <run> [key=value ...] [--from-conf] [--out DIR] [--check]
 
 A run folder alone is enough to re-run it. Two ways, both through the real ``run.py``:
 
@@ -42,7 +44,9 @@ def recorded_overrides(run: Path) -> list[str]:
         return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path)) or []]
     manifest = run / "manifest.json"
     if manifest.is_file():
-        return [str(o) for o in json.loads(manifest.read_text(encoding="utf-8")).get("overrides") or []]
+        return [
+            str(o) for o in json.loads(manifest.read_text(encoding="utf-8")).get("overrides") or []
+        ]
     return []
 
 
@@ -82,16 +86,22 @@ def build_command(run: Path, out: Path, extra: list[str], *, from_conf: bool = F
         args = merge_overrides(recorded_overrides(run), extra)
         return [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={out}"]
     if not (hydra_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run} has no .hydra/config.yaml: it is not a run folder (or it was made without Hydra)")
+        raise ConfigError(
+            f"{run} has no .hydra/config.yaml: it is not a run folder (or not made by Hydra)"
+        )
     groups = [o for o in extra if _key(o) in GROUPS]
     if groups:
         raise ConfigError(
-            f"{', '.join(groups)} picks a config group option, which a frozen config no longer has; "
+            f"{', '.join(groups)} picks a config group option, which a frozen config lacks; "
             "use --from-conf to re-compose from conf/, or set values (e.g. model.name=vgg11)"
         )
     return [
-        sys.executable, str(ROOT / "run.py"),
-        "--config-path", str(hydra_dir), "--config-name", "config",
+        sys.executable,
+        str(ROOT / "run.py"),
+        "--config-path",
+        str(hydra_dir),
+        "--config-name",
+        "config",
         f"hydra.run.dir={out}",
         f"hydra.searchpath=[file://{ROOT / 'conf'}]",  # finds vizpipe's logging config
         "hydra/job_logging=vizpipe",
@@ -99,9 +109,15 @@ def build_command(run: Path, out: Path, extra: list[str], *, from_conf: bool = F
     ]
 
 
-def reproduce(run: Path | str, extra: list[str] | None = None, *, out: Path | str | None = None,
-              from_conf: bool = False, cwd: Path | str | None = None) -> tuple[int, Path, Comparison | None]:
-    """Re-run ``run`` into ``out``; return (exit status of run.py, new folder, Comparison or None)."""
+def reproduce(
+    run: Path | str,
+    extra: list[str] | None = None,
+    *,
+    out: Path | str | None = None,
+    from_conf: bool = False,
+    cwd: Path | str | None = None,
+) -> tuple[int, Path, Comparison | None]:
+    """Re-run ``run`` into ``out``; return (run.py's exit status, new folder, comparison)."""
     from pipeline.compare import compare_runs
 
     src = Path(run)
@@ -111,7 +127,9 @@ def reproduce(run: Path | str, extra: list[str] | None = None, *, out: Path | st
     dest = Path(out) if out else default_out(src)
     dest = dest if dest.is_absolute() else work / dest
     if dest.exists() and any(dest.iterdir()):
-        raise ConfigError(f"Output folder {dest} already exists and is not empty; pick another with --out")
+        raise ConfigError(
+            f"Output folder {dest} already exists and is not empty; pick another with --out"
+        )
     cmd = build_command(src, dest, list(extra or []), from_conf=from_conf)
     print("vizpipe: reproducing with:", shlex.join(cmd), flush=True)
     rc = subprocess.run(cmd, cwd=work).returncode
@@ -126,7 +144,9 @@ def reproduce(run: Path | str, extra: list[str] | None = None, *, out: Path | st
             "command": cmd,
             "exit_status": rc,
             "equal": None if comparison is None else comparison.equal,
-            "first_difference": None if comparison is None or comparison.first is None else comparison.first.describe(),
+            "first_difference": None
+            if comparison is None or comparison.first is None
+            else comparison.first.describe(),
         }
         (dest / "reproduce.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return rc, dest, comparison
@@ -136,15 +156,29 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     from pipeline.compare import format_comparison
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.reproduce", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("run", type=Path, help="the run folder to re-run")
-    parser.add_argument("overrides", nargs="*", help="extra key=value overrides (replace recorded ones)")
-    parser.add_argument("--out", type=Path, help="new run folder (default outputs/reproduce/<date>/<time>_<name>)")
-    parser.add_argument("--from-conf", action="store_true", help="re-compose today's conf/ with the recorded overrides")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the new run's artifacts differ")
+    parser.add_argument(
+        "overrides", nargs="*", help="extra key=value overrides (replace recorded ones)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="new run folder (default outputs/reproduce/<date>/<time>_<name>)"
+    )
+    parser.add_argument(
+        "--from-conf",
+        action="store_true",
+        help="re-compose today's conf/ with the recorded overrides",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when the new run's artifacts differ"
+    )
     args = parser.parse_args(argv)
     try:
-        rc, dest, comparison = reproduce(args.run, args.overrides, out=args.out, from_conf=args.from_conf)
+        rc, dest, comparison = reproduce(
+            args.run, args.overrides, out=args.out, from_conf=args.from_conf
+        )
     except ConfigError as exc:
         print(f"vizpipe: error: {exc}", file=sys.stderr)
         return 2

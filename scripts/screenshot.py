@@ -85,10 +85,14 @@ class Chromium:
     A context manager: the browser and its temporary profile are removed on exit.
     """
 
-    def __init__(self, binary: str | None = None, width: int = 1280, height: int = 900, timeout: float = 60) -> None:
+    def __init__(
+        self, binary: str | None = None, width: int = 1280, height: int = 900, timeout: float = 60
+    ) -> None:
         self.binary = binary or find_chromium()
         if not self.binary:
-            raise FileNotFoundError("No Chromium found (apt-get install chromium, or set $CHROMIUM)")
+            raise FileNotFoundError(
+                "No Chromium found (apt-get install chromium, or set $CHROMIUM)"
+            )
         self.width, self.height, self.timeout = width, height, timeout
         self._id = 0
         self._buf = b""
@@ -104,19 +108,39 @@ class Chromium:
             os.dup2(cmd_r, 3)
             os.dup2(res_w, 4)
 
-        args = [self.binary, *FLAGS, f"--user-data-dir={self.profile}",
-                f"--window-size={self.width},{self.height}", "--remote-debugging-pipe", "about:blank"]
+        args = [
+            self.binary,
+            *FLAGS,
+            f"--user-data-dir={self.profile}",
+            f"--window-size={self.width},{self.height}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
         # close_fds=False: Python's own fds are non-inheritable anyway (PEP 446); 3 and 4 are not.
-        self.proc = subprocess.Popen(args, preexec_fn=wire, close_fds=False,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            args,
+            preexec_fn=wire,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         os.close(cmd_r)
         os.close(res_w)
         try:
             target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-            self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            self.session = self.call(
+                "Target.attachToTarget", {"targetId": target, "flatten": True}
+            )["sessionId"]
             self.call("Page.enable")
-            self.call("Emulation.setDeviceMetricsOverride",
-                      {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                {
+                    "width": self.width,
+                    "height": self.height,
+                    "deviceScaleFactor": 1,
+                    "mobile": False,
+                },
+            )
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -159,7 +183,11 @@ class Chromium:
             if ready:
                 chunk = os.read(self._res_r, 1 << 20)
                 if not chunk:
-                    err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
+                    err = (
+                        self.proc.stderr.read().decode(errors="replace")[-2000:]
+                        if self.proc.stderr
+                        else ""
+                    )
                     raise RuntimeError(f"Chromium closed the pipe: {err}")
                 self._buf += chunk
         raw, _, self._buf = self._buf.partition(b"\0")
@@ -196,7 +224,10 @@ class Chromium:
 
     def evaluate(self, expression: str) -> Any:
         """Evaluate JavaScript in the page and return its JSON value."""
-        res = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        res = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
         if "exceptionDetails" in res:
             raise RuntimeError(f"JavaScript failed: {res['exceptionDetails']}")
         return res["result"].get("value")
@@ -206,12 +237,16 @@ class Chromium:
         return self.evaluate(PAGE_CHECK)
 
     def screenshot(self, out: Path, height: int | None = None, top: float = 0) -> Path:
-        """Save a PNG of ``height`` pixels of the page from ``top`` (None = the viewport's height)."""
+        """Save a PNG of ``height`` pixels of the page from ``top`` (None = the viewport)."""
         h = height or self.height
-        data = self.call("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": top, "width": self.width, "height": h, "scale": 1},
-        })["data"]
+        data = self.call(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": top, "width": self.width, "height": h, "scale": 1},
+            },
+        )["data"]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(base64.b64decode(data))
         return out
@@ -230,14 +265,20 @@ def make_run(out: Path, overrides: list[str]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Screenshot ``<run>/report.html`` or ``<sweep>/index.html`` (default: a fresh run) into ``--out``."""
+    """Screenshot ``<run>/report.html`` or ``<sweep>/index.html`` (default: a fresh run)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, help="an existing run or sweep folder (default: a fresh run)")
+    parser.add_argument(
+        "--run", type=Path, help="an existing run or sweep folder (default: a fresh run)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "report.png")
     parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=2200, help="pixels from the top of the page")
+    parser.add_argument("--height", type=int, default=3300, help="pixels from the top of the page")
     parser.add_argument("--section", help="start the picture at this section (e.g. cam)")
-    parser.add_argument("overrides", nargs="*", help=f"overrides for the fresh run (default: {' '.join(DEFAULT_OVERRIDES)})")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help=f"overrides for the fresh run (default: {' '.join(DEFAULT_OVERRIDES)})",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vizpipe-shot-") as tmp:
         run = args.run or make_run(Path(tmp) / "run", args.overrides or list(DEFAULT_OVERRIDES))
@@ -255,9 +296,16 @@ def main(argv: list[str] | None = None) -> int:
             top = 0.0
             if args.section:
                 el = f"document.getElementById({json.dumps(args.section)})"
-                top = float(browser.evaluate(f"{el} ? {el}.getBoundingClientRect().top + window.scrollY : 0"))
+                top = float(
+                    browser.evaluate(
+                        f"{el} ? {el}.getBoundingClientRect().top + window.scrollY : 0"
+                    )
+                )
             browser.screenshot(args.out, args.height, top)
-    print(f"vizpipe: screenshot {args.out} ({check['images']} pictures, sections: {', '.join(check['sections'])})")
+    print(
+        f"vizpipe: screenshot {args.out} ({check['images']} pictures, "
+        f"sections: {', '.join(check['sections'])})"
+    )
     return 0
 
 

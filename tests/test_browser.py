@@ -20,7 +20,9 @@ from pipeline.schema import ReportConfig
 
 
 def _load_screenshot() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("vizpipe_screenshot", ROOT / "scripts" / "screenshot.py")
+    spec = importlib.util.spec_from_file_location(
+        "vizpipe_screenshot", ROOT / "scripts" / "screenshot.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -30,9 +32,19 @@ def _load_screenshot() -> ModuleType:
 shot = _load_screenshot()
 pytestmark = pytest.mark.skipif(
     shot.find_chromium() is None,
-    reason="headless Chromium not found (Debian: apt-get install chromium; ./dev.sh test installs it as root)",
+    reason="headless Chromium not found (Debian: apt-get install chromium; "
+    "./dev.sh test installs it when run as root)",
 )
-RUN_SECTIONS = ["header", "summary", "kernels", "features", "cam", "tensorboard", "provenance", "manifest"]
+RUN_SECTIONS = [
+    "header",
+    "summary",
+    "kernels",
+    "features",
+    "cam",
+    "tensorboard",
+    "provenance",
+    "manifest",
+]
 SWEEP_SECTIONS = ["header", "jobs", "grids", "leaderboard"]
 
 
@@ -62,7 +74,9 @@ def test_fake_report_and_index_render(tmp_path: Path) -> None:
         assert index["sections"] == SWEEP_SECTIONS
         assert index["images"] >= 4 and index["broken"] == []
         # Every job report linked from the index exists.
-        hrefs = browser.evaluate("Array.from(document.querySelectorAll('#jobs a')).map(a => a.href)")
+        hrefs = browser.evaluate(
+            "Array.from(document.querySelectorAll('#jobs a')).map(a => a.href)"
+        )
         assert hrefs and all(Path(h.removeprefix("file://")).is_file() for h in hrefs)
 
 
@@ -71,7 +85,9 @@ def test_screenshot_script(tmp_path: Path) -> None:
 
     run = make_fake_run(tmp_path / "run")
     out = tmp_path / "shot.png"
-    assert shot.main(["--run", str(run), "--out", str(out), "--width", "900", "--height", "700"]) == 0
+    assert (
+        shot.main(["--run", str(run), "--out", str(out), "--width", "900", "--height", "700"]) == 0
+    )
     with Image.open(out) as im:
         assert im.size == (900, 700)
         colours = im.convert("RGB").getcolors(maxcolors=1 << 16)
@@ -81,10 +97,21 @@ def test_screenshot_script(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_sweep_report_and_index_render(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "stages=[summary,kernels,features,cam,tensorboard]", "input=random",
-                    "input.shape=[1,3,64,64]", "device=cpu", "kernels.layers=[conv1,layer1.0.conv1]",
-                    "features.layers=[layer1]", "tensorboard.histograms=false", "tensorboard.graph=false",
-                    "cam.layer=layer3,layer4", f"hydra.sweep.dir={sweep}"])
+    proc = run_cli(
+        [
+            "-m",
+            "stages=[summary,kernels,features,cam,tensorboard]",
+            "input=random",
+            "input.shape=[1,3,64,64]",
+            "device=cpu",
+            "kernels.layers=[conv1,layer1.0.conv1]",
+            "features.layers=[layer1]",
+            "tensorboard.histograms=false",
+            "tensorboard.graph=false",
+            "cam.layer=layer3,layer4",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 2

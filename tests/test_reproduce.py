@@ -16,9 +16,14 @@ from pipeline.errors import ConfigError
 # --------------------------------------------------------------------------- compare (fast)
 
 
-def _write_run(run: Path, files: dict[str, bytes], *, statuses: dict[str, str] | None = None,
-               config: dict | None = None) -> Path:
-    """A run folder whose manifest lists ``files`` (path -> bytes) under the stage named by the folder."""
+def _write_run(
+    run: Path,
+    files: dict[str, bytes],
+    *,
+    statuses: dict[str, str] | None = None,
+    config: dict | None = None,
+) -> Path:
+    """A run folder whose manifest lists ``files`` (path -> bytes), each under its folder's stage."""
     run.mkdir(parents=True)
     stages: dict[str, list[dict]] = {}
     report: list[dict] = []
@@ -26,12 +31,17 @@ def _write_run(run: Path, files: dict[str, bytes], *, statuses: dict[str, str] |
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         (run / rel).write_bytes(data)
         art = {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        (report if rel.startswith("report.") else stages.setdefault(rel.split("/")[0], [])).append(art)
+        (report if rel.startswith("report.") else stages.setdefault(rel.split("/")[0], [])).append(
+            art
+        )
     statuses = statuses or {}
     manifest = {
-        "status": "ok", "config": config or {"seed": 0},
+        "status": "ok",
+        "config": config or {"seed": 0},
         "setup": {"name": "setup", "status": "ok", "artifacts": []},
-        "stages": [{"name": n, "status": statuses.get(n, "ok"), "artifacts": a} for n, a in stages.items()],
+        "stages": [
+            {"name": n, "status": statuses.get(n, "ok"), "artifacts": a} for n, a in stages.items()
+        ],
         "report": {"name": "report", "status": "ok", "artifacts": report},
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
@@ -47,22 +57,39 @@ BASE = {
 }
 
 
-def test_equal_runs_ignore_volatile_artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_equal_runs_ignore_volatile_artifacts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a = _write_run(tmp_path / "a", BASE)
-    b = _write_run(tmp_path / "b", {**BASE, "tensorboard/events.out.tfevents.1.host": b"t=2", "report.html": b"<html>2</html>"})
+    b = _write_run(
+        tmp_path / "b",
+        {
+            **BASE,
+            "tensorboard/events.out.tfevents.1.host": b"t=2",
+            "report.html": b"<html>2</html>",
+        },
+    )
     c = cmp.compare_runs(a, b)
     assert c.equal and c.identical == 3 and c.first is None
-    assert sorted(d.path for d in c.volatile) == ["report.html", "tensorboard/events.out.tfevents.1.host"]
+    assert sorted(d.path for d in c.volatile) == [
+        "report.html",
+        "tensorboard/events.out.tfevents.1.host",
+    ]
     assert cmp.main([str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "equal: 3 artifacts identical" in out and "2 of 2 volatile artifacts differ" in out
     assert cmp.main([str(a), str(b), "--strict"]) == 1
 
 
-def test_names_the_first_differing_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_names_the_first_differing_artifact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a = _write_run(tmp_path / "a", BASE)
-    b = _write_run(tmp_path / "b", {**BASE, "features/a.npy": b"\x93NUMPY A", "features/b.npy": b"\x93NUMPY B"},
-                   config={"seed": 1})
+    b = _write_run(
+        tmp_path / "b",
+        {**BASE, "features/a.npy": b"\x93NUMPY A", "features/b.npy": b"\x93NUMPY B"},
+        config={"seed": 1},
+    )
     c = cmp.compare_runs(a, b)
     assert not c.equal
     assert c.first.path == "features/a.npy" and c.first.kind == "changed"
@@ -83,7 +110,12 @@ def test_missing_artifacts_and_step_status(tmp_path: Path) -> None:
     b = _write_run(tmp_path / "b", {**files, "cam/x.npy": b"x"}, statuses={"features": "failed"})
     c = cmp.compare_runs(a, b)
     kinds = {d.path: d.kind for d in c.differences}
-    assert kinds == {"step features": "status", "step cam": "status", "features/b.npy": "only_a", "cam/x.npy": "only_b"}
+    assert kinds == {
+        "step features": "status",
+        "step cam": "status",
+        "features/b.npy": "only_a",
+        "cam/x.npy": "only_b",
+    }
     assert c.first.path == "step features"
 
 
@@ -102,14 +134,21 @@ def test_verify_rehashes_files_on_disk(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_merge_and_build_commands(tmp_path: Path) -> None:
-    assert rep.merge_overrides(["model=vgg11", "seed=0", "+x=1"], ["seed=3", "x=2"]) == ["model=vgg11", "seed=3", "x=2"]
+    assert rep.merge_overrides(["model=vgg11", "seed=0", "+x=1"], ["seed=3", "x=2"]) == [
+        "model=vgg11",
+        "seed=3",
+        "x=2",
+    ]
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
     (run / ".hydra" / "overrides.yaml").write_text("- model=vgg11\n- seed=0\n")
     frozen = rep.build_command(run, tmp_path / "new", ["seed=5"])
     i = frozen.index("--config-path")
-    assert frozen[i + 1] == str((run / ".hydra").resolve()) and frozen[i + 2:i + 4] == ["--config-name", "config"]
+    assert frozen[i + 1] == str((run / ".hydra").resolve()) and frozen[i + 2 : i + 4] == [
+        "--config-name",
+        "config",
+    ]
     assert f"hydra.run.dir={tmp_path / 'new'}" in frozen and frozen[-1] == "seed=5"
     conf = rep.build_command(run, tmp_path / "new", ["seed=5", "model=resnet18"], from_conf=True)
     assert conf[2:5] == ["seed=5", "model=resnet18", f"hydra.run.dir={tmp_path / 'new'}"]
@@ -121,7 +160,9 @@ def test_merge_and_build_commands(tmp_path: Path) -> None:
         rep.build_command(tmp_path, tmp_path / "new", [])
 
 
-def test_reproduce_refuses_a_non_empty_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reproduce_refuses_a_non_empty_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
@@ -133,8 +174,14 @@ def test_reproduce_refuses_a_non_empty_output(tmp_path: Path, capsys: pytest.Cap
 
 # --------------------------------------------------------------------------- real runs (slow)
 
-RUN_ARGS = ["stages=[summary,features,cam]", "model=resnet18", "input=random", "input.shape=[1,3,64,64]",
-            "device=cpu", "features.layers=[layer1,layer4]"]
+RUN_ARGS = [
+    "stages=[summary,features,cam]",
+    "model=resnet18",
+    "input=random",
+    "input.shape=[1,3,64,64]",
+    "device=cpu",
+    "features.layers=[layer1,layer4]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -150,14 +197,26 @@ def _npy(run: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_run_folder_alone_reruns_with_identical_arrays(base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The documented command, and determinism: same config, byte-identical .npy, compare says equal."""
+def test_run_folder_alone_reruns_with_identical_arrays(
+    base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The documented command and determinism: same config, identical .npy, compare says equal."""
     new = tmp_path / "b"
-    proc = run_cli(["--config-path", str(base_run / ".hydra"), "--config-name", "config", f"hydra.run.dir={new}"])
+    proc = run_cli(
+        [
+            "--config-path",
+            str(base_run / ".hydra"),
+            "--config-name",
+            "config",
+            f"hydra.run.dir={new}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = _npy(base_run), _npy(new)
     assert any(k.startswith("cam/") for k in a) and any(k.startswith("features/") for k in a)
-    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), "arrays differ between identical runs"
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), (
+        "arrays differ between identical runs"
+    )
     ma = json.loads((base_run / "manifest.json").read_text())
     mb = json.loads((new / "manifest.json").read_text())
     assert ma["config"] == mb["config"] and mb["status"] == "ok"
@@ -166,11 +225,17 @@ def test_run_folder_alone_reruns_with_identical_arrays(base_run: Path, tmp_path:
 
 
 @pytest.mark.slow
-def test_reproduce_wrapper_frozen_and_from_conf(base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reproduce_wrapper_frozen_and_from_conf(
+    base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     same = tmp_path / "same"
     assert rep.main([str(base_run), "--out", str(same), "--check"]) == 0
     record = json.loads((same / "reproduce.json").read_text())
-    assert record["equal"] is True and record["mode"] == "frozen" and record["source"] == str(base_run.resolve())
+    assert (
+        record["equal"] is True
+        and record["mode"] == "frozen"
+        and record["source"] == str(base_run.resolve())
+    )
     assert "equal:" in capsys.readouterr().out
     other = tmp_path / "other"
     assert rep.main([str(base_run), "seed=1", "--from-conf", "--out", str(other), "--check"]) == 1

@@ -1,0 +1,527 @@
+"""CAM stage: names, layers, classes, outputs, equality with pytorch-grad-cam, model left as found.
+
+Models use random weights (seeded); a map may legitimately be all zero for some classes, so the
+tests compare with the library called directly instead of assuming a shape of the map.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.errors import ConfigError
+from pipeline.schema import CamConfig
+from stages.cam import HOOK_DICTS, CamStage, file_stem
+from stages.cam_layers import Layout, LayoutReshape, CamLayer, infer_layout
+from stages.cam_methods import available_methods, available_metrics, resolve_method, resolve_metrics
+
+SMALL = ["stages=[cam]", "input=random", "input.shape=[2,3,64,64]", "device=cpu"]
+MAP_KEYS = ["layer", "target", "target_name", "score", "logit", "overlay", "heatmap", "npy", "metrics", "valid"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def contexts(tmp_path_factory):
+    """Contexts built once per module (model + inputs + probe), copied per test with a fresh folder."""
+    from conftest import compose_config
+
+    from pipeline.runner import build_context
+
+    cache = {}
+
+    def get(model: str, *extra: str):
+        key = (model, *extra)
+        if key not in cache:
+            cfg = compose_config([*SMALL, f"model={model}", *extra])
+            cache[key] = build_context(cfg, tmp_path_factory.mktemp("ctx"))
+        return cache[key]
+
+    return get
+
+
+def fresh(ctx, out: Path, *, deep: bool = False):
+    """A copy of ``ctx`` writing into ``out`` (``deep``: with its own copy of the model)."""
+    model = copy.deepcopy(ctx.model) if deep else ctx.model
+    return dataclasses.replace(ctx, output_dir=out, model=model, warnings=[], results={}, nonfinite_params=[])
+
+
+def run_cam(ctx, **settings):
+    stage = CamStage()
+    s = CamConfig(**settings)
+    stage.validate(ctx, s)
+    return stage.run(ctx, s)
+
+
+def hook_count(model) -> int:
+    return sum(len(getattr(m, d, {})) for m in model.modules() for d in HOOK_DICTS)
+
+
+def load_maps(ctx, data) -> dict[tuple[str, str, int], np.ndarray]:
+    return {
+        (im["name"], m["layer"], m["target"]): np.load(ctx.output_dir / m["npy"])
+        for im in data["images"]
+        for m in im["maps"]
+    }
+
+
+def library_cam(model, layers, x, classes, method="gradcam", reshape=None, **call):
+    """pytorch-grad-cam called the usual way: a ``with`` block, one target per image."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cls = resolve_method(method).cls
+    with cls(model=model, target_layers=layers, reshape_transform=reshape) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes], **call)
+
+
+def top1(model, x) -> list[int]:
+    with torch.no_grad():
+        return model(x).argmax(dim=1).tolist()
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def test_every_exported_method_resolves_case_insensitively_with_aliases():
+    import pytorch_grad_cam
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    methods = available_methods()
+    exported = {n for n in dir(pytorch_grad_cam) if isinstance(getattr(pytorch_grad_cam, n), type)
+                and issubclass(getattr(pytorch_grad_cam, n), BaseCAM)}
+    assert exported <= {m.name for m in methods.values()}
+    for spec in methods.values():
+        assert resolve_method(spec.name.upper()) == spec
+        assert resolve_method(spec.name.lower()) == spec
+    for alias, name in [("gradcam++", "GradCAMPlusPlus"), ("Grad-CAM++", "GradCAMPlusPlus"), ("gradcampp", "GradCAMPlusPlus"),
+                        ("score", "ScoreCAM"), ("scorecam", "ScoreCAM"), ("kpca_cam", "KPCA_CAM"), ("ablation", "AblationCAM"),
+                        ("HiResCAM", "HiResCAM"), ("eigen-grad-cam", "EigenGradCAM")]:
+        assert resolve_method(alias).name == name
+    assert "ActivationsAndGradients" not in {m.name for m in methods.values()}
+    assert "GuidedBackpropReLUModel" not in {m.name for m in methods.values()}
+
+
+def test_unknown_method_lists_the_names_closest_first():
+    with pytest.raises(ConfigError) as info:
+        resolve_method("gradcma")
+    msg = str(info.value)
+    assert "\n" not in msg and "'gradcma'" in msg and "did you mean 'gradcam'?" in msg
+    assert "scorecam" in msg and "gradcam++" in msg
+
+
+def test_metrics_by_name():
+    assert resolve_metrics(["Confidence_Change", "ROADCombined", "road_combined", "complexity"]) == [
+        "confidence_change", "road_combined", "complexity"]
+    assert {"confidence_change", "road_most_relevant_first", "road_least_relevant_first"} <= set(available_metrics())
+    with pytest.raises(ConfigError, match="Unknown CAM metric 'road_most'.*road_most_relevant_first"):
+        resolve_metrics(["road_most"])
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def test_layouts_are_inferred_from_shapes():
+    assert infer_layout((2, 512, 7, 7), (224, 224)) == Layout("nchw", 7, 7, 512)
+    assert infer_layout((2, 32, 62, 62), (64, 64)) == Layout("nchw", 62, 62, 32)  # valid conv, not 64/stride
+    assert infer_layout((2, 197, 768), (224, 224)) == Layout("tokens", 14, 14, 768, prefix=1)  # ViT: class token
+    assert infer_layout((2, 49, 768), (224, 224)) == Layout("tokens", 7, 7, 768)  # timm Swin: no prefix
+    assert infer_layout((2, 7, 7, 768), (224, 224)) == Layout("nhwc", 7, 7, 768)  # torchvision Swin
+    assert infer_layout((2, 2, 3, 96), (64, 96)) == Layout("nhwc", 2, 3, 96)  # non-square input
+    ln = torch.nn.LayerNorm(8)
+    assert infer_layout((2, 8, 8, 8), (64, 64), ln).kind == "nhwc"  # ambiguous shape: the norm decides
+    assert infer_layout((2, 8, 8, 8), (64, 64)).kind == "nchw"
+    assert infer_layout((2, 1000), (224, 224)) is None
+
+
+def test_reshape_matches_the_library_transforms():
+    from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
+
+    tokens = torch.randn(2, 197, 16)
+    layer = CamLayer("x", (2, 197, 16), infer_layout((2, 197, 16), (224, 224)))
+    assert torch.equal(LayoutReshape([layer])(tokens), vit_reshape_transform(tokens))
+    nhwc = torch.randn(2, 4, 4, 16)
+    layer = CamLayer("y", (2, 4, 4, 16), Layout("nhwc", 4, 4, 16))
+    assert torch.equal(LayoutReshape([layer])(nhwc), nhwc.permute(0, 3, 1, 2))
+    other = torch.randn(2, 3, 5)
+    assert LayoutReshape([layer])(other) is other  # shapes it does not know pass through
+    with pytest.raises(ConfigError, match="same output shape"):
+        LayoutReshape([layer, CamLayer("z", (2, 4, 4, 16), Layout("nchw", 4, 16, 4))])
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [("resnet18", "layer4"), ("vgg11", "features.20"), ("seed_net", "conv2"), ("mobilenet_v3_small", "features.12")],
+)
+def test_auto_layer(contexts, model, expected):
+    stage = CamStage()
+    stage.validate(contexts(model), CamConfig())
+    assert [layer.name for layer in stage.plan.layers] == [expected]
+
+
+def test_auto_layer_skips_a_1x1_block(contexts):
+    ctx = contexts("resnet18", "input.shape=[1,3,32,32]")  # layer4 is 1×1 at 32 px
+    stage = CamStage()
+    stage.validate(ctx, CamConfig())
+    assert stage.plan.layers[0].name == "layer3"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("settings", "pattern"),
+    [
+        ({"layer": "layer5"}, r"Unknown layer 'layer5' for resnet18; did you mean 'layer4'\?.*closest first\): layer4"),
+        ({"layer": "fc"}, r"Layer 'fc' \(Linear\) cannot be used for CAM: its output \(2×1000\) has no spatial grid.*closest first\)"),
+        ({"layer": "layer4.1.relu"}, r"runs 2 times per forward pass"),
+        ({"layer": "../x"}, r"Unknown layer '\.\./x'"),
+        ({"layer": ["layer4", 3]}, r"must be layer names"),
+        ({"target_class": 1000}, r"cam.target_class 1000 is out of range for resnet18 \(1000 classes\); valid: .*0\.\.999"),
+        ({"target_class": -1}, r"cam.target_class -1 is out of range"),
+        ({"target_class": [1, 1000]}, r"1000 is out of range"),
+        ({"target_class": "abc"}, r"cam.target_class 'abc' is not a class index.*0\.\.999"),
+        ({"target_class": []}, r"empty list"),
+        ({"target_class": True}, r"not a class index"),
+        ({"target_class": 2.5}, r"not a class index"),
+        ({"method": "gradcma"}, r"did you mean 'gradcam'"),
+        ({"batch_size": 0}, r"cam.batch_size must be >= 1, got 0"),
+        ({"image_weight": 1.5}, r"cam.image_weight must be in \[0, 1\]"),
+        ({"metrics": ["road"]}, r"Unknown CAM metric 'road'"),
+        ({"method": "finercam", "aug_smooth": True}, r"not supported by FinerCAM"),
+    ],
+)
+def test_bad_settings_fail_in_validate_with_one_line(contexts, settings, pattern):
+    with pytest.raises(ConfigError, match=pattern) as info:
+        CamStage().validate(contexts("resnet18"), CamConfig(**settings))
+    assert "\n" not in str(info.value)
+
+
+def test_class_names_resolve_when_the_weights_carry_them(contexts, tmp_path):
+    ctx = fresh(contexts("resnet18"), tmp_path)
+    ctx.categories = [f"class {i}" for i in range(1000)]
+    stage = CamStage()
+    stage.validate(ctx, CamConfig(target_class=["Class 7", 9]))
+    assert stage.plan.classes == [7, 9]
+    with pytest.raises(ConfigError, match="did you mean 'class 7'"):
+        stage.validate(ctx, CamConfig(target_class="class 7x"))
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_outputs_per_image_layer_class_and_the_json_contract(contexts, tmp_path):
+    ctx = fresh(contexts("resnet18"), tmp_path)
+    data = run_cam(ctx, layer=["layer3", "layer4"], per_layer=True, target_class=[1, 207])
+    doc = json.loads((tmp_path / "cam" / "cam.json").read_text())
+    assert doc == json.loads(json.dumps(data))
+    assert list(doc) == ["method", "method_key", "layers", "targets", "images"]
+    assert (doc["method"], doc["method_key"], doc["layers"], doc["targets"]) == ("GradCAM", "gradcam", ["layer3", "layer4"], [1, 207])
+    probs = torch.softmax(ctx.probe().logits, dim=1)
+    for i, im in enumerate(doc["images"]):
+        assert im["name"] == ctx.inputs.names[i] and im["source"] == ctx.inputs.sources[i]
+        assert [list(t) for t in im["top5"]] == [["class", "name", "prob"]] * 5
+        assert [t["prob"] for t in im["top5"]] == sorted((t["prob"] for t in im["top5"]), reverse=True)
+        assert im["top5"][0]["class"] == int(ctx.probe().logits[i].argmax())
+        assert [(m["layer"], m["target"]) for m in im["maps"]] == [
+            ("layer3+layer4", 1), ("layer3+layer4", 207), ("layer3", 1), ("layer3", 207), ("layer4", 1), ("layer4", 207)]
+        for m in im["maps"]:
+            assert list(m) == MAP_KEYS and m["valid"] is True and m["metrics"] == {}
+            assert m["score"] == pytest.approx(float(probs[i, m["target"]]), rel=1e-6)
+            assert m["logit"] == pytest.approx(float(ctx.probe().logits[i, m["target"]]), rel=1e-6)
+            for key in ("overlay", "heatmap", "npy"):
+                assert m[key].startswith(f"cam/{im['name']}/") and "\\" not in m[key]
+                assert (tmp_path / m[key]).is_file()
+            arr = np.load(tmp_path / m["npy"])
+            assert arr.dtype == np.float32 and arr.shape == (64, 64)
+            assert 0.0 <= arr.min() and arr.max() <= 1.0 + 1e-6
+            assert np.asarray(Image.open(tmp_path / m["overlay"])).shape == (64, 64, 3)
+            assert np.asarray(Image.open(tmp_path / m["heatmap"])).shape == (64, 64, 3)
+    assert len(list((tmp_path / "cam").rglob("*.npy"))) == 2 * 6
+
+
+def test_overlay_is_show_cam_on_image_of_the_raw_map(contexts, tmp_path):
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    ctx = fresh(contexts("resnet18"), tmp_path)
+    data = run_cam(ctx, image_weight=0.3)
+    m = data["images"][1]["maps"][0]
+    expected = show_cam_on_image(ctx.inputs.rgb[1], np.load(tmp_path / m["npy"]), use_rgb=True, image_weight=0.3)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / m["overlay"])), expected)
+
+
+def test_per_layer_maps_equal_single_layer_runs(contexts, tmp_path):
+    ctx = fresh(contexts("resnet18"), tmp_path / "a")
+    both = load_maps(ctx, run_cam(ctx, layer=["layer3", "layer4"], per_layer=True, target_class=5))
+    ctx4 = fresh(ctx, tmp_path / "b")
+    alone = load_maps(ctx4, run_cam(ctx4, layer="layer4", target_class=5))
+    for name in ctx.inputs.names:
+        np.testing.assert_allclose(both[(name, "layer4", 5)], alone[(name, "layer4", 5)], atol=1e-6)
+
+
+def test_one_batched_library_call_per_layer_group_and_class(contexts, tmp_path, monkeypatch):
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    calls = []
+    original = BaseCAM.forward
+
+    def counting(self, input_tensor, targets, eigen_smooth=False):
+        calls.append((len(input_tensor), len(targets)))
+        return original(self, input_tensor, targets, eigen_smooth)
+
+    monkeypatch.setattr(BaseCAM, "forward", counting)
+    ctx = fresh(contexts("resnet18", "input.shape=[3,3,64,64]"), tmp_path)
+    run_cam(ctx, layer=["layer3", "layer4"], per_layer=True, target_class=[1, 2])
+    assert calls == [(3, 3), (3, 3)]  # per-layer maps come from the same two calls
+    calls.clear()
+    run_cam(ctx, target_class=None)
+    assert calls == [(3, 3)]
+
+
+def test_null_target_is_each_images_top1(contexts, tmp_path):
+    ctx = fresh(contexts("resnet18", "input.shape=[3,3,64,64]"), tmp_path)
+    data = run_cam(ctx)
+    assert [im["maps"][0]["target"] for im in data["images"]] == top1(ctx.model, ctx.inputs.tensor)
+
+
+def test_names_with_path_characters_stay_inside_the_run_folder(contexts, tmp_path):
+    ctx = fresh(contexts("resnet18"), tmp_path / "run")
+    ctx.categories = ["../../evil", "a/b", "c:d\\e", *[f"n{i}" for i in range(997)]]
+    data = run_cam(ctx, target_class=[0, 1, 2])
+    names = [m["target_name"] for m in data["images"][0]["maps"]]
+    assert names == ["../../evil", "a/b", "c:d\\e"]  # kept in the JSON as the weights spell them
+    files = [p for p in (tmp_path).rglob("*") if p.is_file()]
+    assert files and all((tmp_path / "run" / "cam") in p.parents for p in files)
+    assert file_stem("a+b", 3, "../x:y/z") == "a_b__3_x_y_z"
+
+
+def test_nan_weights_mark_maps_invalid_with_a_warning(contexts, tmp_path):
+    from pipeline.build import nonfinite_parameters
+
+    ctx = fresh(contexts("resnet18"), tmp_path, deep=True)
+    with torch.no_grad():
+        ctx.model.layer4[1].conv2.weight[0, 0, 0, 0] = float("nan")
+    ctx.nonfinite_params = nonfinite_parameters(ctx.model)
+    ctx._probe = None
+    data = run_cam(ctx, target_class=3)
+    maps = [m for im in data["images"] for m in im["maps"]]
+    assert maps and all(m["valid"] is False for m in maps)
+    assert any("invalid" in w and "valid=false" in w for w in ctx.warnings)
+    assert all((tmp_path / m["overlay"]).is_file() for m in maps)  # drawn anyway, marked invalid
+    json.loads((tmp_path / "cam" / "cam.json").read_text())  # strict JSON (no NaN)
+
+
+def test_metrics_recorded_per_map(contexts, tmp_path):
+    ctx = fresh(contexts("resnet18", "input.shape=[2,3,32,32]"), tmp_path)
+    data = run_cam(ctx, layer="layer3", metrics=["confidence_change", "road_most_relevant_first", "complexity"])
+    for im in data["images"]:
+        metrics = im["maps"][0]["metrics"]
+        assert list(metrics) == ["confidence_change", "road_most_relevant_first", "complexity"]
+        assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+        arr = np.load(tmp_path / im["maps"][0]["npy"])
+        assert metrics["complexity"] == pytest.approx(float(np.abs(arr).mean()), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- correctness
+
+
+@pytest.fixture(scope="module")
+def saved_model_and_input(tmp_path_factory):
+    """A resnet18 state_dict and an N×C×H×W tensor on disk (input=tensor, model.checkpoint)."""
+    import torchvision
+
+    folder = tmp_path_factory.mktemp("saved")
+    torch.manual_seed(123)
+    model = torchvision.models.resnet18()
+    torch.save(model.state_dict(), folder / "resnet18.pt")
+    torch.save(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7)), folder / "batch.pt")
+    return folder / "resnet18.pt", folder / "batch.pt"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"])
+def test_npy_equals_pytorch_grad_cam_called_directly(compose, tmp_path, saved_model_and_input, method):
+    import torchvision
+
+    from pipeline.runner import run_pipeline
+
+    ckpt, batch = saved_model_and_input
+    cfg = compose(["stages=[cam]", "input=tensor", f"input.path={batch}", f"model.checkpoint={ckpt}",
+                   f"cam.method={method}", "device=cpu", "report.enabled=false"])
+    result = run_pipeline(cfg, tmp_path / "run")
+    assert result.ok, result.error
+    doc = json.loads((tmp_path / "run" / "cam" / "cam.json").read_text())
+    ours = np.stack([np.load(tmp_path / "run" / im["maps"][0]["npy"]) for im in doc["images"]])
+
+    model = torchvision.models.resnet18()
+    model.load_state_dict(torch.load(ckpt, weights_only=True))
+    model.eval()
+    x = torch.load(batch, weights_only=True)
+    classes = top1(model, x)
+    assert [im["maps"][0]["target"] for im in doc["images"]] == classes
+    expected = library_cam(model, [model.layer4], x, classes, method)
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "vgg11"])
+@pytest.mark.parametrize("layers", ["single", "multi"])
+def test_freezing_parameters_gives_identical_maps(contexts, tmp_path, model, layers):
+    ctx = contexts(model)
+    layer = {"resnet18": ["layer3", "layer4"], "vgg11": ["features.15", "features.20"]}[model]
+    layer = layer[1] if layers == "single" else layer
+    for method in ["gradcam", "gradcam++", "hirescam", "layercam", "eigengradcam", "fullgrad"] + (["scorecam"] if layers == "single" else []):
+        a = fresh(ctx, tmp_path / f"{method}-frozen")
+        b = fresh(ctx, tmp_path / f"{method}-full")
+        kw = {"method": method, "layer": layer, "target_class": [1, 207], "per_layer": True, "batch_size": 256}
+        frozen = load_maps(a, run_cam(a, freeze_params=True, **kw))
+        full = load_maps(b, run_cam(b, freeze_params=False, **kw))
+        assert frozen.keys() == full.keys()
+        for key in frozen:
+            np.testing.assert_allclose(frozen[key], full[key], atol=1e-6, err_msg=f"{method} {key}")
+
+
+@pytest.mark.slow
+def test_vgg_inplace_relu_map_uses_the_hooked_layers_own_output(contexts, tmp_path):
+    ctx = fresh(contexts("vgg11"), tmp_path)
+    assert ctx.model.features[19].inplace is True  # features.18 (conv) feeds an in-place ReLU
+    data = run_cam(ctx, layer="features.18", target_class=[1, 207])
+    ours = load_maps(ctx, data)
+    reference = copy.deepcopy(ctx.model)
+    for m in reference.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    x = ctx.inputs.tensor
+    for c in (1, 207):
+        expected = library_cam(reference, [reference.features[18]], x, [c, c])
+        for i, name in enumerate(ctx.inputs.names):
+            np.testing.assert_allclose(ours[(name, "features.18", c)], expected[i], atol=1e-5)
+    assert all(m.inplace for m in ctx.model.modules() if hasattr(m, "inplace"))  # flags untouched
+
+
+def test_aug_and_eigen_smooth_equal_the_library(contexts, tmp_path):
+    ctx = fresh(contexts("resnet18"), tmp_path)
+    ours = load_maps(ctx, run_cam(ctx, layer="layer3", target_class=4, aug_smooth=True, eigen_smooth=True))
+    model = ctx.model
+    expected = library_cam(model, [model.layer3], ctx.inputs.tensor, [4, 4], aug_smooth=True, eigen_smooth=True)
+    for i, name in enumerate(ctx.inputs.names):
+        np.testing.assert_allclose(ours[(name, "layer3", 4)], expected[i], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_vit_b_16_tokens_reshaped_without_user_code(make_ctx, tmp_path):
+    from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
+
+    ctx = make_ctx(["stages=[cam]", "model=vit_b_16", "input=random", "input.shape=[1,3,224,224]", "device=cpu"])
+    data = run_cam(ctx)
+    layer = "encoder.layers.encoder_layer_11.ln_1"
+    assert data["layers"] == [layer]
+    ours = np.load(ctx.output_dir / data["images"][0]["maps"][0]["npy"])
+    model = ctx.model
+    expected = library_cam(model, [model.get_submodule(layer)], ctx.inputs.tensor, [data["images"][0]["maps"][0]["target"]],
+                           reshape=vit_reshape_transform)
+    np.testing.assert_allclose(ours, expected[0], atol=1e-5)
+    assert hook_count(model) == 0
+
+
+@pytest.mark.slow
+def test_swin_t_channels_last_reshaped_without_user_code(make_ctx, tmp_path):
+    ctx = make_ctx(["stages=[cam]", "model=torchvision", "model.name=swin_t", "input=random",
+                    "input.shape=[1,3,128,128]", "device=cpu"])
+    data = run_cam(ctx)
+    layer = "features.7.1.norm1"
+    assert data["layers"] == [layer]
+    ours = np.load(ctx.output_dir / data["images"][0]["maps"][0]["npy"])
+    model = ctx.model
+    expected = library_cam(model, [model.get_submodule(layer)], ctx.inputs.tensor, [data["images"][0]["maps"][0]["target"]],
+                           reshape=lambda t: t.permute(0, 3, 1, 2))
+    np.testing.assert_allclose(ours, expected[0], atol=1e-5)
+    assert ours.shape == (128, 128)
+
+
+# ----------------------------------------------------------------------------- perturbation methods
+
+
+@pytest.mark.parametrize(("method", "expected"), [("scorecam", 1 + 2 * 4), ("ablationcam", 1 + 1 + 2 * 4)])
+def test_perturbation_methods_log_their_forward_passes_and_show_a_bar(contexts, tmp_path, caplog, capsys, method, expected):
+    ctx = fresh(contexts("resnet18", "input.shape=[2,3,32,32]"), tmp_path)
+    with caplog.at_level(logging.INFO, logger="stages.cam"):
+        run_cam(ctx, method=method, layer="layer3", batch_size=64)  # layer3: 256 channels -> 4 batches
+    text = caplog.text
+    name = resolve_method(method).name
+    assert f"{name} on layer3: {expected} forward passes to run" in text
+    assert f"{name} on layer3: {expected} forward passes done" in text  # counted, not assumed
+    err = capsys.readouterr().err
+    assert f"{name} layer3" in err and "pass" in err  # vizpipe's one tqdm bar
+
+
+# ----------------------------------------------------------------------------- leave the model as found
+
+
+ALL_KINDS = ["gradcam", "scorecam", "ablationcam", "fullgrad", "shapleycam", "eigencam", "finercam", "refinecam"]
+
+
+@pytest.mark.parametrize("method", ALL_KINDS)
+def test_model_is_left_exactly_as_found(contexts, tmp_path, method):
+    ctx = fresh(contexts("resnet18", "input.shape=[2,3,32,32]"), tmp_path, deep=True)
+    model = ctx.model
+    model.layer1.train()  # a mixed mode must survive (the library calls model.eval())
+    model.conv1.weight.requires_grad_(False)  # and a mixed requires_grad
+    marker = torch.ones_like(model.fc.bias)
+    model.fc.bias.grad = marker  # and an existing gradient, the same object
+    children = [(n, id(m)) for n, m in model.named_modules()]
+    inplace = [(n, m.inplace) for n, m in model.named_modules() if hasattr(m, "inplace")]
+    before = hook_count(model)
+    run_cam(ctx, method=method, layer=["layer2", "layer3"] if method == "refinecam" else "layer3", batch_size=128)
+    assert hook_count(model) == before == 0
+    assert [(n, id(m)) for n, m in model.named_modules()] == children  # AblationLayer swapped back
+    assert [(n, m.inplace) for n, m in model.named_modules() if hasattr(m, "inplace")] == inplace
+    assert model.layer1.training and all(m.training for m in model.layer1.modules())
+    assert not model.training and not model.layer2.training
+    assert model.conv1.weight.requires_grad is False
+    assert all(p.requires_grad for n, p in model.named_parameters() if n != "conv1.weight")
+    assert model.fc.bias.grad is marker
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "fc.bias")
+
+
+def test_model_restored_when_the_library_call_fails(contexts, tmp_path, monkeypatch):
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    def boom(self, *args, **kwargs):
+        raise RuntimeError("library failure")
+
+    monkeypatch.setattr(BaseCAM, "compute_cam_per_layer", boom)
+    ctx = fresh(contexts("resnet18", "input.shape=[2,3,32,32]"), tmp_path, deep=True)
+    with pytest.raises(RuntimeError, match="library failure"):
+        run_cam(ctx, layer="layer3")
+    assert hook_count(ctx.model) == 0
+    assert all(p.requires_grad and p.grad is None for p in ctx.model.parameters())
+
+
+@pytest.mark.slow
+def test_100_consecutive_runs_leave_no_hooks_and_flat_memory(contexts, tmp_path):
+    import gc
+
+    def rss_mib() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        pytest.skip("no /proc/self/status")
+
+    ctx = fresh(contexts("resnet18", "input.shape=[1,3,32,32]"), tmp_path, deep=True)
+    for i in range(100):
+        run_cam(ctx, layer="layer3", target_class=[1, 2])
+        if i == 19:
+            gc.collect()
+            warm = rss_mib()
+        assert hook_count(ctx.model) == 0
+    gc.collect()
+    assert rss_mib() <= warm * 1.10, f"RSS grew from {warm:.0f} MiB to {rss_mib():.0f} MiB"
+    assert all(p.grad is None and p.requires_grad for p in ctx.model.parameters())
