@@ -47,12 +47,15 @@ def build_device(kind: str) -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"device '{kind}' does not exist: {torch.cuda.device_count()} GPU(s) visible; "
-                f"valid choices: auto, cpu, " + ", ".join(f"cuda:{i}" for i in range(torch.cuda.device_count()))
+                f"valid choices: auto, cpu, "
+                + ", ".join(f"cuda:{i}" for i in range(torch.cuda.device_count()))
             )
         return dev
     if kind == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ConfigError("device 'mps' was requested but MPS is not available; valid choices here: auto, cpu")
+            raise ConfigError(
+                "device 'mps' was requested but MPS is not available; valid choices here: auto, cpu"
+            )
         return torch.device("mps")
     raise unknown_choice("device", kind, ["auto", "cpu", "cuda", "cuda:0", "mps"])
 
@@ -69,7 +72,11 @@ def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
 
     from pipeline.models import weights_enum
 
-    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    cfg = (
+        OmegaConf.to_container(model_cfg, resolve=True)
+        if isinstance(model_cfg, DictConfig)
+        else dict(model_cfg)
+    )
     checkpoint = cfg.pop("checkpoint", None)
     cfg.pop("blocks", None)
     cfg.pop("categories", None)
@@ -99,7 +106,9 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     """Load a local state_dict strictly and safely (``weights_only=True``: no code runs)."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise ConfigError(f"Checkpoint '{path}' does not exist (model.checkpoint); give the path of a saved state_dict")
+        raise ConfigError(
+            f"Checkpoint '{path}' does not exist (model.checkpoint); give the path of a saved state_dict"
+        )
     log.info("Loading checkpoint <%s>", p)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
@@ -118,22 +127,32 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     if not isinstance(obj, dict):
         raise ConfigError(f"Checkpoint '{path}' holds a {type(obj).__name__}, not a state_dict")
     if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     own = model.state_dict()
     missing = [k for k in own if k not in obj]
     unexpected = [k for k in obj if k not in own]
     if missing or unexpected:
 
         def show(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "none"
+            return (
+                ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
+                if keys
+                else "none"
+            )
 
         raise ConfigError(
             f"Checkpoint '{path}' does not match the model: missing keys: {show(missing)}; "
             f"unexpected keys: {show(unexpected)}"
         )
-    bad = [f"{k} {tuple(obj[k].shape)} vs {tuple(own[k].shape)}" for k in own if tuple(obj[k].shape) != tuple(own[k].shape)]
+    bad = [
+        f"{k} {tuple(obj[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if tuple(obj[k].shape) != tuple(own[k].shape)
+    ]
     if bad:
-        raise ConfigError(f"Checkpoint '{path}' has tensors of the wrong shape (checkpoint vs model): {'; '.join(bad[:5])}")
+        raise ConfigError(
+            f"Checkpoint '{path}' has tensors of the wrong shape (checkpoint vs model): {'; '.join(bad[:5])}"
+        )
     model.load_state_dict(obj, strict=True)
 
 
@@ -144,7 +163,10 @@ def load_categories(value: Any) -> list[str] | None:
     if isinstance(value, str):
         p = Path(value).expanduser()
         if not p.is_file():
-            raise ConfigError(f"model.categories file '{value}' does not exist; give a text file with one class name per line, or a list")
+            raise ConfigError(
+                f"model.categories file '{value}' does not exist; "
+                "give a text file with one class name per line, or a list"
+            )
         return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [str(v) for v in value]
 
@@ -163,7 +185,13 @@ def nonfinite_parameters(model: nn.Module) -> list[str]:
 
 def preprocessing(input_cfg: Any, weights: Any) -> dict[str, Any]:
     """Resolve resize/crop/mean/std/interpolation: config value, else the weights', else ImageNet's."""
-    base: dict[str, Any] = {"resize": 256, "crop": 224, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "interpolation": "bilinear"}
+    base: dict[str, Any] = {
+        "resize": 256,
+        "crop": 224,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "interpolation": "bilinear",
+    }
     if weights is not None:
         t = weights.transforms()
         base.update(
@@ -185,7 +213,9 @@ def preprocessing(input_cfg: Any, weights: Any) -> dict[str, Any]:
     if min(base["std"]) <= 0:
         raise ConfigError(f"input.std must be positive, got {base['std']}")
     if int(base["resize"]) <= 0 or int(base["crop"]) <= 0:
-        raise ConfigError(f"input.resize and input.crop must be positive, got {base['resize']} and {base['crop']}")
+        raise ConfigError(
+            f"input.resize and input.crop must be positive, got {base['resize']} and {base['crop']}"
+        )
     return base
 
 
@@ -195,7 +225,10 @@ def bundled_photo() -> Path:
 
     path = Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
     if not path.is_file():
-        raise VizpipeError(f"The bundled photo {path} is missing from this matplotlib install; use input=image input.path=...")
+        raise VizpipeError(
+            f"The bundled photo {path} is missing from this matplotlib install; "
+            "use input=image input.path=..."
+        )
     return path
 
 
@@ -205,12 +238,15 @@ def find_images(spec: str, max_images: int) -> list[Path]:
     if any(ch in spec for ch in "*?["):
         files = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
         if not files:
-            raise ConfigError(f"input.path glob '{spec}' matched no file; check the pattern (quote it in the shell)")
+            raise ConfigError(
+                f"input.path glob '{spec}' matched no file; check the pattern (quote it in the shell)"
+            )
     elif p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise ConfigError(
-                f"input.path folder '{spec}' holds no image; supported extensions: {', '.join(IMAGE_EXTENSIONS)}"
+                f"input.path folder '{spec}' holds no image; "
+                f"supported extensions: {', '.join(IMAGE_EXTENSIONS)}"
             )
     elif p.is_file():
         files = [p]
@@ -220,16 +256,20 @@ def find_images(spec: str, max_images: int) -> list[Path]:
         if parent.is_dir():
             from pipeline.errors import closest_first
 
-            near = closest_first(p.name, [f.name for f in parent.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS])[:3]
+            near = closest_first(
+                p.name, [f.name for f in parent.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS]
+            )[:3]
         hint = f"; did you mean {', '.join(repr(str(parent / n)) for n in near)}?" if near else ""
-        raise ConfigError(f"input.path '{spec}' does not exist{hint} Give an image file, a folder of images or a glob")
+        raise ConfigError(
+            f"input.path '{spec}' does not exist{hint} Give an image file, a folder of images or a glob"
+        )
     if len(files) > max_images:
         log.warning("Using the first %d of %d images (input.max_images)", max_images, len(files))
         files = files[:max_images]
     return files
 
 
-def load_rgb(path: Path) -> "np.ndarray":
+def load_rgb(path: Path) -> np.ndarray:
     """Read any image as (H, W, 3) uint8 RGB: grayscale, RGBA, palette and 16-bit converted."""
     from PIL import Image, UnidentifiedImageError
 
@@ -247,12 +287,16 @@ def load_rgb(path: Path) -> "np.ndarray":
                 im = Image.alpha_composite(bg, im)
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except UnidentifiedImageError as exc:
-        raise ConfigError(f"input file '{path}' is not an image PIL can read (corrupt, or not an image despite its name)") from exc
+        raise ConfigError(
+            f"input file '{path}' is not an image PIL can read (corrupt, or not an image despite its name)"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ConfigError(f"input file '{path}' could not be decoded ({exc}); it may be truncated or corrupt") from exc
+        raise ConfigError(
+            f"input file '{path}' could not be decoded ({exc}); it may be truncated or corrupt"
+        ) from exc
 
 
-def preprocess(rgb_u8: "np.ndarray", prep: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def preprocess(rgb_u8: np.ndarray, prep: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize (shorter side), centre-crop, scale to [0, 1]: returns (normalised CHW, rgb CHW).
 
     Same order as torchvision's ``ImageClassification`` preset: resize and crop the uint8 image,
@@ -262,7 +306,12 @@ def preprocess(rgb_u8: "np.ndarray", prep: dict[str, Any]) -> tuple[torch.Tensor
     from torchvision.transforms import functional as F
 
     t = torch.from_numpy(rgb_u8).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
-    t = F.resize(t, [int(prep["resize"])], interpolation=InterpolationMode(str(prep["interpolation"]).lower()), antialias=True)
+    t = F.resize(
+        t,
+        [int(prep["resize"])],
+        interpolation=InterpolationMode(str(prep["interpolation"]).lower()),
+        antialias=True,
+    )
     t = F.center_crop(t, [int(prep["crop"])])
     rgb = t.float() / 255.0
     mean = torch.tensor(prep["mean"]).view(-1, 1, 1)
@@ -290,7 +339,7 @@ def first_conv_channels(model: nn.Module) -> int | None:
     return None
 
 
-def _denormalize(x: torch.Tensor, mean: list[float], std: list[float]) -> "np.ndarray":
+def _denormalize(x: torch.Tensor, mean: list[float], std: list[float]) -> np.ndarray:
     """(N, C, H, W) normalised -> (N, H, W, 3) float32 in [0, 1] for drawing."""
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -306,7 +355,9 @@ def _denormalize(x: torch.Tensor, mean: list[float], std: list[float]) -> "np.nd
     return rgb.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
 
 
-def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, model: nn.Module | None = None) -> Inputs:
+def build_inputs(
+    input_cfg: Any, weights: Any, device: torch.device, seed: int, model: nn.Module | None = None
+) -> Inputs:
     """Build the batch named by ``input.*``: real images, a saved tensor, or a seeded random batch."""
     kind = str(input_cfg.kind)
     if kind not in INPUT_KINDS:
@@ -329,8 +380,13 @@ def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, 
         x = torch.stack(tensors)
         rgb = torch.stack(rgbs).permute(0, 2, 3, 1).numpy().astype(np.float32)
         return Inputs(
-            tensor=x.to(device), rgb=rgb, names=unique_names([f.stem for f in files]),
-            sources=[str(f) for f in files], mean=list(prep["mean"]), std=list(prep["std"]), files=list(files),
+            tensor=x.to(device),
+            rgb=rgb,
+            names=unique_names([f.stem for f in files]),
+            sources=[str(f) for f in files],
+            mean=list(prep["mean"]),
+            std=list(prep["std"]),
+            files=list(files),
         )
     mean = list(input_cfg.mean) if input_cfg.mean is not None else IMAGENET_MEAN
     std = list(input_cfg.std) if input_cfg.std is not None else IMAGENET_STD
@@ -346,16 +402,23 @@ def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, 
             else:
                 x = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ConfigError(f"input.path '{p}' could not be read as a tensor file (.pt via weights_only torch.load, or .npy): {exc}") from exc
+            raise ConfigError(
+                f"input.path '{p}' could not be read as a tensor file "
+                f"(.pt via weights_only torch.load, or .npy): {exc}"
+            ) from exc
         if not isinstance(x, torch.Tensor):
             raise ConfigError(f"input.path '{p}' holds a {type(x).__name__}, not a tensor")
         if x.ndim != 4:
-            raise ConfigError(f"input tensor '{p}' has shape {tuple(x.shape)} (rank {x.ndim}); expected rank 4: N×C×H×W")
+            raise ConfigError(
+                f"input tensor '{p}' has shape {tuple(x.shape)} (rank {x.ndim}); expected rank 4: N×C×H×W"
+            )
         if not x.is_floating_point():
             x = x.float()
         x = x.float()
         files = [p]
-        names = [f"{safe_name(p.stem)}_{i}" for i in range(x.shape[0])] if x.shape[0] > 1 else [safe_name(p.stem)]
+        names = (
+            [f"{safe_name(p.stem)}_{i}" for i in range(x.shape[0])] if x.shape[0] > 1 else [safe_name(p.stem)]
+        )
         sources = [f"{p}[{i}]" for i in range(x.shape[0])]
     else:
         shape = [int(v) for v in input_cfg.shape]
@@ -363,11 +426,24 @@ def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, 
             raise ConfigError(f"input.shape must be 4 positive ints N,C,H,W; got {shape}")
         gen = torch.Generator().manual_seed(int(seed))
         x = torch.randn(*shape, generator=gen)
-        files, names, sources = [], [f"random_{i}" for i in range(shape[0])], [f"randn(seed={seed})[{i}]" for i in range(shape[0])]
+        files, names, sources = (
+            [],
+            [f"random_{i}" for i in range(shape[0])],
+            [f"randn(seed={seed})[{i}]" for i in range(shape[0])],
+        )
     if expected_c is not None and x.shape[1] != expected_c:
         where = f" '{input_cfg.path}'" if kind == "tensor" else ""
         raise ConfigError(
-            f"input tensor{where} has {x.shape[1]} channels (shape {tuple(x.shape)}) but the model's first conv "
+            f"input tensor{where} has {x.shape[1]} channels (shape {tuple(x.shape)}) "
+            "but the model's first conv "
             f"expects {expected_c}; give an N×{expected_c}×H×W tensor"
         )
-    return Inputs(tensor=x.to(device), rgb=_denormalize(x, mean, std), names=names, sources=sources, mean=mean, std=std, files=files)
+    return Inputs(
+        tensor=x.to(device),
+        rgb=_denormalize(x, mean, std),
+        names=names,
+        sources=sources,
+        mean=mean,
+        std=std,
+        files=files,
+    )

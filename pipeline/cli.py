@@ -15,9 +15,47 @@ from typing import Any, NoReturn
 from pipeline.errors import ConfigError, closest_first, unknown_choice
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("model", "device", "input", "summary", "kernels", "features", "cam", "tensorboard", "report", "experiment", "sweep", "local")
-_FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--cfg", "-c", "--package", "-p", "--info", "-i"}
-_SKIP = {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--info", "-i", "--cfg", "-c", "--resolve"}
+GROUPS = (
+    "model",
+    "device",
+    "input",
+    "summary",
+    "kernels",
+    "features",
+    "cam",
+    "tensorboard",
+    "report",
+    "experiment",
+    "sweep",
+    "local",
+)
+_FLAGS_WITH_VALUE = {
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-cd",
+    "--config-dir",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--info",
+    "-i",
+}
+_SKIP = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--version",
+    "--shell-completion",
+    "-sc",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--resolve",
+}
 
 
 class PipelineFailed(RuntimeError):
@@ -50,7 +88,12 @@ def _split(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
             if key in _FLAGS_WITH_VALUE and not val and key not in ("--cfg", "-c", "--info", "-i"):
                 val = argv[i + 1] if i + 1 < len(argv) else ""
                 i += 1
-            elif key in ("--cfg", "-c", "--info", "-i") and i + 1 < len(argv) and not argv[i + 1].startswith("-") and "=" not in argv[i + 1]:
+            elif (
+                key in ("--cfg", "-c", "--info", "-i")
+                and i + 1 < len(argv)
+                and not argv[i + 1].startswith("-")
+                and "=" not in argv[i + 1]
+            ):
                 val = argv[i + 1]
                 i += 1
             flags[key] = val
@@ -63,7 +106,9 @@ def _split(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
 def precheck(argv: list[str]) -> None:
     """Validate command-line overrides like Hydra would, but fail with one readable line."""
     overrides, flags, multirun = _split(argv)
-    if set(flags) & _SKIP or {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"} & set(flags):
+    if set(flags) & _SKIP or {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"} & set(
+        flags
+    ):
         return
     try:
         for variant in _variants(overrides, multirun):
@@ -229,7 +274,9 @@ def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
     m = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if m:
         group, option = m.group(1), m.group(2)
-        return unknown_choice(f"{group} option", option, group_options(group), hint=f"Set {group}=<one of these>")
+        return unknown_choice(
+            f"{group} option", option, group_options(group), hint=f"Set {group}=<one of these>"
+        )
     m = re.search(r"Could not load '([^']+)/([^']+)'", text)
     if m:
         group, option = m.group(1), m.group(2)
@@ -245,11 +292,21 @@ def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
         if m2:
             return _unknown_key(m2.group(1))
     m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", both)
-    if m or "Invalid value" in both or "Unsupported value type" in both or "is not a ListConfig" in both or "Cannot assign" in both:
+    if (
+        m
+        or "Invalid value" in both
+        or "Unsupported value type" in both
+        or "is not a ListConfig" in both
+        or "Cannot assign" in both
+    ):
         fk = re.search(r"full_key: (\S+)", both)
         fkey = fk.group(1) if fk else (key or "?")
         val = _value_of(fkey, overrides)
-        if fkey == "stages" or (fkey or "").endswith(".layers") or fkey in ("summary.col_names", "summary.row_settings", "cam.metrics"):
+        if (
+            fkey == "stages"
+            or (fkey or "").endswith(".layers")
+            or fkey in ("summary.col_names", "summary.row_settings", "cam.metrics")
+        ):
             return ConfigError(
                 f"{fkey} must be a list, got '{val}'; write '{fkey}=[{val}]' (quoted in a shell)"
             )
@@ -258,7 +315,9 @@ def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
             choices = [c.strip().strip("'\"") for c in enum.group(1).split(",")]
             return unknown_choice(f"value for {fkey}", val, choices)
         expected = m.group(2) if m else "the schema's type"
-        return ConfigError(f"Invalid value '{val}' for {fkey}: expected {expected.lower()} (see conf/ comments)")
+        return ConfigError(
+            f"Invalid value '{val}' for {fkey}: expected {expected.lower()} (see conf/ comments)"
+        )
     if "Missing mandatory value" in both:
         fk = re.search(r"full_key: (\S+)", both) or re.search(r"Missing mandatory value: ?(\S+)", both)
         k = fk.group(1) if fk else "?"
@@ -276,7 +335,7 @@ def _value_of(key: str, overrides: list[str]) -> str:
 
 
 def _unknown_key(key: str) -> ConfigError:
-    """"Unknown config key 'cam.target_clas'; did you mean 'cam.target_class'? ..."""
+    """ "Unknown config key 'cam.target_clas'; did you mean 'cam.target_class'? ..."""
     from dataclasses import fields, is_dataclass
 
     from pipeline import schema
@@ -299,7 +358,12 @@ def _unknown_key(key: str) -> ConfigError:
         choices = [f.name for f in fields(node)]
         top = [f"{g}" for g in GROUPS]
         choices = list(dict.fromkeys(choices + top))
-    return unknown_choice("config key", key.lstrip("+~"), choices, hint="Keys are listed in conf/ with comments; python run.py --cfg job shows them all")
+    return unknown_choice(
+        "config key",
+        key.lstrip("+~"),
+        choices,
+        hint="Keys are listed in conf/ with comments; python run.py --cfg job shows them all",
+    )
 
 
 def finish(result: Any, *, multirun: bool) -> None:
@@ -309,7 +373,8 @@ def finish(result: Any, *, multirun: bool) -> None:
         print(f"vizpipe: report {result.report_path}")
     if result.ok:
         return
-    message = f"{result.error or result.status} (details: {result.output_dir / 'run.log'}, manifest: {result.manifest_path})"
+    details = f"details: {result.output_dir / 'run.log'}, manifest: {result.manifest_path}"
+    message = f"{result.error or result.status} ({details})"
     if multirun:
         raise PipelineFailed(message)
     print(f"vizpipe: error: {message}", file=sys.stderr)

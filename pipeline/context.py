@@ -107,8 +107,6 @@ class RunContext:
         for i in range(logits.shape[0]):
             row = []
             for p, c in zip(top.values[i].tolist(), top.indices[i].tolist(), strict=True):
-                row.append(
-                    {"class": c, "name": self.class_name(c), "prob": p, "logit": float(logits[i, c])}
-                )
+                row.append({"class": c, "name": self.class_name(c), "prob": p, "logit": float(logits[i, c])})
             out.append(row)
         return out

@@ -121,7 +121,10 @@ def resolve_layers(
             found = [n for n in ok if fnmatch.fnmatchcase(n, spec)]
             if not found:
                 raise unknown_choice(
-                    f"{what} pattern", spec, ok or names, context=ctx,
+                    f"{what} pattern",
+                    spec,
+                    ok or names,
+                    context=ctx,
                     hint="the pattern matched no usable layer",
                 )
         else:

@@ -15,7 +15,19 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
-PACKAGES = ("torch", "torchvision", "hydra-core", "omegaconf", "torchinfo", "grad-cam", "tensorboardX", "tensorboard", "numpy", "matplotlib", "pillow")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "hydra-core",
+    "omegaconf",
+    "torchinfo",
+    "grad-cam",
+    "tensorboardX",
+    "tensorboard",
+    "numpy",
+    "matplotlib",
+    "pillow",
+)
 # Artifacts whose bytes legitimately change between identical runs (timestamps inside).
 VOLATILE_PREFIXES = ("tensorboard/", "report.", "run.log", MANIFEST)
 
@@ -43,10 +55,18 @@ def versions() -> dict[str, str | None]:
 def git_commit(root: Path) -> dict[str, Any] | None:
     """The project's git commit (and whether the tree was dirty), or None outside a checkout."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return None

@@ -20,7 +20,9 @@ def weights_enum(name: str, weights: str) -> Any:
     try:
         enum = torchvision.models.get_model_weights(name)
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"Model '{name}' has no pretrained weights in torchvision; use model.weights=null") from exc
+        raise ConfigError(
+            f"Model '{name}' has no pretrained weights in torchvision; use model.weights=null"
+        ) from exc
     member = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
     if member == "DEFAULT":
         return enum.DEFAULT
@@ -48,7 +50,12 @@ def torchvision_model(
     if name not in available:
         classification = torchvision.models.list_models(module=torchvision.models)
         rest = [n for n in available if n not in classification]
-        raise unknown_choice("model", name, classification + rest, hint="Set model.name (model=torchvision) or pick a conf/model file")
+        raise unknown_choice(
+            "model",
+            name,
+            classification + rest,
+            hint="Set model.name (model=torchvision) or pick a conf/model file",
+        )
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     w = weights_enum(name, weights) if weights else None
@@ -56,7 +63,9 @@ def torchvision_model(
     try:
         return torchvision.models.get_model(name, weights=w, **kwargs)
     except (OSError, RuntimeError) as exc:
-        if w is not None and ("download" in str(exc).lower() or "url" in str(exc).lower() or isinstance(exc, OSError)):
+        if w is not None and (
+            "download" in str(exc).lower() or "url" in str(exc).lower() or isinstance(exc, OSError)
+        ):
             raise ConfigError(
                 f"Could not download weights {w} for {name}: {exc}. Without internet, use "
                 "model.weights=null (random init) or model.checkpoint=<local state_dict>"
@@ -69,7 +78,9 @@ def torchvision_model(
 class SeedNet(nn.Module):
     """The seed chapter's CNN (§3.4): two convs, pooling, a two-layer head, one sigmoid output."""
 
-    def __init__(self, name: str = "seed_net", weights: str | None = None, num_classes: int | None = 1, **_: Any) -> None:
+    def __init__(
+        self, name: str = "seed_net", weights: str | None = None, num_classes: int | None = 1, **_: Any
+    ) -> None:
         super().__init__()
         if weights:
             raise ConfigError(f"seed_net has no pretrained weights (got model.weights={weights!r}); use null")

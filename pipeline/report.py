@@ -65,18 +65,18 @@ STAGE_TITLES = {
 # =========================================================================== reading files
 
 
-def _read_json(path: Path, problems: list[str]) -> Any:
+def read_json(path: Path, problems: list[str]) -> Any:
     """Parse a JSON file; a missing file is None, an unreadable one is None plus a problem."""
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        problems.append(f"Could not read {path.name}: {exc}")
+        problems.append(f"Could not read {path.parent.name}/{path.name}: {exc}")
         return None
 
 
-def _read_text(path: Path) -> str | None:
+def read_text(path: Path) -> str | None:
     """A text file's content, or None when it is missing or unreadable."""
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -84,7 +84,7 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     """Parse a YAML file with OmegaConf (None when missing or invalid)."""
     if not path.is_file():
         return None
@@ -123,13 +123,13 @@ def collect_run(run_dir: Path | str) -> RunData:
     if not run.is_dir():
         raise FileNotFoundError(f"Run folder {run} does not exist")
     problems: list[str] = []
-    manifest = _read_json(run / MANIFEST, problems)
+    manifest = read_json(run / MANIFEST, problems)
     if manifest is None:
         problems.append(f"{MANIFEST} is missing: this report shows only the files found on disk")
-    overrides = _read_yaml(run / ".hydra" / "overrides.yaml")
+    overrides = read_yaml(run / ".hydra" / "overrides.yaml")
     if not isinstance(overrides, list):
         overrides = list((manifest or {}).get("overrides") or [])
-    config = (manifest or {}).get("config") or _read_yaml(run / ".hydra" / "config.yaml")
+    config = (manifest or {}).get("config") or read_yaml(run / ".hydra" / "config.yaml")
     if manifest is not None:
         records = [manifest.get("setup") or {"name": "setup", "status": "pending"}]
         records += list(manifest.get("stages") or [])
@@ -142,14 +142,14 @@ def collect_run(run_dir: Path | str) -> RunData:
     data.problems = problems
     if (run / "summary").is_dir():
         data.summary = {
-            "json": _read_json(run / "summary" / "summary.json", problems),
-            "table": _read_text(run / "summary" / "summary.txt"),
-            "modules": _read_text(run / "summary" / "modules.txt"),
-            "layers": _read_text(run / "summary" / "layers.txt"),
+            "json": read_json(run / "summary" / "summary.json", problems),
+            "table": read_text(run / "summary" / "summary.txt"),
+            "modules": read_text(run / "summary" / "modules.txt"),
+            "layers": read_text(run / "summary" / "layers.txt"),
         }
-    data.kernels = _read_json(run / "kernels" / "stats.json", problems)
-    data.features = _read_json(run / "features" / "stats.json", problems)
-    data.cam = _read_json(run / "cam" / "cam.json", problems)
+    data.kernels = read_json(run / "kernels" / "stats.json", problems)
+    data.features = read_json(run / "features" / "stats.json", problems)
+    data.cam = read_json(run / "cam" / "cam.json", problems)
     if (run / "tensorboard").is_dir():
         data.tensorboard = collect_tensorboard(run / "tensorboard", run)
     return data
@@ -192,7 +192,7 @@ def collect_tensorboard(folder: Path, run: Path) -> dict[str, Any]:
 # =========================================================================== run: document
 
 
-def _fmt_num(value: Any, digits: int = 4) -> str:
+def fmt_num(value: Any, digits: int = 4) -> str:
     """A number for people: ints with separators, floats with ``digits`` significant digits."""
     if value is None:
         return "–"
@@ -207,10 +207,11 @@ def _fmt_num(value: Any, digits: int = 4) -> str:
 
 def _count(value: Any) -> str:
     """A count that a stage may record as a number or as the list of items."""
-    return str(len(value)) if isinstance(value, (list, tuple)) else _fmt_num(value)
+    return str(len(value)) if isinstance(value, (list, tuple)) else fmt_num(value)
 
 
-def _fmt_seconds(value: Any) -> str:
+def fmt_seconds(value: Any) -> str:
+    """Seconds with two decimals (non-breaking space before the unit), or a dash."""
     return "–" if value is None else f"{float(value):.2f}\u00a0s"
 
 
@@ -231,12 +232,9 @@ def _command(manifest: dict[str, Any] | None) -> str:
     return str(cmd) if cmd else "–"
 
 
-def _record_error(rec: dict[str, Any]) -> str:
-    err = str(rec.get("error") or "")
-    etype = rec.get("error_type")
-    if etype and etype not in err.split(":", 1)[0]:
-        return f"{etype}: {err}"
-    return err
+def record_error(rec: dict[str, Any]) -> str:
+    """A step record's error as the runner wrote it (its type when there is no message)."""
+    return str(rec.get("error") or rec.get("error_type") or "")
 
 
 def _cap(items: list[Any], limit: int, what: str, run_dir: str) -> tuple[list[Any], list[Any]]:
@@ -302,7 +300,7 @@ def _header_section(data: RunData) -> Section:
         ["Command", Code(_command(m))],
         [
             "Status",
-            [Badge(str(m.get("status", "unknown"))), f"  total {_fmt_seconds(m.get('seconds'))}"],
+            [Badge(str(m.get("status", "unknown"))), f"  total {fmt_seconds(m.get('seconds'))}"],
         ],
         ["vizpipe version", str(m.get("vizpipe") or "–")],
         ["Run folder", Code(str(m.get("run_dir") or data.run_dir))],
@@ -312,7 +310,7 @@ def _header_section(data: RunData) -> Section:
     body: list[Any] = [Table(["", ""], rows, cls="kv")]
     for rec in data.records:
         if rec.get("status") == "failed":
-            body.append(Alert("error", [Strong(f"{rec.get('name')} failed: "), _record_error(rec)]))
+            body.append(Alert("error", [Strong(f"{rec.get('name')} failed: "), record_error(rec)]))
         elif rec.get("status") == "interrupted":
             body.append(Alert("error", [Strong(f"{rec.get('name')} was interrupted")]))
     for w in m.get("warnings") or []:
@@ -328,14 +326,13 @@ def _stage_section(data: RunData, name: str, rec: dict[str, Any], max_images: in
         Para(
             [
                 Badge(status),
-                f"  {_fmt_seconds(rec.get('seconds'))}, {len(rec.get('artifacts') or [])} files "
-                "in ",
+                f"  {fmt_seconds(rec.get('seconds'))}, {len(rec.get('artifacts') or [])} files in ",
                 Code(f"{name}/"),
             ]
         )
     ]
     if status == "failed":
-        body.append(Alert("error", [Strong("This stage failed: "), _record_error(rec)]))
+        body.append(Alert("error", [Strong("This stage failed: "), record_error(rec)]))
     elif status == "skipped":
         body.append(Alert("info", ["Skipped: an earlier step failed (see the manifest below)."]))
     elif status == "interrupted":
@@ -348,7 +345,12 @@ def _stage_section(data: RunData, name: str, rec: dict[str, Any], max_images: in
         "tensorboard": _tensorboard_body,
     }.get(name)
     if builder is not None:
-        body.extend(builder(data, max_images))
+        try:
+            body.extend(builder(data, max_images))
+        except Exception as exc:  # noqa: BLE001 - one odd data file must not cost the whole report
+            log.warning("Report section %s: %s", name, exc)
+            why = f"Could not show this stage's data files: {type(exc).__name__}: {exc}"
+            body.append(Alert("error", [why]))
     else:
         arts = [a.get("path", "") for a in rec.get("artifacts") or []]
         if arts:
@@ -366,9 +368,9 @@ def _summary_body(data: RunData, max_images: int) -> list[Any]:
     if t:
         rows: list[list[Cell]] = [
             ["Input shape", _shape(doc.get("input_shape"))],
-            ["Total params", _fmt_num(t.get("total_params"))],
-            ["Trainable params", _fmt_num(t.get("trainable_params"))],
-            ["Non-trainable params", _fmt_num(t.get("non_trainable_params"))],
+            ["Total params", fmt_num(t.get("total_params"))],
+            ["Trainable params", fmt_num(t.get("trainable_params"))],
+            ["Non-trainable params", fmt_num(t.get("non_trainable_params"))],
             ["Total mult-adds", f"{float(t.get('total_mult_adds') or 0) / 1e9:.3f} G"],
             ["Input size", _fmt_mb(t.get("input_size_bytes"))],
             ["Forward/backward pass size", _fmt_mb(t.get("forward_backward_size_bytes"))],
@@ -413,7 +415,7 @@ def _kernels_body(data: RunData, max_images: int) -> list[Any]:
             [
                 Code(name),
                 _shape(info.get("shape")),
-                _fmt_num(info.get("vmax")),
+                fmt_num(info.get("vmax")),
                 _count(info.get("dead")),
             ]
         )
@@ -468,8 +470,8 @@ def _features_body(data: RunData, max_images: int) -> list[Any]:
                 Code(name),
                 _shape(info.get("shape")),
                 _count(info.get("channels_drawn")),
-                _fmt_num(info.get("mean")),
-                _fmt_num(info.get("max")),
+                fmt_num(info.get("mean")),
+                fmt_num(info.get("max")),
                 f"{float(info['zero_fraction']) * 100:.1f}%"
                 if isinstance(info.get("zero_fraction"), (int, float))
                 else "–",
@@ -496,7 +498,8 @@ def _features_body(data: RunData, max_images: int) -> list[Any]:
     return out + note
 
 
-def _class_text(cls: Any, name: Any) -> str:
+def class_text(cls: Any, name: Any) -> str:
+    """``"207 golden retriever"`` when the class has a name, else ``"class 207"``."""
     return f"{cls} {name}" if name else f"class {cls}"
 
 
@@ -546,9 +549,9 @@ def _cam_body(data: RunData, max_images: int) -> list[Any]:
             layer = str(m.get("layer"))
             cap: list[Inline] = [
                 Code(layer),
-                f"  target {_class_text(m.get('target'), m.get('target_name'))}",
-                f", score {_fmt_num(m.get('score'))}, logit {_fmt_num(m.get('logit'))}",
-                *[f", {k} {_fmt_num(v)}" for k, v in (m.get("metrics") or {}).items()],
+                f"  target {class_text(m.get('target'), m.get('target_name'))}",
+                f", score {fmt_num(m.get('score'))}, logit {fmt_num(m.get('logit'))}",
+                *[f", {k} {fmt_num(v)}" for k, v in (m.get("metrics") or {}).items()],
             ]
             if m.get("valid") is False:
                 cap += ["  ", Badge("invalid")]
@@ -602,7 +605,7 @@ def _tensorboard_body(data: RunData, max_images: int) -> list[Any]:
         out.append(
             Table(
                 ["Event file", "Size"],
-                [[Code(f["path"]), _fmt_num(int(f["bytes"])) + " B"] for f in tb["files"]],
+                [[Code(f["path"]), fmt_num(int(f["bytes"])) + " B"] for f in tb["files"]],
             )
         )
     if tb.get("tags"):
@@ -657,7 +660,7 @@ def _provenance_section(data: RunData) -> Section:
     prov = m.get("provenance") or {}
     body.append(Heading("Inputs and checkpoint"))
     rows: list[list[Cell]] = [
-        [Code(str(f.get("path"))), _fmt_num(f.get("bytes")), Code(str(f.get("sha256")))]
+        [Code(str(f.get("path"))), fmt_num(f.get("bytes")), Code(str(f.get("sha256")))]
         for f in prov.get("inputs") or []
     ]
     ck = prov.get("checkpoint")
@@ -665,7 +668,7 @@ def _provenance_section(data: RunData) -> Section:
         rows.append(
             [
                 [Strong("checkpoint "), Code(str(ck.get("path")))],
-                _fmt_num(ck.get("bytes")),
+                fmt_num(ck.get("bytes")),
                 Code(str(ck.get("sha256"))),
             ]
         )
@@ -695,12 +698,12 @@ def _manifest_section(data: RunData) -> Section:
             status_cell: Cell = [Badge("writing"), " (this report)"]
         else:
             status_cell = Badge(status)
-        err = _record_error(rec) if rec.get("error") else ""
+        err = record_error(rec) if rec.get("error") else ""
         rows.append(
             [
                 Code(name),
                 status_cell,
-                _fmt_seconds(rec.get("seconds")),
+                fmt_seconds(rec.get("seconds")),
                 str(len(arts)),
                 _fmt_mb(sum(int(a.get("bytes", 0)) for a in arts)),
                 Strong(err) if err else "",
@@ -708,14 +711,14 @@ def _manifest_section(data: RunData) -> Section:
         )
         for a in arts:
             artifacts.append(
-                [Code(str(a.get("path"))), _fmt_num(a.get("bytes")), Code(str(a.get("sha256")))]
+                [Code(str(a.get("path"))), fmt_num(a.get("bytes")), Code(str(a.get("sha256")))]
             )
     body: list[Any] = [
         Para(
             [
                 "Overall status ",
                 Badge(str(m.get("status", "unknown"))),
-                f", {_fmt_seconds(m.get('seconds'))} in all. Source: ",
+                f", {fmt_seconds(m.get('seconds'))} in all. Source: ",
                 Link(MANIFEST, MANIFEST),
                 ".",
             ]

@@ -22,13 +22,13 @@ from pipeline.report import (
     REPORT_HTML,
     REPORT_MD,
     SWEEP_INDEX,
-    _class_text,
-    _fmt_num,
-    _fmt_seconds,
-    _read_json,
-    _read_text,
-    _read_yaml,
-    _record_error,
+    class_text,
+    fmt_num,
+    fmt_seconds,
+    read_json,
+    read_text,
+    read_yaml,
+    record_error,
 )
 from pipeline.report_markup import (
     Alert,
@@ -102,7 +102,7 @@ def is_job_dir(p: Path) -> bool:
 
 
 def _last_error_line(log_path: Path) -> str | None:
-    text = _read_text(log_path)
+    text = read_text(log_path)
     if not text:
         return None
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -114,8 +114,8 @@ def collect_job(job: Path) -> JobData:
     """Read one job folder; a folder without a manifest is a failed job."""
     problems: list[str] = []
     num_match = re.match(r"^(\d+)", job.name)
-    manifest = _read_json(job / MANIFEST, problems)
-    overrides = _read_yaml(job / ".hydra" / "overrides.yaml")
+    manifest = read_json(job / MANIFEST, problems)
+    overrides = read_yaml(job / ".hydra" / "overrides.yaml")
     if not isinstance(overrides, list):
         overrides = list((manifest or {}).get("overrides") or [])
     overrides = [str(o) for o in overrides if not str(o).lstrip("+~").startswith("hydra.")]
@@ -138,7 +138,7 @@ def collect_job(job: Path) -> JobData:
         )
     else:
         errors = [
-            f"{r.get('name')}: {_record_error(r)}"
+            f"{r.get('name')}: {record_error(r)}"
             for r in [manifest.get("setup") or {}, *(manifest.get("stages") or [])]
             if r.get("status") == "failed"
         ]
@@ -152,9 +152,9 @@ def collect_job(job: Path) -> JobData:
             "; ".join(errors) or None,
             manifest.get("created"),
         )
-    data.cam = _read_json(job / "cam" / "cam.json", problems)
+    data.cam = read_json(job / "cam" / "cam.json", problems)
     if not data.cam:
-        feats = _read_json(job / "features" / "stats.json", problems) or {}
+        feats = read_json(job / "features" / "stats.json", problems) or {}
         for lname, info in (feats.get("layers") or {}).items():
             for image, grid in (info.get("grids") or {}).items():
                 data.picture = (str(grid), f"feature maps of {lname}, image {image}")
@@ -162,7 +162,7 @@ def collect_job(job: Path) -> JobData:
             if data.picture:
                 break
     if not data.cam and not data.picture:
-        kern = _read_json(job / "kernels" / "stats.json", problems) or {}
+        kern = read_json(job / "kernels" / "stats.json", problems) or {}
         for lname, info in (kern.get("layers") or {}).items():
             if info.get("grid"):
                 data.picture = (str(info["grid"]), f"kernels of {lname}")
@@ -178,7 +178,7 @@ def collect_sweep(sweep_dir: Path | str) -> SweepData:
         raise FileNotFoundError(f"Sweep folder {sweep} does not exist")
     jobs = [collect_job(p) for p in sweep.iterdir() if is_job_dir(p)]
     jobs.sort(key=lambda j: (j.num if j.num is not None else 1 << 30, j.name))
-    multirun = _read_yaml(sweep / "multirun.yaml") or {}
+    multirun = read_yaml(sweep / "multirun.yaml") or {}
     task = [
         str(t) for t in (((multirun.get("hydra") or {}).get("overrides") or {}).get("task") or [])
     ]
@@ -246,10 +246,10 @@ def _cell(job: JobData, image: str | None) -> list[Inline]:
             )
             parts.append(Code(str(m.get("layer"))))
             parts.append(
-                f" {_class_text(m.get('target'), m.get('target_name'))}: {_fmt_num(m.get('score'))}"
+                f" {class_text(m.get('target'), m.get('target_name'))}: {fmt_num(m.get('score'))}"
             )
             for key, val in (m.get("metrics") or {}).items():
-                parts += [Br(), f"{key} {_fmt_num(val)}"]
+                parts += [Br(), f"{key} {fmt_num(val)}"]
             if m.get("valid") is False:
                 parts += [" ", Badge("invalid")]
             parts.append(Br())
@@ -313,7 +313,7 @@ def sweep_document(data: SweepData) -> Document:
                 "–" if j.num is None else str(j.num),
                 [*sum(([Code(o), " "] for o in shown), [])] or "(none)",
                 Badge(j.status),
-                _fmt_seconds(j.seconds),
+                fmt_seconds(j.seconds),
                 Strong(j.error) if j.error else "",
                 sum(([Link(r, f"{j.name}/{r}"), Br()] for r in j.reports), []) or "no report",
             ]
@@ -369,10 +369,10 @@ def _grid_blocks(data: SweepData) -> list[Any]:
                 out.append(Heading(", ".join(title)))
             members = [j for j in jobs if tuple(j.params.get(k) for k in facet_keys) == facet]
             cols = _values(members, col_key)
-            head = [
-                str(row_key or "job"),
-                *[("–" if c is None else f"{col_key}={c}") if col_key else "" for c in cols],
-            ]
+            if col_key:
+                head = [str(row_key), *[f"{col_key}={'(unset)' if c is None else c}" for c in cols]]
+            else:
+                head = [str(row_key or "job"), "result"]
             grid_rows: list[list[Cell]] = []
             row_vals = _values(members, row_key) if row_key else [None]
             if not data.swept:
@@ -438,16 +438,19 @@ def _leaderboard_blocks(data: SweepData) -> list[Any]:
     rows: list[list[Cell]] = []
     for i, e in enumerate(entries):
         m = e["map"]
-        rank: Cell = str(i + 1) if key(e)[0] == 0 else [Badge("invalid")]
+        if key(e)[0] == 0:
+            rank: Cell = str(i + 1)
+        else:
+            rank = Badge("invalid") if m.get("valid") is False else f"– (no {primary})"
         rows.append(
             [
                 rank,
                 *[str(e["job"].params.get(k, "–")) for k in keys],
                 str(e["image"]),
                 Code(str(m.get("layer"))),
-                _class_text(m.get("target"), m.get("target_name")),
-                _fmt_num(m.get("score")),
-                *[_fmt_num(e["metrics"].get(n)) for n in names],
+                class_text(m.get("target"), m.get("target_name")),
+                fmt_num(m.get("score")),
+                *[fmt_num(e["metrics"].get(n)) for n in names],
                 _job_link(e["job"]),
             ]
         )

@@ -152,7 +152,10 @@ def build_context(cfg: DictConfig, output_dir: Path) -> Any:
     bad = nonfinite_parameters(model)
     if bad:
         ctx.nonfinite_params = bad
-        ctx.warn(f"Model has non-finite (NaN/inf) values in {len(bad)} tensor(s): {', '.join(bad[:5])}; results are invalid")
+        ctx.warn(
+            f"Model has non-finite (NaN/inf) values in {len(bad)} tensor(s): {', '.join(bad[:5])}; "
+            "results are invalid"
+        )
     return ctx
 
 
@@ -195,7 +198,10 @@ def run_pipeline(
         names = validate_config(cfg)
         config_error: VizpipeError | None = None
     except VizpipeError as exc:
-        names, config_error = [str(s) for s in (cfg.stages if not isinstance(cfg.stages, str) else [cfg.stages])], exc
+        names, config_error = (
+            [str(s) for s in (cfg.stages if not isinstance(cfg.stages, str) else [cfg.stages])],
+            exc,
+        )
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     manifest = mf.Manifest(
         out,
@@ -297,7 +303,9 @@ def _provenance(ctx: Any, cfg: DictConfig) -> dict[str, Any]:
 
     prov: dict[str, Any] = {"inputs": [], "checkpoint": None}
     for f in ctx.inputs.files:
-        prov["inputs"].append({"path": str(f), "sha256": sha256_file(Path(f)), "bytes": Path(f).stat().st_size})
+        prov["inputs"].append(
+            {"path": str(f), "sha256": sha256_file(Path(f)), "bytes": Path(f).stat().st_size}
+        )
     if cfg.model.checkpoint:
         p = Path(str(cfg.model.checkpoint)).expanduser()
         prov["checkpoint"] = {"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size}

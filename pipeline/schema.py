@@ -14,7 +14,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -75,16 +75,16 @@ class ModelConfig:
     name: str = "resnet18"
     # null = random init (seeded); "DEFAULT" or an enum member name (e.g. IMAGENET1K_V1)
     # = torchvision's pretrained weights, downloaded once into torchvision's cache.
-    weights: Optional[str] = None
+    weights: str | None = None
     # Path to a local state_dict file (loaded with weights_only=True, strict). null = none.
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     # Number of output classes; null = the architecture's default (1000 for ImageNet models).
-    num_classes: Optional[int] = None
+    num_classes: int | None = None
     # Class names for a custom head or checkpoint: a list, or a text file with one name per line;
     # null = the pretrained weights' meta["categories"] (none for random init).
-    categories: Optional[Any] = None
+    categories: Any | None = None
     # Comma-separated top-level blocks (used by conf/sweep/cam_layers.yaml); null = unknown.
-    blocks: Optional[str] = None
+    blocks: str | None = None
     # Extra keyword arguments for the factory (e.g. {dropout: 0.0}).
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
@@ -105,18 +105,18 @@ class InputConfig:
     # | tensor (input.path: .pt/.npy N×C×H×W, used as is) | random (input.shape, seeded)
     kind: str = "photo"
     # Image file, folder or glob (kind=image); tensor file (kind=tensor); null otherwise.
-    path: Optional[str] = None
+    path: str | None = None
     # N, C, H, W of the random batch (kind=random).
     shape: List[int] = field(default_factory=lambda: [1, 3, 224, 224])
     # Shorter-side resize in pixels; null = from the weights' transforms(), else 256.
-    resize: Optional[int] = None
+    resize: int | None = None
     # Centre-crop size in pixels; null = from the weights' transforms(), else 224.
-    crop: Optional[int] = None
+    crop: int | None = None
     # Per-channel normalisation mean/std; null = from the weights, else ImageNet's.
-    mean: Optional[List[float]] = None
-    std: Optional[List[float]] = None
+    mean: List[float] | None = None
+    std: List[float] | None = None
     # Resize interpolation: bilinear | bicubic | nearest; null = from the weights, else bilinear.
-    interpolation: Optional[str] = None
+    interpolation: str | None = None
     # At most this many images are read from a folder or glob (sorted by name).
     max_images: int = 32
 
@@ -233,13 +233,18 @@ class TensorboardConfig:
 
 @dataclass
 class ReportConfig:
-    """``report.*``: the run's self-contained report."""
+    """``report.*``: the run's self-contained report (pipeline/report.py).
 
-    # Write report.html / report.md after the stages (also after a failure).
+    Rebuild it from the run folder at any time: ``python -m pipeline.report <run>``.
+    """
+
+    # Write the report after the stages (also after a failed stage).
     enabled: bool = True
+    # report.html: one file, pictures embedded as data URIs (opens offline, survives copying).
     html: bool = True
+    # report.md: pictures linked relatively (for viewing on a forge).
     markdown: bool = True
-    # At most this many pictures per section in the report (the rest stay linked in manifest).
+    # At most this many pictures per section (the rest stay in the run folder); 0 = no limit.
     max_images: int = 64
 
 
@@ -267,7 +272,7 @@ class Config:
     tensorboard: TensorboardConfig = field(default_factory=TensorboardConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     # Free-form notes (e.g. from experiment configs); shown in the report.
-    notes: Optional[str] = None
+    notes: str | None = None
 
 
 # --------------------------------------------------------------------------- resolver

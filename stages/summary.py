@@ -19,7 +19,15 @@ from stages import Stage
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("input_size", "output_size", "num_params", "params_percent", "kernel_size", "mult_adds", "trainable")
+COLUMNS = (
+    "input_size",
+    "output_size",
+    "num_params",
+    "params_percent",
+    "kernel_size",
+    "mult_adds",
+    "trainable",
+)
 ROWS = ("depth", "var_names", "ascii_only")
 MODES = ("same", "eval", "train")
 
@@ -97,7 +105,12 @@ def collect(ctx: RunContext, settings: SummaryConfig) -> dict[str, Any]:
     }
     probe = ctx.probe()
     catalog = [
-        {"name": n, "type": probe.types[n], "output_shape": list(probe.shapes[n]) if n in probe.shapes else None, "calls": probe.calls.get(n, 0)}
+        {
+            "name": n,
+            "type": probe.types[n],
+            "output_shape": list(probe.shapes[n]) if n in probe.shapes else None,
+            "calls": probe.calls.get(n, 0),
+        }
         for n in probe.types
     ]
     return {

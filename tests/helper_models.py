@@ -11,7 +11,9 @@ from torch import nn
 class PathyNet(nn.Module):
     """A small CNN whose module names contain path characters ('/', ':')."""
 
-    def __init__(self, name: str = "pathy", weights: Any = None, num_classes: int | None = 3, **_: Any) -> None:
+    def __init__(
+        self, name: str = "pathy", weights: Any = None, num_classes: int | None = 3, **_: Any
+    ) -> None:
         super().__init__()
         self.add_module("a/b:c", nn.Conv2d(3, 4, 3, padding=1))
         self.add_module("b\\up", nn.Conv2d(4, 4, 3, padding=1))

@@ -51,14 +51,23 @@ CONFIG_CASES = {
     "stages not a list": (["stages=summary"], ["summary", "stages=[summary]"]),
     "bad enum": (["features.select=best"], ["best", "first", "top"]),
     "unknown cam method": ([*SMALL, "stages=[cam]", "cam.method=gradcan"], ["gradcan", "gradcam"]),
-    "layer that does not exist": ([*SMALL, "stages=[features]", "features.layers=[conv3]"], ["conv3", "conv2"]),
-    "kernel layer without weights": ([*SMALL, "stages=[kernels]", "kernels.layers=[pool]"], ["pool", "conv1"]),
+    "layer that does not exist": (
+        [*SMALL, "stages=[features]", "features.layers=[conv3]"],
+        ["conv3", "conv2"],
+    ),
+    "kernel layer without weights": (
+        [*SMALL, "stages=[kernels]", "kernels.layers=[pool]"],
+        ["pool", "conv1"],
+    ),
     "cam layer without spatial output": ([*SMALL, "stages=[cam]", "cam.layer=linear1"], ["linear1"]),
     "class index too large": ([*SMALL, "stages=[cam]", "cam.target_class=1"], ["1"]),
     "class index negative": ([*SMALL, "stages=[cam]", "cam.target_class=-1"], ["-1"]),
     "missing image": (["input=image", "input.path=missing.jpg", "stages=[summary]"], ["missing.jpg"]),
     "image kind without path": (["input=image", "stages=[summary]"], ["input.path"]),
-    "unknown torchvision model": (["model=torchvision", "model.name=resnet181", "stages=[summary]"], ["resnet181", "resnet18"]),
+    "unknown torchvision model": (
+        ["model=torchvision", "model.name=resnet181", "stages=[summary]"],
+        ["resnet181", "resnet18"],
+    ),
     "unknown weights": (["model.weights=IMAGENET9K", "stages=[summary]"], ["IMAGENET9K", "DEFAULT"]),
 }
 
@@ -72,7 +81,12 @@ def test_config_errors(cli, tmp_path, case):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_gpu(cli, tmp_path):
-    user_error(cli(["device=cuda", "stages=[summary]", f"hydra.run.dir={tmp_path}/run"]), tmp_path / "run", "cuda", "cpu")
+    user_error(
+        cli(["device=cuda", "stages=[summary]", f"hydra.run.dir={tmp_path}/run"]),
+        tmp_path / "run",
+        "cuda",
+        "cpu",
+    )
 
 
 def _truncated_jpeg(path: Path) -> Path:
@@ -104,7 +118,9 @@ def test_bad_image_files(cli, tmp_path, case):
     make, name, needles = FILE_CASES[case]
     path = make(tmp_path / name)
     run = tmp_path / "run"
-    user_error(cli(["input=image", f"input.path={path}", "stages=[summary]", f"hydra.run.dir={run}"]), run, *needles)
+    user_error(
+        cli(["input=image", f"input.path={path}", "stages=[summary]", f"hydra.run.dir={run}"]), run, *needles
+    )
 
 
 @pytest.mark.parametrize(
@@ -114,7 +130,12 @@ def test_bad_tensor_files(cli, tmp_path, shape, needle):
     path = tmp_path / "x.npy"
     np.save(path, np.zeros(shape, dtype=np.float32))
     run = tmp_path / "run"
-    user_error(cli(["input=tensor", f"input.path={path}", "stages=[summary]", f"hydra.run.dir={run}"]), run, needle, "x.npy")
+    user_error(
+        cli(["input=tensor", f"input.path={path}", "stages=[summary]", f"hydra.run.dir={run}"]),
+        run,
+        needle,
+        "x.npy",
+    )
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P"])
@@ -130,8 +151,16 @@ def test_unusual_images_are_converted(cli, tmp_path, mode):
         img = rgb.convert(mode)
     img.save(folder / "pic.png")
     run = tmp_path / "run"
-    proc = cli(["input=image", f"input.path={folder}", "stages=[features]", "features.layers=[layer1]",
-                "features.max_channels=4", f"hydra.run.dir={run}"])
+    proc = cli(
+        [
+            "input=image",
+            f"input.path={folder}",
+            "stages=[features]",
+            "features.layers=[layer1]",
+            "features.max_channels=4",
+            f"hydra.run.dir={run}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run / "manifest.json").read_text())["status"] == "ok"
     from pipeline.build import load_rgb
@@ -158,14 +187,28 @@ def _save_state(tmp_path: Path, **changes) -> Path:
 
 def test_missing_checkpoint(cli, tmp_path):
     run = tmp_path / "run"
-    user_error(cli([*SMALL, "model.checkpoint=nope.pt", "stages=[summary]", f"hydra.run.dir={run}"]), run, "nope.pt", "state_dict")
+    user_error(
+        cli([*SMALL, "model.checkpoint=nope.pt", "stages=[summary]", f"hydra.run.dir={run}"]),
+        run,
+        "nope.pt",
+        "state_dict",
+    )
 
 
 def test_checkpoint_with_mismatched_keys(cli, tmp_path):
     path = _save_state(tmp_path, conv1__weight=None, extra__weight=torch.zeros(1))
     run = tmp_path / "run"
-    m = user_error(cli([*SMALL, f"model.checkpoint={path}", "stages=[summary]", f"hydra.run.dir={run}"]), run, "ckpt.pt", "conv1.weight", "extra.weight")
-    assert "missing keys: conv1.weight" in m["setup"]["error"] and "unexpected keys: extra.weight" in m["setup"]["error"]
+    m = user_error(
+        cli([*SMALL, f"model.checkpoint={path}", "stages=[summary]", f"hydra.run.dir={run}"]),
+        run,
+        "ckpt.pt",
+        "conv1.weight",
+        "extra.weight",
+    )
+    assert (
+        "missing keys: conv1.weight" in m["setup"]["error"]
+        and "unexpected keys: extra.weight" in m["setup"]["error"]
+    )
 
 
 class _Payload:
@@ -182,7 +225,12 @@ def test_malicious_pickle_checkpoint_is_refused_without_running(cli, tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"conv1.weight": _Payload(str(marker))}, f)
     run = tmp_path / "run"
-    user_error(cli([*SMALL, f"model.checkpoint={path}", "stages=[summary]", f"hydra.run.dir={run}"]), run, "evil.pt", "Refused")
+    user_error(
+        cli([*SMALL, f"model.checkpoint={path}", "stages=[summary]", f"hydra.run.dir={run}"]),
+        run,
+        "evil.pt",
+        "Refused",
+    )
     assert not marker.exists(), "the pickle payload ran"
 
 
@@ -209,10 +257,19 @@ def test_path_characters_never_escape_the_run_folder(cli, tmp_path):
     run = tmp_path / "work" / "run"
     before = {p for p in tmp_path.rglob("*")}
     proc = cli(
-        ["model._target_=helper_models.PathyNet", "model.name=../pathy:net", "model.num_classes=3",
-         f"model.categories={cats}", "input=random", "input.shape=[1,3,32,32]",
-         "stages=[summary,kernels,features,cam]", "features.layers=[all]", "cam.layer=a/b:c",
-         "cam.target_class=[0,1,2]", f"hydra.run.dir={run}"],
+        [
+            "model._target_=helper_models.PathyNet",
+            "model.name=../pathy:net",
+            "model.num_classes=3",
+            f"model.categories={cats}",
+            "input=random",
+            "input.shape=[1,3,32,32]",
+            "stages=[summary,kernels,features,cam]",
+            "features.layers=[all]",
+            "cam.layer=a/b:c",
+            "cam.target_class=[0,1,2]",
+            f"hydra.run.dir={run}",
+        ],
         env={"PYTHONPATH": str(TESTS)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -29,8 +29,17 @@ def test_help_and_cfg(cli):
 
 def test_two_job_sweep(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = cli(["-m", "model=seed_net", "stages=[summary]", "input=random", "input.shape=[1,3,32,32]",
-                "seed=1,2", f"hydra.sweep.dir={sweep}"])
+    proc = cli(
+        [
+            "-m",
+            "model=seed_net",
+            "stages=[summary]",
+            "input=random",
+            "input.shape=[1,3,32,32]",
+            "seed=1,2",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs == ["0_seed=1", "1_seed=2"]

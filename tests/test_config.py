@@ -27,7 +27,14 @@ def test_defaults_list_is_the_table_of_contents(compose):
     for stage in STAGES:
         assert stage in cfg, f"stage settings {stage}.* missing"
     text = (Path(__file__).parent.parent / "conf" / "config.yaml").read_text()
-    for entry in ("model:", "device:", "input:", "experiment: null", "sweep: null", "optional local: default"):
+    for entry in (
+        "model:",
+        "device:",
+        "input:",
+        "experiment: null",
+        "sweep: null",
+        "optional local: default",
+    ):
         assert entry in text
 
 
@@ -39,8 +46,16 @@ def test_stages_are_ordered_lists(compose, overrides):
 
 @pytest.mark.parametrize(
     "override",
-    ["cam.target_clas=1", "summary.depht=2", "stages=summary", "seed=abc", "on_error=maybe",
-     "features.select=best", "tensorboard.backend=tf", "kernels.max_out=many"],
+    [
+        "cam.target_clas=1",
+        "summary.depht=2",
+        "stages=summary",
+        "seed=abc",
+        "on_error=maybe",
+        "features.select=best",
+        "tensorboard.backend=tf",
+        "kernels.max_out=many",
+    ],
 )
 def test_schema_rejects_typos_and_wrong_types(compose, override):
     with pytest.raises(Exception) as info:
@@ -130,7 +145,7 @@ def test_every_stage_group_and_experiment_compose(compose):
 
 
 def test_safe_dirname_is_filesystem_safe():
-    name = safe_dirname("cam.layer=../x,input.path=/a/b:c*?\"<>|\\")
+    name = safe_dirname('cam.layer=../x,input.path=/a/b:c*?"<>|\\')
     assert "/" not in name and "\\" not in name and ":" not in name and not name.startswith(".")
     assert len(safe_dirname("x=" + "a" * 500)) <= 120
     assert safe_dirname("x=" + "a" * 500) != safe_dirname("x=" + "a" * 499 + "b")

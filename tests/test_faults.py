@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -38,9 +37,20 @@ def test_sigint_during_a_stage_keeps_completed_work(tmp_path):
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "model=vgg11", "stages=[summary,cam]", "cam.method=scorecam",
-         "cam.batch_size=2", f"hydra.run.dir={run}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "model=vgg11",
+            "stages=[summary,cam]",
+            "cam.method=scorecam",
+            "cam.batch_size=2",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         deadline = time.time() + 240

@@ -650,3 +650,15 @@ def test_real_multirun_writes_index_with_failed_job(tmp_path: Path) -> None:
     ok_job = next(p for p in sweep.iterdir() if p.name.startswith("0_"))
     assert f'href="{ok_job.name}/report.html"' in text
     assert len(tree.imgs) == 1  # the ok job's feature grid stands in for a CAM overlay
+
+
+def test_a_malformed_stage_file_costs_only_its_section(fake_run: Path) -> None:
+    (fake_run / "features" / "stats.json").write_text(json.dumps({"layers": ["not", "a", "dict"]}))
+    (fake_run / "kernels" / "stats.json").write_text("{not json")
+    text = rp.write_run_report(fake_run, ReportConfig()).read_text()
+    tree = _parse(text)
+    assert tree.sections[:5] == ["header", "summary", "kernels", "features", "cam"]
+    features = text[text.index('<section id="features"') : text.index('<section id="cam"')]
+    assert "Could not show this stage&#x27;s data files: AttributeError" in features
+    assert "Could not read kernels/stats.json" in text  # the unparsable file, in the header
+    assert any(i["data-path"] == "cam/img0__overlay.png" for i in tree.imgs)  # the rest is there

@@ -23,7 +23,7 @@ def _write_run(
     statuses: dict[str, str] | None = None,
     config: dict | None = None,
 ) -> Path:
-    """A run folder whose manifest lists ``files`` (path -> bytes), each under its folder's stage."""
+    """A run folder whose manifest lists ``files`` (path -> bytes) under their folders' stages."""
     run.mkdir(parents=True)
     stages: dict[str, list[dict]] = {}
     report: list[dict] = []

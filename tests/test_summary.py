@@ -26,7 +26,16 @@ def test_resnet18_matches_the_seed_line_for_line(compose, tmp_path):
 
 
 def test_catalog_and_per_layer_rows(compose, tmp_path):
-    cfg = compose(["model=vgg11", "stages=[summary]", "input=random", "input.shape=[2,3,64,64]", "summary.depth=1", "report.enabled=false"])
+    cfg = compose(
+        [
+            "model=vgg11",
+            "stages=[summary]",
+            "input=random",
+            "input.shape=[2,3,64,64]",
+            "summary.depth=1",
+            "report.enabled=false",
+        ]
+    )
     assert run_pipeline(cfg, tmp_path).ok
     catalog = (tmp_path / "summary" / "layers.txt").read_text().splitlines()
     rows = {line.split()[0]: line.split() for line in catalog[1:]}
