@@ -39,7 +39,7 @@ class Difference:
             return f"{self.path}: only in B"
         if self.kind == "hash_on_disk":
             return f"{self.path}: the file on disk no longer matches its manifest hash ({self.a})"
-        return f"{self.path}: status {self.a} != {self.b}"
+        return f"{self.path}: status {self.a or 'absent'} != {self.b or 'absent'}"
 
 
 @dataclass
@@ -166,15 +166,14 @@ def format_comparison(c: Comparison, limit: int = 20) -> str:
         )
     else:
         first = c.differences[0]
-        lines.append(f"different: first differing artifact: {first.describe()}")
+        what = "difference" if first.kind == "status" else "differing artifact"
+        lines.append(f"different: first {what}: {first.describe()}")
         lines.append(f"{len(c.differences)} difference(s), {c.identical} artifacts identical:")
         lines += [f"  {d.describe()}" for d in c.differences[:limit]]
         if len(c.differences) > limit:
             lines.append(f"  ... and {len(c.differences) - limit} more (--limit 0 shows all)")
         if n_vol:
-            lines.append(
-                f"{len(c.volatile)} of {n_vol} volatile artifacts differ (timestamps; not counted)"
-            )
+            lines.append(f"{len(c.volatile)} of {n_vol} volatile artifacts differ (timestamps; not counted)")
     if c.config_changes:
         shown = ", ".join(c.config_changes[:10]) + (" ..." if len(c.config_changes) > 10 else "")
         lines.append(f"config differs in: {shown}")
@@ -183,9 +182,7 @@ def format_comparison(c: Comparison, limit: int = 20) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.compare A B``: 0 when equal, 1 when different, 2 on a bad folder."""
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.compare", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
     parser.add_argument(

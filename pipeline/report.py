@@ -159,9 +159,7 @@ def collect_tensorboard(folder: Path, run: Path) -> dict[str, Any]:
     """Event files under ``folder`` and the tags they hold (by kind), read with TensorBoard."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     out: dict[str, Any] = {
-        "files": [
-            {"path": p.relative_to(run).as_posix(), "bytes": p.stat().st_size} for p in files
-        ],
+        "files": [{"path": p.relative_to(run).as_posix(), "bytes": p.stat().st_size} for p in files],
         "tags": {},
         "error": None,
     }
@@ -273,9 +271,9 @@ def _header_section(data: RunData) -> Section:
     m = data.manifest or {}
     cfg = data.config or {}
     inp = m.get("input") or {}
-    shape = ((data.summary or {}).get("json") or {}).get("input_shape") or (
-        cfg.get("input") or {}
-    ).get("shape")
+    shape = ((data.summary or {}).get("json") or {}).get("input_shape") or (cfg.get("input") or {}).get(
+        "shape"
+    )
     input_text = str(inp.get("kind") or (cfg.get("input") or {}).get("kind") or "–")
     if inp.get("path"):
         input_text += f": {inp['path']}"
@@ -510,9 +508,7 @@ def _cam_body(data: RunData, max_images: int) -> list[Any]:
     layers = c.get("layers")
     layers_text = ", ".join(str(x) for x in layers) if isinstance(layers, list) else str(layers)
     targets = c.get("targets")
-    targets_text = (
-        "top-1 prediction of each image" if targets in (None, [], "auto") else str(targets)
-    )
+    targets_text = "top-1 prediction of each image" if targets in (None, [], "auto") else str(targets)
     out: list[Any] = [
         Para(
             [
@@ -575,8 +571,7 @@ def _cam_body(data: RunData, max_images: int) -> list[Any]:
             Alert(
                 "info",
                 [
-                    f"{left} more CAM maps not shown (report.max_images={max_images}); "
-                    "they are in ",
+                    f"{left} more CAM maps not shown (report.max_images={max_images}); they are in ",
                     Code("cam/"),
                 ],
             )
@@ -675,9 +670,7 @@ def _provenance_section(data: RunData) -> Section:
     if rows:
         body.append(Table(["File", "Bytes", "sha256"], rows, cls="hashes"))
     else:
-        body.append(
-            Para(["No input files and no checkpoint (random input and/or random init, seeded)."])
-        )
+        body.append(Para(["No input files and no checkpoint (random input and/or random init, seeded)."]))
     if data.config:
         from omegaconf import OmegaConf
 
@@ -710,9 +703,7 @@ def _manifest_section(data: RunData) -> Section:
             ]
         )
         for a in arts:
-            artifacts.append(
-                [Code(str(a.get("path"))), fmt_num(a.get("bytes")), Code(str(a.get("sha256")))]
-            )
+            artifacts.append([Code(str(a.get("path"))), fmt_num(a.get("bytes")), Code(str(a.get("sha256")))])
     body: list[Any] = [
         Para(
             [
@@ -801,6 +792,9 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a run folder (has manifest.json) or a sweep folder (has job folders)",
     )
+    parser.add_argument(
+        "--jobs", action="store_true", help="for a sweep: also rebuild every job's report.html first"
+    )
     args = parser.parse_args(argv)
     folder: Path = args.folder
     if not folder.is_dir():
@@ -808,13 +802,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     is_sweep = _is_sweep(folder)
     is_run = (folder / MANIFEST).is_file() or (
-        not is_sweep
-        and ((folder / ".hydra").is_dir() or any((folder / s).is_dir() for s in STAGE_ORDER))
+        not is_sweep and ((folder / ".hydra").is_dir() or any((folder / s).is_dir() for s in STAGE_ORDER))
     )
     try:
         if is_run:
             path = write_run_report(folder)
         elif is_sweep:
+            if args.jobs:
+                from pipeline.report_sweep import is_job_dir
+
+                for job in sorted(p for p in folder.iterdir() if is_job_dir(p) and (p / MANIFEST).is_file()):
+                    print(f"vizpipe: report {write_run_report(job)}")
             path = write_sweep_index(folder)
         else:
             print(

@@ -320,9 +320,7 @@ def _inline_html(part: Any, ctx: _HtmlCtx) -> str:
             why = f"unreadable picture {part.path}: {exc}"
             return f'<span class="missing">{_esc(why)}</span>'
         path_attr = _esc(part.path)
-        return (
-            f'<img src="{uri}" alt="{_esc(part.alt)}" title="{path_attr}" data-path="{path_attr}">'
-        )
+        return f'<img src="{uri}" alt="{_esc(part.alt)}" title="{path_attr}" data-path="{path_attr}">'
     return _esc(part)
 
 
@@ -339,8 +337,7 @@ def _block_html(block: Any, ctx: _HtmlCtx) -> str:
     if isinstance(block, Table):
         head = "".join(f"<th>{_esc(h)}</th>" for h in block.head)
         body = "".join(
-            "<tr>" + "".join(f"<td>{_inline_html(c, ctx)}</td>" for c in row) + "</tr>"
-            for row in block.rows
+            "<tr>" + "".join(f"<td>{_inline_html(c, ctx)}</td>" for c in row) + "</tr>" for row in block.rows
         )
         cls = f' class="{_esc(block.cls)}"' if block.cls else ""
         return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -352,10 +349,7 @@ def _block_html(block: Any, ctx: _HtmlCtx) -> str:
         )
         return f'<div class="gallery{" wide" if block.wide else ""}">{figs}</div>'
     if isinstance(block, Columns):
-        cols = (
-            "<div>" + "\n".join(_block_html(b, ctx) for b in col) + "</div>"
-            for col in block.columns
-        )
+        cols = ("<div>" + "\n".join(_block_html(b, ctx) for b in col) + "</div>" for col in block.columns)
         return '<div class="columns">' + "".join(cols) + "</div>"
     if isinstance(block, Details):
         inner = "\n".join(_block_html(b, ctx) for b in block.body)
@@ -375,8 +369,7 @@ def to_html(doc: Document, base: Path, thumb_px: int | None = None) -> str:
         body = "\n".join(_block_html(b, ctx) for b in s.body)
         sid = _esc(s.id)
         parts.append(
-            f'<section id="{sid}" data-section="{sid}">\n'
-            f"<h2>{_esc(s.title)} {badge}</h2>\n{body}\n</section>"
+            f'<section id="{sid}" data-section="{sid}">\n<h2>{_esc(s.title)} {badge}</h2>\n{body}\n</section>'
         )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -422,11 +415,7 @@ def _inline_md(part: Any, table: bool = False) -> str:
     if isinstance(part, Link):
         return f"[{_md_text(part.text, table)}]({quote(part.href, safe='/#:=,+@')})"
     if isinstance(part, Badge):
-        word = (
-            part.status.upper()
-            if part.status in ("failed", "interrupted", "invalid")
-            else part.status
-        )
+        word = part.status.upper() if part.status in ("failed", "interrupted", "invalid") else part.status
         return f"**{_md_text(word, table)}**" if part.status != "ok" else "ok"
     if isinstance(part, Img):
         return f"![{_md_text(part.alt, table)}]({quote(part.path, safe='/=,+@')})"

@@ -96,9 +96,7 @@ def is_job_dir(p: Path) -> bool:
     """True for a sweep's job folder: a manifest, a ``.hydra`` folder, or a ``<num>_`` name."""
     if not p.is_dir() or p.name.startswith("."):
         return False
-    return (
-        (p / MANIFEST).is_file() or (p / ".hydra").is_dir() or bool(re.match(r"^\d+(_|$)", p.name))
-    )
+    return (p / MANIFEST).is_file() or (p / ".hydra").is_dir() or bool(re.match(r"^\d+(_|$)", p.name))
 
 
 def _last_error_line(log_path: Path) -> str | None:
@@ -121,11 +119,7 @@ def collect_job(job: Path) -> JobData:
     overrides = [str(o) for o in overrides if not str(o).lstrip("+~").startswith("hydra.")]
     params = dict(_split_override(o) for o in overrides)
     if manifest is None:
-        why = (
-            problems[0]
-            if problems
-            else f"no {MANIFEST}: the job stopped before the pipeline started"
-        )
+        why = problems[0] if problems else f"no {MANIFEST}: the job stopped before the pipeline started"
         hint = _last_error_line(job / "run.log")
         data = JobData(
             job.name,
@@ -179,9 +173,7 @@ def collect_sweep(sweep_dir: Path | str) -> SweepData:
     jobs = [collect_job(p) for p in sweep.iterdir() if is_job_dir(p)]
     jobs.sort(key=lambda j: (j.num if j.num is not None else 1 << 30, j.name))
     multirun = read_yaml(sweep / "multirun.yaml") or {}
-    task = [
-        str(t) for t in (((multirun.get("hydra") or {}).get("overrides") or {}).get("task") or [])
-    ]
+    task = [str(t) for t in (((multirun.get("hydra") or {}).get("overrides") or {}).get("task") or [])]
     order: list[str] = [_split_override(t)[0] for t in task]
     for j in jobs:
         order.extend(j.params)
@@ -214,9 +206,7 @@ def grid_axes(swept: list[str]) -> tuple[str | None, str | None, list[str]]:
 def metric_lower_is_better(name: str) -> bool:
     """True for CAM metrics where smaller is better (e.g. ROAD most-relevant-first)."""
     low = name.lower()
-    return (
-        any(tag in low for tag in LOWER_IS_BETTER) and "least" not in low and "increase" not in low
-    )
+    return any(tag in low for tag in LOWER_IS_BETTER) and "least" not in low and "increase" not in low
 
 
 def _job_link(job: JobData) -> Cell:
@@ -245,9 +235,7 @@ def _cell(job: JobData, image: str | None) -> list[Inline]:
                 )
             )
             parts.append(Code(str(m.get("layer"))))
-            parts.append(
-                f" {class_text(m.get('target'), m.get('target_name'))}: {fmt_num(m.get('score'))}"
-            )
+            parts.append(f" {class_text(m.get('target'), m.get('target_name'))}: {fmt_num(m.get('score'))}")
             for key, val in (m.get("metrics") or {}).items():
                 parts += [Br(), f"{key} {fmt_num(val)}"]
             if m.get("valid") is False:
@@ -259,9 +247,7 @@ def _cell(job: JobData, image: str | None) -> list[Inline]:
             job.picture[1],
             Br(),
         ]
-    parts.append(
-        Link("report", f"{job.name}/{REPORT_HTML}") if REPORT_HTML in job.reports else "no report"
-    )
+    parts.append(Link("report", f"{job.name}/{REPORT_HTML}") if REPORT_HTML in job.reports else "no report")
     return parts
 
 
@@ -272,9 +258,7 @@ def sweep_document(data: SweepData) -> Document:
     for j in jobs:
         counts[j.status] = counts.get(j.status, 0) + 1
     overall = (
-        "ok"
-        if jobs and counts.get("ok") == len(jobs)
-        else ("failed" if counts.get("failed") else "unknown")
+        "ok" if jobs and counts.get("ok") == len(jobs) else ("failed" if counts.get("failed") else "unknown")
     )
     created = sorted(j.created for j in jobs if j.created)
     common = [o for o in (jobs[0].overrides if jobs else []) if all(o in j.overrides for j in jobs)]
@@ -296,18 +280,12 @@ def sweep_document(data: SweepData) -> Document:
     failed = [j for j in jobs if j.status not in ("ok", "running")]
     overview: list[Any] = [Table(["", ""], head_rows, cls="kv")]
     for j in failed:
-        overview.append(
-            Alert("error", [Strong(f"Job {j.name} {j.status}: "), j.error or "see its run.log"])
-        )
+        overview.append(Alert("error", [Strong(f"Job {j.name} {j.status}: "), j.error or "see its run.log"]))
     sections = [Section("header", "Sweep", overview, status=overall)]
 
     rows: list[list[Cell]] = []
     for j in jobs:
-        shown = (
-            [o for o in j.overrides if _split_override(o)[0] in data.swept]
-            if data.swept
-            else j.overrides
-        )
+        shown = [o for o in j.overrides if _split_override(o)[0] in data.swept] if data.swept else j.overrides
         rows.append(
             [
                 "–" if j.num is None else str(j.num),
@@ -328,9 +306,7 @@ def sweep_document(data: SweepData) -> Document:
     )
     sections.append(Section("grids", "Comparison grids", _grid_blocks(data)))
     sections.append(Section("leaderboard", "Leaderboard", _leaderboard_blocks(data)))
-    return Document(
-        f"vizpipe sweep: {data.sweep_dir.name}", [Badge(overall), f" {len(jobs)} jobs"], sections
-    )
+    return Document(f"vizpipe sweep: {data.sweep_dir.name}", [Badge(overall), f" {len(jobs)} jobs"], sections)
 
 
 def _grid_blocks(data: SweepData) -> list[Any]:
@@ -338,14 +314,10 @@ def _grid_blocks(data: SweepData) -> list[Any]:
     if not jobs:
         return [Para(["No job folders yet."])]
     row_key, col_key, facet_keys = grid_axes(data.swept)
-    images = list(
-        dict.fromkeys(str(i.get("name")) for j in jobs for i in (j.cam or {}).get("images") or [])
-    )
+    images = list(dict.fromkeys(str(i.get("name")) for j in jobs for i in (j.cam or {}).get("images") or []))
     out: list[Any] = []
     if not data.swept:
-        out.append(
-            Para(["Nothing was swept (every job has the same overrides); one cell per job."])
-        )
+        out.append(Para(["Nothing was swept (every job has the same overrides); one cell per job."]))
     else:
         desc: list[Inline] = ["Rows: ", Code(str(row_key))]
         if col_key:
@@ -400,9 +372,7 @@ def _leaderboard_blocks(data: SweepData) -> list[Any]:
         for img in (j.cam or {}).get("images") or []:
             for m in img.get("maps") or []:
                 if m.get("metrics"):
-                    entries.append(
-                        {"job": j, "image": img.get("name"), "map": m, "metrics": m["metrics"]}
-                    )
+                    entries.append({"job": j, "image": img.get("name"), "map": m, "metrics": m["metrics"]})
     if not entries:
         return [
             Para(
@@ -460,8 +430,7 @@ def _leaderboard_blocks(data: SweepData) -> list[Any]:
             [
                 "Ranked by ",
                 Code(primary),
-                f" ({arrow} is better); ↑/↓ mark each metric's better direction. "
-                "Invalid maps come last.",
+                f" ({arrow} is better); ↑/↓ mark each metric's better direction. Invalid maps come last.",
             ]
         ),
         Table(head, rows, cls="leaderboard"),

@@ -10,9 +10,11 @@ A run folder alone is enough to re-run it. Two ways, both through the real ``run
 * ``--from-conf``: the run's recorded overrides (``.hydra/overrides.yaml``) applied to today's
   ``conf/``; extra overrides may pick group options (``model=vgg11``).
 
-Extra overrides replace recorded ones with the same key. Afterwards the new run is compared with
-the original (``pipeline.compare``) and ``reproduce.json`` in the new folder records where it came
-from. Exit status: the run's own status; with ``--check``, 1 when the artifacts differ.
+Extra overrides replace recorded ones with the same key. run.py runs in the folder the original
+was started from (``hydra.runtime.cwd``, so relative input paths mean the same files); the new
+folder defaults to ``outputs/reproduce/...`` under the current folder. Afterwards the new run is
+compared with the original (``pipeline.compare``) and ``reproduce.json`` in the new folder records
+where it came from. Exit status: the run's own status; with ``--check``, 1 when the artifacts differ.
 """
 
 from __future__ import annotations
@@ -44,10 +46,22 @@ def recorded_overrides(run: Path) -> list[str]:
         return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path)) or []]
     manifest = run / "manifest.json"
     if manifest.is_file():
-        return [
-            str(o) for o in json.loads(manifest.read_text(encoding="utf-8")).get("overrides") or []
-        ]
+        return [str(o) for o in json.loads(manifest.read_text(encoding="utf-8")).get("overrides") or []]
     return []
+
+
+def original_cwd(run: Path) -> Path | None:
+    """The folder the run was started from (``hydra.runtime.cwd``), if it still exists."""
+    from omegaconf import OmegaConf
+
+    path = run / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return None
+    try:
+        cwd = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.cwd")
+    except Exception:  # noqa: BLE001 - an unreadable file means "unknown"
+        return None
+    return Path(cwd) if cwd and Path(cwd).is_dir() else None
 
 
 def _key(override: str) -> str:
@@ -86,9 +100,7 @@ def build_command(run: Path, out: Path, extra: list[str], *, from_conf: bool = F
         args = merge_overrides(recorded_overrides(run), extra)
         return [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={out}"]
     if not (hydra_dir / "config.yaml").is_file():
-        raise ConfigError(
-            f"{run} has no .hydra/config.yaml: it is not a run folder (or not made by Hydra)"
-        )
+        raise ConfigError(f"{run} has no .hydra/config.yaml: it is not a run folder (or not made by Hydra)")
     groups = [o for o in extra if _key(o) in GROUPS]
     if groups:
         raise ConfigError(
@@ -123,13 +135,12 @@ def reproduce(
     src = Path(run)
     if not src.is_dir():
         raise ConfigError(f"Run folder {src} does not exist")
-    work = Path(cwd) if cwd else Path.cwd()
     dest = Path(out) if out else default_out(src)
-    dest = dest if dest.is_absolute() else work / dest
+    dest = dest.resolve()
+    # Run where the original ran, so relative paths in its config (input.path) mean the same files.
+    work = Path(cwd) if cwd else (original_cwd(src) or Path.cwd())
     if dest.exists() and any(dest.iterdir()):
-        raise ConfigError(
-            f"Output folder {dest} already exists and is not empty; pick another with --out"
-        )
+        raise ConfigError(f"Output folder {dest} already exists and is not empty; pick another with --out")
     cmd = build_command(src, dest, list(extra or []), from_conf=from_conf)
     print("vizpipe: reproducing with:", shlex.join(cmd), flush=True)
     rc = subprocess.run(cmd, cwd=work).returncode
@@ -142,6 +153,7 @@ def reproduce(
             "mode": "from-conf" if from_conf else "frozen",
             "extra_overrides": list(extra or []),
             "command": cmd,
+            "cwd": str(work),
             "exit_status": rc,
             "equal": None if comparison is None else comparison.equal,
             "first_difference": None
@@ -156,13 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     from pipeline.compare import format_comparison
 
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.reproduce", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the run folder to re-run")
-    parser.add_argument(
-        "overrides", nargs="*", help="extra key=value overrides (replace recorded ones)"
-    )
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides (replace recorded ones)")
     parser.add_argument(
         "--out", type=Path, help="new run folder (default outputs/reproduce/<date>/<time>_<name>)"
     )
@@ -171,14 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="re-compose today's conf/ with the recorded overrides",
     )
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 when the new run's artifacts differ"
-    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when the new run's artifacts differ")
     args = parser.parse_args(argv)
     try:
-        rc, dest, comparison = reproduce(
-            args.run, args.overrides, out=args.out, from_conf=args.from_conf
-        )
+        rc, dest, comparison = reproduce(args.run, args.overrides, out=args.out, from_conf=args.from_conf)
     except ConfigError as exc:
         print(f"vizpipe: error: {exc}", file=sys.stderr)
         return 2

@@ -90,9 +90,7 @@ class Chromium:
     ) -> None:
         self.binary = binary or find_chromium()
         if not self.binary:
-            raise FileNotFoundError(
-                "No Chromium found (apt-get install chromium, or set $CHROMIUM)"
-            )
+            raise FileNotFoundError("No Chromium found (apt-get install chromium, or set $CHROMIUM)")
         self.width, self.height, self.timeout = width, height, timeout
         self._id = 0
         self._buf = b""
@@ -128,9 +126,9 @@ class Chromium:
         os.close(res_w)
         try:
             target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-            self.session = self.call(
-                "Target.attachToTarget", {"targetId": target, "flatten": True}
-            )["sessionId"]
+            self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+                "sessionId"
+            ]
             self.call("Page.enable")
             self.call(
                 "Emulation.setDeviceMetricsOverride",
@@ -183,11 +181,7 @@ class Chromium:
             if ready:
                 chunk = os.read(self._res_r, 1 << 20)
                 if not chunk:
-                    err = (
-                        self.proc.stderr.read().decode(errors="replace")[-2000:]
-                        if self.proc.stderr
-                        else ""
-                    )
+                    err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
                     raise RuntimeError(f"Chromium closed the pipe: {err}")
                 self._buf += chunk
         raw, _, self._buf = self._buf.partition(b"\0")
@@ -267,9 +261,7 @@ def make_run(out: Path, overrides: list[str]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Screenshot ``<run>/report.html`` or ``<sweep>/index.html`` (default: a fresh run)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--run", type=Path, help="an existing run or sweep folder (default: a fresh run)"
-    )
+    parser.add_argument("--run", type=Path, help="an existing run or sweep folder (default: a fresh run)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "report.png")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=3300, help="pixels from the top of the page")
@@ -296,11 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             top = 0.0
             if args.section:
                 el = f"document.getElementById({json.dumps(args.section)})"
-                top = float(
-                    browser.evaluate(
-                        f"{el} ? {el}.getBoundingClientRect().top + window.scrollY : 0"
-                    )
-                )
+                top = float(browser.evaluate(f"{el} ? {el}.getBoundingClientRect().top + window.scrollY : 0"))
             browser.screenshot(args.out, args.height, top)
     print(
         f"vizpipe: screenshot {args.out} ({check['images']} pictures, "

@@ -20,9 +20,7 @@ from pipeline.schema import ReportConfig
 
 
 def _load_screenshot() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "vizpipe_screenshot", ROOT / "scripts" / "screenshot.py"
-    )
+    spec = importlib.util.spec_from_file_location("vizpipe_screenshot", ROOT / "scripts" / "screenshot.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -74,9 +72,7 @@ def test_fake_report_and_index_render(tmp_path: Path) -> None:
         assert index["sections"] == SWEEP_SECTIONS
         assert index["images"] >= 4 and index["broken"] == []
         # Every job report linked from the index exists.
-        hrefs = browser.evaluate(
-            "Array.from(document.querySelectorAll('#jobs a')).map(a => a.href)"
-        )
+        hrefs = browser.evaluate("Array.from(document.querySelectorAll('#jobs a')).map(a => a.href)")
         assert hrefs and all(Path(h.removeprefix("file://")).is_file() for h in hrefs)
 
 
@@ -85,9 +81,7 @@ def test_screenshot_script(tmp_path: Path) -> None:
 
     run = make_fake_run(tmp_path / "run")
     out = tmp_path / "shot.png"
-    assert (
-        shot.main(["--run", str(run), "--out", str(out), "--width", "900", "--height", "700"]) == 0
-    )
+    assert shot.main(["--run", str(run), "--out", str(out), "--width", "900", "--height", "700"]) == 0
     with Image.open(out) as im:
         assert im.size == (900, 700)
         colours = im.convert("RGB").getcolors(maxcolors=1 << 16)

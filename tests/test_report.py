@@ -32,9 +32,7 @@ EVIL_OVERRIDE = "notes='<i>hi</i>'"
 # --------------------------------------------------------------------------- fixtures
 
 
-def _png(
-    path: Path, size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 30, 30)
-) -> str:
+def _png(path: Path, size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (200, 30, 30)) -> str:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,9 +55,7 @@ def _rec(
     arts = []
     if folder and (run / folder).is_dir():
         arts = [
-            _art(run, p.relative_to(run).as_posix())
-            for p in sorted((run / folder).rglob("*"))
-            if p.is_file()
+            _art(run, p.relative_to(run).as_posix()) for p in sorted((run / folder).rglob("*")) if p.is_file()
         ]
     return {
         "name": name,
@@ -83,12 +79,8 @@ def make_fake_run(
     """A run folder in the stages' data contracts: summary, kernels, features, cam, tensorboard."""
     run.mkdir(parents=True, exist_ok=True)
     (run / "summary").mkdir()
-    (run / "summary" / "summary.txt").write_text(
-        "TORCHINFO-TABLE\nConv2d: 1-1   [1, 8, 30, 30]   224\n"
-    )
-    (run / "summary" / "modules.txt").write_text(
-        "TinyNet(\n  (conv): Conv2d(3, 8, kernel_size=(3, 3))\n)\n"
-    )
+    (run / "summary" / "summary.txt").write_text("TORCHINFO-TABLE\nConv2d: 1-1   [1, 8, 30, 30]   224\n")
+    (run / "summary" / "modules.txt").write_text("TinyNet(\n  (conv): Conv2d(3, 8, kernel_size=(3, 3))\n)\n")
     (run / "summary" / "layers.txt").write_text("# name type\nconv Conv2d\n")
     totals = {
         "total_params": 1234567,
@@ -219,9 +211,7 @@ def make_fake_run(
             _rec(run, "summary", folder="summary"),
             _rec(run, "kernels", folder="kernels"),
             _rec(run, "features", folder="features"),
-            _rec(
-                run, "cam", cam_status, EVIL_ERROR if cam_status == "failed" else None, folder="cam"
-            ),
+            _rec(run, "cam", cam_status, EVIL_ERROR if cam_status == "failed" else None, folder="cam"),
             _rec(
                 run,
                 "tensorboard",
@@ -401,9 +391,7 @@ def test_cam_predictions_and_provenance(fake_run: Path) -> None:
     visible = " ".join(_parse(text).visible)
     assert "61.00%" in visible and "20.00%" in visible  # top-5 probabilities
     assert "score 3.5" in visible and "GradCAM" in visible
-    assert (
-        "f" * 64 in visible and "c" * 64 in visible
-    )  # sha256 of the input file and the checkpoint
+    assert "f" * 64 in visible and "c" * 64 in visible  # sha256 of the input file and the checkpoint
     assert "abc123def4567890" in visible and "uncommitted changes" in visible
     assert "grad-cam" in visible and "not installed" in visible
     assert "model=tiny" in visible
@@ -425,9 +413,7 @@ def test_markdown_links_pictures_relatively(fake_run: Path) -> None:
     ]
     assert all((fake_run / link).is_file() for link in links)
     assert "data:" not in md and "<script" not in md
-    assert (
-        "EVIL" not in md and "\\<img src=x" not in md and "&lt;img src=x onerror=alert(2)&gt;" in md
-    )
+    assert "EVIL" not in md and "\\<img src=x" not in md and "&lt;img src=x onerror=alert(2)&gt;" in md
     assert "<details><summary>torchinfo table" in md and "TORCHINFO-TABLE" in md
     # Markdown tables keep their shape: a pipe inside a cell is escaped.
     for line in md.splitlines():
@@ -455,9 +441,7 @@ def test_picture_paths_cannot_leave_the_run_folder(fake_run: Path, tmp_path: Pat
     assert all(i["data-path"] != "../secret.png" for i in _parse(text).imgs)
 
 
-def test_rebuild_from_disk_without_manifest(
-    fake_run: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_rebuild_from_disk_without_manifest(fake_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (fake_run / "manifest.json").unlink()
     assert rp.main([str(fake_run)]) == 0
     text = (fake_run / "report.html").read_text()
@@ -466,9 +450,7 @@ def test_rebuild_from_disk_without_manifest(
     assert "vizpipe: report" in capsys.readouterr().out
 
 
-def test_cli_rejects_a_folder_that_is_neither(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_rejects_a_folder_that_is_neither(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     assert rp.main([str(tmp_path / "empty")]) == 2
     assert "neither a run folder" in capsys.readouterr().err
@@ -511,9 +493,7 @@ def make_fake_sweep(sweep: Path) -> Path:
             ov = ["stages=[cam]", f"cam.layer={layer}", f"cam.method={method}"]
             if (li, method) == (1, "scorecam"):  # no manifest at all: the job died early
                 (sweep / name / ".hydra").mkdir(parents=True)
-                (sweep / name / ".hydra" / "overrides.yaml").write_text(
-                    "".join(f"- {o}\n" for o in ov)
-                )
+                (sweep / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in ov))
                 (sweep / name / "run.log").write_text("[x][HYDRA][ERROR] - killed by <OOM>\n")
             else:
                 run = make_fake_run(
@@ -622,7 +602,13 @@ def test_metric_directions() -> None:
 def test_sweep_index_rebuild_command(fake_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert rp.main([str(fake_sweep)]) == 0
     assert (fake_sweep / "index.html").is_file()
-    assert "index.html" in capsys.readouterr().out
+    assert capsys.readouterr().out.strip().endswith("index.html")
+    reports = sorted(fake_sweep.glob("*/report.html"))
+    for r in reports:
+        r.unlink()
+    assert rp.main([str(fake_sweep), "--jobs"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("report.html") == 4 and len(list(fake_sweep.glob("*/report.html"))) == 4
 
 
 @pytest.mark.slow

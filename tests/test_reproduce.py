@@ -31,17 +31,13 @@ def _write_run(
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         (run / rel).write_bytes(data)
         art = {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        (report if rel.startswith("report.") else stages.setdefault(rel.split("/")[0], [])).append(
-            art
-        )
+        (report if rel.startswith("report.") else stages.setdefault(rel.split("/")[0], [])).append(art)
     statuses = statuses or {}
     manifest = {
         "status": "ok",
         "config": config or {"seed": 0},
         "setup": {"name": "setup", "status": "ok", "artifacts": []},
-        "stages": [
-            {"name": n, "status": statuses.get(n, "ok"), "artifacts": a} for n, a in stages.items()
-        ],
+        "stages": [{"name": n, "status": statuses.get(n, "ok"), "artifacts": a} for n, a in stages.items()],
         "report": {"name": "report", "status": "ok", "artifacts": report},
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
@@ -57,9 +53,7 @@ BASE = {
 }
 
 
-def test_equal_runs_ignore_volatile_artifacts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_equal_runs_ignore_volatile_artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = _write_run(tmp_path / "a", BASE)
     b = _write_run(
         tmp_path / "b",
@@ -81,9 +75,7 @@ def test_equal_runs_ignore_volatile_artifacts(
     assert cmp.main([str(a), str(b), "--strict"]) == 1
 
 
-def test_names_the_first_differing_artifact(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_names_the_first_differing_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = _write_run(tmp_path / "a", BASE)
     b = _write_run(
         tmp_path / "b",
@@ -160,9 +152,17 @@ def test_merge_and_build_commands(tmp_path: Path) -> None:
         rep.build_command(tmp_path, tmp_path / "new", [])
 
 
-def test_reproduce_refuses_a_non_empty_output(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_reruns_where_the_original_ran(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    assert rep.original_cwd(run) is None
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {tmp_path}\n")
+    assert rep.original_cwd(run) == tmp_path
+    (run / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    cwd: /no/such/folder\n")
+    assert rep.original_cwd(run) is None
+
+
+def test_reproduce_refuses_a_non_empty_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
@@ -214,9 +214,7 @@ def test_run_folder_alone_reruns_with_identical_arrays(
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = _npy(base_run), _npy(new)
     assert any(k.startswith("cam/") for k in a) and any(k.startswith("features/") for k in a)
-    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), (
-        "arrays differ between identical runs"
-    )
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), "arrays differ between identical runs"
     ma = json.loads((base_run / "manifest.json").read_text())
     mb = json.loads((new / "manifest.json").read_text())
     assert ma["config"] == mb["config"] and mb["status"] == "ok"
@@ -232,9 +230,7 @@ def test_reproduce_wrapper_frozen_and_from_conf(
     assert rep.main([str(base_run), "--out", str(same), "--check"]) == 0
     record = json.loads((same / "reproduce.json").read_text())
     assert (
-        record["equal"] is True
-        and record["mode"] == "frozen"
-        and record["source"] == str(base_run.resolve())
+        record["equal"] is True and record["mode"] == "frozen" and record["source"] == str(base_run.resolve())
     )
     assert "equal:" in capsys.readouterr().out
     other = tmp_path / "other"

@@ -1,0 +1,159 @@
+"""vizpipe's CAM stage vs pytorch-grad-cam called the usual way, on the same work.
+
+    .venv/bin/python -m benchmarks.cam [--repeats 3] [--models resnet18,vgg11] [--batch 8] [--size 224]
+
+Work: GradCAM maps for a batch of 8 seeded random images (224 px) on the model's default CAM
+layer (resnet18 ``layer4``, vgg11 ``features.20``), each image's top-1 class, on the CPU, random
+init seeded with 0 (no weights are downloaded). Two comparisons per model:
+
+- **maps**: ``stages.cam.collect`` (the maps in memory) vs the library's README code::
+
+      with GradCAM(model=model, target_layers=[layer]) as cam:
+          maps = cam(input_tensor=x, targets=None)   # None = top-1 per image
+
+- **stage**: the whole stage (``validate`` with a fresh probe forward, ``run``: maps, overlay
+  and heatmap PNGs, ``.npy`` files, ``cam.json``) vs the README code plus one overlay PNG per
+  image (``show_cam_on_image`` + PIL), i.e. what the seed's snippet does for each image.
+
+Ratio = vizpipe / library (below 1.0 = vizpipe is faster). Timings are the median of
+``--repeats`` runs after one warm-up run of each, alternating sides; they vary with the load.
+The maps of both sides are compared (max |difference|) so the speed is not bought with results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def build(model: str, batch: int, size: int, out: Path):
+    """A run context like ``python run.py model=<model> input=random input.shape=[batch,3,size,size]``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import pipeline.schema  # noqa: F401 - registers the schema
+    from pipeline.runner import build_context
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            f"model={model}", "device=cpu", "input=random", f"input.shape=[{batch},3,{size},{size}]", "stages=[cam]",
+        ])
+    GlobalHydra.instance().clear()
+    return build_context(cfg, out)
+
+
+def library_maps(model, layer, x):
+    """pytorch-grad-cam's README usage."""
+    from pytorch_grad_cam import GradCAM
+
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        return cam(input_tensor=x, targets=None)
+
+
+def library_with_overlays(model, layer, x, rgb, out: Path):
+    """The README usage plus the seed's overlay per image, written as PNG."""
+    from PIL import Image
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    maps = library_maps(model, layer, x)
+    for i, m in enumerate(maps):
+        Image.fromarray(show_cam_on_image(rgb[i], m, use_rgb=True)).save(out / f"lib_{i}.png")
+    return maps
+
+
+def timed(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls."""
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[str, float, float]]:
+    """Time both comparisons for one model; returns rows (what, vizpipe s, library s)."""
+    import numpy as np
+    import torch
+
+    from pipeline.schema import CamConfig
+    from stages.cam import CamStage, collect, make_plan
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        ctx = build(model_name, batch, size, out / "run")
+        model, x = ctx.model, ctx.inputs.tensor
+        settings = CamConfig()
+        plan = make_plan(ctx, settings)
+        layer_name = plan.layers[0].name
+        layer = model.get_submodule(layer_name)
+
+        def vizpipe_maps():
+            return collect(ctx, settings, plan)
+
+        def vizpipe_stage():
+            ctx._probe = None  # validate pays for its probe forward, as in a real run
+            stage = CamStage()
+            stage.validate(ctx, settings)
+            return stage.run(ctx, settings)
+
+        ours = np.stack([m["array"] for im in vizpipe_maps()["images"] for m in im["maps"]])
+        ref = library_maps(model, layer, x)
+        diff = float(np.abs(ours - ref).max())
+        grads_mib = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None) / 2**20
+        for p in model.parameters():
+            p.grad = None
+        vizpipe_stage()  # warm-up (imports, allocator)
+        library_with_overlays(model, layer, x, ctx.inputs.rgb, out)
+        times: dict[str, list[float]] = {"maps_v": [], "maps_l": [], "stage_v": [], "stage_l": []}
+        for _ in range(repeats):  # alternate, so load changes hit both sides
+            times["maps_l"] += timed(lambda: library_maps(model, layer, x), 1)
+            times["maps_v"] += timed(vizpipe_maps, 1)
+            times["stage_l"] += timed(lambda: library_with_overlays(model, layer, x, ctx.inputs.rgb, out), 1)
+            times["stage_v"] += timed(vizpipe_stage, 1)
+        for p in model.parameters():
+            p.grad = None
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(
+            f"{model_name}: layer {layer_name}, batch {tuple(x.shape)}, torch threads {torch.get_num_threads()}; "
+            f"max |vizpipe - library| = {diff:.1e}; the library leaves {grads_mib:.0f} MiB of parameter "
+            "gradients after a call, vizpipe none"
+        )
+        return [
+            (f"{model_name} maps  (collect vs README call)", med["maps_v"], med["maps_l"]),
+            (f"{model_name} stage (+PNGs, npy, json vs +overlay PNGs)", med["stage_v"], med["stage_l"]),
+        ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print a table of medians and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (median)")
+    parser.add_argument("--models", default="resnet18,vgg11", help="comma-separated conf/model names")
+    parser.add_argument("--batch", type=int, default=8, help="images per batch")
+    parser.add_argument("--size", type=int, default=224, help="image edge in pixels")
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.disable(logging.INFO)  # the stage's log lines would interleave with the table
+    rows = []
+    for name in args.models.split(","):
+        rows += bench(name.strip(), args.repeats, args.batch, args.size)
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'case'.ljust(width)}  vizpipe s  library s  ratio")
+    for what, ours, lib in rows:
+        print(f"{what.ljust(width)}  {ours:9.3f}  {lib:9.3f}  {ours / lib:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
