@@ -24,7 +24,8 @@ setup_venv() {
   fi
   echo "vizpipe: setting up .venv (first time takes a few minutes)" >&2
   [ -x .venv/bin/python ] || "$(pick_python)" -m venv .venv
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  # compat mode: a plain path entry, so 'pipeline' and 'stages' import as regular packages anywhere
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
   echo "$want" > "$stamp"
 }
 
