@@ -60,6 +60,8 @@ def unknown_choice(
         msg += f"; did you mean '{close[0]}'?"
     else:
         msg += "."
+    if close:  # the best match leads the list even when several choices tie on similarity
+        ordered = [close[0], *(c for c in ordered if c != close[0])]
     shown = ordered[:limit]
     more = f", ... ({len(ordered) - limit} more)" if len(ordered) > limit else ""
     msg += f" Valid choices (closest first): {', '.join(shown)}{more}"

@@ -187,9 +187,9 @@ class CamConfig:
 
     # CAM method, case-insensitive, with aliases: gradcam, gradcam++, scorecam, eigencam, ...
     method: str = "gradcam"
-    # auto | a dotted layer name | a list of names (the library averages them).
+    # auto | a dotted layer name (or a glob, type:X, blocks) | a list of names (one averaged map).
     layer: Any = "auto"
-    # null (each image's top-1 prediction) | an int | a list of ints.
+    # null (each image's top-1 prediction) | an int | a list of ints (one map each) | a class name.
     target_class: Any = None
     # With several layers, also write one map per layer.
     per_layer: bool = False

@@ -75,9 +75,8 @@ class CamPlan:
     layers: list[CamLayer]  # resolved target layers, in the order given
     classes: list[int] | None  # None = each image's top-1 prediction
     metrics: list[str]  # canonical metric names
-    groups: list[tuple[str, list[CamLayer]]] = field(
-        default_factory=list
-    )  # (label, layers) per map
+    # one entry per map kind: (layer label, layers); the averaged group first, then per-layer ones
+    groups: list[tuple[str, list[CamLayer]]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -117,7 +116,8 @@ def parse_target_class(
                 item = lower.index(text.lower())
             else:
                 raise ConfigError(
-                    f"cam.target_class '{text}' is not a class index (this model's weights carry no class names); {valid}"
+                    f"cam.target_class '{text}' is not a class index (this model's weights carry "
+                    f"no class names); {valid}"
                 )
         if not 0 <= item < num_classes:
             raise ConfigError(
@@ -138,27 +138,27 @@ def make_plan(ctx: RunContext, settings: CamConfig) -> CamPlan:
         )
     if settings.aug_smooth and not spec.accepts("aug_smooth"):
         raise ConfigError(
-            f"cam.aug_smooth=true is not supported by {spec.name} (it takes no aug_smooth); set cam.aug_smooth=false"
+            f"cam.aug_smooth=true is not supported by {spec.name} (it takes no aug_smooth); "
+            "set cam.aug_smooth=false"
         )
     metrics = resolve_metrics(list(settings.metrics or []))
     probe = ctx.probe()
     x = ctx.inputs.tensor
     input_hw = (int(x.shape[-2]), int(x.shape[-1]))
-    classes = parse_target_class(
-        settings.target_class, ctx.num_classes, ctx.categories, ctx.model_name
-    )
+    classes = parse_target_class(settings.target_class, ctx.num_classes, ctx.categories, ctx.model_name)
     layers = resolve_cam_layers(ctx.model, probe, settings.layer, input_hw, ctx.model_name)
     LayoutReshape(layers)  # same-shape layers with different layouts fail here, before any work
     for layer in layers:
         if layer.layout.h * layer.layout.w == 1:
             ctx.warn(
-                f"CAM layer '{layer.name}' has a 1×1 output for this input: its map is constant; use an earlier layer or a larger input"
+                f"CAM layer '{layer.name}' has a 1×1 output for this input: its map is constant; "
+                "use an earlier layer or a larger input"
             )
-    if spec.name == "FullGrad":
+    if _is(spec, "FullGrad"):
         ctx.warn("FullGrad ignores cam.layer: it uses the gradients of every conv/batch-norm bias")
         layers = layers[:1]
     plan = CamPlan(spec, layers, classes, metrics)
-    label = "bias_layers" if spec.name == "FullGrad" else plan.label
+    label = "bias_layers" if _is(spec, "FullGrad") else plan.label
     plan.groups = [(label, layers)]
     if settings.per_layer and len(layers) > 1:
         plan.groups += [(layer.name, [layer]) for layer in layers]
@@ -296,9 +296,7 @@ class CamRunner:
         model = self.ctx.model
         # FullGrad picks its own layers (every conv/batch-norm bias) and prints a warning if given any
         modules = (
-            []
-            if _is(self.spec, "FullGrad")
-            else [model.get_submodule(layer.name) for layer in self.layers]
+            [] if _is(self.spec, "FullGrad") else [model.get_submodule(layer.name) for layer in self.layers]
         )
         needs_reshape = any(layer.layout.needs_reshape for layer in self.layers)
         reshape = LayoutReshape(self.layers) if needs_reshape else None
@@ -306,9 +304,8 @@ class CamRunner:
         if _is(self.spec, "AblationCAM"):
             from pytorch_grad_cam import AblationLayer, AblationLayerVit
 
-            kwargs["ablation_layer"] = (
-                AblationLayerVit() if needs_reshape else AblationLayer()
-            )  # fresh: no shared default
+            # a fresh ablation layer: the library's default argument is one instance shared by all calls
+            kwargs["ablation_layer"] = AblationLayerVit() if needs_reshape else AblationLayer()
             kwargs["batch_size"] = int(self.settings.batch_size)
         elif self.spec.meta and "batch_size" in _init_params(self.spec.cls):
             kwargs["batch_size"] = int(self.settings.batch_size)
@@ -345,13 +342,9 @@ class CamRunner:
                 for c in cams:
                     if c.uses_gradients:
                         c.compute_input_gradient = True
-                if getattr(self.obj, "uses_gradients", False) and hasattr(
-                    self.obj, "compute_input_gradient"
-                ):
+                if getattr(self.obj, "uses_gradients", False) and hasattr(self.obj, "compute_input_gradient"):
                     self.obj.compute_input_gradient = True  # FinerCAM reads its own copy
-        targets = list(
-            dict.fromkeys(m for c in cams for m in c.target_layers)
-        )  # FullGrad: its bias layers
+        targets = list(dict.fromkeys(m for c in cams for m in c.target_layers))  # FullGrad: its bias layers
         for module in targets:
             cut_here = self.cut and module is modules[0]
             self.handles.append(module.register_forward_hook(_guard_hook(cut_here), prepend=True))
@@ -435,16 +428,14 @@ def _targets(classes: list[int], logits: torch.Tensor, spec: MethodSpec) -> list
     """One library target per image (FinerCAM: its weighted target against the closest classes)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if spec.name != "FinerCAM":
+    if not _is(spec, "FinerCAM"):
         return [ClassifierOutputTarget(int(c)) for c in classes]
     from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
 
     out = []
     for i, c in enumerate(classes):
         diff = (logits[i] - logits[i, c]).abs()
-        similar = [int(k) for k in diff.argsort().tolist() if int(k) != c][
-            :3
-        ]  # the library's default
+        similar = [int(k) for k in diff.argsort().tolist() if int(k) != c][:3]  # the library's default
         out.append(FinerWeightedTarget(int(c), similar, 1.0))
     return out
 
@@ -487,9 +478,7 @@ def collect(ctx: RunContext, settings: CamConfig, plan: CamPlan) -> dict[str, An
         n,
     )
     # per-layer maps come from the averaged call when the library allows (same numbers)
-    capture = (
-        len(plan.groups) > 1 and not spec.meta and not settings.aug_smooth and not plan.metrics
-    )
+    capture = len(plan.groups) > 1 and not spec.meta and not settings.aug_smooth and not plan.metrics
     computed: dict[tuple[str, int], tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     state = ModelState(ctx.model)
     t0 = time.perf_counter()
@@ -554,16 +543,14 @@ def collect(ctx: RunContext, settings: CamConfig, plan: CamPlan) -> dict[str, An
     return {
         "method": spec.name,
         "method_key": spec.key,
-        "layers": [layer.name for layer in plan.layers]
-        if spec.name != "FullGrad"
-        else ["bias_layers"],
+        "layers": ["bias_layers"] if _is(spec, "FullGrad") else [layer.name for layer in plan.layers],
         "targets": settings.target_class,
         "images": [
             {
                 "name": ctx.inputs.names[i],
                 "source": ctx.inputs.sources[i],
                 "top5": [
-                    {"class": r["class"], "name": r["name"], "prob": r["prob"]} for r in top5[i]
+                    {"class": r["class"], "name": r["name"], "prob": _finite(r["prob"])} for r in top5[i]
                 ],
                 "maps": maps[i],
             }
@@ -588,9 +575,7 @@ def _chunk(spec: MethodSpec, layers: list[CamLayer], x: torch.Tensor) -> int:
     return max(1, min(n, SCORECAM_MAX_BYTES // max(per_image, 1)))
 
 
-def _run_batches(
-    runner: CamRunner, x: torch.Tensor, classes: list[int], logits: torch.Tensor
-) -> np.ndarray:
+def _run_batches(runner: CamRunner, x: torch.Tensor, classes: list[int], logits: torch.Tensor) -> np.ndarray:
     """The library call for the N images (ScoreCAM: split only to bound its memory)."""
     import numpy as np
 
@@ -609,9 +594,7 @@ def _run_batches(
         parts.append(runner(x[s : s + step], targets[s : s + step]))
         per_layer.append(runner.per_layer or [])
     if runner.per_layer is not None:
-        runner.per_layer = [
-            np.concatenate([p[j] for p in per_layer]) for j in range(len(per_layer[0]))
-        ]
+        runner.per_layer = [np.concatenate([p[j] for p in per_layer]) for j in range(len(per_layer[0]))]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -630,9 +613,7 @@ def _metrics(
         return {}
     targets = _metric_targets(classes, ctx.num_classes)
     safe = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
-    return {
-        name: compute_metric(name, x, safe, targets, ctx.model, runner.obj) for name in plan.metrics
-    }
+    return {name: compute_metric(name, x, safe, targets, ctx.model, runner.obj) for name in plan.metrics}
 
 
 @contextlib.contextmanager
@@ -651,12 +632,8 @@ def _progress(ctx: RunContext, runner: CamRunner, label: str, calls: int) -> Ite
     bs = int(settings.batch_size)
     tta = len(list(runner.obj.tta_transforms)) if settings.aug_smooth else 1
     chunks = math.ceil(n / _chunk(spec, layers, ctx.inputs.tensor))
-    ablation = (
-        1 if _is(spec, "AblationCAM") else 0
-    )  # its own forward per layer, to cache activations
-    per_call = chunks + sum(
-        ablation + n * math.ceil(layer.layout.channels / bs) for layer in layers
-    )
+    ablation = 1 if _is(spec, "AblationCAM") else 0  # its own forward per layer, to cache activations
+    per_call = chunks + sum(ablation + n * math.ceil(layer.layout.channels / bs) for layer in layers)
     expected = per_call * tta * calls
     channels = ", ".join(f"{layer.name}: {layer.layout.channels}" for layer in layers)
     log.info(
@@ -726,12 +703,8 @@ def render(ctx: RunContext, settings: CamConfig, data: dict[str, Any]) -> dict[s
             stem = file_stem(m["layer"], m["target"], m["target_name"])
             np.save(folder / f"{stem}.npy", arr.astype(np.float32))
             mask = np.clip(np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-            overlay = show_cam_on_image(
-                rgb, mask, use_rgb=True, image_weight=float(settings.image_weight)
-            )
-            heat = cv2.cvtColor(
-                cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
-            )
+            overlay = show_cam_on_image(rgb, mask, use_rgb=True, image_weight=float(settings.image_weight))
+            heat = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
             save_png(folder / f"{stem}_overlay.png", overlay)
             save_png(folder / f"{stem}_heatmap.png", heat)
             rel = f"cam/{folder_name}/{stem}"
@@ -757,7 +730,5 @@ def render(ctx: RunContext, settings: CamConfig, data: dict[str, Any]) -> dict[s
         images.append({**{k: image[k] for k in ("name", "source", "top5")}, "maps": rows})
     doc = {k: data[k] for k in ("method", "method_key", "layers", "targets")}
     doc["images"] = images
-    (out / "cam.json").write_text(
-        json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
+    (out / "cam.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return doc

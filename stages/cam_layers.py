@@ -81,7 +81,7 @@ def _same_stride(h: int, w: int, in_h: int, in_w: int) -> bool:
 def infer_layout(
     shape: tuple[int, ...], input_hw: tuple[int, int], module: nn.Module | None = None
 ) -> Layout | None:
-    """The layout of an output of ``shape`` (batch first) for an input of ``input_hw``; None if not spatial."""
+    """The layout of an output of ``shape`` (batch first) for an ``input_hw`` input; None: not spatial."""
     from torch import nn
 
     in_h, in_w = input_hw
@@ -135,9 +135,7 @@ class LayoutReshape:
         return grid.reshape(tensor.size(0), layout.h, layout.w, tensor.size(2)).permute(0, 3, 1, 2)
 
 
-def spatial_layers(
-    model: nn.Module, probe: Probe, input_hw: tuple[int, int]
-) -> dict[str, CamLayer]:
+def spatial_layers(model: nn.Module, probe: Probe, input_hw: tuple[int, int]) -> dict[str, CamLayer]:
     """Every module that runs once per forward with a spatial output, in completion order."""
     modules = dict(model.named_modules())
     out: dict[str, CamLayer] = {}
@@ -161,9 +159,7 @@ def auto_layer(model: nn.Module, probe: Probe, usable: dict[str, CamLayer]) -> s
     blocks = []
     for name, module in model.named_modules():
         norms = [
-            f"{name}.{c}" if name else c
-            for c, m in module.named_children()
-            if isinstance(m, nn.LayerNorm)
+            f"{name}.{c}" if name else c for c, m in module.named_children() if isinstance(m, nn.LayerNorm)
         ]
         if len(norms) >= 2 and name in rank:
             blocks.append((rank[name], norms))
@@ -232,9 +228,7 @@ def resolve_cam_layers(
             if s not in usable:
                 raise _explain_error(s, modules[s], probe, usable)
             names.append(s)
-        elif (
-            s in ("blocks", "all") or s.lower().startswith("type:") or any(ch in s for ch in "*?[")
-        ):
+        elif s in ("blocks", "all") or s.lower().startswith("type:") or any(ch in s for ch in "*?["):
             found = resolve_layers(
                 model,
                 [s],
@@ -246,7 +240,8 @@ def resolve_cam_layers(
             found = [n for n in found if n in usable]  # "blocks" is not filtered by resolve_layers
             if not found:
                 raise ConfigError(
-                    f"cam.layer '{s}' selects no usable layer {ctx}: {RULE}. Layers with spatial output: {_shown(list(usable), s)}"
+                    f"cam.layer '{s}' selects no usable layer {ctx}: {RULE}. "
+                    f"Layers with spatial output: {_shown(list(usable), s)}"
                 )
             names.extend(found)
         else:
@@ -255,14 +250,12 @@ def resolve_cam_layers(
                 s,
                 list(usable) or list(modules),
                 context=ctx,
-                hint="cam.layer takes auto, a dotted layer name (summary/layers.txt lists them), a glob or a list",
+                hint="cam.layer takes auto, a dotted layer name (summary/layers.txt), a glob or a list",
             )
     return [usable[n] for n in dict.fromkeys(names)]
 
 
-def _explain_error(
-    name: str, module: nn.Module, probe: Probe, usable: dict[str, CamLayer]
-) -> ConfigError:
+def _explain_error(name: str, module: nn.Module, probe: Probe, usable: dict[str, CamLayer]) -> ConfigError:
     kind = type(module).__name__
     calls = probe.calls.get(name, 0)
     shape = probe.shapes.get(name)
@@ -274,5 +267,6 @@ def _explain_error(
         dims = "×".join(str(v) for v in shape) if shape else "no tensor"
         why = f"its output ({dims}) has no spatial grid; {RULE}"
     return ConfigError(
-        f"Layer '{name}' ({kind}) cannot be used for CAM: {why}. Layers with spatial output (closest first): {_shown(list(usable), name)}"
+        f"Layer '{name}' ({kind}) cannot be used for CAM: {why}. "
+        f"Layers with spatial output (closest first): {_shown(list(usable), name)}"
     )

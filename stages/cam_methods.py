@@ -113,10 +113,7 @@ def available_methods() -> dict[str, MethodSpec]:
         "scorecam",
         "ablationcam",
     ]
-    return {
-        k: out[k]
-        for k in [*[f for f in first if f in out], *sorted(k for k in out if k not in first)]
-    }
+    return {k: out[k] for k in [*[f for f in first if f in out], *sorted(k for k in out if k not in first)]}
 
 
 def _aliases(methods: dict[str, MethodSpec]) -> dict[str, str]:
@@ -178,9 +175,7 @@ def resolve_metrics(names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def compute_metric(
-    name: str, input_tensor: Any, cams: Any, targets: list[Any], model: Any, cam: Any
-) -> Any:
+def compute_metric(name: str, input_tensor: Any, cams: Any, targets: list[Any], model: Any, cam: Any) -> Any:
     """Run metric ``name`` on a batch of maps ``cams`` (N, H, W): one float per image (numpy)."""
     import importlib
 

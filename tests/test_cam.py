@@ -21,11 +21,22 @@ from PIL import Image
 from pipeline.errors import ConfigError
 from pipeline.schema import CamConfig
 from stages.cam import HOOK_DICTS, CamStage, file_stem
-from stages.cam_layers import Layout, LayoutReshape, CamLayer, infer_layout
+from stages.cam_layers import CamLayer, Layout, LayoutReshape, infer_layout
 from stages.cam_methods import available_methods, available_metrics, resolve_method, resolve_metrics
 
 SMALL = ["stages=[cam]", "input=random", "input.shape=[2,3,64,64]", "device=cpu"]
-MAP_KEYS = ["layer", "target", "target_name", "score", "logit", "overlay", "heatmap", "npy", "metrics", "valid"]
+MAP_KEYS = [
+    "layer",
+    "target",
+    "target_name",
+    "score",
+    "logit",
+    "overlay",
+    "heatmap",
+    "npy",
+    "metrics",
+    "valid",
+]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -97,15 +108,27 @@ def test_every_exported_method_resolves_case_insensitively_with_aliases():
     from pytorch_grad_cam.base_cam import BaseCAM
 
     methods = available_methods()
-    exported = {n for n in dir(pytorch_grad_cam) if isinstance(getattr(pytorch_grad_cam, n), type)
-                and issubclass(getattr(pytorch_grad_cam, n), BaseCAM)}
+    exported = {
+        n
+        for n in dir(pytorch_grad_cam)
+        if isinstance(getattr(pytorch_grad_cam, n), type)
+        and issubclass(getattr(pytorch_grad_cam, n), BaseCAM)
+    }
     assert exported <= {m.name for m in methods.values()}
     for spec in methods.values():
         assert resolve_method(spec.name.upper()) == spec
         assert resolve_method(spec.name.lower()) == spec
-    for alias, name in [("gradcam++", "GradCAMPlusPlus"), ("Grad-CAM++", "GradCAMPlusPlus"), ("gradcampp", "GradCAMPlusPlus"),
-                        ("score", "ScoreCAM"), ("scorecam", "ScoreCAM"), ("kpca_cam", "KPCA_CAM"), ("ablation", "AblationCAM"),
-                        ("HiResCAM", "HiResCAM"), ("eigen-grad-cam", "EigenGradCAM")]:
+    for alias, name in [
+        ("gradcam++", "GradCAMPlusPlus"),
+        ("Grad-CAM++", "GradCAMPlusPlus"),
+        ("gradcampp", "GradCAMPlusPlus"),
+        ("score", "ScoreCAM"),
+        ("scorecam", "ScoreCAM"),
+        ("kpca_cam", "KPCA_CAM"),
+        ("ablation", "AblationCAM"),
+        ("HiResCAM", "HiResCAM"),
+        ("eigen-grad-cam", "EigenGradCAM"),
+    ]:
         assert resolve_method(alias).name == name
     assert "ActivationsAndGradients" not in {m.name for m in methods.values()}
     assert "GuidedBackpropReLUModel" not in {m.name for m in methods.values()}
@@ -121,8 +144,13 @@ def test_unknown_method_lists_the_names_closest_first():
 
 def test_metrics_by_name():
     assert resolve_metrics(["Confidence_Change", "ROADCombined", "road_combined", "complexity"]) == [
-        "confidence_change", "road_combined", "complexity"]
-    assert {"confidence_change", "road_most_relevant_first", "road_least_relevant_first"} <= set(available_metrics())
+        "confidence_change",
+        "road_combined",
+        "complexity",
+    ]
+    assert {"confidence_change", "road_most_relevant_first", "road_least_relevant_first"} <= set(
+        available_metrics()
+    )
     with pytest.raises(ConfigError, match="Unknown CAM metric 'road_most'.*road_most_relevant_first"):
         resolve_metrics(["road_most"])
 
@@ -133,7 +161,9 @@ def test_metrics_by_name():
 def test_layouts_are_inferred_from_shapes():
     assert infer_layout((2, 512, 7, 7), (224, 224)) == Layout("nchw", 7, 7, 512)
     assert infer_layout((2, 32, 62, 62), (64, 64)) == Layout("nchw", 62, 62, 32)  # valid conv, not 64/stride
-    assert infer_layout((2, 197, 768), (224, 224)) == Layout("tokens", 14, 14, 768, prefix=1)  # ViT: class token
+    assert infer_layout((2, 197, 768), (224, 224)) == Layout(
+        "tokens", 14, 14, 768, prefix=1
+    )  # ViT: class token
     assert infer_layout((2, 49, 768), (224, 224)) == Layout("tokens", 7, 7, 768)  # timm Swin: no prefix
     assert infer_layout((2, 7, 7, 768), (224, 224)) == Layout("nhwc", 7, 7, 768)  # torchvision Swin
     assert infer_layout((2, 2, 3, 96), (64, 96)) == Layout("nhwc", 2, 3, 96)  # non-square input
@@ -160,7 +190,12 @@ def test_reshape_matches_the_library_transforms():
 
 @pytest.mark.parametrize(
     ("model", "expected"),
-    [("resnet18", "layer4"), ("vgg11", "features.20"), ("seed_net", "conv2"), ("mobilenet_v3_small", "features.12")],
+    [
+        ("resnet18", "layer4"),
+        ("vgg11", "features.20"),
+        ("seed_net", "conv2"),
+        ("mobilenet_v3_small", "features.12"),
+    ],
 )
 def test_auto_layer(contexts, model, expected):
     stage = CamStage()
@@ -181,12 +216,23 @@ def test_auto_layer_skips_a_1x1_block(contexts):
 @pytest.mark.parametrize(
     ("settings", "pattern"),
     [
-        ({"layer": "layer5"}, r"Unknown layer 'layer5' for resnet18; did you mean 'layer4'\?.*closest first\): layer1, layer2, layer3, layer4,"),
-        ({"layer": "fc"}, r"Layer 'fc' \(Linear\) cannot be used for CAM: its output \(2×1000\) has no spatial grid.*closest first\)"),
+        (
+            {"layer": "layer5"},
+            r"Unknown layer 'layer5' for resnet18; did you mean 'layer4'\?"
+            r".*closest first\): layer1, layer2, layer3, layer4,",
+        ),
+        (
+            {"layer": "fc"},
+            r"Layer 'fc' \(Linear\) cannot be used for CAM: its output \(2×1000\) "
+            r"has no spatial grid.*closest first\)",
+        ),
         ({"layer": "layer4.1.relu"}, r"runs 2 times per forward pass"),
         ({"layer": "../x"}, r"Unknown layer '\.\./x'"),
         ({"layer": ["layer4", 3]}, r"must be layer names"),
-        ({"target_class": 1000}, r"cam.target_class 1000 is out of range for resnet18 \(1000 classes\); valid: .*0\.\.999"),
+        (
+            {"target_class": 1000},
+            r"cam.target_class 1000 is out of range for resnet18 \(1000 classes\); valid: .*0\.\.999",
+        ),
         ({"target_class": -1}, r"cam.target_class -1 is out of range"),
         ({"target_class": [1, 1000]}, r"1000 is out of range"),
         ({"target_class": "abc"}, r"cam.target_class 'abc' is not a class index.*0\.\.999"),
@@ -225,7 +271,12 @@ def test_outputs_per_image_layer_class_and_the_json_contract(contexts, tmp_path)
     doc = json.loads((tmp_path / "cam" / "cam.json").read_text())
     assert doc == json.loads(json.dumps(data))
     assert list(doc) == ["method", "method_key", "layers", "targets", "images"]
-    assert (doc["method"], doc["method_key"], doc["layers"], doc["targets"]) == ("GradCAM", "gradcam", ["layer3", "layer4"], [1, 207])
+    assert (doc["method"], doc["method_key"], doc["layers"], doc["targets"]) == (
+        "GradCAM",
+        "gradcam",
+        ["layer3", "layer4"],
+        [1, 207],
+    )
     probs = torch.softmax(ctx.probe().logits, dim=1)
     for i, im in enumerate(doc["images"]):
         assert im["name"] == ctx.inputs.names[i] and im["source"] == ctx.inputs.sources[i]
@@ -233,7 +284,13 @@ def test_outputs_per_image_layer_class_and_the_json_contract(contexts, tmp_path)
         assert [t["prob"] for t in im["top5"]] == sorted((t["prob"] for t in im["top5"]), reverse=True)
         assert im["top5"][0]["class"] == int(ctx.probe().logits[i].argmax())
         assert [(m["layer"], m["target"]) for m in im["maps"]] == [
-            ("layer3+layer4", 1), ("layer3+layer4", 207), ("layer3", 1), ("layer3", 207), ("layer4", 1), ("layer4", 207)]
+            ("layer3+layer4", 1),
+            ("layer3+layer4", 207),
+            ("layer3", 1),
+            ("layer3", 207),
+            ("layer4", 1),
+            ("layer4", 207),
+        ]
         for m in im["maps"]:
             assert list(m) == MAP_KEYS and m["valid"] is True and m["metrics"] == {}
             assert m["score"] == pytest.approx(float(probs[i, m["target"]]), rel=1e-6)
@@ -255,7 +312,9 @@ def test_overlay_is_show_cam_on_image_of_the_raw_map(contexts, tmp_path):
     ctx = fresh(contexts("resnet18"), tmp_path)
     data = run_cam(ctx, image_weight=0.3)
     m = data["images"][1]["maps"][0]
-    expected = show_cam_on_image(ctx.inputs.rgb[1], np.load(tmp_path / m["npy"]), use_rgb=True, image_weight=0.3)
+    expected = show_cam_on_image(
+        ctx.inputs.rgb[1], np.load(tmp_path / m["npy"]), use_rgb=True, image_weight=0.3
+    )
     assert np.array_equal(np.asarray(Image.open(tmp_path / m["overlay"])), expected)
 
 
@@ -322,7 +381,9 @@ def test_nan_weights_mark_maps_invalid_with_a_warning(contexts, tmp_path):
 
 def test_metrics_recorded_per_map(contexts, tmp_path):
     ctx = fresh(contexts("resnet18", "input.shape=[2,3,32,32]"), tmp_path)
-    data = run_cam(ctx, layer="layer3", metrics=["confidence_change", "road_most_relevant_first", "complexity"])
+    data = run_cam(
+        ctx, layer="layer3", metrics=["confidence_change", "road_most_relevant_first", "complexity"]
+    )
     for im in data["images"]:
         metrics = im["maps"][0]["metrics"]
         assert list(metrics) == ["confidence_change", "road_most_relevant_first", "complexity"]
@@ -354,8 +415,17 @@ def test_npy_equals_pytorch_grad_cam_called_directly(compose, tmp_path, saved_mo
     from pipeline.runner import run_pipeline
 
     ckpt, batch = saved_model_and_input
-    cfg = compose(["stages=[cam]", "input=tensor", f"input.path={batch}", f"model.checkpoint={ckpt}",
-                   f"cam.method={method}", "device=cpu", "report.enabled=false"])
+    cfg = compose(
+        [
+            "stages=[cam]",
+            "input=tensor",
+            f"input.path={batch}",
+            f"model.checkpoint={ckpt}",
+            f"cam.method={method}",
+            "device=cpu",
+            "report.enabled=false",
+        ]
+    )
     result = run_pipeline(cfg, tmp_path / "run")
     assert result.ok, result.error
     doc = json.loads((tmp_path / "run" / "cam" / "cam.json").read_text())
@@ -391,13 +461,47 @@ def test_freezing_parameters_gives_identical_maps(contexts, tmp_path, model, lay
             np.testing.assert_allclose(frozen[key], full[key], atol=1e-6, err_msg=f"{method} {key}")
 
 
+@pytest.mark.parametrize(
+    ("method", "layers", "cut", "input_gradient"),
+    [
+        ("gradcam", ["layer4"], True, False),
+        ("gradcam", ["layer3", "layer4"], False, True),
+        ("fullgrad", ["layer4"], False, True),
+        ("scorecam", ["layer4"], False, False),
+    ],
+)
+def test_freeze_paths(contexts, method, layers, cut, input_gradient):
+    """Which path a frozen call takes: the graph cut (one layer) or the input gradient."""
+    from stages.cam import CamRunner, ModelState, _inner_cams
+    from stages.cam_layers import resolve_cam_layers
+
+    ctx = contexts("resnet18")
+    resolved = resolve_cam_layers(ctx.model, ctx.probe(), layers, (64, 64))
+    state = ModelState(ctx.model)
+    try:
+        with CamRunner(ctx, CamConfig(method=method), resolve_method(method), resolved) as runner:
+            assert runner.cut is cut
+            assert all(c.compute_input_gradient is input_gradient for c in _inner_cams(runner.obj))
+            assert not any(p.requires_grad for p in ctx.model.parameters())
+    finally:
+        state.restore()
+    assert all(p.requires_grad for p in ctx.model.parameters()) and hook_count(ctx.model) == 0
+
+
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam", "eigencam"])
 def test_freezing_parameters_gradient_free_methods(contexts, tmp_path, method):
     ctx = contexts("resnet18", "input.shape=[2,3,32,32]")
     maps = []
     for freeze in (True, False):
         c = fresh(ctx, tmp_path / str(freeze))
-        maps.append(load_maps(c, run_cam(c, method=method, layer="layer3", target_class=3, batch_size=256, freeze_params=freeze)))
+        maps.append(
+            load_maps(
+                c,
+                run_cam(
+                    c, method=method, layer="layer3", target_class=3, batch_size=256, freeze_params=freeze
+                ),
+            )
+        )
     for key in maps[0]:
         np.testing.assert_allclose(maps[0][key], maps[1][key], atol=1e-6)
 
@@ -406,6 +510,7 @@ def test_freezing_parameters_gradient_free_methods(contexts, tmp_path, method):
 def test_vgg_inplace_relu_map_uses_the_hooked_layers_own_output(contexts, tmp_path):
     ctx = fresh(contexts("vgg11"), tmp_path)
     assert ctx.model.features[19].inplace is True  # features.18 (conv) feeds an in-place ReLU
+    flags = [(n, m.inplace) for n, m in ctx.model.named_modules() if hasattr(m, "inplace")]
     data = run_cam(ctx, layer="features.18", target_class=[1, 207])
     ours = load_maps(ctx, data)
     reference = copy.deepcopy(ctx.model)
@@ -417,14 +522,18 @@ def test_vgg_inplace_relu_map_uses_the_hooked_layers_own_output(contexts, tmp_pa
         expected = library_cam(reference, [reference.features[18]], x, [c, c])
         for i, name in enumerate(ctx.inputs.names):
             np.testing.assert_allclose(ours[(name, "features.18", c)], expected[i], atol=1e-5)
-    assert all(m.inplace for m in ctx.model.modules() if hasattr(m, "inplace"))  # flags untouched
+    assert [
+        (n, m.inplace) for n, m in ctx.model.named_modules() if hasattr(m, "inplace")
+    ] == flags  # untouched
 
 
 def test_aug_and_eigen_smooth_equal_the_library(contexts, tmp_path):
     ctx = fresh(contexts("resnet18"), tmp_path)
     ours = load_maps(ctx, run_cam(ctx, layer="layer3", target_class=4, aug_smooth=True, eigen_smooth=True))
     model = ctx.model
-    expected = library_cam(model, [model.layer3], ctx.inputs.tensor, [4, 4], aug_smooth=True, eigen_smooth=True)
+    expected = library_cam(
+        model, [model.layer3], ctx.inputs.tensor, [4, 4], aug_smooth=True, eigen_smooth=True
+    )
     for i, name in enumerate(ctx.inputs.names):
         np.testing.assert_allclose(ours[(name, "layer3", 4)], expected[i], atol=1e-5)
 
@@ -433,29 +542,49 @@ def test_aug_and_eigen_smooth_equal_the_library(contexts, tmp_path):
 def test_vit_b_16_tokens_reshaped_without_user_code(make_ctx, tmp_path):
     from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 
-    ctx = make_ctx(["stages=[cam]", "model=vit_b_16", "input=random", "input.shape=[1,3,224,224]", "device=cpu"])
+    ctx = make_ctx(
+        ["stages=[cam]", "model=vit_b_16", "input=random", "input.shape=[1,3,224,224]", "device=cpu"]
+    )
     data = run_cam(ctx)
     layer = "encoder.layers.encoder_layer_11.ln_1"
     assert data["layers"] == [layer]
     ours = np.load(ctx.output_dir / data["images"][0]["maps"][0]["npy"])
     model = ctx.model
-    expected = library_cam(model, [model.get_submodule(layer)], ctx.inputs.tensor, [data["images"][0]["maps"][0]["target"]],
-                           reshape=vit_reshape_transform)
+    expected = library_cam(
+        model,
+        [model.get_submodule(layer)],
+        ctx.inputs.tensor,
+        [data["images"][0]["maps"][0]["target"]],
+        reshape=vit_reshape_transform,
+    )
     np.testing.assert_allclose(ours, expected[0], atol=1e-5)
     assert hook_count(model) == 0
 
 
 @pytest.mark.slow
 def test_swin_t_channels_last_reshaped_without_user_code(make_ctx, tmp_path):
-    ctx = make_ctx(["stages=[cam]", "model=torchvision", "model.name=swin_t", "input=random",
-                    "input.shape=[1,3,128,128]", "device=cpu"])
+    ctx = make_ctx(
+        [
+            "stages=[cam]",
+            "model=torchvision",
+            "model.name=swin_t",
+            "input=random",
+            "input.shape=[1,3,128,128]",
+            "device=cpu",
+        ]
+    )
     data = run_cam(ctx)
     layer = "features.7.1.norm1"
     assert data["layers"] == [layer]
     ours = np.load(ctx.output_dir / data["images"][0]["maps"][0]["npy"])
     model = ctx.model
-    expected = library_cam(model, [model.get_submodule(layer)], ctx.inputs.tensor, [data["images"][0]["maps"][0]["target"]],
-                           reshape=lambda t: t.permute(0, 3, 1, 2))
+    expected = library_cam(
+        model,
+        [model.get_submodule(layer)],
+        ctx.inputs.tensor,
+        [data["images"][0]["maps"][0]["target"]],
+        reshape=lambda t: t.permute(0, 3, 1, 2),
+    )
     np.testing.assert_allclose(ours, expected[0], atol=1e-5)
     assert ours.shape == (128, 128)
 
@@ -464,7 +593,9 @@ def test_swin_t_channels_last_reshaped_without_user_code(make_ctx, tmp_path):
 
 
 @pytest.mark.parametrize(("method", "expected"), [("scorecam", 1 + 2 * 4), ("ablationcam", 1 + 1 + 2 * 4)])
-def test_perturbation_methods_log_their_forward_passes_and_show_a_bar(contexts, tmp_path, caplog, capsys, method, expected):
+def test_perturbation_methods_log_their_forward_passes_and_show_a_bar(
+    contexts, tmp_path, caplog, capsys, method, expected
+):
     ctx = fresh(contexts("resnet18", "input.shape=[2,3,32,32]"), tmp_path)
     with caplog.at_level(logging.INFO, logger="stages.cam"):
         run_cam(ctx, method=method, layer="layer3", batch_size=64)  # layer3: 256 channels -> 4 batches
@@ -479,7 +610,16 @@ def test_perturbation_methods_log_their_forward_passes_and_show_a_bar(contexts, 
 # ----------------------------------------------------------------------------- leave the model as found
 
 
-ALL_KINDS = ["gradcam", "scorecam", "ablationcam", "fullgrad", "shapleycam", "eigencam", "finercam", "refinecam"]
+ALL_KINDS = [
+    "gradcam",
+    "scorecam",
+    "ablationcam",
+    "fullgrad",
+    "shapleycam",
+    "eigencam",
+    "finercam",
+    "refinecam",
+]
 
 
 @pytest.mark.parametrize("method", ALL_KINDS)
@@ -493,7 +633,9 @@ def test_model_is_left_exactly_as_found(contexts, tmp_path, method):
     children = [(n, id(m)) for n, m in model.named_modules()]
     inplace = [(n, m.inplace) for n, m in model.named_modules() if hasattr(m, "inplace")]
     before = hook_count(model)
-    run_cam(ctx, method=method, layer=["layer2", "layer3"] if method == "refinecam" else "layer3", batch_size=128)
+    run_cam(
+        ctx, method=method, layer=["layer2", "layer3"] if method == "refinecam" else "layer3", batch_size=128
+    )
     assert hook_count(model) == before == 0
     assert [(n, id(m)) for n, m in model.named_modules()] == children  # AblationLayer swapped back
     assert [(n, m.inplace) for n, m in model.named_modules() if hasattr(m, "inplace")] == inplace
