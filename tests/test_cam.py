@@ -219,7 +219,7 @@ def test_auto_layer_skips_a_1x1_block(contexts):
         (
             {"layer": "layer5"},
             r"Unknown layer 'layer5' for resnet18; did you mean 'layer4'\?"
-            r".*closest first\): layer1, layer2, layer3, layer4,",
+            r".*closest first\): layer4, layer1, layer2, layer3,",
         ),
         (
             {"layer": "fc"},
