@@ -431,14 +431,6 @@ def build_inputs(
             [f"random_{i}" for i in range(shape[0])],
             [f"randn(seed={seed})[{i}]" for i in range(shape[0])],
         )
-    for key, values in (("mean", mean), ("std", std)):
-        if len(values) not in (1, x.shape[1]):
-            raise ConfigError(
-                f"input.{key} has {len(values)} values {values} but the input has {x.shape[1]} channels; "
-                f"give 1 or {x.shape[1]} values"
-            )
-    if min(std) <= 0:
-        raise ConfigError(f"input.std must be positive, got {std}")
     if expected_c is not None and x.shape[1] != expected_c:
         where = f" '{input_cfg.path}'" if kind == "tensor" else ""
         raise ConfigError(
@@ -446,6 +438,16 @@ def build_inputs(
             "but the model's first conv "
             f"expects {expected_c}; give an N×{expected_c}×H×W tensor"
         )
+    for key, values in (("mean", mean), ("std", std)):
+        if getattr(input_cfg, key, None) is None:
+            continue  # ImageNet defaults; only used for drawing
+        if len(values) not in (1, x.shape[1]):
+            raise ConfigError(
+                f"input.{key} has {len(values)} values {values} but the input has {x.shape[1]} channels; "
+                f"give 1 or {x.shape[1]} values"
+            )
+    if min(std) <= 0:
+        raise ConfigError(f"input.std must be positive, got {std}")
     return Inputs(
         tensor=x.to(device),
         rgb=_denormalize(x, mean, std),
