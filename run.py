@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 import pipeline.schema  # noqa: F401 - registers the config schema and resolvers
-from pipeline.cli import finish, precheck
+from pipeline.cli import finish, precheck, sweep_exit
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -29,3 +29,4 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     precheck(sys.argv[1:])
     main()
+    sweep_exit()

@@ -366,8 +366,20 @@ def _unknown_key(key: str) -> ConfigError:
     )
 
 
+#: Failed multirun jobs of this process, for the exit code after the sweep (basic launcher: the
+#: jobs run here, one after another). Deliberately process-wide; read once by ``sweep_exit``.
+_FAILED_JOBS: list[str] = []
+
+
 def finish(result: Any, *, multirun: bool) -> None:
-    """Print the run folder (and report); exit non-zero, or raise inside a sweep, on failure."""
+    """Print the run folder (and report); on failure exit non-zero, or inside a sweep remember it.
+
+    A failed sweep job does not raise (Hydra would print a traceback and skip the sweep's end
+    callbacks): the other jobs go on, and ``sweep_exit`` ends the process with status 1. In a
+    launcher's worker process the job raises ``PipelineFailed`` so that launcher sees the failure.
+    """
+    import multiprocessing
+
     print(f"vizpipe: run folder {result.output_dir}")
     if result.report_path is not None:
         print(f"vizpipe: report {result.report_path}")
@@ -376,9 +388,22 @@ def finish(result: Any, *, multirun: bool) -> None:
     details = f"details: {result.output_dir / 'run.log'}, manifest: {result.manifest_path}"
     message = f"{result.error or result.status} ({details})"
     if multirun:
-        raise PipelineFailed(message)
+        if multiprocessing.parent_process() is not None:
+            raise PipelineFailed(message)
+        print(f"vizpipe: error: job {result.output_dir.name} failed: {message}", file=sys.stderr)
+        _FAILED_JOBS.append(f"{result.output_dir.name}: {result.error or result.status}")
+        return
     print(f"vizpipe: error: {message}", file=sys.stderr)
     sys.exit(1)
 
 
-__all__ = ["PipelineFailed", "closest_first", "fail", "finish", "precheck", "translate"]
+def sweep_exit() -> None:
+    """After ``-m``: exit 1 with one summary line when any job of this process failed."""
+    if _FAILED_JOBS:
+        first = _FAILED_JOBS[0]
+        more = f" (and {len(_FAILED_JOBS) - 1} more)" if len(_FAILED_JOBS) > 1 else ""
+        print(f"vizpipe: error: {len(_FAILED_JOBS)} sweep job(s) failed: {first}{more}", file=sys.stderr)
+        sys.exit(1)
+
+
+__all__ = ["PipelineFailed", "closest_first", "fail", "finish", "precheck", "sweep_exit", "translate"]

@@ -22,6 +22,9 @@ def test_sweep_with_one_failing_job(cli, tmp_path):
     sweep = tmp_path / "sweep"
     proc = cli(["-m", *SMALL, "stages=[summary,cam]", "cam.target_class=5,0", f"hydra.sweep.dir={sweep}"])
     assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "1 sweep job(s) failed: 0_cam.target_class=5" in last and "out of range" in last
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [j.name for j in jobs] == ["0_cam.target_class=5", "1_cam.target_class=0"]
     manifests = [json.loads((j / "manifest.json").read_text()) for j in jobs]
