@@ -62,7 +62,10 @@ CONFIG_CASES = {
     "cam layer without spatial output": ([*SMALL, "stages=[cam]", "cam.layer=linear1"], ["linear1"]),
     "class index too large": ([*SMALL, "stages=[cam]", "cam.target_class=1"], ["1"]),
     "class index negative": ([*SMALL, "stages=[cam]", "cam.target_class=-1"], ["-1"]),
-    "mean of the wrong length": ([*SMALL, "stages=[summary]", "input.mean=[1,2]"], ["input.mean", "3 channels"]),
+    "mean of the wrong length": (
+        [*SMALL, "stages=[summary]", "input.mean=[1,2]"],
+        ["input.mean", "3 channels"],
+    ),
     "missing image": (["input=image", "input.path=missing.jpg", "stages=[summary]"], ["missing.jpg"]),
     "image kind without path": (["input=image", "stages=[summary]"], ["input.path"]),
     "unknown torchvision model": (
