@@ -68,3 +68,24 @@ def run_cli(
 def cli() -> Callable[..., subprocess.CompletedProcess]:
     """The ``run_cli`` helper as a fixture."""
     return run_cli
+
+
+def hand_context(model, out: Path, shape: tuple[int, ...]):
+    """A RunContext around any module, without a config: a seeded random batch of ``shape``."""
+    import numpy as np
+    import torch
+
+    from pipeline.context import Inputs, RunContext
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    n, _, h, w = shape
+    inputs = Inputs(
+        tensor=x,
+        rgb=np.zeros((n, h, w, 3), np.float32),
+        names=[f"img{i}" for i in range(n)],
+        sources=["randn"] * n,
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
+    )
+    cpu = torch.device("cpu")
+    return RunContext(model=model.eval(), model_name="tiny", inputs=inputs, device=cpu, output_dir=out)

@@ -10,12 +10,12 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import hand_context, run_cli
 from PIL import Image
 from torch import nn
 
 import stages.features as features_mod
-from pipeline.context import Inputs, RunContext
+from pipeline.context import RunContext
 from pipeline.errors import ConfigError
 from pipeline.schema import ChannelSelect, FeatureNorm, FeaturesConfig, NpyDtype
 from stages.features import FeaturesStage
@@ -27,13 +27,7 @@ LAYER_KEYS = {"shape", "npy", "grids", "channels_drawn", "mean", "max", "zero_fr
 
 def hand_ctx(model: nn.Module, out: Path, shape: tuple[int, ...] = (2, 3, 12, 12)) -> RunContext:
     """A RunContext around any module (no config)."""
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    n, _, h, w = shape
-    inputs = Inputs(tensor=x, rgb=np.zeros((n, h, w, 3), np.float32),
-                    names=[f"img{i}" for i in range(n)], sources=["randn"] * n,
-                    mean=[0.0] * 3, std=[1.0] * 3)
-    return RunContext(model=model.eval(), model_name="tiny", inputs=inputs,
-                      device=torch.device("cpu"), output_dir=out)
+    return hand_context(model, out, shape)
 
 
 def conv_relu() -> nn.Module:

@@ -9,11 +9,11 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import hand_context, run_cli
 from PIL import Image
 from torch import nn
 
-from pipeline.context import Inputs, RunContext
+from pipeline.context import RunContext
 from pipeline.errors import ConfigError
 from pipeline.schema import KernelScale, KernelsConfig
 from stages.kernels import KernelsStage
@@ -24,13 +24,7 @@ PAD = 2  # pipeline.render.tile_grid's default gap
 
 def hand_ctx(model: nn.Module, out: Path, shape: tuple[int, ...] = (1, 3, 16, 16)) -> RunContext:
     """A RunContext around any module (no config): for layer types no conf/model file has."""
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    n, _, h, w = shape
-    inputs = Inputs(tensor=x, rgb=np.zeros((n, h, w, 3), np.float32),
-                    names=[f"img{i}" for i in range(n)], sources=["randn"] * n,
-                    mean=[0.0] * 3, std=[1.0] * 3)
-    return RunContext(model=model.eval(), model_name="tiny", inputs=inputs,
-                      device=torch.device("cpu"), output_dir=out)
+    return hand_context(model, out, shape)
 
 
 def run_stage(ctx: RunContext, **kw: object) -> dict:
