@@ -60,7 +60,7 @@ def validate_config(cfg: DictConfig) -> list[str]:
 
 
 def _check_union_types(cfg: DictConfig) -> None:
-    """Types OmegaConf cannot express (int | list[int] | None, str | list[str])."""
+    """Types OmegaConf cannot express (int | str | list | None); meaning is checked by the stage."""
     from omegaconf import ListConfig
 
     cam = cfg.get("cam")
@@ -68,11 +68,19 @@ def _check_union_types(cfg: DictConfig) -> None:
         return
     target = cam.get("target_class")
     values = list(target) if isinstance(target, ListConfig | list) else [target]
+    # Class names (strings) are resolved by the cam stage against the weights' categories; with
+    # random init and no model.categories there are none, so a string is a type error right here.
+    named = cfg.model.get("weights") is not None or cfg.model.get("categories") is not None
     for v in values:
-        if target is not None and (not isinstance(v, int) or isinstance(v, bool)):
+        if target is None or isinstance(v, bool):
+            ok = target is None
+        else:
+            ok = isinstance(v, int) or (named and isinstance(v, str) and not v.lstrip("-").isdigit())
+        if not ok:
+            names = " (or a class name, since this model's weights carry names)" if named else ""
             raise ConfigError(
                 f"Invalid value '{v}' for cam.target_class: expected null (top-1), an int or a list "
-                "of ints, e.g. cam.target_class=207 or 'cam.target_class=[1,207]'"
+                f"of ints{names}, e.g. cam.target_class=207 or 'cam.target_class=[1,207]'"
             )
     layer = cam.get("layer")
     layers = list(layer) if isinstance(layer, ListConfig | list) else [layer]

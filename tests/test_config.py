@@ -182,3 +182,11 @@ def test_offline_download_failure_is_a_clear_error(compose, monkeypatch):
     with pytest.raises(ConfigError, match="Could not download weights.*model.weights=null"):
         build_model(compose(["model.weights=DEFAULT"]).model)
     assert calls, "the download went through torchvision's loader (never the network in tests)"
+
+
+def test_class_names_pass_the_type_check_only_when_the_model_has_names(compose):
+    from pipeline.runner import validate_config
+
+    validate_config(compose(["cam.target_class=[1,tench]", "model.weights=DEFAULT"]))  # no download
+    with pytest.raises(ConfigError, match="Invalid value 'tench' for cam.target_class"):
+        validate_config(compose(["cam.target_class=tench"]))
