@@ -211,10 +211,11 @@ def run_pipeline(
             exc,
         )
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    versions = mf.versions()
     manifest = mf.Manifest(
         out,
         {
-            "vizpipe": mf.versions().get("vizpipe"),
+            "vizpipe": versions.get("vizpipe"),
             "run_dir": str(out.resolve()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": mf.command_line(),
@@ -224,7 +225,7 @@ def run_pipeline(
             "weights": cfg.model.weights,
             "input": {"kind": str(cfg.input.kind), "path": cfg.input.path},
             "device": None,
-            "versions": mf.versions(),
+            "versions": versions,
             "git": mf.git_commit(PROJECT_ROOT),
             "config": resolved,
             "warnings": [],
