@@ -1,0 +1,242 @@
+"""The stage contract: a ``Stage`` base class and the typed record every stage returns.
+
+A stage is one module (or package) under ``stages/`` (or in a plugin folder, see
+``pipeline.registry``) plus one YAML ``conf/<name>/default.yaml``. The module defines:
+
+* a settings dataclass (``config``): stored by the registry in Hydra's ConfigStore as
+  ``<name>/_schema``; the YAML starts with ``defaults: [_schema, _self_]``, so a typo'd key or a
+  wrong type fails at composition time;
+* a ``Stage`` subclass with ``name``, ``title``, ``config`` and ``run``; optionally ``check``
+  (config-only rules, run by the precheck before Hydra starts) and ``validate`` (rules against the
+  model, before any stage runs).
+
+``run`` returns a ``StageResult``: pictures with captions, tables, texts, scalars, histograms,
+raw files and warnings. The runner stores it in ``manifest.json``; the report, the sweep index and
+the TensorBoard stage read these records generically, so no reader knows any stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from pipeline.context import RunContext
+
+__all__ = [
+    "Histogram",
+    "Picture",
+    "Scalar",
+    "Stage",
+    "StageResult",
+    "Table",
+    "Text",
+    "from_dict",
+]
+
+T = TypeVar("T")
+
+
+# =========================================================================== records
+
+
+@dataclass
+class Picture:
+    """A picture a stage wrote, for the report, the sweep index and TensorBoard."""
+
+    path: str  # relative to the run folder, forward slashes
+    caption: str = ""  # one line under the picture
+    group: str = ""  # pictures and tables of one group are shown together (e.g. one image)
+    tag: str | None = None  # TensorBoard image tag; None = not logged there
+    wide: bool = False  # drawn at its own size, pixelated, one per row (kernel grids)
+    preview: bool = False  # shown in the sweep index's comparison cells
+    badge: str | None = None  # a status word beside the caption, e.g. "invalid"
+    step: int = 0  # TensorBoard step (e.g. the epoch of a CAM-over-time frame)
+
+
+@dataclass
+class Table:
+    """A table for the report (cells are JSON scalars)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    group: str = ""  # shown with the pictures of the same group
+    caption: str = ""  # one line under the title (e.g. where the data came from)
+    links: list[int] = field(default_factory=list)  # columns holding run-relative file paths
+    code: list[int] = field(default_factory=list)  # columns shown as code (names, shapes)
+    kv: bool = False  # a key/value table: no header row, first column bold
+
+
+@dataclass
+class Text:
+    """A block of text: the report shows it folded, TensorBoard logs it when ``tag`` is set."""
+
+    title: str
+    body: str
+    group: str = ""
+    tag: str | None = None  # TensorBoard text tag (markdown); None = not logged there
+    pre: bool = True  # preformatted (a table printed by a library, YAML, print(model))
+    open: bool = False  # shown unfolded in the report
+
+
+@dataclass
+class Scalar:
+    """One number: logged to TensorBoard; ``key`` numbers also head the report and sweep index."""
+
+    name: str  # TensorBoard tag, e.g. "activations/layer1/mean"
+    value: float | None  # None: not a finite number
+    key: bool = False  # a headline number: console line, hparams, sweep index columns
+    better: str | None = None  # "higher" | "lower": the sweep index may rank jobs by it
+    step: int = 0
+
+
+@dataclass
+class Histogram:
+    """Values whose distribution TensorBoard shows (e.g. each channel's mean activation)."""
+
+    name: str  # TensorBoard tag
+    values: list[float]
+    step: int = 0
+
+
+@dataclass
+class StageResult:
+    """What a stage's ``run`` returns: the one record every reader understands."""
+
+    stage: str
+    summary: str = ""  # one line for the console and the report, e.g. "4 layers, 1 image"
+    params: dict[str, str] = field(default_factory=dict)  # what was asked (hparams columns)
+    pictures: list[Picture] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    texts: list[Text] = field(default_factory=list)
+    scalars: list[Scalar] = field(default_factory=list)
+    histograms: list[Histogram] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # raw outputs (npy, json, txt), run-relative
+    warnings: list[str] = field(default_factory=list)
+    # the stage's own typed document (e.g. cam.json's record); kept in memory, not in the manifest
+    data: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able record stored in ``manifest.json`` (without ``data``)."""
+        out = dataclasses.asdict(dataclasses.replace(self, data=None))
+        out.pop("data")
+        return out
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> StageResult:
+        """Read a record back from ``manifest.json`` (unknown keys are an error)."""
+        return from_dict(cls, doc)
+
+    def key_scalars(self) -> list[Scalar]:
+        """The headline numbers."""
+        return [s for s in self.scalars if s.key]
+
+
+# =========================================================================== records <-> JSON
+
+
+def from_dict(cls: type[T], doc: Any) -> T:
+    """Build dataclass ``cls`` from parsed JSON, recursively; unknown or missing keys raise.
+
+    Lists and dicts of dataclasses, ``X | None`` and plain JSON values are supported: enough for
+    every record vizpipe writes (``StageResult``, a stage's own document such as ``cam.json``).
+    """
+    return _convert(cls, doc, cls.__name__)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is object:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, where)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise TypeError(f"{where}: {value!r} fits none of {tp}: {'; '.join(errors)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected an object for {tp.__name__}, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        known = {f.name: f for f in dataclasses.fields(tp) if f.init}
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown} for {tp.__name__}")
+        kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+        missing = [
+            n
+            for n, f in known.items()
+            if n not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {missing} for {tp.__name__}")
+        return tp(**kwargs)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"{where}: expected a list, got {type(value).__name__}")
+        (arg,) = typing.get_args(tp)[:1] or (Any,)
+        return [_convert(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{where}: expected an object, got {type(value).__name__}")
+        _, arg = typing.get_args(tp) or (str, Any)
+        return {k: _convert(arg, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise TypeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+# =========================================================================== the base class
+
+
+class Stage(ABC):
+    """Base class of every stage; ``pipeline.registry`` finds subclasses in stage modules.
+
+    The runner makes one instance per run, calls ``check`` and ``validate`` for every requested
+    stage before any stage runs (a bad layer name fails before any work), then ``run`` in order.
+    """
+
+    #: the name used in ``stages=[...]``, the config group, the config key and the output folder
+    name: ClassVar[str]
+    #: the report's section title
+    title: ClassVar[str] = ""
+    #: the settings dataclass (stored as ``<name>/_schema``); None for a stage without settings
+    config: ClassVar[type | None] = None
+    #: position in the default pipeline and in listings (lower first)
+    order: ClassVar[int] = 100
+    #: part of the default ``stages`` list
+    default: ClassVar[bool] = True
+    #: optional jinja2 fragment (a file beside the module) that the report renders for this stage
+    template: ClassVar[str | None] = None
+
+    def check(self, settings: Any, cfg: DictConfig) -> None:  # noqa: B027 - optional hook
+        """Rules that need only the config (names, ranges); raise ``ConfigError``.
+
+        Runs in the precheck, before Hydra starts, and again in the runner. Must be cheap.
+        """
+
+    def validate(self, ctx: RunContext, settings: Any) -> None:  # noqa: B027 - optional hook
+        """Rules against the model (layers, classes); raise ``ConfigError``. No heavy work.
+
+        May keep what it resolved on ``self`` for ``run``.
+        """
+
+    @abstractmethod
+    def run(self, ctx: RunContext, settings: Any) -> StageResult:
+        """Collect data, render it under ``ctx.stage_dir(self.name)`` and return the record."""
