@@ -1,13 +1,15 @@
 """Command-line helpers for ``run.py``: friendly config errors before Hydra starts, and the exit.
 
 Hydra reports composition errors with a traceback hint as its last line; vizpipe's promise is one
-line that names the bad value and the valid choices. ``precheck`` composes the same config with
-the Compose API first (one compose per swept value) and turns any failure into that line.
+line that names the bad value and the valid choices. ``precheck`` composes the same config Hydra
+will (same search path: ``conf/``, ``--config-dir``, ``--config-path``/``--config-name``), once per
+swept value, runs every config-only rule (``pipeline.runner.check_config``: the input's and each
+stage's ``check``) and turns any failure into that line. Messages come from the exceptions'
+attributes (``full_key``, ``value``, ``options``, the node's type), never from their text.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -15,34 +17,9 @@ from typing import Any, NoReturn
 from pipeline.errors import ConfigError, closest_first, unknown_choice
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = (
-    "model",
-    "device",
-    "input",
-    "summary",
-    "kernels",
-    "features",
-    "cam",
-    "tensorboard",
-    "report",
-    "experiment",
-    "sweep",
-    "local",
-)
-_FLAGS_WITH_VALUE = {
-    "-cp",
-    "--config-path",
-    "-cn",
-    "--config-name",
-    "-cd",
-    "--config-dir",
-    "--cfg",
-    "-c",
-    "--package",
-    "-p",
-    "--info",
-    "-i",
-}
+APP_DIR = CONF_DIR.parent
+_FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--package", "-p"}
+_OPTIONAL_VALUE = {"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 _SKIP = {
     "--help",
     "-h",
@@ -56,10 +33,12 @@ _SKIP = {
     "-c",
     "--resolve",
 }
+#: keys whose values are file-system paths (a comma or '=' in them needs quoting)
+PATH_KEYS = ("path", "checkpoint", "categories", "dir", "root")
 
 
 class PipelineFailed(RuntimeError):
-    """Raised inside a multirun job so Hydra marks it failed and the other jobs go on."""
+    """Raised inside a multirun job of a launcher's worker so the launcher marks it failed."""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -68,13 +47,11 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """Option names of a config group (YAML files in ``conf/<group>/``)."""
-    folder = conf_dir / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+# =========================================================================== the command line
 
 
-def _split(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
+def split_args(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
+    """(overrides, flags, multirun) as Hydra will read ``argv``."""
     overrides: list[str] = []
     flags: dict[str, str] = {}
     multirun = False
@@ -85,15 +62,10 @@ def _split(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
             multirun = True
         elif a.startswith("-"):
             key, _, val = a.partition("=")
-            if key in _FLAGS_WITH_VALUE and not val and key not in ("--cfg", "-c", "--info", "-i"):
+            if key in _FLAGS_WITH_VALUE and not val:
                 val = argv[i + 1] if i + 1 < len(argv) else ""
                 i += 1
-            elif (
-                key in ("--cfg", "-c", "--info", "-i")
-                and i + 1 < len(argv)
-                and not argv[i + 1].startswith("-")
-                and "=" not in argv[i + 1]
-            ):
+            elif key in _OPTIONAL_VALUE and not val and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
                 val = argv[i + 1]
                 i += 1
             flags[key] = val
@@ -103,79 +75,293 @@ def _split(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
     return overrides, flags, multirun
 
 
+def _search(flags: dict[str, str]) -> tuple[Path, str, list[str]]:
+    """(primary config folder, config name, extra search path overrides) as Hydra will use them."""
+    path = flags.get("--config-path") or flags.get("-cp")
+    name = flags.get("--config-name") or flags.get("-cn") or "config"
+    primary = CONF_DIR
+    extra: list[str] = []
+    if path:
+        p = Path(path).expanduser()
+        primary = p if p.is_absolute() else (APP_DIR / p).resolve()
+        extra.append(f"file://{CONF_DIR}")  # vizpipe's groups stay reachable (reproduce does this too)
+    cdir = flags.get("--config-dir") or flags.get("-cd")
+    if cdir:
+        extra.insert(0, f"file://{Path(cdir).expanduser().resolve()}")
+    return primary, name, extra
+
+
 def precheck(argv: list[str]) -> None:
-    """Validate command-line overrides like Hydra would, but fail with one readable line."""
-    overrides, flags, multirun = _split(argv)
-    if set(flags) & _SKIP or {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"} & set(
-        flags
-    ):
+    """Validate the command line like Hydra would, but fail with one readable line."""
+    overrides, flags, multirun = split_args(argv)
+    if set(flags) & _SKIP:
         return
+    primary, name, extra = _search(flags)
     try:
-        for variant in _variants(overrides, multirun):
-            _compose(variant)
+        if not primary.is_dir():
+            raise ConfigError(f"--config-path '{primary}' is not a folder")
+        with Composer(primary, name, extra) as composer:
+            for variant in _variants(composer, overrides, multirun):
+                composer.check(variant)
         _check_writable(_output_dir(overrides, multirun))
     except ConfigError as exc:
         where = record_failure(argv, str(exc))
         fail(str(exc) + (f" (manifest: {where})" if where else ""))
 
 
-def _variants(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """Override lists to compose: each swept value once (others at their first value)."""
+class Composer:
+    """Hydra's Compose API on the search path Hydra will use; ``check`` composes and validates."""
+
+    def __init__(self, primary: Path, name: str, extra: list[str]) -> None:
+        self.primary, self.name, self.extra = primary, name, extra
+        self._ctx: Any = None
+
+    def __enter__(self) -> Composer:
+        from hydra import initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
+        import pipeline.schema  # noqa: F401 - registers the schemas
+
+        GlobalHydra.instance().clear()
+        self._ctx = initialize_config_dir(config_dir=str(self.primary), version_base="1.3")
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        self._ctx.__exit__(*exc)
+        GlobalHydra.instance().clear()
+
+    def _hydra_overrides(self) -> list[str]:
+        return [f"hydra.searchpath=[{','.join(self.extra)}]"] if self.extra else []
+
+    def compose(self, overrides: list[str], *, hydra: bool = False) -> Any:
+        """The composed config (``hydra``: with the ``hydra`` node); errors translated."""
+        from hydra import compose
+
+        try:
+            return compose(
+                config_name=self.name,
+                overrides=self._hydra_overrides() + overrides,
+                return_hydra_config=hydra,
+            )
+        except Exception as exc:  # noqa: BLE001 - translated below
+            raise translate(exc, overrides) from exc
+
+    def group_options(self, group: str) -> list[str]:
+        """The options of a config group (``_``-private ones hidden)."""
+        from hydra.core.global_hydra import GlobalHydra
+
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+        return [o for o in options if not o.startswith("_")]
+
+    def check(self, overrides: list[str]) -> None:
+        """Compose ``overrides`` and run every config-only rule."""
+        from pipeline.runner import check_config, ensure_typed
+
+        check_config(ensure_typed(self.compose(overrides)))
+
+
+def _is_path_key(key: str) -> bool:
+    return key.split(".")[-1].lower() in PATH_KEYS
+
+
+def _quote_hint(key: str, value: str) -> str:
+    return f"quote it: \"{key}='{value}'\" (commas, '=', spaces and brackets in a value need quotes)"
+
+
+def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[list[str]]:
+    """Override lists to compose: each swept value once (others at their first value).
+
+    Command-line sweeps and the ``hydra.sweeper.params`` of a ``sweep=...`` config both count.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    try:
-        parsed = parser.parse_overrides(user)
-    except Exception as exc:  # hydra's OverrideParseException
-        raise ConfigError(f"Could not parse overrides {user}: {str(exc).splitlines()[0]}") from exc
+    parsed = []
+    for o in user:
+        try:
+            parsed.extend(parser.parse_overrides([o]))
+        except Exception as exc:  # noqa: BLE001 - hydra's OverrideParseException
+            key, _, value = o.partition("=")
+            if _is_path_key(key):
+                raise ConfigError(f"Cannot read the override {o!r}: {_quote_hint(key, value)}") from exc
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ConfigError(f"Cannot read the override {o!r} ({first}); check its quoting and brackets") from exc
     base: list[str] = []
     sweeps: list[tuple[int, list[str]]] = []
     for o in parsed:
+        key = o.get_key_element()
         if o.is_sweep_override():
+            values = [str(v) for v in o.sweep_string_iterator()]
+            if _is_path_key(key):
+                joined = o.input_line.partition("=")[2]
+                if Path(joined).expanduser().exists() or not all(Path(v).expanduser().exists() for v in values):
+                    raise ConfigError(
+                        f"'{o.input_line}' holds a comma, which makes it a sweep over {values}; "
+                        f"for one path {_quote_hint(key, joined)}"
+                    )
             if not multirun:
                 raise ConfigError(
                     f"'{o.input_line}' is a sweep (several values); add -m to run one job per value, "
                     "or wrap a list value in brackets: key=[a,b]"
                 )
-            values = [str(v) for v in o.sweep_string_iterator()]
-            key = o.get_key_element()
             sweeps.append((len(base), [f"{key}={v}" for v in values]))
             base.append(f"{key}={values[0]}")
         else:
             base.append(o.input_line)
+    if any(o.partition("=")[0].lstrip("+~") == "sweep" and o.partition("=")[2] not in ("", "null") for o in base):
+        if not multirun:
+            chosen = next(o for o in base if o.partition("=")[0].lstrip("+~") == "sweep")
+            raise ConfigError(f"'{chosen}' is a declarative sweep: add -m to run its jobs (python run.py -m {chosen})")
+        sweeps += _sweeper_params(composer, base)
     variants = [base]
     for idx, options in sweeps:
-        for opt in options[1:]:
+        for opt in options[1:] if idx >= 0 else options:
             v = list(base)
-            v[idx] = opt
+            if idx >= 0:
+                v[idx] = opt
+            else:
+                v.append(opt)
             variants.append(v)
     return variants
 
 
-def _compose(overrides: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import pipeline.schema  # noqa: F401
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-    except Exception as exc:  # noqa: BLE001 - translated below
-        raise translate(exc, overrides) from exc
-    finally:
-        GlobalHydra.instance().clear()
+def _sweeper_params(composer: Composer, base: list[str]) -> list[tuple[int, list[str]]]:
+    """The values of ``hydra.sweeper.params`` (from ``sweep=...``), resolved, as override lists."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from pipeline.runner import validate_config
+    cfg = composer.compose(base, hydra=True)
+    params = cfg.hydra.sweeper.get("params") or {}
+    parser = OverridesParser.create()
+    out: list[tuple[int, list[str]]] = []
+    sweep = next(o.partition("=")[2] for o in base if o.partition("=")[0].lstrip("+~") == "sweep")
+    for key in params:
+        node = params._get_node(key)
+        raw = node._value() if node is not None else None
+        try:
+            value = OmegaConf.select(params, key, throw_on_missing=True)
+        except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
+            raise ConfigError(f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {exc}") from exc
+        if value is None or str(value).strip() in ("", "None"):
+            source = str(raw).strip("${}") if isinstance(raw, str) else str(raw)
+            raise ConfigError(
+                f"sweep={sweep} sweeps {key} over {source}, which is not set for this config; set it, e.g. "
+                f"{source}='\"a,b,c\"' (a quoted comma-separated string), or sweep {key} on the command line"
+            )
+        (o,) = parser.parse_overrides([f"{key}={value}"])
+        values = [str(v) for v in o.sweep_string_iterator()] if o.is_sweep_override() else [str(value)]
+        out.append((-1, [f"{key}={v}" for v in values]))
+    return out
 
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        hint = " (an image file, a folder or a glob)" if missing[0] == "input.path" else ""
-        raise ConfigError(f"{missing[0]} is required for this choice{hint}; set {missing[0]}=...")
-    validate_config(cfg)
+
+# =========================================================================== errors from exceptions
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out = []
+    seen: set[int] = set()
+    x: BaseException | None = exc
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        out.append(x)
+        x = x.__cause__ or x.__context__
+    return out
+
+
+def _value_of(key: str, overrides: list[str]) -> str:
+    for o in overrides:
+        k, _, v = o.lstrip("+~").partition("=")
+        if k == key:
+            return v
+    return "?"
+
+
+def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
+    """Turn a Hydra/OmegaConf composition error into one line with the bad value and choices."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+    chain = _chain(exc)
+    missing_cfg = next((x for x in chain if isinstance(x, MissingConfigException)), None)
+    if missing_cfg is not None and missing_cfg.missing_cfg_file:
+        group, _, option = str(missing_cfg.missing_cfg_file).rpartition("/")
+        choices = [o for o in (missing_cfg.options or []) if not o.startswith("_")]
+        if group:
+            return unknown_choice(f"{group} option", option, choices, hint=f"Set {group}=<one of these>")
+        return unknown_choice("config", option, choices)
+    oc = next((x for x in chain if isinstance(x, OmegaConfBaseException) and getattr(x, "full_key", None)), None)
+    if oc is not None:
+        key = str(oc.full_key)
+        if isinstance(oc, ConfigKeyError | AttributeError) and not isinstance(oc, ValidationError):
+            return _unknown_key(key, oc.parent_node)
+        if isinstance(oc, MissingMandatoryValue):
+            return ConfigError(f"{key} is required for this choice (it is ??? in conf/); set {key}=...")
+        if isinstance(oc, ValidationError):
+            return _bad_value(oc, key, overrides)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ConfigError(f"Invalid config: {first}")
+
+
+def _unknown_key(key: str, parent: Any) -> ConfigError:
+    """ "Unknown config key 'cam.target_clas'; did you mean 'cam.target_class'? ..." """
+    prefix, _, _ = key.rpartition(".")
+    names = [str(k) for k in parent.keys()] if parent is not None and hasattr(parent, "keys") else []
+    choices = [f"{prefix}.{n}" if prefix else n for n in names if n != "defaults"]
+    return unknown_choice(
+        "config key",
+        key,
+        choices,
+        hint="Keys are listed in conf/ with comments; python run.py --cfg job shows them all",
+    )
+
+
+def _node_type(oc: Any) -> Any:
+    """The type the failing node holds: an Enum class, a list's element type, int, float, ..."""
+    parent = oc.parent_node
+    key = str(oc.full_key).rpartition(".")[2]
+    if "[" in key:  # a list element: summary.col_names[0]
+        return ("element", getattr(getattr(parent, "_metadata", None), "element_type", None))
+    node = parent._get_node(key) if parent is not None and hasattr(parent, "_get_node") else None
+    if node is None:
+        return (None, None)
+    from omegaconf import ListConfig
+    from omegaconf.nodes import BooleanNode, EnumNode, FloatNode, IntegerNode, StringNode
+
+    if isinstance(node, EnumNode):
+        return ("enum", node.enum_type)
+    if isinstance(node, ListConfig):
+        return ("list", None)
+    for cls, text in ((IntegerNode, "an integer"), (FloatNode, "a number"), (BooleanNode, "true or false"),
+                      (StringNode, "a string")):
+        if isinstance(node, cls):
+            return ("scalar", text)
+    if hasattr(node, "_metadata") and getattr(node._metadata, "object_type", None) not in (None, dict):
+        return ("list", None) if getattr(node._metadata, "element_type", None) else (None, None)
+    return (None, None)
+
+
+def _bad_value(oc: Any, key: str, overrides: list[str]) -> ConfigError:
+    from enum import Enum
+
+    kind, info = _node_type(oc)
+    base_key = key.split("[")[0]
+    value = oc.value if oc.value is not None else _value_of(base_key, overrides)
+    if kind == "element" and isinstance(info, type) and issubclass(info, Enum):
+        return unknown_choice(f"value in {base_key}", value, [m.name for m in info])
+    if kind == "enum":
+        return unknown_choice(f"value for {key}", value, [m.name for m in info])
+    if kind == "list" or isinstance(getattr(oc, "parent_node", None), dict):
+        return ConfigError(f"{key} must be a list, got '{value}'; write '{key}=[{value}]' (quoted in a shell)")
+    if kind == "scalar":
+        return ConfigError(f"Invalid value '{value}' for {key}: expected {info} (see the comments in conf/)")
+    return ConfigError(f"Invalid value '{value}' for {key} (see the comments in conf/)")
+
+
+# =========================================================================== run folder
 
 
 def _output_dir(overrides: list[str], multirun: bool) -> Path:
@@ -185,6 +371,8 @@ def _output_dir(overrides: list[str], multirun: bool) -> Path:
         k, _, v = o.lstrip("+").partition("=")
         if k == key:
             return Path(v)
+    import time
+
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import setup_globals
@@ -196,8 +384,6 @@ def _output_dir(overrides: list[str], multirun: bool) -> Path:
             hc = compose(config_name="config", return_hydra_config=True).hydra
             return Path(str(hc.sweep.dir if multirun else hc.run.dir))
     except Exception:  # noqa: BLE001 - fall back to the documented pattern
-        import time
-
         parts = ["multirun"] if multirun else []
         return Path("outputs", *parts, time.strftime("%Y-%m-%d"), time.strftime("%H-%M-%S"))
     finally:
@@ -229,13 +415,14 @@ def _check_writable(folder: Path) -> None:
 def record_failure(argv: list[str], message: str) -> Path | None:
     """Write ``manifest.json`` and ``run.log`` for a run that failed before Hydra started it.
 
-    Returns the manifest's path, or None when the run folder itself cannot be written.
+    Returns the manifest's path, or None when the run folder cannot be written or already holds
+    another run (nothing of it is overwritten).
     """
     import time
 
-    from pipeline.manifest import Manifest, command_line, versions
+    from pipeline.manifest import MANIFEST, Manifest, command_line, versions
 
-    overrides, _, multirun = _split(argv)
+    overrides, _, multirun = split_args(argv)
     folder = _output_dir(overrides, multirun)
     names: list[str] = []
     for o in overrides:
@@ -243,6 +430,8 @@ def record_failure(argv: list[str], message: str) -> Path | None:
         if k == "stages" and v.startswith("["):
             names = [x.strip() for x in v.strip("[]").split(",") if x.strip()]
     try:
+        if (folder / MANIFEST).exists():
+            return None
         folder.mkdir(parents=True, exist_ok=True)
         data = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -265,106 +454,7 @@ def record_failure(argv: list[str], message: str) -> Path | None:
         return None
 
 
-def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
-    """Turn a Hydra/OmegaConf composition error into one line with the bad value and choices."""
-    text = " ".join(str(exc).split())
-    cause = exc.__cause__ or exc.__context__
-    ctext = " ".join(str(cause).split()) if cause else ""
-    # Unknown group option: "Could not find 'model/resnet19'"
-    m = re.search(r"Could not find '([^']+)/([^']+)'", text)
-    if m:
-        group, option = m.group(1), m.group(2)
-        return unknown_choice(
-            f"{group} option", option, group_options(group), hint=f"Set {group}=<one of these>"
-        )
-    m = re.search(r"Could not load '([^']+)/([^']+)'", text)
-    if m:
-        group, option = m.group(1), m.group(2)
-        return unknown_choice(f"{group} option", option, group_options(group))
-    # Unknown key: "Key 'target_clas' not in 'CamConfig'" / "Could not override 'cam.target_clas'"
-    m = re.search(r"Could not override '([^']+)'", text)
-    key = m.group(1) if m else None
-    both = text + " " + ctext
-    if key and ("not in" in both or "Missing key" in both or "Key '" in both and "not in" in both):
-        return _unknown_key(key)
-    if re.search(r"Key '([^']+)' (is )?not in", both) and key is None:
-        m2 = re.search(r"full_key: (\S+)", both)
-        if m2:
-            return _unknown_key(m2.group(1))
-    m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", both)
-    if (
-        m
-        or "Invalid value" in both
-        or "Unsupported value type" in both
-        or "is not a ListConfig" in both
-        or "Cannot assign" in both
-    ):
-        fk = re.search(r"full_key: (\S+)", both)
-        fkey = fk.group(1) if fk else (key or "?")
-        val = _value_of(fkey, overrides)
-        if (
-            fkey == "stages"
-            or (fkey or "").endswith(".layers")
-            or fkey in ("summary.col_names", "summary.row_settings", "cam.metrics")
-        ):
-            return ConfigError(
-                f"{fkey} must be a list, got '{val}'; write '{fkey}=[{val}]' (quoted in a shell)"
-            )
-        enum = re.search(r"expected one of \[([^\]]*)\]", both)
-        if enum:
-            choices = [c.strip().strip("'\"") for c in enum.group(1).split(",")]
-            return unknown_choice(f"value for {fkey}", val, choices)
-        expected = m.group(2) if m else "the schema's type"
-        return ConfigError(
-            f"Invalid value '{val}' for {fkey}: expected {expected.lower()} (see conf/ comments)"
-        )
-    if "Missing mandatory value" in both:
-        fk = re.search(r"full_key: (\S+)", both) or re.search(r"Missing mandatory value: ?(\S+)", both)
-        k = fk.group(1) if fk else "?"
-        return ConfigError(f"{k} is required for this choice (it is ??? in conf/); set {k}=...")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ConfigError(f"Invalid config: {first}")
-
-
-def _value_of(key: str, overrides: list[str]) -> str:
-    for o in overrides:
-        k, _, v = o.lstrip("+~").partition("=")
-        if k == key:
-            return v
-    return "?"
-
-
-def _unknown_key(key: str) -> ConfigError:
-    """ "Unknown config key 'cam.target_clas'; did you mean 'cam.target_class'? ..."""
-    from dataclasses import fields, is_dataclass
-
-    from pipeline import schema
-
-    parts = key.lstrip("+~").split(".")
-    node: Any = schema.Config
-    prefix: list[str] = []
-    for p in parts[:-1]:
-        names = {f.name: f for f in fields(node)} if is_dataclass(node) else {}
-        if p not in names:
-            break
-        typ = schema.Config.__annotations__.get(p) if node is schema.Config else None
-        sub = getattr(schema, str(typ), None) if typ else None
-        if sub is None or not is_dataclass(sub):
-            break
-        node = sub
-        prefix.append(p)
-    choices = [".".join([*prefix, f.name]) for f in fields(node)] if is_dataclass(node) else []
-    if node is schema.Config:
-        choices = [f.name for f in fields(node)]
-        top = [f"{g}" for g in GROUPS]
-        choices = list(dict.fromkeys(choices + top))
-    return unknown_choice(
-        "config key",
-        key.lstrip("+~"),
-        choices,
-        hint="Keys are listed in conf/ with comments; python run.py --cfg job shows them all",
-    )
-
+# =========================================================================== the exit
 
 #: Failed multirun jobs of this process, for the exit code after the sweep (basic launcher: the
 #: jobs run here, one after another). Deliberately process-wide; read once by ``sweep_exit``.

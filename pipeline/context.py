@@ -7,35 +7,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.layers import Probe
+
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from torch import nn
 
+    from pipeline.inputs import Inputs
+    from pipeline.stage import StageResult
+
 log = logging.getLogger(__name__)
 
+__all__ = ["RunContext"]
 
-@dataclass
-class Inputs:
-    """One batch, as the model sees it and as a person sees it."""
-
-    tensor: torch.Tensor  # (N, C, H, W) model input, on the run's device
-    rgb: np.ndarray  # (N, H, W, 3) float32 in [0, 1], un-normalised, same H×W as tensor
-    names: list[str]  # per-image names, unique and file-name safe (e.g. "grace_hopper")
-    sources: list[str]  # where each image came from (a path or a description)
-    mean: list[float]  # normalisation used (for un-normalising)
-    std: list[float]
-    files: list[Path] = field(default_factory=list)  # input files read (hashed in the manifest)
-
-
-@dataclass
-class Probe:
-    """What one forward pass over the real input tells about the model."""
-
-    logits: torch.Tensor  # (N, K) on CPU, float32
-    shapes: dict[str, tuple[int, ...]]  # module name -> output shape (first call)
-    types: dict[str, str]  # module name -> class name
-    calls: dict[str, int]  # module name -> number of calls in one forward
+#: final modules whose output is already a probability (``model.output=auto``)
+PROBABILITY_MODULES = ("Sigmoid", "Softmax")
 
 
 @dataclass
@@ -52,17 +38,31 @@ class RunContext:
     device: torch.device
     output_dir: Path
     seed: int = 0
-    categories: list[str] | None = None  # class names from the weights' meta, if any
+    categories: list[str] | None = None  # class names from model.categories or the weights' meta
     weights: str | None = None  # weights name (e.g. "ResNet18_Weights.IMAGENET1K_V1") or None
+    blocks_config: str | None = None  # model.blocks as configured (None: found from the model)
+    output_kind: str = "auto"  # model.output: auto | logits | probabilities
     nonfinite_params: list[str] = field(default_factory=list)  # parameters with NaN/inf
-    results: dict[str, Any] = field(default_factory=dict)  # stage name -> data it returned
+    results: dict[str, StageResult] = field(default_factory=dict)  # stage name -> its record
     warnings: list[str] = field(default_factory=list)  # shown in the manifest and report
     _probe: Probe | None = field(default=None, repr=False)
+    _blocks: list[str] | None = field(default=None, repr=False)
+    _claimed: set[str] = field(default_factory=set, repr=False)
 
     def stage_dir(self, name: str) -> Path:
         """The folder a stage writes into (created on first use)."""
         path = self.output_dir / name
         path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def claim(self, rel: str) -> Path:
+        """The absolute path of run-relative artifact ``rel``; writing one path twice in a run is a bug
+        (two outputs would overwrite each other), so a second claim raises."""
+        if rel in self._claimed:
+            raise RuntimeError(f"Two outputs of this run would be written to {rel}; refusing to overwrite it")
+        self._claimed.add(rel)
+        path = self.output_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def warn(self, message: str) -> None:
@@ -71,16 +71,26 @@ class RunContext:
         self.warnings.append(message)
 
     def probe(self) -> Probe:
-        """One no-grad forward pass over the inputs, cached: logits and every module's output shape."""
+        """One no-grad forward pass over the first batch, cached: outputs and every module's shape."""
         if self._probe is None:
+            from pipeline.hooks import preserved
             from pipeline.layers import probe_model
 
-            self._probe = probe_model(self.model, self.inputs.tensor)
+            with preserved(self.model):
+                self._probe = probe_model(self.model, self.inputs.first().tensor)
         return self._probe
+
+    def blocks(self) -> list[str]:
+        """The model's blocks: ``model.blocks`` when set, else found (``pipeline.layers``)."""
+        if self._blocks is None:
+            from pipeline.layers import model_blocks
+
+            self._blocks = model_blocks(self.model, self.probe(), self.blocks_config)
+        return self._blocks
 
     @property
     def num_classes(self) -> int:
-        """Number of model outputs per image (K of the (N, K) logits)."""
+        """Number of model outputs per image (K of the (N, K) outputs)."""
         return int(self.probe().logits.shape[1])
 
     def class_name(self, index: int) -> str | None:
@@ -89,24 +99,41 @@ class RunContext:
             return self.categories[index]
         return None
 
-    def top_k(self, k: int = 5) -> list[list[dict[str, Any]]]:
-        """Per image, the top-k predictions: ``[{"class", "name", "prob", "logit"}, ...]``.
+    @property
+    def outputs_are_probabilities(self) -> bool:
+        """``model.output``: probabilities declared, or auto and the last module is a Sigmoid/Softmax."""
+        if self.output_kind == "probabilities":
+            return True
+        if self.output_kind == "logits":
+            return False
+        last = self.probe().last
+        return last is not None and self.probe().types.get(last) in PROBABILITY_MODULES
 
-        Probabilities are softmax over the outputs (sigmoid for a single-output model).
-        """
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(N, K) model outputs -> probabilities: as they are when the model outputs probabilities,
+        else softmax over the K outputs (sigmoid when K is 1)."""
         import torch
 
-        logits = self.probe().logits
-        if logits.shape[1] == 1:
-            probs = torch.sigmoid(logits)
-        else:
-            probs = torch.softmax(logits, dim=1)
+        outputs = outputs.detach().float()
+        if self.outputs_are_probabilities:
+            return outputs
+        return torch.sigmoid(outputs) if outputs.shape[1] == 1 else torch.softmax(outputs, dim=1)
+
+    def top_k(self, k: int = 5, outputs: torch.Tensor | None = None) -> list[list[dict[str, Any]]]:
+        """Per image, the top-k predictions ``{"class", "name", "prob", "logit"}`` (``outputs``
+        default: the probe's, i.e. the first batch); ``prob`` is None for an invalid output."""
+        import torch
+
+        from pipeline.files import finite
+
+        logits = self.probe().logits if outputs is None else outputs.detach().float().cpu()
+        probs = self.probabilities(logits)
         k = min(k, logits.shape[1])
-        top = torch.topk(probs, k, dim=1)
-        out: list[list[dict[str, Any]]] = []
-        for i in range(logits.shape[0]):
-            row = []
-            for p, c in zip(top.values[i].tolist(), top.indices[i].tolist(), strict=True):
-                row.append({"class": c, "name": self.class_name(c), "prob": p, "logit": float(logits[i, c])})
-            out.append(row)
-        return out
+        ranked = torch.topk(torch.nan_to_num(probs, nan=-1.0), k, dim=1)
+        return [
+            [
+                {"class": c, "name": self.class_name(c), "prob": finite(probs[i, c]), "logit": finite(logits[i, c])}
+                for c in ranked.indices[i].tolist()
+            ]
+            for i in range(logits.shape[0])
+        ]

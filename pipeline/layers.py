@@ -1,7 +1,21 @@
-"""Layer names: lookup, resolution of user specs, and one probing forward pass.
+"""Layers: names, the user's layer specs, one probing forward pass, spatial layouts and blocks.
 
 Specs accepted wherever a config takes layers: an exact dotted name (``layer4``,
 ``features.3``), a glob (``features.*``), ``type:Conv2d``, ``all`` and ``blocks``.
+
+Layouts: a layer's output becomes a picture-able (N, C, h, w) map in one of three ways, inferred
+from the shape the probe recorded (no user code):
+
+- ``nchw``: CNN feature maps, used as they are;
+- ``nhwc``: channels-last maps (torchvision's Swin blocks and norms): channels moved first;
+- ``tokens``: (N, L, C) transformer tokens (ViT): ``prefix`` leading class/distillation tokens
+  dropped, the remaining ``h * w`` tokens laid on the grid whose stride matches the input.
+
+Blocks (``blocks`` in specs, ``cam.layer=auto``, ``sweep=cam_layers``): the model YAML's
+``model.blocks`` when set; else ``default_blocks``: ResNet's ``layerN``; otherwise the children
+of the container holding the network's stages (``CONTAINERS``: ``features``, ``trunk_output``,
+``encoder.layers``, ...; else the top-level children), keeping the last one at each spatial
+resolution (isotropic transformers, all at one resolution: four evenly spaced).
 """
 
 from __future__ import annotations
@@ -9,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError, unknown_choice
@@ -17,24 +32,100 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pipeline.context import Probe
-
 __all__ = [
+    "Layout",
+    "Probe",
     "default_blocks",
     "get_module",
+    "infer_layout",
+    "last_spatial_block",
     "layer_names",
+    "model_output",
     "probe_model",
     "resolve_layers",
-    "safe_name",
+    "spatial_layouts",
+    "to_nchw",
 ]
 
-_UNSAFE_FILE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_PREFIX_TOKENS = 8  # class + distillation + register tokens tried before the patch grid
+STRIDE_TOLERANCE = 0.1  # relative difference allowed between the vertical and horizontal stride
 
 
-def safe_name(text: object, max_len: int = 100) -> str:
-    """A file-name-safe version of ``text`` (no path separators, no leading dots, bounded length)."""
-    out = _UNSAFE_FILE.sub("_", str(text)).strip("._") or "_"
-    return out[:max_len]
+# =========================================================================== probe
+
+
+@dataclass
+class Probe:
+    """What one forward pass over the real input tells about the model."""
+
+    logits: torch.Tensor  # (N, K) on CPU, float32: the model's outputs
+    shapes: dict[str, tuple[int, ...]]  # module name -> output shape (first call), completion order
+    in_shapes: dict[str, tuple[int, ...]]  # module name -> shape of its first tensor input
+    types: dict[str, str]  # module name -> class name, definition order
+    calls: dict[str, int]  # module name -> number of calls in one forward
+    input_hw: tuple[int, int] = (0, 0)  # H, W of the probed batch
+    last: str | None = None  # the last module to finish (e.g. a final Sigmoid)
+
+
+def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
+    """One no-grad forward pass recording the outputs and every module's output shape.
+
+    Hooks are removed afterwards and the model's mode is not touched (``pipeline.hooks``).
+    """
+    import torch
+
+    from pipeline.hooks import capture
+
+    names = [n for n, _ in model.named_modules() if n]
+    types = {n: type(m).__name__ for n, m in model.named_modules() if n}
+    shapes: dict[str, tuple[int, ...]] = {}
+    in_shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
+    order: list[str] = []
+
+    def sink(name: str, t: torch.Tensor, kind: str) -> None:
+        if kind == "input":
+            in_shapes.setdefault(name, tuple(t.shape))
+            return
+        calls[name] = calls.get(name, 0) + 1
+        shapes.setdefault(name, tuple(t.shape))
+        order.append(name)
+
+    with torch.no_grad(), capture(model, names, sink, what="both", copy=False, every_call=True):
+        out = model(x)
+    logits = model_output(out).detach().float().cpu()
+    if logits.ndim == 1:
+        logits = logits[:, None]
+    return Probe(
+        logits=logits.reshape(logits.shape[0], -1),
+        shapes=shapes,
+        in_shapes=in_shapes,
+        types=types,
+        calls=calls,
+        input_hw=(int(x.shape[-2]), int(x.shape[-1])),
+        last=order[-1] if order else None,
+    )
+
+
+def model_output(out: object) -> torch.Tensor:
+    """The logits tensor of a model output (tensor, ``.logits``, ``["out"]`` or first element)."""
+    import torch
+
+    from pipeline.hooks import first_tensor
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, dict) and "out" in out:
+        return out["out"]
+    t = first_tensor(out)
+    if t is None:
+        raise TypeError(f"model returned {type(out).__name__}, which holds no tensor")
+    return t
+
+
+# =========================================================================== names and specs
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -50,42 +141,11 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
         raise unknown_choice("layer", name, layer_names(model)) from exc
 
 
-def default_blocks(model: nn.Module) -> list[str]:
-    """The model's top-level blocks: what ``blocks`` means in ``features.layers``.
-
-    ResNet-like: ``layer1..layerN``; VGG/AlexNet: every pooling layer in ``features``;
-    DenseNet: the dense blocks; other ``features`` stacks (MobileNet, EfficientNet, Swin): their
-    children; ViT: the encoder layers; otherwise the top-level children.
-    """
-    from torch import nn
-
-    top = dict(model.named_children())
-    resnet = [n for n in top if re.fullmatch(r"layer\d+", n)]
-    if resnet:
-        return resnet
-    if isinstance(top.get("features"), nn.Module):
-        feats = dict(top["features"].named_children())
-        pools = [
-            f"features.{n}"
-            for n, m in feats.items()
-            if isinstance(m, nn.MaxPool2d | nn.AvgPool2d | nn.AdaptiveAvgPool2d)
-        ]
-        if pools:
-            return pools
-        dense = [f"features.{n}" for n in feats if "block" in n]
-        if dense:
-            return dense
-        return [f"features.{n}" for n in feats]
-    encoder = top.get("encoder")
-    if encoder is not None and hasattr(encoder, "layers"):
-        return [f"encoder.layers.{n}" for n, _ in encoder.layers.named_children()]
-    return list(top)
-
-
 def resolve_layers(
     model: nn.Module,
     specs: str | Iterable[str],
     *,
+    blocks: list[str] | None = None,
     qualifies: Callable[[str, nn.Module], bool] | None = None,
     rule: str = "",
     what: str = "layer",
@@ -94,8 +154,9 @@ def resolve_layers(
     """Turn user layer specs into an ordered list of unique module names.
 
     ``qualifies`` filters what a stage can use (e.g. "has conv weights"); an exact name that does
-    not qualify is an error naming ``rule`` and the names that do qualify, while globs, ``type:``
-    and ``all`` keep only the qualifying modules. Everything fails before any work.
+    not qualify is an error naming ``rule`` and the names that do qualify, while globs, ``type:``,
+    ``all`` and ``blocks`` keep only the qualifying modules (``blocks``: the list given, see
+    ``model_blocks``). Everything fails before any work.
     """
     if isinstance(specs, str):
         specs = [specs]
@@ -110,22 +171,25 @@ def resolve_layers(
         if spec == "all":
             found = ok if qualifies is not None else [n for n in names if not any(modules[n].children())]
         elif spec == "blocks":
-            found = default_blocks(model)
+            listed = list(blocks or [])
+            found = [b for b in listed if b in modules and (qualifies is None or qualifies(b, modules[b]))]
+            if not found:
+                raise ConfigError(
+                    f"'blocks' of {model_name or 'this model'} ({', '.join(listed) or 'none'}) "
+                    f"have no usable output: {rule or 'no match'}. Layers that qualify: "
+                    f"{', '.join(ok[:30]) or '(none)'}"
+                )
         elif spec.lower().startswith("type:"):
             typ = spec.split(":", 1)[1].strip().lower()
             types = sorted({type(m).__name__ for m in modules.values()})
-            found = [n for n in ok if type(modules[n]).__name__.lower() == typ]
             if typ not in {t.lower() for t in types}:
                 raise unknown_choice("module type", spec.split(":", 1)[1], types, context=ctx)
+            found = [n for n in ok if type(modules[n]).__name__.lower() == typ]
         elif any(ch in spec for ch in "*?["):
             found = [n for n in ok if fnmatch.fnmatchcase(n, spec)]
             if not found:
                 raise unknown_choice(
-                    f"{what} pattern",
-                    spec,
-                    ok or names,
-                    context=ctx,
-                    hint="the pattern matched no usable layer",
+                    f"{what} pattern", spec, ok or names, context=ctx, hint="the pattern matched no usable layer"
                 )
         else:
             if spec not in modules:
@@ -147,76 +211,153 @@ def resolve_layers(
     return list(dict.fromkeys(out))
 
 
-def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
-    """One no-grad forward pass recording the logits and every module's output shape.
-
-    Hooks are removed and the model's mode is untouched (it is not changed at all).
-    """
-    import torch
-
-    from pipeline.context import Probe
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    types: dict[str, str] = {}
-    calls: dict[str, int] = {}
-    handles = []
-
-    def make_hook(name: str) -> Callable:
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            if name not in shapes:
-                t = first_tensor(output)
-                if t is not None:
-                    shapes[name] = tuple(t.shape)
-
-        return hook
-
-    try:
-        for name, module in model.named_modules():
-            if name:
-                types[name] = type(module).__name__
-                handles.append(module.register_forward_hook(make_hook(name)))
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    logits = model_output(out).detach().float().cpu()
-    if logits.ndim == 1:
-        logits = logits[:, None]
-    return Probe(logits=logits.reshape(logits.shape[0], -1), shapes=shapes, types=types, calls=calls)
+# =========================================================================== layouts
 
 
-def first_tensor(value: object) -> torch.Tensor | None:
-    """The first tensor in a module output (tensor, tuple/list, dict), or None."""
-    import torch
+@dataclass(frozen=True)
+class Layout:
+    """How a layer's output becomes an (N, C, h, w) map."""
 
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, list | tuple):
-        for v in value:
-            t = first_tensor(v)
-            if t is not None:
-                return t
-    if isinstance(value, dict):
-        for v in value.values():
-            t = first_tensor(v)
-            if t is not None:
-                return t
+    kind: str  # nchw | nhwc | tokens
+    h: int
+    w: int
+    channels: int
+    prefix: int = 0  # tokens dropped before the grid (kind=tokens)
+
+    @property
+    def needs_reshape(self) -> bool:
+        """True unless the output already is (N, C, h, w)."""
+        return self.kind != "nchw"
+
+    def describe(self) -> str:
+        """How the output is turned into maps, for the report."""
+        if self.kind == "nhwc":
+            return f"channels-last N×{self.h}×{self.w}×{self.channels}, channels moved first"
+        if self.kind == "tokens":
+            drop = f"{self.prefix} leading token(s) dropped, " if self.prefix else ""
+            return f"tokens: {drop}{self.h * self.w} tokens laid on a {self.h}×{self.w} grid"
+        return f"N×{self.channels}×{self.h}×{self.w} maps as they are"
+
+
+def _same_stride(h: int, w: int, in_h: int, in_w: int) -> bool:
+    """True when an h×w grid covers an in_h×in_w input with one stride in both directions."""
+    if h < 1 or w < 1 or h > in_h or w > in_w:
+        return False
+    sh, sw = in_h / h, in_w / w
+    return abs(sh - sw) <= STRIDE_TOLERANCE * max(sh, sw)
+
+
+def infer_layout(
+    shape: tuple[int, ...], input_hw: tuple[int, int], module: nn.Module | None = None
+) -> Layout | None:
+    """The layout of an output of ``shape`` (batch first) for an ``input_hw`` input; None: not spatial."""
+    from torch import nn
+
+    in_h, in_w = input_hw
+    if len(shape) == 4:
+        _, a, b, c = shape
+        last_norm = isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (c,)
+        if last_norm or (_same_stride(a, b, in_h, in_w) and not _same_stride(b, c, in_h, in_w)):
+            return Layout("nhwc", a, b, c)
+        return Layout("nchw", b, c, a)
+    if len(shape) == 3:
+        _, tokens, channels = shape
+        for prefix in range(0, min(MAX_PREFIX_TOKENS, tokens - 1) + 1):
+            n = tokens - prefix
+            # the grid of n cells closest to the input's aspect
+            grids = sorted(((h, n // h) for h in range(1, n + 1) if n % h == 0),
+                           key=lambda g: abs(g[0] / g[1] - in_h / in_w))
+            for h, w in grids[:1]:
+                if _same_stride(h, w, in_h, in_w) and h * w > 1:
+                    return Layout("tokens", h, w, channels, prefix)
     return None
 
 
-def model_output(out: object) -> torch.Tensor:
-    """The logits tensor of a model output (tensor, ``.logits``, ``["out"]`` or first element)."""
-    import torch
+def to_nchw(tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """(N, ...) layer output -> (N, C, h, w) according to ``layout``."""
+    if layout.kind == "nchw":
+        return tensor
+    if layout.kind == "nhwc":
+        return tensor.permute(0, 3, 1, 2)  # (N, h, w, C) -> (N, C, h, w)
+    grid = tensor[:, layout.prefix :, :]  # (N, h*w, C): class/prefix tokens dropped
+    return grid.reshape(tensor.size(0), layout.h, layout.w, tensor.size(2)).permute(0, 3, 1, 2)
 
-    if isinstance(out, torch.Tensor):
-        return out
-    if hasattr(out, "logits"):
-        return out.logits
-    if isinstance(out, dict) and "out" in out:
-        return out["out"]
-    t = first_tensor(out)
-    if t is None:
-        raise TypeError(f"model returned {type(out).__name__}, which holds no tensor")
-    return t
+
+def spatial_layouts(model: nn.Module, probe: Probe) -> dict[str, Layout]:
+    """Every module that runs once per forward with a spatial output (h×w > 1), completion order."""
+    modules = dict(model.named_modules())
+    out: dict[str, Layout] = {}
+    for name, shape in probe.shapes.items():
+        if probe.calls.get(name, 0) != 1 or name not in modules:
+            continue
+        layout = infer_layout(shape, probe.input_hw, modules[name])
+        if layout is not None and layout.h * layout.w > 1:
+            out[name] = layout
+    return out
+
+
+# =========================================================================== blocks
+
+
+#: containers that hold a network's sequence of stages, checked in this order
+CONTAINERS = ("features", "trunk_output", "layers", "stages", "blocks", "encoder.layers")
+
+
+def _main_container(model: nn.Module) -> str | None:
+    """The dotted name of the module holding the network's stages (``features``), or None."""
+    for name in CONTAINERS:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if len(list(module.children())) >= 2:
+            return name
+    return None
+
+
+def default_blocks(model: nn.Module, probe: Probe) -> list[str]:
+    """The model's blocks when its YAML names none (see the module docstring)."""
+    top = [n for n, _ in model.named_children()]
+    resnet = [n for n in top if re.fullmatch(r"layer\d+", n)]
+    if resnet:
+        return resnet
+    layouts = spatial_layouts(model, probe)
+    container = _main_container(model)
+    kids = top
+    if container is not None:
+        inner = [f"{container}.{n}" for n, _ in model.get_submodule(container).named_children()]
+        kids = inner if any(k in layouts for k in inner) else top
+    rank = {n: i for i, n in enumerate(probe.shapes)}
+    spatial = sorted((k for k in kids if k in layouts), key=lambda k: rank[k])
+    if not spatial:
+        return []
+    sizes = {(layouts[k].h, layouts[k].w) for k in spatial}
+    if len(sizes) == 1 and len(spatial) > 4:  # isotropic (ViT): four evenly spaced blocks
+        n = len(spatial)
+        return [spatial[i] for i in sorted({max(0, (n * q) // 4 - 1) for q in (1, 2, 3, 4)})]
+    out: list[str] = []
+    for i, k in enumerate(spatial):
+        nxt = spatial[i + 1] if i + 1 < len(spatial) else None
+        if nxt is None or (layouts[nxt].h, layouts[nxt].w) != (layouts[k].h, layouts[k].w):
+            out.append(k)
+    return out
+
+
+def model_blocks(model: nn.Module, probe: Probe, configured: str | list[str] | None) -> list[str]:
+    """``model.blocks`` (comma string or list) when set, else ``default_blocks``; names checked."""
+    if configured:
+        items = configured.split(",") if isinstance(configured, str) else list(configured)
+        names = [str(b).strip() for b in items if str(b).strip()]
+        known = set(layer_names(model))
+        for b in names:
+            if b not in known:
+                raise unknown_choice("layer in model.blocks", b, layer_names(model))
+        return names
+    return default_blocks(model, probe)
+
+
+def last_spatial_block(model: nn.Module, probe: Probe, blocks: list[str]) -> str | None:
+    """The last block with a spatial output (h×w > 1), or None."""
+    layouts = spatial_layouts(model, probe)
+    usable = [b for b in blocks if b in layouts]
+    return usable[-1] if usable else None

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from pipeline.files import sha256_file, write_atomic
 
 MANIFEST = "manifest.json"
 PACKAGES = (
@@ -32,15 +33,7 @@ PACKAGES = (
 VOLATILE_PREFIXES = ("tensorboard/", "report.", "run.log", MANIFEST)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
+@functools.cache
 def versions() -> dict[str, str | None]:
     """Versions of python, vizpipe and the libraries that shape the results."""
     out: dict[str, str | None] = {"python": platform.python_version()}
@@ -52,8 +45,12 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+@functools.cache
 def git_commit(root: Path) -> dict[str, Any] | None:
-    """The project's git commit (and whether the tree was dirty), or None outside a checkout."""
+    """The project's git commit (and whether the tree was dirty), or None outside a checkout.
+
+    Read once per process: a sweep's jobs share it (the code does not change during a sweep).
+    """
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
@@ -91,16 +88,20 @@ class StageRecord:
     error: str | None = None
     error_type: str | None = None
     artifacts: list[Artifact] = field(default_factory=list)
+    title: str = ""  # the report's section title (stages only)
+    result: dict[str, Any] | None = None  # the stage's StageResult record (stages only)
 
 
 class Manifest:
     """Collects the run's facts and writes them atomically to ``<run>/manifest.json``."""
 
-    def __init__(self, run_dir: Path, data: dict[str, Any], stage_names: list[str]) -> None:
+    def __init__(
+        self, run_dir: Path, data: dict[str, Any], stage_names: list[str], titles: dict[str, str] | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.data = data
         self.setup = StageRecord("setup")
-        self.stages = [StageRecord(n) for n in stage_names]
+        self.stages = [StageRecord(n, title=(titles or {}).get(n, "")) for n in stage_names]
         self.report = StageRecord("report")
         self.started = time.time()
 
@@ -122,6 +123,10 @@ class Manifest:
         rec.artifacts = [
             Artifact(p.relative_to(self.run_dir).as_posix(), p.stat().st_size, sha256_file(p)) for p in paths
         ]
+        taken = {a.path: o.name for o in (self.setup, *self.stages, self.report) if o is not rec for a in o.artifacts}
+        clash = [a.path for a in rec.artifacts if a.path in taken]
+        if clash:
+            raise RuntimeError(f"{rec.name} and {taken[clash[0]]} both list the artifact {clash[0]}")
 
     @property
     def status(self) -> str:
@@ -148,11 +153,7 @@ class Manifest:
 
     def write(self) -> Path:
         """Write atomically (temp file + rename), so a crash never leaves half a manifest."""
-        path = self.run_dir / MANIFEST
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_atomic(self.run_dir / MANIFEST, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
 
 
 def load(run_dir: Path) -> dict[str, Any]:

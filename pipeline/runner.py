@@ -1,9 +1,14 @@
-"""The runner: build device/model/inputs once, run the named stages in order, keep a true manifest."""
+"""The runner: build device/model/inputs once, run the named stages in order, keep a true manifest.
+
+``run_pipeline(cfg, output_dir)`` never raises for a stage or user error: failures are recorded
+in ``manifest.json`` (and ``run.log``) and the returned ``RunResult`` says what happened. Each
+stage's ``StageResult`` goes into the manifest beside its status and artifacts, which is all the
+report and the sweep index read.
+"""
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 import traceback
 from dataclasses import dataclass
@@ -16,6 +21,10 @@ from pipeline.errors import ConfigError, VizpipeError, unknown_choice
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: what Hydra itself puts in a fresh run folder before the job starts
+HYDRA_FILES = (".hydra", "run.log")
+
+__all__ = ["RunResult", "check_config", "ensure_typed", "run_pipeline", "validate_config"]
 
 
 @dataclass
@@ -35,61 +44,40 @@ class RunResult:
 
 
 def validate_config(cfg: DictConfig) -> list[str]:
-    """Checks that need no model: stage names, on_error. Returns the stage list."""
-    from stages import STAGES
+    """Checks that need no model and no stage: stage names, required keys. Returns the stage list."""
+    from pipeline.registry import stage_classes
 
+    known = stage_classes()
     raw = cfg.stages
     if isinstance(raw, str):  # only possible without the schema (plain dicts in tests)
         raise ConfigError(f"stages must be a list, got the string '{raw}'; write 'stages=[{raw}]'")
     names = [str(s) for s in raw]
     if not names:
-        raise ConfigError(f"stages is empty; choose from: {', '.join(STAGES)}")
+        raise ConfigError(f"stages is empty; choose from: {', '.join(known)}")
     for name in names:
-        if name not in STAGES:
-            raise unknown_choice("stage", name, STAGES, hint="Set e.g. 'stages=[summary,cam]'")
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(
-            f"{missing[0]} is required for this config (it is ??? in conf/); set {missing[0]}=..."
-        )
+        if name not in known:
+            raise unknown_choice("stage", name, known, hint="Set e.g. 'stages=[summary,cam]'")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"stages lists {', '.join(dupes)} more than once: {names}")
-    _check_union_types(cfg)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        hint = " (an image file, a folder or a glob)" if missing[0] == "input.path" else ""
+        raise ConfigError(f"{missing[0]} is required for this choice{hint}; set {missing[0]}=...")
     return names
 
 
-def _check_union_types(cfg: DictConfig) -> None:
-    """Types OmegaConf cannot express (int | str | list | None); meaning is checked by the stage."""
-    from omegaconf import ListConfig
+def check_config(cfg: DictConfig) -> list[str]:
+    """Every config-only rule: ``validate_config``, the input's, and each stage's ``check``."""
+    from pipeline.inputs import check_input
+    from pipeline.registry import get_stage
+    from pipeline.schema import settings_of
 
-    cam = cfg.get("cam")
-    if cam is None:
-        return
-    target = cam.get("target_class")
-    values = list(target) if isinstance(target, ListConfig | list) else [target]
-    # Class names (strings) are resolved by the cam stage against the weights' categories; with
-    # random init and no model.categories there are none, so a string is a type error right here.
-    named = cfg.model.get("weights") is not None or cfg.model.get("categories") is not None
-    for v in values:
-        if target is None or isinstance(v, bool):
-            ok = target is None
-        else:
-            ok = isinstance(v, int) or (named and isinstance(v, str) and not v.lstrip("-").isdigit())
-        if not ok:
-            names = " (or a class name, since this model's weights carry names)" if named else ""
-            raise ConfigError(
-                f"Invalid value '{v}' for cam.target_class: expected null (top-1), an int or a list "
-                f"of ints{names}, e.g. cam.target_class=207 or 'cam.target_class=[1,207]'"
-            )
-    layer = cam.get("layer")
-    layers = list(layer) if isinstance(layer, ListConfig | list) else [layer]
-    for v in layers:
-        if not isinstance(v, str) or not v:
-            raise ConfigError(
-                f"Invalid value '{v}' for cam.layer: expected auto, a dotted layer name or a list "
-                "of names, e.g. cam.layer=layer4 or 'cam.layer=[layer3,layer4]'"
-            )
+    names = validate_config(cfg)
+    check_input(cfg.input)
+    for name in names:
+        get_stage(name).check(settings_of(cfg, name), cfg)
+    return names
 
 
 def ensure_typed(cfg: DictConfig) -> DictConfig:
@@ -98,81 +86,24 @@ def ensure_typed(cfg: DictConfig) -> DictConfig:
     Re-running from ``--config-path <run>/.hydra --config-name config`` composes without the
     schema; merging restores types, enums and defaults, and still rejects unknown keys.
     """
-    from pipeline.schema import Config
+    from pipeline.schema import root_schema
 
-    if OmegaConf.get_type(cfg) is Config:
+    schema = root_schema()
+    if OmegaConf.get_type(cfg).__name__ == schema.__name__ and "defaults" not in cfg:
         return cfg
     try:
-        return OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        base = OmegaConf.structured(schema)
+        base.pop("defaults", None) if "defaults" in base else None
+        return OmegaConf.merge(base, cfg)
     except Exception as exc:  # omegaconf ValidationError / ConfigKeyError
         raise ConfigError(f"Invalid config: {' '.join(str(exc).split())}") from exc
 
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed python, numpy and torch; optionally force deterministic algorithms."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-
-
-def build_context(cfg: DictConfig, output_dir: Path) -> Any:
-    """Build device, model and inputs from a composed config: the ``RunContext`` stages receive."""
-    from pipeline.build import (
-        build_device,
-        build_inputs,
-        build_model,
-        load_categories,
-        nonfinite_parameters,
-    )
-    from pipeline.context import RunContext
-
-    seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
-    device = build_device(cfg.device.type)
-    log.info("Device <%s>", device)
-    model, weights = build_model(cfg.model)
-    model = model.to(device)
-    inputs = build_inputs(cfg.input, weights, device, int(cfg.seed), model)
-    log.info("Input batch %s from %s", tuple(inputs.tensor.shape), cfg.input.kind)
-    categories = load_categories(cfg.model.get("categories"))
-    if categories is None and weights is not None:
-        categories = list(weights.meta.get("categories") or []) or None
-    ctx = RunContext(
-        model=model,
-        model_name=str(cfg.model.name),
-        inputs=inputs,
-        device=device,
-        output_dir=Path(output_dir),
-        seed=int(cfg.seed),
-        categories=categories,
-        weights=str(weights) if weights is not None else None,
-    )
-    if cfg.model.get("categories") is not None and len(categories or []) != ctx.num_classes:
-        raise ConfigError(
-            f"model.categories has {len(categories or [])} names but the model has "
-            f"{ctx.num_classes} outputs; give exactly one name per class"
-        )
-    bad = nonfinite_parameters(model)
-    if bad:
-        ctx.nonfinite_params = bad
-        ctx.warn(
-            f"Model has non-finite (NaN/inf) values in {len(bad)} tensor(s): {', '.join(bad[:5])}; "
-            "results are invalid"
-        )
-    return ctx
-
-
-def stage_settings(cfg: DictConfig, name: str) -> Any:
-    """The typed settings object of stage ``name`` (its schema dataclass)."""
-    node = cfg.get(name)
-    if node is None:
-        return None
-    return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+def _stale(out: Path) -> list[str]:
+    """What an earlier run left in ``out`` (Hydra's own .hydra/ and run.log excepted)."""
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name not in HYDRA_FILES)
 
 
 def _fail(rec: Any, exc: BaseException) -> str:
@@ -186,33 +117,14 @@ def _fail(rec: Any, exc: BaseException) -> str:
     return msg
 
 
-def run_pipeline(
-    cfg: DictConfig,
-    output_dir: Path | str,
-    *,
-    overrides: list[str] | None = None,
-) -> RunResult:
-    """Run the configured stages into ``output_dir``; never raises for a stage or user error.
-
-    Failures are recorded in the manifest (and the run's log); the returned ``RunResult`` says
-    whether everything succeeded. ``KeyboardInterrupt`` is recorded as ``interrupted`` and re-raised.
-    """
+def _new_manifest(cfg: DictConfig, out: Path, names: list[str], overrides: list[str] | None) -> Any:
     from pipeline import manifest as mf
+    from pipeline.registry import stage_classes
 
-    cfg = ensure_typed(cfg)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        names = validate_config(cfg)
-        config_error: VizpipeError | None = None
-    except VizpipeError as exc:
-        names, config_error = (
-            [str(s) for s in (cfg.stages if not isinstance(cfg.stages, str) else [cfg.stages])],
-            exc,
-        )
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     versions = mf.versions()
-    manifest = mf.Manifest(
+    classes = stage_classes()
+    titles = {n: (classes[n].title or n) for n in names if n in classes}
+    return mf.Manifest(
         out,
         {
             "vizpipe": versions.get("vizpipe"),
@@ -221,78 +133,67 @@ def run_pipeline(
             "command": mf.command_line(),
             "overrides": list(overrides or []),
             "seed": int(cfg.seed),
-            "model": str(cfg.model.name),
-            "weights": cfg.model.weights,
-            "input": {"kind": str(cfg.input.kind), "path": cfg.input.path},
+            "model": str(cfg.model.get("name")),
+            "weights": cfg.model.get("weights"),
+            "input": {"kind": str(getattr(cfg.input.kind, "value", cfg.input.kind)), "path": cfg.input.get("path")},
             "device": None,
             "versions": versions,
             "git": mf.git_commit(PROJECT_ROOT),
-            "config": resolved,
+            "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
             "warnings": [],
             "provenance": {},
         },
         names,
+        titles,
     )
-    first_error: str | None = None
-    ctx = None
+
+
+def run_pipeline(cfg: DictConfig, output_dir: Path | str, *, overrides: list[str] | None = None) -> RunResult:
+    """Run the configured stages into ``output_dir``; never raises for a stage or user error.
+
+    Failures are recorded in the manifest (and the run's log); the returned ``RunResult`` says
+    whether everything succeeded. ``KeyboardInterrupt`` is recorded as ``interrupted`` and re-raised.
+    A folder that already holds another run's files is refused (nothing in it is touched).
+    """
+    from pipeline import manifest as mf
+    from pipeline.logs import set_verbose
+
+    cfg = ensure_typed(cfg)
+    out = Path(output_dir)
+    stale = _stale(out)
+    if stale:
+        msg = (
+            f"Run folder {out} already holds another run's files ({', '.join(stale[:4])}); vizpipe never mixes "
+            "two runs in one folder: choose a new one (hydra.run.dir=...) or delete it"
+        )
+        log.error("%s", msg)
+        return RunResult(out, "failed", out / mf.MANIFEST, None, msg)
+    out.mkdir(parents=True, exist_ok=True)
+    set_verbose(bool(cfg.get("verbose", False)))
+    try:
+        names = validate_config(cfg)
+        config_error: VizpipeError | None = None
+    except VizpipeError as exc:
+        names = [str(s) for s in (cfg.stages if not isinstance(cfg.stages, str) else [cfg.stages])]
+        config_error = exc
+    manifest = _new_manifest(cfg, out, names, overrides)
     manifest.setup.status = "running"
     manifest.write()
-    t0 = time.perf_counter()
-    stage_objs: dict[str, Any] = {}
+    ctx, first_error = None, None
     try:
-        try:
-            if config_error is not None:
-                raise config_error
-            from stages import get_stage
-
-            stage_objs = {n: get_stage(n) for n in names}
-            ctx = build_context(cfg, out)
-            manifest.data["device"] = str(ctx.device)
-            manifest.data["provenance"] = _provenance(ctx, cfg)
-            for n, stage in stage_objs.items():
-                stage.validate(ctx, stage_settings(cfg, n))
-            manifest.setup.status = "ok"
-        except KeyboardInterrupt:
-            manifest.setup.status = "interrupted"
-            raise
-        except Exception as exc:  # noqa: BLE001 - recorded, logged, reported
-            first_error = _fail(manifest.setup, exc)
-            log.error("%s", first_error)
-            for rec in manifest.stages:
-                rec.status = "skipped"
-        finally:
-            manifest.setup.seconds = round(time.perf_counter() - t0, 3)
-            if ctx is not None:
-                manifest.data["warnings"] = ctx.warnings
-            manifest.write()
-
-        stop = first_error is not None
+        ctx, stages, first_error = _setup(cfg, out, manifest, names, config_error)
+        continue_on_error = str(getattr(cfg.on_error, "value", cfg.on_error)) == "continue"
+        stop = first_error is not None and not continue_on_error
         for rec in manifest.stages:
-            if stop:
+            if rec.status == "failed":
+                continue  # failed its validation (on_error=continue)
+            if stop or ctx is None:
                 rec.status = "skipped"
                 continue
-            rec.status = "running"
-            manifest.write()
-            log.info("Stage <%s> starting", rec.name)
-            t = time.perf_counter()
-            try:
-                ctx.results[rec.name] = stage_objs[rec.name].run(ctx, stage_settings(cfg, rec.name)) or {}
-                rec.status = "ok"
-                log.info("Stage <%s> done in %.2fs", rec.name, time.perf_counter() - t)
-            except KeyboardInterrupt:
-                rec.status = "interrupted"
-                raise
-            except Exception as exc:  # noqa: BLE001 - recorded, logged, reported
-                msg = _fail(rec, exc)
-                log.error("Stage <%s> failed: %s", rec.name, msg)
-                first_error = first_error or f"stage {rec.name} failed: {msg}"
-                stop = str(cfg.on_error.value if hasattr(cfg.on_error, "value") else cfg.on_error) == "stop"
-            finally:
-                rec.seconds = round(time.perf_counter() - t, 3)
-                manifest.collect(rec, rec.name)
-                if ctx is not None:
-                    manifest.data["warnings"] = ctx.warnings
-                manifest.write()
+            err = _run_stage(cfg, ctx, stages[rec.name], rec, manifest)
+            if err is not None:
+                first_error = first_error or f"stage {rec.name} failed: {err}"
+                stop = not continue_on_error
     except KeyboardInterrupt:
         for rec in manifest.stages:
             if rec.status in ("pending", "running"):
@@ -302,19 +203,98 @@ def run_pipeline(
         raise
     report_path = _write_report(cfg, out, manifest)
     manifest.write()
-    status = manifest.status
-    return RunResult(out, status, out / mf.MANIFEST, report_path, first_error)
+    return RunResult(out, manifest.status, out / mf.MANIFEST, report_path, first_error)
+
+
+def _setup(
+    cfg: DictConfig, out: Path, manifest: Any, names: list[str], config_error: VizpipeError | None
+) -> tuple[Any, dict[str, Any], str | None]:
+    """Check the config, build the context, validate each stage; record failures in the manifest."""
+    from pipeline.build import build_context
+    from pipeline.registry import get_stage
+    from pipeline.schema import settings_of
+
+    t0 = time.perf_counter()
+    ctx = None
+    stages: dict[str, Any] = {}
+    first_error = None
+    try:
+        if config_error is not None:
+            raise config_error
+        check_config(cfg)
+        stages = {n: get_stage(n) for n in names}
+        ctx = build_context(cfg, out)
+        manifest.data["device"] = str(ctx.device)
+        manifest.data["provenance"] = _provenance(ctx, cfg)
+        continue_on_error = str(getattr(cfg.on_error, "value", cfg.on_error)) == "continue"
+        for rec in manifest.stages:
+            try:
+                stages[rec.name].validate(ctx, settings_of(cfg, rec.name))
+            except VizpipeError as exc:
+                if not continue_on_error:
+                    raise
+                msg = _fail(rec, exc)
+                log.error("Stage <%s> cannot run: %s", rec.name, msg)
+                first_error = first_error or f"stage {rec.name} failed: {msg}"
+        manifest.setup.status = "ok"
+    except KeyboardInterrupt:
+        manifest.setup.status = "interrupted"
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded, logged, reported
+        first_error = _fail(manifest.setup, exc)
+        log.error("%s", first_error)
+        ctx = None
+        for rec in manifest.stages:
+            rec.status = "skipped"
+    finally:
+        manifest.setup.seconds = round(time.perf_counter() - t0, 3)
+        if ctx is not None:
+            manifest.data["warnings"] = ctx.warnings
+        manifest.write()
+    return ctx, stages, first_error
+
+
+def _run_stage(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any) -> str | None:
+    """Run one stage; keep its record in the context and the manifest. Returns its error, if any."""
+    from pipeline.schema import settings_of
+    from pipeline.stage import StageResult
+
+    rec.status = "running"
+    manifest.write()
+    t = time.perf_counter()
+    error = None
+    try:
+        result = stage.run(ctx, settings_of(cfg, rec.name))
+        if not isinstance(result, StageResult):
+            raise TypeError(f"stage {rec.name} returned {type(result).__name__}, not a StageResult")
+        ctx.results[rec.name] = result
+        rec.result = result.to_dict()
+        rec.status = "ok"
+    except KeyboardInterrupt:
+        rec.status = "interrupted"
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded, logged, reported
+        error = _fail(rec, exc)
+    finally:
+        rec.seconds = round(time.perf_counter() - t, 3)
+        manifest.collect(rec, rec.name)
+        manifest.data["warnings"] = ctx.warnings
+        manifest.write()
+    files = f"{rec.name}/ ({len(rec.artifacts)} files)"
+    if error is None:
+        log.info("%-11s ok %7.2f s  %-24s %s", rec.name, rec.seconds, files, ctx.results[rec.name].summary)
+    else:
+        log.error("%-11s failed %.2f s: %s", rec.name, rec.seconds, error)
+    return error
 
 
 def _provenance(ctx: Any, cfg: DictConfig) -> dict[str, Any]:
     """sha256 of the input files and the checkpoint."""
-    from pipeline.manifest import sha256_file
+    from pipeline.files import sha256_file
 
     prov: dict[str, Any] = {"inputs": [], "checkpoint": None}
     for f in ctx.inputs.files:
-        prov["inputs"].append(
-            {"path": str(f), "sha256": sha256_file(Path(f)), "bytes": Path(f).stat().st_size}
-        )
+        prov["inputs"].append({"path": str(f), "sha256": sha256_file(Path(f)), "bytes": Path(f).stat().st_size})
     if cfg.model.checkpoint:
         p = Path(str(cfg.model.checkpoint)).expanduser()
         prov["checkpoint"] = {"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -323,18 +303,17 @@ def _provenance(ctx: Any, cfg: DictConfig) -> dict[str, Any]:
 
 def _write_report(cfg: DictConfig, out: Path, manifest: Any) -> Path | None:
     """Write the report (if enabled); a report failure is recorded, never fatal."""
-    settings = stage_settings(cfg, "report")
-    if settings is None or not getattr(settings, "enabled", True):
-        manifest.report.status = "skipped"
-        return None
+    from pipeline.schema import settings_of
+
+    settings = settings_of(cfg, "report")
     rec = manifest.report
+    if settings is None or not getattr(settings, "enabled", True):
+        rec.status = "skipped"
+        return None
     t = time.perf_counter()
     try:
         from pipeline.report import write_run_report
-    except ImportError:
-        rec.status = "skipped"
-        return None
-    try:
+
         manifest.write()
         path = write_run_report(out, settings)
         rec.status = "ok"

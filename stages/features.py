@@ -1,237 +1,314 @@
 """Feature stage: what chosen layers output on the real input, as grids and raw arrays (seed §2.2).
 
-The seed registers a ``Hook`` on ``model.features[idx]``, keeps every output and draws the first
-100 channels of image 0 with one ``plt.subplot(10, 10, k + 1)`` each. Here forward hooks on the
-layers named by ``features.layers`` save each layer's OWN output: the hook copies it at once,
-because a following ``ReLU(inplace=True)`` (vgg, squeezenet, resnet) would otherwise overwrite it
-with post-ReLU values. One no-grad forward pass runs; as each requested layer fires, its output
-is summarised, written and dropped, so only one captured layer is held at a time. Hooks are
-removed in ``finally`` (a context manager) and the model's mode is never touched. A layer called
+The seed registers a ``Hook`` on ``model.features[idx]``, keeps every output (and input:
+``features_in_hook``) and draws the first 100 channels of image 0 with one
+``plt.subplot(10, 10, k + 1)`` each. Here forward hooks (``pipeline.hooks.capture``) on the layers
+named by ``features.layers`` copy each layer's OWN output (``features.capture``: its input too)
+inside the hook, before a following ``ReLU(inplace=True)`` can overwrite it. The data set is
+streamed batch by batch (``input.batch_size``): each batch runs one no-grad forward pass, its
+captures are drawn and appended to the ``.npy`` files at once, then dropped. A layer called
 several times per forward is captured at its first call (with a warning).
 
-Per layer: ``features/<layer>.npy`` (the whole N x C x H x W output, ``features.dtype``), one grid
-per image ``features/<layer>__<image>.png`` and an entry in ``features/stats.json``.
+Layouts (``pipeline.layers``): CNN outputs are N×C×H×W; channels-last outputs (Swin,
+N×H×W×C) have their channels moved first; transformer tokens (ViT, N×(1+H·W)×C) lose their class
+token and are laid on the patch grid. The ``.npy`` keeps the layer's own output as it is; grids
+and statistics use the maps; the report says which reshape was used.
 
-Which channels (``features.select``), the same for every image of the batch:
+Per captured tensor: ``features/<layer>.npy`` (all images, ``features.dtype``), one grid per
+image ``features/<layer>__<image>.png`` and an entry in ``features/stats.json``; inputs are
+named ``<layer>_input``.
+
+Which channels (``features.select``), the same for every image:
 
 * ``first``: channels 0 .. max_channels - 1;
-* ``top``: the ``max_channels`` channels with the highest mean activation over the batch, most
-  active first (``channels_drawn`` gives the order: tile ``j`` is channel ``channels_drawn[j]``).
+* ``top``: the ``max_channels`` channels with the highest mean activation over the first batch,
+  most active first (``channels_drawn`` gives the order).
 
-Normalisation before the colormap (``features.normalize``), per image:
-
-* ``channel``: each channel's map ``(x - min) / (max - min)`` over its own H x W (what the seed's
-  ``imshow`` does; a constant map is drawn as 0);
-* ``layer``: one min and max over all C channels of the layer for that image, so tiles compare.
-
-The normalised value ``v`` gets colour ``cmap(v)`` exactly as matplotlib would
-(``pipeline.render.colorize``); maps are upscaled (nearest) to at least ``features.tile_px``
-pixels and laid out ``ceil(sqrt(k))`` per row (10 x 10 for 100, as the seed). Statistics per
-channel over the whole batch: mean, max and the fraction of values exactly 0 (``zero_fraction``).
+Normalisation before the colormap (``features.normalize``), per image: ``channel`` (each map
+min..max on its own, as the seed's ``imshow``; a constant map is drawn as 0) or ``layer`` (one
+min..max over all channels of the layer for that image, so tiles compare). The value ``v`` gets
+colour ``cmap(v)`` exactly as matplotlib would; maps are upscaled (nearest) to at least
+``features.tile_px`` pixels, ``ceil(sqrt(k))`` per row (10 x 10 for 100, as the seed).
+Statistics per channel over the whole data set: mean, max and the fraction of exact zeros.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, List
 
 import numpy as np
 
-from pipeline.context import RunContext
 from pipeline.errors import ConfigError
-from pipeline.schema import FeaturesConfig
-from stages import Stage
+from pipeline.stage import Histogram, Picture, Scalar, Stage, StageResult, Table
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
+
+    from pipeline.context import RunContext
+    from pipeline.layers import Layout
 
 log = logging.getLogger(__name__)
 
-RULE = "feature maps need a layer whose output is N x C x H x W (4-D) in this model's forward"
+RULE = "feature maps need a layer whose output is spatial (N×C×H×W, channels-last, or ViT tokens)"
 FLOAT16_MAX = 65504.0
+
+
+class ChannelSelect(str, Enum):
+    """Which feature-map channels are drawn."""
+
+    first = "first"  # channels 0..max_channels-1
+    top = "top"  # the most active channels (highest mean activation of the first batch)
+
+
+class FeatureNorm(str, Enum):
+    """How feature maps are normalised to [0, 1] before the colormap."""
+
+    channel = "channel"  # each channel min..max on its own
+    layer = "layer"  # one min..max over the whole layer (per image)
+
+
+class NpyDtype(str, Enum):
+    """dtype of saved activation arrays."""
+
+    float32 = "float32"
+    float16 = "float16"
+
+
+class Capture(str, Enum):
+    """What a hooked layer gives: its output, its input, or both (the seed's hook keeps both)."""
+
+    output = "output"
+    input = "input"
+    both = "both"
+
+
+@dataclass
+class FeaturesConfig:
+    """``features.*``: feature maps captured with forward hooks (seed §2.2)."""
+
+    # Layer names, globs, type:X, all, or blocks (model.blocks, else found from the model).
+    layers: List[str] = field(default_factory=lambda: ["blocks"])
+    # output | input | both: what each layer's hook captures.
+    capture: Capture = Capture.output
+    # Channels drawn per grid (the seed draws 100); >= 1.
+    max_channels: int = 100
+    # first | top (highest mean activation over the first batch, most active first)
+    select: ChannelSelect = ChannelSelect.first
+    # Matplotlib colormap name (drawn with min(cmap.N, 254) levels).
+    cmap: str = "viridis"
+    # channel = each channel min..max on its own | layer = one min..max over all channels (per image).
+    normalize: FeatureNorm = FeatureNorm.channel
+    # dtype of features/<layer>.npy: float32 | float16
+    dtype: NpyDtype = NpyDtype.float32
+    # Write raw activations as .npy beside the pictures (all images of the data set).
+    save_npy: bool = True
+    # Minimum edge of one drawn channel tile, in pixels (small maps are upscaled, nearest); >= 1.
+    tile_px: int = 56
+
+
+@dataclass
+class Target:
+    """One captured tensor: a layer's output or input, its layout and its file stem."""
+
+    layer: str
+    kind: str  # output | input
+    shape: tuple[int, ...]  # as the probe saw it (first batch)
+    layout: Layout
+    stem: str = ""
+
+    @property
+    def label(self) -> str:
+        """``layer1`` or ``layer1 (input)``."""
+        return self.layer if self.kind == "output" else f"{self.layer} (input)"
 
 
 class FeaturesStage(Stage):
     """Feature-map grids, raw activations and per-channel statistics of chosen layers."""
 
     name = "features"
+    title = "Feature maps"
+    config = FeaturesConfig
+    order = 30
+
+    def check(self, settings: FeaturesConfig, cfg: Any) -> None:
+        """Limits, the colormap and a non-empty layer list."""
+        from pipeline.render import check_cmap
+
+        for key in ("max_channels", "tile_px"):
+            value = getattr(settings, key)
+            if int(value) < 1:
+                raise ConfigError(f"features.{key} must be >= 1, got {value}")
+        check_cmap(settings.cmap, "features.cmap")
+        if not settings.layers:
+            raise ConfigError("features.layers is empty; give names, globs, type:X, all or blocks")
 
     def validate(self, ctx: RunContext, settings: FeaturesConfig) -> None:
-        """Check limits and the colormap; resolve ``features.layers`` to 4-D-output layers."""
+        """Resolve ``features.layers`` to layers with a spatial output (or input)."""
         plan(ctx, settings)
 
-    def run(self, ctx: RunContext, settings: FeaturesConfig) -> dict[str, Any]:
-        """One forward pass; each layer is collected, rendered and dropped as it fires."""
-        import torch
-
-        from pipeline.render import colormap_levels, colormap_lut, file_stems
-
-        layers = plan(ctx, settings)
-        calls = ctx.probe().calls
-        for name in layers:
-            if calls.get(name, 0) > 1:
-                ctx.warn(f"features: {name} runs {calls[name]} times per forward; its first call "
-                         "is captured")
-        out = ctx.stage_dir("features")
-        lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)
-        stems = file_stems(layers)
-        entries: dict[str, dict[str, Any]] = {}
-
-        def on_output(name: str, act: torch.Tensor) -> None:
-            data = collect_layer(name, act, settings)
-            entries[name] = render_layer(ctx, data, stems[name], settings, lut, levels)
-
-        with torch.no_grad(), OutputCapture(ctx.model, layers, on_output):
-            ctx.model(ctx.inputs.tensor)
-        missing = [n for n in layers if n not in entries]
-        if missing:
-            raise RuntimeError(f"features: layer(s) {', '.join(missing)} produced no tensor output")
-        result = {
-            "cmap": settings.cmap,
-            "normalize": settings.normalize.value,
-            "select": settings.select.value,
-            "layers": {n: entries[n] for n in layers},
-        }
-        text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-        (out / "stats.json").write_text(text, encoding="utf-8")
-        return result
+    def run(self, ctx: RunContext, settings: FeaturesConfig) -> StageResult:
+        """Stream the data set; each batch's captures are drawn, saved and dropped."""
+        return render(ctx, settings, collect(ctx, settings, plan(ctx, settings)))
 
 
-def plan(ctx: RunContext, settings: FeaturesConfig) -> list[str]:
-    """Validate ``settings`` and return the layers to capture, in order (one probe forward)."""
-    from pipeline.layers import default_blocks, resolve_layers
-    from pipeline.render import check_cmap
+def plan(ctx: RunContext, settings: FeaturesConfig) -> list[Target]:
+    """The tensors to capture, in order, with their layouts (uses the probe; no heavy work)."""
+    from pipeline.layers import infer_layout, resolve_layers, spatial_layouts
+    from pipeline.names import unique_slugs
 
-    for key in ("max_channels", "tile_px"):
-        value = getattr(settings, key)
-        if int(value) < 1:
-            raise ConfigError(f"features.{key} must be >= 1, got {value}")
-    check_cmap(settings.cmap, "features.cmap")
+    probe = ctx.probe()
+    kinds = ["output", "input"] if settings.capture.value == "both" else [settings.capture.value]
+    outputs = spatial_layouts(ctx.model, probe)
+    inputs: dict[str, Layout] = {}
+    for name, shape in probe.in_shapes.items():
+        layout = infer_layout(shape, probe.input_hw)
+        if probe.calls.get(name, 0) >= 1 and layout is not None and layout.h * layout.w > 1:
+            inputs[name] = layout
+    usable = outputs if kinds == ["output"] else (inputs if kinds == ["input"] else {**inputs, **outputs})
     specs = [str(s).strip() for s in settings.layers]
-    if not specs:
-        raise ConfigError("features.layers is empty; give names, globs, type:X, all or blocks")
-    shapes = ctx.probe().shapes
-
-    def qualifies(name: str, module: nn.Module | None = None) -> bool:
-        return len(shapes.get(name, ())) == 4
-
-    out: list[str] = []
     try:
-        for spec in specs:
-            if spec == "blocks":  # resolve_layers does not filter blocks: keep the 4-D ones
-                blocks = default_blocks(ctx.model)
-                found = [b for b in blocks if qualifies(b)]
-                if not found:
-                    ok = ", ".join([n for n in shapes if qualifies(n)][:30]) or "(none)"
-                    raise ConfigError(
-                        f"'blocks' of {ctx.model_name} ({', '.join(blocks)}) have no "
-                        f"N x C x H x W output. Layers that qualify: {ok}"
-                    )
-            else:
-                found = resolve_layers(
-                    ctx.model, [spec], qualifies=qualifies, rule=RULE, model_name=ctx.model_name
-                )
-            out.extend(found)
+        names = resolve_layers(
+            ctx.model,
+            specs,
+            blocks=ctx.blocks() if "blocks" in specs else None,
+            qualifies=lambda n, m: n in usable,
+            rule=RULE,
+            model_name=ctx.model_name,
+        )
     except ConfigError as exc:
         raise ConfigError(f"features.layers: {exc}") from exc
-    return list(dict.fromkeys(out))
+    targets = []
+    for name in names:
+        for kind in kinds:
+            table = outputs if kind == "output" else inputs
+            if name in table:
+                shape = probe.shapes[name] if kind == "output" else probe.in_shapes[name]
+                targets.append(Target(name, kind, tuple(shape), table[name]))
+    keys = [t.layer if t.kind == "output" else f"{t.layer} input" for t in targets]
+    for t, stem in zip(targets, unique_slugs(keys), strict=True):
+        t.stem = stem
+    for t in targets:
+        if probe.calls.get(t.layer, 0) > 1:
+            ctx.warn(f"features: {t.layer} runs {probe.calls[t.layer]} times per forward; its first call is captured")
+    return targets
 
 
-class OutputCapture:
-    """Forward hooks that hand each named layer's own output, copied, to ``sink`` once.
-
-    The copy is made inside the hook, before later modules run: a ``ReLU(inplace=True)`` after a
-    conv would otherwise turn the saved conv output into post-ReLU values. ``sink(name, tensor)``
-    receives a float32 CPU tensor that nothing else references. Use as a context manager: the
-    hooks are removed on exit, also after an error.
-    """
-
-    def __init__(
-        self, model: nn.Module, names: list[str], sink: Callable[[str, torch.Tensor], None]
-    ) -> None:
-        self.model = model
-        self.names = list(names)
-        self.sink = sink
-        self.seen: set[str] = set()
-        self._handles: list[Any] = []
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        import torch
-
-        from pipeline.layers import first_tensor
-
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            if name in self.seen:
-                return
-            t = first_tensor(output)
-            if t is None:
-                return
-            self.seen.add(name)
-            copy = t.detach().to(device="cpu", dtype=torch.float32, copy=True)  # (N, C, H, W)
-            self.sink(name, copy)
-
-        return hook
-
-    def __enter__(self) -> OutputCapture:
-        try:
-            for name in self.names:
-                module = self.model.get_submodule(name)
-                self._handles.append(module.register_forward_hook(self._hook(name)))
-        except BaseException:
-            self.release()
-            raise
-        return self
-
-    def release(self) -> None:
-        """Remove every hook this object registered."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+# --------------------------------------------------------------------------- collect (streamed)
 
 
 @dataclass
-class LayerFeatures:
-    """What ``collect_layer`` gathers for one layer (before anything is drawn)."""
+class Accumulator:
+    """Running per-channel statistics of one target over the data set, and its .npy writer."""
 
-    name: str
-    act: np.ndarray  # (N, C, H, W) float32: the layer's own output
-    drawn: list[int]  # channel indices, in tile order
-    mean: np.ndarray  # (C,) over the batch
-    max: np.ndarray  # (C,)
-    zero_fraction: np.ndarray  # (C,) fraction of values exactly 0
-    layer: dict[str, float | None]  # mean, max, zero_fraction over the whole output
+    target: Target
+    channels: int
+    drawn: list[int] | None = None
+    sums: np.ndarray | None = None  # (C,) float64
+    maxs: np.ndarray | None = None  # (C,) float64
+    zeros: np.ndarray | None = None  # (C,) int64
+    count: int = 0  # values per channel so far
+    total: float = 0.0
+    peak: float = -np.inf
+    finite_peak: float = 0.0  # largest |finite value| (float16 range check)
+    npy: BinaryIO | None = None
+    grids: dict[str, str] = field(default_factory=dict)
+
+    def add(self, maps: np.ndarray) -> None:
+        """(B, C, h, w) maps of one batch."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            s = maps.sum(axis=(0, 2, 3), dtype=np.float64)
+            m = maps.max(axis=(0, 2, 3)).astype(np.float64)
+            self.total += float(maps.sum(dtype=np.float64))
+            top = float(maps.max())
+        self.peak = top if np.isnan(top) or np.isnan(self.peak) else max(self.peak, top)  # NaN sticks
+        z = (maps == 0).sum(axis=(0, 2, 3))
+        self.sums = s if self.sums is None else self.sums + s
+        self.maxs = m if self.maxs is None else np.maximum(self.maxs, m)
+        self.zeros = z if self.zeros is None else self.zeros + z
+        self.count += maps.shape[0] * maps.shape[2] * maps.shape[3]
+        finite = np.abs(maps[np.isfinite(maps)])
+        if finite.size:
+            self.finite_peak = max(self.finite_peak, float(finite.max()))
 
 
-def collect_layer(name: str, act: torch.Tensor, settings: FeaturesConfig) -> LayerFeatures:
-    """Per-channel statistics over the batch and the channels to draw."""
-    a = act.numpy()  # (N, C, H, W) float32
-    if a.ndim != 4:
-        raise RuntimeError(f"features: {name} output has shape {tuple(a.shape)}, expected 4-D")
+def _open_npy(path: Path, shape: tuple[int, ...], dtype: str) -> BinaryIO:
+    """An .npy file with its header written; the data is appended batch by batch (C order)."""
+    f = open(path, "wb")  # noqa: SIM115 - closed by collect's finally
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(f, header)
+    return f
+
+
+def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) -> list[Accumulator]:
+    """Stream every batch through the model with the hooks on; draw and save as captures arrive."""
+    import torch
+
+    from pipeline.hooks import capture, preserved
+    from pipeline.layers import to_nchw
+    from pipeline.render import colormap_levels, colormap_lut
+
+    ctx.stage_dir("features")
+    lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)
+    n = len(ctx.inputs)
+    accs = {(t.layer, t.kind): Accumulator(t, t.layout.channels) for t in targets}
+    wanted = list(dict.fromkeys(t.layer for t in targets))
+    what = settings.capture.value
+    pending: dict[tuple[str, str], torch.Tensor] = {}
+
+    def sink(name: str, tensor: torch.Tensor, kind: str = "output") -> None:
+        if (name, kind) in accs:
+            pending[(name, kind)] = tensor
+
+    try:
+        if settings.save_npy:
+            for acc in accs.values():
+                t = acc.target
+                acc.npy = _open_npy(ctx.claim(f"features/{t.stem}.npy"), (n, *t.shape[1:]), settings.dtype.value)
+        with preserved(ctx.model), torch.no_grad(), capture(ctx.model, wanted, sink, what=what):
+            for batch in ctx.inputs.batches("features"):
+                pending.clear()
+                ctx.model(batch.tensor)
+                for key, acc in accs.items():
+                    raw = pending.get(key)
+                    if raw is None:
+                        raise RuntimeError(f"features: {acc.target.label} produced no tensor in the forward pass")
+                    if acc.npy is not None:
+                        acc.npy.write(np.ascontiguousarray(raw.numpy().astype(settings.dtype.value)).tobytes())
+                    maps = to_nchw(raw, acc.target.layout).contiguous().numpy()  # (B, C, h, w)
+                    if acc.drawn is None:
+                        acc.drawn = choose_channels(maps, settings)
+                    acc.add(maps)
+                    draw_batch(ctx, acc, maps, batch.names, settings, lut, levels)
+                pending.clear()
+    finally:
+        for acc in accs.values():
+            if acc.npy is not None:
+                acc.npy.close()
+    return list(accs.values())
+
+
+def choose_channels(maps: np.ndarray, settings: FeaturesConfig) -> list[int]:
+    """The channels drawn, in tile order (``select``), from the first batch's (B, C, h, w) maps."""
+    k = min(int(settings.max_channels), maps.shape[1])
+    if settings.select.value != "top":
+        return list(range(k))
     with np.errstate(invalid="ignore", over="ignore"):
-        mean = a.mean(axis=(0, 2, 3), dtype=np.float64)
-        mx = a.max(axis=(0, 2, 3)).astype(np.float64)
-        layer = {"mean": _num(a.mean(dtype=np.float64)), "max": _num(a.max())}
-    zero = (a == 0).mean(axis=(0, 2, 3), dtype=np.float64)
-    layer["zero_fraction"] = float(zero.mean())  # every channel has H*W*N values
-    k = min(int(settings.max_channels), a.shape[1])
-    if settings.select.value == "top":
-        score = np.where(np.isnan(mean), -np.inf, mean)
-        drawn = np.argsort(-score, kind="stable")[:k].tolist()
-    else:
-        drawn = list(range(k))
-    return LayerFeatures(name, a, drawn, mean, mx, zero, layer)
+        mean = maps.mean(axis=(0, 2, 3), dtype=np.float64)
+    score = np.where(np.isnan(mean), -np.inf, mean)
+    return np.argsort(-score, kind="stable")[:k].tolist()
 
 
 def feature_grid(
-    maps: np.ndarray, levels: int, *, normalize: str = "channel",
-    layer_range: tuple[float, float] | None = None, tile_px: int = 56,
+    maps: np.ndarray,
+    levels: int,
+    *,
+    normalize: str = "channel",
+    layer_range: tuple[float, float] | None = None,
+    tile_px: int = 56,
 ) -> np.ndarray:
     """Draw (k, H, W) maps as one (H', W') palette-index grid, ``ceil(sqrt(k))`` tiles per row.
 
@@ -239,15 +316,7 @@ def feature_grid(
     min and max over the whole layer for this image; default: over ``maps``). ``levels`` is
     ``pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
     """
-    from pipeline.render import (
-        color_index,
-        finite_range,
-        grid_columns,
-        minmax_scale,
-        range_scale,
-        tile_grid,
-        upscale_factor,
-    )
+    from pipeline.render import color_index, finite_range, grid_columns, minmax_scale, range_scale, tile_grid, upscale_factor
 
     k, h, w = maps.shape
     if normalize == "layer":
@@ -259,60 +328,125 @@ def feature_grid(
     return tile_grid(tiles, grid_columns(k), factor=upscale_factor(h, w, tile_px))
 
 
-def _num(value: float) -> float | None:
-    """A JSON-safe float: None for NaN/inf."""
-    v = float(value)
-    return v if np.isfinite(v) else None
-
-
-def render_layer(
-    ctx: RunContext, d: LayerFeatures, stem: str, settings: FeaturesConfig, lut: np.ndarray,
+def draw_batch(
+    ctx: RunContext,
+    acc: Accumulator,
+    maps: np.ndarray,
+    names: list[str],
+    settings: FeaturesConfig,
+    lut: np.ndarray,
     levels: int,
-) -> dict[str, Any]:
-    """Write the layer's ``.npy`` and one grid per image; return its ``stats.json`` entry."""
-    from pipeline.layers import safe_name
+) -> None:
+    """One grid per image of the batch: ``features/<stem>__<image>.png``."""
     from pipeline.render import finite_range, save_png
 
-    npy = None
-    if settings.save_npy:
-        dtype = settings.dtype.value
-        npy = f"features/{stem}.npy"
-        if dtype == "float16":
-            lo, hi = finite_range(d.act)
-            if max(abs(lo), abs(hi)) > FLOAT16_MAX:
-                ctx.warn(f"features: {d.name} has values beyond float16's range (|x| up to "
-                         f"{max(abs(lo), abs(hi)):.3g}); they are saved as inf in {npy}")
-        with np.errstate(over="ignore"):
-            np.save(ctx.output_dir / npy, d.act.astype(dtype, copy=False))
-    grids: dict[str, str] = {}
     normalize = settings.normalize.value
-    for i, image in enumerate(ctx.inputs.names[: d.act.shape[0]]):
-        maps = d.act[i, d.drawn]  # (k, H, W)
-        layer_range = finite_range(d.act[i]) if normalize == "layer" else None
-        path = f"features/{stem}__{safe_name(image)}.png"
+    for i, image in enumerate(names):
+        layer_range = finite_range(maps[i]) if normalize == "layer" else None
+        path = f"features/{acc.target.stem}__{image}.png"
         grid = feature_grid(
-            maps, levels, normalize=normalize, layer_range=layer_range, tile_px=settings.tile_px
+            maps[i, acc.drawn], levels, normalize=normalize, layer_range=layer_range, tile_px=settings.tile_px
         )
-        save_png(ctx.output_dir / path, grid, lut)
-        grids[image] = path
-    a = d.act
-    log.info("Features <%s> %s: %d channel(s) drawn per image, %d image(s)",
-             d.name, "x".join(map(str, a.shape)), len(d.drawn), len(grids))
-    return {
-        "shape": list(a.shape),
-        "npy": npy,
-        "grids": grids,
-        "channels_drawn": [int(c) for c in d.drawn],
-        "mean": d.layer["mean"],
-        "max": d.layer["max"],
-        "zero_fraction": d.layer["zero_fraction"],
-        "channels": [
-            {
-                "index": c,
-                "mean": _num(d.mean[c]),
-                "max": _num(d.max[c]),
-                "zero_fraction": float(d.zero_fraction[c]),
-            }
-            for c in range(a.shape[1])
-        ],
+        save_png(ctx.claim(path), grid, lut)
+        acc.grids[image] = path
+
+
+# --------------------------------------------------------------------------- render
+
+
+def render(ctx: RunContext, settings: FeaturesConfig, accs: list[Accumulator]) -> StageResult:
+    """Write ``features/stats.json``; return the record (tables, pictures, scalars, histograms)."""
+    from pipeline.files import finite, write_json
+
+    layers: dict[str, Any] = {}
+    pictures: list[Picture] = []
+    scalars: list[Scalar] = []
+    histograms: list[Histogram] = []
+    rows: list[list[Any]] = []
+    n = len(ctx.inputs)
+    for acc in accs:
+        t = acc.target
+        count = max(acc.count, 1)
+        mean = acc.sums / count if acc.sums is not None else np.zeros(0)
+        zero = acc.zeros / count if acc.zeros is not None else np.zeros(0)
+        npy = f"features/{t.stem}.npy" if settings.save_npy else None
+        if npy and settings.dtype.value == "float16" and acc.finite_peak > FLOAT16_MAX:
+            ctx.warn(
+                f"features: {t.label} has values beyond float16's range (|x| up to {acc.finite_peak:.3g}); "
+                f"they are saved as inf in {npy}"
+            )
+        layer_mean = finite(acc.total / (count * acc.channels)) if acc.channels else None
+        stats = {"mean": layer_mean, "max": finite(acc.peak), "zero_fraction": float(zero.mean()) if zero.size else 0.0}
+        key = t.layer if t.kind == "output" else f"{t.layer} (input)"
+        layers[key] = {
+            "capture": t.kind,
+            "shape": [n, *t.shape[1:]],
+            "layout": t.layout.kind,
+            "reshape": t.layout.describe(),
+            "maps": [n, t.layout.channels, t.layout.h, t.layout.w],
+            "npy": npy,
+            "grids": dict(acc.grids),
+            "channels_drawn": [int(c) for c in acc.drawn or []],
+            **stats,
+            "channels": [
+                {"index": c, "mean": finite(mean[c]), "max": finite(acc.maxs[c]), "zero_fraction": float(zero[c])}
+                for c in range(acc.channels)
+            ],
+        }
+        rows.append(
+            [
+                t.label,
+                "×".join(map(str, [n, *t.shape[1:]])),
+                t.layout.describe(),
+                len(acc.drawn or []),
+                stats["mean"],
+                stats["max"],
+                f"{stats['zero_fraction'] * 100:.1f}%",
+                npy,
+            ]
+        )
+        tag_layer = t.stem
+        for image, path in acc.grids.items():
+            pictures.append(
+                Picture(
+                    path,
+                    f"{t.label}  image {image}",
+                    tag=f"features/{tag_layer}/{image}",
+                    preview=not pictures,
+                )
+            )
+        for s in ("mean", "max", "zero_fraction"):
+            scalars.append(Scalar(f"activations/{tag_layer}/{s}", stats[s]))
+        means = [v for v in (finite(m) for m in mean) if v is not None]
+        if len(means) > 1:
+            histograms.append(Histogram(f"activations/{tag_layer}/channel_mean", means))
+        log.debug("Features <%s> %s: %d channel(s) drawn per image", t.label, t.shape, len(acc.drawn or []))
+    doc = {
+        "cmap": settings.cmap,
+        "normalize": settings.normalize.value,
+        "select": settings.select.value,
+        "capture": settings.capture.value,
+        "layers": layers,
     }
+    write_json(ctx.claim("features/stats.json"), doc)
+    return StageResult(
+        stage="features",
+        summary=(
+            f"{len(accs)} layer(s) × {n} image(s); colormap {settings.cmap}, normalised per "
+            f"{settings.normalize.value}, channels: {settings.select.value}"
+        ),
+        tables=[
+            Table(
+                "Layers",
+                ["Layer", "Shape", "Reshape", "Channels drawn", "Mean", "Max", "Zeros", "Activations"],
+                rows,
+                links=[7],
+                code=[0],
+            )
+        ],
+        pictures=pictures,
+        scalars=scalars,
+        histograms=histograms,
+        files=[p for p in [*(r[7] for r in rows), "features/stats.json"] if p],
+        data=doc,
+    )

@@ -28,22 +28,52 @@ are transposed to (O, I, kh, kw) first.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, List
 
 import numpy as np
 
-from pipeline.context import RunContext
 from pipeline.errors import ConfigError
-from pipeline.schema import KernelsConfig
-from stages import Stage
+from pipeline.stage import Picture, Stage, StageResult, Table
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from pipeline.context import RunContext
+
 log = logging.getLogger(__name__)
+
+class KernelScale(str, Enum):
+    """Colour scale of kernel grids."""
+
+    layer = "layer"  # one symmetric scale per layer: white is exactly zero
+    tile = "tile"  # each kernel scaled on its own (the seed's behaviour)
+
+
+@dataclass
+class KernelsConfig:
+    """``kernels.*``: convolution kernel grids (seed §2.1)."""
+
+    # Layer names (dotted), globs (features.*), type:Conv2d, or all (every conv layer).
+    layers: List[str] = field(default_factory=lambda: ["all"])
+    # Rows: at most this many output channels per layer (>= 1).
+    max_out: int = 16
+    # Columns: at most this many input channels per output channel (>= 1).
+    max_in: int = 64
+    # layer = one symmetric colour scale per layer: w drawn at 0.5 + w / (2 max|w|), white = 0;
+    # tile = each kernel min..max on its own (the seed's imshow; white is then not zero).
+    scale: KernelScale = KernelScale.layer
+    # Diverging matplotlib colormap name (drawn with min(cmap.N, 254) levels).
+    cmap: str = "bwr"
+    # Minimum edge of one drawn kernel tile, in pixels (kernels are upscaled with nearest).
+    tile_px: int = 24
+    # Also draw a layer with 3 input channels (the first conv) as RGB filters (up to max_out).
+    rgb_first: bool = True
+    # An output channel whose max |weight| is below this is reported as dead (>= 0).
+    dead_eps: float = 1e-8
+
 
 RULE = "kernel grids need a 2-D convolution with a weight (Conv2d or ConvTranspose2d)"
 
@@ -75,12 +105,29 @@ class KernelsStage(Stage):
     """Kernel grids (and RGB filters) of conv layers, with per-output-channel statistics."""
 
     name = "kernels"
+    title = "Kernel grids"
+    config = KernelsConfig
+    order = 20
+
+    def check(self, settings: KernelsConfig, cfg: Any) -> None:
+        """Limits, the colormap and a non-empty layer list."""
+        from pipeline.render import check_cmap
+
+        for key in ("max_out", "max_in", "tile_px"):
+            value = getattr(settings, key)
+            if int(value) < 1:
+                raise ConfigError(f"kernels.{key} must be >= 1, got {value}")
+        if not float(settings.dead_eps) >= 0:
+            raise ConfigError(f"kernels.dead_eps must be >= 0, got {settings.dead_eps}")
+        check_cmap(settings.cmap, "kernels.cmap")
+        if not settings.layers:
+            raise ConfigError("kernels.layers is empty; give layer names, globs, type:Conv2d or all")
 
     def validate(self, ctx: RunContext, settings: KernelsConfig) -> None:
-        """Check limits and the colormap; resolve ``kernels.layers`` to conv layers."""
+        """Resolve ``kernels.layers`` to conv layers."""
         plan(ctx, settings)
 
-    def run(self, ctx: RunContext, settings: KernelsConfig) -> dict[str, Any]:
+    def run(self, ctx: RunContext, settings: KernelsConfig) -> StageResult:
         """Collect the weights and statistics, then write the grids and ``stats.json``."""
         layers = plan(ctx, settings)
         data = collect(ctx, layers, float(settings.dead_eps))
@@ -88,23 +135,14 @@ class KernelsStage(Stage):
 
 
 def plan(ctx: RunContext, settings: KernelsConfig) -> list[str]:
-    """Validate ``settings`` and return the conv layers it names, in order (no heavy work)."""
+    """The conv layers ``kernels.layers`` names, in order (no heavy work)."""
     from pipeline.layers import resolve_layers
-    from pipeline.render import check_cmap
 
-    for key in ("max_out", "max_in", "tile_px"):
-        value = getattr(settings, key)
-        if int(value) < 1:
-            raise ConfigError(f"kernels.{key} must be >= 1, got {value}")
-    if not float(settings.dead_eps) >= 0:
-        raise ConfigError(f"kernels.dead_eps must be >= 0, got {settings.dead_eps}")
-    check_cmap(settings.cmap, "kernels.cmap")
     specs = [str(s) for s in settings.layers]
-    if not specs:
-        raise ConfigError("kernels.layers is empty; give layer names, globs, type:Conv2d or all")
+    blocks = ctx.blocks() if "blocks" in specs else None
     try:
         return resolve_layers(
-            ctx.model, specs, qualifies=has_conv_weight, rule=RULE, model_name=ctx.model_name
+            ctx.model, specs, blocks=blocks, qualifies=has_conv_weight, rule=RULE, model_name=ctx.model_name
         )
     except ConfigError as exc:
         raise ConfigError(f"kernels.layers: {exc}") from exc
@@ -201,35 +239,37 @@ def rgb_filter_grid(
     return tile_grid(to_rgb8(x01), grid_columns(len(rgb)), factor=upscale_factor(kh, kw, tile_px))
 
 
-def _num(value: float) -> float | None:
-    """A JSON-safe float: None for NaN/inf."""
-    v = float(value)
-    return v if np.isfinite(v) else None
+def render(ctx: RunContext, data: list[LayerKernels], settings: KernelsConfig) -> StageResult:
+    """Write each layer's grid (and RGB filters) and ``kernels/stats.json``; return the record."""
+    from pipeline.files import finite, write_json
+    from pipeline.names import unique_slugs
+    from pipeline.render import colormap_levels, colormap_lut, save_png
 
-
-def render(ctx: RunContext, data: list[LayerKernels], settings: KernelsConfig) -> dict[str, Any]:
-    """Write each layer's grid (and RGB filters) and ``kernels/stats.json``; return the stats."""
-    from pipeline.render import colormap_levels, colormap_lut, file_stems, save_png
-
-    out = ctx.stage_dir("kernels")
     scale = settings.scale.value
     lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)
-    stems = file_stems([d.name for d in data])
+    stems = dict(zip([d.name for d in data], unique_slugs([d.name for d in data]), strict=True))
     layers: dict[str, Any] = {}
+    pictures: list[Picture] = []
+    rows: list[list[Any]] = []
     for d in data:
         o, i, kh, kw = d.weight.shape
         shown = d.weight[: settings.max_out, : settings.max_in]  # (R, C, kh, kw)
         stem = stems[d.name]
         grid = f"kernels/{stem}.png"
         image = kernel_grid(shown, levels, scale=scale, vmax=d.vmax, tile_px=settings.tile_px)
-        save_png(ctx.output_dir / grid, image, lut)
+        save_png(ctx.claim(grid), image, lut)
+        pictures.append(
+            Picture(grid, f"{d.name}  {o}×{i}×{kh}×{kw}", tag=f"kernels/{stem}", wide=True, preview=True)
+        )
         rgb = None
         if settings.rgb_first and i == 3:
             rgb = f"kernels/{stem}_rgb.png"
             filters = d.weight[: settings.max_out]  # (R, 3, kh, kw)
             image = rgb_filter_grid(filters, scale=scale, vmax=d.vmax, tile_px=settings.tile_px)
-            save_png(ctx.output_dir / rgb, image)
+            save_png(ctx.claim(rgb), image)
+            pictures.append(Picture(rgb, f"{d.name}  as RGB filters", tag=f"kernels/{stem}/rgb", wide=True))
         dead = int(d.dead.sum())
+        rows.append([d.name, f"{o}×{i}×{kh}×{kw}", finite(d.vmax), dead])
         layers[d.name] = {
             "shape": [o, i, kh, kw],
             "grid": grid,
@@ -239,20 +279,30 @@ def render(ctx: RunContext, data: list[LayerKernels], settings: KernelsConfig) -
             "channels": [
                 {
                     "index": c,
-                    "l2": _num(d.l2[c]),
-                    "mean": _num(d.mean[c]),
-                    "std": _num(d.std[c]),
+                    "l2": finite(d.l2[c]),
+                    "mean": finite(d.mean[c]),
+                    "std": finite(d.std[c]),
                     "dead": bool(d.dead[c]),
                 }
                 for c in range(o)
             ],
         }
-        log.info(
+        log.debug(
             "Kernels <%s> %s: %dx%d tiles, vmax %.3g, %d dead output channel(s)",
-            d.name, "x".join(map(str, d.weight.shape)), shown.shape[0], shown.shape[1],
-            d.vmax, dead,
+            d.name, "x".join(map(str, d.weight.shape)), shown.shape[0], shown.shape[1], d.vmax, dead,
         )
-    result = {"scale": scale, "cmap": settings.cmap, "layers": layers}
-    (out / "stats.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n",
-                                    encoding="utf-8")
-    return result
+    doc = {"scale": scale, "cmap": settings.cmap, "layers": layers}
+    write_json(ctx.claim("kernels/stats.json"), doc)
+    total_dead = sum(r[3] for r in rows)
+    return StageResult(
+        stage="kernels",
+        summary=(
+            f"{len(data)} conv layer(s); colour scale {scale}, colormap {settings.cmap}: rows are output "
+            "channels, columns input channels" + (", white is zero" if scale == "layer" else "")
+            + (f"; {total_dead} dead output channel(s)" if total_dead else "")
+        ),
+        tables=[Table("Layers", ["Layer", "Weight shape", "max |w|", "Dead output channels"], rows, code=[0])],
+        pictures=pictures,
+        files=["kernels/stats.json"],
+        data=doc,
+    )

@@ -3,96 +3,111 @@
 Seed §1: ``print(model)`` and ``torchinfo.summary(model, (1, 3, 224, 224))``.
 Writes ``summary/summary.txt`` (torchinfo's table exactly), ``summary/summary.json``,
 ``summary/layers.txt`` (every addressable module with its output shape) and
-``summary/modules.txt`` (``print(model)``).
+``summary/modules.txt`` (``print(model)``). torchinfo's forward pass runs on the first batch;
+in ``mode=train`` it updates BatchNorm statistics, which are put back afterwards
+(``pipeline.hooks.preserved``), so later stages see the model as built.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List
 
-from pipeline.context import RunContext
-from pipeline.errors import ConfigError, unknown_choice
-from pipeline.schema import SummaryConfig
-from stages import Stage
+from torchinfo.enums import ColumnSettings, Mode, RowSettings
+
+from pipeline.errors import ConfigError, VizpipeError
+from pipeline.stage import Scalar, Stage, StageResult, Table, Text
 
 log = logging.getLogger(__name__)
 
-COLUMNS = (
-    "input_size",
-    "output_size",
-    "num_params",
-    "params_percent",
-    "kernel_size",
-    "mult_adds",
-    "trainable",
-)
-ROWS = ("depth", "var_names", "ascii_only")
-MODES = ("same", "eval", "train")
+# torchinfo's own enums, by value (OmegaConf matches enum members by name: output_size, not OUTPUT_SIZE)
+Column = Enum("Column", {m.value: m.value for m in ColumnSettings}, type=str)
+Row = Enum("Row", {m.value: m.value for m in RowSettings}, type=str)
+SummaryMode = Enum("SummaryMode", {"same": "same", **{m.value: m.value for m in Mode}}, type=str)
+
+
+@dataclass
+class SummaryConfig:
+    """``summary.*``: torchinfo options (https://github.com/TylerYep/torchinfo#documentation)."""
+
+    # Depth of nested modules shown in the table (>= 0).
+    depth: int = 3
+    # Columns (torchinfo's ColumnSettings): input_size, output_size, num_params, params_percent,
+    # kernel_size, mult_adds, trainable
+    col_names: List[Column] = field(default_factory=lambda: [Column.output_size, Column.num_params])
+    # Row settings (torchinfo's RowSettings): depth, var_names, ascii_only, hide_recursive_layers
+    row_settings: List[Row] = field(default_factory=lambda: [Row.depth])
+    # Model mode during torchinfo's forward pass: same | eval | train (torchinfo's Mode + same)
+    mode: SummaryMode = SummaryMode.same
 
 
 class SummaryStage(Stage):
     """torchinfo summary on the real input, plus the catalog later stages validate against."""
 
     name = "summary"
+    title = "Summary"
+    config = SummaryConfig
+    order = 10
 
-    def validate(self, ctx: RunContext, settings: SummaryConfig) -> None:
-        """Check columns, row settings, mode and depth before any work."""
-        for c in settings.col_names:
-            if c not in COLUMNS:
-                raise unknown_choice("summary.col_names entry", c, COLUMNS)
-        for r in settings.row_settings:
-            if r not in ROWS:
-                raise unknown_choice("summary.row_settings entry", r, ROWS)
-        if settings.mode not in MODES:
-            raise unknown_choice("summary.mode", settings.mode, MODES)
+    def check(self, settings: SummaryConfig, cfg: Any) -> None:
+        """The depth must be >= 0 (columns, rows and mode are enums in the schema)."""
         if settings.depth < 0:
             raise ConfigError(f"summary.depth must be >= 0, got {settings.depth}")
 
-    def run(self, ctx: RunContext, settings: SummaryConfig) -> dict[str, Any]:
+    def run(self, ctx: Any, settings: SummaryConfig) -> StageResult:
         """Collect torchinfo statistics and the layer catalog, then write the four files."""
-        data = collect(ctx, settings)
-        return render(ctx, data)
+        return render(ctx, collect(ctx, settings))
 
 
-def collect(ctx: RunContext, settings: SummaryConfig) -> dict[str, Any]:
-    """Run torchinfo on the real input; return the table text, totals and per-layer rows."""
+def _root_cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
+def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
+    """Run torchinfo on the first batch; return the table text, totals, rows and the catalog."""
     from torchinfo import summary
 
+    from pipeline.hooks import preserved
+
     model = ctx.model
+    x = ctx.inputs.first().tensor
     names = {id(m): n for n, m in model.named_modules()}
-    was_training = model.training
-    modes = [(m, m.training) for m in model.modules()]  # torchinfo sets one mode for all modules
-    try:
-        stats = summary(
-            model,
-            input_data=ctx.inputs.tensor,
-            depth=settings.depth,
-            col_names=list(settings.col_names),
-            row_settings=list(settings.row_settings),
-            mode=("train" if was_training else "eval") if settings.mode == "same" else settings.mode,
-            device=ctx.device,
-            verbose=0,
-            cache_forward_pass=False,
-        )
-    finally:
-        for m, mode in modes:
-            m.training = mode
-    table = str(stats)
-    layers = []
-    for info in stats.summary_list:
-        name = names.get(id(info.module), info.var_name)
-        layers.append(
-            {
-                "name": name,
-                "type": info.class_name,
-                "output_shape": list(info.output_size) if info.output_size else None,
-                "params": int(info.num_params),
-                "trainable_params": int(info.trainable_params),
-                "depth": int(info.depth),
-            }
-        )
+    mode = settings.mode.value
+    with preserved(model):  # torchinfo sets one mode for all modules; train mode moves BN statistics
+        try:
+            stats = summary(
+                model,
+                input_data=x,
+                depth=settings.depth,
+                col_names=[c.value for c in settings.col_names],
+                row_settings=[r.value for r in settings.row_settings],
+                mode=("train" if model.training else "eval") if mode == "same" else mode,
+                device=ctx.device,
+                verbose=0,
+                cache_forward_pass=False,
+            )
+        except Exception as exc:  # torchinfo wraps the model's error as "See above stack traces"
+            root = _root_cause(exc)
+            first = (str(root).strip().splitlines() or [""])[0]
+            raise VizpipeError(
+                f"torchinfo could not run {ctx.model_name} in {mode} mode on a batch of "
+                f"{tuple(x.shape)}: {type(root).__name__}: {first}"
+            ) from exc
+    layers = [
+        {
+            "name": names.get(id(info.module), info.var_name),
+            "type": info.class_name,
+            "output_shape": list(info.output_size) if info.output_size else None,
+            "params": int(info.num_params),
+            "trainable_params": int(info.trainable_params),
+            "depth": int(info.depth),
+        }
+        for info in stats.summary_list
+    ]
     totals = {
         "total_params": int(stats.total_params),
         "trainable_params": int(stats.trainable_params),
@@ -115,33 +130,62 @@ def collect(ctx: RunContext, settings: SummaryConfig) -> dict[str, Any]:
     ]
     return {
         "model": ctx.model_name,
-        "input_shape": list(ctx.inputs.tensor.shape),
+        "input_shape": list(x.shape),
         "totals": totals,
         "layers": layers,
         "catalog": catalog,
-        "table": table,
+        "table": str(stats),
         "modules": str(model),
     }
 
 
-def render(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
-    """Write summary.txt, summary.json, layers.txt and modules.txt; return what later stages use."""
-    out = ctx.stage_dir("summary")
-    (out / "summary.txt").write_text(data["table"] + "\n", encoding="utf-8")
-    (out / "modules.txt").write_text(data["modules"] + "\n", encoding="utf-8")
-    doc = {k: data[k] for k in ("model", "input_shape", "totals", "layers")}
-    (out / "summary.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    width = max((len(r["name"]) for r in data["catalog"]), default=10) + 2
+def catalog_text(catalog: list[dict[str, Any]]) -> str:
+    """``layers.txt``: every module's name, type and output shape (calls per forward)."""
+    width = max((len(r["name"]) for r in catalog), default=10) + 2
     lines = ["# name".ljust(width) + "type".ljust(26) + "output shape (calls per forward)"]
-    for r in data["catalog"]:
+    for r in catalog:
         shape = "x".join(str(v) for v in r["output_shape"]) if r["output_shape"] else "-"
         calls = f" ({r['calls']} calls)" if r["calls"] > 1 else ("" if r["calls"] else " (not called)")
         lines.append(r["name"].ljust(width) + r["type"].ljust(26) + shape + calls)
-    (out / "layers.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines)
+
+
+def render(ctx: Any, data: dict[str, Any]) -> StageResult:
+    """Write summary.txt, summary.json, layers.txt and modules.txt; return the record."""
+    from pipeline.files import write_atomic, write_json
+
+    layers = catalog_text(data["catalog"])
+    write_atomic(ctx.claim("summary/summary.txt"), data["table"] + "\n")
+    write_atomic(ctx.claim("summary/modules.txt"), data["modules"] + "\n")
+    write_json(ctx.claim("summary/summary.json"), {k: data[k] for k in ("model", "input_shape", "totals", "layers")})
+    write_atomic(ctx.claim("summary/layers.txt"), layers + "\n")
     t = data["totals"]
-    log.info("Summary: %s params, %.2f G mult-adds", f"{t['total_params']:,}", t["total_mult_adds"] / 1e9)
-    return {
-        "totals": t,
-        "table": data["table"],
-        "files": [f"summary/{n}" for n in ("summary.txt", "summary.json", "layers.txt", "modules.txt")],
-    }
+    mb = 1e6
+    rows = [
+        ["Input shape", "×".join(map(str, data["input_shape"]))],
+        ["Total params", f"{t['total_params']:,}"],
+        ["Trainable params", f"{t['trainable_params']:,}"],
+        ["Non-trainable params", f"{t['non_trainable_params']:,}"],
+        ["Total mult-adds", f"{t['total_mult_adds'] / 1e9:.3f} G"],
+        ["Input size", f"{t['input_size_bytes'] / mb:.2f} MB"],
+        ["Forward/backward pass size", f"{t['forward_backward_size_bytes'] / mb:.2f} MB"],
+        ["Params size", f"{t['params_size_bytes'] / mb:.2f} MB"],
+        ["Estimated total size", f"{t['total_size_bytes'] / mb:.2f} MB"],
+    ]
+    log.debug("Summary: %s params, %.2f G mult-adds", f"{t['total_params']:,}", t["total_mult_adds"] / 1e9)
+    return StageResult(
+        stage="summary",
+        summary=f"{t['total_params']:,} params, {t['total_mult_adds'] / 1e9:.2f} G mult-adds",
+        tables=[Table("Totals (torchinfo)", ["", ""], rows, kv=True)],
+        texts=[
+            Text("torchinfo table (summary/summary.txt)", data["table"], tag="summary/torchinfo"),
+            Text("print(model) (summary/modules.txt)", data["modules"]),
+            Text("Layer catalog: every addressable module (summary/layers.txt)", layers),
+        ],
+        scalars=[
+            Scalar("summary/total_params", float(t["total_params"]), key=True),
+            Scalar("summary/total_mult_adds", float(t["total_mult_adds"]), key=True),
+        ],
+        files=[f"summary/{n}" for n in ("summary.txt", "summary.json", "layers.txt", "modules.txt")],
+        data=data,
+    )

@@ -22,6 +22,7 @@ from pipeline.errors import ConfigError, unknown_choice
 
 __all__ = [
     "METRICS",
+    "MetricSpec",
     "MethodSpec",
     "available_methods",
     "available_metrics",
@@ -33,22 +34,41 @@ __all__ = [
 #: Methods that run one forward pass per channel batch (a progress bar and a pass count).
 PERTURBATION_METHODS = ("ScoreCAM", "AblationCAM")
 
-#: metric name -> (module under pytorch_grad_cam.metrics, class name, how it is called)
-#: "perturb": metric(input, cams, targets, model); "cams": metric(cams);
-#: "base_method": metric(input, cams, targets, model, base_method=cam) (Coherency);
-#: "init_base_method": metric(base_method=cam)(input, cams, targets, model) (ARCC).
-METRICS: dict[str, tuple[str, str, str]] = {
-    "confidence_change": ("cam_mult_image", "CamMultImageConfidenceChange", "perturb"),
-    "drop_in_confidence": ("cam_mult_image", "DropInConfidence", "perturb"),
-    "increase_in_confidence": ("cam_mult_image", "IncreaseInConfidence", "perturb"),
-    "road_most_relevant_first": ("road", "ROADMostRelevantFirst", "perturb"),
-    "road_least_relevant_first": ("road", "ROADLeastRelevantFirst", "perturb"),
-    "road_most_relevant_first_average": ("road", "ROADMostRelevantFirstAverage", "perturb"),
-    "road_least_relevant_first_average": ("road", "ROADLeastRelevantFirstAverage", "perturb"),
-    "road_combined": ("road", "ROADCombined", "perturb"),
-    "complexity": ("arcc", "Complexity", "cams"),
-    "coherency": ("arcc", "Coherency", "base_method"),
-    "arcc": ("arcc", "ARCC", "init_base_method"),
+@dataclass(frozen=True)
+class MetricSpec:
+    """How vizpipe calls one of grad-cam's CAM metrics (``pytorch_grad_cam.metrics``)."""
+
+    module: str  # module under pytorch_grad_cam.metrics
+    cls: str  # class name there
+    # perturb: metric(input, cams, targets, model); cams: metric(cams);
+    # base_method: metric(input, cams, targets, model, base_method=cam) (Coherency);
+    # init_base_method: metric(base_method=cam)(input, cams, targets, model) (ARCC)
+    how: str
+    # what the targets score, following the library's docs and tests: "softmax" (the class's
+    # probability, ClassifierOutputSoftmaxTarget: the perturbation metrics) or "raw" (the raw
+    # output, ClassifierOutputTarget, the CAM's own target: Coherency and ARCC recompute the CAM)
+    target: str
+    better: str  # higher | lower: which way a better map moves the number
+    forwards: int  # forward passes per map batch (ROAD: one per percentile, after imputation)
+
+
+#: metric name -> how it is called
+METRICS: dict[str, MetricSpec] = {
+    "confidence_change": MetricSpec("cam_mult_image", "CamMultImageConfidenceChange", "perturb", "softmax", "higher", 1),
+    "drop_in_confidence": MetricSpec("cam_mult_image", "DropInConfidence", "perturb", "softmax", "lower", 1),
+    "increase_in_confidence": MetricSpec("cam_mult_image", "IncreaseInConfidence", "perturb", "softmax", "higher", 1),
+    "road_most_relevant_first": MetricSpec("road", "ROADMostRelevantFirst", "perturb", "softmax", "lower", 1),
+    "road_least_relevant_first": MetricSpec("road", "ROADLeastRelevantFirst", "perturb", "softmax", "higher", 1),
+    "road_most_relevant_first_average": MetricSpec(
+        "road", "ROADMostRelevantFirstAverage", "perturb", "softmax", "lower", 4
+    ),
+    "road_least_relevant_first_average": MetricSpec(
+        "road", "ROADLeastRelevantFirstAverage", "perturb", "softmax", "higher", 4
+    ),
+    "road_combined": MetricSpec("road", "ROADCombined", "perturb", "softmax", "higher", 8),
+    "complexity": MetricSpec("arcc", "Complexity", "cams", "none", "lower", 0),
+    "coherency": MetricSpec("arcc", "Coherency", "base_method", "raw", "higher", 1),
+    "arcc": MetricSpec("arcc", "ARCC", "init_base_method", "raw", "higher", 9),
 }
 
 
@@ -141,18 +161,18 @@ def resolve_method(name: str) -> MethodSpec:
 # ----------------------------------------------------------------------------- metrics
 
 
-def available_metrics() -> dict[str, tuple[str, str, str]]:
+def available_metrics() -> dict[str, MetricSpec]:
     """The subset of ``METRICS`` the installed library provides."""
     import importlib
 
     out = {}
-    for name, (module, cls, how) in METRICS.items():
+    for name, spec in METRICS.items():
         try:
-            mod = importlib.import_module(f"pytorch_grad_cam.metrics.{module}")
+            mod = importlib.import_module(f"pytorch_grad_cam.metrics.{spec.module}")
         except ImportError:
             continue
-        if hasattr(mod, cls):
-            out[name] = (module, cls, how)
+        if hasattr(mod, spec.cls):
+            out[name] = spec
     return out
 
 
@@ -160,7 +180,7 @@ def resolve_metrics(names: list[str]) -> list[str]:
     """Canonical metric names for ``names`` (snake-case or class names, case-insensitive)."""
     table = available_metrics()
     lookup = {normalize(n): n for n in table}
-    lookup.update({normalize(cls): n for n, (_, cls, _) in table.items()})
+    lookup.update({normalize(spec.cls): n for n, spec in table.items()})
     out: list[str] = []
     for name in names:
         key = lookup.get(normalize(name))
@@ -181,8 +201,9 @@ def compute_metric(name: str, input_tensor: Any, cams: Any, targets: list[Any], 
 
     import numpy as np
 
-    module, cls_name, how = METRICS[name]
-    cls = getattr(importlib.import_module(f"pytorch_grad_cam.metrics.{module}"), cls_name)
+    spec = METRICS[name]
+    how = spec.how
+    cls = getattr(importlib.import_module(f"pytorch_grad_cam.metrics.{spec.module}"), spec.cls)
     if how == "cams":
         result = cls()(cams)
     elif how == "perturb":

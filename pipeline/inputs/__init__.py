@@ -1,0 +1,232 @@
+"""The run's input: a data set streamed through the model in batches (``input.*``).
+
+``build_inputs`` turns ``input.*`` into an ``Inputs``: the names, sources and labels of every
+item up front (cheap), and the items themselves only when a stage iterates ``batches()``: a
+torch ``DataLoader`` reads and preprocesses ``input.batch_size`` images at a time (with
+``input.workers`` processes), so a folder of any size never sits in memory. ``first()`` is the
+first batch, kept (summary, TensorBoard's graph and the layer probe use it); an input that fits
+in one batch is read once.
+
+An item is a dict: ``x`` (C, H, W) model input, ``rgb`` (3, H, W) in [0, 1] for drawing,
+``index`` (position in the data set), ``label`` (-1 when unknown) and optionally ``box``
+(x0, y0, x1, y1 in input pixels: where the object is, for CAM localisation metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Batch", "Inputs", "build_inputs", "check_input", "parse_shard"]
+
+
+@dataclass
+class Batch:
+    """Consecutive items of the data set, as the model sees them and as a person sees them."""
+
+    tensor: torch.Tensor  # (B, C, H, W) model input, on the run's device
+    rgb: np.ndarray  # (B, H, W, 3) float32 in [0, 1], same H×W as tensor
+    index: list[int]  # positions in the data set (after limit and shard)
+    names: list[str]  # unique, file-name-safe names
+    sources: list[str]  # where each item came from (a path or a description)
+    labels: list[int | None]  # known class of each item, else None
+    boxes: list[tuple[float, float, float, float] | None]  # object box (x0, y0, x1, y1), else None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass
+class Inputs:
+    """The data set of a run: what every item is called, and batches on demand."""
+
+    dataset: Any  # torch-style: __len__ and __getitem__ -> item dict (see the module docstring)
+    names: list[str]  # per item, unique and file-name safe
+    sources: list[str]
+    mean: list[float]  # normalisation used (for drawing)
+    std: list[float]
+    device: torch.device
+    batch_size: int = 32
+    workers: int = 0
+    files: list[Path] = field(default_factory=list)  # input files read (hashed in the manifest)
+    kind: str = ""
+    classes: list[str] | None = None  # label names of the data set (ImageFolder folders, ...)
+    invalid: dict[int, str] = field(default_factory=dict)  # index -> why the item is not finite
+    _first: Batch | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The first batch's model input (B, C, H, W)."""
+        return self.first().tensor
+
+    def first(self) -> Batch:
+        """The first batch (read once, kept)."""
+        if self._first is None:
+            self._first = next(self._stream(0, min(len(self), self.batch_size)))
+        return self._first
+
+    def batches(self, desc: str | None = None) -> Iterator[Batch]:
+        """Every batch in order; a bar (``desc``) on a terminal when there is more than one."""
+        if len(self) <= self.batch_size:
+            yield self.first()
+            return
+        from tqdm import tqdm
+
+        with tqdm(total=len(self), desc=desc, unit="img", leave=False, disable=None if desc else True) as bar:
+            for batch in self._stream(0, len(self)):
+                yield batch
+                bar.update(len(batch))
+
+    def _stream(self, start: int, stop: int) -> Iterator[Batch]:
+        import numpy as np
+        import torch
+        from torch.utils.data import DataLoader, Subset
+
+        subset = Subset(self.dataset, range(start, stop))
+        loader = DataLoader(subset, batch_size=self.batch_size, shuffle=False, num_workers=self.workers)
+        for items in loader:
+            index = [int(i) for i in items["index"]]
+            labels = [int(v) if int(v) >= 0 else None for v in items.get("label", [-1] * len(index))]
+            boxes: list[Any] = [None] * len(index)
+            if "box" in items:
+                boxes = [tuple(float(v) for v in b) if bool(torch.isfinite(b).all()) else None for b in items["box"]]
+            rgb = items["rgb"].permute(0, 2, 3, 1).numpy().astype(np.float32)  # (B, H, W, 3)
+            yield Batch(
+                tensor=items["x"].to(self.device),
+                rgb=rgb,
+                index=index,
+                names=[self.names[i] for i in index],
+                sources=[self.sources[i] for i in index],
+                labels=labels,
+                boxes=boxes,
+            )
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> (I, N) with 0 <= I < N; None for no sharding."""
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"input.shard '{text}' is not I/N (e.g. input.shard=0/4: the first of 4 slices)"
+        ) from exc
+    if not 0 <= i < n:
+        raise ConfigError(f"input.shard '{text}': I must be in 0..N-1 (e.g. 0/{max(n, 1)} .. {max(n, 1) - 1}/{max(n, 1)})")
+    return i, n
+
+
+def check_input(input_cfg: Any) -> None:
+    """The config-only rules of ``input.*`` (run by the precheck and the runner)."""
+    kind = str(getattr(input_cfg.kind, "value", input_cfg.kind))
+    if kind in ("image", "tensor") and not input_cfg.path:
+        what = "an image file, a folder or a glob" if kind == "image" else "a .pt or .npy file holding an N×C×H×W tensor"
+        raise ConfigError(f"input={kind} needs input.path ({what})")
+    for key in ("batch_size",):
+        if int(getattr(input_cfg, key)) < 1:
+            raise ConfigError(f"input.{key} must be >= 1, got {getattr(input_cfg, key)}")
+    if int(input_cfg.workers) < 0:
+        raise ConfigError(f"input.workers must be >= 0, got {input_cfg.workers}")
+    if input_cfg.limit is not None and int(input_cfg.limit) < 1:
+        raise ConfigError(f"input.limit must be >= 1 or null (all), got {input_cfg.limit}")
+    for key in ("resize", "crop"):
+        value = getattr(input_cfg, key)
+        if value is not None and int(value) <= 0:
+            raise ConfigError(f"input.{key} must be positive, got {value}")
+    for key in ("mean", "std"):
+        value = getattr(input_cfg, key)
+        if value is not None and len(value) not in (1, 3) and kind in ("photo", "image"):
+            raise ConfigError(f"input.{key} must have 1 or 3 values, got {list(value)}")
+    if input_cfg.std is not None and min(float(v) for v in input_cfg.std) <= 0:
+        raise ConfigError(f"input.std must be positive, got {list(input_cfg.std)}")
+    if kind == "random":
+        shape = [int(v) for v in input_cfg.shape]
+        if len(shape) != 4 or min(shape) <= 0:
+            raise ConfigError(f"input.shape must be 4 positive ints N,C,H,W; got {shape}")
+    parse_shard(input_cfg.shard)
+
+
+def select(count: int, input_cfg: Any, what: str = "images") -> list[int]:
+    """The positions used: the first ``input.limit`` (said once when it cuts), then the shard."""
+    positions = list(range(count))
+    limit = input_cfg.limit
+    if limit is not None and count > int(limit):
+        log.warning(
+            "Using the first %d of %d %s (input.limit=%d; set input.limit=null for all of them)",
+            int(limit), count, what, int(limit),
+        )
+        positions = positions[: int(limit)]
+    shard = parse_shard(input_cfg.shard)
+    if shard is not None:
+        i, n = shard
+        m = len(positions)
+        positions = positions[(i * m) // n : ((i + 1) * m) // n]
+        if not positions:
+            raise ConfigError(f"input.shard={i}/{n} is empty: the data set has only {m} item(s)")
+    return positions
+
+
+class Reindexed:
+    """``dataset`` restricted to ``positions``, items renumbered 0..len-1 (``index``)."""
+
+    def __init__(self, dataset: Any, positions: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.positions = list(positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.dataset[self.positions[i]])
+        item["index"] = i
+        return item
+
+
+#: input kind -> builder(input_cfg, weights, seed, expected_channels) -> Inputs fields
+BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {}
+
+
+def builder(kind: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Register the function that builds ``input.kind=<kind>``."""
+
+    def wrap(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        BUILDERS[kind] = fn
+        return fn
+
+    return wrap
+
+
+def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, model: Any = None) -> Inputs:
+    """Build the data set named by ``input.*`` (nothing is read yet but names and small files)."""
+    from pipeline.inputs import sources  # noqa: F401 - registers the builders
+    from pipeline.errors import unknown_choice
+
+    check_input(input_cfg)
+    kind = str(getattr(input_cfg.kind, "value", input_cfg.kind))
+    if kind not in BUILDERS:
+        raise unknown_choice("input.kind", kind, BUILDERS)
+    fields = BUILDERS[kind](input_cfg, weights=weights, seed=seed, model=model)
+    inputs = Inputs(
+        device=device,
+        batch_size=int(input_cfg.batch_size),
+        workers=int(input_cfg.workers),
+        kind=kind,
+        **fields,
+    )
+    log.debug("Input: %s, %d item(s), batches of %d", kind, len(inputs), inputs.batch_size)
+    return inputs

@@ -1,0 +1,140 @@
+"""Image files: find them, read any format as RGB, preprocess like torchvision's presets."""
+
+from __future__ import annotations
+
+import glob
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ConfigError, VizpipeError, closest_first
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def bundled_photo() -> Path:
+    """matplotlib's bundled ``sample_data/grace_hopper.jpg``."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    if not path.is_file():
+        raise VizpipeError(
+            f"The bundled photo {path} is missing from this matplotlib install; use input=image input.path=..."
+        )
+    return path
+
+
+def find_images(spec: str) -> list[Path]:
+    """Image files named by a file, a folder (recursively) or a glob, sorted by path."""
+    p = Path(spec).expanduser()
+    if any(ch in spec for ch in "*?["):
+        files = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
+        if not files:
+            raise ConfigError(f"input.path glob '{spec}' matched no file; check the pattern (quote it in the shell)")
+        return files
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ConfigError(
+                f"input.path folder '{spec}' holds no image; supported extensions: {', '.join(IMAGE_EXTENSIONS)}"
+            )
+        return files
+    if p.is_file():
+        return [p]
+    parent = p.parent if str(p.parent) else Path(".")
+    near: list[str] = []
+    if parent.is_dir():
+        near = closest_first(p.name, [f.name for f in parent.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS])[:3]
+    hint = f"; did you mean {', '.join(repr(str(parent / n)) for n in near)}?" if near else "."
+    raise ConfigError(f"input.path '{spec}' does not exist{hint} Give an image file, a folder of images or a glob")
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """Read any image as (H, W, 3) uint8 RGB: grayscale, RGBA, palette and 16-bit converted."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F") or im.mode.startswith("I;16"):
+                arr = np.asarray(im, dtype=np.float64)
+                hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+                arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                return np.repeat(arr[..., None], 3, axis=2) if arr.ndim == 2 else arr[..., :3]
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except UnidentifiedImageError as exc:
+        raise ConfigError(
+            f"input file '{path}' is not an image PIL can read (corrupt, or not an image despite its name)"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ConfigError(f"input file '{path}' could not be decoded ({exc}); it may be truncated or corrupt") from exc
+
+
+def preprocessing(input_cfg: Any, weights: Any) -> dict[str, Any]:
+    """Resolve resize/crop/mean/std/interpolation: config value, else the weights', else ImageNet's."""
+    base: dict[str, Any] = {
+        "resize": 256,
+        "crop": 224,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "interpolation": "bilinear",
+    }
+    if weights is not None:
+        t = weights.transforms()
+        base.update(
+            resize=int(t.resize_size[0]),
+            crop=int(t.crop_size[0]),
+            mean=[float(v) for v in t.mean],
+            std=[float(v) for v in t.std],
+            interpolation=t.interpolation.value,
+        )
+    for key in ("resize", "crop", "mean", "std", "interpolation"):
+        value = getattr(input_cfg, key, None)
+        if value is not None:
+            base[key] = [float(v) for v in value] if key in ("mean", "std") else getattr(value, "value", value)
+    return base
+
+
+def preprocess(rgb_u8: np.ndarray, prep: dict[str, Any]) -> tuple[Any, Any]:
+    """Resize (shorter side), centre-crop, scale to [0, 1]: returns (normalised CHW, rgb CHW).
+
+    Same order as torchvision's ``ImageClassification`` preset: resize and crop the uint8 image,
+    convert to float, normalise.
+    """
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    t = torch.from_numpy(rgb_u8).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+    t = F.resize(t, [int(prep["resize"])], interpolation=InterpolationMode(str(prep["interpolation"])), antialias=True)
+    t = F.center_crop(t, [int(prep["crop"])])
+    rgb = t.float() / 255.0
+    mean = torch.tensor(prep["mean"]).view(-1, 1, 1)
+    std = torch.tensor(prep["std"]).view(-1, 1, 1)
+    return (rgb - mean) / std, rgb
+
+
+class ImageFiles:
+    """A torch-style data set of image files, preprocessed on access (DataLoader workers welcome)."""
+
+    def __init__(self, files: list[Path], prep: dict[str, Any], labels: list[int] | None = None) -> None:
+        self.files = files
+        self.prep = prep
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        x, rgb = preprocess(load_rgb(self.files[i]), self.prep)
+        return {"x": x, "rgb": rgb, "index": i, "label": -1 if self.labels is None else self.labels[i]}

@@ -1,0 +1,160 @@
+"""The built-in input kinds: the bundled photo, image files, a tensor file, a random batch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.errors import ConfigError
+from pipeline.inputs import Reindexed, builder, select
+from pipeline.inputs.images import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, bundled_photo, find_images, preprocessing
+from pipeline.names import unique_slugs
+
+log = logging.getLogger(__name__)
+
+
+class TensorItems:
+    """Items of an in-memory (N, C, H, W) tensor and its (N, 3, H, W) drawing."""
+
+    def __init__(self, x: torch.Tensor, rgb: torch.Tensor) -> None:
+        self.x, self.rgb = x, rgb
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"x": self.x[i], "rgb": self.rgb[i], "index": i, "label": -1}
+
+
+def first_conv_channels(model: Any) -> int | None:
+    """Input channels of the model's first conv layer, if any."""
+    from torch import nn
+
+    if model is None:
+        return None
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return int(m.in_channels)
+    return None
+
+
+def drawable(x: torch.Tensor, mean: list[float], std: list[float], normalized: bool) -> torch.Tensor:
+    """(N, C, H, W) model input -> (N, 3, H, W) in [0, 1] for drawing (un-normalised if needed)."""
+    x = x.detach().float().cpu()
+    c = x.shape[1]
+    if normalized:
+        m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        if m.shape[1] not in (1, c):
+            m, s = m[:, :1], s[:, :1]
+        x = x * s + m
+    rgb = torch.nan_to_num(x, nan=0.0).clamp(0, 1)
+    if c == 1:
+        rgb = rgb.repeat(1, 3, 1, 1)
+    elif c != 3:
+        rgb = rgb[:, :3] if c > 3 else rgb[:, :1].repeat(1, 3, 1, 1)
+    return rgb.contiguous()
+
+
+def _files_fields(files: list[Path], input_cfg: Any, weights: Any) -> dict[str, Any]:
+    prep = preprocessing(input_cfg, weights)
+    names = unique_slugs([f.stem for f in files], ids=[str(f) for f in files])
+    positions = select(len(files), input_cfg)
+    chosen = [files[i] for i in positions]
+    return {
+        "dataset": Reindexed(ImageFiles(files, prep), positions),
+        "names": [names[i] for i in positions],
+        "sources": [str(f) for f in chosen],
+        "mean": list(prep["mean"]),
+        "std": list(prep["std"]),
+        "files": chosen,
+    }
+
+
+@builder("photo")
+def photo(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, Any]:
+    """matplotlib's bundled grace_hopper.jpg."""
+    return _files_fields([bundled_photo()], input_cfg, weights)
+
+
+@builder("image")
+def images(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, Any]:
+    """Image files: ``input.path`` is a file, a folder (searched recursively) or a glob."""
+    return _files_fields(find_images(str(input_cfg.path)), input_cfg, weights)
+
+
+def _check_channels(x: torch.Tensor, input_cfg: Any, model: Any, where: str) -> None:
+    expected = first_conv_channels(model)
+    if expected is not None and x.shape[1] != expected:
+        raise ConfigError(
+            f"input tensor{where} has {x.shape[1]} channels (shape {tuple(x.shape)}) but the model's first conv "
+            f"expects {expected}; give an N×{expected}×H×W tensor"
+        )
+    for key in ("mean", "std"):
+        values = getattr(input_cfg, key, None)
+        if values is not None and len(values) not in (1, x.shape[1]):
+            raise ConfigError(
+                f"input.{key} has {len(values)} values {list(values)} but the input has {x.shape[1]} channels; "
+                f"give 1 or {x.shape[1]} values"
+            )
+
+
+def _tensor_fields(x: torch.Tensor, names: list[str], sources: list[str], input_cfg: Any, normalized: bool) -> dict[str, Any]:
+    mean = [float(v) for v in input_cfg.mean] if input_cfg.mean is not None else IMAGENET_MEAN
+    std = [float(v) for v in input_cfg.std] if input_cfg.std is not None else IMAGENET_STD
+    positions = select(int(x.shape[0]), input_cfg, "tensor items")
+    x = x[positions]
+    invalid = {
+        i: "non-finite (NaN/inf) values" for i in range(x.shape[0]) if not bool(torch.isfinite(x[i]).all())
+    }
+    return {
+        "dataset": TensorItems(x, drawable(x, mean, std, normalized)),
+        "names": [names[i] for i in positions],
+        "sources": [sources[i] for i in positions],
+        "mean": mean,
+        "std": std,
+        "invalid": invalid,
+    }
+
+
+@builder("tensor")
+def tensor_file(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, Any]:
+    """A ``.pt`` (``torch.save``, loaded with ``weights_only=True``) or ``.npy`` N×C×H×W tensor."""
+    p = Path(str(input_cfg.path)).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"input.path '{input_cfg.path}' does not exist; give a .pt or .npy file")
+    try:
+        if p.suffix.lower() == ".npy":
+            x = torch.from_numpy(np.load(p, allow_pickle=False))
+        else:
+            x = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"input.path '{p}' could not be read as a tensor file (.pt via weights_only torch.load, or .npy): {exc}"
+        ) from exc
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(f"input.path '{p}' holds a {type(x).__name__}, not a tensor")
+    if x.ndim != 4:
+        raise ConfigError(f"input tensor '{p}' has shape {tuple(x.shape)} (rank {x.ndim}); expected rank 4: N×C×H×W")
+    x = x.float()
+    _check_channels(x, input_cfg, model, f" '{input_cfg.path}'")
+    n = int(x.shape[0])
+    stem = p.stem
+    names = unique_slugs([f"{stem}_{i}" for i in range(n)] if n > 1 else [stem])
+    fields = _tensor_fields(x, names, [f"{p}[{i}]" for i in range(n)], input_cfg, bool(input_cfg.normalized))
+    fields["files"] = [p]
+    return fields
+
+
+@builder("random")
+def random_batch(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, Any]:
+    """A seeded standard-normal batch of ``input.shape`` (a normalised input)."""
+    shape = [int(v) for v in input_cfg.shape]
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(int(seed)))
+    _check_channels(x, input_cfg, model, "")
+    names = [f"random_{i}" for i in range(shape[0])]
+    return _tensor_fields(x, names, [f"randn(seed={seed})[{i}]" for i in range(shape[0])], input_cfg, True)

@@ -1,0 +1,101 @@
+"""CAM stage: class activation maps with pytorch-grad-cam (seed §2.3), any method, layer and class.
+
+Seed::
+
+    cam = GradCAM(model=model, target_layers=[model.features[-1]])
+    grayscale_cam = cam(input_tensor=img_tensor, targets=[ClassifierOutputTarget(200)])
+    cam_img = show_cam_on_image(rgb_img, grayscale_cam[0], use_rgb=True)
+
+Here: ``cam.method`` names any CAM class the installed library exports (``methods.py``),
+``cam.layer`` is ``auto``, a name or a list (``layers.py``; ViT/Swin reshapes inferred),
+``cam.target_class`` is null (each image's top-1), an index, a name or a list. The data set is
+streamed; per batch one forward pass serves every class (``adapter.py``), and each map's overlay,
+heatmap and raw ``.npy`` are written at once (``compute.py``, ``render.py``); ``cam/cam.json``
+(``record.py``) holds top-5 predictions, targets, scores, metrics and per-class aggregates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List
+
+from pipeline.stage import Stage, StageResult
+
+if TYPE_CHECKING:
+    from pipeline.context import RunContext
+    from stages.cam.plan import CamPlan
+
+
+@dataclass
+class CamConfig:
+    """``cam.*``: class activation maps via pytorch-grad-cam (seed §2.3)."""
+
+    # CAM method, case-insensitive, with aliases: gradcam, gradcam++, scorecam, eigencam, ...
+    method: str = "gradcam"
+    # auto | a dotted layer name (or a glob, type:X, blocks) | a list of names (one averaged map).
+    layer: Any = "auto"
+    # null (each image's top-1 prediction) | an int | a list of ints (one map each) | a class name.
+    target_class: Any = None
+    # With several layers, also write one map per layer.
+    per_layer: bool = False
+    # Test-time augmentation smoothing (library option; 6× slower).
+    aug_smooth: bool = False
+    # First principal component smoothing (library option).
+    eigen_smooth: bool = False
+    # Batch size of the perturbation passes of ScoreCAM / AblationCAM / SESS (>= 1).
+    batch_size: int = 32
+    # The method's own constructor arguments, checked against its signature
+    # (e.g. {base_method: gradcam} for RefineCAM/FinerCAM, {k: 2} for FEM).
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    # CAM metrics recorded per map, e.g. [confidence_change, road_most_relevant_first].
+    metrics: List[str] = field(default_factory=list)
+    # Pointing game tolerance: the box grows by this fraction of the image side (0..0.5).
+    pointing_tolerance: float = 0.03
+    # Weight of the image in the overlay (show_cam_on_image's image_weight), 0..1.
+    image_weight: float = 0.5
+    # Freeze parameter gradients during CAM (faster, identical maps; see stages/cam/adapter.py).
+    freeze_params: bool = True
+
+
+class CamStage(Stage):
+    """Class activation maps for the configured method, layers and classes."""
+
+    name = "cam"
+    title = "Class activation maps"
+    config = CamConfig
+    order = 40
+
+    def __init__(self) -> None:
+        self.plan: CamPlan | None = None
+
+    def check(self, settings: CamConfig, cfg: Any) -> None:
+        """Method, metrics, kwargs, numbers and value types, before the model is built."""
+        from stages.cam.plan import check_settings
+
+        check_settings(settings)
+
+    def validate(self, ctx: RunContext, settings: CamConfig) -> None:
+        """Resolve the layers and classes against the model before any stage runs."""
+        from stages.cam.plan import make_plan
+
+        self.plan = make_plan(ctx, settings)
+
+    def run(self, ctx: RunContext, settings: CamConfig) -> StageResult:
+        """Stream the data set: compute and write every map, then cam.json."""
+        from stages.cam.compute import collect
+        from stages.cam.plan import make_plan
+        from stages.cam.render import MapWriter, document, result
+
+        plan = self.plan or make_plan(ctx, settings)
+        images, passes, seconds = collect(ctx, settings, plan, MapWriter(ctx, float(settings.image_weight)))
+        doc = document(ctx, settings, plan, images, passes, seconds)
+        bad = sum(not m.valid for img in images for m in img.maps)
+        if bad:
+            why = (
+                f"the model has non-finite parameters ({', '.join(ctx.nonfinite_params[:3])})"
+                if ctx.nonfinite_params
+                else "non-finite values in the input or the map"
+            )
+            total = sum(len(img.maps) for img in images)
+            ctx.warn(f"CAM: {bad} of {total} map(s) are invalid ({why}); they are marked valid=false")
+        return result(ctx, doc)

@@ -1,0 +1,284 @@
+"""Compute the maps, batch by batch, and write each image's files as soon as its maps exist.
+
+One ``CamRunner`` per layer group holds the library's object and hooks for the whole stream;
+per batch it returns the maps of every class set (``stages.cam.adapter``), the configured
+metrics run on them while the CAM object exists, and ``write_maps`` saves the overlay, heatmap
+and raw ``.npy`` of each map. Only small per-map rows stay in memory (``CamImage``).
+
+Localisation metrics (data sets that know where the object is, e.g. ``input=shapes``):
+
+* ``pointing_game``: 1 when the map's maximum lies inside the object's box grown by
+  ``cam.pointing_tolerance`` × the image side on every edge, else 0 (Zhang et al., 2016);
+* ``energy_in_box``: the fraction of the map's mass (sum of its values) inside the box
+  (the "energy-based pointing game" of Score-CAM, Wang et al., 2020).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.files import finite
+from pipeline.names import slug
+from stages.cam.adapter import CamRunner, quiet_library_bars
+from stages.cam.methods import METRICS, compute_metric
+from stages.cam.plan import CamPlan, is_method
+from stages.cam.record import CamImage, CamMap, Prediction
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.context import RunContext
+    from pipeline.inputs import Batch
+
+log = logging.getLogger(__name__)
+
+#: ScoreCAM builds an (N, C, 3, H, W) tensor of masked inputs; images are split to stay below this.
+SCORECAM_MAX_BYTES = 1 << 30
+LOCALISATION = ("pointing_game", "energy_in_box")
+
+
+def file_stem(label: str, target: int, target_name: str | None) -> str:
+    """``<layer>__<class>[_<class name>]``, every part through ``slug``."""
+    stem = f"{slug(label)}__{int(target)}"
+    return f"{stem}_{slug(target_name, max_len=60)}" if target_name else stem
+
+
+def localisation(cam: np.ndarray, box: tuple[float, float, float, float], tolerance: float) -> dict[str, float | None]:
+    """Pointing game and energy in box of one (H, W) map for an object box (x0, y0, x1, y1)."""
+    h, w = cam.shape
+    if not np.isfinite(cam).all():
+        return {"pointing_game": None, "energy_in_box": None}
+    x0, y0, x1, y1 = box
+    pad = tolerance * max(h, w)
+    y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    cx, cy = x + 0.5, y + 0.5  # the pixel's centre
+    hit = (x0 - pad) <= cx <= (x1 + pad) and (y0 - pad) <= cy <= (y1 + pad)
+    inside = np.zeros_like(cam, dtype=bool)
+    inside[max(0, math.floor(y0)) : min(h, math.ceil(y1)), max(0, math.floor(x0)) : min(w, math.ceil(x1))] = True
+    total = float(cam.sum(dtype=np.float64))
+    energy = float(cam[inside].sum(dtype=np.float64)) / total if total > 0 else None
+    return {"pointing_game": float(hit), "energy_in_box": energy}
+
+
+def metric_targets(name: str, classes: list[int], ctx: RunContext) -> list[Any]:
+    """Targets for metric ``name`` by the library's convention (``MetricSpec.target``)."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+
+    softmax = METRICS[name].target == "softmax" and ctx.num_classes > 1 and not ctx.outputs_are_probabilities
+    cls = ClassifierOutputSoftmaxTarget if softmax else ClassifierOutputTarget
+    return [cls(int(c)) for c in classes]
+
+
+def metric_target_text(name: str, ctx: RunContext) -> str:
+    """What metric ``name``'s targets score, for ``cam.json``."""
+    kind = METRICS[name].target
+    if kind == "none":
+        return "the map alone"
+    if kind == "softmax" and ctx.num_classes > 1 and not ctx.outputs_are_probabilities:
+        return "softmax probability of the target class (ClassifierOutputSoftmaxTarget)"
+    return "raw output of the target class (ClassifierOutputTarget)"
+
+
+def _chunk(plan: CamPlan, layers: list[Any], x: torch.Tensor) -> int:
+    """Images per library call: all, except ScoreCAM when its N×C×3×H×W tensor would be huge."""
+    n = int(x.shape[0])
+    if not is_method(plan.method, "ScoreCAM"):
+        return n
+    per_image = max(layer.layout.channels for layer in layers) * x[0].numel() * x.element_size()
+    return max(1, min(n, SCORECAM_MAX_BYTES // max(per_image, 1)))
+
+
+@contextlib.contextmanager
+def perturbation_bar(ctx: RunContext, runner: CamRunner, label: str, calls: int) -> Iterator[Any]:
+    """ScoreCAM/AblationCAM: state the forward passes up front, show one bar, count them.
+
+    Yields a function returning the passes counted so far (0 for other methods).
+    """
+    spec, layers, settings = runner.spec, runner.layers, runner.settings
+    if not spec.perturbation:
+        yield lambda: 0
+        return
+    from tqdm import tqdm
+
+    n = len(ctx.inputs)
+    bs = int(settings.batch_size)
+    tta = len(list(runner.obj.tta_transforms)) if settings.aug_smooth else 1
+    ablation = 1 if is_method(spec, "AblationCAM") else 0  # its own forward per layer, to cache activations
+    batches = math.ceil(n / ctx.inputs.batch_size)
+    per_call = batches + sum(ablation * batches + n * math.ceil(layer.layout.channels / bs) for layer in layers)
+    expected = per_call * tta * calls
+    channels = ", ".join(f"{layer.name}: {layer.layout.channels}" for layer in layers)
+    log.info(
+        "%s on %s: about %d forward passes to run (%d class set(s) x %d image(s) x ceil(channels / "
+        "cam.batch_size %d)%s; channels %s)",
+        spec.name, label, expected, calls, n, bs, f" x {tta} augmentations" if tta > 1 else "", channels,
+    )
+    bar = tqdm(total=expected, desc=f"{spec.name} {label}", unit="pass", leave=False, disable=None)
+    count = [0]
+
+    def on_forward(module: Any, args: object, output: object) -> None:
+        count[0] += 1
+        bar.update(1)
+
+    handle = ctx.model.register_forward_hook(on_forward)
+    try:
+        with quiet_library_bars():
+            yield lambda: count[0]
+    finally:
+        handle.remove()
+        bar.close()
+        log.debug("%s on %s: %d forward passes done", spec.name, label, count[0])
+
+
+def announce_metrics(ctx: RunContext, plan: CamPlan, maps_per_image: int) -> None:
+    """State what the metrics will cost before running them (ROAD's imputation is the slow part)."""
+    if not plan.metrics:
+        return
+    n = len(ctx.inputs) * maps_per_image
+    passes = sum(METRICS[m].forwards for m in plan.metrics)
+    road = [m for m in plan.metrics if m.startswith("road") or m == "arcc"]
+    log.info(
+        "cam.metrics %s on %d map(s): about %d extra forward pass(es) per map batch%s",
+        ", ".join(plan.metrics), n, passes,
+        f"; {', '.join(road)} impute every image per percentile (slow on a CPU: ~0.3-1 s per image)" if road else "",
+    )
+
+
+def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[list[CamImage], int, float]:
+    """Every map of every image: (images with their map rows, forward passes, seconds).
+
+    ``write(batch, i, row, cam)`` is called for each map as soon as it is computed
+    (``stages.cam.render.MapWriter``): it saves the files and returns ``row`` with their paths.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from pipeline.hooks import preserved
+
+    n = len(ctx.inputs)
+    images: dict[int, CamImage] = {}
+    spec = plan.method
+    classes_given = plan.classes
+    # per-layer maps come from the averaged call when the library allows (same numbers)
+    capture = len(plan.groups) > 1 and not spec.meta and not settings.aug_smooth and not plan.metrics
+    runner_groups = plan.groups[:1] if capture else plan.groups
+    n_sets = 1 if classes_given is None else len(classes_given)
+    announce_metrics(ctx, plan, n_sets * len(plan.groups))
+    log.debug(
+        "CAM <%s> on %s, layer(s) %s, %s, %d image(s)", spec.name, ctx.model_name, plan.label,
+        "top-1 class of each image" if classes_given is None else f"class(es) {classes_given}", n,
+    )
+    t0 = time.perf_counter()
+    passes = 0
+    metric_bar = tqdm(total=len(plan.metrics) * n * n_sets * len(runner_groups), desc="cam.metrics",
+                      unit="map", leave=False, disable=None if plan.metrics else True)
+    with preserved(ctx.model), metric_bar:
+        for label, layers in runner_groups:
+            with CamRunner(ctx.model, settings, spec, layers, kwargs=plan.kwargs, capture=capture) as runner:
+                with perturbation_bar(ctx, runner, label, n_sets) as counter:
+                    for batch in ctx.inputs.batches(f"cam {label}" if len(runner_groups) > 1 else "cam"):
+                        step = _chunk(plan, layers, batch.tensor)
+                        for s in range(0, len(batch), step):
+                            part = _slice(batch, s, s + step)
+                            logits = None
+                            if not runner.one_forward:
+                                with torch.no_grad():
+                                    from pipeline.layers import model_output
+
+                                    logits = model_output(ctx.model(part.tensor)).detach().float().cpu()
+                            sets = None if classes_given is None else [[c] * len(part) for c in classes_given]
+                            logits, results = runner.maps(part.tensor, sets, logits)
+                            if sets is None:
+                                sets = [logits.argmax(dim=1).tolist()]
+                            _record(ctx, settings, plan, runner, part, logits, sets, results, label, images, write,
+                                    metric_bar)
+                    passes += counter()
+    seconds = time.perf_counter() - t0
+    log.debug("CAM <%s>: %d image(s) in %.2fs%s", spec.name, n, seconds, f", {passes} forward passes" if passes else "")
+    return [images[i] for i in sorted(images)], passes, seconds
+
+
+def _slice(batch: Batch, start: int, stop: int) -> Batch:
+    from dataclasses import replace
+
+    if start == 0 and stop >= len(batch):
+        return batch
+    return replace(
+        batch,
+        tensor=batch.tensor[start:stop],
+        rgb=batch.rgb[start:stop],
+        index=batch.index[start:stop],
+        names=batch.names[start:stop],
+        sources=batch.sources[start:stop],
+        labels=batch.labels[start:stop],
+        boxes=batch.boxes[start:stop],
+    )
+
+
+def _record(
+    ctx: RunContext,
+    settings: Any,
+    plan: CamPlan,
+    runner: CamRunner,
+    batch: Batch,
+    logits: torch.Tensor,
+    sets: list[list[int]],
+    results: list[tuple[np.ndarray, list[np.ndarray] | None]],
+    label: str,
+    images: dict[int, CamImage],
+    write: Any,
+    metric_bar: Any,
+) -> None:
+    """Metrics and localisation for the batch's maps, then write them and keep their rows."""
+    probs = ctx.probabilities(logits)
+    top5 = ctx.top_k(5, logits)
+    layers = [layer for _, group in plan.groups[1:] for layer in group] if len(plan.groups) > 1 else []
+    for i, index in enumerate(batch.index):
+        if index not in images:
+            bad = index in ctx.inputs.invalid
+            images[index] = CamImage(
+                name=batch.names[i],
+                source=batch.sources[i],
+                top5=[Prediction(r["class"], r["name"], None if bad else r["prob"]) for r in top5[i]],
+                maps=[],
+                label=batch.labels[i],
+                box=list(batch.boxes[i]) if batch.boxes[i] is not None else None,
+                valid=not bad,
+            )
+    for classes, (maps, per_layer) in zip(sets, results, strict=True):
+        scores: dict[str, np.ndarray] = {}
+        if plan.metrics:
+            safe = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+            for name in plan.metrics:
+                targets = metric_targets(name, classes, ctx)
+                scores[name] = compute_metric(name, batch.tensor, safe, targets, ctx.model, runner.obj)
+                metric_bar.update(len(batch))
+        kinds = [(label, maps)] + list(zip([x.name for x in layers], per_layer or [], strict=False))
+        for kind_label, kind_maps in kinds:
+            for i, index in enumerate(batch.index):
+                c = int(classes[i])
+                arr = kind_maps[i]
+                metrics = {k: finite(v[i]) for k, v in scores.items()} if kind_label == label else {}
+                if batch.boxes[i] is not None:
+                    metrics.update(localisation(arr, batch.boxes[i], float(settings.pointing_tolerance)))
+                valid = bool(not ctx.nonfinite_params and index not in ctx.inputs.invalid and np.isfinite(arr).all())
+                row = CamMap(
+                    layer=kind_label,
+                    target=c,
+                    target_name=ctx.class_name(c),
+                    score=finite(probs[i, c]) if valid else None,
+                    logit=finite(logits[i, c]),
+                    overlay="",
+                    heatmap="",
+                    npy="",
+                    metrics=metrics,
+                    valid=valid,
+                )
+                images[index].maps.append(write(batch, i, row, arr))

@@ -1,0 +1,161 @@
+"""What a CAM run will compute, resolved before any work: method, layers, classes, metrics.
+
+``check_settings`` holds the rules that need only the config (the precheck runs it before Hydra
+starts); ``make_plan`` resolves the rest against the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import ConfigError, unknown_choice
+from stages.cam.layers import CamLayer, LayoutReshape, resolve_cam_layers
+from stages.cam.methods import MethodSpec, resolve_method, resolve_metrics
+
+if TYPE_CHECKING:
+    from pipeline.context import RunContext
+
+#: constructor parameters vizpipe sets itself (not allowed in cam.kwargs)
+RESERVED = ("self", "model", "target_layers", "reshape_transform")
+
+
+@dataclass
+class CamPlan:
+    """Everything ``validate`` resolved: what ``run`` computes."""
+
+    method: MethodSpec
+    layers: list[CamLayer]  # resolved target layers, in the order given
+    classes: list[int] | None  # None = each image's top-1 prediction
+    metrics: list[str]  # canonical metric names
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the method's own constructor arguments
+    # one entry per map kind: (layer label, layers); the averaged group first, then per-layer ones
+    groups: list[tuple[str, list[CamLayer]]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The averaged map's layer label: ``layer4`` or ``layer3+layer4``."""
+        return "+".join(layer.name for layer in self.layers)
+
+
+def is_method(spec: MethodSpec, name: str) -> bool:
+    """True when the method is the library's class ``name`` or a subclass of it."""
+    return any(c.__name__ == name for c in spec.cls.__mro__)
+
+
+def method_kwargs(spec: MethodSpec, given: dict[str, Any]) -> dict[str, Any]:
+    """``cam.kwargs`` checked against the method's constructor; ``base_method`` names resolved."""
+    params = inspect.signature(spec.cls.__init__).parameters
+    allowed = [p for p in params if p not in RESERVED and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
+    out: dict[str, Any] = {}
+    for key, value in (given or {}).items():
+        if key not in allowed:
+            raise unknown_choice(
+                f"cam.kwargs key for {spec.name}",
+                key,
+                allowed or ["(none: this method takes no extra arguments)"],
+                hint="cam.kwargs are passed to the method's constructor",
+            )
+        if key == "base_method" and isinstance(value, str):
+            value = resolve_method(value).cls
+        out[key] = value
+    return out
+
+
+def check_settings(settings: Any) -> tuple[MethodSpec, list[str], dict[str, Any]]:
+    """The rules needing only the config: method, metrics, kwargs, numbers, target_class types."""
+    spec = resolve_method(settings.method)
+    if int(settings.batch_size) < 1:
+        raise ConfigError(f"cam.batch_size must be >= 1, got {settings.batch_size}")
+    if not 0.0 <= float(settings.image_weight) <= 1.0:
+        raise ConfigError(f"cam.image_weight must be in [0, 1] (show_cam_on_image), got {settings.image_weight}")
+    if not 0.0 <= float(settings.pointing_tolerance) < 0.5:
+        raise ConfigError(f"cam.pointing_tolerance must be in [0, 0.5), got {settings.pointing_tolerance}")
+    if settings.aug_smooth and not spec.accepts("aug_smooth"):
+        raise ConfigError(
+            f"cam.aug_smooth=true is not supported by {spec.name} (it takes no aug_smooth); set cam.aug_smooth=false"
+        )
+    metrics = resolve_metrics(list(settings.metrics or []))
+    kwargs = method_kwargs(spec, dict(settings.kwargs or {}))
+    layer = settings.layer
+    for v in layer if isinstance(layer, list | tuple) else [layer]:
+        if not isinstance(v, str) or not v.strip():
+            raise ConfigError(
+                f"Invalid value '{v}' for cam.layer: expected auto, a dotted layer name or a list of names, "
+                "e.g. cam.layer=layer4 or 'cam.layer=[layer3,layer4]'"
+            )
+    target = settings.target_class
+    items = list(target) if isinstance(target, list | tuple) else [target]
+    if isinstance(target, list | tuple) and not items:
+        raise ConfigError(
+            "cam.target_class is an empty list; use null (each image's top-1), an index or a list of indices"
+        )
+    for item in items if target is not None else []:
+        if isinstance(item, bool) or not isinstance(item, int | str):
+            raise ConfigError(
+                f"Invalid value '{item}' for cam.target_class: expected null (top-1), a class index, a class "
+                "name or a list of them, e.g. cam.target_class=207 or 'cam.target_class=[1,207]'"
+            )
+    return spec, metrics, kwargs
+
+
+def parse_target_class(
+    value: Any, num_classes: int, categories: list[str] | None, model_name: str
+) -> list[int] | None:
+    """``cam.target_class`` -> None (top-1) or a list of class indices, each checked against the model."""
+    if value is None:
+        return None
+    raw = list(value) if isinstance(value, list | tuple) else [value]
+    valid = f"valid: null (each image's top-1), an integer 0..{num_classes - 1} or a list of them"
+    out: list[int] = []
+    for item in raw:
+        if isinstance(item, str):
+            text = item.strip()
+            if text.lstrip("-").isdigit():
+                item = int(text)
+            elif categories:
+                lower = [c.lower() for c in categories]
+                hits = [i for i, c in enumerate(lower) if c == text.lower()]
+                if not hits:
+                    raise unknown_choice("class name for cam.target_class", text, categories, context=f"for {model_name}")
+                if len(hits) > 1:
+                    both = ", ".join(f"{i} ({categories[i]})" for i in hits)
+                    raise ConfigError(
+                        f"cam.target_class '{text}' names {len(hits)} classes of {model_name}: {both}; "
+                        f"give one index, e.g. cam.target_class={hits[0]}"
+                    )
+                item = hits[0]
+            else:
+                raise ConfigError(
+                    f"cam.target_class '{text}' is not a class index (this model's weights carry no class names; "
+                    f"set model.categories to use names); {valid}"
+                )
+        if not 0 <= item < num_classes:
+            raise ConfigError(f"cam.target_class {item} is out of range for {model_name} ({num_classes} classes); {valid}")
+        out.append(int(item))
+    return list(dict.fromkeys(out))
+
+
+def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
+    """Resolve method, layers, classes and metrics against the model; ``ConfigError`` if any is bad."""
+    spec, metrics, kwargs = check_settings(settings)
+    probe = ctx.probe()
+    classes = parse_target_class(settings.target_class, ctx.num_classes, ctx.categories, ctx.model_name)
+    layers = resolve_cam_layers(ctx.model, probe, settings.layer, ctx.blocks(), ctx.model_name)
+    LayoutReshape(layers)  # same-shape layers with different layouts fail here, before any work
+    for layer in layers:
+        if layer.layout.h * layer.layout.w == 1:
+            ctx.warn(
+                f"CAM layer '{layer.name}' has a 1×1 output for this input: its map is constant; "
+                "use an earlier layer or a larger input"
+            )
+    if is_method(spec, "FullGrad"):
+        ctx.warn("FullGrad ignores cam.layer: it uses the gradients of every conv/batch-norm bias")
+        layers = layers[:1]
+    plan = CamPlan(spec, layers, classes, metrics, kwargs)
+    label = "bias_layers" if is_method(spec, "FullGrad") else plan.label
+    plan.groups = [(label, layers)]
+    if settings.per_layer and len(layers) > 1:
+        plan.groups += [(layer.name, [layer]) for layer in layers]
+    return plan

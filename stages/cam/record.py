@@ -1,0 +1,94 @@
+"""``cam/cam.json``: the CAM stage's typed document, written and read through these dataclasses.
+
+``CamDoc.load(path)`` reads a ``cam.json`` back (unknown or missing keys are an error), so tests
+and tools check it through the same types the stage writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.stage import from_dict
+
+__all__ = ["CamDoc", "CamImage", "CamMap", "ClassSummary", "Prediction"]
+
+
+@dataclass
+class Prediction:
+    """One of an image's top-5 predictions."""
+
+    class_index: int
+    name: str | None
+    prob: float | None  # None: the model's output is not a finite number
+
+
+@dataclass
+class CamMap:
+    """One map: an image × layer (group) × target class."""
+
+    layer: str  # the layer, or "a+b" for a map averaged over several layers
+    target: int
+    target_name: str | None
+    score: float | None  # the model's probability of ``target`` for this image
+    logit: float | None  # its raw output
+    overlay: str  # run-relative paths of the files written for this map
+    heatmap: str
+    npy: str
+    metrics: dict[str, float | None] = field(default_factory=dict)  # cam.metrics + localisation
+    valid: bool = True  # False: the map or the model holds NaN/inf
+
+
+@dataclass
+class CamImage:
+    """One input image with its predictions and maps."""
+
+    name: str  # the unique output name (folder cam/<name>/)
+    source: str  # where it came from (a path, or a description)
+    top5: list[Prediction]
+    maps: list[CamMap]
+    label: int | None = None  # the known class (data sets with labels), else None
+    box: list[float] | None = None  # the object's box x0, y0, x1, y1 in input pixels, if known
+    valid: bool = True  # False: the input holds NaN/inf
+
+
+@dataclass
+class ClassSummary:
+    """Aggregates over the images of one class (the label when known, else the top-1 class)."""
+
+    class_index: int
+    name: str | None
+    count: int
+    top1_accuracy: float | None  # None when labels are unknown
+    mean_score: float | None
+    metrics: dict[str, float | None] = field(default_factory=dict)  # means of each map metric
+
+
+@dataclass
+class CamDoc:
+    """Everything the CAM stage computed (``cam/cam.json``)."""
+
+    method: str  # the library's class name, e.g. GradCAM
+    method_key: str  # vizpipe's canonical key, e.g. gradcam
+    layers: list[str]
+    targets: Any  # cam.target_class as configured (null = each image's top-1)
+    reshape: dict[str, str]  # layer -> how its output became maps
+    metric_targets: dict[str, str]  # metric -> what it scores (softmax probability / raw output)
+    images: list[CamImage]
+    classes: list[ClassSummary] = field(default_factory=list)
+    means: dict[str, float | None] = field(default_factory=dict)  # over every valid map
+    grouped_by: str = "top-1 class"  # what ``classes`` groups by: "label" or "top-1 class"
+    seconds: float = 0.0
+    forward_passes: int = 0
+
+    def to_json(self) -> str:
+        """The JSON text written to ``cam.json`` (NaN/inf are refused: the stage writes None)."""
+        return json.dumps(dataclasses.asdict(self), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def load(cls, path: Path | str) -> CamDoc:
+        """Read a ``cam.json`` into the record (unknown or missing keys raise)."""
+        return from_dict(cls, json.loads(Path(path).read_text(encoding="utf-8")))

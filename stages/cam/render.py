@@ -1,0 +1,200 @@
+"""Write each map's files as it is computed, then ``cam.json`` and the stage's record.
+
+Per image × layer × class: ``cam/<image>/<layer>__<class>[_<name>]`` + ``_overlay.png``
+(``show_cam_on_image`` on the un-normalised image), ``_heatmap.png`` (the map through OpenCV's
+JET colormap, as ``show_cam_on_image`` colours it) and ``.npy`` (float32 H×W, the library's
+output).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.stage import Picture, Scalar, StageResult, Table
+from stages.cam.compute import LOCALISATION, file_stem
+from stages.cam.methods import METRICS
+from stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
+
+if TYPE_CHECKING:
+    from pipeline.context import RunContext
+    from pipeline.inputs import Batch
+    from stages.cam.plan import CamPlan
+
+log = logging.getLogger(__name__)
+
+#: images whose maps are listed as pictures in the record (the report's and TensorBoard's sample)
+SAMPLE_IMAGES = 32
+
+
+def heatmap_rgb(mask: np.ndarray) -> np.ndarray:
+    """(H, W) map in [0, 1] -> (H, W, 3) uint8 RGB through OpenCV's JET colormap."""
+    import cv2
+
+    return cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+class MapWriter:
+    """Saves one map's overlay, heatmap and array; returns its row with the paths."""
+
+    def __init__(self, ctx: RunContext, image_weight: float) -> None:
+        self.ctx = ctx
+        self.image_weight = image_weight
+
+    def __call__(self, batch: Batch, i: int, row: CamMap, cam: np.ndarray) -> CamMap:
+        """Write the files of map ``cam`` (H, W) of image ``i`` of ``batch``."""
+        from pytorch_grad_cam.utils.image import show_cam_on_image
+
+        from pipeline.render import save_png
+
+        stem = file_stem(row.layer, row.target, row.target_name)
+        rel = f"cam/{batch.names[i]}/{stem}"
+        np.save(self.ctx.claim(f"{rel}.npy"), cam.astype(np.float32))
+        mask = np.clip(np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        rgb = np.asarray(batch.rgb[i], dtype=np.float32)  # (H, W, 3) in [0, 1]
+        overlay = show_cam_on_image(rgb, mask, use_rgb=True, image_weight=self.image_weight)
+        save_png(self.ctx.claim(f"{rel}_overlay.png"), overlay)
+        save_png(self.ctx.claim(f"{rel}_heatmap.png"), heatmap_rgb(mask))
+        return replace(row, overlay=f"{rel}_overlay.png", heatmap=f"{rel}_heatmap.png", npy=f"{rel}.npy")
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite_values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite_values)) if finite_values else None
+
+
+def summarize(ctx: RunContext, images: list[CamImage]) -> tuple[list[ClassSummary], dict[str, float | None], str]:
+    """Per class (the label when every image has one, else the top-1 class) and overall means."""
+    labelled = bool(images) and all(img.label is not None for img in images)
+    groups: dict[int, list[CamImage]] = {}
+    for img in images:
+        key = img.label if labelled else (img.top5[0].class_index if img.top5 else -1)
+        groups.setdefault(int(key), []).append(img)
+    names = sorted({k for img in images for m in img.maps for k in m.metrics})
+    out = []
+    for cls in sorted(groups):
+        members = groups[cls]
+        maps = [m for img in members for m in img.maps if m.valid]
+        accuracy = None
+        if labelled:
+            accuracy = float(np.mean([bool(img.top5) and img.top5[0].class_index == img.label for img in members]))
+        out.append(
+            ClassSummary(
+                class_index=cls,
+                name=ctx.class_name(cls),
+                count=len(members),
+                top1_accuracy=accuracy,
+                mean_score=_mean([m.score for m in maps]),
+                metrics={k: _mean([m.metrics.get(k) for m in maps]) for k in names},
+            )
+        )
+    valid = [m for img in images for m in img.maps if m.valid]
+    means = {"score": _mean([m.score for m in valid])}
+    means.update({k: _mean([m.metrics.get(k) for m in valid]) for k in names})
+    if labelled:
+        means["top1_accuracy"] = float(np.mean([img.top5[0].class_index == img.label for img in images]))
+    return out, means, "label" if labelled else "top-1 class"
+
+
+def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImage], passes: int,
+             seconds: float) -> CamDoc:
+    """The ``cam.json`` record."""
+    classes, means, grouped_by = summarize(ctx, images)
+    fullgrad = plan.groups[0][0] == "bias_layers"
+    names = list(plan.metrics) + [k for k in LOCALISATION if k in means]
+    metric_targets = {}
+    from stages.cam.compute import metric_target_text
+
+    for name in names:
+        metric_targets[name] = metric_target_text(name, ctx) if name in METRICS else "the object's box"
+    return CamDoc(
+        method=plan.method.name,
+        method_key=plan.method.key,
+        layers=["bias_layers"] if fullgrad else [layer.name for layer in plan.layers],
+        targets=settings.target_class,
+        reshape={layer.name: layer.layout.describe() for layer in plan.layers},
+        metric_targets=metric_targets,
+        images=images,
+        classes=classes,
+        means=means,
+        grouped_by=grouped_by,
+        seconds=round(seconds, 3),
+        forward_passes=passes,
+    )
+
+
+def _better(name: str) -> str | None:
+    if name in METRICS:
+        return METRICS[name].better
+    return "higher" if name in (*LOCALISATION, "top1_accuracy") else None
+
+
+def result(ctx: RunContext, doc: CamDoc) -> StageResult:
+    """The stage's record: per-image tables and pictures (a sample), class aggregates, key numbers."""
+    from pipeline.files import write_atomic
+
+    write_atomic(ctx.claim("cam/cam.json"), doc.to_json())
+    pictures: list[Picture] = []
+    tables: list[Table] = []
+    for img in doc.images[:SAMPLE_IMAGES]:
+        rows = [[rank + 1, p.class_index, p.name, None if p.prob is None else f"{p.prob * 100:.2f}%"]
+                for rank, p in enumerate(img.top5)]
+        caption = f"Source: {img.source}" + ("" if img.valid else " (input holds NaN/inf: invalid)")
+        if img.label is not None:
+            caption += f"; label {img.label}" + (f" {ctx.class_name(img.label)}" if ctx.class_name(img.label) else "")
+        tables.append(Table("Top-5 predictions", ["Rank", "Class", "Name", "Probability"], rows, group=img.name,
+                            caption=caption))
+        for m in img.maps:
+            target = f"{m.target} {m.target_name}" if m.target_name else f"class {m.target}"
+            extra = "".join(f", {k} {_fmt(v)}" for k, v in m.metrics.items())
+            cls = f"{m.target}_{m.target_name}" if m.target_name else str(m.target)
+            pictures.append(
+                Picture(
+                    m.overlay,
+                    f"{m.layer}  target {target}, score {_fmt(m.score)}, logit {_fmt(m.logit)}{extra}",
+                    group=img.name,
+                    tag=f"cam/{doc.method_key}/{m.layer}/{cls}/{img.name}",
+                    preview=True,
+                    badge=None if m.valid else "invalid",
+                )
+            )
+            pictures.append(Picture(m.heatmap, f"{m.layer}  heatmap", group=img.name))
+    metric_names = [k for k in doc.means if k not in ("score", "top1_accuracy")]
+    if len(doc.images) > 1 or (doc.images and doc.images[0].label is not None):
+        head = ["Class", "Name", "Images", "Top-1 accuracy", "Mean score", *metric_names]
+        rows = [
+            [c.class_index, c.name, c.count, _fmt(c.top1_accuracy), _fmt(c.mean_score),
+             *[_fmt(c.metrics.get(k)) for k in metric_names]]
+            for c in doc.classes
+        ]
+        tables.insert(0, Table(f"Per class ({doc.grouped_by})", head, rows))
+    scalars = [Scalar("cam/score", doc.means.get("score"), key=True)]
+    scalars += [Scalar(f"cam/{k}", v, key=True, better=_better(k)) for k, v in doc.means.items() if k != "score"]
+    target_text = "top-1 prediction of each image" if doc.targets is None else f"class(es) {doc.targets}"
+    shown = min(len(doc.images), SAMPLE_IMAGES)
+    sample = f"; maps of the first {shown} of {len(doc.images)} images shown" if len(doc.images) > shown else ""
+    reshapes = "; ".join(f"{k}: {v}" for k, v in doc.reshape.items() if not v.startswith("N×"))
+    return StageResult(
+        stage="cam",
+        summary=(
+            f"{doc.method} on {', '.join(doc.layers)}, target: {target_text}; {len(doc.images)} image(s), "
+            f"{sum(len(i.maps) for i in doc.images)} map(s)" + sample + (f"; reshape {reshapes}" if reshapes else "")
+        ),
+        params={
+            "method": doc.method_key,
+            "layer": "+".join(doc.layers),
+            "class": "top1" if doc.targets is None else str(doc.targets),
+        },
+        pictures=pictures,
+        tables=tables,
+        scalars=scalars,
+        files=["cam/cam.json"],
+        data=doc,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
