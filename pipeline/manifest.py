@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -13,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from pipeline.files import sha256_file, write_atomic
 
 MANIFEST = "manifest.json"
 PACKAGES = (
@@ -30,15 +30,6 @@ PACKAGES = (
 )
 # Artifacts whose bytes legitimately change between identical runs (timestamps inside).
 VOLATILE_PREFIXES = ("tensorboard/", "report.", "run.log", MANIFEST)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str | None]:
@@ -148,11 +139,7 @@ class Manifest:
 
     def write(self) -> Path:
         """Write atomically (temp file + rename), so a crash never leaves half a manifest."""
-        path = self.run_dir / MANIFEST
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_atomic(self.run_dir / MANIFEST, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
 
 
 def load(run_dir: Path) -> dict[str, Any]:
