@@ -11,8 +11,9 @@ filters). ``report.html`` and ``index.html`` embed their pictures as base64 data
 that opens offline and survives copying); ``report.md`` links them relatively. No module here
 knows a stage: sections are built from the records, or from a stage's own template fragment.
 
-Modules: ``common`` (files, filters, pictures, jinja2) <- ``sections`` <- ``run``;
-``common`` <- ``sweep``; both <- this package <- ``__main__`` (the CLI).
+Modules (no circles): ``common`` (reading, formatting, pictures) <- ``templating`` (jinja2) <-
+``sections`` (one stage's section) <- ``run``; ``common`` <- ``jobs`` (a sweep's job folders) <-
+``sweep``; ``run``, ``sweep`` <- this package <- ``__main__`` (the CLI).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typing import Any
 
 from pipeline.files import write_atomic
 from pipeline.manifest import MANIFEST
-from pipeline.report.common import REPORT_HTML, REPORT_MD, SWEEP_INDEX, render
+from pipeline.report.common import REPORT_HTML, REPORT_MD, SWEEP_INDEX
+from pipeline.report.jobs import SweepData, collect_sweep, is_job_dir
 from pipeline.report.run import RunData, collect_run, run_context, settings_from_config
-from pipeline.report.sweep import SweepData, collect_sweep, is_job_dir, sweep_context
+from pipeline.report.sweep import sweep_context
+from pipeline.report.templating import render
 
 __all__ = [
     "REPORT_HTML",

@@ -1,30 +1,24 @@
-"""Shared helpers of the report package: reading files, formatting filters, pictures, jinja2.
+"""Shared helpers of the report package: reading files, formatting, pictures, the views.
 
 Nothing here knows a run or a sweep: ``pipeline.report.run`` and ``pipeline.report.sweep`` build
-their template contexts from these pieces, and ``render`` turns a context into text. HTML
-templates are autoescaped by jinja2; the Markdown template escapes with the ``md*`` filters.
+their template contexts from these pieces; ``pipeline.report.templating`` renders them.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-import html
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
-
-if TYPE_CHECKING:
-    import jinja2
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 SWEEP_INDEX = "index.html"
 THUMB_PX = 256  # sweep index pictures are downscaled to at most this many pixels per edge
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 MIME = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -110,7 +104,7 @@ def record_error(rec: dict[str, Any]) -> str:
     return str(rec.get("error") or rec.get("error_type") or "")
 
 
-# =========================================================================== formatting (jinja2 filters)
+# =========================================================================== formatting (also jinja2 filters)
 
 
 def fmt_num(value: Any, digits: int = 4) -> str:
@@ -158,44 +152,6 @@ def url(path: Any) -> str:
     return quote(text, safe="/#=,+@")
 
 
-def md_text(text: Any, table: bool = False) -> str:
-    """Text for Markdown: HTML and Markdown syntax escaped (and ``|``/newlines in a table cell)."""
-    out = html.escape(str(text), quote=False)
-    out = re.sub(r"([\\`*_\[\]#])", r"\\\1", out)
-    if table:
-        out = out.replace("\n", "<br>").replace("|", "\\|")
-    return out
-
-
-def md_cell(text: Any) -> str:
-    """``md_text`` for a table cell."""
-    return md_text(text, table=True)
-
-
-def md_code(text: Any, table: bool = False) -> str:
-    """A Markdown code span that survives backticks (and pipes in a table cell)."""
-    text = str(text).replace("\n", " ")
-    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    body = text.replace("|", "\\|") if table else text
-    return f"{ticks}{pad}{body}{pad}{ticks}"
-
-
-def md_badge(status: Any) -> str:
-    """A status word for Markdown: bold, upper case when it is bad, plain ``ok``."""
-    word = str(status)
-    if word == "ok":
-        return "ok"
-    return f"**{md_cell(word.upper() if word in ('failed', 'interrupted', 'invalid') else word)}**"
-
-
-def fence(text: Any) -> str:
-    """A fenced code block that survives backticks in ``text``."""
-    text = str(text).rstrip()
-    ticks = "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    return f"{ticks}text\n{text}\n{ticks}"
-
-
 # =========================================================================== pictures
 
 
@@ -225,9 +181,13 @@ def _thumbnail(path: str, mtime_ns: int, size: int, px: int) -> str:
     if mime in ("image/png", "image/jpeg"):
         with Image.open(io.BytesIO(raw)) as im:
             if max(im.size) > px:
-                im.thumbnail((px, px), Image.Resampling.LANCZOS)
+                im.draft("RGB", (px, px))  # JPEG: decode at a reduced size (no-op for PNG)
+                im.thumbnail((px, px), Image.Resampling.LANCZOS, reducing_gap=3.0)
+                small = (
+                    im if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16") else im.convert("RGB")
+                )
                 buf = io.BytesIO()
-                im.save(buf, format="PNG")
+                small.save(buf, format="PNG")
                 raw, mime = buf.getvalue(), "image/png"
     return _data_uri(raw, mime)
 
@@ -250,58 +210,3 @@ def embed(base: Path, view: PictureView, thumb_px: int | None = None) -> Picture
     except Exception as exc:  # noqa: BLE001 - an unreadable picture is shown as such, the page survives
         view.problem = f"unreadable picture {view.path}: {type(exc).__name__}: {exc}"
     return view
-
-
-# =========================================================================== jinja2
-
-
-@functools.lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
-    """The report's jinja2 environment: autoescape for ``*.html``/``*.html.j2`` and strings."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=jinja2.select_autoescape(
-            enabled_extensions=("html", "html.j2"), default_for_string=True, default=False
-        ),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters.update(
-        num=fmt_num,
-        seconds=fmt_seconds,
-        mb=fmt_mb,
-        shape=fmt_shape,
-        badge_class=badge_class,
-        url=url,
-        md=md_text,
-        md_cell=md_cell,
-        md_code=md_code,
-        md_badge=md_badge,
-        fence=fence,
-    )
-    env.globals.update(css=_css(), version=_version())
-    return env
-
-
-def render(template: str, context: dict[str, Any]) -> str:
-    """Render one of ``templates/`` with ``context``."""
-    return environment().get_template(template).render(context)
-
-
-def _css() -> Any:
-    from markupsafe import Markup
-
-    return Markup((TEMPLATES / "report.css").read_text(encoding="utf-8"))
-
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("vizpipe")
-    except metadata.PackageNotFoundError:
-        return "(not installed)"

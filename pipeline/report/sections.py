@@ -19,11 +19,11 @@ from pipeline.report.common import (
     Cell,
     PictureView,
     embed,
-    environment,
     fmt_num,
     record_error,
     url,
 )
+from pipeline.report.templating import environment
 from pipeline.stage import Picture, StageResult, Table
 
 log = logging.getLogger(__name__)
@@ -229,8 +229,12 @@ def fragment_paths() -> dict[str, Path]:
         return {}
     out = {}
     for name, cls in classes.items():
-        if getattr(cls, "template", None):
+        if not getattr(cls, "template", None):
+            continue
+        try:
             out[name] = Path(inspect.getfile(cls)).resolve().parent / str(cls.template)
+        except (TypeError, OSError) as exc:  # a class without a source file: generic section
+            log.warning("Report: no folder for the template of stage %s: %s", name, exc)
     return out
 
 
