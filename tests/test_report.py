@@ -862,6 +862,32 @@ def test_sweep_grid_cells_hold_each_jobs_preview(fake_sweep: Path) -> None:
         assert cells[2][1] == "–"  # no layer5 × scorecam job
 
 
+def test_sweep_grids_facet_over_the_third_key(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    num = 0
+    for seed in (0, 1):
+        for layer in ("layer3", "layer4"):
+            for method in ("gradcam", "scorecam"):
+                job = sweep / f"{num}_{layer},{method},{seed}"
+                result = StageResult("cam", pictures=[pic(job, "cam/o.png", caption=job.name, preview=True)])
+                ov = [f"cam.method={method}", f"seed={seed}", f"cam.layer={layer}"]
+                make_job(sweep, job.name, ov, [("cam", result, "ok", None)])
+                num += 1
+    grids = _grid_tables(index(sweep).section_html["grids"])
+    assert [t for t, _ in grids] == ["seed=0", "seed=1"]
+    for seed, (_, table) in enumerate(grids):
+        assert re.findall(r"<th>(.*?)</th>", table) == [
+            "cam.layer",
+            "cam.method=gradcam",
+            "cam.method=scorecam",
+        ]
+        for r, row in enumerate(rows_of(table)):
+            cells = re.findall(r"<td>(.*?)</td>", row, flags=re.S)[1:]
+            for c, cell in enumerate(cells):
+                name = f"{seed * 4 + r * 2 + c}_{('layer3', 'layer4')[r]},{('gradcam', 'scorecam')[c]},{seed}"
+                assert [i["data-path"] for i in Page(cell).imgs] == [f"{name}/cam/o.png"]
+
+
 def fmt(value: float) -> str:
     return f"{value:.4g}"
 

@@ -189,7 +189,8 @@ def stage_view(
         blocks[t.group].tables.append(table_view(t))
     for x in result.texts:
         blocks[x.group].texts.append(TextView(x.title, x.body, x.pre, x.open))
-    ordered = [p for g in order for p in result.pictures if p.group == g]
+    rank = {g: i for i, g in enumerate(order)}
+    ordered = sorted(result.pictures, key=lambda p: rank[p.group])  # display order (stable)
     limit = len(ordered) if max_images <= 0 else max_images
     shown, hidden = ordered[:limit], ordered[limit:]
     by_group: dict[str, list[PictureView]] = {g: [] for g in order}

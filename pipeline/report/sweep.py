@@ -61,39 +61,45 @@ def _job_cell(job: JobData, group: str | None, sweep: Path, key_names: list[str]
     }
 
 
+def _unset(value: str | None) -> str:
+    return "(unset)" if value is None else str(value)
+
+
+def _grid(data: SweepData, members: list[JobData], image: str | None, key_names: list[str]) -> dict[str, Any]:
+    """One comparison grid: rows over the row key, columns over the column key (linear in jobs)."""
+
+    def cell(j: JobData) -> dict[str, Any]:
+        return _job_cell(j, image, data.sweep_dir, key_names)
+
+    if not data.swept:
+        return {"head": ["job", "result"], "rows": [(j.name, [[cell(j)]]) for j in members]}
+    row_key, col_key, _ = grid_axes(data.swept)
+    cols = _values(members, col_key)
+    head = [str(row_key), *([f"{col_key}={_unset(c)}" for c in cols] if col_key else ["result"])]
+    at: dict[tuple[str | None, str | None], list[JobData]] = {}
+    for j in members:
+        at.setdefault((j.params.get(str(row_key)), j.params.get(col_key) if col_key else None), []).append(j)
+    rows = [
+        (_unset(rv), [[cell(j) for j in at.get((rv, cv), [])] for cv in cols])
+        for rv in _values(members, row_key)
+    ]
+    return {"head": head, "rows": rows}
+
+
 def _grids(data: SweepData, key_names: list[str]) -> dict[str, Any]:
-    jobs = data.jobs
+    """One grid per preview group (when jobs have several) and per value of the facet keys."""
     row_key, col_key, facet_keys = grid_axes(data.swept)
-    groups = list(dict.fromkeys(p.group for j in jobs for p in j.previews if p.group))
+    groups = list(dict.fromkeys(p.group for j in data.jobs for p in j.previews if p.group))
     images: list[str | None] = list(groups) if len(groups) > 1 else [None]
-    facets = list(dict.fromkeys(tuple(j.params.get(k) for k in facet_keys) for j in jobs))
+    facets: dict[tuple[str | None, ...], list[JobData]] = {}
+    for j in data.jobs:
+        facets.setdefault(tuple(j.params.get(k) for k in facet_keys), []).append(j)
     grids = []
     for image in images:
-        for facet in facets:
+        for facet, members in facets.items():
             title = [f"image {image}"] if image is not None else []
             title += [f"{k}={v}" for k, v in zip(facet_keys, facet, strict=True)]
-            members = [j for j in jobs if tuple(j.params.get(k) for k in facet_keys) == facet]
-            if not data.swept:
-                head = ["job", "result"]
-                rows = [(j.name, [[_job_cell(j, image, data.sweep_dir, key_names)]]) for j in members]
-            else:
-                cols = _values(members, col_key)
-                head = [str(row_key), *[f"{col_key}={'(unset)' if c is None else c}" for c in cols]]
-                if col_key is None:
-                    head = [str(row_key), "result"]
-                rows = []
-                for rv in _values(members, row_key):
-                    line = []
-                    for cv in cols:
-                        hits = [
-                            j
-                            for j in members
-                            if j.params.get(str(row_key)) == rv
-                            and (col_key is None or j.params.get(col_key) == cv)
-                        ]
-                        line.append([_job_cell(j, image, data.sweep_dir, key_names) for j in hits])
-                    rows.append(("(unset)" if rv is None else str(rv), line))
-            grids.append({"title": ", ".join(title), "head": head, "rows": rows})
+            grids.append({"title": ", ".join(title), **_grid(data, members, image, key_names)})
     return {"row_key": row_key, "col_key": col_key, "facet_keys": facet_keys, "grids": grids}
 
 
