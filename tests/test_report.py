@@ -364,6 +364,19 @@ def test_picture_cap_equal_to_the_count_shows_all_without_a_note(fake_run: Path)
     assert len(write(fake_run, max_images=0).section("cam").imgs) == 6
 
 
+def test_picture_cap_counts_ungrouped_pictures_first(fake_run: Path) -> None:
+    m = json.loads((fake_run / "manifest.json").read_text())
+    extra = [pic(fake_run, f"cam/extra{i}.png", caption=f"extra {i}") for i in range(2)]
+    m["stages"][2]["result"]["pictures"] += StageResult("cam", pictures=extra).to_dict()[
+        "pictures"
+    ]  # shown first
+    (fake_run / "manifest.json").write_text(json.dumps(m))
+    cam = write(fake_run, max_images=3).section("cam")
+    assert [i["data-path"] for i in cam.imgs] == ["cam/extra0.png", "cam/extra1.png", "cam/img0__0.png"]
+    assert "5 more pictures not shown" in cam.text
+    assert cam.text.index("extra1.png") < cam.text.index("<h3>img0</h3>")  # ungrouped before the groups
+
+
 def test_groups_tables_left_pictures_right(fake_run: Path) -> None:
     cam = write(fake_run).section("cam").text
     assert re.findall(r"<h3>(.*?)</h3>", cam) == ["img0", "img1"]
