@@ -1,7 +1,10 @@
 """Reports rendered in a real browser: headless Chromium loads report.html and index.html.
 
-Checks that every picture decoded (``naturalWidth > 0``) and every section exists, through a
-dependency-free DevTools client (``scripts/screenshot.py``). Skipped where Chromium is absent.
+The pages come from fake runs and sweeps built from ``StageResult`` records (``test_report``).
+Checks that every picture decoded (``naturalWidth > 0``), every section exists and is visible,
+nothing from the data became markup, and the layout rules hold (wide pictures at their own size),
+through a dependency-free DevTools client (``scripts/screenshot.py``). Skipped where Chromium is
+absent.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import importlib.util
 import shutil
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import unquote, urlparse
 
 import pytest
-from conftest import ROOT, run_cli
-from test_report import make_fake_run, make_fake_sweep
+from conftest import ROOT
+from test_report import STAGES, make_fake_run, make_fake_sweep
 
 from pipeline import report as rp
 from pipeline.schema import ReportConfig
@@ -33,17 +37,13 @@ pytestmark = pytest.mark.skipif(
     reason="headless Chromium not found (Debian: apt-get install chromium; "
     "./dev.sh test installs it when run as root)",
 )
-RUN_SECTIONS = [
-    "header",
-    "summary",
-    "kernels",
-    "features",
-    "cam",
-    "tensorboard",
-    "provenance",
-    "manifest",
-]
+RUN_SECTIONS = ["header", *STAGES, "provenance", "manifest"]
 SWEEP_SECTIONS = ["header", "jobs", "grids", "leaderboard"]
+# Every section laid out with a height, in document order.
+VISIBLE = (
+    "Array.from(document.querySelectorAll('section[data-section]'))"
+    ".filter(s => s.offsetHeight > 0).map(s => s.id)"
+)
 
 
 def _check(browser: object, page: Path) -> dict:
@@ -53,7 +53,7 @@ def _check(browser: object, page: Path) -> dict:
 
 def test_fake_report_and_index_render(tmp_path: Path) -> None:
     run = make_fake_run(tmp_path / "run")
-    rp.write_run_report(run, ReportConfig())
+    rp.write_run_report(run, ReportConfig(max_images=0))
     sweep = make_fake_sweep(tmp_path / "sweep")
     rp.write_sweep_index(sweep)
     # The report still works alone, copied away from its run folder.
@@ -63,59 +63,44 @@ def test_fake_report_and_index_render(tmp_path: Path) -> None:
     with shot.Chromium(width=1100, height=800) as browser:
         page = _check(browser, alone)
         assert page["sections"] == RUN_SECTIONS
-        assert page["images"] == 5 and page["loaded"] == 5 and page["broken"] == []
+        assert browser.evaluate(VISIBLE) == RUN_SECTIONS
+        assert page["images"] == 8 and page["loaded"] == 8 and page["broken"] == []
         assert page["title"] == "vizpipe report: tiny"
-        assert browser.evaluate("document.querySelectorAll('#cam .alert.error').length") == 1
+        assert browser.evaluate("document.querySelectorAll('#features .alert.error[role=alert]').length") == 1
+        assert browser.evaluate("document.querySelectorAll('#cam .badge.invalid').length") == 1
         # Injected markup stayed text: no element came from the data.
-        assert browser.evaluate("document.querySelectorAll('script, b, i').length") == 0
+        assert browser.evaluate("document.querySelectorAll('script, b, i, u, img[onerror]').length") == 0
+        text = browser.evaluate("document.getElementById('cam').innerText")
+        assert "<script>alert(1)</script>" in text  # shown as text, literally
+        # Wide pictures: drawn at their own size, pixelated.
+        wide = browser.evaluate(
+            "Array.from(document.querySelectorAll('#kernels .gallery.wide img')).map(i => "
+            "[i.naturalWidth, i.clientWidth, getComputedStyle(i).imageRendering])"
+        )
+        assert wide == [[120, 120, "pixelated"], [30, 30, "pixelated"]]
+        # Grouped pictures sit beside their group's tables.
+        top = browser.evaluate(
+            "(() => { const c = document.querySelector('#cam .columns').children;"
+            " return [c[0].getBoundingClientRect().top, c[1].getBoundingClientRect().top]; })()"
+        )
+        assert abs(top[0] - top[1]) < 1
         index = _check(browser, sweep / "index.html")
         assert index["sections"] == SWEEP_SECTIONS
-        assert index["images"] >= 4 and index["broken"] == []
+        assert browser.evaluate(VISIBLE) == SWEEP_SECTIONS
+        assert index["images"] >= 8 and index["broken"] == []
         # Every job report linked from the index exists.
         hrefs = browser.evaluate("Array.from(document.querySelectorAll('#jobs a')).map(a => a.href)")
-        assert hrefs and all(Path(h.removeprefix("file://")).is_file() for h in hrefs)
+        assert len(hrefs) == 4 and all(Path(unquote(urlparse(h).path)).is_file() for h in hrefs)
 
 
 def test_screenshot_script(tmp_path: Path) -> None:
     from PIL import Image
 
-    run = make_fake_run(tmp_path / "run")
+    run = make_fake_run(tmp_path / "run")  # no report yet: the script rebuilds it
     out = tmp_path / "shot.png"
     assert shot.main(["--run", str(run), "--out", str(out), "--width", "900", "--height", "700"]) == 0
+    assert (run / "report.html").is_file()
     with Image.open(out) as im:
         assert im.size == (900, 700)
         colours = im.convert("RGB").getcolors(maxcolors=1 << 16)
     assert colours is None or len(colours) > 20  # a rendered page, not a blank one
-
-
-@pytest.mark.slow
-def test_real_sweep_report_and_index_render(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    proc = run_cli(
-        [
-            "-m",
-            "stages=[summary,kernels,features,cam,tensorboard]",
-            "input=random",
-            "input.shape=[1,3,64,64]",
-            "device=cpu",
-            "kernels.layers=[conv1,layer1.0.conv1]",
-            "features.layers=[layer1]",
-            "tensorboard.histograms=false",
-            "tensorboard.graph=false",
-            "cam.layer=layer3,layer4",
-            f"hydra.sweep.dir={sweep}",
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert len(jobs) == 2
-    with shot.Chromium() as browser:
-        for job in jobs:
-            page = _check(browser, job / "report.html")
-            assert page["sections"] == RUN_SECTIONS
-            assert page["broken"] == [] and page["images"] == page["loaded"] >= 5
-        index = _check(browser, sweep / "index.html")
-        assert index["sections"] == SWEEP_SECTIONS
-        assert index["broken"] == [] and index["images"] == 2  # one CAM overlay per job
-        text = browser.evaluate("document.getElementById('grids').innerText")
-        assert "layer3" in text and "layer4" in text
