@@ -189,7 +189,9 @@ def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[
             if _is_path_key(key):
                 raise ConfigError(f"Cannot read the override {o!r}: {_quote_hint(key, value)}") from exc
             first = (str(exc).strip().splitlines() or [""])[0]
-            raise ConfigError(f"Cannot read the override {o!r} ({first}); check its quoting and brackets") from exc
+            raise ConfigError(
+                f"Cannot read the override {o!r} ({first}); check its quoting and brackets"
+            ) from exc
     base: list[str] = []
     sweeps: list[tuple[int, list[str]]] = []
     for o in parsed:
@@ -198,7 +200,9 @@ def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[
             values = [str(v) for v in o.sweep_string_iterator()]
             if _is_path_key(key):
                 joined = o.input_line.partition("=")[2]
-                if Path(joined).expanduser().exists() or not all(Path(v).expanduser().exists() for v in values):
+                if Path(joined).expanduser().exists() or not all(
+                    Path(v).expanduser().exists() for v in values
+                ):
                     raise ConfigError(
                         f"'{o.input_line}' holds a comma, which makes it a sweep over {values}; "
                         f"for one path {_quote_hint(key, joined)}"
@@ -212,10 +216,14 @@ def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[
             base.append(f"{key}={values[0]}")
         else:
             base.append(o.input_line)
-    if any(o.partition("=")[0].lstrip("+~") == "sweep" and o.partition("=")[2] not in ("", "null") for o in base):
+    if any(
+        o.partition("=")[0].lstrip("+~") == "sweep" and o.partition("=")[2] not in ("", "null") for o in base
+    ):
         if not multirun:
             chosen = next(o for o in base if o.partition("=")[0].lstrip("+~") == "sweep")
-            raise ConfigError(f"'{chosen}' is a declarative sweep: add -m to run its jobs (python run.py -m {chosen})")
+            raise ConfigError(
+                f"'{chosen}' is a declarative sweep: add -m to run its jobs (python run.py -m {chosen})"
+            )
         sweeps += _sweeper_params(composer, base)
     variants = [base]
     for idx, options in sweeps:
@@ -245,7 +253,9 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[tuple[int, list
         try:
             value = OmegaConf.select(params, key, throw_on_missing=True)
         except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
-            raise ConfigError(f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {exc}") from exc
+            raise ConfigError(
+                f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {exc}"
+            ) from exc
         if value is None or str(value).strip() in ("", "None"):
             source = str(raw).strip("${}") if isinstance(raw, str) else str(raw)
             raise ConfigError(
@@ -283,7 +293,12 @@ def _value_of(key: str, overrides: list[str]) -> str:
 def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
     """Turn a Hydra/OmegaConf composition error into one line with the bad value and choices."""
     from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+    from omegaconf.errors import (
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+        ValidationError,
+    )
 
     chain = _chain(exc)
     missing_cfg = next((x for x in chain if isinstance(x, MissingConfigException)), None)
@@ -293,7 +308,9 @@ def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
         if group:
             return unknown_choice(f"{group} option", option, choices, hint=f"Set {group}=<one of these>")
         return unknown_choice("config", option, choices)
-    oc = next((x for x in chain if isinstance(x, OmegaConfBaseException) and getattr(x, "full_key", None)), None)
+    oc = next(
+        (x for x in chain if isinstance(x, OmegaConfBaseException) and getattr(x, "full_key", None)), None
+    )
     if oc is not None:
         key = str(oc.full_key)
         if isinstance(oc, ConfigKeyError | AttributeError) and not isinstance(oc, ValidationError):
@@ -335,8 +352,12 @@ def _node_type(oc: Any) -> Any:
         return ("enum", node.enum_type)
     if isinstance(node, ListConfig):
         return ("list", None)
-    for cls, text in ((IntegerNode, "an integer"), (FloatNode, "a number"), (BooleanNode, "true or false"),
-                      (StringNode, "a string")):
+    for cls, text in (
+        (IntegerNode, "an integer"),
+        (FloatNode, "a number"),
+        (BooleanNode, "true or false"),
+        (StringNode, "a string"),
+    ):
         if isinstance(node, cls):
             return ("scalar", text)
     if hasattr(node, "_metadata") and getattr(node._metadata, "object_type", None) not in (None, dict):
@@ -355,7 +376,9 @@ def _bad_value(oc: Any, key: str, overrides: list[str]) -> ConfigError:
     if kind == "enum":
         return unknown_choice(f"value for {key}", value, [m.name for m in info])
     if kind == "list" or isinstance(getattr(oc, "parent_node", None), dict):
-        return ConfigError(f"{key} must be a list, got '{value}'; write '{key}=[{value}]' (quoted in a shell)")
+        return ConfigError(
+            f"{key} must be a list, got '{value}'; write '{key}=[{value}]' (quoted in a shell)"
+        )
     if kind == "scalar":
         return ConfigError(f"Invalid value '{value}' for {key}: expected {info} (see the comments in conf/)")
     return ConfigError(f"Invalid value '{value}' for {key} (see the comments in conf/)")

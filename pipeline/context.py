@@ -132,7 +132,12 @@ class RunContext:
         ranked = torch.topk(torch.nan_to_num(probs, nan=-1.0), k, dim=1)
         return [
             [
-                {"class": c, "name": self.class_name(c), "prob": finite(probs[i, c]), "logit": finite(logits[i, c])}
+                {
+                    "class": c,
+                    "name": self.class_name(c),
+                    "prob": finite(probs[i, c]),
+                    "logit": finite(logits[i, c]),
+                }
                 for c in ranked.indices[i].tolist()
             ]
             for i in range(logits.shape[0])

@@ -29,7 +29,11 @@ __all__ = ["HOOK_DICTS", "capture", "first_tensor", "hook_count", "preserved", "
 
 #: the per-module hook dictionaries snapshotted and cleaned by ``preserved``
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-_HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+_HOOK_EXTRAS = (
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks_with_kwargs",
+)
 
 Sink = Callable[[str, "torch.Tensor"], None]
 
@@ -120,9 +124,7 @@ class _Snapshot:
         self.params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
         self.children = [(m, name, child) for m in mods for name, child in m._modules.items()]
         self.hooks = [(m, {d: set(getattr(m, d, {})) for d in HOOK_DICTS}) for m in mods]
-        self.buffers = (
-            [(b, b.detach().clone()) for b in model.buffers() if b is not None] if buffers else []
-        )
+        self.buffers = [(b, b.detach().clone()) for b in model.buffers() if b is not None] if buffers else []
 
     def restore(self) -> int:
         """Put everything back; return how many hooks were removed."""

@@ -189,7 +189,11 @@ def resolve_layers(
             found = [n for n in ok if fnmatch.fnmatchcase(n, spec)]
             if not found:
                 raise unknown_choice(
-                    f"{what} pattern", spec, ok or names, context=ctx, hint="the pattern matched no usable layer"
+                    f"{what} pattern",
+                    spec,
+                    ok or names,
+                    context=ctx,
+                    hint="the pattern matched no usable layer",
                 )
         else:
             if spec not in modules:
@@ -265,8 +269,10 @@ def infer_layout(
         for prefix in range(0, min(MAX_PREFIX_TOKENS, tokens - 1) + 1):
             n = tokens - prefix
             # the grid of n cells closest to the input's aspect
-            grids = sorted(((h, n // h) for h in range(1, n + 1) if n % h == 0),
-                           key=lambda g: abs(g[0] / g[1] - in_h / in_w))
+            grids = sorted(
+                ((h, n // h) for h in range(1, n + 1) if n % h == 0),
+                key=lambda g: abs(g[0] / g[1] - in_h / in_w),
+            )
             for h, w in grids[:1]:
                 if _same_stride(h, w, in_h, in_w) and h * w > 1:
                     return Layout("tokens", h, w, channels, prefix)

@@ -96,7 +96,11 @@ class Manifest:
     """Collects the run's facts and writes them atomically to ``<run>/manifest.json``."""
 
     def __init__(
-        self, run_dir: Path, data: dict[str, Any], stage_names: list[str], titles: dict[str, str] | None = None
+        self,
+        run_dir: Path,
+        data: dict[str, Any],
+        stage_names: list[str],
+        titles: dict[str, str] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.data = data
@@ -123,7 +127,12 @@ class Manifest:
         rec.artifacts = [
             Artifact(p.relative_to(self.run_dir).as_posix(), p.stat().st_size, sha256_file(p)) for p in paths
         ]
-        taken = {a.path: o.name for o in (self.setup, *self.stages, self.report) if o is not rec for a in o.artifacts}
+        taken = {
+            a.path: o.name
+            for o in (self.setup, *self.stages, self.report)
+            if o is not rec
+            for a in o.artifacts
+        }
         clash = [a.path for a in rec.artifacts if a.path in taken]
         if clash:
             raise RuntimeError(f"{rec.name} and {taken[clash[0]]} both list the artifact {clash[0]}")

@@ -228,9 +228,7 @@ def tile_grid(
     if count == 0:
         raise ValueError("tile_grid needs at least one tile")
     if ncols < 1 or factor < 1 or pad < 0:
-        raise ValueError(
-            f"tile_grid needs ncols >= 1, factor >= 1, pad >= 0; got {ncols}, {factor}, {pad}"
-        )
+        raise ValueError(f"tile_grid needs ncols >= 1, factor >= 1, pad >= 0; got {ncols}, {factor}, {pad}")
     if pad_value is None:
         pad_value = PAD_COLOR if rgb else PAD_INDEX
     fill = np.asarray(pad_value, dtype=np.uint8)
@@ -268,8 +266,7 @@ def save_png(
 
     arr = np.ascontiguousarray(image)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
-        raise ValueError(f"save_png needs a uint8 (H, W) or (H, W, 3) array, got {arr.dtype} "
-                         f"{arr.shape}")
+        raise ValueError(f"save_png needs a uint8 (H, W) or (H, W, 3) array, got {arr.dtype} {arr.shape}")
     if lut is not None:
         if arr.ndim != 2:
             raise ValueError("save_png: a palette (lut) needs an (H, W) index image")

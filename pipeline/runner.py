@@ -135,7 +135,10 @@ def _new_manifest(cfg: DictConfig, out: Path, names: list[str], overrides: list[
             "seed": int(cfg.seed),
             "model": str(cfg.model.get("name")),
             "weights": cfg.model.get("weights"),
-            "input": {"kind": str(getattr(cfg.input.kind, "value", cfg.input.kind)), "path": cfg.input.get("path")},
+            "input": {
+                "kind": str(getattr(cfg.input.kind, "value", cfg.input.kind)),
+                "path": cfg.input.get("path"),
+            },
             "device": None,
             "versions": versions,
             "git": mf.git_commit(PROJECT_ROOT),
@@ -163,7 +166,8 @@ def run_pipeline(cfg: DictConfig, output_dir: Path | str, *, overrides: list[str
     stale = _stale(out)
     if stale:
         msg = (
-            f"Run folder {out} already holds another run's files ({', '.join(stale[:4])}); vizpipe never mixes "
+            f"Run folder {out} already holds another run's files ({', '.join(stale[:4])}); "
+            "vizpipe never mixes "
             "two runs in one folder: choose a new one (hydra.run.dir=...) or delete it"
         )
         log.error("%s", msg)
@@ -294,7 +298,9 @@ def _provenance(ctx: Any, cfg: DictConfig) -> dict[str, Any]:
 
     prov: dict[str, Any] = {"inputs": [], "checkpoint": None}
     for f in ctx.inputs.files:
-        prov["inputs"].append({"path": str(f), "sha256": sha256_file(Path(f)), "bytes": Path(f).stat().st_size})
+        prov["inputs"].append(
+            {"path": str(f), "sha256": sha256_file(Path(f)), "bytes": Path(f).stat().st_size}
+        )
     if cfg.model.checkpoint:
         p = Path(str(cfg.model.checkpoint)).expanduser()
         prov["checkpoint"] = {"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size}

@@ -76,17 +76,17 @@ class ModelConfig:
     name: str = "???"
     # null = random init (seeded); "DEFAULT" or an enum member name (e.g. IMAGENET1K_V1)
     # = torchvision's pretrained weights, downloaded once into torchvision's cache.
-    weights: Optional[str] = None
+    weights: str | None = None
     # Path to a local state_dict file (loaded with weights_only=True, strict). null = none.
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     # Number of output classes; null = the architecture's default (1000 for ImageNet models).
-    num_classes: Optional[int] = None
+    num_classes: int | None = None
     # Class names for a custom head or checkpoint: a list, or a text file with one name per line;
     # null = the pretrained weights' meta["categories"] (none for random init).
     categories: Any = None
     # Comma-separated blocks (features.layers=[blocks], cam.layer=auto's last spatial one,
     # sweep=cam_layers); null = found from the model (pipeline/layers.py default_blocks).
-    blocks: Optional[str] = None
+    blocks: str | None = None
     # auto | logits | probabilities: what the outputs are (auto: a final Sigmoid/Softmax = probs).
     output: ModelOutput = ModelOutput.auto
     # Extra keyword arguments for the factory (e.g. {dropout: 0.0}).
@@ -108,29 +108,29 @@ class InputConfig:
     # photo | image | tensor | random (conf/input/*.yaml)
     kind: InputKind = InputKind.photo
     # Image file, folder or glob (kind=image); tensor file (kind=tensor); null otherwise.
-    path: Optional[str] = None
+    path: str | None = None
     # N, C, H, W of the random batch (kind=random).
     shape: List[int] = field(default_factory=lambda: [1, 3, 224, 224])
     # Shorter-side resize in pixels; null = from the weights' transforms(), else 256.
-    resize: Optional[int] = None
+    resize: int | None = None
     # Centre-crop size in pixels; null = from the weights' transforms(), else 224.
-    crop: Optional[int] = None
+    crop: int | None = None
     # Per-channel normalisation mean/std; null = from the weights, else ImageNet's.
-    mean: Optional[List[float]] = None
-    std: Optional[List[float]] = None
+    mean: List[float] | None = None
+    std: List[float] | None = None
     # Resize interpolation; null = from the weights, else bilinear.
-    interpolation: Optional[Interpolation] = None
+    interpolation: Interpolation | None = None
     # kind=tensor: true = the tensor is normalised (un-normalised with mean/std for drawing);
     # false = raw [0, 1] pixels (drawn as they are). The model gets the tensor as it is.
     normalized: bool = True
     # At most this many images (sorted by path) are used; null = all of them.
-    limit: Optional[int] = 32
+    limit: int | None = 32
     # Images per forward pass (a torch DataLoader streams the data set in batches).
     batch_size: int = 32
     # DataLoader worker processes reading and preprocessing images (0 = in this process).
     workers: int = 0
     # "I/N": only the I-th of N equal slices of the (limited) data set (0-based), e.g. 0/4.
-    shard: Optional[str] = None
+    shard: str | None = None
 
 
 @dataclass
@@ -165,7 +165,7 @@ CORE_FIELDS: list[tuple[str, Any, Any]] = [
     ("input", InputConfig, field(default_factory=InputConfig)),
     ("report", ReportConfig, field(default_factory=ReportConfig)),
     # Free-form notes (e.g. from experiment configs); shown in the report.
-    ("notes", Optional[str], None),
+    ("notes", str | None, None),
 ]
 #: core groups with a schema of their own (their YAML options start with ``defaults: [_schema]``)
 CORE_GROUPS: dict[str, type] = {

@@ -193,7 +193,10 @@ def plan(ctx: RunContext, settings: FeaturesConfig) -> list[Target]:
         t.stem = stem
     for t in targets:
         if probe.calls.get(t.layer, 0) > 1:
-            ctx.warn(f"features: {t.layer} runs {probe.calls[t.layer]} times per forward; its first call is captured")
+            ctx.warn(
+                f"features: {t.layer} runs {probe.calls[t.layer]} times per forward; "
+                "its first call is captured"
+            )
     return targets
 
 
@@ -267,7 +270,9 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
         if settings.save_npy:
             for acc in accs.values():
                 t = acc.target
-                acc.npy = _open_npy(ctx.claim(f"features/{t.stem}.npy"), (n, *t.shape[1:]), settings.dtype.value)
+                acc.npy = _open_npy(
+                    ctx.claim(f"features/{t.stem}.npy"), (n, *t.shape[1:]), settings.dtype.value
+                )
         with preserved(ctx.model), torch.no_grad(), capture(ctx.model, wanted, sink, what=what):
             for batch in ctx.inputs.batches("features"):
                 pending.clear()
@@ -275,9 +280,13 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
                 for key, acc in accs.items():
                     raw = pending.get(key)
                     if raw is None:
-                        raise RuntimeError(f"features: {acc.target.label} produced no tensor in the forward pass")
+                        raise RuntimeError(
+                            f"features: {acc.target.label} produced no tensor in the forward pass"
+                        )
                     if acc.npy is not None:
-                        acc.npy.write(np.ascontiguousarray(raw.numpy().astype(settings.dtype.value)).tobytes())
+                        acc.npy.write(
+                            np.ascontiguousarray(raw.numpy().astype(settings.dtype.value)).tobytes()
+                        )
                     maps = to_nchw(raw, acc.target.layout).contiguous().numpy()  # (B, C, h, w)
                     if acc.drawn is None:
                         acc.drawn = choose_channels(maps, settings)
@@ -316,7 +325,15 @@ def feature_grid(
     min and max over the whole layer for this image; default: over ``maps``). ``levels`` is
     ``pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
     """
-    from pipeline.render import color_index, finite_range, grid_columns, minmax_scale, range_scale, tile_grid, upscale_factor
+    from pipeline.render import (
+        color_index,
+        finite_range,
+        grid_columns,
+        minmax_scale,
+        range_scale,
+        tile_grid,
+        upscale_factor,
+    )
 
     k, h, w = maps.shape
     if normalize == "layer":
@@ -376,7 +393,11 @@ def render(ctx: RunContext, settings: FeaturesConfig, accs: list[Accumulator]) -
                 f"they are saved as inf in {npy}"
             )
         layer_mean = finite(acc.total / (count * acc.channels)) if acc.channels else None
-        stats = {"mean": layer_mean, "max": finite(acc.peak), "zero_fraction": float(zero.mean()) if zero.size else 0.0}
+        stats = {
+            "mean": layer_mean,
+            "max": finite(acc.peak),
+            "zero_fraction": float(zero.mean()) if zero.size else 0.0,
+        }
         key = t.layer if t.kind == "output" else f"{t.layer} (input)"
         layers[key] = {
             "capture": t.kind,
@@ -389,7 +410,12 @@ def render(ctx: RunContext, settings: FeaturesConfig, accs: list[Accumulator]) -
             "channels_drawn": [int(c) for c in acc.drawn or []],
             **stats,
             "channels": [
-                {"index": c, "mean": finite(mean[c]), "max": finite(acc.maxs[c]), "zero_fraction": float(zero[c])}
+                {
+                    "index": c,
+                    "mean": finite(mean[c]),
+                    "max": finite(acc.maxs[c]),
+                    "zero_fraction": float(zero[c]),
+                }
                 for c in range(acc.channels)
             ],
         }

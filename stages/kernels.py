@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class KernelScale(str, Enum):
     """Colour scale of kernel grids."""
 
@@ -183,7 +184,11 @@ def collect(ctx: RunContext, layers: list[str], dead_eps: float) -> list[LayerKe
 
 
 def kernel_grid(
-    weight: np.ndarray, levels: int, *, scale: str = "layer", vmax: float | None = None,
+    weight: np.ndarray,
+    levels: int,
+    *,
+    scale: str = "layer",
+    vmax: float | None = None,
     tile_px: int = 24,
 ) -> np.ndarray:
     """Draw (R, C, kh, kw) kernels as one (H, W) palette-index grid: row r = output channel r.
@@ -289,7 +294,12 @@ def render(ctx: RunContext, data: list[LayerKernels], settings: KernelsConfig) -
         }
         log.debug(
             "Kernels <%s> %s: %dx%d tiles, vmax %.3g, %d dead output channel(s)",
-            d.name, "x".join(map(str, d.weight.shape)), shown.shape[0], shown.shape[1], d.vmax, dead,
+            d.name,
+            "x".join(map(str, d.weight.shape)),
+            shown.shape[0],
+            shown.shape[1],
+            d.vmax,
+            dead,
         )
     doc = {"scale": scale, "cmap": settings.cmap, "layers": layers}
     write_json(ctx.claim("kernels/stats.json"), doc)
@@ -298,10 +308,13 @@ def render(ctx: RunContext, data: list[LayerKernels], settings: KernelsConfig) -
         stage="kernels",
         summary=(
             f"{len(data)} conv layer(s); colour scale {scale}, colormap {settings.cmap}: rows are output "
-            "channels, columns input channels" + (", white is zero" if scale == "layer" else "")
+            "channels, columns input channels"
+            + (", white is zero" if scale == "layer" else "")
             + (f"; {total_dead} dead output channel(s)" if total_dead else "")
         ),
-        tables=[Table("Layers", ["Layer", "Weight shape", "max |w|", "Dead output channels"], rows, code=[0])],
+        tables=[
+            Table("Layers", ["Layer", "Weight shape", "max |w|", "Dead output channels"], rows, code=[0])
+        ],
         pictures=pictures,
         files=["kernels/stats.json"],
         data=doc,

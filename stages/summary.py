@@ -157,7 +157,9 @@ def render(ctx: Any, data: dict[str, Any]) -> StageResult:
     layers = catalog_text(data["catalog"])
     write_atomic(ctx.claim("summary/summary.txt"), data["table"] + "\n")
     write_atomic(ctx.claim("summary/modules.txt"), data["modules"] + "\n")
-    write_json(ctx.claim("summary/summary.json"), {k: data[k] for k in ("model", "input_shape", "totals", "layers")})
+    write_json(
+        ctx.claim("summary/summary.json"), {k: data[k] for k in ("model", "input_shape", "totals", "layers")}
+    )
     write_atomic(ctx.claim("summary/layers.txt"), layers + "\n")
     t = data["totals"]
     mb = 1e6

@@ -103,7 +103,10 @@ class Inputs:
             labels = [int(v) if int(v) >= 0 else None for v in items.get("label", [-1] * len(index))]
             boxes: list[Any] = [None] * len(index)
             if "box" in items:
-                boxes = [tuple(float(v) for v in b) if bool(torch.isfinite(b).all()) else None for b in items["box"]]
+                boxes = [
+                    tuple(float(v) for v in b) if bool(torch.isfinite(b).all()) else None
+                    for b in items["box"]
+                ]
             rgb = items["rgb"].permute(0, 2, 3, 1).numpy().astype(np.float32)  # (B, H, W, 3)
             yield Batch(
                 tensor=items["x"].to(self.device),
@@ -127,7 +130,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
             f"input.shard '{text}' is not I/N (e.g. input.shard=0/4: the first of 4 slices)"
         ) from exc
     if not 0 <= i < n:
-        raise ConfigError(f"input.shard '{text}': I must be in 0..N-1 (e.g. 0/{max(n, 1)} .. {max(n, 1) - 1}/{max(n, 1)})")
+        raise ConfigError(
+            f"input.shard '{text}': I must be in 0..N-1 (e.g. 0/{max(n, 1)} .. {max(n, 1) - 1}/{max(n, 1)})"
+        )
     return i, n
 
 
@@ -135,7 +140,11 @@ def check_input(input_cfg: Any) -> None:
     """The config-only rules of ``input.*`` (run by the precheck and the runner)."""
     kind = str(getattr(input_cfg.kind, "value", input_cfg.kind))
     if kind in ("image", "tensor") and not input_cfg.path:
-        what = "an image file, a folder or a glob" if kind == "image" else "a .pt or .npy file holding an N×C×H×W tensor"
+        what = (
+            "an image file, a folder or a glob"
+            if kind == "image"
+            else "a .pt or .npy file holding an N×C×H×W tensor"
+        )
         raise ConfigError(f"input={kind} needs input.path ({what})")
     for key in ("batch_size",):
         if int(getattr(input_cfg, key)) < 1:
@@ -168,7 +177,10 @@ def select(count: int, input_cfg: Any, what: str = "images") -> list[int]:
     if limit is not None and count > int(limit):
         log.warning(
             "Using the first %d of %d %s (input.limit=%d; set input.limit=null for all of them)",
-            int(limit), count, what, int(limit),
+            int(limit),
+            count,
+            what,
+            int(limit),
         )
         positions = positions[: int(limit)]
     shard = parse_shard(input_cfg.shard)
@@ -213,8 +225,8 @@ def builder(kind: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[...
 
 def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, model: Any = None) -> Inputs:
     """Build the data set named by ``input.*`` (nothing is read yet but names and small files)."""
-    from pipeline.inputs import sources  # noqa: F401 - registers the builders
     from pipeline.errors import unknown_choice
+    from pipeline.inputs import sources  # noqa: F401 - registers the builders
 
     check_input(input_cfg)
     kind = str(getattr(input_cfg.kind, "value", input_cfg.kind))

@@ -25,7 +25,8 @@ def bundled_photo() -> Path:
     path = Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
     if not path.is_file():
         raise VizpipeError(
-            f"The bundled photo {path} is missing from this matplotlib install; use input=image input.path=..."
+            f"The bundled photo {path} is missing from this matplotlib install; "
+            "use input=image input.path=..."
         )
     return path
 
@@ -36,13 +37,16 @@ def find_images(spec: str) -> list[Path]:
     if any(ch in spec for ch in "*?["):
         files = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
         if not files:
-            raise ConfigError(f"input.path glob '{spec}' matched no file; check the pattern (quote it in the shell)")
+            raise ConfigError(
+                f"input.path glob '{spec}' matched no file; check the pattern (quote it in the shell)"
+            )
         return files
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise ConfigError(
-                f"input.path folder '{spec}' holds no image; supported extensions: {', '.join(IMAGE_EXTENSIONS)}"
+                f"input.path folder '{spec}' holds no image; "
+                f"supported extensions: {', '.join(IMAGE_EXTENSIONS)}"
             )
         return files
     if p.is_file():
@@ -50,9 +54,13 @@ def find_images(spec: str) -> list[Path]:
     parent = p.parent if str(p.parent) else Path(".")
     near: list[str] = []
     if parent.is_dir():
-        near = closest_first(p.name, [f.name for f in parent.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS])[:3]
+        near = closest_first(
+            p.name, [f.name for f in parent.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS]
+        )[:3]
     hint = f"; did you mean {', '.join(repr(str(parent / n)) for n in near)}?" if near else "."
-    raise ConfigError(f"input.path '{spec}' does not exist{hint} Give an image file, a folder of images or a glob")
+    raise ConfigError(
+        f"input.path '{spec}' does not exist{hint} Give an image file, a folder of images or a glob"
+    )
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -77,7 +85,9 @@ def load_rgb(path: Path) -> np.ndarray:
             f"input file '{path}' is not an image PIL can read (corrupt, or not an image despite its name)"
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ConfigError(f"input file '{path}' could not be decoded ({exc}); it may be truncated or corrupt") from exc
+        raise ConfigError(
+            f"input file '{path}' could not be decoded ({exc}); it may be truncated or corrupt"
+        ) from exc
 
 
 def preprocessing(input_cfg: Any, weights: Any) -> dict[str, Any]:
@@ -101,7 +111,9 @@ def preprocessing(input_cfg: Any, weights: Any) -> dict[str, Any]:
     for key in ("resize", "crop", "mean", "std", "interpolation"):
         value = getattr(input_cfg, key, None)
         if value is not None:
-            base[key] = [float(v) for v in value] if key in ("mean", "std") else getattr(value, "value", value)
+            base[key] = (
+                [float(v) for v in value] if key in ("mean", "std") else getattr(value, "value", value)
+            )
     return base
 
 
@@ -116,7 +128,9 @@ def preprocess(rgb_u8: np.ndarray, prep: dict[str, Any]) -> tuple[Any, Any]:
     from torchvision.transforms import functional as F
 
     t = torch.from_numpy(rgb_u8).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
-    t = F.resize(t, [int(prep["resize"])], interpolation=InterpolationMode(str(prep["interpolation"])), antialias=True)
+    t = F.resize(
+        t, [int(prep["resize"])], interpolation=InterpolationMode(str(prep["interpolation"])), antialias=True
+    )
     t = F.center_crop(t, [int(prep["crop"])])
     rgb = t.float() / 255.0
     mean = torch.tensor(prep["mean"]).view(-1, 1, 1)

@@ -11,7 +11,14 @@ import torch
 
 from pipeline.errors import ConfigError
 from pipeline.inputs import Reindexed, builder, select
-from pipeline.inputs.images import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, bundled_photo, find_images, preprocessing
+from pipeline.inputs.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFiles,
+    bundled_photo,
+    find_images,
+    preprocessing,
+)
 from pipeline.names import unique_slugs
 
 log = logging.getLogger(__name__)
@@ -91,19 +98,23 @@ def _check_channels(x: torch.Tensor, input_cfg: Any, model: Any, where: str) -> 
     expected = first_conv_channels(model)
     if expected is not None and x.shape[1] != expected:
         raise ConfigError(
-            f"input tensor{where} has {x.shape[1]} channels (shape {tuple(x.shape)}) but the model's first conv "
+            f"input tensor{where} has {x.shape[1]} channels (shape {tuple(x.shape)}) "
+            "but the model's first conv "
             f"expects {expected}; give an N×{expected}×H×W tensor"
         )
     for key in ("mean", "std"):
         values = getattr(input_cfg, key, None)
         if values is not None and len(values) not in (1, x.shape[1]):
             raise ConfigError(
-                f"input.{key} has {len(values)} values {list(values)} but the input has {x.shape[1]} channels; "
+                f"input.{key} has {len(values)} values {list(values)} "
+                f"but the input has {x.shape[1]} channels; "
                 f"give 1 or {x.shape[1]} values"
             )
 
 
-def _tensor_fields(x: torch.Tensor, names: list[str], sources: list[str], input_cfg: Any, normalized: bool) -> dict[str, Any]:
+def _tensor_fields(
+    x: torch.Tensor, names: list[str], sources: list[str], input_cfg: Any, normalized: bool
+) -> dict[str, Any]:
     mean = [float(v) for v in input_cfg.mean] if input_cfg.mean is not None else IMAGENET_MEAN
     std = [float(v) for v in input_cfg.std] if input_cfg.std is not None else IMAGENET_STD
     positions = select(int(x.shape[0]), input_cfg, "tensor items")
@@ -134,12 +145,15 @@ def tensor_file(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[
             x = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(
-            f"input.path '{p}' could not be read as a tensor file (.pt via weights_only torch.load, or .npy): {exc}"
+            f"input.path '{p}' could not be read as a tensor file "
+            f"(.pt via weights_only torch.load, or .npy): {exc}"
         ) from exc
     if not isinstance(x, torch.Tensor):
         raise ConfigError(f"input.path '{p}' holds a {type(x).__name__}, not a tensor")
     if x.ndim != 4:
-        raise ConfigError(f"input tensor '{p}' has shape {tuple(x.shape)} (rank {x.ndim}); expected rank 4: N×C×H×W")
+        raise ConfigError(
+            f"input tensor '{p}' has shape {tuple(x.shape)} (rank {x.ndim}); expected rank 4: N×C×H×W"
+        )
     x = x.float()
     _check_channels(x, input_cfg, model, f" '{input_cfg.path}'")
     n = int(x.shape[0])

@@ -150,7 +150,11 @@ class CamRunner:
     def __enter__(self) -> CamRunner:
         """Build the library object and register vizpipe's hooks."""
         # FullGrad picks its own layers (every conv/batch-norm bias) and prints a warning if given any
-        modules = [] if is_method(self.spec, "FullGrad") else [self.model.get_submodule(x.name) for x in self.layers]
+        modules = (
+            []
+            if is_method(self.spec, "FullGrad")
+            else [self.model.get_submodule(x.name) for x in self.layers]
+        )
         needs_reshape = any(layer.layout.needs_reshape for layer in self.layers)
         reshape = LayoutReshape(self.layers) if needs_reshape else None
         kwargs: dict[str, Any] = {}
@@ -272,7 +276,9 @@ class CamRunner:
             cam.activations_and_grads.clear()
             return logits, out
         if logits is None:
-            raise ValueError("CamRunner.maps: this method is called once per class set and needs the batch's logits")
+            raise ValueError(
+                "CamRunner.maps: this method is called once per class set and needs the batch's logits"
+            )
         kwargs: dict[str, Any] = {"eigen_smooth": eigen}
         if self.settings.aug_smooth:
             kwargs["aug_smooth"] = True

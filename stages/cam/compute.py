@@ -50,7 +50,9 @@ def file_stem(label: str, target: int, target_name: str | None) -> str:
     return f"{stem}_{slug(target_name, max_len=60)}" if target_name else stem
 
 
-def localisation(cam: np.ndarray, box: tuple[float, float, float, float], tolerance: float) -> dict[str, float | None]:
+def localisation(
+    cam: np.ndarray, box: tuple[float, float, float, float], tolerance: float
+) -> dict[str, float | None]:
     """Pointing game and energy in box of one (H, W) map for an object box (x0, y0, x1, y1)."""
     h, w = cam.shape
     if not np.isfinite(cam).all():
@@ -61,7 +63,9 @@ def localisation(cam: np.ndarray, box: tuple[float, float, float, float], tolera
     cx, cy = x + 0.5, y + 0.5  # the pixel's centre
     hit = (x0 - pad) <= cx <= (x1 + pad) and (y0 - pad) <= cy <= (y1 + pad)
     inside = np.zeros_like(cam, dtype=bool)
-    inside[max(0, math.floor(y0)) : min(h, math.ceil(y1)), max(0, math.floor(x0)) : min(w, math.ceil(x1))] = True
+    inside[max(0, math.floor(y0)) : min(h, math.ceil(y1)), max(0, math.floor(x0)) : min(w, math.ceil(x1))] = (
+        True
+    )
     total = float(cam.sum(dtype=np.float64))
     energy = float(cam[inside].sum(dtype=np.float64)) / total if total > 0 else None
     return {"pointing_game": float(hit), "energy_in_box": energy}
@@ -112,13 +116,22 @@ def perturbation_bar(ctx: RunContext, runner: CamRunner, label: str, calls: int)
     tta = len(list(runner.obj.tta_transforms)) if settings.aug_smooth else 1
     ablation = 1 if is_method(spec, "AblationCAM") else 0  # its own forward per layer, to cache activations
     batches = math.ceil(n / ctx.inputs.batch_size)
-    per_call = batches + sum(ablation * batches + n * math.ceil(layer.layout.channels / bs) for layer in layers)
+    per_call = batches + sum(
+        ablation * batches + n * math.ceil(layer.layout.channels / bs) for layer in layers
+    )
     expected = per_call * tta * calls
     channels = ", ".join(f"{layer.name}: {layer.layout.channels}" for layer in layers)
     log.info(
         "%s on %s: about %d forward passes to run (%d class set(s) x %d image(s) x ceil(channels / "
         "cam.batch_size %d)%s; channels %s)",
-        spec.name, label, expected, calls, n, bs, f" x {tta} augmentations" if tta > 1 else "", channels,
+        spec.name,
+        label,
+        expected,
+        calls,
+        n,
+        bs,
+        f" x {tta} augmentations" if tta > 1 else "",
+        channels,
     )
     bar = tqdm(total=expected, desc=f"{spec.name} {label}", unit="pass", leave=False, disable=None)
     count = [0]
@@ -146,8 +159,12 @@ def announce_metrics(ctx: RunContext, plan: CamPlan, maps_per_image: int) -> Non
     road = [m for m in plan.metrics if m.startswith("road") or m == "arcc"]
     log.info(
         "cam.metrics %s on %d map(s): about %d extra forward pass(es) per map batch%s",
-        ", ".join(plan.metrics), n, passes,
-        f"; {', '.join(road)} impute every image per percentile (slow on a CPU: ~0.3-1 s per image)" if road else "",
+        ", ".join(plan.metrics),
+        n,
+        passes,
+        f"; {', '.join(road)} impute every image per percentile (slow on a CPU: ~0.3-1 s per image)"
+        if road
+        else "",
     )
 
 
@@ -172,13 +189,22 @@ def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[
     n_sets = 1 if classes_given is None else len(classes_given)
     announce_metrics(ctx, plan, n_sets * len(plan.groups))
     log.debug(
-        "CAM <%s> on %s, layer(s) %s, %s, %d image(s)", spec.name, ctx.model_name, plan.label,
-        "top-1 class of each image" if classes_given is None else f"class(es) {classes_given}", n,
+        "CAM <%s> on %s, layer(s) %s, %s, %d image(s)",
+        spec.name,
+        ctx.model_name,
+        plan.label,
+        "top-1 class of each image" if classes_given is None else f"class(es) {classes_given}",
+        n,
     )
     t0 = time.perf_counter()
     passes = 0
-    metric_bar = tqdm(total=len(plan.metrics) * n * n_sets * len(runner_groups), desc="cam.metrics",
-                      unit="map", leave=False, disable=None if plan.metrics else True)
+    metric_bar = tqdm(
+        total=len(plan.metrics) * n * n_sets * len(runner_groups),
+        desc="cam.metrics",
+        unit="map",
+        leave=False,
+        disable=None if plan.metrics else True,
+    )
     with preserved(ctx.model), metric_bar:
         for label, layers in runner_groups:
             with CamRunner(ctx.model, settings, spec, layers, kwargs=plan.kwargs, capture=capture) as runner:
@@ -197,11 +223,29 @@ def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[
                             logits, results = runner.maps(part.tensor, sets, logits)
                             if sets is None:
                                 sets = [logits.argmax(dim=1).tolist()]
-                            _record(ctx, settings, plan, runner, part, logits, sets, results, label, images, write,
-                                    metric_bar)
+                            _record(
+                                ctx,
+                                settings,
+                                plan,
+                                runner,
+                                part,
+                                logits,
+                                sets,
+                                results,
+                                label,
+                                images,
+                                write,
+                                metric_bar,
+                            )
                     passes += counter()
     seconds = time.perf_counter() - t0
-    log.debug("CAM <%s>: %d image(s) in %.2fs%s", spec.name, n, seconds, f", {passes} forward passes" if passes else "")
+    log.debug(
+        "CAM <%s>: %d image(s) in %.2fs%s",
+        spec.name,
+        n,
+        seconds,
+        f", {passes} forward passes" if passes else "",
+    )
     return [images[i] for i in sorted(images)], passes, seconds
 
 
@@ -268,7 +312,9 @@ def _record(
                 metrics = {k: finite(v[i]) for k, v in scores.items()} if kind_label == label else {}
                 if batch.boxes[i] is not None:
                     metrics.update(localisation(arr, batch.boxes[i], float(settings.pointing_tolerance)))
-                valid = bool(not ctx.nonfinite_params and index not in ctx.inputs.invalid and np.isfinite(arr).all())
+                valid = bool(
+                    not ctx.nonfinite_params and index not in ctx.inputs.invalid and np.isfinite(arr).all()
+                )
                 row = CamMap(
                     layer=kind_label,
                     target=c,

@@ -34,6 +34,7 @@ __all__ = [
 #: Methods that run one forward pass per channel batch (a progress bar and a pass count).
 PERTURBATION_METHODS = ("ScoreCAM", "AblationCAM")
 
+
 @dataclass(frozen=True)
 class MetricSpec:
     """How vizpipe calls one of grad-cam's CAM metrics (``pytorch_grad_cam.metrics``)."""
@@ -54,11 +55,17 @@ class MetricSpec:
 
 #: metric name -> how it is called
 METRICS: dict[str, MetricSpec] = {
-    "confidence_change": MetricSpec("cam_mult_image", "CamMultImageConfidenceChange", "perturb", "softmax", "higher", 1),
+    "confidence_change": MetricSpec(
+        "cam_mult_image", "CamMultImageConfidenceChange", "perturb", "softmax", "higher", 1
+    ),
     "drop_in_confidence": MetricSpec("cam_mult_image", "DropInConfidence", "perturb", "softmax", "lower", 1),
-    "increase_in_confidence": MetricSpec("cam_mult_image", "IncreaseInConfidence", "perturb", "softmax", "higher", 1),
+    "increase_in_confidence": MetricSpec(
+        "cam_mult_image", "IncreaseInConfidence", "perturb", "softmax", "higher", 1
+    ),
     "road_most_relevant_first": MetricSpec("road", "ROADMostRelevantFirst", "perturb", "softmax", "lower", 1),
-    "road_least_relevant_first": MetricSpec("road", "ROADLeastRelevantFirst", "perturb", "softmax", "higher", 1),
+    "road_least_relevant_first": MetricSpec(
+        "road", "ROADLeastRelevantFirst", "perturb", "softmax", "higher", 1
+    ),
     "road_most_relevant_first_average": MetricSpec(
         "road", "ROADMostRelevantFirstAverage", "perturb", "softmax", "lower", 4
     ),

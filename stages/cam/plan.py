@@ -69,12 +69,15 @@ def check_settings(settings: Any) -> tuple[MethodSpec, list[str], dict[str, Any]
     if int(settings.batch_size) < 1:
         raise ConfigError(f"cam.batch_size must be >= 1, got {settings.batch_size}")
     if not 0.0 <= float(settings.image_weight) <= 1.0:
-        raise ConfigError(f"cam.image_weight must be in [0, 1] (show_cam_on_image), got {settings.image_weight}")
+        raise ConfigError(
+            f"cam.image_weight must be in [0, 1] (show_cam_on_image), got {settings.image_weight}"
+        )
     if not 0.0 <= float(settings.pointing_tolerance) < 0.5:
         raise ConfigError(f"cam.pointing_tolerance must be in [0, 0.5), got {settings.pointing_tolerance}")
     if settings.aug_smooth and not spec.accepts("aug_smooth"):
         raise ConfigError(
-            f"cam.aug_smooth=true is not supported by {spec.name} (it takes no aug_smooth); set cam.aug_smooth=false"
+            f"cam.aug_smooth=true is not supported by {spec.name} (it takes no aug_smooth); "
+            "set cam.aug_smooth=false"
         )
     metrics = resolve_metrics(list(settings.metrics or []))
     kwargs = method_kwargs(spec, dict(settings.kwargs or {}))
@@ -118,7 +121,9 @@ def parse_target_class(
                 lower = [c.lower() for c in categories]
                 hits = [i for i, c in enumerate(lower) if c == text.lower()]
                 if not hits:
-                    raise unknown_choice("class name for cam.target_class", text, categories, context=f"for {model_name}")
+                    raise unknown_choice(
+                        "class name for cam.target_class", text, categories, context=f"for {model_name}"
+                    )
                 if len(hits) > 1:
                     both = ", ".join(f"{i} ({categories[i]})" for i in hits)
                     raise ConfigError(
@@ -128,11 +133,14 @@ def parse_target_class(
                 item = hits[0]
             else:
                 raise ConfigError(
-                    f"cam.target_class '{text}' is not a class index (this model's weights carry no class names; "
+                    f"cam.target_class '{text}' is not a class index "
+                    "(this model's weights carry no class names; "
                     f"set model.categories to use names); {valid}"
                 )
         if not 0 <= item < num_classes:
-            raise ConfigError(f"cam.target_class {item} is out of range for {model_name} ({num_classes} classes); {valid}")
+            raise ConfigError(
+                f"cam.target_class {item} is out of range for {model_name} ({num_classes} classes); {valid}"
+            )
         out.append(int(item))
     return list(dict.fromkeys(out))
 

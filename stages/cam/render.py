@@ -66,7 +66,9 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(finite_values)) if finite_values else None
 
 
-def summarize(ctx: RunContext, images: list[CamImage]) -> tuple[list[ClassSummary], dict[str, float | None], str]:
+def summarize(
+    ctx: RunContext, images: list[CamImage]
+) -> tuple[list[ClassSummary], dict[str, float | None], str]:
     """Per class (the label when every image has one, else the top-1 class) and overall means."""
     labelled = bool(images) and all(img.label is not None for img in images)
     groups: dict[int, list[CamImage]] = {}
@@ -80,7 +82,9 @@ def summarize(ctx: RunContext, images: list[CamImage]) -> tuple[list[ClassSummar
         maps = [m for img in members for m in img.maps if m.valid]
         accuracy = None
         if labelled:
-            accuracy = float(np.mean([bool(img.top5) and img.top5[0].class_index == img.label for img in members]))
+            accuracy = float(
+                np.mean([bool(img.top5) and img.top5[0].class_index == img.label for img in members])
+            )
         out.append(
             ClassSummary(
                 class_index=cls,
@@ -99,8 +103,9 @@ def summarize(ctx: RunContext, images: list[CamImage]) -> tuple[list[ClassSummar
     return out, means, "label" if labelled else "top-1 class"
 
 
-def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImage], passes: int,
-             seconds: float) -> CamDoc:
+def document(
+    ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImage], passes: int, seconds: float
+) -> CamDoc:
     """The ``cam.json`` record."""
     classes, means, grouped_by = summarize(ctx, images)
     fullgrad = plan.groups[0][0] == "bias_layers"
@@ -140,13 +145,24 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     pictures: list[Picture] = []
     tables: list[Table] = []
     for img in doc.images[:SAMPLE_IMAGES]:
-        rows = [[rank + 1, p.class_index, p.name, None if p.prob is None else f"{p.prob * 100:.2f}%"]
-                for rank, p in enumerate(img.top5)]
+        rows = [
+            [rank + 1, p.class_index, p.name, None if p.prob is None else f"{p.prob * 100:.2f}%"]
+            for rank, p in enumerate(img.top5)
+        ]
         caption = f"Source: {img.source}" + ("" if img.valid else " (input holds NaN/inf: invalid)")
         if img.label is not None:
-            caption += f"; label {img.label}" + (f" {ctx.class_name(img.label)}" if ctx.class_name(img.label) else "")
-        tables.append(Table("Top-5 predictions", ["Rank", "Class", "Name", "Probability"], rows, group=img.name,
-                            caption=caption))
+            caption += f"; label {img.label}" + (
+                f" {ctx.class_name(img.label)}" if ctx.class_name(img.label) else ""
+            )
+        tables.append(
+            Table(
+                "Top-5 predictions",
+                ["Rank", "Class", "Name", "Probability"],
+                rows,
+                group=img.name,
+                caption=caption,
+            )
+        )
         for m in img.maps:
             target = f"{m.target} {m.target_name}" if m.target_name else f"class {m.target}"
             extra = "".join(f", {k} {_fmt(v)}" for k, v in m.metrics.items())
@@ -166,22 +182,34 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     if len(doc.images) > 1 or (doc.images and doc.images[0].label is not None):
         head = ["Class", "Name", "Images", "Top-1 accuracy", "Mean score", *metric_names]
         rows = [
-            [c.class_index, c.name, c.count, _fmt(c.top1_accuracy), _fmt(c.mean_score),
-             *[_fmt(c.metrics.get(k)) for k in metric_names]]
+            [
+                c.class_index,
+                c.name,
+                c.count,
+                _fmt(c.top1_accuracy),
+                _fmt(c.mean_score),
+                *[_fmt(c.metrics.get(k)) for k in metric_names],
+            ]
             for c in doc.classes
         ]
         tables.insert(0, Table(f"Per class ({doc.grouped_by})", head, rows))
     scalars = [Scalar("cam/score", doc.means.get("score"), key=True)]
-    scalars += [Scalar(f"cam/{k}", v, key=True, better=_better(k)) for k, v in doc.means.items() if k != "score"]
+    scalars += [
+        Scalar(f"cam/{k}", v, key=True, better=_better(k)) for k, v in doc.means.items() if k != "score"
+    ]
     target_text = "top-1 prediction of each image" if doc.targets is None else f"class(es) {doc.targets}"
     shown = min(len(doc.images), SAMPLE_IMAGES)
-    sample = f"; maps of the first {shown} of {len(doc.images)} images shown" if len(doc.images) > shown else ""
+    sample = (
+        f"; maps of the first {shown} of {len(doc.images)} images shown" if len(doc.images) > shown else ""
+    )
     reshapes = "; ".join(f"{k}: {v}" for k, v in doc.reshape.items() if not v.startswith("N×"))
     return StageResult(
         stage="cam",
         summary=(
             f"{doc.method} on {', '.join(doc.layers)}, target: {target_text}; {len(doc.images)} image(s), "
-            f"{sum(len(i.maps) for i in doc.images)} map(s)" + sample + (f"; reshape {reshapes}" if reshapes else "")
+            f"{sum(len(i.maps) for i in doc.images)} map(s)"
+            + sample
+            + (f"; reshape {reshapes}" if reshapes else "")
         ),
         params={
             "method": doc.method_key,

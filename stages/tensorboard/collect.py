@@ -242,7 +242,12 @@ def top5_markdown(ctx: RunContext) -> str:
     batch = ctx.inputs.first()
     parts = []
     for name, source, row in zip(batch.names, batch.sources, ctx.top_k(5), strict=True):
-        lines = [f"**{name}** ({source})", "", "| rank | class | name | prob | logit |", "|---:|---:|---|---:|---:|"]
+        lines = [
+            f"**{name}** ({source})",
+            "",
+            "| rank | class | name | prob | logit |",
+            "|---:|---:|---|---:|---:|",
+        ]
         for rank, p in enumerate(row, 1):
             cls = str(p["name"] or "-").replace("|", "\\|")
             prob = "–" if p["prob"] is None else f"{p['prob']:.4f}"

@@ -137,8 +137,13 @@ def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> Sta
     files = sorted(p.relative_to(ctx.output_dir).as_posix() for p in out.glob(f"*tfevents*{SUFFIX}"))
     log.debug(
         "TensorBoard (%s): graph %s, %d images, %d histograms, %d scalars, %d texts -> %s",
-        backend, "yes" if data.graph is not None else "no", len(tags["images"]),
-        len(tags["histograms"]), len(tags["scalars"]), len(tags["text"]), out,
+        backend,
+        "yes" if data.graph is not None else "no",
+        len(tags["images"]),
+        len(tags["histograms"]),
+        len(tags["scalars"]),
+        len(tags["text"]),
+        out,
     )
     view = f"tensorboard --logdir {ctx.output_dir}"
     rows = [[k, len(v), ", ".join(v[:12]) + (", …" if len(v) > 12 else "")] for k, v in tags.items() if v]
@@ -149,7 +154,8 @@ def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> Sta
         stage="tensorboard",
         summary=(
             f"{backend}: graph {'yes' if data.graph is not None else 'no'}, {len(tags['images'])} images, "
-            f"{len(tags['histograms'])} histograms, {len(tags['scalars'])} scalars, {len(tags['text'])} texts; "
+            f"{len(tags['histograms'])} histograms, {len(tags['scalars'])} scalars, "
+            f"{len(tags['text'])} texts; "
             f"view: {view}"
         ),
         tables=[
