@@ -80,6 +80,11 @@ class RunContext:
                 self._probe = probe_model(self.model, self.inputs.first().tensor)
         return self._probe
 
+    def refresh(self) -> None:
+        """Forget what was measured on the model (the probe's outputs): call after changing its
+        weights, e.g. after training, so later stages see the new predictions."""
+        self._probe = None
+
     def blocks(self) -> list[str]:
         """The model's blocks: ``model.blocks`` when set, else found (``pipeline.layers``)."""
         if self._blocks is None:

@@ -117,25 +117,22 @@ class Manifest:
         raise KeyError(name)
 
     def collect(self, rec: StageRecord, folder: str | None = None, files: list[str] | None = None) -> None:
-        """Record every file under ``<run>/<folder>`` (and ``files``) as the stage's artifacts."""
+        """Record the step's artifacts: every file under ``<run>/<folder>`` and each of ``files``
+        (run-relative, e.g. a stage's event files in ``tensorboard/train/``), except files an
+        earlier step already lists: every artifact belongs to exactly one step."""
+        taken = {a.path for o in (self.setup, *self.stages, self.report) if o is not rec for a in o.artifacts}
         paths: list[Path] = []
         if folder is not None and (self.run_dir / folder).is_dir():
             paths.extend(sorted(p for p in (self.run_dir / folder).rglob("*") if p.is_file()))
         for f in files or []:
             if (self.run_dir / f).is_file():
                 paths.append(self.run_dir / f)
+        rels = list(dict.fromkeys(p.relative_to(self.run_dir).as_posix() for p in paths))
         rec.artifacts = [
-            Artifact(p.relative_to(self.run_dir).as_posix(), p.stat().st_size, sha256_file(p)) for p in paths
+            Artifact(rel, (self.run_dir / rel).stat().st_size, sha256_file(self.run_dir / rel))
+            for rel in rels
+            if rel not in taken
         ]
-        taken = {
-            a.path: o.name
-            for o in (self.setup, *self.stages, self.report)
-            if o is not rec
-            for a in o.artifacts
-        }
-        clash = [a.path for a in rec.artifacts if a.path in taken]
-        if clash:
-            raise RuntimeError(f"{rec.name} and {taken[clash[0]]} both list the artifact {clash[0]}")
 
     @property
     def status(self) -> str:

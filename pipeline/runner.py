@@ -281,7 +281,8 @@ def _run_stage(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any) -
         error = _fail(rec, exc)
     finally:
         rec.seconds = round(time.perf_counter() - t, 3)
-        manifest.collect(rec, rec.name)
+        produced = ctx.results[rec.name].files if rec.name in ctx.results else []
+        manifest.collect(rec, rec.name, produced)
         manifest.data["warnings"] = ctx.warnings
         manifest.write()
     files = f"{rec.name}/ ({len(rec.artifacts)} files)"

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf

@@ -1,7 +1,7 @@
 """Compute the maps, batch by batch, and write each image's files as soon as its maps exist.
 
 One ``CamRunner`` per layer group holds the library's object and hooks for the whole stream;
-per batch it returns the maps of every class set (``stages.cam.adapter``), the configured
+per batch it returns the maps of every class set (``pipeline.gradcam.adapter``), the configured
 metrics run on them while the CAM object exists, and ``write_maps`` saves the overlay, heatmap
 and raw ``.npy`` of each map. Only small per-map rows stay in memory (``CamImage``).
 
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.files import finite
+from pipeline.gradcam.adapter import CamRunner, quiet_library_bars
+from pipeline.gradcam.methods import METRICS, compute_metric
 from pipeline.names import slug
-from stages.cam.adapter import CamRunner, quiet_library_bars
-from stages.cam.methods import METRICS, compute_metric
-from stages.cam.plan import CamPlan, is_method
+from stages.cam.plan import CamPlan
 from stages.cam.record import CamImage, CamMap, Prediction
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def metric_target_text(name: str, ctx: RunContext) -> str:
 def _chunk(plan: CamPlan, layers: list[Any], x: torch.Tensor) -> int:
     """Images per library call: all, except ScoreCAM when its N×C×3×H×W tensor would be huge."""
     n = int(x.shape[0])
-    if not is_method(plan.method, "ScoreCAM"):
+    if not plan.method.is_a("ScoreCAM"):
         return n
     per_image = max(layer.layout.channels for layer in layers) * x[0].numel() * x.element_size()
     return max(1, min(n, SCORECAM_MAX_BYTES // max(per_image, 1)))
@@ -114,7 +114,7 @@ def perturbation_bar(ctx: RunContext, runner: CamRunner, label: str, calls: int)
     n = len(ctx.inputs)
     bs = int(settings.batch_size)
     tta = len(list(runner.obj.tta_transforms)) if settings.aug_smooth else 1
-    ablation = 1 if is_method(spec, "AblationCAM") else 0  # its own forward per layer, to cache activations
+    ablation = 1 if spec.is_a("AblationCAM") else 0  # its own forward per layer, to cache activations
     batches = math.ceil(n / ctx.inputs.batch_size)
     per_call = batches + sum(
         ablation * batches + n * math.ceil(layer.layout.channels / bs) for layer in layers

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, unknown_choice
-from stages.cam.layers import CamLayer, LayoutReshape, resolve_cam_layers
-from stages.cam.methods import MethodSpec, resolve_method, resolve_metrics
+from pipeline.gradcam.layers import CamLayer, LayoutReshape, resolve_cam_layers
+from pipeline.gradcam.methods import MethodSpec, resolve_method, resolve_metrics
 
 if TYPE_CHECKING:
     from pipeline.context import RunContext
@@ -37,11 +37,6 @@ class CamPlan:
     def label(self) -> str:
         """The averaged map's layer label: ``layer4`` or ``layer3+layer4``."""
         return "+".join(layer.name for layer in self.layers)
-
-
-def is_method(spec: MethodSpec, name: str) -> bool:
-    """True when the method is the library's class ``name`` or a subclass of it."""
-    return any(c.__name__ == name for c in spec.cls.__mro__)
 
 
 def method_kwargs(spec: MethodSpec, given: dict[str, Any]) -> dict[str, Any]:
@@ -158,11 +153,11 @@ def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
                 f"CAM layer '{layer.name}' has a 1×1 output for this input: its map is constant; "
                 "use an earlier layer or a larger input"
             )
-    if is_method(spec, "FullGrad"):
+    if spec.is_a("FullGrad"):
         ctx.warn("FullGrad ignores cam.layer: it uses the gradients of every conv/batch-norm bias")
         layers = layers[:1]
     plan = CamPlan(spec, layers, classes, metrics, kwargs)
-    label = "bias_layers" if is_method(spec, "FullGrad") else plan.label
+    label = "bias_layers" if spec.is_a("FullGrad") else plan.label
     plan.groups = [(label, layers)]
     if settings.per_layer and len(layers) > 1:
         plan.groups += [(layer.name, [layer]) for layer in layers]

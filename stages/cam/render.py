@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.gradcam.methods import METRICS
 from pipeline.stage import Picture, Scalar, StageResult, Table
 from stages.cam.compute import LOCALISATION, file_stem
-from stages.cam.methods import METRICS
 from stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
 
 if TYPE_CHECKING:

@@ -31,9 +31,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
-from stages.cam.layers import CamLayer, LayoutReshape
-from stages.cam.methods import MethodSpec
-from stages.cam.plan import is_method
+from pipeline.gradcam.layers import CamLayer, LayoutReshape
+from pipeline.gradcam.methods import MethodSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,7 +84,7 @@ def targets_for(classes: list[int], logits: torch.Tensor, spec: MethodSpec) -> l
     """One library target per image (FinerCAM: its weighted target against the closest classes)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if not is_method(spec, "FinerCAM"):
+    if not spec.is_a("FinerCAM"):
         return [ClassifierOutputTarget(int(c)) for c in classes]
     from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
 
@@ -151,15 +150,13 @@ class CamRunner:
         """Build the library object and register vizpipe's hooks."""
         # FullGrad picks its own layers (every conv/batch-norm bias) and prints a warning if given any
         modules = (
-            []
-            if is_method(self.spec, "FullGrad")
-            else [self.model.get_submodule(x.name) for x in self.layers]
+            [] if self.spec.is_a("FullGrad") else [self.model.get_submodule(x.name) for x in self.layers]
         )
         needs_reshape = any(layer.layout.needs_reshape for layer in self.layers)
         reshape = LayoutReshape(self.layers) if needs_reshape else None
         kwargs: dict[str, Any] = {}
         params = set(inspect.signature(self.spec.cls.__init__).parameters)
-        if is_method(self.spec, "AblationCAM"):
+        if self.spec.is_a("AblationCAM"):
             from pytorch_grad_cam import AblationLayer, AblationLayerVit
 
             # a fresh ablation layer: the library's default argument is one instance shared by all calls

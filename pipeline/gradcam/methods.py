@@ -93,6 +93,10 @@ class MethodSpec:
     cls: type
     meta: bool  # wraps a base method (FinerCAM, SESS, RefineCAM) instead of subclassing BaseCAM
 
+    def is_a(self, name: str) -> bool:
+        """True when the method is the library's class ``name`` or a subclass of it."""
+        return any(c.__name__ == name for c in self.cls.__mro__)
+
     @property
     def perturbation(self) -> bool:
         """True for ScoreCAM/AblationCAM (and subclasses): one forward pass per channel batch."""
