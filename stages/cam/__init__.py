@@ -87,8 +87,8 @@ class CamStage(Stage):
         from stages.cam.render import MapWriter, document, result
 
         plan = self.plan or make_plan(ctx, settings)
-        images, passes, seconds = collect(ctx, settings, plan, MapWriter(ctx, float(settings.image_weight)))
-        doc = document(ctx, settings, plan, images, passes, seconds)
+        images, passes, _seconds = collect(ctx, settings, plan, MapWriter(ctx, float(settings.image_weight)))
+        doc = document(ctx, settings, plan, images, passes)
         bad = sum(not m.valid for img in images for m in img.maps)
         if bad:
             why = (

@@ -81,8 +81,7 @@ class CamDoc:
     classes: list[ClassSummary] = field(default_factory=list)
     means: dict[str, float | None] = field(default_factory=dict)  # over every valid map
     grouped_by: str = "top-1 class"  # what ``classes`` groups by: "label" or "top-1 class"
-    seconds: float = 0.0
-    forward_passes: int = 0
+    forward_passes: int = 0  # perturbation passes (ScoreCAM/AblationCAM), counted
 
     def to_json(self) -> str:
         """The JSON text written to ``cam.json`` (NaN/inf are refused: the stage writes None)."""

@@ -103,9 +103,7 @@ def summarize(
     return out, means, "label" if labelled else "top-1 class"
 
 
-def document(
-    ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImage], passes: int, seconds: float
-) -> CamDoc:
+def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImage], passes: int) -> CamDoc:
     """The ``cam.json`` record."""
     classes, means, grouped_by = summarize(ctx, images)
     fullgrad = plan.groups[0][0] == "bias_layers"
@@ -126,7 +124,6 @@ def document(
         classes=classes,
         means=means,
         grouped_by=grouped_by,
-        seconds=round(seconds, 3),
         forward_passes=passes,
     )
 
