@@ -205,6 +205,7 @@ def run_pipeline(cfg: DictConfig, output_dir: Path | str, *, overrides: list[str
         manifest.write()
         log.error("Interrupted; the manifest and every artifact written so far are kept in %s", out)
         raise
+    _release(ctx)
     report_path = _write_report(cfg, out, manifest)
     manifest.write()
     return RunResult(out, manifest.status, out / mf.MANIFEST, report_path, first_error)
@@ -247,6 +248,7 @@ def _setup(
     except Exception as exc:  # noqa: BLE001 - recorded, logged, reported
         first_error = _fail(manifest.setup, exc)
         log.error("%s", first_error)
+        _release(ctx)
         ctx = None
         for rec in manifest.stages:
             rec.status = "skipped"
@@ -291,6 +293,14 @@ def _run_stage(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any) -
     else:
         log.error("%-11s failed %.2f s: %s", rec.name, rec.seconds, error)
     return error
+
+
+def _release(ctx: Any) -> None:
+    """Hand the built model back to ``pipeline.cache`` (kept for the next job only if unchanged)."""
+    if ctx is not None:
+        from pipeline.cache import get_cache
+
+        get_cache().release(ctx)
 
 
 def _provenance(ctx: Any, cfg: DictConfig) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Build what a run needs once: seeds, device, model and inputs -> the ``RunContext``.
 
 ``device.py``, ``model.py`` and ``pipeline/inputs`` do the work; ``targets.py`` holds the only
-``instantiate`` call. ``build_context`` is what the runner (and tests) call.
+``instantiate`` call. ``build_context`` is what the runner (and tests) call; it reuses an earlier
+job's build through ``pipeline.cache`` when model, input, device and seed are the same.
 """
 
 from __future__ import annotations
@@ -28,19 +29,37 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
+    if deterministic or torch.are_deterministic_algorithms_enabled():  # the call alone costs ~1 s of imports
+        torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
     if deterministic:
         torch.backends.cudnn.benchmark = False
 
 
 def build_context(cfg: DictConfig, output_dir: Path | str) -> Any:
-    """Build device, model and inputs from a composed config: the ``RunContext`` stages receive."""
+    """Build device, model and inputs from a composed config: the ``RunContext`` stages receive.
+
+    An earlier job's build with the same model, input, device and seed is reused when it is
+    unchanged (``pipeline.cache``); the runner hands the context back with ``release``.
+    """
+    from pipeline.cache import cache_key, get_cache
+
+    cache = get_cache()
+    key = cache_key(cfg)
+    seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
+    ctx = cache.checkout(key, Path(output_dir))
+    if ctx is None:
+        ctx = _build(cfg, output_dir)
+        cache.store(key, ctx)
+    return ctx
+
+
+def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
+    """A fresh build (seeded by the caller)."""
     from pipeline.build.device import build_device
     from pipeline.build.model import build_model, load_categories, nonfinite_parameters
     from pipeline.context import RunContext
     from pipeline.inputs import build_inputs
 
-    seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
     device = build_device(cfg.device.type)
     log.debug("Device <%s>", device)
     model, weights = build_model(cfg.model)
