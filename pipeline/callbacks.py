@@ -1,13 +1,21 @@
-"""Hydra callbacks: the sweep index, rebuilt from the job folders on disk.
+"""Hydra callbacks: the sweep index, written once when the sweep ends.
 
-Hydra runs ``on_job_end`` after every job (failed ones too) but skips ``on_multirun_end`` when a
-job failed, and under the joblib launcher ``on_job_end`` runs in worker processes. So the index
-is rebuilt from what is on disk after every job *and* at the end; any process may write it, and
-``python -m pipeline.report <sweep_dir>`` rebuilds it at any time.
+``index.html`` is read from the job folders on disk, so it is written once, at the end:
+``on_multirun_end`` runs in the process that launched the sweep after every job finished. A
+1,000-job sweep thus pays for one index, not 1,000 (``benchmarks/sweep.py`` measures both).
+
+Hydra skips ``on_multirun_end`` when a job raised: a job of a launcher's worker process (joblib,
+submitit, ray) raises ``pipeline.cli.PipelineFailed`` when it fails, so the launcher reports it.
+For that case ``on_job_end`` (in the worker) rewrites the index after a *failed* job, and the
+process that launched the sweep rewrites it once more when it exits (``atexit``), so jobs that
+finished after the failure are in it too. Under the basic launcher failed jobs do not raise
+(``pipeline.cli.finish``) and ``on_multirun_end`` always runs. ``python -m pipeline.report
+<sweep_dir>`` rebuilds the index at any time.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,29 +27,53 @@ log = logging.getLogger(__name__)
 
 
 class SweepReportCallback(Callback):
-    """Writes ``<sweep_dir>/index.html`` after each multirun job and at the end of the sweep."""
+    """Writes ``<sweep_dir>/index.html`` at the end of a sweep (and after a job that raised)."""
+
+    def __init__(self) -> None:
+        self._pending: Path | None = None  # sweep folder whose index is still to be written (atexit)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In the launching process: make sure the index gets written even if Hydra skips the end."""
+        self._pending = Path(str(config.hydra.sweep.dir))
+        atexit.register(self._at_exit)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        """After a multirun job (ok or failed): rebuild the sweep index from disk."""
+        """After a multirun job that raised (Hydra will skip ``on_multirun_end``): write the index."""
+        from hydra.core.utils import JobStatus
+
+        if getattr(job_return, "status", None) != JobStatus.FAILED:
+            return
         try:
             from hydra.core.hydra_config import HydraConfig
 
-            if str(HydraConfig.get().mode) != "RunMode.MULTIRUN":
-                return
-            self._rebuild(Path(HydraConfig.get().sweep.dir))
+            if str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+                self._rebuild(Path(HydraConfig.get().sweep.dir))
         except Exception as exc:  # noqa: BLE001 - a summary must never fail a job
             log.warning("Sweep index not updated: %s", exc)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """After the whole sweep (Hydra skips this when a job failed)."""
+        """After the whole sweep (Hydra skips this when a job raised)."""
+        self._pending = None
         try:
             self._rebuild(Path(config.hydra.sweep.dir))
         except Exception as exc:  # noqa: BLE001
             log.warning("Sweep index not written: %s", exc)
 
+    def _at_exit(self) -> None:
+        """The sweep ended without ``on_multirun_end`` (a job raised): write the index now."""
+        if self._pending is None:
+            return
+        sweep, self._pending = self._pending, None
+        try:
+            if sweep.is_dir():
+                print(f"vizpipe: sweep index {self._rebuild(sweep)}")
+        except Exception as exc:  # noqa: BLE001
+            print(f"vizpipe: warning: sweep index not written: {exc}")
+
     @staticmethod
-    def _rebuild(sweep_dir: Path) -> None:
+    def _rebuild(sweep_dir: Path) -> Path:
         from pipeline.report import write_sweep_index
 
         path = write_sweep_index(sweep_dir)
         log.info("Sweep index %s", path)
+        return path

@@ -38,7 +38,7 @@ PATH_KEYS = ("path", "checkpoint", "categories", "dir", "root")
 
 
 class PipelineFailed(RuntimeError):
-    """Raised inside a multirun job of a launcher's worker so the launcher marks it failed."""
+    """Raised inside a multirun job of a launcher's worker process so the launcher marks it failed."""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -482,6 +482,24 @@ def record_failure(argv: list[str], message: str) -> Path | None:
 #: Failed multirun jobs of this process, for the exit code after the sweep (basic launcher: the
 #: jobs run here, one after another). Deliberately process-wide; read once by ``sweep_exit``.
 _FAILED_JOBS: list[str] = []
+#: the launcher that runs every job in the process that started the sweep
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+def jobs_run_here() -> bool:
+    """True when this multirun's jobs run in the process that started it (Hydra's basic launcher).
+
+    Other launchers (joblib, submitit, ray) run jobs in worker processes, which need not be
+    children of this one (submitit, ray): the launcher's config says which, not the process tree.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().launcher.get("_target_")) == BASIC_LAUNCHER
+    except ValueError:  # HydraConfig is not set: called outside a Hydra job
+        import multiprocessing
+
+        return multiprocessing.parent_process() is None
 
 
 def finish(result: Any, *, multirun: bool) -> None:
@@ -489,10 +507,9 @@ def finish(result: Any, *, multirun: bool) -> None:
 
     A failed sweep job does not raise (Hydra would print a traceback and skip the sweep's end
     callbacks): the other jobs go on, and ``sweep_exit`` ends the process with status 1. In a
-    launcher's worker process the job raises ``PipelineFailed`` so that launcher sees the failure.
+    launcher's worker process (``jobs_run_here`` is False) the job raises ``PipelineFailed`` so
+    that launcher sees the failure; Hydra then exits 1 once the batch of jobs has finished.
     """
-    import multiprocessing
-
     print(f"vizpipe: run folder {result.output_dir}")
     if result.report_path is not None:
         print(f"vizpipe: report {result.report_path}")
@@ -501,7 +518,7 @@ def finish(result: Any, *, multirun: bool) -> None:
     details = f"details: {result.output_dir / 'run.log'}, manifest: {result.manifest_path}"
     message = f"{result.error or result.status} ({details})"
     if multirun:
-        if multiprocessing.parent_process() is not None:
+        if not jobs_run_here():
             raise PipelineFailed(message)
         print(f"vizpipe: error: job {result.output_dir.name} failed: {message}", file=sys.stderr)
         _FAILED_JOBS.append(f"{result.output_dir.name}: {result.error or result.status}")
@@ -519,4 +536,13 @@ def sweep_exit() -> None:
         sys.exit(1)
 
 
-__all__ = ["PipelineFailed", "closest_first", "fail", "finish", "precheck", "sweep_exit", "translate"]
+__all__ = [
+    "PipelineFailed",
+    "closest_first",
+    "fail",
+    "finish",
+    "jobs_run_here",
+    "precheck",
+    "sweep_exit",
+    "translate",
+]
