@@ -2,9 +2,10 @@
 
 Hydra reports composition errors with a traceback hint as its last line; vizpipe's promise is one
 line that names the bad value and the valid choices. ``precheck`` composes the same config Hydra
-will (same search path: ``conf/``, ``--config-dir``, ``--config-path``/``--config-name``), once per
-swept value, runs every config-only rule (``pipeline.runner.check_config``: the input's and each
-stage's ``check``) and turns any failure into that line. Messages come from the exceptions'
+will (same search path: ``conf/``, ``--config-dir``, ``--config-path``/``--config-name``), checks
+every job of a sweep (``pipeline.sweeps``: one composition, each job's values set on a copy),
+runs every config-only rule (``pipeline.runner.check_config``: the input's and each stage's
+``check``) and turns any failure into that line. Messages come from the exceptions'
 attributes (``full_key``, ``value``, ``options``, the node's type), never from their text.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline.errors import ConfigError, closest_first, unknown_choice
+from pipeline.sweeps import JobChecker, jobs, mark_checked
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 APP_DIR = CONF_DIR.parent
@@ -101,9 +103,12 @@ def precheck(argv: list[str]) -> None:
         if not primary.is_dir():
             raise ConfigError(f"--config-path '{primary}' is not a folder")
         with Composer(primary, name, extra) as composer:
-            for variant in _variants(composer, overrides, multirun):
-                composer.check(variant)
+            batch = _jobs(composer, overrides, multirun)
+            checker = JobChecker(composer)
+            for job in batch:
+                checker.check(job)
         _check_writable(_output_dir(overrides, multirun))
+        mark_checked(batch)
     except ConfigError as exc:
         where = record_failure(argv, str(exc))
         fail(str(exc) + (f" (manifest: {where})" if where else ""))
@@ -156,12 +161,6 @@ class Composer:
         options = GlobalHydra.instance().config_loader().get_group_options(group)
         return [o for o in options if not o.startswith("_")]
 
-    def check(self, overrides: list[str]) -> None:
-        """Compose ``overrides`` and run every config-only rule."""
-        from pipeline.runner import check_config, ensure_typed
-
-        check_config(ensure_typed(self.compose(overrides)))
-
 
 def _is_path_key(key: str) -> bool:
     return key.split(".")[-1].lower() in PATH_KEYS
@@ -171,10 +170,11 @@ def _quote_hint(key: str, value: str) -> str:
     return f"quote it: \"{key}='{value}'\" (commas, '=', spaces and brackets in a value need quotes)"
 
 
-def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[list[str]]:
-    """Override lists to compose: each swept value once (others at their first value).
+def _jobs(composer: Composer, overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job Hydra will run (one for a single run).
 
-    Command-line sweeps and the ``hydra.sweeper.params`` of a ``sweep=...`` config both count.
+    Command-line sweeps and the ``hydra.sweeper.params`` of a ``sweep=...`` config both count,
+    combined as Hydra's basic sweeper combines them (``pipeline.sweeps.jobs``).
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -193,7 +193,6 @@ def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[
                 f"Cannot read the override {o!r} ({first}); check its quoting and brackets"
             ) from exc
     base: list[str] = []
-    sweeps: list[tuple[int, list[str]]] = []
     for o in parsed:
         key = o.get_key_element()
         if o.is_sweep_override():
@@ -212,7 +211,6 @@ def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[
                     f"'{o.input_line}' is a sweep (several values); add -m to run one job per value, "
                     "or wrap a list value in brackets: key=[a,b]"
                 )
-            sweeps.append((len(base), [f"{key}={v}" for v in values]))
             base.append(f"{key}={values[0]}")
         else:
             base.append(o.input_line)
@@ -224,34 +222,22 @@ def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[
             raise ConfigError(
                 f"'{chosen}' is a declarative sweep: add -m to run its jobs (python run.py -m {chosen})"
             )
-        sweeps += _sweeper_params(composer, base)
-    variants = [base]
-    for idx, options in sweeps:
-        for opt in options[1:] if idx >= 0 else options:
-            v = list(base)
-            if idx >= 0:
-                v[idx] = opt
-            else:
-                v.append(opt)
-            variants.append(v)
-    return variants
+        return jobs(_sweeper_params(composer, base), user)
+    return jobs([], user) if multirun else [[o.input_line for o in parsed]]
 
 
-def _sweeper_params(composer: Composer, base: list[str]) -> list[tuple[int, list[str]]]:
-    """The values of ``hydra.sweeper.params`` (from ``sweep=...``), resolved, as override lists."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
+def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
+    """``hydra.sweeper.params`` (from ``sweep=...``), resolved, as the sweeper reads them: key=value."""
 
     cfg = composer.compose(base, hydra=True)
     params = cfg.hydra.sweeper.get("params") or {}
-    parser = OverridesParser.create()
-    out: list[tuple[int, list[str]]] = []
+    out: list[str] = []
     sweep = next(o.partition("=")[2] for o in base if o.partition("=")[0].lstrip("+~") == "sweep")
     for key in params:
         node = params._get_node(key)
         raw = node._value() if node is not None else None
         try:
-            value = OmegaConf.select(params, key, throw_on_missing=True)
+            value = params[key]  # a dotted key ("cam.layer") is one key here, not a path
         except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
             raise ConfigError(
                 f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {exc}"
@@ -262,9 +248,7 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[tuple[int, list
                 f"sweep={sweep} sweeps {key} over {source}, which is not set for this config; set it, e.g. "
                 f"{source}='\"a,b,c\"' (a quoted comma-separated string), or sweep {key} on the command line"
             )
-        (o,) = parser.parse_overrides([f"{key}={value}"])
-        values = [str(v) for v in o.sweep_string_iterator()] if o.is_sweep_override() else [str(value)]
-        out.append((-1, [f"{key}={v}" for v in values]))
+        out.append(f"{key}={value}")
     return out
 
 
