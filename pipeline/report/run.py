@@ -47,6 +47,15 @@ class RunData:
     records: list[dict[str, Any]]  # setup, each stage, report (manifest order)
     stages: list[StageData]
     problems: list[str] = field(default_factory=list)
+    _config_yaml: str | None = field(default=None, repr=False)  # made once for report.html and .md
+
+    def config_yaml(self) -> str | None:
+        """The resolved config as YAML (None without one), made once per report."""
+        if self._config_yaml is None and self.config:
+            import yaml
+
+            self._config_yaml = yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True).rstrip()
+        return self._config_yaml
 
 
 def _read_result(rec: dict[str, Any]) -> StageData:
@@ -185,18 +194,13 @@ def _provenance(data: RunData) -> dict[str, Any]:
                 "what": "checkpoint ",
             }
         )
-    config_yaml = None
-    if data.config:
-        import yaml
-
-        config_yaml = yaml.safe_dump(data.config, sort_keys=False, allow_unicode=True).rstrip()
     return {
         "overrides": data.overrides,
         "rerun": rerun,
         "git": git,
         "versions": [(k, str(v) if v else "not installed") for k, v in (m.get("versions") or {}).items()],
         "hashes": hashes,
-        "config_yaml": config_yaml,
+        "config_yaml": data.config_yaml(),
     }
 
 
