@@ -72,7 +72,9 @@ def cache_key(cfg: DictConfig) -> str:
     """The key of what ``build_context`` builds from ``cfg`` (model, input, device, seed)."""
 
     def plain(node: Any) -> Any:
-        return OmegaConf.to_container(node, resolve=True, enum_to_str=True) if OmegaConf.is_config(node) else node
+        if OmegaConf.is_config(node):
+            return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+        return node
 
     model = plain(cfg.model)
     doc = {
@@ -233,7 +235,8 @@ class BuildCache:
         now = Fingerprint.of(entry.model, _input_tensors(entry.inputs, entry.probe))
         changed = entry.fingerprint.differences(now)
         if changed:
-            log.debug("Build cache: dropping the %s model (%s)", entry.fields["model_name"], "; ".join(changed))
+            name = entry.fields["model_name"]
+            log.info("Build cache: the %s model changed (%s); building it afresh", name, "; ".join(changed))
             del self._entries[key]
             return None
         from pipeline.context import RunContext

@@ -20,7 +20,7 @@ The loader is handed to the launcher, so it works the same in a launcher's worke
 
 import copy
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from hydra.core.config_loader import ConfigLoader
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -36,7 +36,7 @@ class DerivingConfigLoader(ConfigLoader):
     def __init__(self, inner: ConfigLoader) -> None:
         self.inner = inner
         # kind of job (structural overrides, value keys) -> (state, template config)
-        self.kinds: Dict[Tuple[Any, ...], Tuple[str, Optional[DictConfig]]] = {}
+        self.kinds: Dict[Tuple[Any, ...], Tuple[str, DictConfig | None]] = {}
         self.groups: Dict[str, bool] = {}  # key -> is it a config group (asking Hydra costs ~10 ms)
         self.composed = 0  # jobs composed by Hydra
         self.derived = 0  # jobs derived from a template
@@ -103,7 +103,7 @@ class DerivingConfigLoader(ConfigLoader):
             derived = self._derive(template, master_config, parsed, values)
             same = _same(derived, cfg)
             self.kinds[kind] = (_PROVEN if same else _REFUSED, template)
-            log.debug("Sweep configs of kind %s: derived %s Hydra's composition", kind, "==" if same else "!=")
+            log.debug("Jobs of kind %s: derived config %s Hydra's", kind, "==" if same else "!=")
         return cfg
 
     def _compose(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:

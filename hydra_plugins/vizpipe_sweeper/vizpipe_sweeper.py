@@ -18,7 +18,7 @@ sweeper's; ``hydra/sweeper=basic`` brings Hydra's back.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -35,12 +35,14 @@ class VizpipeSweeperConf:
     # the sweeper class
     _target_: str = "hydra_plugins.vizpipe_sweeper.vizpipe_sweeper.VizpipeSweeper"
     # jobs handed to the launcher at once; null = all of them in one batch
-    max_batch_size: Optional[int] = None
+    max_batch_size: int | None = None
     # declarative sweeps, key -> comma-separated values (conf/sweep/*.yaml set these)
-    params: Optional[Dict[str, str]] = None
+    params: Dict[str, str] | None = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="vizpipe", node=VizpipeSweeperConf, provider="vizpipe")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="vizpipe", node=VizpipeSweeperConf, provider="vizpipe"
+)
 
 
 class VizpipeSweeper(BasicSweeper):

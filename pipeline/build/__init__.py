@@ -82,7 +82,9 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
         output_kind=str(getattr(output, "value", output)),
     )
     for i, why in inputs.invalid.items():
-        ctx.warn(f"Input {inputs.names[i]} ({inputs.sources[i]}) has {why}: its predictions and maps are invalid")
+        ctx.warn(
+            f"Input {inputs.names[i]} ({inputs.sources[i]}) has {why}: its predictions and maps are invalid"
+        )
     if cfg.model.get("categories") is not None and len(categories or []) != ctx.num_classes:
         raise ConfigError(
             f"model.categories has {len(categories or [])} names but the model has "
@@ -92,6 +94,7 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
     if bad:
         ctx.nonfinite_params = bad
         ctx.warn(
-            f"Model has non-finite (NaN/inf) values in {len(bad)} tensor(s): {', '.join(bad[:5])}; results are invalid"
+            f"Model has non-finite (NaN/inf) values in {len(bad)} tensor(s): {', '.join(bad[:5])}; "
+            "results are invalid"
         )
     return ctx
