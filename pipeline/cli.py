@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hydra.errors import CompactHydraException
+
 from pipeline.errors import ConfigError, closest_first, unknown_choice
 from pipeline.sweeps import JobChecker, jobs, mark_checked
 
@@ -39,8 +41,11 @@ _SKIP = {
 PATH_KEYS = ("path", "checkpoint", "categories", "dir", "root")
 
 
-class PipelineFailed(RuntimeError):
-    """Raised inside a multirun job of a launcher's worker process so the launcher marks it failed."""
+class PipelineFailed(CompactHydraException):
+    """Raised inside a multirun job of a launcher's worker process so the launcher marks it failed.
+
+    A ``CompactHydraException``: when Hydra ends the sweep with it, it prints the one line, no traceback.
+    """
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -503,7 +508,7 @@ def finish(result: Any, *, multirun: bool) -> None:
     message = f"{result.error or result.status} ({details})"
     if multirun:
         if not jobs_run_here():
-            raise PipelineFailed(message)
+            raise PipelineFailed(f"vizpipe: error: job {result.output_dir.name} failed: {message}")
         print(f"vizpipe: error: job {result.output_dir.name} failed: {message}", file=sys.stderr)
         _FAILED_JOBS.append(f"{result.output_dir.name}: {result.error or result.status}")
         return
