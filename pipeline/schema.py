@@ -216,10 +216,21 @@ def safe_dirname(text: str, max_len: int = 120) -> str:
     return slug(text, keep=JOB_CHARS, max_len=max_len) if str(text).strip("._ ") else "job"
 
 
+#: set by vizpipe's sweeper in every job's ``hydra.job.env_set``: the keys the sweep varies
+SWEPT_ENV = "VIZPIPE_SWEPT"
+
+
 def _swept_keys(root: Any) -> set[str]:
-    """Keys that take several values in this multirun (command line and ``hydra.sweeper.params``)."""
+    """Keys that take several values in this multirun (command line and ``hydra.sweeper.params``).
+
+    vizpipe's sweeper writes them into the job's config (``hydra.job.env_set.VIZPIPE_SWEPT``), which
+    reaches every launcher's workers; else they are read from this process's command line.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    env_set = OmegaConf.select(root, "hydra.job.env_set") or {}
+    if SWEPT_ENV in env_set:
+        return {k for k in str(env_set[SWEPT_ENV]).split(",") if k}
     parser = OverridesParser.create()
     lines: list[str] = []
     try:

@@ -38,6 +38,7 @@ class DerivingConfigLoader(ConfigLoader):
         # kind of job (structural overrides, value keys) -> (state, template config)
         self.kinds: Dict[Tuple[Any, ...], Tuple[str, DictConfig | None]] = {}
         self.groups: Dict[str, bool] = {}  # key -> is it a config group (asking Hydra costs ~10 ms)
+        self.swept: List[str] = []  # keys the sweep varies, put in each job's hydra.job.env_set
         self.composed = 0  # jobs composed by Hydra
         self.derived = 0  # jobs derived from a template
 
@@ -94,7 +95,7 @@ class DerivingConfigLoader(ConfigLoader):
         if state == _PROVEN and template is not None:
             self.derived += 1
             return self._derive(template, master_config, parsed, values)
-        cfg = self._compose(master_config, sweep_overrides)
+        cfg = self._mark(self._compose(master_config, sweep_overrides))
         if state == _REFUSED:
             return cfg
         if template is None:
@@ -110,12 +111,21 @@ class DerivingConfigLoader(ConfigLoader):
         self.composed += 1
         return self.inner.load_sweep_config(master_config, list(sweep_overrides))
 
+    def _mark(self, cfg: DictConfig) -> DictConfig:
+        """Tell the job which keys the sweep varies (``pipeline.schema`` names job folders by them)."""
+        from pipeline.schema import SWEPT_ENV
+
+        if self.swept:
+            with open_dict(cfg.hydra):
+                cfg.hydra.job.env_set[SWEPT_ENV] = ",".join(self.swept)
+        return cfg
+
     @staticmethod
     def _derive(template: DictConfig, master: DictConfig, parsed: List[Any], values: List[Any]) -> DictConfig:
         """The template with this job's values and ``hydra`` fields, as Hydra would set them."""
         from hydra._internal.config_loader_impl import get_overrides_dirname
 
-        cfg = copy.deepcopy(template)
+        cfg = copy.deepcopy(template)  # already marked
         for o in values:
             OmegaConf.update(cfg, o.get_key_element(), o.value(), merge=True)
         app = [o for o in parsed if not o.is_hydra_override()]

@@ -18,10 +18,11 @@ sweeper's; ``hydra/sweeper=basic`` brings Hydra's back.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict
+from typing import Any, Dict, List
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.types import Override
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
@@ -50,9 +51,20 @@ class VizpipeSweeper(BasicSweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """The basic sweeper's setup, with the deriving config loader for the launcher."""
-        loader = DerivingConfigLoader(hydra_context.config_loader)
-        context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
+        self.loader = DerivingConfigLoader(hydra_context.config_loader)
+        context = HydraContext(config_loader=self.loader, callbacks=hydra_context.callbacks)
         super().setup(hydra_context=context, task_function=task_function, config=config)
+
+    def split_arguments(self, overrides: List[Override], max_batch_size: int | None) -> List[Any]:  # type: ignore[override]
+        """The basic sweeper's batches; the keys whose values differ between jobs are kept for them."""
+        batches = BasicSweeper.split_arguments(overrides, max_batch_size)
+        values: Dict[str, set] = {}
+        for job in (job for batch in batches for job in batch):
+            for line in job:
+                key, _, value = line.partition("=")
+                values.setdefault(key.lstrip("+~"), set()).add(value)
+        self.loader.swept = [k for k, v in values.items() if len(v) > 1]
+        return batches
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose only the jobs of ``batch`` that this process has not checked yet."""
