@@ -37,6 +37,11 @@ _SKIP = {
     "-c",
     "--resolve",
 }
+#: where the launchers of the cluster extra come from (README: "Sweeps on more cores and machines")
+LAUNCHERS_HINT = (
+    "the joblib, submitit_local, submitit_slurm, slurm and ray launchers come with the cluster extra: "
+    "pip install -e '.[cluster]'"
+)
 #: keys whose values are file-system paths (a comma or '=' in them needs quoting)
 PATH_KEYS = ("path", "checkpoint", "categories", "dir", "root")
 
@@ -107,7 +112,8 @@ def precheck(argv: list[str]) -> None:
     try:
         if not primary.is_dir():
             raise ConfigError(f"--config-path '{primary}' is not a folder")
-        with Composer(primary, name, extra) as composer:
+        groups = [o for o in overrides if o.lstrip("+~").startswith("hydra/")]
+        with Composer(primary, name, extra, groups) as composer:
             batch = _jobs(composer, overrides, multirun)
             checker = JobChecker(composer)
             for job in batch:
@@ -122,8 +128,11 @@ def precheck(argv: list[str]) -> None:
 class Composer:
     """Hydra's Compose API on the search path Hydra will use; ``check`` composes and validates."""
 
-    def __init__(self, primary: Path, name: str, extra: list[str]) -> None:
+    def __init__(
+        self, primary: Path, name: str, extra: list[str], hydra_groups: list[str] | None = None
+    ) -> None:
         self.primary, self.name, self.extra = primary, name, extra
+        self.hydra_groups = list(hydra_groups or [])  # e.g. hydra/launcher=joblib: checked with every compose
         self._ctx: Any = None
 
     def __enter__(self) -> Composer:
@@ -144,7 +153,8 @@ class Composer:
         GlobalHydra.instance().clear()
 
     def _hydra_overrides(self) -> list[str]:
-        return [f"hydra.searchpath=[{','.join(self.extra)}]"] if self.extra else []
+        path = [f"hydra.searchpath=[{','.join(self.extra)}]"] if self.extra else []
+        return path + self.hydra_groups
 
     def compose(self, overrides: list[str], *, hydra: bool = False) -> Any:
         """The composed config (``hydra``: with the ``hydra`` node); errors translated."""
@@ -295,7 +305,10 @@ def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
         group, _, option = str(missing_cfg.missing_cfg_file).rpartition("/")
         choices = [o for o in (missing_cfg.options or []) if not o.startswith("_")]
         if group:
-            return unknown_choice(f"{group} option", option, choices, hint=f"Set {group}=<one of these>")
+            hint = f"Set {group}=<one of these>"
+            if group == "hydra/launcher":
+                hint += f"; {LAUNCHERS_HINT}"
+            return unknown_choice(f"{group} option", option, choices, hint=hint)
         return unknown_choice("config", option, choices)
     oc = next(
         (x for x in chain if isinstance(x, OmegaConfBaseException) and getattr(x, "full_key", None)), None
