@@ -19,10 +19,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def bundled_photo() -> Path:
-    """matplotlib's bundled ``sample_data/grace_hopper.jpg``."""
-    import matplotlib
+    """matplotlib's bundled ``mpl-data/sample_data/grace_hopper.jpg``, found without importing matplotlib.
 
-    path = Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    (Importing it costs ~0.3 s, and ``stages=[summary]`` draws nothing.)
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("matplotlib")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(roots[0] if roots else ".", "mpl-data", "sample_data", "grace_hopper.jpg")
+    if not path.is_file():  # a relocated data folder (MATPLOTLIBDATA): ask matplotlib itself
+        import matplotlib
+
+        path = Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
     if not path.is_file():
         raise VizpipeError(
             f"The bundled photo {path} is missing from this matplotlib install; "
