@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Histogram",
+    "Merge",
     "Picture",
     "Scalar",
     "Stage",
@@ -61,6 +62,22 @@ class Picture:
 
 
 @dataclass
+class Merge:
+    """How the rows of a ``Table`` combine across the shards of one data set (``input.shard=I/N``).
+
+    The sweep index merges the tables of jobs that differ only in ``input.shard``: rows with the
+    same ``keys`` become one row, ``count`` columns are summed and ``means`` columns are averaged
+    weighted by the ``weight`` column (cells that are not numbers are left out of the average).
+    Nothing here knows a stage: any stage that writes per-group means and counts can use it.
+    """
+
+    keys: list[int]  # columns that identify a row (e.g. class index and name)
+    weight: int  # the column holding how many items a row's means are over
+    count: list[int] = field(default_factory=list)  # columns summed (the weight column is summed too)
+    means: list[int] = field(default_factory=list)  # columns averaged, weighted by the weight column
+
+
+@dataclass
 class Table:
     """A table for the report (cells are JSON scalars)."""
 
@@ -72,6 +89,7 @@ class Table:
     links: list[int] = field(default_factory=list)  # columns holding run-relative file paths
     code: list[int] = field(default_factory=list)  # columns shown as code (names, shapes)
     kv: bool = False  # a key/value table: no header row, first column bold
+    merge: Merge | None = None  # set when shards' tables combine into one (the sweep index merges them)
 
 
 @dataclass

@@ -13,7 +13,8 @@ knows a stage: sections are built from the records, or from a stage's own templa
 
 Modules (no circles): ``common`` (reading, formatting, pictures) <- ``templating`` (jinja2) <-
 ``sections`` (one stage's section) <- ``run``; ``common`` <- ``jobs`` (a sweep's job folders) <-
-``sweep``; ``run``, ``sweep`` <- this package <- ``__main__`` (the CLI).
+``merge`` (a data set's shards merged) <- ``sweep``; ``run``, ``sweep`` <- this package <-
+``__main__`` (the CLI).
 """
 
 from __future__ import annotations

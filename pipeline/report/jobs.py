@@ -1,8 +1,9 @@
 """A sweep's job folders, read for the sweep index (``pipeline.report.sweep``).
 
-Per job: its overrides, status, errors, key (and ranked) scalars and preview pictures, from its
-``manifest.json`` only (a job folder without one is a failed job). Linear in jobs: one manifest
-read per job, and only the pictures and scalars the index shows are parsed into records.
+Per job: its overrides, status, errors, key (and ranked) scalars, preview pictures and mergeable
+tables (``pipeline.report.merge``), from its ``manifest.json`` only (a job folder without one is a
+failed job). Linear in jobs: one manifest read per job, and only the pictures, scalars and tables
+the index shows are parsed into records.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from pipeline.manifest import MANIFEST
 from pipeline.report.common import REPORT_HTML, REPORT_MD, read_json, read_text, read_yaml, record_error
-from pipeline.stage import Picture, Scalar, from_dict
+from pipeline.stage import Picture, Scalar, Table, from_dict
 
 
 @dataclass
@@ -32,6 +33,7 @@ class JobData:
     scalars: dict[str, Scalar] = field(default_factory=dict)  # key or ranked ones, by name (last step)
     previews: list[Picture] = field(default_factory=list)  # paths relative to the job folder
     first: Picture | None = None  # the first picture of any stage (when there is no preview)
+    tables: list[Table] = field(default_factory=list)  # tables marked mergeable (shards of a data set)
     reports: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -81,6 +83,9 @@ def _read_results(job: JobData, stages: list[dict[str, Any]]) -> None:
                     job.first = job.first or pic
                     if pic.preview:
                         job.previews.append(pic)
+            for t in res.get("tables") or []:
+                if t.get("merge"):
+                    job.tables.append(from_dict(Table, t))
             for s in res.get("scalars") or []:
                 if s.get("key") or s.get("better"):
                     sc = from_dict(Scalar, s)

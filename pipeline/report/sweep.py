@@ -172,12 +172,14 @@ def sweep_context(data: SweepData) -> dict[str, Any]:
                 "numbers": [fmt_num(j.scalars[n].value) if n in j.scalars else "–" for n in key_names],
             }
         )
+    shards = _shards(data)
     return {
         "title": f"vizpipe sweep: {data.sweep_dir.name}",
         "status": overall,
         "nav": [
             ("header", "Sweep"),
             ("jobs", "Jobs"),
+            *([("shards", "Merged shards")] if shards else []),
             ("grids", "Comparison grids"),
             ("leaderboard", "Leaderboard"),
         ],
@@ -195,4 +197,22 @@ def sweep_context(data: SweepData) -> dict[str, Any]:
         "overrides_head": "Swept overrides" if data.swept else "Overrides",
         "grid": _grids(data, key_names),
         "leaderboard": _leaderboard(data),
+        "shards": shards,
     }
+
+
+def _shards(data: SweepData) -> list[dict[str, Any]]:
+    """The merged tables of each data set run as shards (``input.shard``), formatted."""
+    from pipeline.report.merge import shard_groups
+    from pipeline.report.sections import table_view
+
+    return [
+        {
+            "params": g.params,
+            "shards": len(g.shards),
+            "ok": g.ok,
+            "missing": g.missing,
+            "tables": [table_view(t) for t in g.tables],
+        }
+        for g in shard_groups(data.jobs, data.swept)
+    ]

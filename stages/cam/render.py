@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.gradcam.methods import METRICS
-from pipeline.stage import Picture, Scalar, StageResult, Table
+from pipeline.stage import Merge, Picture, Scalar, StageResult, Table
 from stages.cam.compute import LOCALISATION, file_stem
 from stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
 
@@ -183,13 +183,15 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
                 c.class_index,
                 c.name,
                 c.count,
-                _fmt(c.top1_accuracy),
-                _fmt(c.mean_score),
-                *[_fmt(c.metrics.get(k)) for k in metric_names],
+                c.top1_accuracy,
+                c.mean_score,
+                *[c.metrics.get(k) for k in metric_names],
             ]
             for c in doc.classes
         ]
-        tables.insert(0, Table(f"Per class ({doc.grouped_by})", head, rows))
+        # numbers, not text: the report formats them, and the sweep index merges a data set's shards
+        merge = Merge(keys=[0, 1], weight=2, means=list(range(3, len(head))))
+        tables.insert(0, Table(f"Per class ({doc.grouped_by})", head, rows, merge=merge))
     scalars = [Scalar("cam/score", doc.means.get("score"), key=True)]
     scalars += [
         Scalar(f"cam/{k}", v, key=True, better=_better(k)) for k, v in doc.means.items() if k != "score"
