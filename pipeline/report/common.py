@@ -19,6 +19,7 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 SWEEP_INDEX = "index.html"
 THUMB_PX = 256  # sweep index pictures are downscaled to at most this many pixels per edge
+THUMBS = ".thumbs"  # <sweep>/.thumbs/: the downscaled pictures, kept for the next rebuild of the index
 MIME = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -169,15 +170,29 @@ def _data_uri(raw: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
 
 
+def _disk_key(path: str, mtime_ns: int, size: int, px: int) -> str:
+    import hashlib
+
+    return hashlib.sha1(f"{path}|{mtime_ns}|{size}|{px}".encode()).hexdigest() + ".png"
+
+
 @functools.lru_cache(maxsize=4096)
-def _thumbnail(path: str, mtime_ns: int, size: int, px: int) -> str:
-    """A data URI of the picture downscaled to ``px`` (cached per file version in this process)."""
+def _thumbnail(path: str, mtime_ns: int, size: int, px: int, cache: str | None = None) -> str:
+    """A data URI of the picture downscaled to ``px`` (cached per file version in this process).
+
+    ``cache``: a folder keeping the downscaled PNGs (``<sweep>/.thumbs/``), keyed by path, mtime,
+    size and ``px``, so a rebuilt index (another process, ``python -m pipeline.report``) does not
+    decode and resize every picture again. Pictures already small enough are embedded as they are.
+    """
     import io
 
     from PIL import Image
 
-    raw = Path(path).read_bytes()
     mime = MIME.get(Path(path).suffix.lower(), "application/octet-stream")
+    kept = Path(cache, _disk_key(path, mtime_ns, size, px)) if cache else None
+    if kept is not None and kept.is_file():
+        return _data_uri(kept.read_bytes(), "image/png")
+    raw = Path(path).read_bytes()
     if mime in ("image/png", "image/jpeg"):
         with Image.open(io.BytesIO(raw)) as im:
             if max(im.size) > px:
@@ -189,13 +204,21 @@ def _thumbnail(path: str, mtime_ns: int, size: int, px: int) -> str:
                 buf = io.BytesIO()
                 small.save(buf, format="PNG")
                 raw, mime = buf.getvalue(), "image/png"
+                if kept is not None:
+                    from pipeline.files import write_atomic
+
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(kept, raw)
     return _data_uri(raw, mime)
 
 
-def embed(base: Path, view: PictureView, thumb_px: int | None = None) -> PictureView:
+def embed(
+    base: Path, view: PictureView, thumb_px: int | None = None, cache: Path | None = None
+) -> PictureView:
     """Fill ``view.src`` with the picture at ``base / view.path`` (or ``view.problem``); return it.
 
-    Paths leaving ``base`` count as missing. ``thumb_px`` downscales (cached per path, mtime, size).
+    Paths leaving ``base`` count as missing. ``thumb_px`` downscales (cached per path, mtime, size
+    in this process, and in the folder ``cache`` when given).
     """
     path = inside(base, view.path)
     if path is None:
@@ -204,7 +227,9 @@ def embed(base: Path, view: PictureView, thumb_px: int | None = None) -> Picture
     try:
         if thumb_px:
             st = path.stat()
-            view.src = _thumbnail(str(path), st.st_mtime_ns, st.st_size, thumb_px)
+            view.src = _thumbnail(
+                str(path), st.st_mtime_ns, st.st_size, thumb_px, str(cache) if cache is not None else None
+            )
         else:
             view.src = _data_uri(path.read_bytes(), MIME.get(path.suffix.lower(), "application/octet-stream"))
     except Exception as exc:  # noqa: BLE001 - an unreadable picture is shown as such, the page survives

@@ -1,13 +1,14 @@
 """The sweep index: ``<sweep_dir>/index.html``, built only from the job folders' manifests.
 
-Written by ``pipeline.callbacks.SweepReportCallback`` after every multirun job (Hydra skips
-``on_multirun_end`` when a job failed, and launchers may run jobs in other processes), and
-rebuildable at any time: ``python -m pipeline.report <sweep_dir>``.
+Written by ``pipeline.callbacks.SweepReportCallback`` when the sweep ends, and rebuildable at any
+time: ``python -m pipeline.report <sweep_dir>``.
 
 Collect (``pipeline.report.jobs.collect_sweep``), then build the context of
 ``templates/sweep.html.j2`` here (``sweep_context``: job table with the key numbers, comparison
-grids over the swept keys, leaderboard). Thumbnails, the main cost, are cached per picture file
-(path, mtime, size) in the process, so the index rebuilt after every job re-reads only new ones.
+grids over the swept keys, merged shards, leaderboard). Thumbnails, the main cost, are cached per
+picture file (path, mtime, size): in the process, and on disk in ``<sweep>/.thumbs/`` (only
+pictures larger than ``THUMB_PX`` are downscaled and kept), so a rebuilt index resizes nothing
+twice. Written once per sweep: ``pipeline.callbacks`` says when.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from pipeline.report.common import REPORT_HTML, THUMB_PX, Alert, PictureView, embed, fmt_num, url
+from pipeline.report.common import REPORT_HTML, THUMB_PX, THUMBS, Alert, PictureView, embed, fmt_num, url
 from pipeline.report.jobs import JobData, SweepData, split_override
 from pipeline.stage import Scalar
 
@@ -45,9 +46,8 @@ def _job_cell(job: JobData, group: str | None, sweep: Path, key_names: list[str]
         pics = [job.first]
     views = []
     for p in pics:  # embedded from inside the job's own folder; data-path relative to the sweep
-        view = embed(
-            sweep / job.name, PictureView(p.path, p.caption, f"{job.name}: {p.caption}", p.badge), THUMB_PX
-        )
+        pic = PictureView(p.path, p.caption, f"{job.name}: {p.caption}", p.badge)
+        view = embed(sweep / job.name, pic, THUMB_PX, cache=sweep / THUMBS)
         view.path = f"{job.name}/{p.path}"
         views.append(view)
     error = job.error or ""
