@@ -97,7 +97,14 @@ class Inputs:
         from torch.utils.data import DataLoader, Subset
 
         subset = Subset(self.dataset, range(start, stop))
-        loader = DataLoader(subset, batch_size=self.batch_size, shuffle=False, num_workers=self.workers)
+        # its own generator: reading data never draws from the global random numbers a stage may use
+        loader = DataLoader(
+            subset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.workers,
+            generator=torch.Generator().manual_seed(0),
+        )
         for items in loader:
             index = [int(i) for i in items["index"]]
             labels = [int(v) if int(v) >= 0 else None for v in items.get("label", [-1] * len(index))]

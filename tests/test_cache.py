@@ -1,0 +1,212 @@
+"""pipeline.cache: jobs in one process share a build, and every job gets the model as freshly built."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.build import _build, seed_everything
+from pipeline.cache import BuildCache, Fingerprint, cache_key, get_cache
+from pipeline.hooks import hook_count
+from pipeline.registry import register, unregister
+from pipeline.runner import run_pipeline
+from pipeline.stage import Scalar, Stage, StageResult
+
+BASE = ["model=resnet18", "input=random", "input.shape=[1,3,64,64]", "report.enabled=false", "device=cpu"]
+
+
+class NudgeStage(Stage):
+    """Changes a weight in place, as a train stage would."""
+
+    name = "nudge"
+
+    def run(self, ctx: Any, settings: Any) -> StageResult:
+        with torch.no_grad():
+            next(ctx.model.parameters()).add_(1.0)
+        return StageResult("nudge")
+
+
+class LeakStage(Stage):
+    """Leaves a forward hook and a gradient behind, and the model in train mode."""
+
+    name = "leak"
+
+    def run(self, ctx: Any, settings: Any) -> StageResult:
+        ctx.model.fc.register_forward_hook(lambda *a: None)
+        ctx.model.fc.weight.grad = torch.zeros_like(ctx.model.fc.weight)
+        ctx.model.layer1.train()
+        return StageResult("leak")
+
+
+class RandomStage(Stage):
+    """Records the first random numbers a stage draws (they must not depend on the cache)."""
+
+    name = "draw"
+
+    def run(self, ctx: Any, settings: Any) -> StageResult:
+        values = torch.rand(3).tolist() + [float(np.random.rand())]
+        return StageResult("draw", scalars=[Scalar(f"r{i}", v) for i, v in enumerate(values)])
+
+
+class BoomStage(Stage):
+    """Fails after using the model (a failed job)."""
+
+    name = "boom"
+
+    def run(self, ctx: Any, settings: Any) -> StageResult:
+        with torch.no_grad():
+            ctx.model(ctx.inputs.first().tensor)
+        raise RuntimeError("deliberate failure")
+
+
+@pytest.fixture(autouse=True)
+def clean_cache():
+    get_cache().clear()
+    for cls in (NudgeStage, LeakStage, RandomStage, BoomStage):
+        register(cls)
+    yield
+    for cls in (NudgeStage, LeakStage, RandomStage, BoomStage):
+        unregister(cls.name)
+    get_cache().clear()
+
+
+def job(compose, out, *overrides: str):
+    return run_pipeline(compose([*BASE, *overrides]), out)
+
+
+def fresh(compose, tmp_path):
+    """The model exactly as a fresh build makes it."""
+    cfg = compose(BASE)
+    seed_everything(int(cfg.seed))
+    return _build(cfg, tmp_path / "fresh").model
+
+
+def assert_as_built(model, reference):
+    """Parameters, buffers, modes, hooks, requires_grad and grads equal a fresh build's."""
+    a, b = model.state_dict(keep_vars=True), reference.state_dict(keep_vars=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k].detach(), b[k].detach()), k
+    assert [m.training for m in model.modules()] == [m.training for m in reference.modules()]
+    assert not any(m.training for m in model.modules())
+    assert hook_count(model) == hook_count(reference) == 0
+    assert [p.requires_grad for p in model.parameters()] == [p.requires_grad for p in reference.parameters()]
+    assert all(p.grad is None for p in model.parameters())
+
+
+def the_entry():
+    (entry,) = get_cache()._entries.values()
+    return entry
+
+
+@pytest.mark.slow
+def test_jobs_share_one_build_equal_to_a_fresh_one(compose, tmp_path):
+    """CAM jobs (one failing) reuse one build; afterwards it still equals a fresh build."""
+    assert job(compose, tmp_path / "j0", "stages=[cam]", "cam.layer=layer3").ok
+    model = the_entry().model
+    assert job(compose, tmp_path / "j1", "stages=[cam]", "cam.layer=layer4", "cam.target_class=[1,7]").ok
+    failed = job(compose, tmp_path / "j2", "stages=[cam,boom]")
+    assert not failed.ok and "deliberate failure" in failed.error
+    bad_layer = job(compose, tmp_path / "j3", "stages=[cam]", "cam.layer=layer9")
+    assert not bad_layer.ok and "layer9" in bad_layer.error
+    assert job(compose, tmp_path / "j4", "stages=[summary,cam]", "cam.method=gradcam++").ok
+    entry = the_entry()
+    assert entry.model is model and entry.hits == 4 and not entry.lent
+    assert entry.probe is not None  # measured once, by the first job, and reused
+    assert_as_built(model, fresh(compose, tmp_path))
+
+
+@pytest.mark.slow
+def test_outputs_and_random_numbers_equal_a_fresh_build(compose, tmp_path):
+    """A job on a cached build writes the same maps and draws the same random numbers as on a fresh one."""
+    args = ("stages=[draw,cam]", "cam.target_class=[1,207]")
+    first = job(compose, tmp_path / "a", *args)
+    second = job(compose, tmp_path / "b", *args)
+    assert first.ok and second.ok and the_entry().hits == 1
+    get_cache().clear()
+    third = job(compose, tmp_path / "c", *args)  # fresh build again
+    assert third.ok
+
+    def npys(name: str) -> list:
+        return sorted(p.relative_to(tmp_path / name) for p in (tmp_path / name).rglob("*.npy"))
+
+    for name in ("a", "b"):
+        files = npys(name)
+        assert files and files == npys("c")
+        for rel in files:
+            assert np.array_equal(np.load(tmp_path / name / rel), np.load(tmp_path / "c" / rel)), rel
+    draws = []
+    for name in ("a", "b", "c"):
+        m = json.loads((tmp_path / name / "manifest.json").read_text())
+        draws.append([s["value"] for s in m["stages"][0]["result"]["scalars"]])
+    assert draws[0] == draws[1] == draws[2]
+
+
+@pytest.mark.slow
+def test_a_changed_model_is_built_afresh(compose, tmp_path):
+    """A stage that changes weights (a train stage) or leaves hooks, grads or modes drops the build."""
+    assert job(compose, tmp_path / "a", "stages=[nudge]").ok
+    assert len(get_cache()) == 0  # dropped when the job ended
+    assert job(compose, tmp_path / "b", "stages=[summary]").ok
+    model = the_entry().model
+    assert_as_built(model, fresh(compose, tmp_path))  # built afresh: not nudged
+    assert job(compose, tmp_path / "c", "stages=[leak]").ok
+    assert len(get_cache()) == 0
+    assert job(compose, tmp_path / "d", "stages=[summary]").ok
+    assert the_entry().model is not model
+    assert_as_built(the_entry().model, fresh(compose, tmp_path))
+
+
+def test_fingerprint_sees_every_kind_of_change(compose, tmp_path):
+    """Weights, buffers, modes, hooks, requires_grad, grads and replaced modules all count."""
+    changes = {
+        "parameters or buffers changed": lambda m: m.bn1.running_mean.add_(1),
+        "a module's train/eval mode changed": lambda m: m.layer2.train(),
+        "hooks: 1 instead of 0": lambda m: m.fc.register_forward_pre_hook(lambda *a: None),
+        "requires_grad changed": lambda m: m.fc.bias.requires_grad_(False),
+        "parameters hold gradients": lambda m: setattr(m.fc.bias, "grad", torch.ones_like(m.fc.bias)),
+        "modules were replaced": lambda m: setattr(m, "avgpool", torch.nn.AdaptiveAvgPool2d(1)),
+        "the inputs' tensors changed": lambda m: None,
+    }
+    model = fresh(compose, tmp_path)
+    x = torch.zeros(1, 3, 8, 8)
+    for what, change in changes.items():
+        before = Fingerprint.of(model, [x])
+        with torch.no_grad():
+            change(model)
+            if what.startswith("the inputs"):
+                x.add_(1)
+        assert before.differences(Fingerprint.of(model, [x])) == [what]
+        model = fresh(compose, tmp_path)
+    assert Fingerprint.of(model, [x]).differences(Fingerprint.of(model, [x, torch.ones(1)])) == []
+
+
+def test_key_names_everything_that_defines_the_build(compose, tmp_path):
+    """Model, input, device, seed and the checkpoint file's state change the key; stage settings do not."""
+    base = cache_key(compose(BASE))
+    assert cache_key(compose([*BASE, "cam.layer=layer2", "stages=[cam]"])) == base
+    for other in ("seed=1", "input.shape=[2,3,64,64]", "model=vgg11", "deterministic=true"):
+        assert cache_key(compose([*BASE, other])) != base, other
+    ckpt = tmp_path / "w.pt"
+    torch.save({}, ckpt)
+    with_ckpt = cache_key(compose([*BASE, f"model.checkpoint={ckpt}"]))
+    torch.save({"a": torch.zeros(1)}, ckpt)
+    assert cache_key(compose([*BASE, f"model.checkpoint={ckpt}"])) != with_ckpt
+
+
+@pytest.mark.slow
+def test_size_bound_and_switch_off(compose, tmp_path, monkeypatch):
+    """At most VIZPIPE_CACHE builds (LRU); 0 keeps none."""
+    cache = BuildCache(size=1)
+    monkeypatch.setattr("pipeline.cache._CACHE", cache)
+    assert job(compose, tmp_path / "a", "stages=[summary]").ok
+    assert job(compose, tmp_path / "b", "stages=[summary]", "seed=1").ok
+    assert len(cache) == 1  # the seed-0 build was evicted
+    monkeypatch.setenv("VIZPIPE_CACHE", "0")
+    monkeypatch.setattr("pipeline.cache._CACHE", BuildCache())
+    assert job(compose, tmp_path / "c", "stages=[summary]").ok
+    assert len(get_cache()) == 0
