@@ -2,7 +2,8 @@
 
 Methods are discovered, not listed: every class the package exports that subclasses ``BaseCAM``
 (GradCAM, HiResCAM, ScoreCAM, ...) or wraps a base method (``FinerCAM``, ``SESS``,
-``RefineCAM``: their constructor takes ``model``, ``target_layers`` and ``base_method``). A name
+``RefineCAM``: their constructor takes ``model``, ``target_layers`` and ``base_method``), plus
+vizpipe's own ``BaseCAM`` subclasses (``own_methods``: ``EigenCAMTorch``, EigenCAM on the device). A name
 is matched case-insensitively after dropping everything but letters, digits and ``++``
 (``Grad-CAM++`` -> ``gradcamplusplus``); ``gradcam++``, ``gradcampp`` and the name without its
 ``cam`` suffix (``score``, ``ablation``, ...) are aliases.
@@ -31,6 +32,8 @@ __all__ = [
     "resolve_metrics",
 ]
 
+#: How a canonical key is spelled in messages (the canonical key drops "+" and "_").
+SPELLED = {"gradcamplusplus": "gradcam++", "eigencamtorch": "eigencam_torch"}
 #: Methods that run one forward pass per channel batch (a progress bar and a pass count).
 PERTURBATION_METHODS = ("ScoreCAM", "AblationCAM")
 
@@ -132,6 +135,9 @@ def available_methods() -> dict[str, MethodSpec]:
             meta = True
         key = normalize(obj.__name__)
         out[key] = MethodSpec(key=key, name=obj.__name__, cls=obj, meta=meta)
+    for obj in own_methods():
+        key = normalize(obj.__name__)
+        out[key] = MethodSpec(key=key, name=obj.__name__, cls=obj, meta=False)
     # most used first: that is the order the choices are listed in
     first = [
         "gradcam",
@@ -140,11 +146,19 @@ def available_methods() -> dict[str, MethodSpec]:
         "xgradcam",
         "layercam",
         "eigencam",
+        "eigencamtorch",
         "eigengradcam",
         "scorecam",
         "ablationcam",
     ]
     return {k: out[k] for k in [*[f for f in first if f in out], *sorted(k for k in out if k not in first)]}
+
+
+def own_methods() -> list[type]:
+    """vizpipe's own ``BaseCAM`` subclasses, listed beside the library's (``eigencam_torch``)."""
+    from pipeline.gradcam.eigencam import EigenCAMTorch
+
+    return [EigenCAMTorch]
 
 
 def _aliases(methods: dict[str, MethodSpec]) -> dict[str, str]:
@@ -162,7 +176,7 @@ def resolve_method(name: str) -> MethodSpec:
     key = normalize(name)
     key = _aliases(methods).get(key, key)
     if key not in methods:
-        shown = [("gradcam++" if k == "gradcamplusplus" else k) for k in methods]
+        shown = [SPELLED.get(k, k) for k in methods]
         raise unknown_choice(
             "CAM method", name, shown, hint="Set cam.method=<one of these> (case-insensitive)"
         )
