@@ -264,7 +264,7 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
 
     def sink(name: str, tensor: torch.Tensor, kind: str = "output") -> None:
         if (name, kind) in accs:
-            pending[(name, kind)] = tensor
+            pending.setdefault((name, kind), tensor)  # a module's first call in this batch's forward
 
     try:
         if settings.save_npy:
@@ -273,7 +273,9 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
                 acc.npy = _open_npy(
                     ctx.claim(f"features/{t.stem}.npy"), (n, *t.shape[1:]), settings.dtype.value
                 )
-        with preserved(ctx.model), torch.no_grad(), capture(ctx.model, wanted, sink, what=what):
+        # every_call: the hooks stay for the whole stream, and every batch's forward must reach the sink
+        hooks = capture(ctx.model, wanted, sink, what=what, every_call=True)
+        with preserved(ctx.model), torch.no_grad(), hooks:
             for batch in ctx.inputs.batches("features"):
                 pending.clear()
                 ctx.model(batch.tensor)

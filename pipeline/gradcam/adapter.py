@@ -15,8 +15,9 @@ How vizpipe differs from calling the library the usual way (and why the maps are
 - **Several classes from one forward pass.** For methods that use the library's own
   ``BaseCAM.forward``, ``CamRunner.maps`` runs that method's steps itself: one forward, then per
   class set ``backward(retain_graph=True)``, ``compute_cam_per_layer`` and
-  ``aggregate_multi_layers`` (the library's functions, in its order). Other methods (meta
-  methods, FullGrad, second-order ShapleyCAM, ``aug_smooth``) are called once per class set.
+  ``aggregate_multi_layers`` (the library's functions, in its order); with several layers (or
+  FullGrad) the input requires grad for that pass, as in the library. Other methods (meta
+  methods, second-order ShapleyCAM, ``aug_smooth``) are called once per class set.
 - **The model is left as found** (``pipeline.hooks.preserved`` around the stage): hooks (the
   library's and ours) removed, every module's mode, ``requires_grad`` and ``.grad`` restored,
   modules the library swaps (AblationCAM's ablation layer) put back.
@@ -235,7 +236,6 @@ class CamRunner:
             isinstance(cam, BaseCAM)
             and type(cam).forward is BaseCAM.forward
             and cam.detach
-            and not cam.compute_input_gradient
             and not self.settings.aug_smooth
         )
 
@@ -255,6 +255,8 @@ class CamRunner:
         out: list[tuple[np.ndarray, list[np.ndarray] | None]] = []
         if self.one_forward:
             cam = self.obj
+            if cam.compute_input_gradient:  # as the library does: the graph reaches the frozen layers
+                x = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 outputs = cam.activations_and_grads(x)  # (B, K): the one forward pass
                 self.forwards += 1
@@ -264,6 +266,7 @@ class CamRunner:
                     targets = targets_for(classes, logits, self.spec)
                     if cam.uses_gradients:
                         self.model.zero_grad()
+                        x.grad = None  # FullGrad reads the input's gradient: one class set's only
                         cam.activations_and_grads.gradients = []
                         loss = sum(t(o) for t, o in zip(targets, outputs, strict=True))
                         loss.backward(retain_graph=True)

@@ -103,6 +103,8 @@ def shard_groups(jobs: list[JobData], swept: list[str]) -> list[ShardGroup]:
         return []
     groups: dict[tuple[str, ...], list[JobData]] = {}
     for j in jobs:
+        if j.params.get(SHARD_KEY) is None:
+            continue  # no shard of a data set (or its overrides are unreadable)
         rest = tuple(sorted(o for o in j.overrides if split_override(o)[0] != SHARD_KEY))
         groups.setdefault(rest, []).append(j)
     out = []
