@@ -1,0 +1,188 @@
+"""Hydra's launchers, for real: one sweep under basic, joblib, submitit_local and a local Ray cluster.
+
+Each run is the CLI in a temporary sweep folder. Every launcher must give the basic launcher's
+``.npy`` files, a sweep index that lists every job with its status, and, for the job that fails
+(an unknown layer), exit status 1 while the other jobs' results are kept. The launchers come with
+the cluster extra (``pip install -e '.[cluster]'``; ``./dev.sh test`` installs it); without it
+these tests are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.report import collect_sweep
+
+pytestmark = [pytest.mark.cluster]
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP = [
+    "-m",
+    "model=resnet18",
+    "device=cpu",
+    "input=random",
+    "input.shape=[1,3,64,64]",
+    "stages=[cam]",
+    "cam.layer=layer3,layer4,layer9",  # layer9 does not exist: that job fails, the others run
+    "report.markdown=false",
+]
+JOBS = ["0_cam.layer=layer3", "1_cam.layer=layer4", "2_cam.layer=layer9"]
+
+
+def needs(module: str, pip: str) -> None:
+    """Skip (with the reason) when the launcher's package is not installed."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"needs the cluster extra (pip install -e '.[cluster]'): {pip} is not installed")
+
+
+def npys(sweep: Path, job: str) -> dict[str, np.ndarray]:
+    return {p.name: np.load(p) for p in sorted((sweep / job).rglob("*.npy"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The sweep under Hydra's basic launcher (every job in this process, one after another)."""
+    from conftest import run_cli
+
+    sweep = tmp_path_factory.mktemp("basic") / "sweep"
+    out = run_cli([*SWEEP, f"hydra.sweep.dir={sweep}"])
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "1 sweep job(s) failed: 2_cam.layer=layer9" in out.stderr
+    return sweep
+
+
+def check(sweep: Path, reference: Path, out: subprocess.CompletedProcess) -> None:
+    """Exit 1 naming the failed job; same folders and .npy as the basic launcher; a complete index."""
+    assert out.returncode == 1, (out.stdout[-2000:], out.stderr[-2000:])
+    assert "job 2_cam.layer=layer9 failed" in out.stderr + out.stdout
+    assert sorted(p.name for p in sweep.iterdir() if p.name[0].isdigit()) == JOBS
+    for job in JOBS[:2]:
+        ours, theirs = npys(sweep, job), npys(reference, job)
+        assert ours and ours.keys() == theirs.keys(), job
+        for name in ours:
+            assert np.array_equal(ours[name], theirs[name]), (job, name)
+    status = {j.name: j.status for j in collect_sweep(sweep).jobs}
+    assert status == {JOBS[0]: "ok", JOBS[1]: "ok", JOBS[2]: "failed"}
+    index = (sweep / "index.html").read_text()
+    assert all(job in index for job in JOBS)
+    last = max((sweep / job / "manifest.json").stat().st_mtime_ns for job in JOBS)
+    assert (sweep / "index.html").stat().st_mtime_ns >= last  # written after the last job
+
+
+@pytest.mark.slow
+def test_basic_launcher_reference(reference):
+    status = {j.name: j.status for j in collect_sweep(reference).jobs}
+    assert status == {JOBS[0]: "ok", JOBS[1]: "ok", JOBS[2]: "failed"}
+    assert (reference / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_joblib(cli, tmp_path, reference):
+    """Two local worker processes; each worker's torch gets cores // n_jobs threads."""
+    needs("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher")
+    sweep = tmp_path / "sweep"
+    out = cli([*SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"])
+    check(sweep, reference, out)
+    logs = "".join((sweep / job / "run.log").read_text() for job in JOBS)
+    cores = len(os.sched_getaffinity(0))
+    assert f"torch uses {max(1, cores // min(2, cores))} thread(s)" in logs
+
+
+@pytest.mark.slow
+def test_submitit_local(cli, tmp_path, reference):
+    """submitit's local executor: one process per job, as on a Slurm node."""
+    needs("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+    sweep = tmp_path / "sweep"
+    out = cli(
+        [*SWEEP, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]
+    )
+    check(sweep, reference, out)
+
+
+def test_slurm_config_is_ready():
+    """conf/hydra/launcher/slurm.yaml: the submitit_slurm launcher with the documented keys."""
+    needs("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import pipeline.schema  # noqa: F401 - registers the schema
+
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(
+            config_name="config",
+            overrides=overrides,
+            return_hydra_config=True,
+        )
+    GlobalHydra.instance().clear()
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 2, 60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ray_cluster():
+    """A local Ray cluster (``ray start --head --block``) for the test; stopped by its process group."""
+    needs("ray", "ray")
+    needs("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher")
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="vzray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a throwaway cluster on this machine only
+    exe = Path(sys.executable).parent / "ray"  # the venv's ray script, beside its python
+    cmd = [str(exe), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
+    cmd += ["--disable-usage-stats", "--block", f"--temp-dir={temp}"]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None:
+                pytest.fail(f"ray start exited: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.5)
+        else:
+            pytest.fail("the local Ray cluster did not start within 120 s")
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # what SIGTERM left of the cluster's processes
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_ray_cluster(cli, tmp_path, reference, ray_cluster):
+    """hydra/launcher=ray_cluster against a running Ray cluster (as on a remote one)."""
+    address, env = ray_cluster
+    sweep = tmp_path / "sweep"
+    args = [*SWEEP, "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}"]
+    out = cli([*args, f"hydra.sweep.dir={sweep}"], env={"RAY_AUTH_MODE": env["RAY_AUTH_MODE"]})
+    check(sweep, reference, out)
