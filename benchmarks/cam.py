@@ -6,7 +6,7 @@ Work: GradCAM maps for a batch of 8 seeded random images (224 px) on the model's
 layer (resnet18 ``layer4``, vgg11 ``features.20``), each image's top-1 class, on the CPU, random
 init seeded with 0 (no weights are downloaded). Two comparisons per model:
 
-- **maps**: ``stages.cam.collect`` (the maps in memory) vs the library's README code::
+- **maps**: ``stages.cam.compute.collect`` (the maps in memory) vs the library's README code::
 
       with GradCAM(model=model, target_layers=[layer]) as cam:
           maps = cam(input_tensor=x, targets=None)   # None = top-1 per image
@@ -43,7 +43,7 @@ def build(model: str, batch: int, size: int, out: Path):
     from hydra.core.global_hydra import GlobalHydra
 
     import pipeline.schema  # noqa: F401 - registers the schema
-    from pipeline.runner import build_context
+    from pipeline.build import build_context
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -95,8 +95,9 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
     import numpy as np
     import torch
 
-    from pipeline.schema import CamConfig
-    from stages.cam import CamStage, collect, make_plan
+    from stages.cam import CamConfig, CamStage
+    from stages.cam.compute import collect
+    from stages.cam.plan import make_plan
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -108,16 +109,25 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
         layer = model.get_submodule(layer_name)
 
         def vizpipe_maps():
-            return collect(ctx, settings, plan)
+            """The maps in memory (the stage's writer swapped for one that keeps the arrays)."""
+            arrays = []
+
+            def keep(batch, i, row, cam):
+                arrays.append(cam)
+                return row
+
+            collect(ctx, settings, plan, keep)
+            return arrays
 
         def vizpipe_stage(shared_probe: bool = False):
             if not shared_probe:
                 ctx._probe = None  # validate pays for the probe forward, as in stages=[cam]
+            ctx._claimed.clear()  # each repeat writes the same files again
             stage = CamStage()
             stage.validate(ctx, settings)
             return stage.run(ctx, settings)
 
-        ours = np.stack([m["array"] for im in vizpipe_maps()["images"] for m in im["maps"]])
+        ours = np.stack(vizpipe_maps())
         ref = library_maps(model, layer, x)
         diff = float(np.abs(ours - ref).max())
         grads_mib = (
@@ -127,7 +137,7 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
         for p in model.parameters():
             p.grad = None
         vizpipe_stage()  # warm-up (imports, allocator)
-        library_with_overlays(model, layer, x, ctx.inputs.rgb, out)
+        library_with_overlays(model, layer, x, ctx.inputs.first().rgb, out)
         times: dict[str, list[float]] = {
             "maps_v": [],
             "maps_l": [],
@@ -138,7 +148,7 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
         for _ in range(repeats):  # alternate, so load changes hit both sides
             times["maps_l"] += timed(lambda: library_maps(model, layer, x), 1)
             times["maps_v"] += timed(vizpipe_maps, 1)
-            times["stage_l"] += timed(lambda: library_with_overlays(model, layer, x, ctx.inputs.rgb, out), 1)
+            times["stage_l"] += timed(lambda: library_with_overlays(model, layer, x, ctx.inputs.first().rgb, out), 1)
             times["stage_v"] += timed(vizpipe_stage, 1)
             times["shared_v"] += timed(lambda: vizpipe_stage(shared_probe=True), 1)
         for p in model.parameters():

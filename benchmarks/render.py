@@ -128,14 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torchvision
 
-    from pipeline.build import bundled_photo, load_rgb, preprocess, preprocessing
-    from stages.features import OutputCapture
+    from pipeline.hooks import capture
+    from pipeline.inputs.images import bundled_photo, load_rgb, preprocess, preprocessing
 
     torch.manual_seed(0)
     model = torchvision.models.vgg11().eval()
     x, _ = preprocess(load_rgb(bundled_photo()), preprocessing({}, None))
     captured: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), OutputCapture(model, ["features.3"], captured.__setitem__):
+    with torch.no_grad(), capture(model, ["features.3"], captured.__setitem__):  # the layer's own output
         model(x[None])
     out1 = captured["features.3"]  # (1, 128, 112, 112): the conv's own output
 
