@@ -137,7 +137,8 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
         for p in model.parameters():
             p.grad = None
         vizpipe_stage()  # warm-up (imports, allocator)
-        library_with_overlays(model, layer, x, ctx.inputs.first().rgb, out)
+        rgb = ctx.inputs.first().rgb
+        library_with_overlays(model, layer, x, rgb, out)
         times: dict[str, list[float]] = {
             "maps_v": [],
             "maps_l": [],
@@ -148,7 +149,7 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
         for _ in range(repeats):  # alternate, so load changes hit both sides
             times["maps_l"] += timed(lambda: library_maps(model, layer, x), 1)
             times["maps_v"] += timed(vizpipe_maps, 1)
-            times["stage_l"] += timed(lambda: library_with_overlays(model, layer, x, ctx.inputs.first().rgb, out), 1)
+            times["stage_l"] += timed(lambda: library_with_overlays(model, layer, x, rgb, out), 1)
             times["stage_v"] += timed(vizpipe_stage, 1)
             times["shared_v"] += timed(lambda: vizpipe_stage(shared_probe=True), 1)
         for p in model.parameters():
