@@ -2,17 +2,16 @@
 
 Hydra composes every job of a sweep from scratch (defaults tree, every YAML file, schema merges:
 ~0.1 s for vizpipe's config, more than a CAM job on resnet18 takes). Most sweeps only change
-values (``cam.layer=layer1,layer2``): their jobs' configs differ from each other in those values
-and in three fields of the ``hydra`` node (``overrides.task``, ``job.override_dirname`` and the
-launcher's ``job.id``/``job.num``). ``DerivingConfigLoader`` wraps Hydra's config loader:
+values (``cam.layer=layer1,layer2``): a job's config then differs from the sweep's own config
+(composed once by Hydra, every non-swept override applied) in those values and in fields of the
+``hydra`` node (``overrides.task``, ``job.override_dirname``; ``job.id``/``job.num`` and the
+output folder are set later by the launcher). ``DerivingConfigLoader`` wraps Hydra's config loader:
 
-1. the first job of a kind (same structural overrides, same value keys) is composed by Hydra and
-   kept as the template;
-2. the second is composed by Hydra *and* derived from the template (values set with
-   ``OmegaConf.update(cfg, key, value, merge=True)``, as Hydra sets them, and the ``hydra`` node's
-   fields recomputed as Hydra computes them); only when the two are equal (same YAML, same flags)
-   are later jobs of that kind derived, else they are all composed;
-3. jobs with a structural override (a config group, ``+``/``~``, ``hydra.*``, a dict value) are
+1. the first job setting a given set of keys is composed by Hydra *and* derived from the sweep's
+   config (values set with ``OmegaConf.update(cfg, key, value, merge=True)``, as Hydra sets them,
+   and the ``hydra`` fields recomputed as Hydra computes them); only when the two are equal
+   (same YAML, same flags) are the later jobs setting those keys derived, else all are composed;
+2. jobs with a structural override (a config group, ``+``/``~``, ``hydra.*``, a dict value) are
    always composed.
 
 The loader is handed to the launcher, so it works the same in a launcher's worker processes.
@@ -35,12 +34,12 @@ class DerivingConfigLoader(ConfigLoader):
 
     def __init__(self, inner: ConfigLoader) -> None:
         self.inner = inner
-        # kind of job (structural overrides, value keys) -> (state, template config)
-        self.kinds: Dict[Tuple[Any, ...], Tuple[str, DictConfig | None]] = {}
+        # the keys a value-only job sets -> unproven | proven | refused
+        self.kinds: Dict[Tuple[str, ...], str] = {}
         self.groups: Dict[str, bool] = {}  # key -> is it a config group (asking Hydra costs ~10 ms)
         self.swept: List[str] = []  # keys the sweep varies, put in each job's hydra.job.env_set
         self.composed = 0  # jobs composed by Hydra
-        self.derived = 0  # jobs derived from a template
+        self.derived = 0  # jobs derived from the sweep's config
 
     # ------------------------------------------------------------------ delegated to Hydra's loader
 
@@ -81,30 +80,26 @@ class DerivingConfigLoader(ConfigLoader):
         return self.groups[key]
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
-        """One job's config: derived from a proven template when it can be, else composed."""
+        """One job's config: derived from the sweep's config once proven equal, else composed."""
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         try:
             parsed = OverridesParser.create().parse_overrides(list(sweep_overrides))
-            structural = tuple(o.input_line for o in parsed if self._structural(o))
+            structural = any(self._structural(o) for o in parsed)
         except Exception:  # noqa: BLE001 - Hydra's composition reports it properly
-            return self._compose(master_config, sweep_overrides)
-        values = [o for o in parsed if o.input_line not in structural]
-        kind = (structural, tuple(o.get_key_element() for o in values))
-        state, template = self.kinds.get(kind, (_UNPROVEN, None))
-        if state == _PROVEN and template is not None:
+            return self._mark(self._compose(master_config, sweep_overrides))
+        if structural:
+            return self._mark(self._compose(master_config, sweep_overrides))
+        kind = tuple(o.get_key_element() for o in parsed)
+        state = self.kinds.get(kind, _UNPROVEN)
+        if state == _PROVEN:
             self.derived += 1
-            return self._derive(template, master_config, parsed, values)
+            return self._derive(master_config, parsed)
         cfg = self._mark(self._compose(master_config, sweep_overrides))
-        if state == _REFUSED:
-            return cfg
-        if template is None:
-            self.kinds[kind] = (_UNPROVEN, copy.deepcopy(cfg))
-        else:
-            derived = self._derive(template, master_config, parsed, values)
-            same = _same(derived, cfg)
-            self.kinds[kind] = (_PROVEN if same else _REFUSED, template)
-            log.debug("Jobs of kind %s: derived config %s Hydra's", kind, "==" if same else "!=")
+        if state == _UNPROVEN:
+            same = _same(self._derive(master_config, parsed), cfg)
+            self.kinds[kind] = _PROVEN if same else _REFUSED
+            log.debug("Jobs setting %s: derived config %s Hydra's", ", ".join(kind), "==" if same else "!=")
         return cfg
 
     def _compose(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
@@ -120,26 +115,24 @@ class DerivingConfigLoader(ConfigLoader):
                 cfg.hydra.job.env_set[SWEPT_ENV] = ",".join(self.swept)
         return cfg
 
-    @staticmethod
-    def _derive(template: DictConfig, master: DictConfig, parsed: List[Any], values: List[Any]) -> DictConfig:
-        """The template with this job's values and ``hydra`` fields, as Hydra would set them."""
+    def _derive(self, master: DictConfig, parsed: List[Any]) -> DictConfig:
+        """The sweep's config with this job's values and ``hydra`` fields, as Hydra would set them."""
         from hydra._internal.config_loader_impl import get_overrides_dirname
 
-        cfg = copy.deepcopy(template)  # already marked
-        for o in values:
+        cfg = copy.deepcopy(master)
+        for o in parsed:
             OmegaConf.update(cfg, o.get_key_element(), o.value(), merge=True)
-        app = [o for o in parsed if not o.is_hydra_override()]
         with open_dict(cfg.hydra):
-            cfg.hydra.overrides.task = [o.input_line for o in app]
+            cfg.hydra.overrides.task = [o.input_line for o in parsed]
             dirname = cfg.hydra.job.config.override_dirname
             cfg.hydra.job.override_dirname = get_overrides_dirname(
-                overrides=app,
+                overrides=parsed,
                 kv_sep=dirname.kv_sep,
                 item_sep=dirname.item_sep,
                 exclude_keys=dirname.exclude_keys,
             )
         OmegaConf.copy_cache(from_config=master, to_config=cfg)
-        return cfg
+        return self._mark(cfg)
 
 
 def _same(a: DictConfig, b: DictConfig) -> bool:
