@@ -1,0 +1,80 @@
+"""Cold start: ``run.py 'stages=[summary]'`` vs a bare script printing the same summary.
+
+    .venv/bin/python -m benchmarks.coldstart [--repeats 7] [--threads 1]
+
+- **vizpipe**: ``python run.py 'stages=[summary]' hydra.run.dir=<tmp>`` (resnet18, random init, the
+  bundled photo): Hydra, the config checks, the model, torchinfo's table, the layer catalog,
+  ``print(model)``, manifest and report;
+- **bare**: a script that imports torch, torchvision and torchinfo, builds resnet18 and prints
+  ``print(model)`` and ``torchinfo.summary(model, (1, 3, 224, 224))`` (``BARE``).
+
+Fresh processes timed from outside (``time.perf_counter`` around ``subprocess.run``), the two
+alternating; the ratio is the median of the pairs' ratios (target <= 1.1x). The project's modules
+are byte-compiled first, as the venv's libraries are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BARE = """
+import torch, torchinfo, torchvision
+torch.manual_seed(0)
+model = torchvision.models.resnet18().eval()
+print(model)
+print(torchinfo.summary(model, (1, 3, 224, 224), depth=3, col_names=("output_size", "num_params"), verbose=0))
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of one fresh process; fails loudly."""
+    t = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time both sides in turn and print the medians and the paired ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="pairs timed (median)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both sides")
+    args = parser.parse_args(argv)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "pipeline", "stages", "hydra_plugins", "run.py"],
+        cwd=ROOT,
+        check=True,
+    )
+    ours_t: list[float] = []
+    bare_t: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="vizpipe-cold-") as tmp:
+        bare = [sys.executable, "-c", BARE]
+        timed(bare, env)  # warm the page cache of both sides
+        timed([sys.executable, "run.py", "stages=[summary]", f"hydra.run.dir={tmp}/warm"], env)
+        for r in range(args.repeats):
+            bare_t.append(timed(bare, env))
+            ours_t.append(
+                timed([sys.executable, "run.py", "stages=[summary]", f"hydra.run.dir={tmp}/r{r}"], env)
+            )
+    ratio = statistics.median(o / b for o, b in zip(ours_t, bare_t, strict=True))
+    print(
+        f"cold start (resnet18 summary, OMP_NUM_THREADS={args.threads}, {args.repeats} pairs): "
+        f"run.py {statistics.median(ours_t):.2f} s, bare script {statistics.median(bare_t):.2f} s: "
+        f"{ratio:.2f}x (paired median; target <= 1.1x)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
