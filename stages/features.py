@@ -162,11 +162,11 @@ def plan(ctx: RunContext, settings: FeaturesConfig) -> list[Target]:
 
     probe = ctx.probe()
     kinds = ["output", "input"] if settings.capture.value == "both" else [settings.capture.value]
-    outputs = spatial_layouts(ctx.model, probe)
+    outputs = spatial_layouts(ctx.model, probe, once=False, min_cells=1)
     inputs: dict[str, Layout] = {}
     for name, shape in probe.in_shapes.items():
         layout = infer_layout(shape, probe.input_hw)
-        if probe.calls.get(name, 0) >= 1 and layout is not None and layout.h * layout.w > 1:
+        if probe.calls.get(name, 0) >= 1 and layout is not None:
             inputs[name] = layout
     usable = outputs if kinds == ["output"] else (inputs if kinds == ["input"] else {**inputs, **outputs})
     specs = [str(s).strip() for s in settings.layers]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from pipeline.context import RunContext
 from pipeline.errors import ConfigError
-from pipeline.schema import KernelScale, KernelsConfig
+from stages.kernels import KernelScale, KernelsConfig
 from stages.kernels import KernelsStage
 
 SMALL = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]"]
@@ -27,11 +28,19 @@ def hand_ctx(model: nn.Module, out: Path, shape: tuple[int, ...] = (1, 3, 16, 16
     return hand_context(model, out, shape)
 
 
+def check_and_validate(ctx: RunContext, settings: KernelsConfig) -> None:
+    """What the runner does before any stage runs: the config-only rules, then the model's."""
+    stage = KernelsStage()
+    stage.check(settings, None)
+    stage.validate(ctx, settings)
+
+
 def run_stage(ctx: RunContext, **kw: object) -> dict:
     settings = KernelsConfig(**kw)
     stage = KernelsStage()
+    stage.check(settings, None)
     stage.validate(ctx, settings)
-    return stage.run(ctx, settings)
+    return stage.run(ctx, settings).data
 
 
 def grid_rgb(ctx: RunContext, rel: str) -> np.ndarray:
@@ -124,7 +133,8 @@ def test_rgb_filters_of_a_three_channel_layer(ctx: RunContext) -> None:
     for o in range(5):
         want = np.rint((0.5 + w[o].transpose(1, 2, 0) / (2 * vmax)) * 255).astype(np.uint8)
         np.testing.assert_array_equal(cell(rgb, *divmod(o, ncols), 3 * f, 3 * f), up(want, f))
-    res = run_stage(ctx, layers=["conv1"], rgb_first=False)
+    fresh = dataclasses.replace(ctx, output_dir=ctx.output_dir.parent / "run2", _claimed=set())
+    res = run_stage(fresh, layers=["conv1"], rgb_first=False)
     assert res["layers"]["conv1"]["rgb"] is None
 
 
@@ -167,7 +177,7 @@ def test_transposed_conv_is_drawn_as_out_by_in(tmp_path: Path) -> None:
 )
 def test_bad_layers_fail_in_validate(ctx: RunContext, layers: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        KernelsStage().validate(ctx, KernelsConfig(layers=layers))
+        check_and_validate(ctx, KernelsConfig(layers=layers))
     assert not (ctx.output_dir / "kernels").exists()
 
 
@@ -180,7 +190,7 @@ def test_bad_layers_fail_in_validate(ctx: RunContext, layers: list[str], message
 )
 def test_bad_settings_fail_in_validate(ctx: RunContext, kw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        KernelsStage().validate(ctx, KernelsConfig(**kw))
+        check_and_validate(ctx, KernelsConfig(**kw))
 
 
 @pytest.mark.slow

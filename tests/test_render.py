@@ -126,8 +126,3 @@ def test_check_cmap_names_the_key_and_the_closest_choice() -> None:
     want = r"features\.cmap colormap 'virdis'; did you mean 'viridis'"
     with pytest.raises(ConfigError, match=want):
         render.check_cmap("virdis", "features.cmap")
-
-
-def test_file_stems_are_safe_and_unique() -> None:
-    stems = render.file_stems(["a/b", "a?b", "a_b", "features.3"])
-    assert stems == {"a/b": "a_b", "a?b": "a_b_2", "a_b": "a_b_3", "features.3": "features.3"}
