@@ -240,7 +240,6 @@ def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[
 def _sweeper_params(composer: Composer, base: list[str]) -> list[tuple[int, list[str]]]:
     """The values of ``hydra.sweeper.params`` (from ``sweep=...``), resolved, as override lists."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
 
     cfg = composer.compose(base, hydra=True)
     params = cfg.hydra.sweeper.get("params") or {}
@@ -251,7 +250,7 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[tuple[int, list
         node = params._get_node(key)
         raw = node._value() if node is not None else None
         try:
-            value = OmegaConf.select(params, key, throw_on_missing=True)
+            value = params[key]  # resolves ${...} against the whole config (a key may hold dots)
         except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
             raise ConfigError(
                 f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {exc}"

@@ -13,6 +13,7 @@ Importing this module registers everything with Hydra's ConfigStore (idempotent)
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
@@ -176,8 +177,10 @@ CORE_GROUPS: dict[str, type] = {
 }
 
 
-def root_schema() -> type:
-    """The root dataclass: core keys, ``stages``, one field per discovered stage, and its defaults."""
+@functools.cache
+def root_schema(with_defaults: bool = True) -> type:
+    """The root dataclass: core keys, ``stages``, one field per discovered stage, and (for Hydra)
+    its defaults list; ``with_defaults=False`` for merging a saved config onto the schema."""
     from pipeline.registry import default_stages, stage_classes
 
     classes = stage_classes()
@@ -190,10 +193,11 @@ def root_schema() -> type:
         defaults.append({name: choice})
         stage_fields.append((name, cls.config, field(default_factory=cls.config)))
     first = default_stages()
+    head = [("defaults", List[Any], field(default_factory=lambda: list(defaults)))] if with_defaults else []
     return make_dataclass(
         "Config",
         [
-            ("defaults", List[Any], field(default_factory=lambda: list(defaults))),
+            *head,
             # Ordered stage names; the runner runs exactly these, in this order.
             ("stages", List[str], field(default_factory=lambda: list(first))),
             *CORE_FIELDS,

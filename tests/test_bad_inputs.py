@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.build import bundled_photo
+from pipeline.inputs.images import bundled_photo
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).parent
@@ -167,7 +167,7 @@ def test_unusual_images_are_converted(cli, tmp_path, mode):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run / "manifest.json").read_text())["status"] == "ok"
-    from pipeline.build import load_rgb
+    from pipeline.inputs.images import load_rgb
 
     arr = load_rgb(folder / "pic.png")
     assert arr.shape == (128, 96, 3) and arr.dtype == np.uint8
