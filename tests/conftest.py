@@ -33,7 +33,9 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 def group_options(group: str) -> list[str]:
     """The public options of config group ``group`` (YAML files in conf/<group>/, not ``_``-private)."""
     folder = CONF_DIR / group
-    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")) if folder.is_dir() else []
+    return (
+        sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")) if folder.is_dir() else []
+    )
 
 
 @pytest.fixture

@@ -73,7 +73,9 @@ def run_cam(ctx, **settings) -> CamDoc:
 
 
 def load_maps(ctx, doc: CamDoc) -> dict[tuple[str, str, int], np.ndarray]:
-    return {(im.name, m.layer, m.target): np.load(ctx.output_dir / m.npy) for im in doc.images for m in im.maps}
+    return {
+        (im.name, m.layer, m.target): np.load(ctx.output_dir / m.npy) for im in doc.images for m in im.maps
+    }
 
 
 def library_cam(model, layers, x, classes, method="gradcam", reshape=None, **call):
@@ -260,7 +262,12 @@ def test_class_names_resolve_when_the_weights_carry_them(contexts, tmp_path):
 def test_outputs_per_image_layer_class_and_the_json_record(contexts, tmp_path):
     ctx = fresh(contexts("resnet18"), tmp_path)
     doc = run_cam(ctx, layer=["layer3", "layer4"], per_layer=True, target_class=[1, 207])
-    assert (doc.method, doc.method_key, doc.layers, doc.targets) == ("GradCAM", "gradcam", ["layer3", "layer4"], [1, 207])
+    assert (doc.method, doc.method_key, doc.layers, doc.targets) == (
+        "GradCAM",
+        "gradcam",
+        ["layer3", "layer4"],
+        [1, 207],
+    )
     assert doc.reshape == {"layer3": "N×256×4×4 maps as they are", "layer4": "N×512×2×2 maps as they are"}
     logits = ctx.probe().logits
     probs = torch.softmax(logits, dim=1)

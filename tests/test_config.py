@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import group_options
 from omegaconf import OmegaConf
 
-from conftest import group_options
 from pipeline.build.device import build_device
 from pipeline.build.model import build_model
 from pipeline.errors import ConfigError

@@ -78,5 +78,3 @@ def test_sigint_during_a_stage_keeps_completed_work(tmp_path):
     assert status["summary"]["status"] == "ok" and status["cam"]["status"] == "interrupted"
     for a in status["summary"]["artifacts"]:
         assert (run / a["path"]).is_file()
-
-

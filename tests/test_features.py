@@ -17,14 +17,23 @@ from torch import nn
 import stages.features as features_mod
 from pipeline.context import RunContext
 from pipeline.errors import ConfigError
-from stages.features import ChannelSelect, FeatureNorm, FeaturesConfig, NpyDtype
-from stages.features import FeaturesStage
+from stages.features import ChannelSelect, FeatureNorm, FeaturesConfig, FeaturesStage, NpyDtype
 
 SMALL = ["model=seed_net", "input=random", "input.shape=[2,3,32,32]"]
 PAD = 2  # pipeline.render.tile_grid's default gap
 LAYER_KEYS = {
-    "shape", "npy", "grids", "channels_drawn", "mean", "max", "zero_fraction", "channels",
-    "capture", "layout", "reshape", "maps",
+    "shape",
+    "npy",
+    "grids",
+    "channels_drawn",
+    "mean",
+    "max",
+    "zero_fraction",
+    "channels",
+    "capture",
+    "layout",
+    "reshape",
+    "maps",
 }
 
 
@@ -100,8 +109,15 @@ def test_npy_equals_a_forward_hook_with_checkpoint_and_tensor(make_ctx, tmp_path
     pt = tmp_path / "batch.pt"
     torch.save(x, pt)
     layers = ["features.0", "features.3.squeeze", "features.3"]  # the first two feed ReLU(inplace)
-    ctx = make_ctx(["model=torchvision", "model.name=squeezenet1_1", f"model.checkpoint={ckpt}",
-                    "input=tensor", f"input.path={pt}"])
+    ctx = make_ctx(
+        [
+            "model=torchvision",
+            "model.name=squeezenet1_1",
+            f"model.checkpoint={ckpt}",
+            "input=tensor",
+            f"input.path={pt}",
+        ]
+    )
     res = run_stage(ctx, layers=layers, max_channels=4)
 
     fresh = torchvision.models.squeezenet1_1()
@@ -149,8 +165,15 @@ def test_stats_contract_and_per_channel_numbers(tmp_path: Path) -> None:
 @pytest.mark.parametrize("normalize", ["channel", "layer"])
 def test_tile_k_is_channel_k_after_normalisation_and_colormap(make_ctx, normalize: str) -> None:
     ctx = make_ctx(SMALL)  # seed_net conv2: (2, 64, 11, 11)
-    res = run_stage(ctx, layers=["conv2"], max_channels=7, select=ChannelSelect.top,
-                    normalize=FeatureNorm(normalize), cmap="magma", tile_px=22)
+    res = run_stage(
+        ctx,
+        layers=["conv2"],
+        max_channels=7,
+        select=ChannelSelect.top,
+        normalize=FeatureNorm(normalize),
+        cmap="magma",
+        tile_px=22,
+    )
     entry = res["layers"]["conv2"]
     a = load_npy(ctx, entry).astype(np.float64)
     order = np.argsort(-a.mean(axis=(0, 2, 3)), kind="stable")[:7].tolist()
@@ -220,8 +243,11 @@ def test_blocks_are_the_models_and_any_spatial_layer_can_be_drawn(make_ctx) -> N
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        (["linear1"], r"features\.layers: Layer 'linear1' \(Linear\) cannot be used: feature maps "
-                      r"need .*spatial.*Layers that qualify: conv1, pool, conv2, adaptive_pool"),
+        (
+            ["linear1"],
+            r"features\.layers: Layer 'linear1' \(Linear\) cannot be used: feature maps "
+            r"need .*spatial.*Layers that qualify: conv1, pool, conv2, adaptive_pool",
+        ),
         (["conv3"], r"Unknown layer 'conv3' for seed_net; did you mean 'conv.'\? Valid choices"),
         (["features.*"], r"Unknown layer pattern 'features\.\*'"),
         ([], r"features\.layers is empty"),
@@ -236,15 +262,20 @@ def test_bad_layers_fail_in_validate(make_ctx, layers: list[str], message: str) 
 
 def test_blocks_without_maps_fail(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 4))
-    with pytest.raises(ConfigError, match=r"'blocks' of tiny \(none\) have no usable output: feature maps need"):
+    with pytest.raises(
+        ConfigError, match=r"'blocks' of tiny \(none\) have no usable output: feature maps need"
+    ):
         check_and_validate(hand_ctx(model, tmp_path / "run"), FeaturesConfig())
 
 
-@pytest.mark.parametrize(("kw", "message"), [
-    ({"max_channels": 0}, r"features\.max_channels must be >= 1, got 0"),
-    ({"tile_px": 0}, r"features\.tile_px must be >= 1"),
-    ({"cmap": "virdis"}, r"features\.cmap colormap 'virdis'; did you mean 'viridis'"),
-])
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"max_channels": 0}, r"features\.max_channels must be >= 1, got 0"),
+        ({"tile_px": 0}, r"features\.tile_px must be >= 1"),
+        ({"cmap": "virdis"}, r"features\.cmap colormap 'virdis'; did you mean 'viridis'"),
+    ],
+)
 def test_bad_settings_fail_in_validate(tmp_path: Path, kw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         check_and_validate(hand_ctx(conv_relu(), tmp_path / "run"), FeaturesConfig(**kw))
@@ -254,12 +285,18 @@ def test_bad_settings_fail_in_validate(tmp_path: Path, kw: dict, message: str) -
 def test_cli_vgg11_kernels_and_features_of_features_3(tmp_path: Path) -> None:
     """Acceptance: the issue's command writes the kernel grid, stats, feature grid and .npy."""
     run = tmp_path / "run"
-    proc = run_cli(["model=vgg11", "stages=[kernels,features]", "kernels.layers=[features.3]",
-                    "features.layers=[features.3]", f"hydra.run.dir={run}"])
+    proc = run_cli(
+        [
+            "model=vgg11",
+            "stages=[kernels,features]",
+            "kernels.layers=[features.3]",
+            "features.layers=[features.3]",
+            f"hydra.run.dir={run}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert [(s["name"], s["status"]) for s in manifest["stages"]] == [
-        ("kernels", "ok"), ("features", "ok")]
+    assert [(s["name"], s["status"]) for s in manifest["stages"]] == [("kernels", "ok"), ("features", "ok")]
     kern = json.loads((run / "kernels" / "stats.json").read_text())["layers"]["features.3"]
     assert kern["shape"] == [128, 64, 3, 3] and kern["rgb"] is None
     with Image.open(run / kern["grid"]) as im:  # 16 rows x 64 columns of 24 px tiles

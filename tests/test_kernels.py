@@ -16,8 +16,7 @@ from torch import nn
 
 from pipeline.context import RunContext
 from pipeline.errors import ConfigError
-from stages.kernels import KernelScale, KernelsConfig
-from stages.kernels import KernelsStage
+from stages.kernels import KernelScale, KernelsConfig, KernelsStage
 
 SMALL = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]"]
 PAD = 2  # pipeline.render.tile_grid's default gap
@@ -109,8 +108,7 @@ def test_layer_scale_tile_is_the_kernel_and_white_is_zero(ctx: RunContext) -> No
 
 
 def test_tile_scale_reproduces_the_seed(ctx: RunContext) -> None:
-    res = run_stage(ctx, layers=["conv2"], max_out=2, max_in=3, scale=KernelScale.tile,
-                    cmap="bwr", tile_px=5)
+    res = run_stage(ctx, layers=["conv2"], max_out=2, max_in=3, scale=KernelScale.tile, cmap="bwr", tile_px=5)
     assert res["scale"] == "tile"
     grid = grid_rgb(ctx, res["layers"]["conv2"]["grid"])
     cmap = matplotlib.colormaps["bwr"].resampled(254)
@@ -168,8 +166,11 @@ def test_transposed_conv_is_drawn_as_out_by_in(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        (["pool"], r"Layer 'pool' \(MaxPool2d\) cannot be used: kernel grids need a 2-D conv.*"
-                   r"Layers that qualify: conv1, conv2"),
+        (
+            ["pool"],
+            r"Layer 'pool' \(MaxPool2d\) cannot be used: kernel grids need a 2-D conv.*"
+            r"Layers that qualify: conv1, conv2",
+        ),
         (["conv3"], r"kernels\.layers: Unknown layer 'conv3' for seed_net; did you mean 'conv"),
         (["type:Linear"], r"selects nothing.*Layers that qualify: conv1, conv2"),
         ([], r"kernels\.layers is empty"),
@@ -183,10 +184,12 @@ def test_bad_layers_fail_in_validate(ctx: RunContext, layers: list[str], message
 
 @pytest.mark.parametrize(
     ("kw", "message"),
-    [({"max_out": 0}, r"kernels\.max_out must be >= 1, got 0"),
-     ({"tile_px": -1}, r"kernels\.tile_px must be >= 1"),
-     ({"dead_eps": -1.0}, r"kernels\.dead_eps must be >= 0"),
-     ({"cmap": "bwrr"}, r"Unknown kernels\.cmap colormap 'bwrr'.*bwr")],
+    [
+        ({"max_out": 0}, r"kernels\.max_out must be >= 1, got 0"),
+        ({"tile_px": -1}, r"kernels\.tile_px must be >= 1"),
+        ({"dead_eps": -1.0}, r"kernels\.dead_eps must be >= 0"),
+        ({"cmap": "bwrr"}, r"Unknown kernels\.cmap colormap 'bwrr'.*bwr"),
+    ],
 )
 def test_bad_settings_fail_in_validate(ctx: RunContext, kw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

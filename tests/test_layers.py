@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-
 from conftest import group_options
+
 from pipeline.gradcam.layers import auto_layer, spatial_layers
 from pipeline.layers import default_blocks, model_blocks, probe_model
 

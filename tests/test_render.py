@@ -59,13 +59,15 @@ def test_minmax_scale_ignores_non_finite() -> None:
 
 
 def test_symmetric_scale_puts_zero_in_the_middle() -> None:
-    np.testing.assert_array_equal(render.symmetric_scale(np.array([-2.0, 0.0, 1.0, 2.0]), 2.0),
-                                  [0.0, 0.5, 0.75, 1.0])
+    np.testing.assert_array_equal(
+        render.symmetric_scale(np.array([-2.0, 0.0, 1.0, 2.0]), 2.0), [0.0, 0.5, 0.75, 1.0]
+    )
     np.testing.assert_array_equal(render.symmetric_scale(np.zeros(3), 0.0), [0.5, 0.5, 0.5])
 
 
-@pytest.mark.parametrize(("shape", "tile_px", "factor"), [((3, 3), 24, 8), ((7, 7), 24, 4),
-                                                          ((112, 112), 56, 1), ((1, 5), 56, 56)])
+@pytest.mark.parametrize(
+    ("shape", "tile_px", "factor"), [((3, 3), 24, 8), ((7, 7), 24, 4), ((112, 112), 56, 1), ((1, 5), 56, 56)]
+)
 def test_upscale_factor(shape: tuple[int, int], tile_px: int, factor: int) -> None:
     assert render.upscale_factor(*shape, tile_px) == factor
 

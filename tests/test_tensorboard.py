@@ -20,7 +20,6 @@ from PIL import Image
 from torch import nn
 
 from pipeline.context import RunContext
-from pipeline.errors import ConfigError
 from pipeline.hooks import hook_count
 from pipeline.stage import Histogram, Picture, Scalar, StageResult, Text
 from stages.tensorboard import TBBackend, TensorboardConfig, TensorBoardStage
@@ -98,7 +97,8 @@ def fake_results(ctx: RunContext) -> tuple[dict[str, StageResult], dict[str, np.
 
     results = {
         "summary": StageResult(
-            "summary", texts=[Text("torchinfo", "TORCHINFO TABLE\nTotal params: 123", tag="summary/torchinfo")]
+            "summary",
+            texts=[Text("torchinfo", "TORCHINFO TABLE\nTotal params: 123", tag="summary/torchinfo")],
         ),
         "kernels": StageResult("kernels", pictures=pictures("kernels/")),
         "features": StageResult(
@@ -212,21 +212,28 @@ def test_event_files_hold_every_kind(make_ctx, compose, tmp_path: Path, backend:
     # ---- scalars: the earlier records' values at their steps, the hparams metrics
     assert {acc.Scalars(t)[0].step for t in tags["scalars"]} == {0}
     scalars = {t: acc.Scalars(t)[0].value for t in tags["scalars"]}
-    assert scalars == pytest.approx({
-        "activations/layer1/mean": 0.5,
-        "activations/layer1/max": 3.0,
-        "activations/layer1/zero_fraction": 0.25,
-        "cam/score": 0.4,
-        "cam/confidence_change": -0.2,
-        "hparams/top1_prob": float(np.mean([r[0]["prob"] for r in ctx.top_k(1)])),
-        "hparams/cam_score": 0.4,
-        "hparams/cam_confidence_change": -0.2,
-    })
+    assert scalars == pytest.approx(
+        {
+            "activations/layer1/mean": 0.5,
+            "activations/layer1/max": 3.0,
+            "activations/layer1/zero_fraction": 0.25,
+            "cam/score": 0.4,
+            "cam/confidence_change": -0.2,
+            "hparams/top1_prob": float(np.mean([r[0]["prob"] for r in ctx.top_k(1)])),
+            "hparams/cam_score": 0.4,
+            "hparams/cam_confidence_change": -0.2,
+        }
+    )
     # ---- text: top-5, torchinfo table, resolved config
-    assert set(tags["tensors"]) == {
-        "predictions/top5/text_summary", "summary/torchinfo/text_summary",
-        "config/resolved/text_summary",
-    } == set(res.data["tags"]["text"])
+    assert (
+        set(tags["tensors"])
+        == {
+            "predictions/top5/text_summary",
+            "summary/torchinfo/text_summary",
+            "config/resolved/text_summary",
+        }
+        == set(res.data["tags"]["text"])
+    )
     top5 = text_of(acc, "predictions/top5/text_summary")
     for name, row in zip(ctx.inputs.names, ctx.top_k(5), strict=True):
         assert f"**{name}**" in top5 and f"| 1 | {row[0]['class']} |" in top5
@@ -249,8 +256,7 @@ def test_both_backends_write_the_same_tags(make_ctx, tmp_path: Path) -> None:
     """No stage results: the stage's own fallback (block stats) in both libraries."""
     seen = {}
     for backend in BACKENDS:
-        ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[1,3,32,32]"],
-                       out=tmp_path / backend)
+        ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[1,3,32,32]"], out=tmp_path / backend)
         res = run_stage(ctx, backend=backend)
         tags = read_events(tmp_path / backend / "tensorboard").Tags()
         seen[backend] = {k: sorted(v) if isinstance(v, list) else v for k, v in tags.items()}
@@ -338,7 +344,11 @@ def test_switches_missing_pictures_and_a_second_attempt(make_ctx, tmp_path: Path
     files = sorted(p.name for p in (run / "tensorboard").iterdir())
     assert len(files) == 2 and other.name in files and "graph no" in res.summary
     tags = read_events(run / "tensorboard").Tags()
-    assert set(tags["images"]) == {"input/batch", "input/grid", *[t for t in pngs if t != "kernels/conv1/rgb"]}
+    assert set(tags["images"]) == {
+        "input/batch",
+        "input/grid",
+        *[t for t in pngs if t != "kernels/conv1/rgb"],
+    }
     assert not tags["histograms"] and not tags["scalars"] and not tags["tensors"]
     assert not tags["graph"]
 
@@ -348,8 +358,15 @@ def test_real_stages_feed_tensorboard(compose, tmp_path: Path) -> None:
     """End to end through the runner: tags come from what the real stages wrote in this run."""
     from pipeline.runner import run_pipeline
 
-    cfg = compose(["model=resnet18", *SMALL, "stages=[summary,kernels,features,cam,tensorboard]",
-                   "kernels.layers=[conv1,layer1.0.conv1]", "features.layers=[layer1,layer4]"])
+    cfg = compose(
+        [
+            "model=resnet18",
+            *SMALL,
+            "stages=[summary,kernels,features,cam,tensorboard]",
+            "kernels.layers=[conv1,layer1.0.conv1]",
+            "features.layers=[layer1,layer4]",
+        ]
+    )
     result = run_pipeline(cfg, tmp_path / "run")
     manifest = json.loads(result.manifest_path.read_text())
     assert result.ok, result.error
@@ -365,9 +382,7 @@ def test_real_stages_feed_tensorboard(compose, tmp_path: Path) -> None:
     cam = [t for t in images if t.startswith("cam/gradcam/layer4/")]
     assert len(cam) == names
     for layer in ("layer1", "layer4"):
-        assert {f"activations/{layer}/{s}" for s in ("mean", "max", "zero_fraction")} <= set(
-            tags["scalars"]
-        )
+        assert {f"activations/{layer}/{s}" for s in ("mean", "max", "zero_fraction")} <= set(tags["scalars"])
         assert f"activations/{layer}/channel_mean" in tags["histograms"]
     assert {"hparams/top1_prob", "hparams/cam_score", "cam/score"} <= set(tags["scalars"])
     assert tags["graph"] and len(tags["tensors"]) == 3
