@@ -289,7 +289,9 @@ def to_nchw(tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
     return grid.reshape(tensor.size(0), layout.h, layout.w, tensor.size(2)).permute(0, 3, 1, 2)
 
 
-def spatial_layouts(model: nn.Module, probe: Probe, *, once: bool = True, min_cells: int = 2) -> dict[str, Layout]:
+def spatial_layouts(
+    model: nn.Module, probe: Probe, *, once: bool = True, min_cells: int = 2
+) -> dict[str, Layout]:
     """Modules with a spatial output of at least ``min_cells`` cells, in completion order.
 
     ``once``: only modules that run exactly once per forward (a shared module's map would be
