@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from pipeline.inputs import Inputs
-    from pipeline.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ class RunContext:
     blocks_config: str | None = None  # model.blocks as configured (None: found from the model)
     output_kind: str = "auto"  # model.output: auto | logits | probabilities
     nonfinite_params: list[str] = field(default_factory=list)  # parameters with NaN/inf
-    results: dict[str, StageResult] = field(default_factory=dict)  # stage name -> its record
+    results: dict[str, Any] = field(default_factory=dict)  # stage name -> its StageResult
     warnings: list[str] = field(default_factory=list)  # shown in the manifest and report
     _probe: Probe | None = field(default=None, repr=False)
     _blocks: list[str] | None = field(default=None, repr=False)
