@@ -91,9 +91,43 @@ def _search(flags: dict[str, str]) -> tuple[Path, str, list[str]]:
     return primary, name, extra
 
 
+def shell_completion(flags: dict[str, str]) -> None:
+    """Make Hydra's bash completion work however the interpreter is spelled (``.venv/bin/python``).
+
+    Hydra's script only completes a command line starting with the word ``python`` and strips
+    ``python run.py`` from it with a pattern that misses paths such as ``.venv/bin/python``. For
+    ``-sc install=bash`` this prints Hydra's script with that test widened (any ``*/python*``); for
+    ``-sc query=bash`` it rewrites the interpreter in ``COMP_LINE`` to ``python`` before Hydra reads it.
+    """
+    import contextlib
+    import io
+    import os
+    import re
+
+    value = flags.get("-sc", flags.get("--shell-completion", ""))
+    if value == "query=bash" and "COMP_LINE" in os.environ:
+        os.environ["COMP_LINE"] = re.sub(r"^\s*\S*python[\d.]*", "python", os.environ["COMP_LINE"])
+    if value != "install=bash":
+        return
+    from hydra._internal.core_plugins.bash_completion import BashCompletion
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        BashCompletion(None).install()  # type: ignore[arg-type] - install() needs no config loader
+    script = out.getvalue().replace(
+        'if [ "${words[0]}" == "python" ]; then', 'if [[ "${words[0]##*/}" == python* ]]; then'
+    )
+    print(script.rstrip())
+    for exe in ("python3", os.path.basename(sys.executable)):
+        if exe != "python":
+            print(f"complete -o nospace -o default -F hydra_bash_completion {exe}")
+    sys.exit(0)
+
+
 def precheck(argv: list[str]) -> None:
     """Validate the command line like Hydra would, but fail with one readable line."""
     overrides, flags, multirun = split_args(argv)
+    shell_completion(flags)
     if set(flags) & _SKIP:
         return
     primary, name, extra = _search(flags)

@@ -46,15 +46,21 @@ def torchvision_model(
     """
     import torchvision
 
-    available = torchvision.models.list_models()
-    if name not in available:
-        classification = torchvision.models.list_models(module=torchvision.models)
-        rest = [n for n in available if n not in classification]
+    classification = torchvision.models.list_models(module=torchvision.models)
+    if name not in classification:
+        for task in ("detection", "segmentation", "video", "optical_flow", "quantization"):
+            module = getattr(torchvision.models, task, None)
+            if module is not None and name in torchvision.models.list_models(module=module):
+                raise ConfigError(
+                    f"model.name '{name}' is a torchvision {task.replace('_', ' ')} model; vizpipe supports "
+                    "image classifiers (one score per class) today: pick one of "
+                    "torchvision.models.list_models(torchvision.models), e.g. resnet18, convnext_tiny"
+                )
         raise unknown_choice(
             "model",
             name,
-            classification + rest,
-            hint="Set model.name (model=torchvision) or pick a conf/model file",
+            classification,
+            hint="Set model.name (model=torchvision) to an image classifier, or pick a conf/model file",
         )
     if num_classes is not None:
         kwargs["num_classes"] = num_classes

@@ -452,6 +452,7 @@ def render(ctx: RunContext, settings: FeaturesConfig, accs: list[Accumulator]) -
         "normalize": settings.normalize.value,
         "select": settings.select.value,
         "capture": settings.capture.value,
+        "sources": dict(zip(ctx.inputs.names, ctx.inputs.sources, strict=True)),  # image name -> its file
         "layers": layers,
     }
     write_json(ctx.claim("features/stats.json"), doc)
