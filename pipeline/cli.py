@@ -43,7 +43,7 @@ class PipelineFailed(RuntimeError):
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit non-zero (no traceback)."""
-    print(f"vizpipe: error: {message}", file=sys.stderr)
+    print(f"vizpipe: error: {' '.join(str(message).split())}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -273,7 +273,10 @@ def _variants(composer: Composer, overrides: list[str], multirun: bool) -> list[
 
 def _sweeper_params(composer: Composer, base: list[str]) -> list[tuple[int, list[str]]]:
     """The values of ``hydra.sweeper.params`` (from ``sweep=...``), resolved, as override lists."""
+    import re
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
 
     cfg = composer.compose(base, hydra=True)
     params = cfg.hydra.sweeper.get("params") or {}
@@ -283,11 +286,14 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[tuple[int, list
     for key in params:
         node = params._get_node(key)
         raw = node._value() if node is not None else None
+        plain = re.fullmatch(r"\$\{([\w.]+)\}", raw.strip()) if isinstance(raw, str) else None
         try:
-            value = params[key]  # resolves ${...} against the whole config (a key may hold dots)
+            # ${model.blocks}: read the key itself (params are strings: None would fail their type)
+            value = OmegaConf.select(cfg, plain.group(1)) if plain else params[key]
         except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
+            first = " ".join(str(exc).split())
             raise ConfigError(
-                f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {exc}"
+                f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {first}"
             ) from exc
         if value is None or str(value).strip() in ("", "None"):
             source = str(raw).strip("${}") if isinstance(raw, str) else str(raw)
