@@ -303,7 +303,7 @@ def test_user_errors_keep_the_traceback_in_the_log(cli, tmp_path):
     assert "Traceback" in log and "UnidentifiedImageError" in log
 
 
-# --------------------------------------------------------------------------- where the friendly errors stopped
+# ------------------------------------------------------------------ where the friendly errors stopped
 
 
 def test_a_path_with_a_comma_says_how_to_quote_it(cli, tmp_path):
