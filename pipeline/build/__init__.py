@@ -1,0 +1,78 @@
+"""Build what a run needs once: seeds, device, model and inputs -> the ``RunContext``.
+
+``device.py``, ``model.py`` and ``pipeline/inputs`` do the work; ``targets.py`` holds the only
+``instantiate`` call. ``build_context`` is what the runner (and tests) call.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_context", "seed_everything"]
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; optionally force deterministic algorithms."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(bool(deterministic), warn_only=True)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+
+
+def build_context(cfg: DictConfig, output_dir: Path | str) -> Any:
+    """Build device, model and inputs from a composed config: the ``RunContext`` stages receive."""
+    from pipeline.build.device import build_device
+    from pipeline.build.model import build_model, load_categories, nonfinite_parameters
+    from pipeline.context import RunContext
+    from pipeline.inputs import build_inputs
+
+    seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
+    device = build_device(cfg.device.type)
+    log.debug("Device <%s>", device)
+    model, weights = build_model(cfg.model)
+    model = model.to(device)
+    inputs = build_inputs(cfg.input, weights, device, int(cfg.seed), model)
+    categories = load_categories(cfg.model.get("categories"))
+    if categories is None and weights is not None:
+        categories = list(weights.meta.get("categories") or []) or None
+    output = cfg.model.get("output", "auto")
+    ctx = RunContext(
+        model=model,
+        model_name=str(cfg.model.name),
+        inputs=inputs,
+        device=device,
+        output_dir=Path(output_dir),
+        seed=int(cfg.seed),
+        categories=categories,
+        weights=str(weights) if weights is not None else None,
+        blocks_config=cfg.model.get("blocks"),
+        output_kind=str(getattr(output, "value", output)),
+    )
+    for i, why in inputs.invalid.items():
+        ctx.warn(f"Input {inputs.names[i]} ({inputs.sources[i]}) has {why}: its predictions and maps are invalid")
+    if cfg.model.get("categories") is not None and len(categories or []) != ctx.num_classes:
+        raise ConfigError(
+            f"model.categories has {len(categories or [])} names but the model has "
+            f"{ctx.num_classes} outputs; give exactly one name per class"
+        )
+    bad = nonfinite_parameters(model)
+    if bad:
+        ctx.nonfinite_params = bad
+        ctx.warn(
+            f"Model has non-finite (NaN/inf) values in {len(bad)} tensor(s): {', '.join(bad[:5])}; results are invalid"
+        )
+    return ctx

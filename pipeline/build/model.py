@@ -1,0 +1,125 @@
+"""The model a run inspects: built from ``model.*``, a checkpoint loaded, class names found."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_model", "load_categories", "load_checkpoint", "nonfinite_parameters"]
+
+
+def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
+    """Instantiate the model from its config, load ``checkpoint`` if set, put it in eval mode.
+
+    Returns ``(model, weights_enum_or_None)``; the weights carry preprocessing and category names.
+    """
+    from pipeline.build.targets import instantiate
+    from pipeline.models import weights_enum
+
+    cfg = (
+        OmegaConf.to_container(model_cfg, resolve=True)
+        if isinstance(model_cfg, DictConfig)
+        else dict(model_cfg)
+    )
+    checkpoint = cfg.pop("checkpoint", None)
+    for key in ("blocks", "categories", "output"):  # vizpipe's keys, not the factory's
+        cfg.pop(key, None)
+    kwargs = cfg.pop("kwargs", None) or {}
+    target = cfg.get("_target_")
+    model = instantiate({**cfg, **kwargs}, "model from _target_")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model._target_ '{target}' returned {type(model).__name__}, not a torch.nn.Module")
+    weights = None
+    if cfg.get("weights") and target == "pipeline.models.torchvision_model":
+        weights = weights_enum(cfg["name"], cfg["weights"])
+    if checkpoint:
+        load_checkpoint(model, checkpoint)
+    model.eval()
+    return model, weights
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Load a local state_dict strictly and safely (``weights_only=True``: no code runs)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(
+            f"Checkpoint '{path}' does not exist (model.checkpoint); give the path of a saved state_dict"
+        )
+    log.info("Loading checkpoint <%s>", p)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"Refused to load checkpoint '{path}': it is not a plain tensor state_dict "
+            f"(torch.load(weights_only=True) rejected it: {first}). Save it with "
+            "torch.save(model.state_dict(), path)"
+        ) from exc
+    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict):
+        raise ConfigError(f"Checkpoint '{path}' holds a {type(obj).__name__}, not a state_dict")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in obj]
+    unexpected = [k for k in obj if k not in own]
+    if missing or unexpected:
+
+        def show(keys: list[str]) -> str:
+            return (
+                ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
+                if keys
+                else "none"
+            )
+
+        raise ConfigError(
+            f"Checkpoint '{path}' does not match the model: missing keys: {show(missing)}; "
+            f"unexpected keys: {show(unexpected)}"
+        )
+    bad = [
+        f"{k} {tuple(obj[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if tuple(obj[k].shape) != tuple(own[k].shape)
+    ]
+    if bad:
+        raise ConfigError(
+            f"Checkpoint '{path}' has tensors of the wrong shape (checkpoint vs model): {'; '.join(bad[:5])}"
+        )
+    model.load_state_dict(obj, strict=True)
+
+
+def load_categories(value: Any) -> list[str] | None:
+    """``model.categories``: a list of names, or a text file with one name per line."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        p = Path(value).expanduser()
+        if not p.is_file():
+            raise ConfigError(
+                f"model.categories file '{value}' does not exist; "
+                "give a text file with one class name per line, or a list"
+            )
+        return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [str(v) for v in value]
+
+
+def nonfinite_parameters(model: nn.Module) -> list[str]:
+    """Names of parameters and buffers that contain NaN or infinity."""
+    bad = []
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad.append(name)
+    return bad
