@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.gradcam.localisation import LOCALISATION
 from pipeline.gradcam.methods import METRICS
 from pipeline.stage import Picture, Scalar, StageResult, Table
-from stages.cam.compute import LOCALISATION, file_stem
+from stages.cam.compute import file_stem
 from stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
 
 if TYPE_CHECKING:
