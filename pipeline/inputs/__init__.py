@@ -218,6 +218,16 @@ def _check_splits(kind: str, input_cfg: Any) -> None:
         fractions = {"val_fraction": float(getattr(input_cfg, "val_fraction", 0.1))}
         if kind == "imagefolder":
             fractions["test_fraction"] = float(getattr(input_cfg, "test_fraction", 0.1))
+        root = Path(str(input_cfg.root)).expanduser()
+        if kind == "cifar10":
+            from pipeline.inputs.cifar import check_present
+
+            check_present(root, bool(getattr(input_cfg, "download", False)))
+        elif not root.is_dir():
+            raise ConfigError(
+                f"input.root '{input_cfg.root}' is not a folder; input=imagefolder needs a folder with one "
+                "sub-folder of images per class (or train/ val/ test/ folders of them)"
+            )
         for key, value in fractions.items():
             if not 0.0 < value < 1.0:
                 raise ConfigError(

@@ -54,16 +54,23 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(old)
 
 
-def open_cifar10(root: Path, train: bool, download: bool) -> Any:
-    """torchvision's ``CIFAR10`` on ``root`` (its md5 checks included); failures are one line."""
-    from torchvision.datasets import CIFAR10
-
+def check_present(root: Path, download: bool) -> None:
+    """Without ``input.download``, the data set's folder must exist (a cheap check: the precheck
+    runs it before Hydra starts, so a missing data set is one line and no model is built)."""
     folder = root / FOLDER
     if not download and not folder.is_dir():
         raise ConfigError(
             f"CIFAR-10 is not in {folder} (input.root={root}); set input.download=true to download it "
             f"there (170 MB, needs internet), or set input.root to the folder that holds {FOLDER}"
         )
+
+
+def open_cifar10(root: Path, train: bool, download: bool) -> Any:
+    """torchvision's ``CIFAR10`` on ``root`` (its md5 checks included); failures are one line."""
+    from torchvision.datasets import CIFAR10
+
+    folder = root / FOLDER
+    check_present(root, download)
     said = io.StringIO()
     try:
         with _socket_timeout(DOWNLOAD_TIMEOUT_S), contextlib.redirect_stdout(said):

@@ -75,10 +75,6 @@ def split_samples(
     root: Path, val_fraction: float, test_fraction: float
 ) -> tuple[list[str], dict[str, list[Sample]]]:
     """(classes, samples of each split) of ``root`` (see the module docstring)."""
-    if not root.is_dir():
-        raise ConfigError(
-            f"input.root '{root}' is not a folder; give a folder with one sub-folder of images per class"
-        )
     fractions = {"test": test_fraction, "val": val_fraction}
     if not (root / "train").is_dir():
         classes, pool = scan(root)
@@ -106,9 +102,14 @@ def imagefolder(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[
     samples = splits[split]
     if not samples:
         sizes = ", ".join(f"{s} {len(splits[s])}" for s in SPLITS)
+        fix = (
+            "lower input.val_fraction and input.test_fraction"
+            if split == "train"
+            else f"add a {split}/ folder, or raise input.{split}_fraction"
+        )
         raise ConfigError(
-            f"input=imagefolder: the {split} split of '{root}' is empty ({sizes} images); add images, "
-            f"add a {split}/ folder, or raise input.{split}_fraction"
+            f"input=imagefolder: the {split} split of '{root}' is empty ({sizes} images); "
+            f"add images, or {fix}"
         )
     prep = preprocessing(input_cfg, weights)
     files = [Path(p) for p, _ in samples]
