@@ -54,8 +54,9 @@ class TrainConfig:
     lr: float = 0.001
     # A torch.optim optimizer: _target_ and its keyword arguments; the stage adds params and lr.
     optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.Adam"})
-    # A torch.optim.lr_scheduler, stepped after every optimizer step; null = constant lr.
-    scheduler: Dict[str, Any] | None = None
+    # A torch.optim.lr_scheduler {_target_: ..., its arguments}, stepped after every optimizer step;
+    # null = constant lr. (Typed Any: an Optional dict cannot be set from the command line.)
+    scheduler: Any = None
     # Clip the gradients' total norm to this before each step; null = no clipping.
     grad_clip: float | None = None
     # TensorBoard: loss, accuracy and lr every this many steps (>= 1).

@@ -47,6 +47,22 @@ def _positive(settings: Any, key: str, minimum: float, what: str) -> None:
 
 def _target_node(node: Any, key: str, own: tuple[str, ...]) -> dict[str, Any]:
     """A ``_target_`` node as a plain dict; arguments the stage sets itself are refused."""
+    from collections.abc import Mapping
+
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    if node is not None and not isinstance(node, Mapping):
+        example = (
+            "torch.optim.SGD,momentum:0.9"
+            if key == "optimizer"
+            else "torch.optim.lr_scheduler.StepLR,step_size:2"
+        )
+        raise ConfigError(
+            f"train.{key} must be a mapping with a _target_, got {node!r}; "
+            f"e.g. 'train.{key}={{_target_:{example}}}'"
+        )
     node = dict(node or {})
     if not isinstance(node.get("_target_"), str) or not node["_target_"].strip():
         raise ConfigError(
