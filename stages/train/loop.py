@@ -5,8 +5,8 @@
 with the TensorBoard writers open, measures again and returns the record (``result.py``).
 
 ``fit`` trains ``ctx.model`` in place. The DataLoader shuffles with its own ``torch.Generator``
-seeded from ``seed``, and nothing else draws random numbers between steps, so the same seed on a
-CPU gives the same steps, the same ``history.json`` and the same checkpoint tensors. Per step:
+seeded from ``seed``, and nothing else draws random numbers between steps, so the same seed (and
+thread count) on a CPU gives the same steps, the same ``history.json`` and checkpoint tensors. Per step:
 one forward in train mode, cross-entropy on the logits, the loss checked (a NaN/inf loss stops
 training before it can reach the weights), backward, optional clipping, the optimizer and
 scheduler steps. Per epoch: validation in eval mode, TensorBoard, the CAM frames, the
@@ -76,6 +76,8 @@ def settings_doc(settings: Any) -> dict[str, Any]:
 
 def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
     """Train ``ctx.model`` in place and return the stage's record (see the module docstring)."""
+    import torch
+
     from pipeline.build.model import nonfinite_parameters
     from pipeline.inputs import build_split
     from stages.train.board import Board
@@ -92,6 +94,7 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
         train_images=len(splits["train"]),
         val_images=len(splits["val"]),
         settings=settings_doc(settings),
+        threads=torch.get_num_threads(),
     )
     paths = Paths(ctx.claim(CHECKPOINT), ctx.claim(HISTORY))
     tolerance = float(settings.pointing_tolerance)

@@ -2,7 +2,8 @@
 
 ``History`` is written after every epoch and once more when the run ends (ok, stopped by a
 non-finite loss, or interrupted), so the file always says how far training got. It holds no
-timings: the same seed on a CPU gives the same file. The checkpoint is the model's
+timings: the same seed and thread count on a CPU give the same file (oneDNN's sums depend on the
+thread count, so ``threads`` is recorded). The checkpoint is the model's
 ``state_dict`` after the last good epoch (epoch 0: the weights training started from), written
 atomically, loadable with ``model.checkpoint=<run>/train/checkpoint.pt`` (``weights_only=True``).
 """
@@ -69,6 +70,7 @@ class History:
     train_images: int
     val_images: int
     settings: dict[str, Any]  # epochs, max_steps, batch_size, lr, optimizer, scheduler, grad_clip
+    threads: int = 0  # torch.get_num_threads(): CPU results depend on it
     status: str = "running"  # running | ok | stopped (non-finite loss) | interrupted
     epochs_done: int = 0  # epochs run to their end (the last may be cut short by max_steps)
     steps_done: int = 0  # optimizer steps taken
