@@ -253,6 +253,34 @@ def test_train_stage_cli_without_splits_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_sweep_index_ranks_a_method_sweep_by_pointing_game_not_by_the_shared_training(tmp_path: Path) -> None:
+    """Every job of ``-m experiment=shapes_demo cam.method=...`` trains the same way: the train
+    stage's key numbers tie, so the leaderboard ranks by the CAM stage's pointing game."""
+    from pipeline.manifest import Manifest
+    from pipeline.report.jobs import collect_sweep
+    from pipeline.report.sweep import sweep_context
+    from pipeline.stage import Scalar, StageResult
+
+    for num, (method, pointing) in enumerate((("eigencam", 0.78), ("gradcam", 0.96), ("gradcam++", 0.99))):
+        job = tmp_path / f"{num}_cam.method={method}"
+        job.mkdir()
+        m = Manifest(job, {"overrides": ["experiment=shapes_demo", f"cam.method={method}"]}, ["train", "cam"])
+        train = [Scalar("train/val_accuracy", 0.98, key=True, better="higher")]
+        train.append(Scalar("train/pointing_game_after", 0.96, key=True, better="higher"))
+        cam = [
+            Scalar("cam/score", 0.9, key=True),
+            Scalar("cam/pointing_game", pointing, key=True, better="higher"),
+        ]
+        cam.append(Scalar("cam/energy_in_box", 1.0 - pointing, key=True, better="higher"))
+        for rec, scalars in zip(m.stages, (train, cam), strict=True):
+            rec.status, rec.result = "ok", StageResult(rec.name, scalars=scalars).to_dict()
+        m.setup.status = m.report.status = "ok"
+        m.write()
+    board = sweep_context(collect_sweep(tmp_path))["leaderboard"]
+    assert board["primary"] == "cam/pointing_game" and board["better"] == "higher"
+    assert [r["params"] for r in board["rows"]] == [["gradcam++"], ["gradcam"], ["eigencam"]]
+
+
 # --------------------------------------------------------------------------- the demo
 
 
