@@ -36,11 +36,18 @@ SMALL = [
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _heavy_imports() -> None:
+def _heavy_imports_one_thread() -> Any:
     """grad-cam (OpenCV, scikit-learn) and TensorBoard take ~2 s to import once per process: paid
-    here, in setup, rather than by whichever test happens to run first."""
+    here, in setup, rather than by whichever test happens to run first. Training runs on one torch
+    thread (restored afterwards): these models are tiny, and OpenMP threads that wait for each other
+    on a busy 2-core machine make a run many times slower."""
     import pytorch_grad_cam  # noqa: F401
     import tensorboardX  # noqa: F401
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def train_run(out: Path, *extra: str) -> Any:
