@@ -10,6 +10,11 @@ in one batch is read once.
 An item is a dict: ``x`` (C, H, W) model input, ``rgb`` (3, H, W) in [0, 1] for drawing,
 ``index`` (position in the data set), ``label`` (-1 when unknown) and optionally ``box``
 (x0, y0, x1, y1 in input pixels: where the object is, for CAM localisation metrics).
+
+Labelled data sets have splits (``shapes.py``, ``folders.py``: imagefolder, ``cifar.py``):
+``input.split`` (train | val | test, default the held-out test) is what the visualisation stages
+see, and ``build_split`` gives another split of the same data set (the train stage reads train and
+val). Their class names are ``Inputs.classes``.
 """
 
 from __future__ import annotations
