@@ -37,7 +37,7 @@ class RunContext:
     device: torch.device
     output_dir: Path
     seed: int = 0
-    categories: list[str] | None = None  # class names from model.categories or the weights' meta
+    categories: list[str] | None = None  # class names: model.categories, the weights' or the data set's
     weights: str | None = None  # weights name (e.g. "ResNet18_Weights.IMAGENET1K_V1") or None
     blocks_config: str | None = None  # model.blocks as configured (None: found from the model)
     output_kind: str = "auto"  # model.output: auto | logits | probabilities

@@ -263,7 +263,7 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
     pending: dict[tuple[str, str], torch.Tensor] = {}
 
     def sink(name: str, tensor: torch.Tensor, kind: str = "output") -> None:
-        if (name, kind) in accs:
+        if (name, kind) in accs and (name, kind) not in pending:  # a shared module: its first call
             pending[(name, kind)] = tensor
 
     try:
@@ -273,7 +273,12 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
                 acc.npy = _open_npy(
                     ctx.claim(f"features/{t.stem}.npy"), (n, *t.shape[1:]), settings.dtype.value
                 )
-        with preserved(ctx.model), torch.no_grad(), capture(ctx.model, wanted, sink, what=what):
+        # every_call: each batch's forward pass reports again (pending is cleared per batch)
+        with (
+            preserved(ctx.model),
+            torch.no_grad(),
+            capture(ctx.model, wanted, sink, what=what, every_call=True),
+        ):
             for batch in ctx.inputs.batches("features"):
                 pending.clear()
                 ctx.model(batch.tensor)

@@ -62,8 +62,12 @@ def build_context(cfg: DictConfig, output_dir: Path | str) -> Any:
         blocks_config=cfg.model.get("blocks"),
         output_kind=str(getattr(output, "value", output)),
     )
+    if categories is None and inputs.classes:
+        _data_set_categories(ctx, inputs.classes)
     for i, why in inputs.invalid.items():
-        ctx.warn(f"Input {inputs.names[i]} ({inputs.sources[i]}) has {why}: its predictions and maps are invalid")
+        ctx.warn(
+            f"Input {inputs.names[i]} ({inputs.sources[i]}) has {why}: its predictions and maps are invalid"
+        )
     if cfg.model.get("categories") is not None and len(categories or []) != ctx.num_classes:
         raise ConfigError(
             f"model.categories has {len(categories or [])} names but the model has "
@@ -73,6 +77,21 @@ def build_context(cfg: DictConfig, output_dir: Path | str) -> Any:
     if bad:
         ctx.nonfinite_params = bad
         ctx.warn(
-            f"Model has non-finite (NaN/inf) values in {len(bad)} tensor(s): {', '.join(bad[:5])}; results are invalid"
+            f"Model has non-finite (NaN/inf) values in {len(bad)} tensor(s): {', '.join(bad[:5])}; "
+            "results are invalid"
         )
     return ctx
+
+
+def _data_set_categories(ctx: Any, classes: list[str]) -> None:
+    """Name the model's outputs after the data set's classes (input=shapes, imagefolder, cifar10)
+    when the model has no names of its own and exactly one output per class."""
+    if ctx.num_classes == len(classes):
+        ctx.categories = list(classes)
+        log.debug("Class names from the data set: %s", ", ".join(classes))
+    else:
+        log.debug(
+            "The data set's %d class names are not used: the model has %d outputs",
+            len(classes),
+            ctx.num_classes,
+        )
