@@ -109,7 +109,9 @@ def _write_tensor(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", group_options("input"))
-def test_every_input_option_builds(compose, tmp_path, kind):
+def test_every_input_option_builds(compose, tmp_path, kind, monkeypatch):
+    from test_datasets import cifar_root, write_folder
+
     from pipeline.inputs.images import bundled_photo
 
     extra = {
@@ -117,6 +119,12 @@ def test_every_input_option_builds(compose, tmp_path, kind):
         "tensor": [f"input.path={_write_tensor(tmp_path)}"],
         "random": ["input.shape=[2,3,32,32]"],
     }.get(kind, [])
+    if kind == "imagefolder":
+        write_folder(tmp_path / "folder", {"cat": 10, "dog": 10})
+        extra = [f"input.root={tmp_path / 'folder'}"]
+    if kind == "cifar10":
+        root, _ = cifar_root.__wrapped__(tmp_path, monkeypatch)  # a tiny CIFAR-10 in its own format
+        extra = [f"input.root={root}"]
     cfg = compose([f"input={kind}", *extra])
     model, weights = build_model(cfg.model)
     inputs = build_inputs(cfg.input, weights, torch.device("cpu"), 0, model)
