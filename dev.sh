@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vizpipe's one entry point for people and CI.
 #   ./dev.sh run  [hydra overrides...]   set up .venv if needed, then run the pipeline
-#   ./dev.sh test [pytest args...]       set up .venv (+ headless Chromium when possible), run the tests
+#   ./dev.sh test [pytest args...]       set up .venv (+ headless Chromium when possible), lint (ruff),
+#                                        run the tests
 # Setup is idempotent: a second call reuses .venv unless pyproject.toml changed. 'test' also installs
 # the cluster extra (Hydra's joblib, submitit and ray launchers), so CI runs the launcher tests;
 # without it they are skipped with the reason.
@@ -54,6 +55,9 @@ cmd=${1:-run}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   run)  setup_venv dev; exec .venv/bin/python run.py "$@" ;;
-  test) setup_venv dev,cluster; setup_browser; exec .venv/bin/python -m pytest "$@" ;;
+  test) setup_venv dev,cluster; setup_browser
+        .venv/bin/ruff check . && .venv/bin/ruff format --check . \
+          || { echo "vizpipe: lint failed (ruff check / ruff format --check)" >&2; exit 1; }
+        exec .venv/bin/python -m pytest "$@" ;;
   *)    echo "usage: ./dev.sh run [overrides...] | ./dev.sh test [pytest args...]" >&2; exit 2 ;;
 esac

@@ -39,7 +39,7 @@ def seed_kernels(model, path: Path) -> None:
     """Seed §2.1, verbatim (``print`` silenced by the caller), then the PNG a notebook shows."""
     import matplotlib.pyplot as plt
 
-    conv1 = dict(model.features.named_children())['3']
+    conv1 = dict(model.features.named_children())["3"]
     # 得到第3层的卷积层参数
     kernel_set = conv1.weight.detach()
     num = len(conv1.weight.detach())  # noqa: F841 - seed line
@@ -51,9 +51,9 @@ def seed_kernels(model, path: Path) -> None:
         plt.figure(figsize=(20, 17))
         if (len(i_kernel)) > 1:
             for idx, filer in enumerate(i_kernel):
-                plt.subplot(9, 9, idx+1)
-                plt.axis('off')
-                plt.imshow(filer[ :, :].detach(),cmap='bwr')
+                plt.subplot(9, 9, idx + 1)
+                plt.axis("off")
+                plt.imshow(filer[:, :].detach(), cmap="bwr")
     plt.savefig(path, format="png")
     plt.close("all")
 
@@ -62,21 +62,20 @@ def seed_features(out1, path: Path) -> None:
     """Seed §2.2's drawing part of ``plot_feature``, verbatim, then the PNG a notebook shows."""
     import matplotlib.pyplot as plt
 
-    total_ft  = out1.shape[1]
+    total_ft = out1.shape[1]
     first_item = out1[0].cpu().clone()
 
     plt.figure(figsize=(20, 17))
-
 
     for ftidx in range(total_ft):
         if ftidx > 99:
             break
         ft = first_item[ftidx]
-        plt.subplot(10, 10, ftidx+1)
+        plt.subplot(10, 10, ftidx + 1)
 
-        plt.axis('off')
-        #plt.imshow(ft[ :, :].detach(),cmap='gray')
-        plt.imshow(ft[ :, :].detach())
+        plt.axis("off")
+        # plt.imshow(ft[ :, :].detach(),cmap='gray')
+        plt.imshow(ft[:, :].detach())
     plt.savefig(path, format="png")
     plt.close("all")
 
@@ -144,18 +143,24 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         cases = [
-            ("(a) features.3 kernels of output 0 (64 tiles)",
-             lambda: seed_kernels(model, out / "seed_kernels.png"),
-             lambda: vizpipe_kernels(model, out / "vizpipe_kernels.png"),
-             lambda: vizpipe_kernels(model, out / "vizpipe_kernels_l6.png", level=6)),
-            ("(b) features.3 maps on the photo (100 tiles)",
-             lambda: seed_features(out1, out / "seed_features.png"),
-             lambda: vizpipe_features(out1, out / "vizpipe_features.png"),
-             lambda: vizpipe_features(out1, out / "vizpipe_features_l6.png", level=6)),
+            (
+                "(a) features.3 kernels of output 0 (64 tiles)",
+                lambda: seed_kernels(model, out / "seed_kernels.png"),
+                lambda: vizpipe_kernels(model, out / "vizpipe_kernels.png"),
+                lambda: vizpipe_kernels(model, out / "vizpipe_kernels_l6.png", level=6),
+            ),
+            (
+                "(b) features.3 maps on the photo (100 tiles)",
+                lambda: seed_features(out1, out / "seed_features.png"),
+                lambda: vizpipe_features(out1, out / "vizpipe_features.png"),
+                lambda: vizpipe_features(out1, out / "vizpipe_features_l6.png", level=6),
+            ),
         ]
-        print(f"vgg11 (random init), torch {torch.__version__}, {torch.get_num_threads()} "
-              f"threads, matplotlib {matplotlib.__version__}; median of {args.repeats} after 1 "
-              "warm-up")
+        print(
+            f"vgg11 (random init), torch {torch.__version__}, {torch.get_num_threads()} "
+            f"threads, matplotlib {matplotlib.__version__}; median of {args.repeats} after 1 "
+            "warm-up"
+        )
         print(f"{'case':48s} {'seed s':>8s} {'vizpipe s':>10s} {'ratio':>8s} {'vizpipe l6 s':>13s}")
         ratios = []
         for label, seed_fn, viz_fn, viz6_fn in cases:

@@ -55,7 +55,7 @@ class PipelineFailed(CompactHydraException):
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit non-zero (no traceback)."""
-    print(f"vizpipe: error: {message}", file=sys.stderr)
+    print(f"vizpipe: error: {' '.join(str(message).split())}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -103,9 +103,43 @@ def _search(flags: dict[str, str]) -> tuple[Path, str, list[str]]:
     return primary, name, extra
 
 
+def shell_completion(flags: dict[str, str]) -> None:
+    """Make Hydra's bash completion work however the interpreter is spelled (``.venv/bin/python``).
+
+    Hydra's script only completes a command line starting with the word ``python`` and strips
+    ``python run.py`` from it with a pattern that misses paths such as ``.venv/bin/python``. For
+    ``-sc install=bash`` this prints Hydra's script with that test widened (any ``*/python*``); for
+    ``-sc query=bash`` it rewrites the interpreter in ``COMP_LINE`` to ``python`` before Hydra reads it.
+    """
+    import contextlib
+    import io
+    import os
+    import re
+
+    value = flags.get("-sc", flags.get("--shell-completion", ""))
+    if value == "query=bash" and "COMP_LINE" in os.environ:
+        os.environ["COMP_LINE"] = re.sub(r"^\s*\S*python[\d.]*", "python", os.environ["COMP_LINE"])
+    if value != "install=bash":
+        return
+    from hydra._internal.core_plugins.bash_completion import BashCompletion
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        BashCompletion(None).install()  # type: ignore[arg-type] - install() needs no config loader
+    script = out.getvalue().replace(
+        'if [ "${words[0]}" == "python" ]; then', 'if [[ "${words[0]##*/}" == python* ]]; then'
+    )
+    print(script.rstrip())
+    for exe in ("python3", os.path.basename(sys.executable)):
+        if exe != "python":
+            print(f"complete -o nospace -o default -F hydra_bash_completion {exe}")
+    sys.exit(0)
+
+
 def precheck(argv: list[str]) -> None:
     """Validate the command line like Hydra would, but fail with one readable line."""
     overrides, flags, multirun = split_args(argv)
+    shell_completion(flags)
     if set(flags) & _SKIP:
         return
     primary, name, extra = _search(flags)
@@ -243,6 +277,9 @@ def _jobs(composer: Composer, overrides: list[str], multirun: bool) -> list[list
 
 def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
     """``hydra.sweeper.params`` (from ``sweep=...``), resolved, as the sweeper reads them: key=value."""
+    import re
+
+    from omegaconf import OmegaConf
 
     cfg = composer.compose(base, hydra=True)
     params = cfg.hydra.sweeper.get("params") or {}
@@ -251,11 +288,14 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
     for key in params:
         node = params._get_node(key)
         raw = node._value() if node is not None else None
+        plain = re.fullmatch(r"\$\{([\w.]+)\}", raw.strip()) if isinstance(raw, str) else None
         try:
-            value = params[key]  # a dotted key ("cam.layer") is one key here, not a path
+            # ${model.blocks}: read the key itself (params are strings: None would fail their type)
+            value = OmegaConf.select(cfg, plain.group(1)) if plain else params[key]
         except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
+            first = " ".join(str(exc).split())
             raise ConfigError(
-                f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {exc}"
+                f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {first}"
             ) from exc
         if value is None or str(value).strip() in ("", "None"):
             source = str(raw).strip("${}") if isinstance(raw, str) else str(raw)

@@ -2,7 +2,7 @@
 
 Every artifact a stage wrote is listed in ``manifest.json`` with its sha256. Two runs are equal
 when they ran the same steps with the same outcome and every non-volatile artifact has the same
-path and hash. Volatile artifacts (``manifest.VOLATILE_PREFIXES``: TensorBoard event files and
+path and hash. Volatile artifacts (``manifest.VOLATILE_PATTERNS``: TensorBoard event files and
 reports, which hold timestamps) are compared too, but only reported, unless ``--strict``.
 
 Exit status: 0 equal, 1 different, 2 a folder is not a run (no manifest).
@@ -11,13 +11,15 @@ Exit status: 0 equal, 1 different, 2 a folder is not a run (no manifest).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.manifest import MANIFEST, VOLATILE_PREFIXES, sha256_file
+from pipeline.files import sha256_file
+from pipeline.manifest import MANIFEST, VOLATILE_PATTERNS
 
 
 @dataclass
@@ -67,7 +69,8 @@ def _short(sha: str | None) -> str:
 
 def is_volatile(path: str) -> bool:
     """True for artifacts whose bytes legitimately change between identical runs."""
-    return path.startswith(VOLATILE_PREFIXES)
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(name, pattern) for pattern in VOLATILE_PATTERNS)
 
 
 def load_manifest(run: Path) -> dict[str, Any]:
@@ -105,11 +108,11 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def compare_runs(
-    run_a: Path | str, run_b: Path | str, *, strict: bool = False, verify: bool = False
+    run_a: Path | str, run_b: Path | str, *, strict: bool = False, verify: bool = True
 ) -> Comparison:
     """Compare two runs' manifests (steps, statuses, artifact hashes); see the module docstring.
 
-    ``strict`` counts volatile artifacts as differences; ``verify`` also re-hashes every file on
+    ``strict`` counts volatile artifacts as differences; ``verify`` (default) also re-hashes every file on
     disk and reports files changed since their manifest was written.
     """
     a, b = Path(run_a), Path(run_b)
@@ -190,12 +193,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="volatile artifacts (TensorBoard, reports) must match too",
     )
-    parser.add_argument("--verify", action="store_true", help="also re-hash the files on disk")
+    parser.add_argument(
+        "--trust-manifest",
+        action="store_true",
+        help="compare the manifests' hashes only (fast); by default every file on disk is re-hashed too, "
+        "so a file edited after its run never compares equal",
+    )
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     parser.add_argument("--limit", type=int, default=20, help="differences listed (0 = all)")
     args = parser.parse_args(argv)
     try:
-        c = compare_runs(args.run_a, args.run_b, strict=args.strict, verify=args.verify)
+        c = compare_runs(args.run_a, args.run_b, strict=args.strict, verify=not args.trust_manifest)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"vizpipe: error: {exc}", file=sys.stderr)
         return 2

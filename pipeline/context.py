@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from pipeline.inputs import Inputs
-    from pipeline.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +37,12 @@ class RunContext:
     device: torch.device
     output_dir: Path
     seed: int = 0
-    categories: list[str] | None = None  # class names from model.categories or the weights' meta
+    categories: list[str] | None = None  # class names: model.categories, the weights' or the data set's
     weights: str | None = None  # weights name (e.g. "ResNet18_Weights.IMAGENET1K_V1") or None
     blocks_config: str | None = None  # model.blocks as configured (None: found from the model)
     output_kind: str = "auto"  # model.output: auto | logits | probabilities
     nonfinite_params: list[str] = field(default_factory=list)  # parameters with NaN/inf
-    results: dict[str, StageResult] = field(default_factory=dict)  # stage name -> its record
+    results: dict[str, Any] = field(default_factory=dict)  # stage name -> its StageResult
     warnings: list[str] = field(default_factory=list)  # shown in the manifest and report
     _probe: Probe | None = field(default=None, repr=False)
     _blocks: list[str] | None = field(default=None, repr=False)

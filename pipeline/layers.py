@@ -289,15 +289,22 @@ def to_nchw(tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
     return grid.reshape(tensor.size(0), layout.h, layout.w, tensor.size(2)).permute(0, 3, 1, 2)
 
 
-def spatial_layouts(model: nn.Module, probe: Probe) -> dict[str, Layout]:
-    """Every module that runs once per forward with a spatial output (h×w > 1), completion order."""
+def spatial_layouts(
+    model: nn.Module, probe: Probe, *, once: bool = True, min_cells: int = 2
+) -> dict[str, Layout]:
+    """Modules with a spatial output of at least ``min_cells`` cells, in completion order.
+
+    ``once``: only modules that run exactly once per forward (a shared module's map would be
+    ambiguous for a CAM; the features stage draws its first call instead).
+    """
     modules = dict(model.named_modules())
     out: dict[str, Layout] = {}
     for name, shape in probe.shapes.items():
-        if probe.calls.get(name, 0) != 1 or name not in modules:
+        calls = probe.calls.get(name, 0)
+        if name not in modules or calls < 1 or (once and calls != 1):
             continue
         layout = infer_layout(shape, probe.input_hw, modules[name])
-        if layout is not None and layout.h * layout.w > 1:
+        if layout is not None and layout.h * layout.w >= min_cells:
             out[name] = layout
     return out
 

@@ -30,7 +30,9 @@ PACKAGES = (
     "pillow",
 )
 # Artifacts whose bytes legitimately change between identical runs (timestamps inside).
-VOLATILE_PREFIXES = ("tensorboard/", "report.", "run.log", MANIFEST)
+#: Artifacts whose bytes legitimately change between identical runs (they hold timestamps):
+#: TensorBoard event files (whoever writes them), the reports, the log and the manifest itself.
+VOLATILE_PATTERNS = ("*tfevents*", "report.*", "run.log", MANIFEST)
 
 
 @functools.cache

@@ -42,7 +42,6 @@ __all__ = [
     "colorize",
     "colormap_levels",
     "colormap_lut",
-    "file_stems",
     "finite_range",
     "grid_columns",
     "minmax_scale",
@@ -277,20 +276,3 @@ def save_png(
     p = Path(path)
     im.save(p, format="PNG", compress_level=int(compress_level))
     return p
-
-
-def file_stems(names: Sequence[str]) -> dict[str, str]:
-    """File-name stems for layer names: ``safe_name(name)``, made unique with ``_2``, ``_3``, ..."""
-    from pipeline.layers import safe_name
-
-    out: dict[str, str] = {}
-    used: set[str] = set()
-    for name in names:
-        base = stem = safe_name(name)
-        n = 1
-        while stem in used:
-            n += 1
-            stem = f"{base}_{n}"
-        used.add(stem)
-        out[name] = stem
-    return out

@@ -88,13 +88,10 @@ def ensure_typed(cfg: DictConfig) -> DictConfig:
     """
     from pipeline.schema import root_schema
 
-    schema = root_schema()
-    if OmegaConf.get_type(cfg).__name__ == schema.__name__ and "defaults" not in cfg:
+    if OmegaConf.get_type(cfg).__name__ == "Config":
         return cfg
     try:
-        base = OmegaConf.structured(schema)
-        base.pop("defaults", None) if "defaults" in base else None
-        return OmegaConf.merge(base, cfg)
+        return OmegaConf.merge(OmegaConf.structured(root_schema(with_defaults=False)), cfg)
     except Exception as exc:  # omegaconf ValidationError / ConfigKeyError
         raise ConfigError(f"Invalid config: {' '.join(str(exc).split())}") from exc
 

@@ -13,6 +13,7 @@ Importing this module registers everything with Hydra's ConfigStore (idempotent)
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
@@ -41,6 +42,17 @@ class InputKind(str, Enum):
     image = "image"  # input.path: an image file, a folder or a glob
     tensor = "tensor"  # input.path: a .pt/.npy N×C×H×W tensor
     random = "random"  # a seeded standard-normal batch of input.shape
+    shapes = "shapes"  # synthetic shapes on textured noise, drawn from the seed (labels, boxes, splits)
+    imagefolder = "imagefolder"  # input.root: one sub-folder of images per class (labels, splits)
+    cifar10 = "cifar10"  # CIFAR-10 in input.root (torchvision's CIFAR10; input.download=true fetches it)
+
+
+class Split(str, Enum):
+    """Which part of a data set with splits (shapes, imagefolder, cifar10) ``input.*`` names."""
+
+    train = "train"  # what the train stage learns from
+    val = "val"  # what it validates on after every epoch
+    test = "test"  # held out: never seen by the train stage
 
 
 class ModelOutput(str, Enum):
@@ -105,7 +117,7 @@ class DeviceConfig:
 class InputConfig:
     """``input/``: what the model looks at, streamed in batches."""
 
-    # photo | image | tensor | random (conf/input/*.yaml)
+    # photo | image | tensor | random | shapes | imagefolder | cifar10 (conf/input/*.yaml)
     kind: InputKind = InputKind.photo
     # Image file, folder or glob (kind=image); tensor file (kind=tensor); null otherwise.
     path: str | None = None
@@ -131,6 +143,25 @@ class InputConfig:
     workers: int = 0
     # "I/N": only the I-th of N equal slices of the (limited) data set (0-based), e.g. 0/4.
     shard: str | None = None
+    # Data sets with splits (shapes, imagefolder, cifar10): the split the visualisation stages
+    # see: train | val | test (held out, never trained on). The train stage reads train and val.
+    split: Split = Split.test
+    # Folder of the data set: imagefolder's class sub-folders (or its train/ val/ test/ folders),
+    # the folder holding cifar-10-batches-py for cifar10. Relative paths: from the launch folder.
+    root: str | None = None
+    # cifar10: download the data set into input.root when it is not there (needs internet).
+    download: bool = False
+    # shapes: image side in pixels (square RGB images, >= 32).
+    size: int = 64
+    # shapes: images in each split (drawn on demand from seed, split and index; nothing stored).
+    train_count: int = 3000
+    val_count: int = 500
+    test_count: int = 500
+    # Fraction of the training images held out as the val split: cifar10 (the last ones of its
+    # training batches) and imagefolder without a val/ folder (a fixed draw from each class).
+    val_fraction: float = 0.1
+    # imagefolder without a test/ folder: fraction of each class held out as the test split.
+    test_fraction: float = 0.1
 
 
 @dataclass
@@ -176,8 +207,10 @@ CORE_GROUPS: dict[str, type] = {
 }
 
 
-def root_schema() -> type:
-    """The root dataclass: core keys, ``stages``, one field per discovered stage, and its defaults."""
+@functools.cache
+def root_schema(with_defaults: bool = True) -> type:
+    """The root dataclass: core keys, ``stages``, one field per discovered stage, and (for Hydra)
+    its defaults list; ``with_defaults=False`` for merging a saved config onto the schema."""
     from pipeline.registry import default_stages, stage_classes
 
     classes = stage_classes()
@@ -190,10 +223,11 @@ def root_schema() -> type:
         defaults.append({name: choice})
         stage_fields.append((name, cls.config, field(default_factory=cls.config)))
     first = default_stages()
+    head = [("defaults", List[Any], field(default_factory=lambda: list(defaults)))] if with_defaults else []
     return make_dataclass(
         "Config",
         [
-            ("defaults", List[Any], field(default_factory=lambda: list(defaults))),
+            *head,
             # Ordered stage names; the runner runs exactly these, in this order.
             ("stages", List[str], field(default_factory=lambda: list(first))),
             *CORE_FIELDS,

@@ -162,11 +162,11 @@ def plan(ctx: RunContext, settings: FeaturesConfig) -> list[Target]:
 
     probe = ctx.probe()
     kinds = ["output", "input"] if settings.capture.value == "both" else [settings.capture.value]
-    outputs = spatial_layouts(ctx.model, probe)
+    outputs = spatial_layouts(ctx.model, probe, once=False, min_cells=1)
     inputs: dict[str, Layout] = {}
     for name, shape in probe.in_shapes.items():
         layout = infer_layout(shape, probe.input_hw)
-        if probe.calls.get(name, 0) >= 1 and layout is not None and layout.h * layout.w > 1:
+        if probe.calls.get(name, 0) >= 1 and layout is not None:
             inputs[name] = layout
     usable = outputs if kinds == ["output"] else (inputs if kinds == ["input"] else {**inputs, **outputs})
     specs = [str(s).strip() for s in settings.layers]
@@ -263,8 +263,8 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
     pending: dict[tuple[str, str], torch.Tensor] = {}
 
     def sink(name: str, tensor: torch.Tensor, kind: str = "output") -> None:
-        if (name, kind) in accs:
-            pending.setdefault((name, kind), tensor)  # a module's first call in this batch's forward
+        if (name, kind) in accs and (name, kind) not in pending:  # a shared module: its first call
+            pending[(name, kind)] = tensor
 
     try:
         if settings.save_npy:
@@ -273,9 +273,12 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
                 acc.npy = _open_npy(
                     ctx.claim(f"features/{t.stem}.npy"), (n, *t.shape[1:]), settings.dtype.value
                 )
-        # every_call: the hooks stay for the whole stream, and every batch's forward must reach the sink
-        hooks = capture(ctx.model, wanted, sink, what=what, every_call=True)
-        with preserved(ctx.model), torch.no_grad(), hooks:
+        # every_call: each batch's forward pass reports again (pending is cleared per batch)
+        with (
+            preserved(ctx.model),
+            torch.no_grad(),
+            capture(ctx.model, wanted, sink, what=what, every_call=True),
+        ):
             for batch in ctx.inputs.batches("features"):
                 pending.clear()
                 ctx.model(batch.tensor)
@@ -454,6 +457,7 @@ def render(ctx: RunContext, settings: FeaturesConfig, accs: list[Accumulator]) -
         "normalize": settings.normalize.value,
         "select": settings.select.value,
         "capture": settings.capture.value,
+        "sources": dict(zip(ctx.inputs.names, ctx.inputs.sources, strict=True)),  # image name -> its file
         "layers": layers,
     }
     write_json(ctx.claim("features/stats.json"), doc)

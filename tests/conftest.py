@@ -30,6 +30,14 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         GlobalHydra.instance().clear()
 
 
+def group_options(group: str) -> list[str]:
+    """The public options of config group ``group`` (YAML files in conf/<group>/, not ``_``-private)."""
+    folder = CONF_DIR / group
+    return (
+        sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")) if folder.is_dir() else []
+    )
+
+
 @pytest.fixture
 def compose() -> Callable[..., DictConfig]:
     """``compose(["model=vgg11", ...])`` -> the composed config."""
@@ -39,7 +47,7 @@ def compose() -> Callable[..., DictConfig]:
 @pytest.fixture
 def make_ctx(tmp_path: Path) -> Callable:
     """``make_ctx(["model=vgg11", ...])`` -> a RunContext built from the composed config."""
-    from pipeline.runner import build_context
+    from pipeline.build import build_context
 
     def _make(overrides: list[str] | None = None, out: Path | None = None):
         cfg = compose_config(overrides)
@@ -70,22 +78,24 @@ def cli() -> Callable[..., subprocess.CompletedProcess]:
     return run_cli
 
 
-def hand_context(model, out: Path, shape: tuple[int, ...]):
+def hand_context(model, out: Path, shape: tuple[int, ...], *, batch_size: int = 32):
     """A RunContext around any module, without a config: a seeded random batch of ``shape``."""
-    import numpy as np
     import torch
 
-    from pipeline.context import Inputs, RunContext
+    from pipeline.context import RunContext
+    from pipeline.inputs import Inputs
+    from pipeline.inputs.sources import TensorItems
 
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     n, _, h, w = shape
+    cpu = torch.device("cpu")
     inputs = Inputs(
-        tensor=x,
-        rgb=np.zeros((n, h, w, 3), np.float32),
+        dataset=TensorItems(x, torch.zeros(n, 3, h, w)),
         names=[f"img{i}" for i in range(n)],
         sources=["randn"] * n,
         mean=[0.0] * 3,
         std=[1.0] * 3,
+        device=cpu,
+        batch_size=batch_size,
     )
-    cpu = torch.device("cpu")
     return RunContext(model=model.eval(), model_name="tiny", inputs=inputs, device=cpu, output_dir=out)

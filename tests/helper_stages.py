@@ -1,4 +1,4 @@
-"""Small real stages used by the runner tests (registered temporarily in ``stages.STAGES``)."""
+"""Small real stages used by the runner tests (registered temporarily with ``pipeline.registry``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 from typing import Any
 
 from pipeline.context import RunContext
-from stages import Stage
+from pipeline.stage import Stage, StageResult
 
 ORDER: list[str] = []
 
@@ -17,10 +17,10 @@ class RecordStage(Stage):
 
     name = "record"
 
-    def run(self, ctx: RunContext, settings: Any) -> dict[str, Any]:
+    def run(self, ctx: RunContext, settings: Any) -> StageResult:
         ORDER.append(self.name)
         (ctx.stage_dir(self.name) / "ran.txt").write_text(self.name)
-        return {"ran": True}
+        return StageResult(self.name, summary="ran")
 
 
 class BoomStage(Stage):
@@ -28,19 +28,23 @@ class BoomStage(Stage):
 
     name = "boom"
 
-    def run(self, ctx: RunContext, settings: Any) -> dict[str, Any]:
+    def run(self, ctx: RunContext, settings: Any) -> StageResult:
         ORDER.append(self.name)
         (ctx.stage_dir(self.name) / "partial.txt").write_text("written before the failure")
         raise RuntimeError("deliberate failure in boom")
 
 
 class InterruptStage(Stage):
-    """Writes a partial artifact, then receives SIGINT (as from Ctrl-C)."""
+    """Writes a partial artifact, then is interrupted as by Ctrl-C (SIGINT's default handler)."""
 
     name = "interrupt"
 
-    def run(self, ctx: RunContext, settings: Any) -> dict[str, Any]:
+    def run(self, ctx: RunContext, settings: Any) -> StageResult:
         ORDER.append(self.name)
         (ctx.stage_dir(self.name) / "partial.txt").write_text("written before Ctrl-C")
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.default_int_handler(signal.SIGINT, None)  # what Ctrl-C does, whatever the parent ignores
         raise AssertionError("SIGINT should have interrupted this stage")
+
+
+HELPERS = (RecordStage, BoomStage, InterruptStage)
+__all__ = ["HELPERS", "ORDER", "os"]

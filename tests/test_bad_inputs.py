@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.build import bundled_photo
+from pipeline.inputs.images import bundled_photo
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).parent
@@ -167,7 +167,7 @@ def test_unusual_images_are_converted(cli, tmp_path, mode):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run / "manifest.json").read_text())["status"] == "ok"
-    from pipeline.build import load_rgb
+    from pipeline.inputs.images import load_rgb
 
     arr = load_rgb(folder / "pic.png")
     assert arr.shape == (128, 96, 3) and arr.dtype == np.uint8
@@ -301,3 +301,88 @@ def test_user_errors_keep_the_traceback_in_the_log(cli, tmp_path):
     assert proc.returncode != 0
     log = (run / "run.log").read_text()
     assert "Traceback" in log and "UnidentifiedImageError" in log
+
+
+# ------------------------------------------------------------------ where the friendly errors stopped
+
+
+def test_a_path_with_a_comma_says_how_to_quote_it(cli, tmp_path):
+    photo = tmp_path / "a,b.jpg"
+    photo.write_bytes(bundled_photo().read_bytes())
+    for i, argv in enumerate(([f"input.path={photo}"], ["-m", f"input.path={photo}"])):
+        run = tmp_path / f"bad{i}"
+        proc = cli(
+            ["input=image", *argv, "stages=[summary]", f"hydra.run.dir={run}", f"hydra.sweep.dir={run}"]
+        )
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode != 0 and f"\"input.path='{photo}'\"" in last and "quote" in last, last
+    run = tmp_path / "run"
+    ok = cli(
+        ["input=image", f"input.path='{photo}'", "stages=[summary]", "model=seed_net", f"hydra.run.dir={run}"]
+    )
+    assert ok.returncode == 0, ok.stderr[-1500:]
+
+
+def test_a_users_config_dir_keeps_the_friendly_errors(cli, tmp_path):
+    mine = tmp_path / "myconf" / "experiment"
+    mine.mkdir(parents=True)
+    (mine / "mine.yaml").write_text("# @package _global_\nstages: [summary]\nmodel:\n  name: resnet18\n")
+    base = ["--config-dir", str(tmp_path / "myconf"), "experiment=mine", f"hydra.run.dir={tmp_path / 'run'}"]
+    for extra, needle in (
+        (["model=resnet19"], "did you mean 'resnet18'"),
+        (["cam.layr=x"], "did you mean 'cam.layer'"),
+        (["experiment=mien"], "did you mean 'mine'"),
+    ):
+        proc = cli([*base, *extra])
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode != 0 and needle in last and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+
+
+def test_declarative_sweeps_need_m_and_unset_blocks_are_one_line(cli, tmp_path):
+    proc = cli(["sweep=cam_layers", f"hydra.run.dir={tmp_path / 'a'}"])
+    assert proc.returncode != 0 and "add -m" in proc.stderr.strip().splitlines()[-1]
+    proc = cli(
+        [
+            "-m",
+            "sweep=cam_layers",
+            "model=torchvision",
+            "model.name=convnext_tiny",
+            f"hydra.sweep.dir={tmp_path / 'b'}",
+        ]
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "model.blocks" in lines[0] and "set it" in lines[0], (
+        lines
+    )
+
+
+def test_sweep_jobs_are_named_from_the_swept_keys_only(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli(
+        [
+            "-m",
+            "sweep=cam_classes",
+            "cam.target_class=1,2",
+            *SMALL[:1],
+            "input=random",
+            "input.shape=[1,3,32,32]",
+            "model.num_classes=3",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0_cam.target_class=1", "1_cam.target_class=2"]  # not ...,stages=_cam
+
+
+def test_the_console_says_one_line_per_stage(cli, tmp_path):
+    proc = cli([*SMALL, f"hydra.run.dir={tmp_path / 'a'}"])
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    stage_lines = [ln for ln in lines if " ok " in ln]
+    assert len(stage_lines) == 5 and len(lines) <= 9, lines  # 5 stages + run folder + report
+    assert all(ln.startswith("vizpipe: ") for ln in lines)
+    log = (tmp_path / "a" / "run.log").read_text()
+    assert "Kernels <conv1>" in log  # the per-layer details are in run.log
+    verbose = cli([*SMALL, "verbose=true", f"hydra.run.dir={tmp_path / 'b'}"])
+    assert "Kernels <conv1>" in verbose.stdout

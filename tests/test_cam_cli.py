@@ -51,7 +51,7 @@ def test_sweep_configs_declare_params_and_only_the_cam_stage(name):
     if name == "cam_layers":
         assert values == ["layer1", "layer2", "layer3", "layer4"]  # resnet50's blocks
     if name == "cam_methods":
-        from stages.cam_methods import resolve_method
+        from pipeline.gradcam.methods import resolve_method
 
         assert [resolve_method(v).name for v in values][:2] == ["GradCAM", "GradCAMPlusPlus"]
 
@@ -124,4 +124,4 @@ def test_sweep_cam_methods_runs_every_listed_method(cli, tmp_path):
     )
     log = (jobs(sweep)[methods.index("ScoreCAM")] / "run.log").read_text()
     # 1 forward for the activations + 1 image x ceil(256 channels / 256)
-    assert "ScoreCAM on layer3: 2 forward passes to run" in log and "2 forward passes done" in log
+    assert "ScoreCAM on layer3: about 2 forward passes to run" in log and "2 forward passes done" in log

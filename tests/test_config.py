@@ -7,26 +7,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import group_options
 from omegaconf import OmegaConf
 
-from pipeline.build import build_device, build_inputs, build_model
-from pipeline.cli import group_options
+from pipeline.build.device import build_device
+from pipeline.build.model import build_model
 from pipeline.errors import ConfigError
-from pipeline.schema import Config, safe_dirname
-from stages import STAGES
+from pipeline.inputs import build_inputs
+from pipeline.registry import default_stages, stage_classes
+from pipeline.schema import safe_dirname
+
+STAGES = list(stage_classes())
 
 MODELS = group_options("model")
 
 
 def test_defaults_list_is_the_table_of_contents(compose):
     cfg = compose()
-    assert OmegaConf.get_type(cfg) is Config
-    assert list(cfg.stages) == list(STAGES)
+    assert OmegaConf.get_type(cfg).__name__ == "Config"
+    assert list(cfg.stages) == default_stages() == ["summary", "kernels", "features", "cam", "tensorboard"]
     assert cfg.model.name == "resnet18" and cfg.model.weights is None
     assert cfg.device.type == "auto" and cfg.input.kind == "photo" and cfg.seed == 0
     for stage in STAGES:
         assert stage in cfg, f"stage settings {stage}.* missing"
     text = (Path(__file__).parent.parent / "conf" / "config.yaml").read_text()
+    primary = OmegaConf.load(Path(__file__).parent.parent / "conf" / "config.yaml")
+    groups = [next(iter(d)) if isinstance(d, dict) else d for d in primary.defaults]
+    assert not set(STAGES) & {str(g).split(" ")[-1] for g in groups}, groups  # stages are discovered
+    assert "stages" not in primary
     for entry in (
         "model:",
         "device:",
@@ -101,28 +109,37 @@ def _write_tensor(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", group_options("input"))
-def test_every_input_option_builds(compose, tmp_path, kind):
-    from pipeline.build import bundled_photo
+def test_every_input_option_builds(compose, tmp_path, kind, monkeypatch):
+    from test_datasets import cifar_root, write_folder
+
+    from pipeline.inputs.images import bundled_photo
 
     extra = {
         "image": [f"input.path={bundled_photo()}"],
         "tensor": [f"input.path={_write_tensor(tmp_path)}"],
         "random": ["input.shape=[2,3,32,32]"],
     }.get(kind, [])
+    if kind == "imagefolder":
+        write_folder(tmp_path / "folder", {"cat": 10, "dog": 10})
+        extra = [f"input.root={tmp_path / 'folder'}"]
+    if kind == "cifar10":
+        root, _ = cifar_root.__wrapped__(tmp_path, monkeypatch)  # a tiny CIFAR-10 in its own format
+        extra = [f"input.root={root}"]
     cfg = compose([f"input={kind}", *extra])
     model, weights = build_model(cfg.model)
     inputs = build_inputs(cfg.input, weights, torch.device("cpu"), 0, model)
-    n, c, h, w = inputs.tensor.shape
-    assert c == 3 and inputs.rgb.shape == (n, h, w, 3)
-    assert inputs.rgb.dtype == np.float32 and 0.0 <= inputs.rgb.min() and inputs.rgb.max() <= 1.0
-    assert len(inputs.names) == n == len(inputs.sources)
+    batch = inputs.first()
+    n, c, h, w = batch.tensor.shape
+    assert c == 3 and batch.rgb.shape == (n, h, w, 3)
+    assert batch.rgb.dtype == np.float32 and 0.0 <= batch.rgb.min() and batch.rgb.max() <= 1.0
+    assert len(inputs.names) == n == len(inputs.sources) == len(inputs)
     if kind in ("photo", "image"):
         assert (h, w) == (224, 224) and inputs.names == ["grace_hopper"]
         # un-normalised rgb and model input agree through the documented normalisation
         mean = torch.tensor(inputs.mean).view(3, 1, 1)
         std = torch.tensor(inputs.std).view(3, 1, 1)
-        back = inputs.tensor[0] * std + mean
-        assert torch.allclose(back.permute(1, 2, 0), torch.from_numpy(inputs.rgb[0]), atol=1e-5)
+        back = batch.tensor[0] * std + mean
+        assert torch.allclose(back.permute(1, 2, 0), torch.from_numpy(batch.rgb[0]), atol=1e-5)
     if kind == "tensor":
         assert torch.equal(inputs.tensor, torch.from_numpy(np.load(tmp_path / "batch.npy")))
 
@@ -152,7 +169,7 @@ def test_safe_dirname_is_filesystem_safe():
 
 
 def test_pretrained_weights_resolve_and_drive_preprocessing(compose):
-    from pipeline.build import preprocessing
+    from pipeline.inputs.images import preprocessing
     from pipeline.models import weights_enum
 
     w = weights_enum("resnet50", "DEFAULT")
@@ -184,9 +201,14 @@ def test_offline_download_failure_is_a_clear_error(compose, monkeypatch):
     assert calls, "the download went through torchvision's loader (never the network in tests)"
 
 
-def test_class_names_pass_the_type_check_only_when_the_model_has_names(compose):
-    from pipeline.runner import validate_config
+def test_class_names_resolve_only_when_the_model_has_names():
+    from stages.cam.plan import parse_target_class
 
-    validate_config(compose(["cam.target_class=[1,tench]", "model.weights=DEFAULT"]))  # no download
-    with pytest.raises(ConfigError, match="Invalid value 'tench' for cam.target_class"):
-        validate_config(compose(["cam.target_class=tench"]))
+    names = ["tench", "goldfish", "crane", "crane"]
+    assert parse_target_class(["goldfish", 0, "1"], 4, names, "m") == [1, 0]
+    with pytest.raises(ConfigError, match="'tench' is not a class index.*no class names"):
+        parse_target_class("tench", 4, None, "m")
+    with pytest.raises(ConfigError, match="crane' names 2 classes of m: 2 \\(crane\\), 3 \\(crane\\)"):
+        parse_target_class("crane", 4, names, "m")
+    with pytest.raises(ConfigError, match="Unknown class name.*'tenchh'.*did you mean 'tench'"):
+        parse_target_class("tenchh", 4, names, "m")

@@ -17,12 +17,24 @@ from torch import nn
 import stages.features as features_mod
 from pipeline.context import RunContext
 from pipeline.errors import ConfigError
-from pipeline.schema import ChannelSelect, FeatureNorm, FeaturesConfig, NpyDtype
-from stages.features import FeaturesStage
+from stages.features import ChannelSelect, FeatureNorm, FeaturesConfig, FeaturesStage, NpyDtype
 
 SMALL = ["model=seed_net", "input=random", "input.shape=[2,3,32,32]"]
 PAD = 2  # pipeline.render.tile_grid's default gap
-LAYER_KEYS = {"shape", "npy", "grids", "channels_drawn", "mean", "max", "zero_fraction", "channels"}
+LAYER_KEYS = {
+    "shape",
+    "npy",
+    "grids",
+    "channels_drawn",
+    "mean",
+    "max",
+    "zero_fraction",
+    "channels",
+    "capture",
+    "layout",
+    "reshape",
+    "maps",
+}
 
 
 def hand_ctx(model: nn.Module, out: Path, shape: tuple[int, ...] = (2, 3, 12, 12)) -> RunContext:
@@ -36,11 +48,19 @@ def conv_relu() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(inplace=True), nn.Conv2d(8, 4, 3))
 
 
+def check_and_validate(ctx: RunContext, settings: FeaturesConfig) -> None:
+    """What the runner does before any stage runs: the config-only rules, then the model's."""
+    stage = FeaturesStage()
+    stage.check(settings, None)
+    stage.validate(ctx, settings)
+
+
 def run_stage(ctx: RunContext, **kw: object) -> dict:
     settings = FeaturesConfig(**kw)
     stage = FeaturesStage()
+    stage.check(settings, None)
     stage.validate(ctx, settings)
-    return stage.run(ctx, settings)
+    return stage.run(ctx, settings).data
 
 
 def reference_outputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
@@ -89,8 +109,15 @@ def test_npy_equals_a_forward_hook_with_checkpoint_and_tensor(make_ctx, tmp_path
     pt = tmp_path / "batch.pt"
     torch.save(x, pt)
     layers = ["features.0", "features.3.squeeze", "features.3"]  # the first two feed ReLU(inplace)
-    ctx = make_ctx(["model=torchvision", "model.name=squeezenet1_1", f"model.checkpoint={ckpt}",
-                    "input=tensor", f"input.path={pt}"])
+    ctx = make_ctx(
+        [
+            "model=torchvision",
+            "model.name=squeezenet1_1",
+            f"model.checkpoint={ckpt}",
+            "input=tensor",
+            f"input.path={pt}",
+        ]
+    )
     res = run_stage(ctx, layers=layers, max_channels=4)
 
     fresh = torchvision.models.squeezenet1_1()
@@ -124,6 +151,7 @@ def test_stats_contract_and_per_channel_numbers(tmp_path: Path) -> None:
     assert entry["shape"] == [2, 8, 10, 10] and entry["npy"] == "features/1.npy"
     assert entry["grids"] == {"img0": "features/1__img0.png", "img1": "features/1__img1.png"}
     assert entry["channels_drawn"] == [0, 1, 2, 3, 4]
+    assert (entry["capture"], entry["layout"], entry["maps"]) == ("output", "nchw", [2, 8, 10, 10])
     assert entry["mean"] == pytest.approx(a.mean()) and entry["max"] == pytest.approx(a.max())
     assert 0 < entry["zero_fraction"] == pytest.approx((a == 0).mean())
     assert [c["index"] for c in entry["channels"]] == list(range(8))  # every channel, not 5
@@ -137,8 +165,15 @@ def test_stats_contract_and_per_channel_numbers(tmp_path: Path) -> None:
 @pytest.mark.parametrize("normalize", ["channel", "layer"])
 def test_tile_k_is_channel_k_after_normalisation_and_colormap(make_ctx, normalize: str) -> None:
     ctx = make_ctx(SMALL)  # seed_net conv2: (2, 64, 11, 11)
-    res = run_stage(ctx, layers=["conv2"], max_channels=7, select=ChannelSelect.top,
-                    normalize=FeatureNorm(normalize), cmap="magma", tile_px=22)
+    res = run_stage(
+        ctx,
+        layers=["conv2"],
+        max_channels=7,
+        select=ChannelSelect.top,
+        normalize=FeatureNorm(normalize),
+        cmap="magma",
+        tile_px=22,
+    )
     entry = res["layers"]["conv2"]
     a = load_npy(ctx, entry).astype(np.float64)
     order = np.argsort(-a.mean(axis=(0, 2, 3)), kind="stable")[:7].tolist()
@@ -183,27 +218,36 @@ def test_hooks_removed_and_model_left_as_found(tmp_path: Path, monkeypatch) -> N
     def boom(*args: object, **kw: object) -> dict:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(features_mod, "render_layer", boom)
+    monkeypatch.setattr(features_mod, "draw_batch", boom)
+    ctx = hand_ctx(model, tmp_path / "run2")
+    model.train()
     with pytest.raises(RuntimeError, match="disk full"):
         run_stage(ctx, layers=["0", "2"])
     assert no_hooks(model) and model.training
 
 
-def test_blocks_keep_only_layers_with_maps(make_ctx) -> None:
+def test_blocks_are_the_models_and_any_spatial_layer_can_be_drawn(make_ctx) -> None:
     ctx = make_ctx(SMALL)
-    res = run_stage(ctx, max_channels=3)  # layers=[blocks]: seed_net's top-level children
-    assert list(res["layers"]) == ["conv1", "pool", "conv2", "adaptive_pool"]
-    assert any("pool runs 2 times per forward" in w for w in ctx.warnings)
+    res = run_stage(ctx, max_channels=3)  # layers=[blocks]: seed_net's YAML names conv1, conv2
+    assert list(res["layers"]) == ["conv1", "conv2"]
+    fresh = make_ctx([*SMALL, "model.blocks=null"], out=ctx.output_dir.parent / "found")
+    assert fresh.blocks() == ["conv1", "conv2"]  # found: the last spatial module at each resolution
+    fresh = make_ctx(SMALL, out=ctx.output_dir.parent / "any")
+    res = run_stage(fresh, layers=["pool", "adaptive_pool"], max_channels=3)
+    assert any("pool runs 2 times per forward" in w for w in fresh.warnings)
     assert res["layers"]["adaptive_pool"]["shape"] == [2, 64, 1, 1]
-    with Image.open(ctx.output_dir / res["layers"]["adaptive_pool"]["grids"]["random_0"]) as im:
+    with Image.open(fresh.output_dir / res["layers"]["adaptive_pool"]["grids"]["random_0"]) as im:
         assert im.size == (PAD + 2 * (56 + PAD), PAD + 2 * (56 + PAD))  # 1x1 maps upscaled 56x
 
 
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        (["linear1"], r"features\.layers: Layer 'linear1' \(Linear\) cannot be used: feature maps "
-                      r"need .*4-D.*Layers that qualify: conv1, pool, conv2, adaptive_pool"),
+        (
+            ["linear1"],
+            r"features\.layers: Layer 'linear1' \(Linear\) cannot be used: feature maps "
+            r"need .*spatial.*Layers that qualify: conv1, pool, conv2, adaptive_pool",
+        ),
         (["conv3"], r"Unknown layer 'conv3' for seed_net; did you mean 'conv.'\? Valid choices"),
         (["features.*"], r"Unknown layer pattern 'features\.\*'"),
         ([], r"features\.layers is empty"),
@@ -212,36 +256,47 @@ def test_blocks_keep_only_layers_with_maps(make_ctx) -> None:
 def test_bad_layers_fail_in_validate(make_ctx, layers: list[str], message: str) -> None:
     ctx = make_ctx(SMALL)
     with pytest.raises(ConfigError, match=message):
-        FeaturesStage().validate(ctx, FeaturesConfig(layers=layers))
+        check_and_validate(ctx, FeaturesConfig(layers=layers))
     assert not (ctx.output_dir / "features").exists()
 
 
 def test_blocks_without_maps_fail(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 4))
-    with pytest.raises(ConfigError, match=r"'blocks' of tiny \(0, 1\) have no N x C x H x W"):
-        FeaturesStage().validate(hand_ctx(model, tmp_path / "run"), FeaturesConfig())
+    with pytest.raises(
+        ConfigError, match=r"'blocks' of tiny \(none\) have no usable output: feature maps need"
+    ):
+        check_and_validate(hand_ctx(model, tmp_path / "run"), FeaturesConfig())
 
 
-@pytest.mark.parametrize(("kw", "message"), [
-    ({"max_channels": 0}, r"features\.max_channels must be >= 1, got 0"),
-    ({"tile_px": 0}, r"features\.tile_px must be >= 1"),
-    ({"cmap": "virdis"}, r"features\.cmap colormap 'virdis'; did you mean 'viridis'"),
-])
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"max_channels": 0}, r"features\.max_channels must be >= 1, got 0"),
+        ({"tile_px": 0}, r"features\.tile_px must be >= 1"),
+        ({"cmap": "virdis"}, r"features\.cmap colormap 'virdis'; did you mean 'viridis'"),
+    ],
+)
 def test_bad_settings_fail_in_validate(tmp_path: Path, kw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        FeaturesStage().validate(hand_ctx(conv_relu(), tmp_path / "run"), FeaturesConfig(**kw))
+        check_and_validate(hand_ctx(conv_relu(), tmp_path / "run"), FeaturesConfig(**kw))
 
 
 @pytest.mark.slow
 def test_cli_vgg11_kernels_and_features_of_features_3(tmp_path: Path) -> None:
     """Acceptance: the issue's command writes the kernel grid, stats, feature grid and .npy."""
     run = tmp_path / "run"
-    proc = run_cli(["model=vgg11", "stages=[kernels,features]", "kernels.layers=[features.3]",
-                    "features.layers=[features.3]", f"hydra.run.dir={run}"])
+    proc = run_cli(
+        [
+            "model=vgg11",
+            "stages=[kernels,features]",
+            "kernels.layers=[features.3]",
+            "features.layers=[features.3]",
+            f"hydra.run.dir={run}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert [(s["name"], s["status"]) for s in manifest["stages"]] == [
-        ("kernels", "ok"), ("features", "ok")]
+    assert [(s["name"], s["status"]) for s in manifest["stages"]] == [("kernels", "ok"), ("features", "ok")]
     kern = json.loads((run / "kernels" / "stats.json").read_text())["layers"]["features.3"]
     assert kern["shape"] == [128, 64, 3, 3] and kern["rgb"] is None
     with Image.open(run / kern["grid"]) as im:  # 16 rows x 64 columns of 24 px tiles

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,8 +16,7 @@ from torch import nn
 
 from pipeline.context import RunContext
 from pipeline.errors import ConfigError
-from pipeline.schema import KernelScale, KernelsConfig
-from stages.kernels import KernelsStage
+from stages.kernels import KernelScale, KernelsConfig, KernelsStage
 
 SMALL = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]"]
 PAD = 2  # pipeline.render.tile_grid's default gap
@@ -27,11 +27,19 @@ def hand_ctx(model: nn.Module, out: Path, shape: tuple[int, ...] = (1, 3, 16, 16
     return hand_context(model, out, shape)
 
 
+def check_and_validate(ctx: RunContext, settings: KernelsConfig) -> None:
+    """What the runner does before any stage runs: the config-only rules, then the model's."""
+    stage = KernelsStage()
+    stage.check(settings, None)
+    stage.validate(ctx, settings)
+
+
 def run_stage(ctx: RunContext, **kw: object) -> dict:
     settings = KernelsConfig(**kw)
     stage = KernelsStage()
+    stage.check(settings, None)
     stage.validate(ctx, settings)
-    return stage.run(ctx, settings)
+    return stage.run(ctx, settings).data
 
 
 def grid_rgb(ctx: RunContext, rel: str) -> np.ndarray:
@@ -100,8 +108,7 @@ def test_layer_scale_tile_is_the_kernel_and_white_is_zero(ctx: RunContext) -> No
 
 
 def test_tile_scale_reproduces_the_seed(ctx: RunContext) -> None:
-    res = run_stage(ctx, layers=["conv2"], max_out=2, max_in=3, scale=KernelScale.tile,
-                    cmap="bwr", tile_px=5)
+    res = run_stage(ctx, layers=["conv2"], max_out=2, max_in=3, scale=KernelScale.tile, cmap="bwr", tile_px=5)
     assert res["scale"] == "tile"
     grid = grid_rgb(ctx, res["layers"]["conv2"]["grid"])
     cmap = matplotlib.colormaps["bwr"].resampled(254)
@@ -124,7 +131,8 @@ def test_rgb_filters_of_a_three_channel_layer(ctx: RunContext) -> None:
     for o in range(5):
         want = np.rint((0.5 + w[o].transpose(1, 2, 0) / (2 * vmax)) * 255).astype(np.uint8)
         np.testing.assert_array_equal(cell(rgb, *divmod(o, ncols), 3 * f, 3 * f), up(want, f))
-    res = run_stage(ctx, layers=["conv1"], rgb_first=False)
+    fresh = dataclasses.replace(ctx, output_dir=ctx.output_dir.parent / "run2", _claimed=set())
+    res = run_stage(fresh, layers=["conv1"], rgb_first=False)
     assert res["layers"]["conv1"]["rgb"] is None
 
 
@@ -158,8 +166,11 @@ def test_transposed_conv_is_drawn_as_out_by_in(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        (["pool"], r"Layer 'pool' \(MaxPool2d\) cannot be used: kernel grids need a 2-D conv.*"
-                   r"Layers that qualify: conv1, conv2"),
+        (
+            ["pool"],
+            r"Layer 'pool' \(MaxPool2d\) cannot be used: kernel grids need a 2-D conv.*"
+            r"Layers that qualify: conv1, conv2",
+        ),
         (["conv3"], r"kernels\.layers: Unknown layer 'conv3' for seed_net; did you mean 'conv"),
         (["type:Linear"], r"selects nothing.*Layers that qualify: conv1, conv2"),
         ([], r"kernels\.layers is empty"),
@@ -167,20 +178,22 @@ def test_transposed_conv_is_drawn_as_out_by_in(tmp_path: Path) -> None:
 )
 def test_bad_layers_fail_in_validate(ctx: RunContext, layers: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        KernelsStage().validate(ctx, KernelsConfig(layers=layers))
+        check_and_validate(ctx, KernelsConfig(layers=layers))
     assert not (ctx.output_dir / "kernels").exists()
 
 
 @pytest.mark.parametrize(
     ("kw", "message"),
-    [({"max_out": 0}, r"kernels\.max_out must be >= 1, got 0"),
-     ({"tile_px": -1}, r"kernels\.tile_px must be >= 1"),
-     ({"dead_eps": -1.0}, r"kernels\.dead_eps must be >= 0"),
-     ({"cmap": "bwrr"}, r"Unknown kernels\.cmap colormap 'bwrr'.*bwr")],
+    [
+        ({"max_out": 0}, r"kernels\.max_out must be >= 1, got 0"),
+        ({"tile_px": -1}, r"kernels\.tile_px must be >= 1"),
+        ({"dead_eps": -1.0}, r"kernels\.dead_eps must be >= 0"),
+        ({"cmap": "bwrr"}, r"Unknown kernels\.cmap colormap 'bwrr'.*bwr"),
+    ],
 )
 def test_bad_settings_fail_in_validate(ctx: RunContext, kw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        KernelsStage().validate(ctx, KernelsConfig(**kw))
+        check_and_validate(ctx, KernelsConfig(**kw))
 
 
 @pytest.mark.slow

@@ -59,13 +59,15 @@ def test_minmax_scale_ignores_non_finite() -> None:
 
 
 def test_symmetric_scale_puts_zero_in_the_middle() -> None:
-    np.testing.assert_array_equal(render.symmetric_scale(np.array([-2.0, 0.0, 1.0, 2.0]), 2.0),
-                                  [0.0, 0.5, 0.75, 1.0])
+    np.testing.assert_array_equal(
+        render.symmetric_scale(np.array([-2.0, 0.0, 1.0, 2.0]), 2.0), [0.0, 0.5, 0.75, 1.0]
+    )
     np.testing.assert_array_equal(render.symmetric_scale(np.zeros(3), 0.0), [0.5, 0.5, 0.5])
 
 
-@pytest.mark.parametrize(("shape", "tile_px", "factor"), [((3, 3), 24, 8), ((7, 7), 24, 4),
-                                                          ((112, 112), 56, 1), ((1, 5), 56, 56)])
+@pytest.mark.parametrize(
+    ("shape", "tile_px", "factor"), [((3, 3), 24, 8), ((7, 7), 24, 4), ((112, 112), 56, 1), ((1, 5), 56, 56)]
+)
 def test_upscale_factor(shape: tuple[int, int], tile_px: int, factor: int) -> None:
     assert render.upscale_factor(*shape, tile_px) == factor
 
@@ -126,8 +128,3 @@ def test_check_cmap_names_the_key_and_the_closest_choice() -> None:
     want = r"features\.cmap colormap 'virdis'; did you mean 'viridis'"
     with pytest.raises(ConfigError, match=want):
         render.check_cmap("virdis", "features.cmap")
-
-
-def test_file_stems_are_safe_and_unique() -> None:
-    stems = render.file_stems(["a/b", "a?b", "a_b", "features.3"])
-    assert stems == {"a/b": "a_b", "a?b": "a_b_2", "a_b": "a_b_3", "features.3": "features.3"}

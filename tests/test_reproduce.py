@@ -115,9 +115,10 @@ def test_verify_rehashes_files_on_disk(tmp_path: Path, capsys: pytest.CaptureFix
     a = _write_run(tmp_path / "a", BASE)
     b = _write_run(tmp_path / "b", BASE)
     (b / "features" / "b.npy").write_bytes(b"edited after the run")
-    assert cmp.compare_runs(a, b).equal  # the manifests alone still agree
-    c = cmp.compare_runs(a, b, verify=True)
+    assert cmp.compare_runs(a, b, verify=False).equal  # the manifests alone still agree (fast path)
+    c = cmp.compare_runs(a, b)  # by default every file is re-hashed
     assert not c.equal and c.first.path == "features/b.npy (B)" and c.first.kind == "hash_on_disk"
+    assert cmp.main([str(a), str(b)]) == 1 and cmp.main([str(a), str(b), "--trust-manifest"]) == 0
     assert cmp.main([str(a), str(tmp_path / "nope")]) == 2
     assert "not a run folder" in capsys.readouterr().err
 

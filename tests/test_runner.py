@@ -7,19 +7,20 @@ import json
 import helper_stages
 import pytest
 
+from pipeline import registry
 from pipeline.runner import run_pipeline
-from stages import STAGES
 
 TINY = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]", "report.enabled=false"]
 
 
 @pytest.fixture
-def extra_stages(monkeypatch):
+def extra_stages():
     helper_stages.ORDER.clear()
-    for name in ("record", "boom", "interrupt"):
-        cls = {"record": "RecordStage", "boom": "BoomStage", "interrupt": "InterruptStage"}[name]
-        monkeypatch.setitem(STAGES, name, f"helper_stages:{cls}")
-    return helper_stages.ORDER
+    for cls in helper_stages.HELPERS:
+        registry.register(cls)
+    yield helper_stages.ORDER
+    for cls in helper_stages.HELPERS:
+        registry.unregister(cls.name)
 
 
 def manifest(run_dir):
@@ -85,7 +86,7 @@ def test_interrupt_is_recorded_and_reraised(compose, tmp_path, extra_stages):
 
 
 def test_model_mode_and_hooks_untouched(make_ctx):
-    from stages import get_stage
+    from pipeline.registry import get_stage
 
     ctx = make_ctx(TINY)
     before = [(len(m._forward_hooks), len(m._forward_pre_hooks), m.training) for m in ctx.model.modules()]

@@ -49,14 +49,18 @@ def test_catalog_and_per_layer_rows(compose, tmp_path):
     assert sum(r["params"] for r in doc["layers"] if r["depth"] == 1) == doc["totals"]["total_params"]
 
 
-def test_summary_options_are_validated(compose, make_ctx):
+def test_summary_options_are_torchinfos_enums(compose):
     import pytest
-    from omegaconf import OmegaConf
 
+    from pipeline.cli import translate
     from pipeline.errors import ConfigError
-    from stages.summary import SummaryStage
 
-    ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[1,3,32,32]"])
-    settings = OmegaConf.to_object(compose(["summary.col_names=[output_size,num_parms]"]).summary)
-    with pytest.raises(ConfigError, match="num_parms.*did you mean 'num_params'"):
-        SummaryStage().validate(ctx, settings)
+    overrides = ["summary.col_names=[output_size,num_parms]"]
+    with pytest.raises(Exception) as info:
+        compose(overrides)
+    err = translate(info.value, overrides)
+    assert isinstance(err, ConfigError)
+    assert "num_parms" in str(err) and "did you mean 'num_params'" in str(err) and "kernel_size" in str(err)
+    with pytest.raises(Exception) as info:
+        compose(["summary.mode=tran"])
+    assert "did you mean 'train'" in str(translate(info.value, ["summary.mode=tran"]))

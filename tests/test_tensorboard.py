@@ -19,10 +19,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
-from pipeline.context import Inputs, RunContext
-from pipeline.errors import ConfigError
-from pipeline.schema import TBBackend, TensorboardConfig
-from stages.tensorboard import SUFFIX, TensorBoardStage, histogram_raw
+from pipeline.context import RunContext
+from pipeline.hooks import hook_count
+from pipeline.stage import Histogram, Picture, Scalar, StageResult, Text
+from stages.tensorboard import TBBackend, TensorboardConfig, TensorBoardStage
+from stages.tensorboard.write import SUFFIX, histogram_raw
 
 BACKENDS = [b.value for b in TBBackend]
 SMALL = ["input=random", "input.shape=[2,3,64,64]"]
@@ -60,13 +61,6 @@ def hparams_of(acc: Any) -> dict[str, str]:
     return {k: v.string_value for k, v in ssi.session_start_info.hparams.items()}
 
 
-def hook_count(model: nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-        for m in model.modules()
-    )
-
-
 def draw_png(run: Path, rel: str, size: tuple[int, int], seed: int) -> np.ndarray:
     """A random RGB picture of ``size`` (W, H) at ``run/rel``; returns its pixels."""
     rng = np.random.default_rng(seed)
@@ -76,8 +70,8 @@ def draw_png(run: Path, rel: str, size: tuple[int, int], seed: int) -> np.ndarra
     return px
 
 
-def fake_results(ctx: RunContext) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """kernels/features/cam results in the documented contracts, pointing at real PNGs."""
+def fake_results(ctx: RunContext) -> tuple[dict[str, StageResult], dict[str, np.ndarray]]:
+    """Earlier stages' records (the stage contract), pointing at real PNGs drawn here."""
     run, (n0, n1) = ctx.output_dir, ctx.inputs.names
     pngs = {
         "kernels/conv1": draw_png(run, "kernels/conv1.png", (40, 30), 1),
@@ -88,50 +82,41 @@ def fake_results(ctx: RunContext) -> tuple[dict[str, Any], dict[str, np.ndarray]
         f"cam/gradcam/layer4/7/{n0}": draw_png(run, f"cam/{n0}.png", (64, 64), 6),
         f"cam/gradcam/layer4/281_tabby_cat/{n1}": draw_png(run, f"cam/{n1}.png", (64, 64), 7),
     }
+    paths = {
+        "kernels/conv1": "kernels/conv1.png",
+        "kernels/conv1/rgb": "kernels/conv1_rgb.png",
+        "kernels/layer1.0.conv1": "kernels/layer1.0.conv1.png",
+        f"features/layer1/{n0}": f"features/layer1__{n0}.png",
+        f"features/layer1/{n1}": f"features/layer1__{n1}.png",
+        f"cam/gradcam/layer4/7/{n0}": f"cam/{n0}.png",
+        f"cam/gradcam/layer4/281_tabby_cat/{n1}": f"cam/{n1}.png",
+    }
+
+    def pictures(prefix: str) -> list[Picture]:
+        return [Picture(path, tag=tag) for tag, path in paths.items() if tag.startswith(prefix)]
+
     results = {
-        "summary": {"table": "TORCHINFO TABLE\nTotal params: 123", "totals": {}},
-        "kernels": {
-            "scale": "layer",
-            "cmap": "bwr",
-            "layers": {
-                "conv1": {"grid": "kernels/conv1.png", "rgb": "kernels/conv1_rgb.png"},
-                "layer1.0.conv1": {"grid": "kernels/layer1.0.conv1.png", "rgb": None},
-            },
-        },
-        "features": {
-            "layers": {
-                "layer1": {
-                    "shape": [2, 64, 16, 16],
-                    "grids": {n0: f"features/layer1__{n0}.png", n1: f"features/layer1__{n1}.png"},
-                    "mean": 0.5,
-                    "max": 3.0,
-                    "zero_fraction": 0.25,
-                    "channels": [{"index": i, "mean": 0.1 * i, "max": 1.0} for i in range(4)],
-                }
-            }
-        },
-        "cam": {
-            "method": "GradCAM",
-            "method_key": "gradcam",
-            "layers": ["layer4"],
-            "images": [
-                {
-                    "name": n0,
-                    "maps": [
-                        {"layer": "layer4", "target": 7, "target_name": None, "score": 0.2,
-                         "overlay": f"cam/{n0}.png", "metrics": {"confidence_change": -0.5}},
-                    ],
-                },
-                {
-                    "name": n1,
-                    "maps": [
-                        {"layer": "layer4", "target": 281, "target_name": "tabby cat",
-                         "score": 0.6, "overlay": f"cam/{n1}.png",
-                         "metrics": {"confidence_change": 0.1}},
-                    ],
-                },
+        "summary": StageResult(
+            "summary",
+            texts=[Text("torchinfo", "TORCHINFO TABLE\nTotal params: 123", tag="summary/torchinfo")],
+        ),
+        "kernels": StageResult("kernels", pictures=pictures("kernels/")),
+        "features": StageResult(
+            "features",
+            pictures=pictures("features/"),
+            scalars=[
+                Scalar("activations/layer1/mean", 0.5),
+                Scalar("activations/layer1/max", 3.0),
+                Scalar("activations/layer1/zero_fraction", 0.25),
             ],
-        },
+            histograms=[Histogram("activations/layer1/channel_mean", [0.1 * i for i in range(4)])],
+        ),
+        "cam": StageResult(
+            "cam",
+            params={"method": "gradcam", "layer": "layer4", "class": "top1"},
+            pictures=pictures("cam/"),
+            scalars=[Scalar("cam/score", 0.4, key=True), Scalar("cam/confidence_change", -0.2, key=True)],
+        ),
     }
     return results, pngs
 
@@ -144,9 +129,11 @@ def write_manifest(compose: Any, run: Path, overrides: list[str], backend: str) 
     (run / "manifest.json").write_text(json.dumps({"config": resolved, "overrides": overrides}))
 
 
-def run_stage(ctx: RunContext, **settings: Any) -> dict[str, Any]:
+def run_stage(ctx: RunContext, **settings: Any) -> StageResult:
     stage, cfg = TensorBoardStage(), TensorboardConfig(**settings)
+    stage.check(cfg, None)
     stage.validate(ctx, cfg)
+    ctx._claimed.clear()  # each call here is a new attempt of the stage in the same folder
     return stage.run(ctx, cfg)
 
 
@@ -155,12 +142,13 @@ def run_stage(ctx: RunContext, **settings: Any) -> dict[str, Any]:
 
 def test_unknown_backend_is_rejected_at_the_boundary(make_ctx, compose) -> None:
     ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[1,3,32,32]"])
-    with pytest.raises(ConfigError) as err:
-        TensorBoardStage().validate(ctx, TensorboardConfig(backend="tensorflow"))  # type: ignore[arg-type]
-    msg = str(err.value)
-    assert "'tensorflow'" in msg and "tensorboardX" in msg and "torch" in msg and "\n" not in msg
-    with pytest.raises(Exception, match="tensorboard.backend"):
+    from pipeline.cli import translate
+
+    with pytest.raises(Exception, match="tensorboard.backend") as err:
         compose(["tensorboard.backend=tf"])  # the schema's enum rejects it at composition
+    msg = str(translate(err.value, ["tensorboard.backend=tf"]))
+    assert "'tf'" in msg and "tensorboardX" in msg and "torch" in msg and "\n" not in msg
+    assert ctx is not None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -181,8 +169,8 @@ def test_event_files_hold_every_kind(make_ctx, compose, tmp_path: Path, backend:
 
     # one event file, named with our suffix, and no extra (hparams) sub-run
     logdir = run / "tensorboard"
-    assert [p.name for p in logdir.iterdir()] == [Path(res["event_files"][0]).name]
-    assert res["event_files"][0].endswith(SUFFIX) and res["graph"] and not ctx.warnings
+    assert [p.name for p in logdir.iterdir()] == [Path(res.files[0]).name]
+    assert res.files[0].endswith(SUFFIX) and res.data["graph_error"] is None and not ctx.warnings
     # the model as found
     assert {n: m.training for n, m in model.named_modules()} == modes
     assert hook_count(model) == hooks
@@ -193,10 +181,10 @@ def test_event_files_hold_every_kind(make_ctx, compose, tmp_path: Path, backend:
     n0, n1 = ctx.inputs.names
     # ---- images: exact tags, and the pixels of every picture made earlier in the run
     assert set(tags["images"]) == {"input/batch", "input/grid", *pngs}
-    assert set(res["tags"]["images"]) == set(tags["images"])
+    assert set(res.data["tags"]["images"]) == set(tags["images"])
     for tag, px in pngs.items():
         assert np.array_equal(png_pixels(acc, tag), px), tag
-    rgb = ctx.inputs.rgb  # (2, 64, 64, 3) un-normalised
+    rgb = ctx.inputs.first().rgb  # (2, 64, 64, 3) un-normalised
     batch = png_pixels(acc, "input/batch")  # the library tiles N images side by side
     assert batch.shape == (64, 128, 3)
     assert np.abs(batch[:, 64:].astype(int) - np.round(rgb[1] * 255)).max() <= 1
@@ -218,21 +206,34 @@ def test_event_files_hold_every_kind(make_ctx, compose, tmp_path: Path, backend:
     assert sum(h.bucket) == h.num and h.bucket_limit[-1] == pytest.approx(float(w.max()))
     bn = acc.Histograms("weights/bn1")[0].histogram_value  # constant 1.0 at init
     assert (bn.num, bn.min, bn.max, sum(bn.bucket)) == (64, 1.0, 1.0, 64)
-    # ---- scalars: activation stats from the features stage, the hparams metrics
+    assert list(acc.Histograms("activations/layer1/channel_mean")[0].histogram_value.bucket_limit)[-1] == (
+        pytest.approx(0.3)
+    )
+    # ---- scalars: the earlier records' values at their steps, the hparams metrics
+    assert {acc.Scalars(t)[0].step for t in tags["scalars"]} == {0}
     scalars = {t: acc.Scalars(t)[0].value for t in tags["scalars"]}
-    assert scalars == pytest.approx({
-        "activations/layer1/mean": 0.5,
-        "activations/layer1/max": 3.0,
-        "activations/layer1/zero_fraction": 0.25,
-        "hparams/top1_prob": float(np.mean([r[0]["prob"] for r in ctx.top_k(1)])),
-        "hparams/score": 0.4,
-        "hparams/confidence_change": -0.2,
-    })
+    assert scalars == pytest.approx(
+        {
+            "activations/layer1/mean": 0.5,
+            "activations/layer1/max": 3.0,
+            "activations/layer1/zero_fraction": 0.25,
+            "cam/score": 0.4,
+            "cam/confidence_change": -0.2,
+            "hparams/top1_prob": float(np.mean([r[0]["prob"] for r in ctx.top_k(1)])),
+            "hparams/cam_score": 0.4,
+            "hparams/cam_confidence_change": -0.2,
+        }
+    )
     # ---- text: top-5, torchinfo table, resolved config
-    assert set(tags["tensors"]) == {
-        "predictions/top5/text_summary", "summary/torchinfo/text_summary",
-        "config/resolved/text_summary",
-    } == set(res["tags"]["text"])
+    assert (
+        set(tags["tensors"])
+        == {
+            "predictions/top5/text_summary",
+            "summary/torchinfo/text_summary",
+            "config/resolved/text_summary",
+        }
+        == set(res.data["tags"]["text"])
+    )
     top5 = text_of(acc, "predictions/top5/text_summary")
     for name, row in zip(ctx.inputs.names, ctx.top_k(5), strict=True):
         assert f"**{name}**" in top5 and f"| 1 | {row[0]['class']} |" in top5
@@ -247,27 +248,24 @@ def test_event_files_hold_every_kind(make_ctx, compose, tmp_path: Path, backend:
     for child in ("conv1", "layer1", "layer4", "fc"):
         assert f"[{child}]" in nodes
     # ---- hparams row
-    assert hparams_of(acc) == {
-        "model": "resnet18", "layer": "layer4", "class": "7,281_tabby cat", "method": "gradcam",
-    }
-    assert res["skipped"] == {} and res["activations_from"] == "features"
+    assert hparams_of(acc) == {"model": "resnet18", "layer": "layer4", "class": "top1", "method": "gradcam"}
+    assert res.data["skipped"] == {} and res.data["activations_from"] == "records"
 
 
 def test_both_backends_write_the_same_tags(make_ctx, tmp_path: Path) -> None:
-    """No stage results: the stage's own fallbacks (block stats, torchinfo) in both libraries."""
+    """No stage results: the stage's own fallback (block stats) in both libraries."""
     seen = {}
     for backend in BACKENDS:
-        ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[1,3,32,32]"],
-                       out=tmp_path / backend)
+        ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[1,3,32,32]"], out=tmp_path / backend)
         res = run_stage(ctx, backend=backend)
         tags = read_events(tmp_path / backend / "tensorboard").Tags()
         seen[backend] = {k: sorted(v) if isinstance(v, list) else v for k, v in tags.items()}
-        assert res["skipped"].keys() == {"kernels", "features", "cam", "config/resolved"}
-        assert res["activations_from"] == "tensorboard"
+        assert res.data["skipped"].keys() == {"pictures", "config/resolved"}
+        assert res.data["activations_from"] == "tensorboard"
         assert "activations/conv2/zero_fraction" in seen[backend]["scalars"]
-        assert "summary/torchinfo/text_summary" in seen[backend]["tensors"]
-        assert "hparams/score" not in seen[backend]["scalars"]  # no cam: only top1_prob
-        assert hparams_of(read_events(tmp_path / backend / "tensorboard"))["method"] == "none"
+        assert "summary/torchinfo/text_summary" not in seen[backend]["tensors"]  # no summary stage ran
+        assert [s for s in seen[backend]["scalars"] if s.startswith("hparams/")] == ["hparams/top1_prob"]
+        assert hparams_of(read_events(tmp_path / backend / "tensorboard")) == {"model": "seed_net"}
     assert seen["tensorboardX"] == seen["torch"]
 
 
@@ -286,17 +284,14 @@ class DictOut(nn.Module):
 
 
 def hand_ctx(model: nn.Module, out: Path, n: int = 2, hw: int = 24) -> RunContext:
-    g = torch.Generator().manual_seed(0)
-    inputs = Inputs(
-        tensor=torch.randn(n, 3, hw, hw, generator=g),
-        rgb=torch.rand(n, hw, hw, 3, generator=g).numpy(),
-        names=[f"img{i}" for i in range(n)],
-        sources=["test"] * n,
-        mean=[0.5] * 3,
-        std=[0.5] * 3,
-    )
-    return RunContext(model=model, model_name="dict_out", inputs=inputs,
-                      device=torch.device("cpu"), output_dir=out)
+    from conftest import hand_context
+
+    modes = [(m, m.training) for m in model.modules()]
+    ctx = hand_context(model, out, (n, 3, hw, hw))
+    for m, training in modes:  # keep the test's mixed modes
+        m.training = training
+    ctx.model_name = "dict_out"
+    return ctx
 
 
 def test_histogram_raw_is_exact_and_skips_non_finite_values() -> None:
@@ -319,7 +314,7 @@ def test_untraceable_model_only_warns(tmp_path: Path, backend: str) -> None:
         model.conv.weight[0, 0, 0, 0] = float("nan")  # non-finite weights stay out of histograms
     ctx = hand_ctx(model, tmp_path / "run")
     res = run_stage(ctx, backend=backend)
-    assert res["graph"] is False and "dict" in res["graph_error"]
+    assert "dict" in res.data["graph_error"] and "graph no" in res.summary
     assert any("no model graph" in w and "dict_out" in w for w in ctx.warnings)
     assert model.drop.training and not model.training and not model.conv.training
     assert hook_count(model) == 0
@@ -342,16 +337,18 @@ def test_switches_missing_pictures_and_a_second_attempt(make_ctx, tmp_path: Path
     other = run / "tensorboard" / "events.out.tfevents.1.host.train"  # e.g. a train stage's file
     other.parent.mkdir(parents=True)
     other.write_bytes(b"")
-    off = dict(graph=False, features=False, cam=False, histograms=False, activations=False,
-               text=False, hparams=False)
+    off = dict(graph=False, histograms=False, activations=False, text=False, hparams=False)
     run_stage(ctx, **off)
     res = run_stage(ctx, **off)  # same folder again: the first attempt's file is replaced
     assert any("kernels/conv1_rgb.png is missing" in w for w in ctx.warnings)
     files = sorted(p.name for p in (run / "tensorboard").iterdir())
-    assert len(files) == 2 and other.name in files and res["graph"] is False
+    assert len(files) == 2 and other.name in files and "graph no" in res.summary
     tags = read_events(run / "tensorboard").Tags()
-    assert set(tags["images"]) == {"input/batch", "input/grid", "kernels/conv1",
-                                   "kernels/layer1.0.conv1"}
+    assert set(tags["images"]) == {
+        "input/batch",
+        "input/grid",
+        *[t for t in pngs if t != "kernels/conv1/rgb"],
+    }
     assert not tags["histograms"] and not tags["scalars"] and not tags["tensors"]
     assert not tags["graph"]
 
@@ -361,8 +358,15 @@ def test_real_stages_feed_tensorboard(compose, tmp_path: Path) -> None:
     """End to end through the runner: tags come from what the real stages wrote in this run."""
     from pipeline.runner import run_pipeline
 
-    cfg = compose(["model=resnet18", *SMALL, "stages=[summary,kernels,features,cam,tensorboard]",
-                   "kernels.layers=[conv1,layer1.0.conv1]", "features.layers=[layer1,layer4]"])
+    cfg = compose(
+        [
+            "model=resnet18",
+            *SMALL,
+            "stages=[summary,kernels,features,cam,tensorboard]",
+            "kernels.layers=[conv1,layer1.0.conv1]",
+            "features.layers=[layer1,layer4]",
+        ]
+    )
     result = run_pipeline(cfg, tmp_path / "run")
     manifest = json.loads(result.manifest_path.read_text())
     assert result.ok, result.error
@@ -378,11 +382,9 @@ def test_real_stages_feed_tensorboard(compose, tmp_path: Path) -> None:
     cam = [t for t in images if t.startswith("cam/gradcam/layer4/")]
     assert len(cam) == names
     for layer in ("layer1", "layer4"):
-        assert {f"activations/{layer}/{s}" for s in ("mean", "max", "zero_fraction")} <= set(
-            tags["scalars"]
-        )
+        assert {f"activations/{layer}/{s}" for s in ("mean", "max", "zero_fraction")} <= set(tags["scalars"])
         assert f"activations/{layer}/channel_mean" in tags["histograms"]
-    assert {"hparams/top1_prob", "hparams/score"} <= set(tags["scalars"])
+    assert {"hparams/top1_prob", "hparams/cam_score", "cam/score"} <= set(tags["scalars"])
     assert tags["graph"] and len(tags["tensors"]) == 3
     hp = hparams_of(acc)
     assert hp["model"] == "resnet18" and hp["method"] == "gradcam" and hp["layer"] == "layer4"

@@ -81,6 +81,8 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
         blocks_config=cfg.model.get("blocks"),
         output_kind=str(getattr(output, "value", output)),
     )
+    if categories is None and inputs.classes:
+        _data_set_categories(ctx, inputs.classes)
     for i, why in inputs.invalid.items():
         ctx.warn(
             f"Input {inputs.names[i]} ({inputs.sources[i]}) has {why}: its predictions and maps are invalid"
@@ -98,3 +100,17 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
             "results are invalid"
         )
     return ctx
+
+
+def _data_set_categories(ctx: Any, classes: list[str]) -> None:
+    """Name the model's outputs after the data set's classes (input=shapes, imagefolder, cifar10)
+    when the model has no names of its own and exactly one output per class."""
+    if ctx.num_classes == len(classes):
+        ctx.categories = list(classes)
+        log.debug("Class names from the data set: %s", ", ".join(classes))
+    else:
+        log.debug(
+            "The data set's %d class names are not used: the model has %d outputs",
+            len(classes),
+            ctx.num_classes,
+        )

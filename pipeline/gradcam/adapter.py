@@ -235,6 +235,7 @@ class CamRunner:
         return (
             isinstance(cam, BaseCAM)
             and type(cam).forward is BaseCAM.forward
+            and type(cam).compute_cam_per_layer is BaseCAM.compute_cam_per_layer  # not FullGrad's
             and cam.detach
             and not self.settings.aug_smooth
         )
@@ -258,6 +259,8 @@ class CamRunner:
             if cam.compute_input_gradient:  # as the library does: the graph reaches the frozen layers
                 x = x.detach().requires_grad_(True)
             with torch.enable_grad():
+                if cam.compute_input_gradient:  # as the library: keeps the graph connected (frozen params)
+                    x = x.detach().requires_grad_(True)
                 outputs = cam.activations_and_grads(x)  # (B, K): the one forward pass
                 self.forwards += 1
                 logits = outputs.detach().float().cpu()

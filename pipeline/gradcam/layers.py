@@ -79,8 +79,10 @@ def spatial_layers(model: nn.Module, probe: Probe) -> dict[str, CamLayer]:
     return out
 
 
-def auto_layer(model: nn.Module, probe: Probe, usable: dict[str, CamLayer], blocks: list[str]) -> str:
-    """The layer ``cam.layer=auto`` picks (see the module docstring)."""
+def auto_layer(
+    model: nn.Module, probe: Probe, usable: dict[str, CamLayer], blocks: list[str], key: str = "cam.layer"
+) -> str:
+    """The layer ``cam.layer=auto`` picks (see the module docstring); ``key`` names the setting."""
     from torch import nn
 
     order = list(probe.shapes)
@@ -106,8 +108,8 @@ def auto_layer(model: nn.Module, probe: Probe, usable: dict[str, CamLayer], bloc
     candidates = [n for n in grids if not isinstance(modules[n], pooled)]
     if not candidates:
         raise ConfigError(
-            f"cam.layer=auto found no layer with a spatial output (N×C×H×W with H×W > 1, or ViT/Swin tokens) "
-            f"for this model and input {probe_input_text(probe)}; name one with cam.layer=<layer> "
+            f"{key}=auto found no layer with a spatial output (N×C×H×W with H×W > 1, or ViT/Swin tokens) "
+            f"for this model and input {probe_input_text(probe)}; name one with {key}=<layer> "
             "(summary/layers.txt lists every layer's output shape) or use a larger input"
         )
     return candidates[-1]
@@ -130,17 +132,18 @@ def resolve_cam_layers(
     spec: Any,
     blocks: list[str],
     model_name: str = "",
+    key: str = "cam.layer",
 ) -> list[CamLayer]:
     """Turn ``cam.layer`` (auto, a name, a glob, ``type:X``, ``blocks`` or a list) into layers.
 
     Every failure is a one-line ``ConfigError`` naming the bad value, the rule and the layers
-    that qualify (closest first).
+    that qualify (closest first); ``key`` is the setting the messages name (e.g. ``train.cam_layer``).
     """
     from pipeline.layers import resolve_layers
 
     specs = [spec] if isinstance(spec, str) or spec is None else list(spec)
     if not specs:
-        raise ConfigError("cam.layer is empty; use auto, a layer name or a list of names")
+        raise ConfigError(f"{key} is empty; use auto, a layer name or a list of names")
     modules = dict(model.named_modules())
     usable = spatial_layers(model, probe)
     ctx = f"for {model_name}" if model_name else ""
@@ -148,11 +151,11 @@ def resolve_cam_layers(
     for raw in specs:
         if raw is None or not isinstance(raw, str):
             raise ConfigError(
-                f"cam.layer entries must be layer names (strings); got {raw!r} ({type(raw).__name__})"
+                f"{key} entries must be layer names (strings); got {raw!r} ({type(raw).__name__})"
             )
         s = raw.strip()
         if s == "auto":
-            names.append(auto_layer(model, probe, usable, blocks))
+            names.append(auto_layer(model, probe, usable, blocks, key))
         elif s in modules and s:
             if s not in usable:
                 raise _explain_error(s, modules[s], probe, usable)
@@ -169,7 +172,7 @@ def resolve_cam_layers(
             )
             if not found:
                 raise ConfigError(
-                    f"cam.layer '{s}' selects no usable layer {ctx}: {RULE}. "
+                    f"{key} '{s}' selects no usable layer {ctx}: {RULE}. "
                     f"Layers with spatial output: {_shown(list(usable), s)}"
                 )
             names.extend(found)
@@ -179,7 +182,7 @@ def resolve_cam_layers(
                 s,
                 list(usable) or list(modules),
                 context=ctx,
-                hint="cam.layer takes auto, a dotted layer name (summary/layers.txt), a glob or a list",
+                hint=f"{key} takes auto, a dotted layer name (summary/layers.txt), a glob or a list",
             )
     return [usable[n] for n in dict.fromkeys(names)]
 

@@ -10,6 +10,11 @@ in one batch is read once.
 An item is a dict: ``x`` (C, H, W) model input, ``rgb`` (3, H, W) in [0, 1] for drawing,
 ``index`` (position in the data set), ``label`` (-1 when unknown) and optionally ``box``
 (x0, y0, x1, y1 in input pixels: where the object is, for CAM localisation metrics).
+
+Labelled data sets have splits (``shapes.py``, ``folders.py``: imagefolder, ``cifar.py``):
+``input.split`` (train | val | test, default the held-out test) is what the visualisation stages
+see, and ``build_split`` gives another split of the same data set (the train stage reads train and
+val). Their class names are ``Inputs.classes``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Batch", "Inputs", "build_inputs", "check_input", "parse_shard"]
+__all__ = [
+    "SPLITS",
+    "Batch",
+    "Inputs",
+    "build_inputs",
+    "build_split",
+    "builder",
+    "check_input",
+    "parse_shard",
+    "split_kinds",
+    "split_name",
+]
 
 
 @dataclass
@@ -63,7 +79,10 @@ class Inputs:
     kind: str = ""
     classes: list[str] | None = None  # label names of the data set (ImageFolder folders, ...)
     invalid: dict[int, str] = field(default_factory=dict)  # index -> why the item is not finite
+    split: str | None = None  # train | val | test for data sets with splits, else None
     _first: Batch | None = field(default=None, repr=False)
+    # how it was built: (input config, weights, seed, model), for ``build_split``
+    _recipe: tuple[Any, Any, int, Any] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -166,7 +185,7 @@ def check_input(input_cfg: Any) -> None:
             raise ConfigError(f"input.{key} must be positive, got {value}")
     for key in ("mean", "std"):
         value = getattr(input_cfg, key)
-        if value is not None and len(value) not in (1, 3) and kind in ("photo", "image"):
+        if value is not None and len(value) not in (1, 3) and kind in RGB_KINDS:
             raise ConfigError(f"input.{key} must have 1 or 3 values, got {list(value)}")
     if input_cfg.std is not None and min(float(v) for v in input_cfg.std) <= 0:
         raise ConfigError(f"input.std must be positive, got {list(input_cfg.std)}")
@@ -175,6 +194,62 @@ def check_input(input_cfg: Any) -> None:
         if len(shape) != 4 or min(shape) <= 0:
             raise ConfigError(f"input.shape must be 4 positive ints N,C,H,W; got {shape}")
     parse_shard(input_cfg.shard)
+    _check_splits(kind, input_cfg)
+
+
+#: kinds whose items are RGB images (input.mean/std have 1 or 3 values)
+RGB_KINDS = ("photo", "image", "shapes", "imagefolder", "cifar10")
+
+
+def _check_splits(kind: str, input_cfg: Any) -> None:
+    """The rules of the data sets with splits (shapes, imagefolder, cifar10)."""
+    split = split_name(input_cfg)
+    if split not in SPLITS:
+        from pipeline.errors import unknown_choice
+
+        raise unknown_choice("input.split", split, SPLITS)
+    if kind == "shapes":
+        size = int(getattr(input_cfg, "size", 64))
+        if size < 32:
+            raise ConfigError(
+                f"input.size must be >= 32 pixels for input=shapes (room for a shape), got {size}"
+            )
+        for key in ("train_count", "val_count", "test_count"):
+            if int(getattr(input_cfg, key, 1)) < 1:
+                raise ConfigError(
+                    f"input.{key} must be >= 1 (images in that split), got {getattr(input_cfg, key)}"
+                )
+    if kind in ("imagefolder", "cifar10"):
+        if not getattr(input_cfg, "root", None):
+            what = (
+                "a folder with one sub-folder of images per class"
+                if kind == "imagefolder"
+                else ("the folder that holds (or will hold) cifar-10-batches-py")
+            )
+            raise ConfigError(f"input={kind} needs input.root ({what}); set input.root=...")
+        fractions = {"val_fraction": float(getattr(input_cfg, "val_fraction", 0.1))}
+        if kind == "imagefolder":
+            fractions["test_fraction"] = float(getattr(input_cfg, "test_fraction", 0.1))
+        root = Path(str(input_cfg.root)).expanduser()
+        if kind == "cifar10":
+            from pipeline.inputs.cifar import check_present
+
+            check_present(root, bool(getattr(input_cfg, "download", False)))
+        elif not root.is_dir():
+            raise ConfigError(
+                f"input.root '{input_cfg.root}' is not a folder; input=imagefolder needs a folder with one "
+                "sub-folder of images per class (or train/ val/ test/ folders of them)"
+            )
+        for key, value in fractions.items():
+            if not 0.0 < value < 1.0:
+                raise ConfigError(
+                    f"input.{key} must be in (0, 1) (a fraction of the training images), got {value}"
+                )
+        if sum(fractions.values()) >= 1.0:
+            raise ConfigError(
+                f"input.val_fraction + input.test_fraction must be < 1 (the rest is the train split), "
+                f"got {' + '.join(str(v) for v in fractions.values())}"
+            )
 
 
 def select(count: int, input_cfg: Any, what: str = "images") -> list[int]:
@@ -218,23 +293,44 @@ class Reindexed:
 
 #: input kind -> builder(input_cfg, weights, seed, expected_channels) -> Inputs fields
 BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {}
+#: input kinds that have train, val and test splits (``input.split``, ``build_split``)
+SPLIT_KINDS: set[str] = set()
+#: the splits of a data set that has them, in order
+SPLITS = ("train", "val", "test")
 
 
-def builder(kind: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
-    """Register the function that builds ``input.kind=<kind>``."""
+def builder(
+    kind: str, *, splits: bool = False
+) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Register the function that builds ``input.kind=<kind>``; ``splits``: it reads ``input.split``."""
 
     def wrap(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
         BUILDERS[kind] = fn
+        if splits:
+            SPLIT_KINDS.add(kind)
         return fn
 
     return wrap
 
 
+def split_name(input_cfg: Any) -> str:
+    """``input.split`` as a plain string (the schema gives an Enum, hand-made configs a str)."""
+    split = getattr(input_cfg, "split", None) or "test"
+    return str(getattr(split, "value", split))
+
+
+def split_kinds() -> list[str]:
+    """The input kinds that have train/val/test splits (registered builders with ``splits=True``)."""
+    from pipeline.inputs import cifar, folders, shapes, sources  # noqa: F401 - registers the builders
+
+    return sorted(SPLIT_KINDS)
+
+
 def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, model: Any = None) -> Inputs:
     """Build the data set named by ``input.*`` (nothing is read yet but names and small files)."""
     from pipeline.errors import unknown_choice
-    from pipeline.inputs import sources  # noqa: F401 - registers the builders
 
+    split_kinds()  # registers the builders
     check_input(input_cfg)
     kind = str(getattr(input_cfg.kind, "value", input_cfg.kind))
     if kind not in BUILDERS:
@@ -245,7 +341,51 @@ def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, 
         batch_size=int(input_cfg.batch_size),
         workers=int(input_cfg.workers),
         kind=kind,
+        split=split_name(input_cfg) if kind in SPLIT_KINDS else None,
         **fields,
     )
+    inputs._recipe = (input_cfg, weights, int(seed), model)
     log.debug("Input: %s, %d item(s), batches of %d", kind, len(inputs), inputs.batch_size)
     return inputs
+
+
+def build_split(inputs: Inputs, split: str) -> Inputs:
+    """Another split (train | val | test) of the data set ``inputs`` came from, every item of it.
+
+    Same kind, root, seed and preprocessing; ``input.limit`` and ``input.shard`` (which choose
+    the images the visualisation stages see) do not apply. For data sets without splits
+    (photo, image, tensor, random) a ``ConfigError`` names the kinds that have them.
+    """
+    if split not in SPLITS:
+        from pipeline.errors import unknown_choice
+
+        raise unknown_choice("split", split, SPLITS)
+    if inputs._recipe is None or inputs.kind not in SPLIT_KINDS:
+        raise ConfigError(
+            f"input={inputs.kind or '?'} has no {split} split; data sets with train/val/test splits: "
+            f"{', '.join(f'input={k}' for k in split_kinds())}"
+        )
+    input_cfg, weights, seed, model = inputs._recipe
+    return build_inputs(
+        _replaced(input_cfg, split=split, limit=None, shard=None), weights, inputs.device, seed, model
+    )
+
+
+def _replaced(input_cfg: Any, **changes: Any) -> Any:
+    """A copy of ``input_cfg`` (an OmegaConf node, a dataclass or a plain object) with ``changes``."""
+    import copy
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(input_cfg):
+        out = copy.deepcopy(input_cfg)
+        for key, value in changes.items():
+            setattr(out, key, value)
+        return out
+    if dataclasses.is_dataclass(input_cfg) and not isinstance(input_cfg, type):
+        return dataclasses.replace(input_cfg, **changes)
+    out = copy.copy(input_cfg)
+    for key, value in changes.items():
+        setattr(out, key, value)
+    return out

@@ -99,15 +99,20 @@ def load_rgb(path: Path) -> np.ndarray:
         ) from exc
 
 
-def preprocessing(input_cfg: Any, weights: Any) -> dict[str, Any]:
-    """Resolve resize/crop/mean/std/interpolation: config value, else the weights', else ImageNet's."""
-    base: dict[str, Any] = {
-        "resize": 256,
-        "crop": 224,
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-        "interpolation": "bilinear",
-    }
+def preprocessing(input_cfg: Any, weights: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve resize/crop/mean/std/interpolation: config value, else the weights', else ``base``
+    (default: ImageNet's preset, 256/224; a data set of small images passes its own, e.g.
+    ``resize=None`` to keep CIFAR-10's 32 pixels)."""
+    base = dict(
+        base
+        or {
+            "resize": 256,
+            "crop": 224,
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "interpolation": "bilinear",
+        }
+    )
     if weights is not None:
         t = weights.transforms()
         base.update(
@@ -130,17 +135,18 @@ def preprocess(rgb_u8: np.ndarray, prep: dict[str, Any]) -> tuple[Any, Any]:
     """Resize (shorter side), centre-crop, scale to [0, 1]: returns (normalised CHW, rgb CHW).
 
     Same order as torchvision's ``ImageClassification`` preset: resize and crop the uint8 image,
-    convert to float, normalise.
+    convert to float, normalise. A ``resize`` or ``crop`` of None is skipped.
     """
     import torch
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 
     t = torch.from_numpy(rgb_u8).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
-    t = F.resize(
-        t, [int(prep["resize"])], interpolation=InterpolationMode(str(prep["interpolation"])), antialias=True
-    )
-    t = F.center_crop(t, [int(prep["crop"])])
+    if prep["resize"] is not None:
+        mode = InterpolationMode(str(prep["interpolation"]))
+        t = F.resize(t, [int(prep["resize"])], interpolation=mode, antialias=True)
+    if prep["crop"] is not None:
+        t = F.center_crop(t, [int(prep["crop"])])
     rgb = t.float() / 255.0
     mean = torch.tensor(prep["mean"]).view(-1, 1, 1)
     std = torch.tensor(prep["std"]).view(-1, 1, 1)

@@ -135,11 +135,15 @@ def _header(data: RunData) -> dict[str, Any]:
     m = data.manifest or {}
     cfg = data.config or {}
     inp = m.get("input") or {}
-    input_text = str(inp.get("kind") or (cfg.get("input") or {}).get("kind") or "–")
-    if inp.get("path"):
-        input_text += f": {inp['path']}"
-    shape = (cfg.get("input") or {}).get("shape")
-    if shape:
+    icfg = cfg.get("input") or {}
+    kind = str(inp.get("kind") or icfg.get("kind") or "–")
+    input_text = kind
+    if inp.get("path") or icfg.get("root"):
+        input_text += f": {inp.get('path') or icfg.get('root')}"
+    if kind in ("shapes", "imagefolder", "cifar10") and icfg.get("split"):
+        input_text += f", {icfg['split']} split"
+    shape = icfg.get("shape")
+    if shape and kind == "random":  # input.shape describes the random batch only
         input_text += f" (batch {fmt_shape(shape)})"
     ckpt = (cfg.get("model") or {}).get("checkpoint")
     weights = str(m["weights"]) if m.get("weights") else f"random init (seed {m.get('seed', '–')})"

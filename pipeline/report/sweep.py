@@ -104,7 +104,8 @@ def _grids(data: SweepData, key_names: list[str]) -> dict[str, Any]:
 
 
 def _leaderboard(data: SweepData) -> dict[str, Any]:
-    """Jobs ranked by the ranked scalar most jobs have (key ones first); jobs without it last."""
+    """Jobs ranked by the ranked scalar most jobs have (key ones first, then ones whose value
+    differs between jobs: a number every job shares ranks nothing); jobs without it last."""
     seen: dict[str, list[Scalar]] = {}
     for j in data.jobs:
         for s in j.scalars.values():
@@ -113,7 +114,13 @@ def _leaderboard(data: SweepData) -> dict[str, Any]:
     if not seen:
         return {"primary": None}
     order = list(seen)
-    primary = min(order, key=lambda n: (not any(s.key for s in seen[n]), -len(seen[n]), order.index(n)))
+
+    def same(n: str) -> bool:
+        return len(seen[n]) > 1 and len({s.value for s in seen[n]}) == 1
+
+    primary = min(
+        order, key=lambda n: (not any(s.key for s in seen[n]), same(n), -len(seen[n]), order.index(n))
+    )
     better = seen[primary][0].better
     sign = -1.0 if better == "higher" else 1.0
 

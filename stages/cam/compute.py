@@ -6,11 +6,8 @@ metrics run on them while the CAM object exists, and ``write_maps`` saves the ov
 and raw ``.npy`` of each map. Only small per-map rows stay in memory (``CamImage``).
 
 Localisation metrics (data sets that know where the object is, e.g. ``input=shapes``):
-
-* ``pointing_game``: 1 when the map's maximum lies inside the object's box grown by
-  ``cam.pointing_tolerance`` × the image side on every edge, else 0 (Zhang et al., 2016);
-* ``energy_in_box``: the fraction of the map's mass (sum of its values) inside the box
-  (the "energy-based pointing game" of Score-CAM, Wang et al., 2020).
+``pointing_game`` and ``energy_in_box`` (``pipeline.gradcam.localisation``; the box grows by
+``cam.pointing_tolerance`` × the image side).
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ import numpy as np
 
 from pipeline.files import finite
 from pipeline.gradcam.adapter import CamRunner, quiet_library_bars
+from pipeline.gradcam.localisation import localisation
 from pipeline.gradcam.methods import METRICS, compute_metric
 from pipeline.names import slug
 from stages.cam.plan import CamPlan
@@ -41,34 +39,12 @@ log = logging.getLogger(__name__)
 
 #: ScoreCAM builds an (N, C, 3, H, W) tensor of masked inputs; images are split to stay below this.
 SCORECAM_MAX_BYTES = 1 << 30
-LOCALISATION = ("pointing_game", "energy_in_box")
 
 
 def file_stem(label: str, target: int, target_name: str | None) -> str:
     """``<layer>__<class>[_<class name>]``, every part through ``slug``."""
     stem = f"{slug(label)}__{int(target)}"
     return f"{stem}_{slug(target_name, max_len=60)}" if target_name else stem
-
-
-def localisation(
-    cam: np.ndarray, box: tuple[float, float, float, float], tolerance: float
-) -> dict[str, float | None]:
-    """Pointing game and energy in box of one (H, W) map for an object box (x0, y0, x1, y1)."""
-    h, w = cam.shape
-    if not np.isfinite(cam).all():
-        return {"pointing_game": None, "energy_in_box": None}
-    x0, y0, x1, y1 = box
-    pad = tolerance * max(h, w)
-    y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    cx, cy = x + 0.5, y + 0.5  # the pixel's centre
-    hit = (x0 - pad) <= cx <= (x1 + pad) and (y0 - pad) <= cy <= (y1 + pad)
-    inside = np.zeros_like(cam, dtype=bool)
-    inside[max(0, math.floor(y0)) : min(h, math.ceil(y1)), max(0, math.floor(x0)) : min(w, math.ceil(x1))] = (
-        True
-    )
-    total = float(cam.sum(dtype=np.float64))
-    energy = float(cam[inside].sum(dtype=np.float64)) / total if total > 0 else None
-    return {"pointing_game": float(hit), "energy_in_box": energy}
 
 
 def metric_targets(name: str, classes: list[int], ctx: RunContext) -> list[Any]:

@@ -145,7 +145,9 @@ def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
     spec, metrics, kwargs = check_settings(settings)
     probe = ctx.probe()
     classes = parse_target_class(settings.target_class, ctx.num_classes, ctx.categories, ctx.model_name)
-    layers = resolve_cam_layers(ctx.model, probe, settings.layer, ctx.blocks(), ctx.model_name)
+    specs = settings.layer if isinstance(settings.layer, list | tuple) else [settings.layer]
+    blocks = ctx.blocks() if {"auto", "blocks"} & {str(s).strip() for s in specs} else []
+    layers = resolve_cam_layers(ctx.model, probe, settings.layer, blocks, ctx.model_name)
     LayoutReshape(layers)  # same-shape layers with different layouts fail here, before any work
     for layer in layers:
         if layer.layout.h * layer.layout.w == 1:

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.gradcam.localisation import LOCALISATION
 from pipeline.gradcam.methods import METRICS
 from pipeline.stage import Merge, Picture, Scalar, StageResult, Table
-from stages.cam.compute import LOCALISATION, file_stem
+from stages.cam.compute import file_stem
 from stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
 
 if TYPE_CHECKING:
@@ -75,7 +76,9 @@ def summarize(
     for img in images:
         key = img.label if labelled else (img.top5[0].class_index if img.top5 else -1)
         groups.setdefault(int(key), []).append(img)
-    names = sorted({k for img in images for m in img.maps for k in m.metrics})
+    found = {k for img in images for m in img.maps for k in m.metrics}
+    # the ground-truth scores first (pointing game leads: the sweep index ranks by the first), then the rest
+    names = [k for k in LOCALISATION if k in found] + sorted(found - set(LOCALISATION))
     out = []
     for cls in sorted(groups):
         members = groups[cls]

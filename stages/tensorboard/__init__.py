@@ -34,25 +34,14 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
+from pipeline.events import PACKAGES, TBBackend, backend_value
 from pipeline.stage import Stage, StageResult
 
 if TYPE_CHECKING:
     from pipeline.context import RunContext
-
-
-class TBBackend(str, Enum):
-    """Which SummaryWriter implementation writes the event files."""
-
-    tensorboardX = "tensorboardX"
-    torch = "torch"  # torch.utils.tensorboard
-
-
-#: the package each backend needs (torch.utils.tensorboard imports the ``tensorboard`` package)
-PACKAGES = {"tensorboardX": "tensorboardX", "torch": "tensorboard"}
 
 
 @dataclass
@@ -106,5 +95,4 @@ class TensorBoardStage(Stage):
 
 def backend_name(settings: TensorboardConfig) -> str:
     """The backend as a plain string (the schema gives an Enum, hand-made settings a str)."""
-    b = settings.backend
-    return str(b.value if isinstance(b, TBBackend) else b)
+    return backend_value(settings.backend)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.events import histogram_raw, open_writer
 from pipeline.stage import StageResult, Table, Text
 
 if TYPE_CHECKING:
@@ -20,18 +19,6 @@ LOGDIR = "tensorboard"
 #: event-file name suffix: keeps this writer's file apart from any other writer's in the folder
 SUFFIX = ".vizpipe"
 TEXT_SUFFIX = "/text_summary"  # both libraries append it to add_text tags
-HIST_BINS = 64  # uniform buckets per histogram (TensorBoard re-bins for display)
-
-
-def open_writer(backend: str, logdir: Path) -> Any:
-    """The backend's SummaryWriter on ``logdir`` (imported here: TensorBoard is heavy)."""
-    if backend == "torch":
-        from torch.utils.tensorboard import SummaryWriter as TorchWriter
-
-        return TorchWriter(log_dir=str(logdir), filename_suffix=SUFFIX)
-    from tensorboardX import SummaryWriter
-
-    return SummaryWriter(logdir=str(logdir), filename_suffix=SUFFIX)
 
 
 def _add_graph_def(backend: str, writer: Any, graph_def: bytes) -> None:
@@ -57,45 +44,6 @@ def _add_hparams(backend: str, writer: Any, hp: dict[str, str], metrics: dict[st
         writer.add_scalar(tag, value, 0)
 
 
-def histogram_raw(values: Any, bins: int = HIST_BINS) -> dict[str, Any] | None:
-    """``add_histogram_raw``'s arguments for the finite values of a tensor or array; None if none.
-
-    Computed with torch on the tensor's own device in O(n): uniform buckets (``torch.histc``)
-    between min and max, exact num, sum and sum of squares. ``add_histogram`` would first copy
-    the values to a float64 numpy array (800 MB for VGG16's 102M-weight classifier layer) and
-    take seconds per large layer. As in the libraries' own histograms, an empty bucket left of
-    the first edge keeps the minimum visible (TensorBoard stores right edges only).
-    """
-    import torch
-
-    x = torch.as_tensor(values).detach().flatten()
-    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    if x.numel() == 0:
-        return None
-    lo, hi = (float(v) for v in torch.aminmax(x))  # NaN and inf show up here: one cheap pass
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        x = x[torch.isfinite(x)]
-        if x.numel() == 0:
-            return None
-        lo, hi = (float(v) for v in torch.aminmax(x))
-    n = x.numel()
-    if hi > lo:
-        counts = torch.histc(x.float(), bins=bins, min=lo, max=hi).double().cpu().tolist()
-        limits = torch.linspace(lo, hi, bins + 1, dtype=torch.float64).tolist()
-    else:  # a constant tensor (fresh BatchNorm weights and biases): one narrow bucket around it
-        half = max(abs(lo) * 1e-3, 1e-6)
-        counts, limits = [float(n)], [lo - half, hi + half]
-    return {
-        "min": lo,
-        "max": hi,
-        "num": n,
-        "sum": float(x.sum(dtype=torch.float64)),
-        "sum_squares": float(torch.linalg.vector_norm(x, dtype=torch.float64)) ** 2,
-        "bucket_limits": limits,
-        "bucket_counts": [0.0, *counts],
-    }
-
-
 def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> StageResult:
     """Write everything through one writer (closed in ``finally``); return the record."""
     from stages.tensorboard import backend_name
@@ -106,7 +54,7 @@ def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> Sta
         log.info("TensorBoard: removing %s from an earlier attempt in this folder", stale.name)
         stale.unlink()
     tags: dict[str, list[str]] = {"images": [], "histograms": [], "scalars": [], "text": []}
-    writer = open_writer(backend, out)
+    writer = open_writer(backend, out, SUFFIX)
     try:
         if data.graph is not None:
             _add_graph_def(backend, writer, data.graph)

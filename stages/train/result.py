@@ -1,0 +1,148 @@
+"""The train stage's record: curves and CAM strips for the report, tables and key numbers."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from pipeline.stage import Picture, Scalar, StageResult, Table, Text
+
+if TYPE_CHECKING:
+    from pipeline.context import RunContext
+    from stages.train.frames import CamFrames
+    from stages.train.record import History
+
+CURVES = "train/curves.png"
+STRIPS = "train/cam_over_time"
+GROUP = "CAM over time"
+
+
+def _fmt(value: float | None, pct: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 100:.1f}%" if pct else f"{value:.4g}"
+
+
+def write_curves(ctx: RunContext, history: History) -> str | None:
+    """Loss and accuracy per epoch, train and val, as one PNG (matplotlib, no global state)."""
+    if not history.epochs:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from pipeline.files import write_atomic
+
+    epochs = [r.epoch for r in history.epochs]
+    fig = Figure(figsize=(8, 3), dpi=100)
+    FigureCanvasAgg(fig)
+    for k, (what, key) in enumerate((("loss", "loss"), ("accuracy", "accuracy"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for run in ("train", "val"):
+            values = [getattr(r, f"{run}_{key}") for r in history.epochs]
+            ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", label=run)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(what)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(ctx.claim(CURVES), buffer.getvalue())
+    return CURVES
+
+
+def result(
+    ctx: RunContext, settings: Any, history: History, events: list[str], frames: CamFrames
+) -> StageResult:
+    """The record of a finished training run."""
+    from pipeline.render import save_png
+    from stages.train.record import CHECKPOINT, HISTORY
+
+    pictures: list[Picture] = []
+    curves = write_curves(ctx, history)
+    if curves:
+        pictures.append(Picture(curves, "Loss and accuracy after each epoch (TensorBoard has every step)"))
+    for name, caption, strip in frames.strips():
+        rel = f"{STRIPS}/{name}.png"
+        save_png(ctx.claim(rel), strip)
+        pictures.append(Picture(rel, caption, group=GROUP, wide=True))
+    last = history.last
+    rows = [
+        [r.epoch, r.steps, _fmt(r.train_loss), _fmt(r.train_accuracy, True), _fmt(r.val_loss)]
+        + [_fmt(r.val_accuracy, True), _fmt(r.lr), "" if r.complete else "cut short (train.max_steps)"]
+        for r in history.epochs
+    ]
+    tables = [
+        Table(
+            "Epochs",
+            ["Epoch", "Steps", "Train loss", "Train accuracy", "Val loss", "Val accuracy", "lr", "Note"],
+            rows,
+            caption=f"{history.train_images} training and {history.val_images} validation images of "
+            f"input={history.data}; the weights of the last epoch are in {CHECKPOINT}",
+        )
+    ]
+    scalars = [
+        Scalar("train/val_accuracy", last.val_accuracy if last else None, key=True, better="higher"),
+        Scalar("train/val_loss", last.val_loss if last else None, key=True, better="lower"),
+        Scalar("train/train_accuracy", last.train_accuracy if last else None, key=True, better="higher"),
+        Scalar("train/train_loss", last.train_loss if last else None, key=True, better="lower"),
+        Scalar("train/epochs_done", float(history.epochs_done), key=True),
+    ]
+    loc = history.localisation
+    summary_loc = ""
+    if loc is not None:
+        names = [("top1_accuracy", "Top-1 accuracy", True), ("pointing_game", "Pointing game", False)]
+        names.append(("energy_in_box", "Energy in box", False))
+        tables.append(
+            Table(
+                "Before and after training",
+                ["Measure", "Before", "After", "Chance"],
+                [
+                    [label, _fmt(loc.before.get(k), pct), _fmt(loc.after.get(k), pct)]
+                    + [_fmt(loc.chance) if k == "pointing_game" else ""]
+                    for k, label, pct in names
+                ],
+                caption=f"{loc.method} on {loc.layer} for each image's top-1 class, on the {loc.images} "
+                f"images of input.split={loc.split}; pointing game tolerance {loc.tolerance}; chance: a "
+                "random point's pointing game (the mean share of the image the grown box covers)",
+            )
+        )
+        before, after = loc.before.get("pointing_game"), loc.after.get("pointing_game")
+        scalars += [
+            Scalar("train/pointing_game_before", before, key=True),
+            Scalar("train/pointing_game_after", after, key=True, better="higher"),
+            Scalar("train/pointing_game_chance", loc.chance),
+        ]
+        if before is not None and after is not None:
+            summary_loc = (
+                f"; {loc.method} pointing game {before:.2f} -> {after:.2f} (chance {_fmt(loc.chance)})"
+            )
+    accuracy = (
+        f"val accuracy {_fmt(last.val_accuracy, True)}, loss {_fmt(last.val_loss)}" if last else "no epoch"
+    )
+    board = ctx.output_dir / "tensorboard"
+    use = (
+        f"tensorboard --logdir {board}\n"
+        f"python run.py model={ctx.model_name} model.checkpoint={ctx.output_dir / CHECKPOINT} "
+        f"input={history.data} 'stages=[cam]'"
+    )
+    return StageResult(
+        stage="train",
+        summary=f"{history.epochs_done}/{history.settings['epochs']} epoch(s), {history.steps_done} steps: "
+        + accuracy
+        + summary_loc,
+        params={
+            "epochs": str(history.settings["epochs"]),
+            "lr": str(history.settings["lr"]),
+            "optimizer": str(history.settings["optimizer"].get("_target_", "")).rpartition(".")[2],
+            "batch_size": str(history.settings["batch_size"]),
+        },
+        pictures=pictures,
+        tables=tables,
+        texts=[Text("View and reuse", use, open=True)],
+        scalars=scalars,
+        files=[*events, CHECKPOINT, HISTORY],
+        data=history,
+    )

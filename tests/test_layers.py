@@ -1,0 +1,96 @@
+"""Blocks and ``cam.layer=auto``: one home (pipeline.layers), the last spatial block everywhere."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from conftest import group_options
+
+from pipeline.gradcam.layers import auto_layer, spatial_layers
+from pipeline.layers import default_blocks, model_blocks, probe_model
+
+SLOW_BUILDS = {"densenet121", "resnet50", "vgg16", "vit_b_16", "efficientnet_b0"}
+#: conf/model option -> what cam.layer=auto picks (the YAML's blocks are honoured)
+AUTO = {
+    "alexnet": "features.12",
+    "densenet121": "features.denseblock4",  # not features.pool0, the 56×56 stem pool
+    "efficientnet_b0": "features.8",
+    "mobilenet_v3_small": "features.12",
+    "resnet18": "layer4",
+    "resnet50": "layer4",
+    "seed_net": "conv2",
+    "torchvision": "features.12",  # model.name=squeezenet1_0: its last Fire module, not the max pool
+    "vgg11": "features.20",
+    "vgg16": "features.30",
+    "vit_b_16": "encoder.layers.encoder_layer_11.ln_1",  # a transformer: the last block's first norm
+}
+
+
+def test_every_model_option_is_covered() -> None:
+    assert set(AUTO) == set(group_options("model"))
+
+
+@pytest.mark.parametrize(
+    "option", [pytest.param(o, marks=pytest.mark.slow) if o in SLOW_BUILDS else o for o in sorted(AUTO)]
+)
+def test_auto_picks_the_last_spatial_block_of_every_model_option(make_ctx, option: str) -> None:
+    from stages.cam import CamConfig
+    from stages.cam.plan import make_plan
+
+    extra = ["model.name=squeezenet1_0"] if option == "torchvision" else []
+    size = 224 if option == "vit_b_16" else 96
+    ctx = make_ctx([f"model={option}", *extra, "input=random", f"input.shape=[1,3,{size},{size}]"])
+    plan = make_plan(ctx, CamConfig())
+    assert [layer.name for layer in plan.layers] == [AUTO[option]]
+    if option != "vit_b_16":
+        assert plan.layers[0].name in ctx.blocks()  # auto is one of the blocks features draws
+        assert ctx.blocks()[-1] == AUTO[option]
+
+
+#: torchvision classifiers with no conf/model option: blocks found from the model
+FOUND = {
+    "squeezenet1_0": ("features.12", ["features.1", "features.5", "features.10", "features.12"]),
+    "densenet121": ("features.norm5", None),
+    "shufflenet_v2_x0_5": ("conv5", ["conv1", "maxpool", "stage2", "stage3", "conv5"]),
+    "mnasnet0_5": ("layers.16", None),
+    "regnet_y_400mf": ("trunk_output.block4", [f"trunk_output.block{i}" for i in range(1, 5)]),
+    "googlenet": ("inception5b", None),
+    "convnext_tiny": ("features.7", ["features.1", "features.3", "features.5", "features.7"]),
+    "mobilenet_v2": ("features.18", None),
+    "resnext50_32x4d": ("layer4", ["layer1", "layer2", "layer3", "layer4"]),
+    "vgg11_bn": ("features.28", None),
+    "swin_t": ("features.7.1.norm1", ["features.1", "features.3", "features.5", "features.7"]),
+    "maxvit_t": ("blocks.3", ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]),
+    "efficientnet_v2_s": ("features.7", None),
+}
+
+
+@pytest.mark.slow
+def test_found_blocks_end_at_the_last_spatial_block_of_torchvision_classifiers() -> None:
+    assert set(FOUND) <= set(torchvision.models.list_models(torchvision.models))
+    for name, (auto, blocks) in FOUND.items():
+        torch.manual_seed(0)
+        kw = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+        model = torchvision.models.get_model(name, **kw).eval()
+        size = 224 if name == "maxvit_t" else 128
+        probe = probe_model(model, torch.randn(1, 3, size, size))
+        found = default_blocks(model, probe)
+        assert auto_layer(model, probe, spatial_layers(model, probe), found) == auto, name
+        if blocks is not None:
+            assert found == blocks, name
+        # every block is spatial, and each ends a resolution: the next block is smaller
+        layouts = spatial_layers(model, probe)
+        sizes = [layouts[b].layout.h * layouts[b].layout.w for b in found]
+        assert all(a > b for a, b in zip(sizes, sizes[1:], strict=False)), (name, found, sizes)
+
+
+def test_the_yaml_blocks_are_honoured_and_checked() -> None:
+    from pipeline.errors import ConfigError
+
+    model = torchvision.models.resnet18().eval()
+    probe = probe_model(model, torch.randn(1, 3, 64, 64))
+    assert model_blocks(model, probe, "layer2,layer3") == ["layer2", "layer3"]
+    assert model_blocks(model, probe, None) == ["layer1", "layer2", "layer3", "layer4"]
+    with pytest.raises(ConfigError, match="Unknown layer in model.blocks 'layer5'.*did you mean 'layer4'"):
+        model_blocks(model, probe, "layer1,layer5")
