@@ -33,6 +33,8 @@ PACKAGES = (
 #: Artifacts whose bytes legitimately change between identical runs (they hold timestamps):
 #: TensorBoard event files (whoever writes them), the reports, the log and the manifest itself.
 VOLATILE_PATTERNS = ("*tfevents*", "report.*", "run.log", MANIFEST)
+#: files of the run folder that no step owns
+UNOWNED = (MANIFEST, "run.log")
 
 
 @functools.cache
@@ -118,23 +120,26 @@ class Manifest:
                 return rec
         raise KeyError(name)
 
-    def collect(self, rec: StageRecord, folder: str | None = None, files: list[str] | None = None) -> None:
-        """Record the step's artifacts: every file under ``<run>/<folder>`` and each of ``files``
-        (run-relative, e.g. a stage's event files in ``tensorboard/train/``), except files an
-        earlier step already lists: every artifact belongs to exactly one step."""
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """Every file of the run folder (but the manifest, the log and ``.hydra/``): size and mtime."""
+        out: dict[str, tuple[int, int]] = {}
+        for p in self.run_dir.rglob("*"):
+            rel = p.relative_to(self.run_dir).as_posix()
+            if rel in UNOWNED or rel.startswith(".hydra/") or p.name.startswith(".") or not p.is_file():
+                continue
+            st = p.stat()
+            out[rel] = (st.st_size, st.st_mtime_ns)
+        return out
+
+    def collect(self, rec: StageRecord, before: dict[str, tuple[int, int]]) -> None:
+        """Record as the step's artifacts every file it wrote: what is new or changed since the
+        ``before`` snapshot, wherever it is (a stage's folder, ``tensorboard/train/``, ...), also
+        after a failure or Ctrl-C. Files an earlier step lists stay that step's: every artifact
+        belongs to exactly one step."""
         taken = {a.path for o in (self.setup, *self.stages, self.report) if o is not rec for a in o.artifacts}
-        paths: list[Path] = []
-        if folder is not None and (self.run_dir / folder).is_dir():
-            paths.extend(sorted(p for p in (self.run_dir / folder).rglob("*") if p.is_file()))
-        for f in files or []:
-            if (self.run_dir / f).is_file():
-                paths.append(self.run_dir / f)
-        rels = list(dict.fromkeys(p.relative_to(self.run_dir).as_posix() for p in paths))
-        rec.artifacts = [
-            Artifact(rel, (self.run_dir / rel).stat().st_size, sha256_file(self.run_dir / rel))
-            for rel in rels
-            if rel not in taken
-        ]
+        now = self.snapshot()
+        rels = sorted(rel for rel, stat in now.items() if before.get(rel) != stat and rel not in taken)
+        rec.artifacts = [Artifact(rel, now[rel][0], sha256_file(self.run_dir / rel)) for rel in rels]
 
     @property
     def status(self) -> str:

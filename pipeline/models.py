@@ -65,7 +65,7 @@ def torchvision_model(
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     w = weights_enum(name, weights) if weights else None
-    log.info("Building torchvision model <%s> (weights=%s)", name, w if w is not None else "random init")
+    log.debug("Building torchvision model <%s> (weights=%s)", name, w if w is not None else "random init")
     try:
         return torchvision.models.get_model(name, weights=w, **kwargs)
     except (OSError, RuntimeError) as exc:

@@ -264,6 +264,7 @@ def _run_stage(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any) -
 
     rec.status = "running"
     manifest.write()
+    before = manifest.snapshot()
     t = time.perf_counter()
     error = None
     try:
@@ -280,8 +281,7 @@ def _run_stage(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any) -
         error = _fail(rec, exc)
     finally:
         rec.seconds = round(time.perf_counter() - t, 3)
-        produced = ctx.results[rec.name].files if rec.name in ctx.results else []
-        manifest.collect(rec, rec.name, produced)
+        manifest.collect(rec, before)
         manifest.data["warnings"] = ctx.warnings
         manifest.write()
     files = f"{rec.name}/ ({len(rec.artifacts)} files)"
@@ -325,6 +325,7 @@ def _write_report(cfg: DictConfig, out: Path, manifest: Any) -> Path | None:
         rec.status = "skipped"
         return None
     t = time.perf_counter()
+    before = manifest.snapshot()
     try:
         from pipeline.report import write_run_report
 
@@ -337,4 +338,4 @@ def _write_report(cfg: DictConfig, out: Path, manifest: Any) -> Path | None:
         return None
     finally:
         rec.seconds = round(time.perf_counter() - t, 3)
-        manifest.collect(rec, None, ["report.html", "report.md"])
+        manifest.collect(rec, before)

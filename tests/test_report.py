@@ -495,7 +495,7 @@ def test_header_provenance_and_manifest(fake_run: Path) -> None:
     for expected in (
         "tiny",
         "random init (seed 7) + checkpoint ck.pt",
-        "image: inputs/photo.jpg (batch 1×3×32×32)",
+        "image: inputs/photo.jpg",
         "cpu",
         "2024-05-06T07:08:09+0000",
         "0.1.0",

@@ -54,7 +54,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
         raise ConfigError(
             f"Checkpoint '{path}' does not exist (model.checkpoint); give the path of a saved state_dict"
         )
-    log.info("Loading checkpoint <%s>", p)
+    log.debug("Loading checkpoint <%s>", p)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...

@@ -74,7 +74,7 @@ def write_run_report(run_dir: Path | str, settings: Any = None) -> Path:
     if settings.markdown:
         text = render("run.md.j2", run_context(data, max_images, html=False))
         written.append(write_atomic(run / REPORT_MD, text))
-    log.info("Report %s", written[0])
+    log.debug("Report %s", written[0])
     return written[0]
 
 
