@@ -247,7 +247,7 @@ class BuildCache:
         _set_rng_state(entry.rng)
         ctx = RunContext(model=entry.model, inputs=entry.inputs, output_dir=Path(output_dir), **entry.fields)
         ctx._probe, ctx._blocks = entry.probe, entry.blocks
-        log.info("Reusing model <%s> and inputs built for an earlier job (pipeline.cache)", ctx.model_name)
+        log.debug("Reusing model <%s> and inputs built for an earlier job (pipeline.cache)", ctx.model_name)
         for message in entry.warnings:
             ctx.warn(message)
         return ctx
