@@ -210,3 +210,29 @@ def test_size_bound_and_switch_off(compose, tmp_path, monkeypatch):
     monkeypatch.setattr("pipeline.cache._CACHE", BuildCache())
     assert job(compose, tmp_path / "c", "stages=[summary]").ok
     assert len(get_cache()) == 0
+
+
+@pytest.mark.slow
+def test_the_train_stage_drops_the_build(compose, tmp_path):
+    """A job that trains changes the weights: the next job (e.g. the next sweep job) builds afresh."""
+    tiny = ["model=shapes_net", "input=shapes", "input.size=32", "input.train_count=32", "input.val_count=16"]
+    tiny += ["input.test_count=4", "input.limit=4", "train.epochs=1", "train.batch_size=16"]
+    tiny += ["train.cam_images=1"]
+    tiny += ["train.histograms=false", "train.graph=false", "report.enabled=false", "device=cpu"]
+    cfg = compose([*tiny, "stages=[cam]"])
+    assert run_pipeline(cfg, tmp_path / "cam").ok
+    built = the_entry().model
+    trained = run_pipeline(compose([*tiny, "stages=[train,cam]"]), tmp_path / "train")
+    assert trained.ok, trained.error
+    assert len(get_cache()) == 0  # the trained model is not handed to another job
+    assert run_pipeline(cfg, tmp_path / "cam2").ok
+    rebuilt = the_entry().model
+    assert rebuilt is not built  # built was lent to the train job, which trained it in place
+    seed_everything(0)
+    reference = _build(cfg, tmp_path / "fresh").model
+    assert_as_built(rebuilt, reference)  # as built from the seed, not as trained
+    assert not all(torch.equal(a, b) for a, b in zip(built.parameters(), reference.parameters(), strict=True))
+    maps = sorted((tmp_path / "cam").rglob("*.npy"))
+    assert maps and all(
+        np.array_equal(np.load(p), np.load(tmp_path / "cam2" / p.relative_to(tmp_path / "cam"))) for p in maps
+    )
