@@ -12,7 +12,11 @@ overlay PNG, a heatmap PNG and the raw ``.npy``.
 - **hand loop**: one script that imports torch, torchvision and pytorch-grad-cam, builds the
   model once and calls ``GradCAM`` in a loop, writing the same three files per map
   (``HAND_LOOP`` below; run as ``python -m benchmarks.sweep --hand-loop OUT``);
-- **12 processes**: ``python run.py 'stages=[cam]' cam.layer=L cam.target_class=C`` 12 times.
+- **12 processes**: ``python run.py 'stages=[cam]' cam.layer=L cam.target_class=C`` 12 times;
+- **hand loop in Hydra** (``--hydra-floor``): the hand loop's body as the task of a plain
+  ``@hydra.main`` app on vizpipe's config, swept with Hydra's own basic sweeper and launcher (the
+  model built once per process, one job = one ``GradCAM`` call and its three files): what Hydra
+  itself costs a 12-job sweep before vizpipe does anything.
 
 Each is a fresh process timed from outside (``time.perf_counter`` around ``subprocess.run``),
 the sides alternating, ``--repeats`` times; medians and ratios are printed. Every process gets
@@ -43,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 CLASSES = [1, 207, 281]
 
-HAND_LOOP = """
+HAND_LOOP_SETUP = """
 from pathlib import Path
 
 import cv2
@@ -56,7 +60,6 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-out = Path(OUT)
 torch.manual_seed(0)
 model = torchvision.models.resnet18().eval()
 img = Image.open(Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")).convert("RGB")
@@ -64,6 +67,9 @@ F = torchvision.transforms.functional
 x = F.center_crop(F.resize(F.pil_to_tensor(img), [256], antialias=True), [224]).float() / 255
 rgb = x.permute(1, 2, 0).numpy()
 x = F.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])[None]
+"""
+
+HAND_LOOP_BODY = """
 for layer in LAYERS:
     for c in CLASSES:
         with GradCAM(model=model, target_layers=[model.get_submodule(layer)]) as cam:
@@ -74,6 +80,31 @@ for layer in LAYERS:
         Image.fromarray(show_cam_on_image(rgb, m, use_rgb=True)).save(d / "overlay.png")
         heat = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * m), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
         Image.fromarray(heat).save(d / "heatmap.png")
+"""
+
+HAND_LOOP = HAND_LOOP_SETUP + "out = Path(OUT)\n" + HAND_LOOP_BODY
+
+HYDRA_FLOOR = """
+from pathlib import Path
+
+import hydra
+
+import pipeline.schema  # vizpipe's config schema, as run.py registers it
+
+MODEL = {}
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
+def main(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    if not MODEL:  # built once per process, as vizpipe's cache does
+        exec(SETUP, MODEL)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    exec(BODY, dict(MODEL, LAYERS=[cfg.cam.layer], CLASSES=[cfg.cam.target_class], out=out))
+
+
+main()
 """
 
 
@@ -97,6 +128,26 @@ def sweep_cmd(folder: Path) -> list[str]:
         f"cam.layer={layers}",
         f"cam.target_class={classes}",
         f"hydra.sweep.dir={folder}",
+    ]
+
+
+def floor_cmd(base: Path, r: int) -> list[str]:
+    """The hand loop's body as the jobs of a plain Hydra sweep (script written into ``base``)."""
+    script = base / "hydra_floor.py"
+    if not script.exists():
+        script.write_text(
+            f"CONF = {str(ROOT / 'conf')!r}\nSETUP = {HAND_LOOP_SETUP!r}\n"
+            f"BODY = {HAND_LOOP_BODY!r}\n{HYDRA_FLOOR}"
+        )
+    layers, classes = ",".join(LAYERS), ",".join(map(str, CLASSES))
+    return [
+        sys.executable,
+        str(script),
+        "-m",
+        "hydra/sweeper=basic",
+        f"cam.layer={layers}",
+        f"cam.target_class={classes}",
+        f"hydra.sweep.dir={base / f'floor{r}'}",
     ]
 
 
@@ -155,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process")
     parser.add_argument("--index-jobs", type=int, default=0, help="also time the index of a sweep this big")
     parser.add_argument("--no-separate", action="store_true", help="skip the 12 separate processes")
+    parser.add_argument("--hydra-floor", action="store_true", help="also the hand loop as a Hydra sweep")
     parser.add_argument("--hand-loop", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.hand_loop is not None:  # the baseline itself, in its own process
@@ -178,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         cwd=ROOT,
         check=True,
     )
-    times: dict[str, list[float]] = {"sweep": [], "hand": [], "separate": []}
+    times: dict[str, list[float]] = {"sweep": [], "hand": [], "separate": [], "floor": []}
     with tempfile.TemporaryDirectory(prefix="vizpipe-sweep-") as tmp:
         base = Path(tmp)
         hand = [sys.executable, "-m", "benchmarks.sweep", "--hand-loop"]
@@ -189,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             times["sweep"].append(timed(sweep_cmd(base / f"sweep{r}"), env))
             if not args.no_separate:
                 times["separate"].append(separate(base / f"sep{r}", env))
+            if args.hydra_floor:
+                times["floor"].append(timed(floor_cmd(base, r), env))
             print(
                 f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items() if v),
                 flush=True,
@@ -205,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
             f"sweep / hand loop = {statistics.median(pairs):.2f}x "
             f"(paired median; target <= 1.0x)"
         )
+        if "floor" in med:
+            floor = statistics.median(f / h for f, h in zip(times["floor"], times["hand"], strict=True))
+            print(
+                f"  hand loop in Hydra {med['floor']:7.2f} s   {floor:.2f}x the hand loop: Hydra's own floor "
+                f"(basic sweeper and launcher); run.py -m is {med['sweep'] / med['floor']:.2f}x that"
+            )
         if "separate" in med:
             print(
                 f"  12 run.py          {med['separate']:7.2f} s   12 processes / sweep = "
