@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import random
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,7 @@ class BuildCache:
     def __init__(self, size: int | None = None) -> None:
         self._size = size
         self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._lock = threading.RLock()  # joblib's thread backend runs jobs in threads of one process
 
     @property
     def size(self) -> int:
@@ -229,88 +231,92 @@ class BuildCache:
         The entry is verified first (dropped when anything changed) and lent to this context until
         ``release``; the random number generators are put where the build left them.
         """
-        entry = self._entries.get(key)
-        if entry is None or entry.lent or self.size == 0:
-            return None
-        now = Fingerprint.of(entry.model, _input_tensors(entry.inputs, entry.probe))
-        changed = entry.fingerprint.differences(now)
-        if changed:
-            name = entry.fields["model_name"]
-            log.info("Build cache: the %s model changed (%s); building it afresh", name, "; ".join(changed))
-            del self._entries[key]
-            return None
-        from pipeline.context import RunContext
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.lent or self.size == 0:
+                return None
+            now = Fingerprint.of(entry.model, _input_tensors(entry.inputs, entry.probe))
+            changed = entry.fingerprint.differences(now)
+            if changed:
+                name = entry.fields["model_name"]
+                log.debug("Build cache: the %s model changed (%s); built afresh", name, "; ".join(changed))
+                del self._entries[key]
+                return None
+            from pipeline.context import RunContext
 
-        self._entries.move_to_end(key)
-        entry.lent = True
-        entry.hits += 1
-        _set_rng_state(entry.rng)
-        ctx = RunContext(model=entry.model, inputs=entry.inputs, output_dir=Path(output_dir), **entry.fields)
-        ctx._probe, ctx._blocks = entry.probe, entry.blocks
-        log.debug("Reusing model <%s> and inputs built for an earlier job (pipeline.cache)", ctx.model_name)
-        for message in entry.warnings:
-            ctx.warn(message)
-        return ctx
+            self._entries.move_to_end(key)
+            entry.lent = True
+            entry.hits += 1
+            _set_rng_state(entry.rng)
+            out = Path(output_dir)
+            ctx = RunContext(model=entry.model, inputs=entry.inputs, output_dir=out, **entry.fields)
+            ctx._probe, ctx._blocks = entry.probe, entry.blocks
+            log.debug("Reusing model <%s> and inputs built for an earlier job (cache)", ctx.model_name)
+            for message in entry.warnings:
+                ctx.warn(message)
+            return ctx
 
     def store(self, key: str, ctx: RunContext) -> None:
         """Keep the fresh build behind ``ctx`` (lent to it), evicting the least recently used."""
-        if self.size == 0:
-            return
-        fields = {
-            "model_name": ctx.model_name,
-            "device": ctx.device,
-            "seed": ctx.seed,
-            "categories": ctx.categories,
-            "weights": ctx.weights,
-            "blocks_config": ctx.blocks_config,
-            "output_kind": ctx.output_kind,
-            "nonfinite_params": list(ctx.nonfinite_params),
-        }
-        self._entries.pop(key, None)
-        self._entries[key] = Entry(
-            key=key,
-            model=ctx.model,
-            inputs=ctx.inputs,
-            fields=fields,
-            warnings=list(ctx.warnings),
-            rng=_rng_state(),
-            fingerprint=Fingerprint.of(ctx.model, _input_tensors(ctx.inputs, ctx._probe)),
-            probe=ctx._probe,
-            blocks=ctx._blocks,
-            lent=True,
-        )
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        with self._lock:
+            if self.size == 0:
+                return
+            fields = {
+                "model_name": ctx.model_name,
+                "device": ctx.device,
+                "seed": ctx.seed,
+                "categories": ctx.categories,
+                "weights": ctx.weights,
+                "blocks_config": ctx.blocks_config,
+                "output_kind": ctx.output_kind,
+                "nonfinite_params": list(ctx.nonfinite_params),
+            }
+            self._entries.pop(key, None)
+            self._entries[key] = Entry(
+                key=key,
+                model=ctx.model,
+                inputs=ctx.inputs,
+                fields=fields,
+                warnings=list(ctx.warnings),
+                rng=_rng_state(),
+                fingerprint=Fingerprint.of(ctx.model, _input_tensors(ctx.inputs, ctx._probe)),
+                probe=ctx._probe,
+                blocks=ctx._blocks,
+                lent=True,
+            )
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
 
     def release(self, ctx: RunContext | None) -> bool:
         """After a run: keep what it measured (probe, blocks) when its model is as built, else drop it.
 
         Returns True when the build stays cached. Contexts not made by this cache are ignored.
         """
-        if ctx is None:
-            return False
-        entry = next((e for e in self._entries.values() if e.model is ctx.model), None)
-        if entry is None:
-            return False
-        entry.lent = False
-        changed = entry.fingerprint.differences(
-            Fingerprint.of(entry.model, _input_tensors(entry.inputs, entry.probe))
-        )
-        if changed:
-            log.info(
-                "The %s model was changed by this run (%s); the next job builds it afresh",
-                entry.fields["model_name"],
-                "; ".join(changed),
+        with self._lock:
+            if ctx is None:
+                return False
+            entry = next((e for e in self._entries.values() if e.model is ctx.model), None)
+            if entry is None:
+                return False
+            entry.lent = False
+            changed = entry.fingerprint.differences(
+                Fingerprint.of(entry.model, _input_tensors(entry.inputs, entry.probe))
             )
-            del self._entries[entry.key]
-            return False
-        if ctx._probe is not None and entry.probe is None:
-            entry.probe = ctx._probe
-        if ctx._blocks is not None and entry.blocks is None:
-            entry.blocks = ctx._blocks
-        # from now on the first batch (if this run read it) and the probe are checked too
-        entry.fingerprint = Fingerprint.of(entry.model, _input_tensors(entry.inputs, entry.probe))
-        return True
+            if changed:
+                log.debug(
+                    "The %s model was changed by this run (%s); the next job builds it afresh",
+                    entry.fields["model_name"],
+                    "; ".join(changed),
+                )
+                del self._entries[entry.key]
+                return False
+            if ctx._probe is not None and entry.probe is None:
+                entry.probe = ctx._probe
+            if ctx._blocks is not None and entry.blocks is None:
+                entry.blocks = ctx._blocks
+            # from now on the first batch (if this run read it) and the probe are checked too
+            entry.fingerprint = Fingerprint.of(entry.model, _input_tensors(entry.inputs, entry.probe))
+            return True
 
 
 _CACHE = BuildCache()
