@@ -146,7 +146,6 @@ def test_outputs_and_random_numbers_equal_a_fresh_build(compose, tmp_path):
     assert draws[0] == draws[1] == draws[2]
 
 
-@pytest.mark.slow
 def test_a_changed_model_is_built_afresh(compose, tmp_path):
     """A stage that changes weights (a train stage) or leaves hooks, grads or modes drops the build."""
     assert job(compose, tmp_path / "a", "stages=[nudge]").ok
@@ -198,7 +197,6 @@ def test_key_names_everything_that_defines_the_build(compose, tmp_path):
     assert cache_key(compose([*BASE, f"model.checkpoint={ckpt}"])) != with_ckpt
 
 
-@pytest.mark.slow
 def test_size_bound_and_switch_off(compose, tmp_path, monkeypatch):
     """At most VIZPIPE_CACHE builds (LRU); 0 keeps none."""
     cache = BuildCache(size=1)
@@ -212,7 +210,6 @@ def test_size_bound_and_switch_off(compose, tmp_path, monkeypatch):
     assert len(get_cache()) == 0
 
 
-@pytest.mark.slow
 def test_the_train_stage_drops_the_build(compose, tmp_path):
     """A job that trains changes the weights: the next job (e.g. the next sweep job) builds afresh."""
     tiny = ["model=shapes_net", "input=shapes", "input.size=32", "input.train_count=32", "input.val_count=16"]

@@ -70,7 +70,6 @@ def test_summary_run_imports_no_cam_or_drawing_library(tmp_path):
 # =========================================================================== one forward pass
 
 
-@pytest.mark.slow
 def test_classes_and_layers_of_one_method_share_one_forward_pass(compose, tmp_path):
     """Three classes x (an averaged pair of layers + each layer): one forward pass per batch."""
     from pipeline.build import build_context
@@ -107,7 +106,6 @@ def test_classes_and_layers_of_one_method_share_one_forward_pass(compose, tmp_pa
 # =========================================================================== EigenCAM on the device
 
 
-@pytest.mark.slow
 def test_eigencam_torch_equals_the_library_with_the_sign_handled(compose, tmp_path):
     """eigencam_torch == the library's EigenCAM with Seg-Eigen-CAM's sign correction, to 1e-4."""
     import pytorch_grad_cam.eigen_cam as eigen_cam
