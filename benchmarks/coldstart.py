@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "pipeline", "stages", "hydra_plugins", "run.py"],
+        [sys.executable, "-m", "compileall", "-q", "pipeline", "stages", "run.py"],
         cwd=ROOT,
         check=True,
     )

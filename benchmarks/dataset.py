@@ -148,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
             "-q",
             "pipeline",
             "stages",
-            "hydra_plugins",
             "run.py",
             "benchmarks",
         ],

@@ -223,7 +223,6 @@ def main(argv: list[str] | None = None) -> int:
             "-q",
             "pipeline",
             "stages",
-            "hydra_plugins",
             "run.py",
             "benchmarks",
         ],

@@ -309,8 +309,10 @@ def register() -> None:
     global _registered
     if _registered:
         return
+    from pipeline import hydra as hydra_plugin
     from pipeline.registry import plugin_yaml, stage_classes
 
+    hydra_plugin.register()  # hydra/sweeper=vizpipe (pipeline/sweeper.py)
     cs = ConfigStore.instance()
     for group, node in CORE_GROUPS.items():
         cs.store(group=group, name="_schema", node=node)

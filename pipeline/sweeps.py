@@ -10,7 +10,7 @@ after composing (typed nodes reject a wrong type, struct mode an unknown key). T
 config-only rule runs (``pipeline.runner.check_config``).
 
 The jobs checked are remembered for this process (``was_checked``): vizpipe's sweeper
-(``hydra_plugins/vizpipe_sweeper``) skips Hydra's own check of those jobs, which composes every
+(``pipeline/sweeper.py``) skips Hydra's own check of those jobs, which composes every
 job once more before the launcher composes it for real. A 12-job sweep composed 32 times before,
 15 times now (``benchmarks/sweep.py``).
 """

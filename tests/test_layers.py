@@ -20,6 +20,7 @@ AUTO = {
     "resnet18": "layer4",
     "resnet50": "layer4",
     "seed_net": "conv2",
+    "shapes_net": "conv3",
     "torchvision": "features.12",  # model.name=squeezenet1_0: its last Fire module, not the max pool
     "vgg11": "features.20",
     "vgg16": "features.30",

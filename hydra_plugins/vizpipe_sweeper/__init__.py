@@ -1,1 +1,0 @@
-"""vizpipe's Hydra sweeper plugin (``hydra/sweeper=vizpipe``, the default in ``conf/config.yaml``)."""

@@ -1,0 +1,20 @@
+"""vizpipe's Hydra plugin (the sweeper, ``pipeline.sweeper``), made visible to Hydra.
+
+Hydra loads plugins only from its ``hydra_plugins`` namespace package, scanning every
+``hydra_plugins`` folder on ``sys.path``. ``register()`` adds this folder (which holds
+``hydra_plugins/vizpipe_sweeper/``, a shim re-exporting ``pipeline.sweeper.VizpipeSweeper``) to
+the path before Hydra starts; ``pipeline.schema`` calls it. Nothing else of vizpipe needs it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = str(Path(__file__).resolve().parent)
+
+
+def register() -> None:
+    """Put the plugin folder on ``sys.path`` (idempotent)."""
+    if HERE not in sys.path:
+        sys.path.append(HERE)
