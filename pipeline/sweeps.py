@@ -79,7 +79,7 @@ class JobChecker:
         """Compose (or derive) ``job``'s config and run every config-only rule; ``ConfigError`` if bad."""
         from omegaconf import OmegaConf
 
-        from pipeline.cli import translate
+        from pipeline.config_errors import translate
         from pipeline.runner import check_config, ensure_typed
 
         parsed = self.parser.parse_overrides(list(job))

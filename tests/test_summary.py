@@ -52,7 +52,7 @@ def test_catalog_and_per_layer_rows(compose, tmp_path):
 def test_summary_options_are_torchinfos_enums(compose):
     import pytest
 
-    from pipeline.cli import translate
+    from pipeline.config_errors import translate
     from pipeline.errors import ConfigError
 
     overrides = ["summary.col_names=[output_size,num_parms]"]

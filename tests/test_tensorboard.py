@@ -142,7 +142,7 @@ def run_stage(ctx: RunContext, **settings: Any) -> StageResult:
 
 def test_unknown_backend_is_rejected_at_the_boundary(make_ctx, compose) -> None:
     ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[1,3,32,32]"])
-    from pipeline.cli import translate
+    from pipeline.config_errors import translate
 
     with pytest.raises(Exception, match="tensorboard.backend") as err:
         compose(["tensorboard.backend=tf"])  # the schema's enum rejects it at composition

@@ -1,0 +1,386 @@
+"""The precheck: ``python run.py``'s command line checked before Hydra starts, one line on failure.
+
+Hydra reports composition errors with a traceback hint as its last line; vizpipe's promise is one
+line that names the bad value and the valid choices. ``precheck`` composes the same config Hydra
+will (same search path: ``conf/``, ``--config-dir``, ``--config-path``/``--config-name``), checks
+every job of a sweep (``pipeline.sweeps``: one composition, each job's values set on a copy),
+runs every config-only rule (``pipeline.runner.check_config``: the input's and each stage's
+``check``) and turns any failure into that line (``pipeline.config_errors.translate``). A failed
+precheck still leaves ``manifest.json`` and ``run.log`` in the run folder Hydra would have used.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pipeline.config_errors import translate
+from pipeline.errors import ConfigError
+from pipeline.sweeps import JobChecker, jobs, mark_checked
+
+__all__ = ["Composer", "precheck", "record_failure", "split_args"]
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+APP_DIR = CONF_DIR.parent
+_FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--package", "-p"}
+_OPTIONAL_VALUE = {"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
+_SKIP = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--version",
+    "--shell-completion",
+    "-sc",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--resolve",
+}
+#: keys whose values are file-system paths (a comma or '=' in them needs quoting)
+PATH_KEYS = ("path", "checkpoint", "categories", "dir", "root")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line to stderr and exit non-zero (no traceback)."""
+    print(f"vizpipe: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(code)
+
+
+def split_args(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
+    """(overrides, flags, multirun) as Hydra will read ``argv``."""
+    overrides: list[str] = []
+    flags: dict[str, str] = {}
+    multirun = False
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-m", "--multirun"):
+            multirun = True
+        elif a.startswith("-"):
+            key, _, val = a.partition("=")
+            if key in _FLAGS_WITH_VALUE and not val:
+                val = argv[i + 1] if i + 1 < len(argv) else ""
+                i += 1
+            elif key in _OPTIONAL_VALUE and not val and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                val = argv[i + 1]
+                i += 1
+            flags[key] = val
+        else:
+            overrides.append(a)
+        i += 1
+    return overrides, flags, multirun
+
+
+def _search(flags: dict[str, str]) -> tuple[Path, str, list[str]]:
+    """(primary config folder, config name, extra search path overrides) as Hydra will use them."""
+    path = flags.get("--config-path") or flags.get("-cp")
+    name = flags.get("--config-name") or flags.get("-cn") or "config"
+    primary = CONF_DIR
+    extra: list[str] = []
+    if path:
+        p = Path(path).expanduser()
+        primary = p if p.is_absolute() else (APP_DIR / p).resolve()
+        extra.append(f"file://{CONF_DIR}")  # vizpipe's groups stay reachable (reproduce does this too)
+    cdir = flags.get("--config-dir") or flags.get("-cd")
+    if cdir:
+        extra.insert(0, f"file://{Path(cdir).expanduser().resolve()}")
+    return primary, name, extra
+
+
+def shell_completion(flags: dict[str, str]) -> None:
+    """Make Hydra's bash completion work however the interpreter is spelled (``.venv/bin/python``).
+
+    Hydra's script only completes a command line starting with the word ``python`` and strips
+    ``python run.py`` from it with a pattern that misses paths such as ``.venv/bin/python``. For
+    ``-sc install=bash`` this prints Hydra's script with that test widened (any ``*/python*``); for
+    ``-sc query=bash`` it rewrites the interpreter in ``COMP_LINE`` to ``python`` before Hydra reads it.
+    """
+    import contextlib
+    import io
+    import os
+    import re
+
+    value = flags.get("-sc", flags.get("--shell-completion", ""))
+    if value == "query=bash" and "COMP_LINE" in os.environ:
+        os.environ["COMP_LINE"] = re.sub(r"^\s*\S*python[\d.]*", "python", os.environ["COMP_LINE"])
+    if value != "install=bash":
+        return
+    from hydra._internal.core_plugins.bash_completion import BashCompletion
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        BashCompletion(None).install()  # type: ignore[arg-type] - install() needs no config loader
+    script = out.getvalue().replace(
+        'if [ "${words[0]}" == "python" ]; then', 'if [[ "${words[0]##*/}" == python* ]]; then'
+    )
+    print(script.rstrip())
+    for exe in ("python3", os.path.basename(sys.executable)):
+        if exe != "python":
+            print(f"complete -o nospace -o default -F hydra_bash_completion {exe}")
+    sys.exit(0)
+
+
+def precheck(argv: list[str]) -> None:
+    """Validate the command line like Hydra would, but fail with one readable line."""
+    overrides, flags, multirun = split_args(argv)
+    shell_completion(flags)
+    if set(flags) & _SKIP:
+        return
+    primary, name, extra = _search(flags)
+    try:
+        if not primary.is_dir():
+            raise ConfigError(f"--config-path '{primary}' is not a folder")
+        groups = [o for o in overrides if o.lstrip("+~").startswith("hydra/")]
+        with Composer(primary, name, extra, groups) as composer:
+            batch = _jobs(composer, overrides, multirun)
+            checker = JobChecker(composer)
+            for job in batch:
+                checker.check(job)
+        _check_writable(_output_dir(overrides, multirun))
+        mark_checked(batch)
+    except ConfigError as exc:
+        where = record_failure(argv, str(exc))
+        fail(str(exc) + (f" (manifest: {where})" if where else ""))
+
+
+class Composer:
+    """Hydra's Compose API on the search path Hydra will use; ``check`` composes and validates."""
+
+    def __init__(
+        self, primary: Path, name: str, extra: list[str], hydra_groups: list[str] | None = None
+    ) -> None:
+        self.primary, self.name, self.extra = primary, name, extra
+        self.hydra_groups = list(hydra_groups or [])  # e.g. hydra/launcher=joblib: checked with every compose
+        self._ctx: Any = None
+
+    def __enter__(self) -> Composer:
+        from hydra import initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
+        import pipeline.schema  # noqa: F401 - registers the schemas
+
+        GlobalHydra.instance().clear()
+        self._ctx = initialize_config_dir(config_dir=str(self.primary), version_base="1.3")
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        self._ctx.__exit__(*exc)
+        GlobalHydra.instance().clear()
+
+    def _hydra_overrides(self) -> list[str]:
+        path = [f"hydra.searchpath=[{','.join(self.extra)}]"] if self.extra else []
+        return path + self.hydra_groups
+
+    def compose(self, overrides: list[str], *, hydra: bool = False) -> Any:
+        """The composed config (``hydra``: with the ``hydra`` node); errors translated."""
+        from hydra import compose
+
+        try:
+            return compose(
+                config_name=self.name,
+                overrides=self._hydra_overrides() + overrides,
+                return_hydra_config=hydra,
+            )
+        except Exception as exc:  # noqa: BLE001 - translated below
+            raise translate(exc, overrides) from exc
+
+    def group_options(self, group: str) -> list[str]:
+        """The options of a config group (``_``-private ones hidden)."""
+        from hydra.core.global_hydra import GlobalHydra
+
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+        return [o for o in options if not o.startswith("_")]
+
+
+def _is_path_key(key: str) -> bool:
+    return key.split(".")[-1].lower() in PATH_KEYS
+
+
+def _quote_hint(key: str, value: str) -> str:
+    return f"quote it: \"{key}='{value}'\" (commas, '=', spaces and brackets in a value need quotes)"
+
+
+def _jobs(composer: Composer, overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job Hydra will run (one for a single run).
+
+    Command-line sweeps and the ``hydra.sweeper.params`` of a ``sweep=...`` config both count,
+    combined as Hydra's basic sweeper combines them (``pipeline.sweeps.jobs``).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    parsed = []
+    for o in user:
+        try:
+            parsed.extend(parser.parse_overrides([o]))
+        except Exception as exc:  # noqa: BLE001 - hydra's OverrideParseException
+            key, _, value = o.partition("=")
+            if _is_path_key(key):
+                raise ConfigError(f"Cannot read the override {o!r}: {_quote_hint(key, value)}") from exc
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ConfigError(
+                f"Cannot read the override {o!r} ({first}); check its quoting and brackets"
+            ) from exc
+    base: list[str] = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            values = [str(v) for v in o.sweep_string_iterator()]
+            if _is_path_key(key):
+                joined = o.input_line.partition("=")[2]
+                if Path(joined).expanduser().exists() or not all(
+                    Path(v).expanduser().exists() for v in values
+                ):
+                    raise ConfigError(
+                        f"'{o.input_line}' holds a comma, which makes it a sweep over {values}; "
+                        f"for one path {_quote_hint(key, joined)}"
+                    )
+            if not multirun:
+                raise ConfigError(
+                    f"'{o.input_line}' is a sweep (several values); add -m to run one job per value, "
+                    "or wrap a list value in brackets: key=[a,b]"
+                )
+            base.append(f"{key}={values[0]}")
+        else:
+            base.append(o.input_line)
+    if any(
+        o.partition("=")[0].lstrip("+~") == "sweep" and o.partition("=")[2] not in ("", "null") for o in base
+    ):
+        if not multirun:
+            chosen = next(o for o in base if o.partition("=")[0].lstrip("+~") == "sweep")
+            raise ConfigError(
+                f"'{chosen}' is a declarative sweep: add -m to run its jobs (python run.py -m {chosen})"
+            )
+        return jobs(_sweeper_params(composer, base), user)
+    return jobs([], user) if multirun else [[o.input_line for o in parsed]]
+
+
+def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
+    """``hydra.sweeper.params`` (from ``sweep=...``), resolved, as the sweeper reads them: key=value."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    cfg = composer.compose(base, hydra=True)
+    params = cfg.hydra.sweeper.get("params") or {}
+    out: list[str] = []
+    sweep = next(o.partition("=")[2] for o in base if o.partition("=")[0].lstrip("+~") == "sweep")
+    for key in params:
+        node = params._get_node(key)
+        raw = node._value() if node is not None else None
+        plain = re.fullmatch(r"\$\{([\w.]+)\}", raw.strip()) if isinstance(raw, str) else None
+        try:
+            # ${model.blocks}: read the key itself (params are strings: None would fail their type)
+            value = OmegaConf.select(cfg, plain.group(1)) if plain else params[key]
+        except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
+            first = " ".join(str(exc).split())
+            raise ConfigError(
+                f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {first}"
+            ) from exc
+        if value is None or str(value).strip() in ("", "None"):
+            source = str(raw).strip("${}") if isinstance(raw, str) else str(raw)
+            raise ConfigError(
+                f"sweep={sweep} sweeps {key} over {source}, which is not set for this config; set it, e.g. "
+                f"{source}='\"a,b,c\"' (a quoted comma-separated string), or sweep {key} on the command line"
+            )
+        out.append(f"{key}={value}")
+    return out
+
+
+# =========================================================================== run folder
+
+
+def _output_dir(overrides: list[str], multirun: bool) -> Path:
+    """The run (or sweep) folder Hydra will create for these overrides."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    for o in overrides:
+        k, _, v = o.lstrip("+").partition("=")
+        if k == key:
+            return Path(v)
+    import time
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import setup_globals
+
+    try:
+        setup_globals()
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            hc = compose(config_name="config", return_hydra_config=True).hydra
+            return Path(str(hc.sweep.dir if multirun else hc.run.dir))
+    except Exception:  # noqa: BLE001 - fall back to the documented pattern
+        parts = ["multirun"] if multirun else []
+        return Path("outputs", *parts, time.strftime("%Y-%m-%d"), time.strftime("%H-%M-%S"))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail early, in one line, when the run folder cannot be created or written."""
+    import os
+    import tempfile
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"'{probe}' is a file, not a folder")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+        if probe == folder and not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError("no write permission")
+    except OSError as exc:
+        raise ConfigError(
+            f"Run folder '{folder}' cannot be written ({exc}); choose a writable place with "
+            "hydra.run.dir=... (or hydra.sweep.dir=... with -m)"
+        ) from exc
+
+
+def record_failure(argv: list[str], message: str) -> Path | None:
+    """Write ``manifest.json`` and ``run.log`` for a run that failed before Hydra started it.
+
+    Returns the manifest's path, or None when the run folder cannot be written or already holds
+    another run (nothing of it is overwritten).
+    """
+    import time
+
+    from pipeline.manifest import MANIFEST, Manifest, command_line, versions
+
+    overrides, _, multirun = split_args(argv)
+    folder = _output_dir(overrides, multirun)
+    names: list[str] = []
+    for o in overrides:
+        k, _, v = o.partition("=")
+        if k == "stages" and v.startswith("["):
+            names = [x.strip() for x in v.strip("[]").split(",") if x.strip()]
+    try:
+        if (folder / MANIFEST).exists():
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        data = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "run_dir": str(folder.resolve()),
+            "command": command_line(),
+            "overrides": overrides,
+            "versions": versions(),
+            "config": None,
+        }
+        m = Manifest(folder, data, names)
+        m.setup.status, m.setup.error, m.setup.error_type = "failed", message, "ConfigError"
+        for rec in m.stages:
+            rec.status = "skipped"
+        m.report.status = "skipped"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(folder / "run.log", "a", encoding="utf-8") as log_file:
+            log_file.write(f"[{stamp}][pipeline.cli][ERROR] - {message}\n")
+        return m.write()
+    except OSError:
+        return None
