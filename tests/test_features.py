@@ -14,7 +14,7 @@ from conftest import hand_context, run_cli
 from PIL import Image
 from torch import nn
 
-import stages.features as features_mod
+import stages.features.collect as features_mod
 from pipeline.context import RunContext
 from pipeline.errors import ConfigError
 from stages.features import ChannelSelect, FeatureNorm, FeaturesConfig, FeaturesStage, NpyDtype

@@ -1,0 +1,200 @@
+"""Feature stage: what chosen layers output on the real input, as grids and raw arrays (seed §2.2).
+
+The seed registers a ``Hook`` on ``model.features[idx]``, keeps every output (and input:
+``features_in_hook``) and draws the first 100 channels of image 0 with one
+``plt.subplot(10, 10, k + 1)`` each. Here forward hooks (``pipeline.hooks.capture``) on the layers
+named by ``features.layers`` copy each layer's OWN output (``features.capture``: its input too)
+inside the hook, before a following ``ReLU(inplace=True)`` can overwrite it. The data set is
+streamed batch by batch (``input.batch_size``): each batch runs one no-grad forward pass, its
+captures are drawn and appended to the ``.npy`` files at once, then dropped. A layer called
+several times per forward is captured at its first call (with a warning).
+
+Layouts (``pipeline.layers``): CNN outputs are N×C×H×W; channels-last outputs (Swin,
+N×H×W×C) have their channels moved first; transformer tokens (ViT, N×(1+H·W)×C) lose their class
+token and are laid on the patch grid. The ``.npy`` keeps the layer's own output as it is; grids
+and statistics use the maps; the report says which reshape was used.
+
+Per captured tensor: ``features/<layer>.npy`` (all images, ``features.dtype``), one grid per
+image ``features/<layer>__<image>.png`` and an entry in ``features/stats.json``; inputs are
+named ``<layer>_input``.
+
+Which channels (``features.select``), the same for every image:
+
+* ``first``: channels 0 .. max_channels - 1;
+* ``top``: the ``max_channels`` channels with the highest mean activation over the first batch,
+  most active first (``channels_drawn`` gives the order).
+
+Normalisation before the colormap (``features.normalize``), per image: ``channel`` (each map
+min..max on its own, as the seed's ``imshow``; a constant map is drawn as 0) or ``layer`` (one
+min..max over all channels of the layer for that image, so tiles compare). The value ``v`` gets
+colour ``cmap(v)`` exactly as matplotlib would; maps are upscaled (nearest) to at least
+``features.tile_px`` pixels, ``ceil(sqrt(k))`` per row (10 x 10 for 100, as the seed).
+Statistics per channel over the whole data set: mean, max and the fraction of exact zeros.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, List
+
+from pipeline.errors import ConfigError
+from pipeline.stage import Stage, StageResult
+
+if TYPE_CHECKING:
+    from pipeline.context import RunContext
+    from pipeline.layers import Layout
+
+log = logging.getLogger(__name__)
+
+RULE = "feature maps need a layer whose output is spatial (N×C×H×W, channels-last, or ViT tokens)"
+
+
+class ChannelSelect(str, Enum):
+    """Which feature-map channels are drawn."""
+
+    first = "first"  # channels 0..max_channels-1
+    top = "top"  # the most active channels (highest mean activation of the first batch)
+
+
+class FeatureNorm(str, Enum):
+    """How feature maps are normalised to [0, 1] before the colormap."""
+
+    channel = "channel"  # each channel min..max on its own
+    layer = "layer"  # one min..max over the whole layer (per image)
+
+
+class NpyDtype(str, Enum):
+    """dtype of saved activation arrays."""
+
+    float32 = "float32"
+    float16 = "float16"
+
+
+class Capture(str, Enum):
+    """What a hooked layer gives: its output, its input, or both (the seed's hook keeps both)."""
+
+    output = "output"
+    input = "input"
+    both = "both"
+
+
+@dataclass
+class FeaturesConfig:
+    """``features.*``: feature maps captured with forward hooks (seed §2.2)."""
+
+    # Layer names, globs, type:X, all, or blocks (model.blocks, else found from the model).
+    layers: List[str] = field(default_factory=lambda: ["blocks"])
+    # output | input | both: what each layer's hook captures.
+    capture: Capture = Capture.output
+    # Channels drawn per grid (the seed draws 100); >= 1.
+    max_channels: int = 100
+    # first | top (highest mean activation over the first batch, most active first)
+    select: ChannelSelect = ChannelSelect.first
+    # Matplotlib colormap name (drawn with min(cmap.N, 254) levels).
+    cmap: str = "viridis"
+    # channel = each channel min..max on its own | layer = one min..max over all channels (per image).
+    normalize: FeatureNorm = FeatureNorm.channel
+    # dtype of features/<layer>.npy: float32 | float16
+    dtype: NpyDtype = NpyDtype.float32
+    # Write raw activations as .npy beside the pictures (all images of the data set).
+    save_npy: bool = True
+    # Minimum edge of one drawn channel tile, in pixels (small maps are upscaled, nearest); >= 1.
+    tile_px: int = 56
+
+
+@dataclass
+class Target:
+    """One captured tensor: a layer's output or input, its layout and its file stem."""
+
+    layer: str
+    kind: str  # output | input
+    shape: tuple[int, ...]  # as the probe saw it (first batch)
+    layout: Layout
+    stem: str = ""
+
+    @property
+    def label(self) -> str:
+        """``layer1`` or ``layer1 (input)``."""
+        return self.layer if self.kind == "output" else f"{self.layer} (input)"
+
+
+class FeaturesStage(Stage):
+    """Feature-map grids, raw activations and per-channel statistics of chosen layers."""
+
+    name = "features"
+    title = "Feature maps"
+    config = FeaturesConfig
+    order = 30
+
+    def check(self, settings: FeaturesConfig, cfg: Any) -> None:
+        """Limits, the colormap and a non-empty layer list."""
+        from pipeline.render import check_cmap
+
+        for key in ("max_channels", "tile_px"):
+            value = getattr(settings, key)
+            if int(value) < 1:
+                raise ConfigError(f"features.{key} must be >= 1, got {value}")
+        check_cmap(settings.cmap, "features.cmap")
+        if not settings.layers:
+            raise ConfigError("features.layers is empty; give names, globs, type:X, all or blocks")
+
+    def validate(self, ctx: RunContext, settings: FeaturesConfig) -> None:
+        """Resolve ``features.layers`` to layers with a spatial output (or input)."""
+        plan(ctx, settings)
+
+    def run(self, ctx: RunContext, settings: FeaturesConfig) -> StageResult:
+        """Stream the data set; each batch's captures are drawn, saved and dropped."""
+        from stages.features.collect import collect
+        from stages.features.render import render
+
+        return render(ctx, settings, collect(ctx, settings, plan(ctx, settings)))
+
+
+def plan(ctx: RunContext, settings: FeaturesConfig) -> list[Target]:
+    """The tensors to capture, in order, with their layouts (uses the probe; no heavy work)."""
+    from pipeline.layers import infer_layout, resolve_layers, spatial_layouts
+    from pipeline.names import unique_slugs
+
+    probe = ctx.probe()
+    kinds = ["output", "input"] if settings.capture.value == "both" else [settings.capture.value]
+    outputs = spatial_layouts(ctx.model, probe, once=False, min_cells=1)
+    inputs: dict[str, Layout] = {}
+    for name, shape in probe.in_shapes.items():
+        layout = infer_layout(shape, probe.input_hw)
+        if probe.calls.get(name, 0) >= 1 and layout is not None:
+            inputs[name] = layout
+    usable = outputs if kinds == ["output"] else (inputs if kinds == ["input"] else {**inputs, **outputs})
+    specs = [str(s).strip() for s in settings.layers]
+    try:
+        names = resolve_layers(
+            ctx.model,
+            specs,
+            blocks=ctx.blocks() if "blocks" in specs else None,
+            qualifies=lambda n, m: n in usable,
+            rule=RULE,
+            model_name=ctx.model_name,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"features.layers: {exc}") from exc
+    targets = []
+    for name in names:
+        for kind in kinds:
+            table = outputs if kind == "output" else inputs
+            if name in table:
+                shape = probe.shapes[name] if kind == "output" else probe.in_shapes[name]
+                targets.append(Target(name, kind, tuple(shape), table[name]))
+    keys = [t.layer if t.kind == "output" else f"{t.layer} input" for t in targets]
+    for t, stem in zip(targets, unique_slugs(keys), strict=True):
+        t.stem = stem
+    for t in targets:
+        if probe.calls.get(t.layer, 0) > 1:
+            ctx.warn(
+                f"features: {t.layer} runs {probe.calls[t.layer]} times per forward; "
+                "its first call is captured"
+            )
+    return targets
+
+
+# --------------------------------------------------------------------------- collect (streamed)

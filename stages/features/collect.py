@@ -1,0 +1,188 @@
+"""Stream the data set through the model with the hooks on; draw and save as captures arrive."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.context import RunContext
+    from stages.features import FeaturesConfig, Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Accumulator:
+    """Running per-channel statistics of one target over the data set, and its .npy writer."""
+
+    target: Target
+    channels: int
+    drawn: list[int] | None = None
+    sums: np.ndarray | None = None  # (C,) float64
+    maxs: np.ndarray | None = None  # (C,) float64
+    zeros: np.ndarray | None = None  # (C,) int64
+    count: int = 0  # values per channel so far
+    total: float = 0.0
+    peak: float = -np.inf
+    finite_peak: float = 0.0  # largest |finite value| (float16 range check)
+    npy: BinaryIO | None = None
+    grids: dict[str, str] = field(default_factory=dict)
+
+    def add(self, maps: np.ndarray) -> None:
+        """(B, C, h, w) maps of one batch."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            s = maps.sum(axis=(0, 2, 3), dtype=np.float64)
+            m = maps.max(axis=(0, 2, 3)).astype(np.float64)
+            self.total += float(maps.sum(dtype=np.float64))
+            top = float(maps.max())
+        self.peak = top if np.isnan(top) or np.isnan(self.peak) else max(self.peak, top)  # NaN sticks
+        z = (maps == 0).sum(axis=(0, 2, 3))
+        self.sums = s if self.sums is None else self.sums + s
+        self.maxs = m if self.maxs is None else np.maximum(self.maxs, m)
+        self.zeros = z if self.zeros is None else self.zeros + z
+        self.count += maps.shape[0] * maps.shape[2] * maps.shape[3]
+        finite = np.abs(maps[np.isfinite(maps)])
+        if finite.size:
+            self.finite_peak = max(self.finite_peak, float(finite.max()))
+
+
+def _open_npy(path: Path, shape: tuple[int, ...], dtype: str) -> BinaryIO:
+    """An .npy file with its header written; the data is appended batch by batch (C order)."""
+    f = open(path, "wb")  # noqa: SIM115 - closed by collect's finally
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(f, header)
+    return f
+
+
+def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) -> list[Accumulator]:
+    """Stream every batch through the model with the hooks on; draw and save as captures arrive."""
+    import torch
+
+    from pipeline.hooks import capture, preserved
+    from pipeline.layers import to_nchw
+    from pipeline.render import colormap_levels, colormap_lut
+
+    ctx.stage_dir("features")
+    lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)
+    n = len(ctx.inputs)
+    accs = {(t.layer, t.kind): Accumulator(t, t.layout.channels) for t in targets}
+    wanted = list(dict.fromkeys(t.layer for t in targets))
+    what = settings.capture.value
+    pending: dict[tuple[str, str], torch.Tensor] = {}
+
+    def sink(name: str, tensor: torch.Tensor, kind: str = "output") -> None:
+        if (name, kind) in accs and (name, kind) not in pending:  # a shared module: its first call
+            pending[(name, kind)] = tensor
+
+    try:
+        if settings.save_npy:
+            for acc in accs.values():
+                t = acc.target
+                acc.npy = _open_npy(
+                    ctx.claim(f"features/{t.stem}.npy"), (n, *t.shape[1:]), settings.dtype.value
+                )
+        # every_call: each batch's forward pass reports again (pending is cleared per batch)
+        with (
+            preserved(ctx.model),
+            torch.no_grad(),
+            capture(ctx.model, wanted, sink, what=what, every_call=True),
+        ):
+            for batch in ctx.inputs.batches("features"):
+                pending.clear()
+                ctx.model(batch.tensor)
+                for key, acc in accs.items():
+                    raw = pending.get(key)
+                    if raw is None:
+                        raise RuntimeError(
+                            f"features: {acc.target.label} produced no tensor in the forward pass"
+                        )
+                    if acc.npy is not None:
+                        acc.npy.write(
+                            np.ascontiguousarray(raw.numpy().astype(settings.dtype.value)).tobytes()
+                        )
+                    maps = to_nchw(raw, acc.target.layout).contiguous().numpy()  # (B, C, h, w)
+                    if acc.drawn is None:
+                        acc.drawn = choose_channels(maps, settings)
+                    acc.add(maps)
+                    draw_batch(ctx, acc, maps, batch.names, settings, lut, levels)
+                pending.clear()
+    finally:
+        for acc in accs.values():
+            if acc.npy is not None:
+                acc.npy.close()
+    return list(accs.values())
+
+
+def choose_channels(maps: np.ndarray, settings: FeaturesConfig) -> list[int]:
+    """The channels drawn, in tile order (``select``), from the first batch's (B, C, h, w) maps."""
+    k = min(int(settings.max_channels), maps.shape[1])
+    if settings.select.value != "top":
+        return list(range(k))
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = maps.mean(axis=(0, 2, 3), dtype=np.float64)
+    score = np.where(np.isnan(mean), -np.inf, mean)
+    return np.argsort(-score, kind="stable")[:k].tolist()
+
+
+def feature_grid(
+    maps: np.ndarray,
+    levels: int,
+    *,
+    normalize: str = "channel",
+    layer_range: tuple[float, float] | None = None,
+    tile_px: int = 56,
+) -> np.ndarray:
+    """Draw (k, H, W) maps as one (H', W') palette-index grid, ``ceil(sqrt(k))`` tiles per row.
+
+    ``normalize="channel"``: each map min..max on its own; ``"layer"``: ``layer_range`` (the
+    min and max over the whole layer for this image; default: over ``maps``). ``levels`` is
+    ``pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
+    """
+    from pipeline.render import (
+        color_index,
+        finite_range,
+        grid_columns,
+        minmax_scale,
+        range_scale,
+        tile_grid,
+        upscale_factor,
+    )
+
+    k, h, w = maps.shape
+    if normalize == "layer":
+        lo, hi = layer_range if layer_range is not None else finite_range(maps)
+        x01 = range_scale(maps, lo, hi)
+    else:
+        x01 = minmax_scale(maps, axes=(1, 2))
+    tiles = color_index(x01, levels)  # (k, H, W) palette indices
+    return tile_grid(tiles, grid_columns(k), factor=upscale_factor(h, w, tile_px))
+
+
+def draw_batch(
+    ctx: RunContext,
+    acc: Accumulator,
+    maps: np.ndarray,
+    names: list[str],
+    settings: FeaturesConfig,
+    lut: np.ndarray,
+    levels: int,
+) -> None:
+    """One grid per image of the batch: ``features/<stem>__<image>.png``."""
+    from pipeline.render import finite_range, save_png
+
+    normalize = settings.normalize.value
+    for i, image in enumerate(names):
+        layer_range = finite_range(maps[i]) if normalize == "layer" else None
+        path = f"features/{acc.target.stem}__{image}.png"
+        grid = feature_grid(
+            maps[i, acc.drawn], levels, normalize=normalize, layer_range=layer_range, tile_px=settings.tile_px
+        )
+        save_png(ctx.claim(path), grid, lut)
+        acc.grids[image] = path
