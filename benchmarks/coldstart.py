@@ -21,13 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.process import ROOT, precompile, timed
 
 BARE = """
 import torch, torchinfo, torchvision
@@ -49,15 +47,6 @@ main()
 """
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one fresh process; fails loudly."""
-    t = time.perf_counter()
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return time.perf_counter() - t
-
-
 def main(argv: list[str] | None = None) -> int:
     """Time both sides in turn and print the medians and the paired ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of both sides")
     args = parser.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "pipeline", "stages", "run.py"],
-        cwd=ROOT,
-        check=True,
-    )
+    precompile()
     times: dict[str, list[float]] = {"vizpipe": [], "bare": [], "hydra": []}
     with tempfile.TemporaryDirectory(prefix="vizpipe-cold-") as tmp:
         floor = Path(tmp, "hydra_floor.py")

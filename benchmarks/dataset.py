@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.process import ROOT, precompile, timed
 
 HAND_LOOP = """
 from pathlib import Path
@@ -95,15 +95,6 @@ def vizpipe(folder: Path, out: Path) -> list[str]:
     ]
 
 
-def run(cmd: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one fresh process; fails loudly."""
-    t = time.perf_counter()
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return time.perf_counter() - t
-
-
 def peak(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(seconds, peak RSS in MiB) of ``cmd`` run alone in a fresh wrapper process."""
     t = time.perf_counter()
@@ -140,20 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         exec(HAND_LOOP, {"FOLDER": str(folder), "OUT": str(out), "__name__": "hand"})
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compileall",
-            "-q",
-            "pipeline",
-            "stages",
-            "run.py",
-            "benchmarks",
-        ],
-        cwd=ROOT,
-        check=True,
-    )
+    precompile()
     with tempfile.TemporaryDirectory(prefix="vizpipe-data-") as tmp:
         base = Path(tmp)
         t = time.perf_counter()
@@ -167,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         small = subset(base / "all", base / "small", args.small)
         hand: list[float] = []
         ours: list[float] = []
-        run(vizpipe(small, base / "warm"), env)  # warm the page cache
+        timed(vizpipe(small, base / "warm"), env)  # warm the page cache
         for r in range(args.repeats):
             hand.append(
-                run(
+                timed(
                     [
                         sys.executable,
                         "-m",
@@ -182,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     env,
                 )
             )
-            ours.append(run(vizpipe(mid, base / f"v{r}"), env))
+            ours.append(timed(vizpipe(mid, base / f"v{r}"), env))
             print(f"repeat {r + 1}: hand loop {hand[-1]:.1f} s, vizpipe {ours[-1]:.1f} s", flush=True)
         ratio = statistics.median(o / h for o, h in zip(ours, hand, strict=True))
         print(

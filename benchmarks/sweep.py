@@ -37,13 +37,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.process import ROOT, precompile, timed
+
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 CLASSES = [1, 207, 281]
 
@@ -106,16 +106,6 @@ def main(cfg):
 
 main()
 """
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one process (start-up included); fails loudly if it fails."""
-    t = time.perf_counter()
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - t
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return seconds
 
 
 def sweep_cmd(folder: Path) -> list[str]:
@@ -215,20 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compileall",
-            "-q",
-            "pipeline",
-            "stages",
-            "run.py",
-            "benchmarks",
-        ],
-        cwd=ROOT,
-        check=True,
-    )
+    precompile()
     times: dict[str, list[float]] = {"sweep": [], "hand": [], "separate": [], "floor": []}
     with tempfile.TemporaryDirectory(prefix="vizpipe-sweep-") as tmp:
         base = Path(tmp)
