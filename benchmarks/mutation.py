@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=os.cpu_count() or 2, help="mutants tested at once")
     parser.add_argument("--survivors", action="store_true", help="score: list the surviving mutants")
     parser.add_argument("--markdown", action="store_true", help="score: a markdown table")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     modules = [m.removesuffix(".py").replace("/", ".") for m in args.modules]
     if args.command == "score":
         print(table(modules, args.survivors, args.markdown))
