@@ -66,6 +66,7 @@ CONFIG_CASES = {
         [*SMALL, "stages=[summary]", "input.mean=[1,2]"],
         ["input.mean", "3 channels"],
     ),
+    "std of zero": ([*SMALL, "stages=[summary]", "input.std=[0.2,0,0.2]"], ["input.std", "[0.2, 0.0, 0.2]"]),
     "missing image": (["input=image", "input.path=missing.jpg", "stages=[summary]"], ["missing.jpg"]),
     "image kind without path": (["input=image", "stages=[summary]"], ["input.path"]),
     "unknown torchvision model": (

@@ -6,6 +6,7 @@ tests compare with the library called directly instead of assuming a shape of th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -305,7 +306,11 @@ def test_heatmap_pixels_are_the_jet_colormap_of_the_saved_map(contexts, tmp_path
             assert np.array_equal(np.asarray(Image.open(tmp_path / m.heatmap)), want)
 
 
-def test_every_image_gets_its_own_top1_target(contexts, tmp_path):
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [("gradcam", {}), ("fullgrad", {}), ("gradcam", {"aug_smooth": True})],  # one forward; per class set
+)
+def test_every_image_gets_its_own_top1_target(contexts, tmp_path, method, call):
     ctx = fresh(contexts("resnet18", "input.shape=[4,3,64,64]"), tmp_path, deep=True)
     feats = {}
     handle = ctx.model.avgpool.register_forward_hook(lambda m, a, o: feats.setdefault("f", o.flatten(1)))
@@ -323,10 +328,11 @@ def test_every_image_gets_its_own_top1_target(contexts, tmp_path):
     ctx._probe = None
     classes = top1(ctx.model, ctx.inputs.tensor)
     assert classes == [0, 10, 20, 30]
-    doc = run_cam(ctx)
+    doc = run_cam(ctx, method=method, **call)
     assert [im.maps[0].target for im in doc.images] == classes
     for i, im in enumerate(doc.images):  # each map is the library's for that image's own class
-        expected = library_cam(ctx.model, [ctx.model.layer4], ctx.inputs.tensor[i : i + 1], [classes[i]])
+        x = ctx.inputs.tensor[i : i + 1]
+        expected = library_cam(ctx.model, [ctx.model.layer4], x, [classes[i]], method, **call)
         np.testing.assert_allclose(np.load(tmp_path / im.maps[0].npy), expected[0], atol=1e-5)
 
 
@@ -664,6 +670,44 @@ def test_model_is_left_exactly_as_found(contexts, tmp_path, method):
     assert all(p.requires_grad for n, p in model.named_parameters() if n != "conv1.weight")
     assert model.fc.bias.grad is marker
     assert all(p.grad is None for n, p in model.named_parameters() if n != "fc.bias")
+
+
+def hook_table(model: torch.nn.Module) -> dict[str, dict[str, list[int]]]:
+    """Every module's hook dictionaries (the hooks' ids), to compare a model before and after."""
+    from pipeline.hooks import HOOK_DICTS
+
+    extras = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+    return {n: {d: list(getattr(m, d, {})) for d in (*HOOK_DICTS, *extras)} for n, m in model.named_modules()}
+
+
+@pytest.mark.parametrize("method", ALL_KINDS)
+@pytest.mark.parametrize("fail", [False, True])
+def test_cam_runner_exit_alone_removes_every_hook_it_added(contexts, method, fail):
+    """``CamRunner.__exit__`` without ``preserved`` around it: the hooks it (and the library) added
+    are gone, after maps were made or an error, and a hook the user had registered stays."""
+    from pipeline.gradcam.adapter import CamRunner
+    from pipeline.gradcam.layers import resolve_cam_layers
+
+    ctx = contexts("resnet18", "input.shape=[2,3,32,32]")
+    model = copy.deepcopy(ctx.model)
+    mine = model.layer3.register_forward_hook(lambda m, a, o: None)
+    before = hook_table(model)
+    names = ["layer2", "layer3"] if method == "refinecam" else ["layer3"]
+    layers = resolve_cam_layers(model, ctx.probe(), names, ctx.blocks())
+    runner = CamRunner(model, CamConfig(method=method, batch_size=128), resolve_method(method), layers)
+    x = ctx.inputs.first().tensor
+    with torch.no_grad():
+        logits = model(x)
+    with contextlib.suppress(RuntimeError):
+        with runner:
+            assert hook_table(model) != before  # it did hook the model
+            if fail:
+                raise RuntimeError("a failure inside the with block")
+            _, maps = runner.maps(x, [[1, 2]], logits)
+            assert maps[0][0].shape == (2, 32, 32)
+    assert hook_table(model) == before
+    assert hook_count(model) == 1 and model.layer3._forward_hooks[mine.id] is not None
+    mine.remove()
 
 
 def test_model_restored_when_the_library_call_fails(contexts, tmp_path, monkeypatch):

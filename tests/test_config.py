@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,37 @@ def test_every_input_option_builds(compose, tmp_path, kind, monkeypatch):
         assert torch.allclose(back.permute(1, 2, 0), torch.from_numpy(batch.rgb[0]), atol=1e-5)
     if kind == "tensor":
         assert torch.equal(inputs.tensor, torch.from_numpy(np.load(tmp_path / "batch.npy")))
+
+
+@pytest.mark.parametrize("spec", ["folder", "glob"])
+def test_image_folders_are_read_in_sorted_path_order(compose, tmp_path, spec):
+    """Several images (one nested) written in a shuffled order come out sorted by path, each with
+    its own pixels, whatever order the file system lists them in."""
+    from PIL import Image
+
+    colors = {"b.png": (200, 0, 0), "d.jpg": (0, 200, 0), "a.png": (0, 0, 200), "sub/c.png": (90, 90, 0)}
+    for rel in ["d.jpg", "a.png", "sub/c.png", "b.png"]:  # neither sorted nor reverse-sorted
+        (tmp_path / "imgs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), colors[rel]).save(tmp_path / "imgs" / rel, quality=100)
+    path = tmp_path / "imgs" if spec == "folder" else tmp_path / "imgs" / "**" / "*.*"
+    cfg = compose(["input=image", f"input.path={path}", "input.resize=32", "input.crop=32"])
+    inputs = build_inputs(cfg.input, None, torch.device("cpu"), 0)
+    order = sorted(colors)  # a.png, b.png, d.jpg, sub/c.png
+    assert inputs.sources == [str(tmp_path / "imgs" / rel) for rel in order]
+    assert inputs.names == ["a", "b", "d", "c"]
+    rgb = inputs.first().rgb  # (4, 32, 32, 3) in [0, 1]
+    for i, rel in enumerate(order):
+        assert np.abs(rgb[i] * 255 - np.array(colors[rel])).max() <= 2, rel
+
+
+@pytest.mark.parametrize("std", ["[0]", "[0.2,0,0.2]", "[0.2,-0.1,0.2]"])
+def test_a_std_that_is_not_positive_fails_before_any_work(compose, std):
+    from pipeline.inputs import check_input
+
+    values = [float(v) for v in std.strip("[]").split(",")]
+    with pytest.raises(ConfigError, match=r"input\.std must be positive, got " + re.escape(str(values))):
+        check_input(compose([f"input.std={std}"]).input)
+    check_input(compose(["input.std=[0.5]"]).input)  # a positive one passes
 
 
 def test_random_input_is_seeded(compose):

@@ -34,6 +34,16 @@ def test_sweep_with_one_failing_job(cli, tmp_path):
     assert "failed" in index and jobs[0].name in index and jobs[1].name in index
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT's default action, whatever the parent does with it.
+
+    A shell starts background jobs (``cmd &``, nohup, CI runners) with SIGINT ignored, children
+    inherit SIG_IGN, and Python then installs no KeyboardInterrupt handler: the signal this test
+    sends would be lost and the test would fail for a reason that is not vizpipe's.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_a_stage_keeps_completed_work(tmp_path):
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
@@ -52,6 +62,7 @@ def test_sigint_during_a_stage_keeps_completed_work(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
     try:
         deadline = time.time() + 240

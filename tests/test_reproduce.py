@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from omegaconf import DictConfig
 
 from pipeline import compare as cmp
 from pipeline import reproduce as rep
 from pipeline.errors import ConfigError
+from pipeline.runner import run_pipeline
 
 # --------------------------------------------------------------------------- compare (fast)
 
@@ -173,6 +177,101 @@ def test_reproduce_refuses_a_non_empty_output(tmp_path: Path, capsys: pytest.Cap
     assert "already exists" in capsys.readouterr().err
 
 
+def test_reproduce_runs_run_py_in_the_folder_the_original_ran_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.py starts in the original's ``hydra.runtime.cwd`` (relative input paths mean the same
+    files), not in the folder ``reproduce`` is called from; ``cwd=`` overrides it."""
+    origin, elsewhere = tmp_path / "origin", tmp_path / "elsewhere"
+    origin.mkdir()
+    elsewhere.mkdir()
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {origin}\n")
+    calls: list[tuple[list[str], Path]] = []
+
+    def fake_run(
+        cmd: list[str], cwd: str | Path | None = None, **kwargs: object
+    ) -> subprocess.CompletedProcess:
+        calls.append((cmd, Path(str(cwd))))
+        out = next(a for a in cmd if a.startswith("hydra.run.dir="))
+        Path(out.partition("=")[2]).mkdir(parents=True)  # what run.py makes first
+        return subprocess.CompletedProcess(cmd, 3)
+
+    monkeypatch.setattr(rep.subprocess, "run", fake_run)
+    monkeypatch.chdir(elsewhere)
+    rc, dest, comparison = rep.reproduce(run, ["seed=2"], out=tmp_path / "new")
+    assert (rc, dest, comparison) == (3, (tmp_path / "new").resolve(), None)
+    assert calls == [(rep.build_command(run, dest, ["seed=2"]), origin)]
+    record = json.loads((dest / "reproduce.json").read_text())
+    assert record["cwd"] == str(origin) and record["exit_status"] == 3 and record["equal"] is None
+    assert record["extra_overrides"] == ["seed=2"] and record["command"] == calls[0][0]
+    rep.reproduce(run, out=tmp_path / "given", cwd=tmp_path)
+    assert calls[-1][1] == tmp_path
+    (run / ".hydra" / "hydra.yaml").unlink()  # the original folder unknown: the current one
+    rep.reproduce(run, out=tmp_path / "here")
+    assert calls[-1][1] == elsewhere
+
+
+# --------------------------------------------------------------------------- real run folders (compose API)
+
+REAL = ["model=seed_net", "input=random", "input.shape=[2,3,32,32]", "stages=[summary,kernels,features,cam]"]
+
+
+def real_run(compose: Callable[..., DictConfig], run: Path, *extra: str) -> Path:
+    """A run folder made by the runner (the same code run.py calls), with its report."""
+    result = run_pipeline(compose([*REAL, *extra]), run)
+    assert result.ok, result.error
+    return run
+
+
+def test_manifest_lists_every_file_once_with_its_own_size_and_hash(
+    compose: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    run = real_run(compose, tmp_path / "run")
+    m = json.loads((run / "manifest.json").read_text())
+    steps = [m["setup"], *m["stages"], m["report"]]
+    arts = [a for step in steps for a in step["artifacts"]]
+    listed = [a["path"] for a in arts]
+    on_disk = [
+        p.relative_to(run).as_posix()
+        for p in run.rglob("*")
+        if p.is_file() and p.name not in ("manifest.json", "run.log") and not p.name.startswith(".")
+    ]
+    assert sorted(listed) == sorted(on_disk) and len(set(listed)) == len(listed)  # once each
+    for a in arts:  # re-computed from the file itself
+        data = (run / a["path"]).read_bytes()
+        assert (a["bytes"], a["sha256"]) == (len(data), hashlib.sha256(data).hexdigest()), a["path"]
+    for step in m["stages"]:  # each stage's files under its own folder
+        assert step["artifacts"] and all(a["path"].startswith(f"{step['name']}/") for a in step["artifacts"])
+    assert sorted(a["path"] for a in m["report"]["artifacts"]) == ["report.html", "report.md"]
+
+
+def test_compare_real_runs(compose: Callable[..., DictConfig], tmp_path: Path) -> None:
+    """Two runs of one config are equal; another seed differs first at the first changed file."""
+    a = real_run(compose, tmp_path / "a")
+    b = real_run(compose, tmp_path / "b")
+    c = real_run(compose, tmp_path / "c", "seed=1")
+    ma = json.loads((a / "manifest.json").read_text())
+    arts = [x["path"] for s in ma["stages"] for x in s["artifacts"]]
+    same = cmp.compare_runs(a, b)
+    assert same.equal and same.first is None and same.config_changes == []
+    assert same.identical == len(arts) and {d.path for d in same.volatile} <= {"report.html", "report.md"}
+    other = cmp.compare_runs(a, c)
+    assert not other.equal and other.config_changes == ["seed"]
+    changed = [d.path for d in other.differences]
+    assert all(d.kind == "changed" for d in other.differences)
+    assert not any(p.startswith("summary/") for p in changed)  # the same model shape: same table
+    assert changed == [p for p in arts if p in changed] and changed[0].startswith("kernels/")
+    assert {p for p in arts if p.startswith("features/") and p.endswith(".npy")} <= set(changed)
+    edited = next(p for p in arts if p.endswith(".npy"))
+    (b / edited).write_bytes(b"edited after the run")
+    again = cmp.compare_runs(a, b)
+    assert [(d.path, d.kind) for d in again.differences] == [(f"{edited} (B)", "hash_on_disk")]
+    assert cmp.compare_runs(a, b, verify=False).equal
+
+
 # --------------------------------------------------------------------------- real runs (slow)
 
 RUN_ARGS = [
@@ -241,3 +340,29 @@ def test_reproduce_wrapper_frozen_and_from_conf(
     assert rep.recorded_overrides(other) == [*RUN_ARGS, "seed=1"]
     record = json.loads((other / "reproduce.json").read_text())
     assert record["equal"] is False and record["first_difference"].startswith("features/layer1.npy")
+
+
+@pytest.mark.slow
+def test_reproduce_finds_relative_inputs_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run made with a relative ``input.path`` re-runs from another folder: run.py starts where
+    the original was started, so ``imgs`` is the same folder and the arrays are identical."""
+    from PIL import Image
+
+    origin = tmp_path / "origin"
+    for i, color in enumerate([(200, 10, 10), (10, 200, 10)]):
+        (origin / "imgs").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), color).save(origin / "imgs" / f"{i}.png")
+    run = tmp_path / "run"
+    args = ["model=seed_net", "input=image", "input.path=imgs", "input.resize=32", "input.crop=32"]
+    proc = run_cli([*args, "stages=[features]", f"hydra.run.dir={run}"], cwd=origin)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no imgs/ here
+    assert rep.main([str(run), "--out", str(tmp_path / "again"), "--check"]) == 0
+    assert "equal:" in capsys.readouterr().out
+    record = json.loads((tmp_path / "again" / "reproduce.json").read_text())
+    assert record["cwd"] == str(origin) and record["equal"] is True
+    assert _npy(run) and _npy(run) == _npy(tmp_path / "again")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pipeline.runner import run_pipeline
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -64,3 +66,39 @@ def test_summary_options_are_torchinfos_enums(compose):
     with pytest.raises(Exception) as info:
         compose(["summary.mode=tran"])
     assert "did you mean 'train'" in str(translate(info.value, ["summary.mode=tran"]))
+
+
+def table_rows(text: str) -> list[tuple[str, int, str]]:
+    """(type, depth, Param #) of every row of torchinfo's table below the root model's row."""
+    import re
+
+    lines = [line for line in text.splitlines() if line.strip()]
+    rules = [i for i, line in enumerate(lines) if set(line) == {"="}]
+    assert len(rules) >= 3, text
+    rows = []
+    for line in lines[rules[1] + 2 : rules[2]]:  # the root model's row comes first; then its modules
+        m = re.match(r"^[│├└─ ]*(\w+): (\d+)-\d+\s.*?(\S+)$", line)
+        assert m, line
+        rows.append((m.group(1), int(m.group(2)), m.group(3)))
+    return rows
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_table_rows_follow_summary_depth(compose, tmp_path, depth):
+    """summary.txt shows exactly the modules of summary.json down to ``summary.depth``, and the
+    rows at that depth count the parameters of everything below them."""
+    cfg = compose(
+        ["stages=[summary]", "input=random", "input.shape=[1,3,32,32]", f"summary.depth={depth}"]
+        + ["report.enabled=false"]
+    )
+    assert run_pipeline(cfg, tmp_path).ok
+    out = tmp_path / "summary"
+    doc = json.loads((out / "summary.json").read_text())
+    rows = table_rows((out / "summary.txt").read_text())
+    shown = [r for r in doc["layers"] if 1 <= r["depth"] <= depth]
+    assert [(t, d) for t, d, _ in rows] == [(r["type"], r["depth"]) for r in shown]
+    assert max(d for _, d, _ in rows) == depth
+    for (_, d, params), r in zip(rows, shown, strict=True):
+        if d == depth:  # the deepest rows shown hold their whole sub-tree's parameters
+            assert params == (f"{r['params']:,}" if r["params"] else "--"), r
+    assert sum(r["params"] for r in shown if r["depth"] == 1) == doc["totals"]["total_params"]

@@ -269,6 +269,70 @@ def test_both_backends_write_the_same_tags(make_ctx, tmp_path: Path) -> None:
     assert seen["tensorboardX"] == seen["torch"]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_records_are_logged_at_their_own_steps_with_their_values(
+    make_ctx, tmp_path: Path, backend: str
+) -> None:
+    """A record's ``step`` is the event's step (a CAM-over-time frame, a per-epoch number)."""
+    run = tmp_path / "run"
+    ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[1,3,32,32]"], out=run)
+    frames = {step: draw_png(run, f"train/frame_{step}.png", (20, 12), step) for step in (0, 3)}
+    ctx.results = {
+        "train": StageResult(
+            "train",
+            pictures=[Picture(f"train/frame_{step}.png", tag=f"frames/{step}", step=step) for step in frames],
+            scalars=[Scalar("activations/x/mean", 1.5, step=7), Scalar("epoch/accuracy", 0.25, step=2)],
+            histograms=[Histogram("activations/x/channel_mean", [1.0, 2.0, 4.0], step=5)],
+        )
+    }
+    off = dict(graph=False, images=False, histograms=False, text=False, hparams=False)
+    run_stage(ctx, backend=backend, **off)
+    acc = read_events(run / "tensorboard")
+    assert [(e.step, e.value) for e in acc.Scalars("activations/x/mean")] == [(7, 1.5)]
+    assert [(e.step, e.value) for e in acc.Scalars("epoch/accuracy")] == [(2, 0.25)]
+    ((event),) = acc.Histograms("activations/x/channel_mean")
+    h = event.histogram_value
+    assert (event.step, h.num, h.min, h.max, h.sum, h.sum_squares) == (5, 3, 1.0, 4.0, 7.0, 21.0)
+    for step, px in frames.items():
+        assert [e.step for e in acc.Images(f"frames/{step}")] == [step]
+        assert np.array_equal(png_pixels(acc, f"frames/{step}"), px)
+
+
+def test_block_statistics_are_each_blocks_own_activations(make_ctx, tmp_path: Path) -> None:
+    """Without activation records the stage logs each block's mean, max, zero fraction and the
+    histogram of its per-channel means, as measured here by a hook on the block itself."""
+    ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[2,3,32,32]"], out=tmp_path / "run")
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        ctx.model.get_submodule(b).register_forward_hook(
+            lambda m, a, o, b=b: seen.setdefault(b, o.detach().clone())
+        )
+        for b in ctx.blocks()
+    ]
+    with torch.no_grad():
+        ctx.model(ctx.inputs.first().tensor)
+    for h in handles:
+        h.remove()
+    run_stage(ctx, graph=False, images=False, histograms=False, text=False, hparams=False)
+    acc = read_events(tmp_path / "run" / "tensorboard")
+    assert sorted(seen) == ["conv1", "conv2"]
+    for block, out in seen.items():  # (N, C, h, w)
+        scalars = {s: acc.Scalars(f"activations/{block}/{s}")[0] for s in ("mean", "max", "zero_fraction")}
+        assert {s: e.step for s, e in scalars.items()} == dict.fromkeys(scalars, 0)
+        assert scalars["mean"].value == pytest.approx(float(out.mean()), rel=1e-5)
+        assert scalars["max"].value == pytest.approx(float(out.max()), rel=1e-6)
+        assert scalars["zero_fraction"].value == pytest.approx(float((out == 0).float().mean()), abs=1e-7)
+        per_channel = out.transpose(0, 1).flatten(1).mean(1).double()  # (C,)
+        h = acc.Histograms(f"activations/{block}/channel_mean")[0].histogram_value
+        assert (h.num, h.min, h.max) == (
+            out.shape[1],
+            pytest.approx(float(per_channel.min()), rel=1e-5),
+            pytest.approx(float(per_channel.max()), rel=1e-5),
+        )
+        assert h.sum == pytest.approx(float(per_channel.sum()), rel=1e-5, abs=1e-6)
+        assert h.sum_squares == pytest.approx(float((per_channel**2).sum()), rel=1e-5)
+
+
 class DictOut(nn.Module):
     """Returns ``{"out": logits}`` like torchvision's segmentation models: strict tracing fails."""
 
