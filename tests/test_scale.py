@@ -132,6 +132,34 @@ def test_eigencam_torch_equals_the_library_with_the_sign_handled(compose, tmp_pa
         assert np.abs(ours - library).max() <= 1e-4, layers
 
 
+@pytest.mark.parametrize("solver", ["svd", "gram"])
+def test_eigencam_solvers_give_the_library_projection(solver):
+    """Both solvers of first_component equal the library's sign-corrected projection (resnet18, 4 layers).
+
+    ``gram`` is what a GPU uses; it is checked here on the CPU, where its arithmetic is the same.
+    """
+    import torchvision
+    from pytorch_grad_cam.utils import svd_on_activations as svd
+
+    from pipeline.gradcam.eigencam import first_component
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    seen = {}
+    for name in ("layer1", "layer2", "layer3", "layer4"):  # 64-512 channels, 24²-3² pixels: both shapes
+        model.get_submodule(name).register_forward_hook(lambda m, i, o, n=name: seen.__setitem__(n, o))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 96, 96))
+    for name, act in seen.items():
+        ours = first_component(act, solver).numpy()
+        reference = svd.get_2d_projection_with_sign_correction(act.numpy())
+        assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max(), name
+    flat = torch.zeros(1, 4, 3, 3)  # no variance: a zero map, never NaN
+    assert torch.equal(first_component(flat, solver), torch.zeros(1, 3, 3))
+    with pytest.raises(ValueError, match="choose auto, svd or gram"):
+        first_component(flat, "qr")
+
+
 # =========================================================================== data sets, streamed
 
 
