@@ -1,0 +1,203 @@
+"""The typed config in-process: schema defaults, root schema, settings_of, job folder names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+import pipeline.schema as s
+from pipeline import registry
+
+
+def test_core_defaults():
+    """The core groups' documented defaults."""
+    m, d, i, r = s.ModelConfig(), s.DeviceConfig(), s.InputConfig(), s.ReportConfig()
+    assert (m._target_, m.name, m.weights, m.checkpoint, m.num_classes) == (
+        "pipeline.models.torchvision_model",
+        "???",
+        None,
+        None,
+        None,
+    )
+    assert (m.categories, m.blocks, m.output, m.kwargs) == (None, None, s.ModelOutput.auto, {})
+    assert d.type == "auto"
+    assert (i.kind, i.path, i.shape, i.resize, i.crop, i.mean, i.std, i.interpolation) == (
+        s.InputKind.photo,
+        None,
+        [1, 3, 224, 224],
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (i.normalized, i.limit, i.batch_size, i.workers, i.shard, i.split) == (
+        True,
+        32,
+        32,
+        0,
+        None,
+        s.Split.test,
+    )
+    assert (i.root, i.download, i.size, i.train_count, i.val_count, i.test_count) == (
+        None,
+        False,
+        64,
+        3000,
+        500,
+        500,
+    )
+    assert (i.val_fraction, i.test_fraction) == (0.1, 0.1)
+    assert (r.enabled, r.html, r.markdown, r.max_images) == (True, True, True, 64)
+    assert s.CORE_GROUPS == {
+        "model": s.ModelConfig,
+        "device": s.DeviceConfig,
+        "input": s.InputConfig,
+        "report": s.ReportConfig,
+    }
+
+
+def test_enums():
+    """Enum members and values (OmegaConf matches by name)."""
+    assert [e.name for e in s.OnError] == ["stop", "continue"]
+    assert s.OnError["continue"].value == "continue"
+    assert [e.value for e in s.InputKind] == [
+        "photo",
+        "image",
+        "tensor",
+        "random",
+        "shapes",
+        "imagefolder",
+        "cifar10",
+    ]
+    assert [e.value for e in s.Split] == ["train", "val", "test"]
+    assert [e.value for e in s.ModelOutput] == ["auto", "logits", "probabilities"]
+    assert [e.value for e in s.Interpolation] == [
+        "bilinear",
+        "bicubic",
+        "nearest",
+        "nearest_exact",
+        "box",
+        "hamming",
+        "lanczos",
+    ]
+
+
+def test_core_fields():
+    """The root's core keys, types and defaults."""
+    plain = {
+        name: (tp, default)
+        for name, tp, default in s.CORE_FIELDS
+        if not isinstance(default, dataclasses.Field)
+    }
+    assert plain == {
+        "seed": (int, 0),
+        "on_error": (s.OnError, s.OnError.stop),
+        "deterministic": (bool, False),
+        "verbose": (bool, False),
+        "notes": (str | None, None),
+    }
+    assert [n for n, _, _ in s.CORE_FIELDS] == [
+        "seed",
+        "on_error",
+        "deterministic",
+        "verbose",
+        "model",
+        "device",
+        "input",
+        "report",
+        "notes",
+    ]
+
+
+def test_root_schema_fields_and_defaults():
+    """Root: defaults (_self_, then one per stage with settings), stages, core keys, stage fields."""
+    root = s.root_schema()
+    assert root.__name__ == "Config"
+    fields = {f.name: f for f in dataclasses.fields(root)}
+    names = list(fields)
+    assert names[:2] == ["defaults", "stages"]
+    assert names[2 : 2 + len(s.CORE_FIELDS)] == [n for n, _, _ in s.CORE_FIELDS]
+    inst = root()
+    assert inst.defaults[0] == "_self_"
+    with_config = [n for n, c in registry.stage_classes().items() if c.config is not None]
+    assert [next(iter(d)) for d in inst.defaults[1:]] == with_config
+    assert all(d[n] == "default" for d, n in zip(inst.defaults[1:], with_config, strict=True))
+    assert inst.stages == registry.default_stages()
+    assert inst.stages is not root().stages  # a fresh list each time
+    for n in with_config:
+        assert isinstance(getattr(inst, n), registry.stage_classes()[n].config)
+    plain = s.root_schema(with_defaults=False)
+    assert [f.name for f in dataclasses.fields(plain)][0] == "stages"
+    assert s.root_schema() is root
+
+
+def test_has_default_option(tmp_path):
+    """A stage has a default option when conf/<name>/default.yaml exists (or a plugin YAML)."""
+    assert s._has_default_option("summary")
+    assert not s._has_default_option("front_nothing_here")
+
+
+def test_settings_of():
+    """settings_of: the typed object of a node, the value itself when not a config, None when absent."""
+    cfg = OmegaConf.structured(s.root_schema(with_defaults=False))
+    rep = s.settings_of(cfg, "report")
+    assert isinstance(rep, s.ReportConfig) and rep.enabled is True
+    assert s.settings_of(cfg, "nope") is None
+    assert s.settings_of({"a": 3}, "a") == 3
+    assert s.settings_of(object(), "a") is None
+    assert s.settings_of(OmegaConf.create({"x": None}), "x") is None
+
+
+def test_safe_dirname():
+    """Job folder names keep =,+@; empty-ish texts become 'job'; long ones are cut with a hash."""
+    assert s.safe_dirname("cam.layer=layer4,cam.target_class=207") == "cam.layer=layer4,cam.target_class=207"
+    assert s.safe_dirname("a/b c") == "a_b_c"
+    assert s.safe_dirname("") == "job"
+    assert s.safe_dirname("._ ") == "job"
+    assert s.safe_dirname("+x@y") == "+x@y"
+    long = s.safe_dirname("k=" + "v" * 200)
+    assert len(long) == 120
+    assert len(s.safe_dirname("k=" + "v" * 200, max_len=50)) == 50
+
+
+def test_register_is_idempotent():
+    """register twice: the resolvers exist; the schema nodes are in the ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    s.register()
+    s.register()
+    assert OmegaConf.has_resolver("vizpipe_safe") and OmegaConf.has_resolver("vizpipe_jobdir")
+    repo = ConfigStore.instance().repo
+    assert "vizpipe_schema.yaml" in repo
+    for group in ("model", "device", "input", "report"):
+        assert "_schema.yaml" in repo[group], group
+    assert OmegaConf.create({"a": "${vizpipe_safe:x y}"}).a == "x_y"
+
+
+@pytest.mark.parametrize(
+    ("task", "swept", "want"),
+    [
+        (["b=2", "a=1"], "a,b", "a=1,b=2"),
+        (["b=2", "a=1"], "b", "b=2"),
+        (["~b", "a=1"], "zz", "a=1"),
+        (["+c=x/y"], "c", "c=x_y"),
+    ],
+)
+def test_job_dirname_cases(task, swept, want, monkeypatch):
+    """job_dirname: swept pairs sorted by key, else all; '+'/'~' stripped; unsafe characters replaced."""
+    monkeypatch.setattr("sys.argv", ["run.py"])
+    root = OmegaConf.create(
+        {
+            "hydra": {
+                "overrides": {"task": task},
+                "job": {
+                    "env_set": {s.SWEPT_ENV: swept},
+                    "config": {"override_dirname": {"exclude_keys": None}},
+                },
+            }
+        }
+    )
+    assert s.job_dirname(_root_=root) == want
