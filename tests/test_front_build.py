@@ -174,7 +174,14 @@ def test_seed_net_and_shapes_net():
     with pytest.raises(ConfigError) as info:
         models.SeedNet(weights="DEFAULT")
     assert str(info.value) == "seed_net has no pretrained weights (got model.weights='DEFAULT'); use null"
+    assert (s.pool.kernel_size, s.pool.stride) == (2, 2)
+    assert s.pool(s.conv1(x)).shape == (2, 32, 15, 15)
+    assert (s.linear1.in_features, s.linear1.out_features, s.linear2.in_features) == (64, 32, 32)
     n = models.ShapesNet(width=4)
+    assert n.downsample.kernel_size == 2
+    assert (n.pool1.kernel_size, n.pool1.stride, n.pool2.kernel_size, n.pool2.stride) == (2, 2, 2, 2)
+    h = n.conv3(n.pool2(n.conv2(n.pool1(n.conv1(n.downsample(torch.zeros(1, 3, 64, 64)))))))
+    assert h.shape == (1, 16, 8, 8)
     out = n(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, 6)
     assert n.conv3[0].out_channels == 16 and n.linear.in_features == 16

@@ -184,6 +184,8 @@ def test_value_of():
     assert _value_of("d", ov) == "2"
     assert _value_of("e", ov) == "?"
     assert _value_of("b", ov) == "?"
+    assert _value_of("Xk", ["Xk=5"]) == "5"
+    assert _value_of("k", ["Xk=5"]) == "?"
 
 
 def test_node_type_of_missing_node():

@@ -149,6 +149,9 @@ def test_shell_completion_install_prints_widened_script(capsys):
         assert f"complete -o nospace -o default -F hydra_bash_completion {exe}" in lines
     assert "complete -o nospace -o default -F hydra_bash_completion python" not in lines
     assert not out.endswith("\n\n")
+    assert lines[0].startswith("export _HYDRA_OLD_COMP=")
+    py3 = lines.index("complete -o nospace -o default -F hydra_bash_completion python3")
+    assert lines[py3 - 1].startswith("COMP_WORDBREAKS=")  # no blank line: the script is stripped
 
 
 # ------------------------------------------------------------------ _jobs
@@ -270,6 +273,15 @@ def test_jobs_unreadable_override(composer):
             jobs_of(composer, [f"{key}=[a"])
 
 
+def test_unreadable_path_override_with_equals(composer):
+    """The key is what precedes the first '=' (a path value may hold '=')."""
+    with pytest.raises(ConfigError) as info:
+        jobs_of(composer, ["input.path=[a=b"])
+    assert str(info.value) == (
+        f"Cannot read the override 'input.path=[a=b': quote it: \"input.path='[a=b'\" {QUOTE}"
+    )
+
+
 def test_is_path_key():
     """Only the last part of a key, case-insensitively, decides."""
     assert p._is_path_key("input.path")
@@ -288,6 +300,8 @@ def test_output_dir_from_overrides():
     assert p._output_dir(ov, False) == Path("r")
     assert p._output_dir(ov, True) == Path("s")
     assert p._output_dir(["+hydra.run.dir=a/b=c"], False) == Path("a/b=c")
+    assert p._output_dir(["Xhydra.run.dir=x", "hydra.run.dir=y"], False) == Path("y")
+    assert p._output_dir(["hydra.run.dir=1", "hydra.run.dir=2"], False) == Path("1")
 
 
 def test_output_dir_default_pattern():

@@ -314,7 +314,10 @@ def test_plugin_stages_found_with_yaml(tmp_path, monkeypatch, fresh_registry):
     (tmp_path / "front_plug.yaml").write_text("a: 1\n")
     pkg = tmp_path / "front_pkg"
     pkg.mkdir()
-    (pkg / "__init__.py").write_text(PLUGIN.format(cls="FrontPkg", name="front_pkg"))
+    (pkg / "__init__.py").write_text(
+        PLUGIN.format(cls="FrontPkg", name="front_pkg") + "from .helper import VALUE\n"
+    )
+    (pkg / "helper.py").write_text("VALUE = 42\n")
     (tmp_path / "_private.py").write_text("raise RuntimeError('never imported')\n")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "empty_dir").mkdir()
@@ -325,6 +328,7 @@ def test_plugin_stages_found_with_yaml(tmp_path, monkeypatch, fresh_registry):
     assert found["front_plug"].__module__ == "vizpipe_plugins.front_plug"
     assert registry.plugin_yaml("front_plug") == tmp_path / "front_plug.yaml"
     assert registry.plugin_yaml("front_pkg") is None
+    assert sys.modules["vizpipe_plugins.front_pkg"].VALUE == 42  # a package's own submodules import
     assert registry.plugin_yaml("summary") is None
     order = list(found)
     assert order == sorted(order, key=lambda n: (found[n].order, n))
