@@ -64,7 +64,34 @@ class FrontBoom(Stage):
         raise ValueError("kaput")
 
 
-STAGES = (FrontOk, FrontBadValidate, FrontWrongResult, FrontBoom)
+class FrontWarn(Stage):
+    """Warns in validate and in run."""
+
+    name = "front_warn"
+
+    def validate(self, ctx, settings):
+        ctx.warn("front validate warning")
+
+    def run(self, ctx, settings):
+        RAN.append(self.name)
+        ctx.warn("front run warning")
+        return StageResult(self.name, summary="warned")
+
+
+class FrontInterruptValidate(Stage):
+    """Ctrl-C while validating."""
+
+    name = "front_intval"
+
+    def validate(self, ctx, settings):
+        raise KeyboardInterrupt
+
+    def run(self, ctx, settings):
+        RAN.append(self.name)
+        return StageResult(self.name)
+
+
+STAGES = (FrontOk, FrontBadValidate, FrontWrongResult, FrontBoom, FrontWarn, FrontInterruptValidate)
 
 
 @pytest.fixture
@@ -327,3 +354,78 @@ def test_report_written_and_report_failure(compose, tmp_path, extra, monkeypatch
     assert result.status == "ok" and result.report_path is None
     rep = manifest(tmp_path / "b")["report"]
     assert (rep["status"], rep["error"]) == ("failed", "OSError: disk full")
+
+
+def test_warnings_reach_the_manifest(compose, tmp_path, extra):
+    """Warnings from validate and run are in the manifest, in order."""
+    result = r.run_pipeline(compose([*TINY, "stages=[front_warn]"]), tmp_path)
+    assert result.ok
+    m = manifest(tmp_path)
+    assert m["warnings"] == ["front validate warning", "front run warning"]
+    assert isinstance(m["setup"]["seconds"], float)
+    assert m["seed"] == 0 and m["weights"] is None
+    assert m["vizpipe"] == m["versions"]["vizpipe"]
+    assert m["git"] is None or len(m["git"]["commit"]) == 40
+
+
+def test_interrupt_during_setup(compose, tmp_path, extra):
+    """Ctrl-C in validate: setup recorded as interrupted, stages skipped, the interrupt re-raised."""
+    with pytest.raises(KeyboardInterrupt):
+        r.run_pipeline(compose([*TINY, "stages=[front_intval,front_ok]"]), tmp_path)
+    m = manifest(tmp_path)
+    assert m["setup"]["status"] == "interrupted"
+    assert m["status"] == "interrupted"
+    assert [s["status"] for s in m["stages"]] == ["skipped", "skipped"]
+    assert extra == []
+
+
+def test_console_lines(compose, tmp_path, extra, caplog):
+    """One INFO line per stage that ran ok (name, seconds, folder, summary); one ERROR line per failure."""
+    import logging
+    import re
+
+    caplog.set_level(logging.INFO, logger="pipeline.runner")
+    r.run_pipeline(compose([*TINY, "stages=[front_ok,front_boom]", "on_error=continue"]), tmp_path)
+    lines = [(rec.levelname, rec.getMessage()) for rec in caplog.records if rec.name == "pipeline.runner"]
+    assert any(
+        lvl == "INFO" and re.fullmatch(r"front_ok    ok +\d+\.\d\d s  front_ok/ \(1 files\) +fine", msg)
+        for lvl, msg in lines
+    ), lines
+    assert any(
+        lvl == "ERROR" and re.fullmatch(r"front_boom  failed \d+\.\d\d s: ValueError: kaput", msg)
+        for lvl, msg in lines
+    ), lines
+
+
+def test_verbose_and_release(compose, tmp_path, extra):
+    """verbose=true turns console details on; the build goes back to the cache after the run."""
+    from pipeline import logs
+    from pipeline.cache import get_cache
+
+    get_cache().clear()
+    try:
+        r.run_pipeline(compose([*TINY, "stages=[front_ok]", "verbose=true"]), tmp_path / "a")
+        assert logs._verbose is True
+        entries = list(get_cache()._entries.values())
+        assert len(entries) == 1 and entries[0].lent is False
+        r.run_pipeline(compose([*TINY, "stages=[front_ok]"]), tmp_path / "b")
+        assert logs._verbose is False
+    finally:
+        logs.set_verbose(False)
+        get_cache().clear()
+
+
+def test_setup_failure_releases_and_skips(compose, tmp_path, extra, monkeypatch):
+    """An error while building: setup failed with the type-prefixed message, stages skipped."""
+    import pipeline.build as b
+
+    def broken(cfg, out):
+        raise RuntimeError("no device today")
+
+    monkeypatch.setattr(b, "build_context", broken)
+    result = r.run_pipeline(compose([*TINY, "stages=[front_ok]"]), tmp_path)
+    assert result.error == "RuntimeError: no device today"
+    m = manifest(tmp_path)
+    assert (m["setup"]["status"], m["setup"]["error_type"]) == ("failed", "RuntimeError")
+    assert [s["status"] for s in m["stages"]] == ["skipped"]
+    assert m["device"] is None and m["warnings"] == []
