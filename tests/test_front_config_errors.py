@@ -196,3 +196,31 @@ def test_node_type_of_missing_node():
         full_key = "a.b"
 
     assert _node_type(Exc()) == (None, None)
+
+
+def test_null_values_named_as_typed(composer):
+    """A null where a value is required: the value shown is the override's own text."""
+    tail = " (see the comments in conf/)"
+    assert error(composer, ["seed=null"]) == f"Invalid value 'null' for seed: expected an integer{tail}"
+    assert error(composer, ["cam.aug_smooth=null"]) == (
+        f"Invalid value 'null' for cam.aug_smooth: expected true or false{tail}"
+    )
+    msg = error(composer, ["summary.col_names=[null]"])
+    assert msg.startswith("Unknown value in summary.col_names '[null]'. Valid choices (closest first): ")
+    assert error(composer, ["input.kind=null"]).startswith(
+        "Unknown value for input.kind 'null'. Valid choices"
+    )
+
+
+def test_other_composition_errors_fall_back(composer):
+    """Errors without a key: 'Invalid config: ' and the first line of Hydra's message."""
+    assert error(composer, ["features=5"]) == (
+        "Invalid config: Config group override must be a string or a list. Got int"
+    )
+    assert (
+        error(composer, ["+seed=1"])
+        == "Invalid config: Could not append to config. An item is already at 'seed'."
+    )
+    assert error(composer, ["cam.metrics=abc"]) == (
+        "cam.metrics must be a list, got 'abc'; write 'cam.metrics=[abc]' (quoted in a shell)"
+    )
