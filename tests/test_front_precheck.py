@@ -496,3 +496,54 @@ def test_composer_hydra_overrides():
     c = p.Composer(p.CONF_DIR, "config", ["file:///a", "file:///b"], ["hydra/launcher=x"])
     assert c._hydra_overrides() == ["hydra.searchpath=[file:///a,file:///b]", "hydra/launcher=x"]
     assert p.Composer(p.CONF_DIR, "config", [])._hydra_overrides() == []
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+    """A --config-dir with two sweep configs of its own."""
+    (tmp_path / "sweep").mkdir()
+    head = "# @package _global_\nhydra:\n  sweeper:\n    params:\n"
+    (tmp_path / "sweep" / "front_bad.yaml").write_text(head + "      cam.layer: ${oc.env:NOPE_FRONT_VAR}\n")
+    (tmp_path / "sweep" / "front_num.yaml").write_text(head + "      seed: 1,2\n")
+    (tmp_path / "sweep" / "front_unset.yaml").write_text(head + "      cam.layer: ${model.nothing_here}\n")
+    return tmp_path
+
+
+def test_sweeper_params_from_config_dir(sweep_dir, monkeypatch):
+    """A sweep config found through --config-dir: its params, resolved, lead each job."""
+    monkeypatch.delenv("NOPE_FRONT_VAR", raising=False)
+    with p.Composer(p.CONF_DIR, "config", [f"file://{sweep_dir}"]) as c:
+        assert p._jobs(c, ["sweep=front_num"], True) == [
+            ["seed=1", "sweep=front_num"],
+            ["seed=2", "sweep=front_num"],
+        ]
+        assert p._sweeper_params(c, ["sweep=front_num"]) == ["seed=1,2"]
+        with pytest.raises(ConfigError) as info:
+            p._jobs(c, ["sweep=front_bad"], True)
+        msg = str(info.value)
+        assert msg.startswith(
+            "sweep=front_bad sets cam.layer from ${oc.env:NOPE_FRONT_VAR}, which cannot be resolved here: "
+        )
+        assert "NOPE_FRONT_VAR" in msg.partition("here: ")[2] and "\n" not in msg
+        monkeypatch.setenv("NOPE_FRONT_VAR", "a,b")
+        assert p._sweeper_params(c, ["sweep=front_bad"]) == ["cam.layer=a,b"]
+        with pytest.raises(ConfigError) as info:
+            p._jobs(c, ["sweep=front_unset"], True)
+        assert str(info.value).startswith(
+            "sweep=front_unset sweeps cam.layer over model.nothing_here, which is not set"
+        )
+
+
+def test_precheck_with_config_dir_and_writable_run(sweep_dir, tmp_path, capsys):
+    """precheck with -cd: a good sweep passes and its jobs are marked checked."""
+    argv = [
+        "-m",
+        "-cd",
+        str(sweep_dir),
+        "sweep=front_num",
+        "stages=[summary]",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+    ]
+    assert p.precheck(argv) is None
+    assert was_checked(["seed=2", "sweep=front_num", "stages=[summary]"])
+    assert capsys.readouterr().err == ""
