@@ -440,3 +440,42 @@ def test_open_writer_backends(tmp_path):
         w.close()
         names = [p.name for p in (tmp_path / backend).iterdir()]
         assert len(names) == 1 and names[0].endswith(".front") and "tfevents" in names[0]
+
+
+def test_preserved_removes_kwargs_and_always_called_hooks():
+    """Hooks registered with with_kwargs/always_call are removed from their extra tables too."""
+    m = Two()
+    with hooks.preserved(m) as snap:
+        m.a.register_forward_hook(lambda mod, args, kwargs, out: None, with_kwargs=True, always_call=True)
+        m.a.register_forward_pre_hook(lambda mod, args, kwargs: None, with_kwargs=True)
+    assert hooks.hook_count(m) == 0
+    assert len(m.a._forward_hooks_with_kwargs) == 0
+    assert len(m.a._forward_hooks_always_called) == 0
+    assert len(m.a._forward_pre_hooks_with_kwargs) == 0
+    assert hooks.HOOK_DICTS == (
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+    )
+    assert snap.restore() == 0
+    with hooks.preserved(m) as snap:
+        m.a.register_forward_hook(lambda *a: None)
+        m.register_full_backward_hook(lambda *a: None)
+        assert snap.restore() == 2
+
+
+def test_context_blocks_from_config(tmp_path):
+    """blocks(): model.blocks as configured, kept once found."""
+    ctx = ctx_of(Lin(2), tmp_path, blocks_config="l")
+    assert ctx.blocks() == ["l"]
+    assert ctx.blocks() is ctx.blocks()
+
+
+def test_cache_input_tensors_include_first_batch(tmp_path):
+    """Once the first batch is read, its tensor is among the tensors the cache watches."""
+    from pipeline.cache import _input_tensors
+
+    ctx = ctx_of(Lin(2), tmp_path)
+    first = ctx.inputs.first().tensor
+    assert any(t is first for t in _input_tensors(ctx.inputs))

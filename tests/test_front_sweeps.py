@@ -413,3 +413,59 @@ def test_swept_keys_from_params_and_argv(monkeypatch):
     assert schema._swept_keys(root) == {"x", "y"}
     monkeypatch.setattr("sys.argv", ["run.py", "+g=1,2"])
     assert schema._swept_keys(OmegaConf.create({"hydra": {}})) == {"g"}
+
+
+def with_mode(inner, sweep_dir, mode):
+    """A composed config whose hydra.mode is ``mode`` (Hydra sets it when it starts the job)."""
+    cfg = inner.load_configuration("config", overrides=[f"hydra.sweep.dir={sweep_dir}"], run_mode=mode)
+    cfg.hydra.mode = mode
+    return cfg
+
+
+def test_job_end_after_failure_in_multirun(inner, tmp_path, monkeypatch):
+    """A failed job of a multirun: the index of the sweep folder is rebuilt; in a single run it is not."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobStatus
+
+    calls = []
+    monkeypatch.setattr(callbacks.SweepReportCallback, "_rebuild", staticmethod(calls.append))
+    failed = SimpleNamespace(status=JobStatus.FAILED)
+    try:
+        cfg = with_mode(inner, tmp_path, RunMode.MULTIRUN)
+        HydraConfig.instance().set_config(cfg)
+        callbacks.SweepReportCallback().on_job_end(cfg, failed)
+        assert calls == [tmp_path]
+        cfg = with_mode(inner, tmp_path, RunMode.RUN)
+        HydraConfig.instance().set_config(cfg)
+        callbacks.SweepReportCallback().on_job_end(cfg, failed)
+        assert calls == [tmp_path]
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def test_job_end_rebuild_failure_is_a_warning(inner, tmp_path, monkeypatch, caplog):
+    """A failing rebuild after a failed job logs a warning, never raises."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobStatus
+
+    def broken(sweep):
+        raise OSError("full")
+
+    monkeypatch.setattr(callbacks.SweepReportCallback, "_rebuild", staticmethod(broken))
+    try:
+        cfg = with_mode(inner, tmp_path, RunMode.MULTIRUN)
+        HydraConfig.instance().set_config(cfg)
+        callbacks.SweepReportCallback().on_job_end(cfg, SimpleNamespace(status=JobStatus.FAILED))
+    finally:
+        HydraConfig.instance().cfg = None
+    assert "Sweep index not updated: full" in caplog.text
+
+
+def test_rebuild_returns_index_path(tmp_path):
+    """_rebuild writes the index and returns its path."""
+    assert callbacks.SweepReportCallback._rebuild(tmp_path) == tmp_path / "index.html"
+    assert (tmp_path / "index.html").is_file()
