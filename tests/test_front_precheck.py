@@ -547,3 +547,11 @@ def test_precheck_with_config_dir_and_writable_run(sweep_dir, tmp_path, capsys):
     assert p.precheck(argv) is None
     assert was_checked(["seed=2", "sweep=front_num", "stages=[summary]"])
     assert capsys.readouterr().err == ""
+
+
+def test_precheck_shell_completion_query_is_skipped(tmp_path, monkeypatch):
+    """-sc query=bash: the interpreter is rewritten, nothing is checked (bad overrides pass)."""
+    monkeypatch.setenv("COMP_LINE", ".venv/bin/python run.py mo")
+    assert p.precheck(["-sc", "query=bash", "model=nope", f"hydra.run.dir={tmp_path / 'r'}"]) is None
+    assert os.environ["COMP_LINE"] == "python run.py mo"
+    assert not (tmp_path / "r").exists()

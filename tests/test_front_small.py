@@ -414,3 +414,17 @@ def test_manifest_json_roundtrip_helpers(tmp_path):
     """(sanity) a written JSON file reads back as written."""
     files.write_json(tmp_path / "m.json", {"k": "v"})
     assert json.loads(Path(tmp_path / "m.json").read_text()) == {"k": "v"}
+
+
+def test_closest_first_prefix_bonus():
+    """A choice the value starts with (or that starts with the value) gets a bonus over a closer ratio."""
+    assert closest_first("res", ["ores", "resnet"]) == ["resnet", "ores"]
+    assert closest_first("abcdef", ["bcdefg", "abc"]) == ["abc", "bcdefg"]
+    assert closest_first("RES", ["ores", "Resnet"]) == ["Resnet", "ores"]
+
+
+def test_unknown_choice_default_limit():
+    """25 choices are shown by default, then how many more."""
+    msg = str(unknown_choice("x", "q", [f"c{i:02d}" for i in range(30)]))
+    assert msg.endswith(", ... (5 more)")
+    assert str(unknown_choice("x", "q", [f"c{i:02d}" for i in range(25)])).count(",") == 24

@@ -469,3 +469,22 @@ def test_rebuild_returns_index_path(tmp_path):
     """_rebuild writes the index and returns its path."""
     assert callbacks.SweepReportCallback._rebuild(tmp_path) == tmp_path / "index.html"
     assert (tmp_path / "index.html").is_file()
+
+
+def test_jobs_run_here_from_launcher(inner):
+    """Inside a Hydra job: True for the basic launcher, False for another one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from pipeline import cli
+
+    try:
+        cfg = inner.load_configuration("config", overrides=[], run_mode=RunMode.MULTIRUN)
+        HydraConfig.instance().set_config(cfg)
+        assert cli.jobs_run_here() is True
+        cfg = inner.load_configuration("config", overrides=[], run_mode=RunMode.MULTIRUN)
+        with open_dict(cfg.hydra):
+            cfg.hydra.launcher = {"_target_": "hydra_plugins.hydra_joblib_launcher.JoblibLauncher"}
+        HydraConfig.instance().set_config(cfg)
+        assert cli.jobs_run_here() is False
+    finally:
+        HydraConfig.instance().cfg = None
