@@ -438,3 +438,23 @@ def test_build_context_uses_cache(compose, tmp_path):
     assert b.model is a.model and b.output_dir == tmp_path / "b"
     cache.release(b)
     cache.clear()
+
+
+def test_build_model_torchvision_weights_enum(monkeypatch):
+    """A torchvision target with weights returns the weights enum (used for preprocessing and names)."""
+    import torchvision
+
+    seen = {}
+
+    def fake(name, weights=None, **kw):
+        seen.update(name=name, weights=weights, **kw)
+        return nn.Linear(1, 1)
+
+    monkeypatch.setattr(torchvision.models, "get_model", fake)
+    cfg = {"_target_": "pipeline.models.torchvision_model", "name": "resnet18", "weights": "DEFAULT"}
+    model, weights = build_model({**cfg, "num_classes": None, "kwargs": {"zero_init_residual": True}})
+    assert weights is torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    assert seen == {"name": "resnet18", "weights": weights, "zero_init_residual": True}
+    assert not model.training
+    _, weights = build_model({**cfg, "weights": None})
+    assert weights is None

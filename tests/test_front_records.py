@@ -482,3 +482,19 @@ def test_cache_input_tensors_include_first_batch(tmp_path):
     ctx = ctx_of(Lin(2), tmp_path)
     first = ctx.inputs.first().tensor
     assert any(t is first for t in _input_tensors(ctx.inputs))
+
+
+def test_git_commit_in_checkout():
+    """In the project's checkout: the commit's 40 hex digits and whether the tree is dirty."""
+    import subprocess
+
+    from pipeline.runner import PROJECT_ROOT
+
+    got = mf.git_commit(PROJECT_ROOT)
+    if not (PROJECT_ROOT / ".git").exists() and got is None:
+        pytest.skip("not a git checkout")
+    want = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    ).stdout
+    assert got is not None and got["commit"] == want.strip() and len(got["commit"]) == 40
+    assert isinstance(got["dirty"], bool)
