@@ -459,3 +459,54 @@ def test_reproduce_main_exit_codes(
     capsys.readouterr()
     assert rep.main([str(run), "model=x", "--out", str(tmp_path / "n8")]) == 2
     assert capsys.readouterr().err.startswith("vizpipe: error: model=x picks a config group option")
+
+
+def _help(main, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:
+    """The --help text of a command's ``main`` with whitespace collapsed."""
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_compare_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The compare command's usage line and every option's help."""
+    text = _help(cmp.main, monkeypatch, capsys)
+    assert text.startswith(
+        "usage: python -m pipeline.compare [-h] [--strict] [--trust-manifest] [--json] "
+        "[--limit LIMIT] run_a run_b "
+        "Compare two run folders by their manifests: ``python -m pipeline.compare <run_a> <run_b>``."
+    )
+    for line in (
+        "--strict volatile artifacts (TensorBoard, reports) must match too",
+        "--trust-manifest compare the manifests' hashes only (fast); by default every file on disk "
+        "is re-hashed too, so a file edited after its run never compares equal",
+        "--json print the comparison as JSON",
+        "--limit LIMIT differences listed (0 = all)",
+    ):
+        assert line in text
+
+
+def test_reproduce_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reproduce command's usage line and every argument's help."""
+    text = _help(rep.main, monkeypatch, capsys)
+    assert text.startswith(
+        "usage: python -m pipeline.reproduce [-h] [--out OUT] [--from-conf] [--check] run [overrides ...] "
+        "Re-run a run folder into a new folder, then compare it with the original."
+    )
+    for line in (
+        "run the run folder to re-run",
+        "overrides extra key=value overrides (replace recorded ones)",
+        "--out OUT new run folder (default outputs/reproduce/<date>/<time>_<name>)",
+        "--from-conf re-compose today's conf/ with the recorded overrides",
+        "--check exit 1 when the new run's artifacts differ",
+    ):
+        assert line in text
+
+
+def test_compare_json_is_indented(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints indented JSON (two spaces), the paths first."""
+    a = write_run(tmp_path / "a", {"f/a": b"1"})
+    assert cmp.main([str(a), str(a), "--json"]) == 0
+    assert capsys.readouterr().out.startswith(f'{{\n  "a": "{a}",\n  "b": "{a}",\n  "equal": true,')

@@ -743,3 +743,16 @@ def test_png_helper_is_exact(tmp_path: Path) -> None:
     png(tmp_path / "p.png", (1, 2, 3))
     with Image.open(tmp_path / "p.png") as im:
         assert np.asarray(im)[0, 0].tolist() == [1, 2, 3]
+
+
+def test_report_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The report command's usage line and its arguments' help."""
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        report_main.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith(
+        "usage: python -m pipeline.report [-h] [--jobs] folder Rebuild the report of a run folder"
+    )
+    assert "folder a run folder (has manifest.json) or a sweep folder (has job folders)" in text
+    assert "--jobs for a sweep: also rebuild every job's report.html first" in text

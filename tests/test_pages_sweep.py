@@ -90,6 +90,9 @@ def test_split_override_and_is_job_dir(tmp_path: Path) -> None:
     }
     (tmp_path / "12a").mkdir()
     assert not J.is_job_dir(tmp_path / "12a")
+    (tmp_path / ".m").mkdir()
+    (tmp_path / ".m" / "manifest.json").write_text("{}")
+    assert not J.is_job_dir(tmp_path / ".m")
 
 
 def test_last_error_line(tmp_path: Path) -> None:
@@ -458,6 +461,10 @@ def test_grid_without_swept_keys_and_unset_values(tmp_path: Path) -> None:
     assert err == ("setup: " + "e" * 400)[:300] + "…"
     assert ctx["alerts"][0] == Alert("error", "Job 1_j failed: ", "setup: " + "e" * 400)
     assert W._unset(None) == "(unset)" and W._unset("x") == "x"
+    cut = J.JobData("j", 0, [], {}, "failed", error="e" * 300)
+    assert W._job_cell(cut, None, tmp_path, [])["error"] == "e" * 300
+    cut.error = "e" * 301
+    assert W._job_cell(cut, None, tmp_path, [])["error"] == "e" * 300 + "…"
 
 
 def test_sweep_status_running_unknown_and_problems(tmp_path: Path) -> None:
