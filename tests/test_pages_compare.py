@@ -510,3 +510,16 @@ def test_compare_json_is_indented(tmp_path: Path, capsys: pytest.CaptureFixture[
     a = write_run(tmp_path / "a", {"f/a": b"1"})
     assert cmp.main([str(a), str(a), "--json"]) == 0
     assert capsys.readouterr().out.startswith(f'{{\n  "a": "{a}",\n  "b": "{a}",\n  "equal": true,')
+
+
+def test_exactly_ten_config_changes_and_broken_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ten changed keys are all listed without '...'; an unparsable manifest exits 2."""
+    a = write_run(tmp_path / "a", {"f/a": b"1"}, config={f"k{i}": i for i in range(10)})
+    b = write_run(tmp_path / "b", {"f/a": b"1"}, config={f"k{i}": -1 for i in range(10)})
+    last = cmp.format_comparison(cmp.compare_runs(a, b)).splitlines()[-1]
+    assert last == "config differs in: " + ", ".join(f"k{i}" for i in range(10))
+    (b / "manifest.json").write_text("{")
+    assert cmp.main([str(a), str(b)]) == 2
+    assert capsys.readouterr().err.startswith("vizpipe: error: Expecting property name")

@@ -756,3 +756,124 @@ def test_report_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     )
     assert "folder a run folder (has manifest.json) or a sweep folder (has job folders)" in text
     assert "--jobs for a sweep: also rebuild every job's report.html first" in text
+
+
+def test_environment_settings() -> None:
+    """HTML templates and strings autoescaped, Markdown not; strict undefined; block whitespace trimmed."""
+    import jinja2
+
+    env = T.environment()
+    assert env is T.environment()
+    assert env.autoescape("run.html.j2") and env.autoescape("x.html") and env.autoescape(None)
+    assert not env.autoescape("run.md.j2")
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("{{ missing }}").render()
+    assert env.from_string("{% if true %}\nx\n{% endif %}").render() == "x\n"
+    assert env.from_string("  {% if true %}x{% endif %}").render() == "x"
+    assert env.from_string("a\n").render() == "a\n"
+    filters = {
+        "num": C.fmt_num,
+        "seconds": C.fmt_seconds,
+        "mb": C.fmt_mb,
+        "shape": C.fmt_shape,
+        "badge_class": C.badge_class,
+        "url": C.url,
+        "md": T.md_text,
+        "md_cell": T.md_cell,
+        "md_code": T.md_code,
+        "md_badge": T.md_badge,
+        "fence": T.fence,
+    }
+    for name, fn in filters.items():
+        assert env.filters[name] is fn, name
+    assert str(env.globals["css"]) == (T.TEMPLATES / "report.css").read_text(encoding="utf-8")
+    assert T.TEMPLATES.name == "templates" and (T.TEMPLATES / "run.md.j2").is_file()
+
+
+def test_version_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an installed distribution the version reads '(not installed)'."""
+    from importlib import metadata
+
+    def missing(name: str) -> str:
+        assert name == "vizpipe"
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    assert T._version() == "(not installed)"
+    monkeypatch.setattr(metadata, "version", lambda name: f"{name}-9")
+    assert T._version() == "vizpipe-9"
+
+
+def test_key_numbers_take_the_highest_step(tmp_path: Path) -> None:
+    """Key numbers show the value of the last step, whatever the record order."""
+    res = StageResult("s", scalars=[Scalar("a", 2.0, key=True, step=5), Scalar("a", 1.0, key=True, step=1)])
+    v = S.stage_view({"name": "s"}, res, tmp_path, 0, False)
+    assert v.key_numbers == [S.KeyNumber("a", "2", "")]
+    assert S.stage_view({"name": "s"}, res, tmp_path, -1, False).pictures == []
+
+
+class _Templated:
+    """A stage class with a report fragment beside this test module."""
+
+    template = "frag_for_test.html.j2"
+
+
+def test_fragment_paths_from_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Classes with a template map to the file beside their module; others and failures are skipped."""
+    import pipeline.registry
+
+    nosrc = type("NoSource", (), {"template": "x.j2", "__module__": "builtins"})
+    classes = {"t": _Templated, "plain": type("Plain", (), {"template": None}), "n": nosrc}
+    monkeypatch.setattr(pipeline.registry, "stage_classes", lambda: classes)
+    assert S.fragment_paths() == {"t": Path(__file__).resolve().parent / "frag_for_test.html.j2"}
+
+    def broken() -> dict:
+        raise RuntimeError("plugin")
+
+    monkeypatch.setattr(pipeline.registry, "stage_classes", broken)
+    assert S.fragment_paths() == {}
+
+
+def test_run_context_renders_fragments_for_html_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage's fragment replaces its body in HTML when it has a result; never in Markdown."""
+    run = tmp_path / "run"
+    frag = tmp_path / "f.j2"
+    frag.write_text("F:{{ result.stage }}:{{ run.run_dir.name }}")
+    manifest(run, [rec("cam", result=StageResult("cam")), rec("bad", "failed")])
+    asked: list[int] = []
+
+    def paths() -> dict[str, Path]:
+        asked.append(1)
+        return {"cam": frag, "bad": frag}
+
+    monkeypatch.setattr(R, "fragment_paths", paths)
+    ctx = R.run_context(collect_run(run), html=True)
+    assert str(ctx["stages"][0].fragment) == "F:cam:run" and ctx["stages"][1].fragment is None
+    md = R.run_context(collect_run(run), html=False)
+    assert md["stages"][0].fragment is None and asked == [1]
+    empty = tmp_path / "empty"
+    manifest(empty, [])
+    R.run_context(collect_run(empty), html=True)
+    assert asked == [1]
+
+
+def test_config_yaml_keeps_order_and_unicode(tmp_path: Path) -> None:
+    """The provenance YAML keeps the config's key order and non-ASCII text; it is made once."""
+    d = _data(tmp_path, {}, {"b": 1, "a": {"c": "é"}})
+    assert d.config_yaml() == "b: 1\na:\n  c: é"
+    d.config["b"] = 2
+    assert d.config_yaml() == "b: 1\na:\n  c: é"
+
+
+def test_header_shapes_split(tmp_path: Path) -> None:
+    """The split is named for the shapes data set too."""
+    h = R._header(_data(tmp_path, {"input": {"kind": "shapes"}}, {"input": {"split": "train"}}))
+    assert h["input"] == "shapes, train split"
+
+
+def test_collect_run_type_error_result(tmp_path: Path) -> None:
+    """A result of the wrong type (TypeError) is a problem too, not a crash."""
+    run = tmp_path / "run"
+    manifest(run, [{"name": "cam", "status": "ok", "result": {"stage": 3}}])
+    d = collect_run(run)
+    assert d.stages[0].problem.startswith("TypeError: StageResult.stage: expected str, got int 3")

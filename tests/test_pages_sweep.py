@@ -510,3 +510,28 @@ def test_sweep_shards_section_and_index_file(tmp_path: Path) -> None:
     text = path.read_text()
     assert "<code>input.shard=0/2</code>" in text and "<code>input.shard=1/2</code>" in text
     assert '<a href="#shards">Merged shards</a>' in text and "<td>0.75</td>" in text
+
+
+def test_leaderboard_nan_and_plain_key_columns(tmp_path: Path) -> None:
+    """A NaN score ranks last with a dash; a key number without a direction has no arrow."""
+    sw = tmp_path / "s"
+    for i, v in enumerate([1.0, float("nan"), 3.0]):
+        rs = StageResult(
+            "t", scalars=[Scalar("loss", v, key=True, better="lower"), Scalar("k", 7.0, key=True)]
+        )
+        job(sw, f"{i}_j", [f"x={i}"], results=[rs])
+    ctx = W.sweep_context(J.collect_sweep(sw))
+    assert ctx["key_columns"] == ["loss ↓", "k"]
+    rows = ctx["leaderboard"]["rows"]
+    assert [(r["rank"], r["name"]) for r in rows] == [("1", "0_j"), ("2", "2_j"), ("–", "1_j")]
+    assert ctx["leaderboard"]["head"] == ["x", "loss ↓"]
+
+
+def test_shard_tables_with_other_columns_are_not_merged() -> None:
+    """Only tables with the first table's columns and spec are merged together."""
+    t1 = _t([[0, "a", 2, 1, 0.5, ""]])
+    odd = Table("per class", ["idx"], [[0]], merge=Merge(keys=[0], weight=0))
+    jobs = [_jd("0", ["input.shard=0/2"], tables=[t1]), _jd("1", ["input.shard=1/2"], tables=[odd])]
+    (g,) = M.shard_groups(jobs, ["input.shard"])
+    assert g.ok == 2 and len(g.tables) == 1
+    assert g.tables[0].caption.startswith("Merged over 1 shard(s): ")
