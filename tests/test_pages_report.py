@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import shlex
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -877,3 +878,77 @@ def test_collect_run_type_error_result(tmp_path: Path) -> None:
     manifest(run, [{"name": "cam", "status": "ok", "result": {"stage": 3}}])
     d = collect_run(run)
     assert d.stages[0].problem.startswith("TypeError: StageResult.stage: expected str, got int 3")
+
+
+# --------------------------------------------------------------------------- a real run folder
+
+
+class _Page(HTMLParser):
+    """Section ids in order and every embedded picture (data-path -> src)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: dict[str, str] = {}
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(str(a.get("id")))
+        elif tag == "img" and a.get("data-path"):
+            self.images[str(a["data-path"])] = str(a.get("src"))
+        elif tag == "a" and a.get("href"):
+            self.links.append(str(a["href"]))
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder made by the runner on seed_net with a small random batch, report included."""
+    from conftest import compose_config
+
+    from pipeline.runner import run_pipeline
+
+    run = tmp_path_factory.mktemp("pages") / "run"
+    cfg = compose_config(
+        ["model=seed_net", "input=random", "input.shape=[2,3,16,16]", "stages=[summary,kernels,features]"]
+    )
+    result = run_pipeline(cfg, run)
+    assert result.ok, result.error
+    return run
+
+
+def test_real_report_html_matches_the_manifest(real_run: Path) -> None:
+    """Sections in manifest order; every shown picture embedded with its file's exact bytes."""
+    m = json.loads((real_run / "manifest.json").read_text())
+    page = _Page()
+    page.feed((real_run / "report.html").read_text())
+    names = [s["name"] for s in m["stages"]]
+    assert names == ["summary", "kernels", "features"]
+    assert page.sections == ["header", *names, "provenance", "manifest"]
+    cap = int(m["config"]["report"]["max_images"])
+    for s in m["stages"]:
+        pics = [p["path"] for p in s["result"]["pictures"]]
+        shown = pics if cap <= 0 else pics[:cap]
+        for rel in shown:
+            want = "data:image/png;base64," + base64.b64encode((real_run / rel).read_bytes()).decode()
+            assert page.images.get(rel) == want, rel
+    every = {p["path"] for s in m["stages"] for p in s["result"]["pictures"]}
+    assert set(page.images) <= every and page.images
+
+
+def test_real_report_md_links_and_lists_artifacts(real_run: Path) -> None:
+    """report.md links shown pictures relatively and lists every stage artifact with its hash."""
+    m = json.loads((real_run / "manifest.json").read_text())
+    md = (real_run / "report.md").read_text()
+    for s in m["stages"]:
+        assert f"## {T.md_text(s.get('title') or s['name'])} (ok)" in md.splitlines(), s["name"]
+        for a in s["artifacts"]:
+            assert a["sha256"] in md and C.url(a["path"]) in md or T.md_cell(a["path"]) in md, a["path"]
+    first = m["stages"][2]["result"]["pictures"][0]["path"]
+    assert f"]({C.url(first)})" in md
+    ctx = R.run_context(collect_run(real_run), html=False)
+    assert [a["path"] for a in ctx["manifest"]["artifacts"]] == [
+        a["path"] for r in (m["setup"], *m["stages"], m["report"]) for a in r.get("artifacts") or []
+    ]
+    assert ctx["header"]["model"] == m["model"] and ctx["header"]["input"] == "random (batch 2×3×16×16)"
