@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -385,7 +386,7 @@ def test_reproduce_equal_records_and_compares(
     rc, dest, comp = rep.reproduce(run, ["seed=0"], out=tmp_path / "new", cwd=tmp_path)
     assert rc == 0 and dest == (tmp_path / "new").resolve() and comp is not None and comp.equal
     assert calls[0][1] == tmp_path and calls[0][0][-1] == "seed=0"
-    assert "vizpipe: reproducing with: " in capsys.readouterr().out
+    assert capsys.readouterr().out == f"vizpipe: reproducing with: {shlex.join(calls[0][0])}\n"
     rec = json.loads((dest / "reproduce.json").read_text())
     assert rec == {
         "source": str(run.resolve()),

@@ -944,7 +944,8 @@ def test_real_report_md_links_and_lists_artifacts(real_run: Path) -> None:
     for s in m["stages"]:
         assert f"## {T.md_text(s.get('title') or s['name'])} (ok)" in md.splitlines(), s["name"]
         for a in s["artifacts"]:
-            assert a["sha256"] in md and C.url(a["path"]) in md or T.md_cell(a["path"]) in md, a["path"]
+            row = f"| {T.md_code(a['path'], True)} | {T.md_cell(C.fmt_num(a['bytes']))} | `{a['sha256']}` |"
+            assert row in md.splitlines(), row
     first = m["stages"][2]["result"]["pictures"][0]["path"]
     assert f"]({C.url(first)})" in md
     ctx = R.run_context(collect_run(real_run), html=False)
@@ -952,3 +953,35 @@ def test_real_report_md_links_and_lists_artifacts(real_run: Path) -> None:
         a["path"] for r in (m["setup"], *m["stages"], m["report"]) for a in r.get("artifacts") or []
     ]
     assert ctx["header"]["model"] == m["model"] and ctx["header"]["input"] == "random (batch 2×3×16×16)"
+
+
+def _payload(src: str) -> bytes:
+    return base64.b64decode(src.split(",", 1)[1])
+
+
+def test_thumbnail_formats_boundary_and_disk_cache(tmp_path: Path) -> None:
+    """Exactly px stays as is; JPEG becomes a small PNG; GIF is never resized; a kept thumb is reused."""
+    base = tmp_path / "run"
+    png(base / "edge.png", size=(10, 7))
+    edge = C.embed(base, C.PictureView("edge.png"), thumb_px=10)
+    assert _payload(edge.src) == (base / "edge.png").read_bytes()
+    Image.new("CMYK", (30, 12), (1, 2, 3, 4)).save(base / "c.jpg", format="JPEG")
+    jpg = C.embed(base, C.PictureView("c.jpg"), thumb_px=10)
+    assert jpg.src.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(_payload(jpg.src))) as im:
+        assert max(im.size) <= 10 and im.mode == "RGB"
+    Image.new("P", (30, 30)).save(base / "g.gif", format="GIF")
+    gif = C.embed(base, C.PictureView("g.gif"), thumb_px=10)
+    assert gif.src.startswith("data:image/gif;base64,") and _payload(gif.src) == (base / "g.gif").read_bytes()
+    png(base / "big.png", size=(30, 30))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    st = (base / "big.png").stat()
+    key = C._disk_key(str((base / "big.png").resolve()), st.st_mtime_ns, st.st_size, 12)
+    (cache / key).write_bytes(b"kept")
+    assert (
+        C.embed(base, C.PictureView("big.png"), thumb_px=12, cache=cache).src
+        == "data:image/png;base64,a2VwdA=="
+    )
+    assert C._disk_key("a", 1, 2, 3) != C._disk_key("a", 1, 2, 4) != C._disk_key("a", 1, 3, 4)
+    assert C._disk_key("a", 1, 2, 3).endswith(".png") and len(C._disk_key("a", 1, 2, 3)) == 44
