@@ -497,6 +497,7 @@ def test_header_defaults_and_random_input(tmp_path: Path) -> None:
     assert h["model"] == "m" and h["seed"] == "0" and h["input"] == "shapes: /r"
     assert h["weights"] == "random init (seed 0)"
     assert R._header(_data(tmp_path, {}, {"seed": 4}))["seed"] == "4"
+    assert R._header(_data(tmp_path, {}, {"seed": 4}))["input"] == "–"
     h = R._header(_data(tmp_path, {"input": {"kind": "cifar10"}}, {"input": {"split": "test"}}))
     assert h["input"] == "cifar10, test split"
     h = R._header(_data(tmp_path, {"input": {"kind": "folder"}}, {"input": {"split": "x", "shape": [1]}}))

@@ -535,3 +535,50 @@ def test_shard_tables_with_other_columns_are_not_merged() -> None:
     (g,) = M.shard_groups(jobs, ["input.shard"])
     assert g.ok == 2 and len(g.tables) == 1
     assert g.tables[0].caption.startswith("Merged over 1 shard(s): ")
+
+
+def test_sweep_table_common_order_num_and_error(tmp_path: Path) -> None:
+    """Common overrides in the first job's order; unnumbered jobs show a dash; errors in the table."""
+    sw = tmp_path / "s"
+    job(sw, "0_j", ["a=1", "m=x", "n=y"])
+    job(
+        sw, "1_j", ["n=y", "m=x", "a=2"], status="failed", results=[StageResult("cam")], stage_status="failed"
+    )
+    job(sw, "extra", ["m=x", "n=y", "a=3"])
+    ctx = W.sweep_context(J.collect_sweep(sw))
+    assert ctx["common"] == ["m=x", "n=y"]
+    assert [r["num"] for r in ctx["jobs"]] == ["0", "1", "–"]
+    assert [r["error"] for r in ctx["jobs"]] == ["", "cam: bad", ""]
+    assert [r["overrides"] for r in ctx["jobs"]] == [["a=1"], ["a=2"], ["a=3"]]
+    assert ctx["counts"] == [("failed", 1), ("ok", 2)]
+    assert ctx["alerts"] == [Alert("error", "Job 1_j failed: ", "cam: bad")]
+
+
+def test_leaderboard_prefers_a_differing_number_over_a_shared_one(tmp_path: Path) -> None:
+    """A number shared by every job never leads, even when it is in more jobs; 0.0 ranks as zero."""
+    sw = tmp_path / "s"
+    job(sw, "0_j", ["x=0"], results=[StageResult("t", scalars=[Scalar("flat", 1.0, better="higher")])])
+    job(sw, "1_j", ["x=1"], results=[StageResult("t", scalars=[Scalar("flat", 1.0, better="higher")])])
+    lb = W._leaderboard(J.collect_sweep(sw))
+    assert lb["primary"] == "flat"
+    job(sw, "2_j", ["x=2"], results=[StageResult("t", scalars=[Scalar("solo", 0.5, better="lower")])])
+    lb = W._leaderboard(J.collect_sweep(sw))
+    assert lb["primary"] == "solo" and lb["better"] == "lower"
+    assert [(r["rank"], r["name"]) for r in lb["rows"]] == [("1", "2_j"), ("–", "0_j"), ("–", "1_j")]
+    sw2 = tmp_path / "t"
+    for i, v in enumerate([0.5, 0.0, -0.25]):
+        job(
+            sw2,
+            f"{i}_j",
+            [f"x={i}", "y=1"],
+            results=[StageResult("t", scalars=[Scalar("l", v, better="lower")])],
+        )
+    job(sw2, "3_j", ["y=2"])
+    lb = W._leaderboard(J.collect_sweep(sw2))
+    assert [(r["rank"], r["name"], r["params"]) for r in lb["rows"]] == [
+        ("1", "2_j", ["2", "1"]),
+        ("2", "1_j", ["1", "1"]),
+        ("3", "0_j", ["0", "1"]),
+        ("–", "3_j", ["–", "2"]),
+    ]
+    assert lb["rows"][3]["numbers"] == ["–"] and lb["rows"][1]["numbers"] == ["0"]
