@@ -524,3 +524,13 @@ def test_exactly_ten_config_changes_and_broken_manifest(
     (b / "manifest.json").write_text("{")
     assert cmp.main([str(a), str(b)]) == 2
     assert capsys.readouterr().err.startswith("vizpipe: error: Expecting property name")
+
+
+def test_verify_checks_files_listed_after_a_volatile_one(tmp_path: Path) -> None:
+    """Skipping a volatile file while re-hashing does not skip the files listed after it."""
+    files = {"tensorboard/events.out.tfevents.1.h": b"t", "z/late.npy": b"L"}
+    a, b = write_run(tmp_path / "a", files), write_run(tmp_path / "b", files)
+    (a / "z/late.npy").write_bytes(b"edited")
+    c = cmp.compare_runs(a, b)
+    assert [(d.path, d.a) for d in c.differences] == [("z/late.npy (A)", "changed on disk")]
+    assert (c.identical, c.volatile_same) == (1, 1)

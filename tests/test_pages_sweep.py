@@ -113,7 +113,9 @@ def test_collect_job_without_manifest(tmp_path: Path) -> None:
     """No manifest: a failed job whose error says why and quotes the log's last error line."""
     f = tmp_path / "4_x"
     (f / ".hydra").mkdir(parents=True)
-    (f / ".hydra" / "overrides.yaml").write_text("- a=1\n- hydra.job.chdir=true\n- +b=2\n")
+    (f / ".hydra" / "overrides.yaml").write_text(
+        "- a=1\n- hydra.job.chdir=true\n- +b=2\n- +hydra.x=1\n- ~hydra.y\n"
+    )
     (f / "run.log").write_text("start\n[ERROR] it broke\n")
     (f / "report.md").write_text("x")
     d = J.collect_job(f)
@@ -196,7 +198,12 @@ def test_collect_job_unreadable_result_and_fallback_overrides(tmp_path: Path) ->
     assert d.overrides == ["q=1"] and d.status == "ok" and d.error is None
     assert len(d.problems) == 1 and d.problems[0].startswith("0_j: unreadable result of stage cam: ")
     (f / "manifest.json").write_text(json.dumps({"overrides": "x"}))
-    assert J.collect_job(f).status == "unknown"
+    d = J.collect_job(f)
+    assert d.status == "unknown" and d.overrides == ["q=1"] and d.params == {"q": "1"}
+    (f / "manifest.json").write_text("[1]")
+    d = J.collect_job(f)
+    assert d.status == "failed" and d.overrides == ["q=1"]
+    assert d.error == "no manifest.json: the job stopped before the pipeline started"
 
 
 def test_collect_sweep_order_task_and_swept(tmp_path: Path) -> None:
