@@ -377,3 +377,27 @@ def test_model_blocks_and_last_spatial_block() -> None:
     assert str(exc.value).startswith("Unknown layer in model.blocks 'features.9'; did you mean 'features.3'?")
     assert L.last_spatial_block(m, p, ["features.0", "features.3", "head"]) == "features.3"
     assert L.last_spatial_block(m, p, ["head", "act"]) is None
+
+
+def test_resolve_error_lists_cut_at_thirty_and_odd_specs() -> None:
+    """Blocks and empty-selection errors list 30 qualifying layers; a failed glob lists every name
+    when none qualifies; a type spec keeps everything after its first colon."""
+    m = nn.Sequential(nn.Identity(), *[nn.Conv2d(1, 1, 1) for _ in range(32)])
+    first30 = ", ".join(str(i) for i in range(1, 31))
+    with pytest.raises(ConfigError) as exc:
+        L.resolve_layers(m, "blocks", blocks=["0"], qualifies=conv_only)
+    assert str(exc.value).endswith(f"Layers that qualify: {first30}")
+    with pytest.raises(ConfigError) as exc:
+        L.resolve_layers(m, "type:Identity", qualifies=conv_only)
+    assert str(exc.value).endswith(f"Layers that qualify: {first30}")
+    n = Net()
+    with pytest.raises(ConfigError) as exc:
+        L.resolve_layers(n, "feat*", qualifies=lambda name, mod: False, model_name="net")
+    assert str(exc.value).startswith("Unknown layer pattern 'feat*' for net")
+    assert "features, features.0" in str(exc.value) or "features.0, features" in str(exc.value)
+    assert "head.1" in str(exc.value) and str(exc.value).endswith(". the pattern matched no usable layer")
+    with pytest.raises(ConfigError) as exc:
+        L.resolve_layers(n, "type:Conv3d:x")
+    assert str(exc.value).startswith("Unknown module type 'Conv3d:x'")
+    with pytest.raises(ConfigError):
+        L.resolve_layers(n, "type:Conv2d:x")
