@@ -222,3 +222,15 @@ def test_save_png_compress_level_changes_bytes(tmp_path: Path) -> None:
     b = R.save_png(tmp_path / "b.png", img, compress_level=0).stat().st_size
     c = R.save_png(tmp_path / "c.png", img, compress_level=9).stat().st_size
     assert b > a > c
+
+
+def test_scaling_small_spans_rowwise_nan_and_dtypes() -> None:
+    """A span below 1 still divides; NaN-aware min/max are per row; grids stay uint8."""
+    np.testing.assert_allclose(R.range_scale(np.array([0.25, 0.5]), 0.0, 0.5), [0.5, 1.0])
+    out = R.minmax_scale(np.array([[np.nan, 0.0, 4.0], [1.0, 3.0, np.inf]]), axes=1)
+    np.testing.assert_allclose(out[0, 1:], [0.0, 1.0])
+    np.testing.assert_allclose(out[1, :2], [0.0, 1.0])
+    assert np.isnan(out[0, 0]) and np.isnan(out[1, 2])
+    g = R.tile_grid(np.ones((2, 2, 2), dtype=np.uint8), 2, pad_value=3)
+    assert g.dtype == np.uint8
+    assert R.tile_grid(np.ones((1, 1, 1, 3), dtype=np.uint8), 1).dtype == np.uint8
