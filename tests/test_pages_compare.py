@@ -238,6 +238,8 @@ def test_main_exit_codes_and_output(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "more (--limit 0" not in out and "  f/24: sha256" in out
     assert cmp.main([str(c), str(d)]) == 1
     assert "  ... and 5 more (--limit 0 shows all)" in capsys.readouterr().out
+    assert cmp.main([str(c), str(d), "--limit", "1"]) == 1
+    assert "  ... and 24 more (--limit 0 shows all)" in capsys.readouterr().out
     assert cmp.main([str(a), str(b), "--strict"]) == 1
     capsys.readouterr()
     (tmp_path / "e").mkdir()
@@ -451,6 +453,8 @@ def test_reproduce_main_exit_codes(
     assert "different: first differing artifact" in capsys.readouterr().out
     fake_subprocess(monkeypatch, rc=4)
     assert rep.main([str(run), "--out", str(tmp_path / "n4"), "--check"]) == 4
+    fake_subprocess(monkeypatch, rc=1)
+    assert rep.main([str(run), "--out", str(tmp_path / "n4b")]) == 1
     fake_subprocess(monkeypatch, write=False)
     assert rep.main([str(run), "--out", str(tmp_path / "n5")]) == 0
     assert rep.main([str(run), "--out", str(tmp_path / "n6"), "--check"]) == 1
