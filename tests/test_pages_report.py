@@ -386,6 +386,7 @@ def test_collect_run_unreadable_result_and_no_manifest(tmp_path: Path) -> None:
     png(bare / "a" / "sub" / "y.PNG")
     (bare / "a" / "n.npy").write_bytes(b"x")
     (bare / ".hidden").mkdir()
+    (bare / "run.log").write_text("log")
     (bare / ".hydra").mkdir()
     (bare / ".hydra" / "overrides.yaml").write_text("- m=1\n")
     (bare / ".hydra" / "config.yaml").write_text("seed: 2\n")
@@ -851,6 +852,8 @@ def test_run_context_renders_fragments_for_html_only(tmp_path: Path, monkeypatch
     monkeypatch.setattr(R, "fragment_paths", paths)
     ctx = R.run_context(collect_run(run), html=True)
     assert str(ctx["stages"][0].fragment) == "F:cam:run" and ctx["stages"][1].fragment is None
+    assert ctx["stages"][1].alerts == [C.Alert("error", "This stage failed: ", "")]
+    assert ctx["stages"][0].alerts == []
     md = R.run_context(collect_run(run), html=False)
     assert md["stages"][0].fragment is None and asked == [1]
     empty = tmp_path / "empty"
