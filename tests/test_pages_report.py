@@ -597,8 +597,11 @@ def test_manifest_section(tmp_path: Path) -> None:
     steps = R._manifest(_data(tmp_path, None, None, [{"name": "report", "status": "pending"}, {"name": "x"}]))
     assert steps["status"] == "unknown" and steps["steps"][0]["status"] == "writing"
     assert steps["steps"][1]["status"] == "unknown" and steps["steps"][1]["writing"] is False
-    done = R._manifest(_data(tmp_path, None, None, [{"name": "report", "status": "ok"}]))
-    assert done["steps"][0]["writing"] is False
+    done = R._manifest(
+        _data(tmp_path, None, None, [{"name": "report", "status": "ok"}, {"name": "x", "status": "running"}])
+    )
+    assert done["steps"][0]["writing"] is False and done["steps"][0]["status"] == "ok"
+    assert (done["steps"][1]["status"], done["steps"][1]["writing"]) == ("running", False)
 
 
 def test_run_context_nav_and_title(tmp_path: Path) -> None:
