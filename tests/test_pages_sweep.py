@@ -422,7 +422,7 @@ def test_grids_facets_and_image_groups(tmp_path: Path) -> None:
                     pictures=[
                         Picture("g.png", "G", preview=True, group="g1"),
                         Picture("h.png", "H", preview=True, group="g2"),
-                        Picture("all.png", "all", preview=True),
+                        Picture("all.png", "all", preview=True, badge="invalid"),
                     ],
                 )
                 job(sw, f"{i}_j", [f"a={a}", f"b={b}", f"c={c}"], results=[res])
@@ -438,6 +438,7 @@ def test_grids_facets_and_image_groups(tmp_path: Path) -> None:
     cell = g["grids"][0]["rows"][0][1][0][0]
     assert [p.path for p in cell["pictures"]] == ["0_j/g.png", "0_j/all.png"]
     assert cell["pictures"][0].problem == "missing picture: g.png"
+    assert cell["pictures"][1].badge == "invalid" and cell["pictures"][0].badge is None
     assert g["grids"][0]["head"] == ["a", "b=p", "b=q"]
 
 
@@ -589,3 +590,16 @@ def test_leaderboard_prefers_a_differing_number_over_a_shared_one(tmp_path: Path
         ("–", "3_j", ["–", "2"]),
     ]
     assert lb["rows"][3]["numbers"] == ["–"] and lb["rows"][1]["numbers"] == ["0"]
+
+
+def test_grid_empty_cells(tmp_path: Path) -> None:
+    """A row/column pair no job ran is an empty cell; rows and columns keep first-seen order."""
+    sw = tmp_path / "s"
+    for i, (a, b) in enumerate([("1", "x"), ("1", "y"), ("2", "x")]):
+        job(sw, f"{i}_j", [f"a={a}", f"b={b}"])
+    grid = W.sweep_context(J.collect_sweep(sw))["grid"]["grids"][0]
+    assert grid["head"] == ["a", "b=x", "b=y"]
+    assert [(r[0], [[c["name"] for c in cell] for cell in r[1]]) for r in grid["rows"]] == [
+        ("1", [["0_j"], ["1_j"]]),
+        ("2", [["2_j"], []]),
+    ]
