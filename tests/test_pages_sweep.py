@@ -268,6 +268,7 @@ def test_shard_groups() -> None:
     t2 = _t([[0, "a", 2, 2, 1.0, ""]])
     other = Table("other", ["k", "n"], [[1, 1]], merge=Merge(keys=[0], weight=1))
     jobs = [
+        _jd("n", ["m=d"]),
         _jd("0", ["m=a", "input.shard=0/4"], tables=[t1, other]),
         _jd("1", ["m=a", "input.shard=1/4"], tables=[t2]),
         _jd("2", ["m=a", "input.shard=2/4"], status="failed", tables=[t2]),
