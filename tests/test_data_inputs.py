@@ -815,3 +815,149 @@ def test_shapes_builder_names_sources_and_counts(caplog: pytest.LogCaptureFixtur
         icfg(kind="shapes", split="train", train_count=2, limit=None), weights=None, seed=0, model=None
     )
     assert g["names"] == ["train_00000_circle", "train_00001_square"] and g["mean"] == [0.5] * 3
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def write_classes(root: Path, classes: dict[str, int]) -> None:
+    for name, count in classes.items():
+        for i in range(count):
+            save(root / name / f"{i:02d}.png", np.full((6, 8, 3), 10 * i, np.uint8))
+
+
+def test_draw_is_fixed_stratified_and_keeps_order() -> None:
+    """The held-out draw: a fixed generator (pinned result), round(n * fraction) of each class per
+    split in the order given, train the rest; each split keeps the samples' order."""
+    from pipeline.inputs.folders import draw
+
+    samples = [(f"f{i}", i % 2) for i in range(12)]
+    assert draw(samples, {"test": 0.25, "val": 0.2}) == {
+        "train": [("f0", 0), ("f1", 1), ("f2", 0), ("f5", 1), ("f7", 1), ("f8", 0)],
+        "test": [("f4", 0), ("f6", 0), ("f9", 1), ("f11", 1)],
+        "val": [("f3", 1), ("f10", 0)],
+    }
+    np.random.seed(123)
+    again = draw(samples, {"test": 0.25, "val": 0.2})
+    assert again["val"] == [("f3", 1), ("f10", 0)]
+    assert list(again) == ["train", "test", "val"]
+    one = draw([("a", 0)], {"val": 0.4})
+    assert one == {"train": [("a", 0)], "val": []}
+    sizes = draw([(str(i), 0) for i in range(10)] + [(str(i), 1) for i in range(10, 15)], {"val": 0.3})
+    assert len(sizes["val"]) == 3 + 2 and sum(c for _, c in sizes["val"]) == 2
+
+
+def test_split_samples_and_scan_messages(tmp_path: Path) -> None:
+    """scan: sorted class folders and their files; not a data set -> exact message; train/ with
+    val/ uses the folder and draws only test; class mismatch between folders -> exact message."""
+    from pipeline.inputs.folders import scan, split_samples
+
+    write_classes(tmp_path / "flat", {"b": 2, "a": 1})
+    classes, samples = scan(tmp_path / "flat")
+    assert classes == ["a", "b"]
+    assert [(Path(p).relative_to(tmp_path / "flat").as_posix(), c) for p, c in samples] == [
+        ("a/00.png", 0),
+        ("b/00.png", 1),
+        ("b/01.png", 1),
+    ]
+    (tmp_path / "none" / "c").mkdir(parents=True)
+    with pytest.raises(ConfigError) as e:
+        scan(tmp_path / "none")
+    assert str(e.value).startswith(f"input.root '{tmp_path / 'none'}' is not an image folder data set (")
+    assert str(e.value).endswith(
+        "); give a folder with one sub-folder of images per class, e.g. root/cat/1.jpg, root/dog/2.png"
+    )
+    root = tmp_path / "tv"
+    write_classes(root / "train", {"a": 10, "b": 10})
+    write_classes(root / "val", {"a": 1, "b": 2})
+    classes, splits = split_samples(root, 0.3, 0.2)
+    assert classes == ["a", "b"] and len(splits["val"]) == 3 and all("/val/" in p for p, _ in splits["val"])
+    assert len(splits["test"]) == 4 and len(splits["train"]) == 16
+    write_classes(root / "test", {"a": 1, "c": 1})
+    with pytest.raises(ConfigError) as e:
+        split_samples(root, 0.3, 0.2)
+    assert str(e.value) == (
+        f"input.root '{root}': test/ has classes ['a', 'c'] but train/ has ['a', 'b']; "
+        "every split folder needs the same class folders"
+    )
+    classes, flat = split_samples(tmp_path / "flat", 0.4, 0.4)
+    assert sorted(flat) == ["test", "train", "val"] and sum(len(v) for v in flat.values()) == 3
+
+
+def test_imagefolder_builder_fields_and_empty_split_messages(tmp_path: Path) -> None:
+    """input=imagefolder: names class_stem, sources/files the chosen files, labels, classes, the
+    preprocessing's mean/std; an empty split names the sizes and the fix for that split."""
+    from pipeline.inputs.folders import imagefolder
+
+    write_classes(tmp_path, {"cat": 5, "dog": 5})
+    cfg = icfg(
+        kind="imagefolder",
+        root=str(tmp_path),
+        split="train",
+        val_fraction=0.2,
+        test_fraction=0.2,
+        limit=None,
+        resize=6,
+        crop=4,
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
+    )
+    f = imagefolder(cfg, weights=None, seed=0, model=None)
+    assert f["classes"] == ["cat", "dog"] and len(f["names"]) == 6
+    assert all(n.split("_")[0] in ("cat", "dog") for n in f["names"])
+    assert [f"{Path(s).parent.name}_{Path(s).stem}" for s in f["sources"]] == f["names"]
+    assert f["files"] == [Path(s) for s in f["sources"]] and f["mean"] == [0.0] * 3
+    item = f["dataset"][5]
+    assert item["label"] == 1 and item["index"] == 5 and item["x"].shape == (3, 4, 4)
+    assert f["dataset"][0]["label"] == 0
+    shard = imagefolder(icfg(**{**vars(cfg), "shard": "1/2"}), weights=None, seed=0, model=None)
+    assert shard["sources"] == f["sources"][3:]
+    small = tmp_path / "small"
+    write_classes(small, {"a": 2, "b": 2})
+    with pytest.raises(ConfigError) as e:
+        imagefolder(icfg(kind="imagefolder", root=str(small), split="val"), weights=None, seed=0, model=None)
+    assert str(e.value) == (
+        f"input=imagefolder: the val split of '{small}' is empty (train 4, val 0, test 0 images); "
+        "add images, or add a val/ folder, or raise input.val_fraction"
+    )
+    full = icfg(kind="imagefolder", root=str(small), split="train", val_fraction=0.5, test_fraction=0.4)
+    with pytest.raises(ConfigError) as e:
+        imagefolder(full, weights=None, seed=0, model=None)
+    assert str(e.value) == (
+        f"input=imagefolder: the train split of '{small}' is empty (train 0, val 2, test 2 images); "
+        "add images, or lower input.val_fraction and input.test_fraction"
+    )
+
+
+# --------------------------------------------------------------------------- CIFAR-10 helpers
+
+
+def test_cifar_split_positions_presence_and_socket_timeout(tmp_path: Path) -> None:
+    """train = the first 1 - val_fraction (at least one val image), val the rest, test all; a missing
+    folder without download is one exact message; the socket timeout is restored."""
+    import socket
+
+    from pipeline.inputs import cifar
+
+    assert cifar.split_positions("test", 0, 7, 0.5) == range(7)
+    assert cifar.split_positions("train", 10, 0, 0.2) == range(8)
+    assert cifar.split_positions("val", 10, 0, 0.2) == range(8, 10)
+    assert cifar.split_positions("val", 10, 0, 0.01) == range(9, 10)
+    assert cifar.split_positions("train", 10, 0, 0.25) == range(8)  # round(2.5) = 2
+    with pytest.raises(ConfigError) as e:
+        cifar.check_present(tmp_path, False)
+    folder = tmp_path / "cifar-10-batches-py"
+    assert str(e.value) == (
+        f"CIFAR-10 is not in {folder} (input.root={tmp_path}); set input.download=true to download it "
+        "there (170 MB, needs internet), or set input.root to the folder that holds cifar-10-batches-py"
+    )
+    cifar.check_present(tmp_path, True)
+    folder.mkdir()
+    cifar.check_present(tmp_path, False)
+    old = socket.getdefaulttimeout()
+    with cifar._socket_timeout(12.5):
+        assert socket.getdefaulttimeout() == 12.5
+    assert socket.getdefaulttimeout() == old
+    items = cifar.CifarItems(np.full((2, 4, 4, 3), 255, np.uint8), [3, 7], cifar.BASE_PREP)
+    assert len(items) == 2 and items[1]["label"] == 7 and items[1]["index"] == 1
+    assert torch.equal(items[1]["x"], torch.ones(3, 4, 4)) and items[1]["rgb"].shape == (3, 4, 4)
