@@ -702,3 +702,50 @@ def test_cam_frames_single_epoch_caption_and_none(tiny: tuple[Any, Any, Any]) ->
     assert none.batch is None and none.capture(3) == {} and none.strips() == [] and none.names == []
     nomethod = CamFrames(ctx, make_plan(ctx, settings()), val, 2, 0.5)
     assert nomethod.capture(0) == {}
+
+
+def test_training_equals_a_hand_written_loop(tiny: tuple[Any, Any, Any], tmp_path: Path) -> None:
+    """The trained weights equal a plain loop's: the same initial weights, the train split shuffled by
+    a generator seeded with the run's seed, batches of 4, train mode, cross-entropy, zero_grad,
+    backward, Adam(lr=0.01) for 2 epochs; the first step's loss and accuracy are the logged ones; the
+    logged input grid is make_grid of the first shuffled batch."""
+    from torch.utils.data import DataLoader
+    from torchvision.utils import make_grid
+
+    from pipeline.build import build_context
+    from pipeline.inputs import build_split
+
+    ctx, _, _ = tiny
+    fresh = build_context(compose_config(TINY), tmp_path / "fresh")
+    model = fresh.model
+    train = build_split(fresh.inputs, "train")
+    loader = DataLoader(
+        train.dataset, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(ctx.seed)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    first = None
+    for _ in range(2):
+        model.train()
+        for batch in loader:
+            logits = model(batch["x"])
+            loss = torch.nn.functional.cross_entropy(logits, batch["label"])
+            if first is None:
+                acc = float((logits.argmax(1) == batch["label"]).float().mean())
+                first = (float(loss.detach()), acc, make_grid(batch["rgb"], nrow=8, padding=2, pad_value=1.0))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    trained = ctx.model.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.allclose(trained[key].float(), value.float(), atol=1e-5), key
+    tb = events(ctx.output_dir / "tensorboard/train")
+    assert tb.Scalars("loss")[0].value == pytest.approx(first[0], rel=1e-5)
+    assert tb.Scalars("accuracy")[0].value == pytest.approx(first[1])
+    import io
+
+    from PIL import Image
+
+    png = tb.Images("inputs/train_batch")[0].encoded_image_string
+    got = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255.0
+    want = first[2].permute(1, 2, 0).numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1 / 255 + 1e-6
