@@ -961,3 +961,69 @@ def test_cifar_split_positions_presence_and_socket_timeout(tmp_path: Path) -> No
     items = cifar.CifarItems(np.full((2, 4, 4, 3), 255, np.uint8), [3, 7], cifar.BASE_PREP)
     assert len(items) == 2 and items[1]["label"] == 7 and items[1]["index"] == 1
     assert torch.equal(items[1]["x"], torch.ones(3, 4, 4)) and items[1]["rgb"].shape == (3, 4, 4)
+
+
+def test_cifar10_builder_fields_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """input=cifar10 on a tiny folder in torchvision's format: names split_00000_class, sources
+    naming the folder and the image, files the batch files, 0.5 normalisation, limit and the val
+    tail; a damaged folder and a failed download are one ConfigError each, exact text."""
+    import pickle
+
+    from torchvision.datasets import CIFAR10
+
+    from pipeline.inputs import cifar
+
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    sums = {}
+    for k, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        doc = {"labels": [(k + j) % 10 for j in range(2)], "data": np.full((2, 3072), 10 * k, np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(doc))
+        sums[name] = hashlib_md5(folder / name)
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, sums[n]] for n, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, "test_list", [[n, sums[n]] for n, _ in CIFAR10.test_list])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": hashlib_md5(folder / "batches.meta")})
+    base = dict(kind="cifar10", root=str(tmp_path), limit=None, val_fraction=0.2)
+    test = cifar.cifar10(icfg(**base), weights=None, seed=0, model=None)
+    assert test["names"] == ["test_00000_dog", "test_00001_frog"] and test["classes"] == names
+    assert test["sources"] == [f"{folder} test image 0", f"{folder} test image 1"]
+    assert test["files"] == [folder / "test_batch"] and test["mean"] == [0.5] * 3 and test["std"] == [0.5] * 3
+    item = test["dataset"][1]
+    assert item["x"].shape == (3, 32, 32) and torch.allclose(item["rgb"], torch.full((3, 32, 32), 50 / 255))
+    assert item["label"] == 6 and item["index"] == 1
+    val = cifar.cifar10(icfg(**base, split="val"), weights=None, seed=0, model=None)
+    assert val["names"] == ["val_00008_deer", "val_00009_dog"]
+    assert val["sources"][0] == f"{folder} training image 8"
+    assert val["files"] == [folder / f"data_batch_{i}" for i in range(1, 6)]
+    train = cifar.cifar10(
+        icfg(**{**base, "limit": 3}, split="train", resize=8), weights=None, seed=0, model=None
+    )
+    assert train["names"] == ["train_00000_airplane", "train_00001_automobile", "train_00002_automobile"]
+    assert train["dataset"][2]["x"].shape == (3, 8, 8)
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": "0" * 32})
+    with pytest.raises(ConfigError) as e:
+        cifar.cifar10(icfg(**base), weights=None, seed=0, model=None)
+    assert str(e.value).startswith(f"CIFAR-10 in {folder} is incomplete or damaged (")
+    assert str(e.value).endswith(  # between them: torchvision's first line
+        "); set input.download=true to download it again (needs internet), or replace the folder with "
+        "a complete copy"
+    )
+
+    def offline(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no network")
+
+    monkeypatch.setattr(CIFAR10, "__init__", offline)
+    with pytest.raises(ConfigError) as e:
+        cifar.open_cifar10(tmp_path, train=True, download=True)
+    assert str(e.value) == (
+        f"Could not download CIFAR-10 into {tmp_path} (no network); without internet, copy "
+        f"cifar-10-batches-py into {tmp_path} and set input.download=false"
+    )
+
+
+def hashlib_md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
