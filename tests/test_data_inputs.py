@@ -419,6 +419,9 @@ def test_first_is_read_once_and_one_batch_inputs_yield_it() -> None:
     assert big.first().index == [0, 1, 2, 3]
     assert make_inputs(2, 4).first().index == [0, 1]
     assert [len(b) for b in make_inputs(4, 4).batches()] == [4]
+    plain = Inputs(dataset=Items(1), names=["a"], sources=["s"], mean=[0.0], std=[1.0], device=CPU)
+    assert (plain.batch_size, plain.workers, plain.files, plain.kind, plain.classes) == (32, 0, [], "", None)
+    assert (plain.invalid, plain.split, plain._first, plain._recipe) == ({}, None, None, None)
 
 
 def test_parse_shard_values_and_messages() -> None:

@@ -77,8 +77,27 @@ def events(logdir: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any]:
-    """One tiny training run shared by the tests that only read its outputs."""
-    return run_stage(tmp_path_factory.mktemp("tiny") / "run")
+    """One tiny training run shared by the tests that only read its outputs (and its log lines)."""
+    import logging
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.INFO:
+                lines.append(record.getMessage())
+
+    logger = logging.getLogger("stages.train.loop")
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        ctx, settings, res = run_stage(tmp_path_factory.mktemp("tiny") / "run")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    ctx.log_lines = lines
+    return ctx, settings, res
 
 
 def evaluate_by_hand(ctx: Any, weights: dict[str, torch.Tensor]) -> tuple[float, float]:
@@ -749,3 +768,79 @@ def test_training_equals_a_hand_written_loop(tiny: tuple[Any, Any, Any], tmp_pat
     got = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255.0
     want = first[2].permute(1, 2, 0).numpy()
     assert got.shape == want.shape and np.abs(got - want).max() <= 1 / 255 + 1e-6
+
+
+def test_console_lines_per_epoch(tiny: tuple[Any, Any, Any]) -> None:
+    """One INFO line per epoch with the epoch, steps, train and val numbers, exact format."""
+    ctx, _, res = tiny
+    expected = [
+        f"train: epoch {r.epoch}/2, {r.steps} steps: loss {r.train_loss:.4f}, accuracy {r.train_accuracy:.3f} "
+        f"| val loss {r.val_loss:.4f}, accuracy {r.val_accuracy:.3f}"
+        for r in res.data.epochs
+    ]
+    assert ctx.log_lines == expected
+
+
+def test_stage_attributes_and_config_defaults(compose: Any) -> None:
+    """The stage's name, title, order and opt-in; TrainConfig's defaults equal conf/train/default.yaml
+    and are pinned; the CAM settings the frames use."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from pipeline.events import TBBackend
+    from stages.train import TrainConfig, TrainStage
+    from stages.train.frames import STRIP_FACTOR, CamSettings
+
+    assert (TrainStage.name, TrainStage.title, TrainStage.order, TrainStage.default) == (
+        "train",
+        "Training",
+        5,
+        False,
+    )
+    assert TrainStage.config is TrainConfig and TrainStage().plan is None
+    defaults = dataclasses.asdict(TrainConfig())
+    assert defaults == {
+        "epochs": 5, "max_steps": None, "batch_size": 32, "workers": 0, "lr": 0.001,
+        "optimizer": {"_target_": "torch.optim.Adam"}, "scheduler": None, "grad_clip": None,
+        "log_every": 1, "histograms": True, "graph": True, "backend": TBBackend.tensorboardX,
+        "cam_method": "gradcam", "cam_layer": "auto", "cam_images": 8, "pointing_game": True,
+        "pointing_tolerance": 0.03, "image_weight": 0.5,
+    }  # fmt: skip
+    yaml = OmegaConf.to_container(compose(["stages=[train]", "input=shapes"]).train)
+    assert {k: v for k, v in yaml.items() if k != "backend"} == {
+        k: v for k, v in defaults.items() if k != "backend"
+    }
+    assert dataclasses.asdict(CamSettings()) == {
+        "batch_size": 32, "freeze_params": True, "eigen_smooth": False, "aug_smooth": False,
+    }  # fmt: skip
+    assert STRIP_FACTOR == 2
+
+
+def test_run_without_validate_and_the_torch_backend(tmp_path: Path) -> None:
+    """run() builds its own plan when validate did not; backend=torch writes the same tags."""
+    from pipeline.build import build_context
+    from pipeline.schema import settings_of
+    from stages.train import TrainStage
+
+    cfg = compose_config([*TINY, "train.backend=torch", "train.epochs=1", "train.cam_images=1"])
+    ctx = build_context(cfg, tmp_path / "run")
+    res = TrainStage().run(ctx, settings_of(cfg, "train"))
+    assert res.data.status == "ok" and res.data.steps_done == 3
+    train = events(tmp_path / "run/tensorboard/train")
+    assert sorted(train.Tags()["scalars"]) == ["accuracy", "loss", "lr"]
+    assert [e.step for e in train.Scalars("loss")] == [1, 2, 3]
+    assert [
+        e.step for e in events(tmp_path / "run/tensorboard/val").Images("cam_over_time/val_00000_circle")
+    ] == [0, 1]
+
+
+def test_input_grid_takes_the_first_32_images(tmp_path: Path) -> None:
+    """inputs/train_batch: make_grid of at most 32 images, 8 a row, 2 px white padding, step 0."""
+    from stages.train.board import Board
+
+    ctx = SimpleNamespace(output_dir=tmp_path, model_name="m", warn=print)
+    with Board(ctx, settings()) as board:
+        board.input_grid(torch.zeros(40, 3, 2, 2))
+    (img,) = events(tmp_path / "tensorboard/train").Images("inputs/train_batch")
+    assert (img.step, img.width, img.height) == (0, 8 * 4 + 2, 4 * 4 + 2)
