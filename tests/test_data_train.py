@@ -774,8 +774,8 @@ def test_console_lines_per_epoch(tiny: tuple[Any, Any, Any]) -> None:
     """One INFO line per epoch with the epoch, steps, train and val numbers, exact format."""
     ctx, _, res = tiny
     expected = [
-        f"train: epoch {r.epoch}/2, {r.steps} steps: loss {r.train_loss:.4f}, accuracy {r.train_accuracy:.3f} "
-        f"| val loss {r.val_loss:.4f}, accuracy {r.val_accuracy:.3f}"
+        f"train: epoch {r.epoch}/2, {r.steps} steps: loss {r.train_loss:.4f}, "
+        f"accuracy {r.train_accuracy:.3f} | val loss {r.val_loss:.4f}, accuracy {r.val_accuracy:.3f}"
         for r in res.data.epochs
     ]
     assert ctx.log_lines == expected
