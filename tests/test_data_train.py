@@ -844,3 +844,52 @@ def test_input_grid_takes_the_first_32_images(tmp_path: Path) -> None:
         board.input_grid(torch.zeros(40, 3, 2, 2))
     (img,) = events(tmp_path / "tensorboard/train").Images("inputs/train_batch")
     assert (img.step, img.width, img.height) == (0, 8 * 4 + 2, 4 * 4 + 2)
+
+
+def test_clipping_sgd_scheduler_and_max_steps_equal_a_hand_written_loop(tmp_path: Path) -> None:
+    """With grad_clip, SGD(momentum), StepLR and max_steps=4 the weights equal a plain loop that
+    clips the total gradient norm before each step, steps the scheduler after it, stops at step 4."""
+    from torch.utils.data import DataLoader
+
+    from pipeline.build import build_context
+    from pipeline.inputs import build_split
+
+    extra = [
+        "train.grad_clip=0.05",
+        "train.max_steps=4",
+        "train.cam_images=0",
+        "train.pointing_game=false",
+        "train.optimizer._target_=torch.optim.SGD",
+        "+train.optimizer.momentum=0.5",
+        "train.scheduler={_target_:torch.optim.lr_scheduler.StepLR,step_size:2,gamma:0.5}",
+    ]
+    ctx, _, res = run_stage(tmp_path / "run", *extra)
+    fresh = build_context(compose_config([*TINY, *extra]), tmp_path / "fresh")
+    model = fresh.model
+    loader = DataLoader(
+        build_split(fresh.inputs, "train").dataset,
+        batch_size=4,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(ctx.seed),
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    step = 0
+    for _ in range(2):
+        model.train()
+        for batch in loader:
+            loss = torch.nn.functional.cross_entropy(model(batch["x"]), batch["label"])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+            opt.step()
+            sched.step()
+            step += 1
+            if step == 4:
+                break
+        if step == 4:
+            break
+    trained = ctx.model.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.allclose(trained[key].float(), value.float(), atol=1e-6), key
+    assert res.data.steps_done == 4 and res.data.settings["grad_clip"] == 0.05
