@@ -1030,3 +1030,24 @@ def hashlib_md5(path: Path) -> str:
     import hashlib
 
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_rules_default_missing_optional_keys_and_paths_expand_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-made config without the split keys gets their defaults (size 64, counts 1, fractions
+    0.1, no download); '~' in input.path and input.root means the home folder."""
+    common = dict(
+        batch_size=1, workers=0, limit=None, resize=None, crop=None, mean=None, std=None, shard=None
+    )
+    check_input(SimpleNamespace(kind="shapes", **common))
+    check_input(SimpleNamespace(kind="imagefolder", root=str(tmp_path), **common))
+    with pytest.raises(ConfigError, match=r"^CIFAR-10 is not in "):
+        check_input(SimpleNamespace(kind="cifar10", root=str(tmp_path), **common))
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    check_input(SimpleNamespace(kind="cifar10", root=str(tmp_path), **common))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save(tmp_path / "pic.png", np.zeros((2, 2, 3), np.uint8))
+    assert im.find_images("~/pic.png") == [tmp_path / "pic.png"]
+    assert im.find_images("~") == [tmp_path / "pic.png"]
+    check_input(icfg(kind="imagefolder", root="~"))
