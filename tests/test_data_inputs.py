@@ -550,6 +550,12 @@ def test_reindexed_split_name_kinds_and_replaced() -> None:
 
     c = C()
     assert _replaced(c, limit=None) == C("test", None) and c.limit == 3
+
+    @dataclasses.dataclass(frozen=True)
+    class F:
+        split: str = "test"
+
+    assert _replaced(F(), split="val") == F("val")  # frozen: replaced, not set
     plain = icfg(limit=3)
     out = _replaced(plain, limit=None, shard=None)
     assert out.limit is None and plain.limit == 3 and out.kind == "random"
@@ -779,6 +785,10 @@ def test_render_is_pinned_and_seeded() -> None:
     assert sh.render(3, "val", 7).rgb.shape == (3, 64, 64)  # default size
     assert not np.array_equal(sh.render(3, "test", 4, 32).rgb, s.rgb)
     assert sh.SPLIT_IDS == {"train": 0, "val": 1, "test": 2}
+    sums = [float(sh.render(0, "train", i, 32).rgb.sum()) for i in range(12)]
+    pinned = [1860.372, 1539.754, 1682.794, 1933.887, 2228.026, 2314.693]
+    pinned += [1657.273, 987.088, 998.629, 2164.974, 1345.145, 1868.239]
+    assert sums == pytest.approx(pinned, abs=2e-3)  # 12 images (light and dark objects) pinned
 
 
 def test_shapes_dataset_items_and_normalisation() -> None:

@@ -502,6 +502,10 @@ def test_check_settings_backend_node_and_input_kind(monkeypatch: pytest.MonkeyPa
 
     node = OmegaConf.create({"_target_": "torch.optim.SGD", "momentum": 0.9})
     assert _target_node(node, "optimizer", ("lr",)) == {"_target_": "torch.optim.SGD", "momentum": 0.9}
+    nested = _target_node(
+        OmegaConf.create({"_target_": "torch.optim.Adam", "betas": [0.8, 0.9]}), "optimizer", ()
+    )
+    assert type(nested["betas"]) is list and nested["betas"] == [0.8, 0.9]  # plain containers
     check_settings(settings(), OmegaConf.create({"input": {"kind": "shapes"}}))
     check_settings(settings(), OmegaConf.create({"other": 1}))
     with pytest.raises(ConfigError) as e:
@@ -571,6 +575,9 @@ def test_make_optimizer_and_scheduler_fill_the_run_s_numbers() -> None:
     assert (
         _parameters("torch.optim.lr_scheduler.NoSuchLR") == set() and _parameters("nosuchmodule.X") == set()
     )
+    with pytest.raises(ConfigError) as e:
+        make_optimizer(net, settings(optimizer={"_target_": "torch.optim.SGD", "lr": 1}))
+    assert str(e.value).startswith("train.optimizer.lr is set by the train stage; remove it")
     frozen = torch.nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ConfigError) as e:
         make_optimizer(frozen, settings())
@@ -893,3 +900,44 @@ def test_clipping_sgd_scheduler_and_max_steps_equal_a_hand_written_loop(tmp_path
     for key, value in model.state_dict().items():
         assert torch.allclose(trained[key].float(), value.float(), atol=1e-6), key
     assert res.data.steps_done == 4 and res.data.settings["grad_clip"] == 0.05
+
+
+def test_result_of_a_history_without_epochs(tmp_path: Path) -> None:
+    """No epoch: no curves, scalars None (epochs_done 0), 'no epoch' in the summary, no strips;
+    the curves of one epoch are an 800×300 PNG."""
+    from pipeline.context import RunContext
+    from stages.train.result import result, write_curves
+
+    ctx = RunContext(
+        model=torch.nn.Linear(1, 1), model_name="m", inputs=None, device="cpu", output_dir=tmp_path
+    )
+    h = History(model="m", seed=0, data="shapes", classes=["a"], train_images=3, val_images=2, settings={
+        "epochs": 4, "lr": 0.5, "batch_size": 2, "optimizer": {"_target_": "torch.optim.SGD"},
+    })  # fmt: skip
+    frames = SimpleNamespace(strips=lambda: [])
+    res = result(ctx, None, h, [], frames)
+    assert res.summary == "0/4 epoch(s), 0 steps: no epoch" and res.pictures == []
+    assert res.params == {"epochs": "4", "lr": "0.5", "optimizer": "SGD", "batch_size": "2"}
+    assert [(s.name, s.value) for s in res.scalars] == [
+        ("train/val_accuracy", None), ("train/val_loss", None), ("train/train_accuracy", None),
+        ("train/train_loss", None), ("train/epochs_done", 0.0),
+    ]  # fmt: skip
+    assert (
+        res.tables[0].rows == []
+        and len(res.tables) == 1
+        and res.files == ["train/checkpoint.pt", "train/history.json"]
+    )
+    h.add(EpochRecord(1, 2, 1.0, 0.5, None, None, 0.5))
+    assert write_curves(ctx, h) == "train/curves.png"
+    from PIL import Image
+
+    with Image.open(tmp_path / "train/curves.png") as img:
+        assert img.size == (800, 300)
+    res = result(
+        RunContext(model=ctx.model, model_name="m", inputs=None, device="cpu", output_dir=tmp_path / "b"),
+        None,
+        h,
+        [],
+        frames,
+    )
+    assert res.tables[0].rows == [[1, 2, "1", "50.0%", "–", "–", "0.5", ""]]
