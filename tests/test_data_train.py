@@ -52,14 +52,17 @@ def _one_thread() -> Any:
     torch.set_num_threads(threads)
 
 
-def run_stage(out: Path, *extra: str) -> tuple[Any, Any, Any]:
-    """(ctx, settings, StageResult) of the train stage run in-process on TINY + extra."""
+def run_stage(out: Path, *extra: str, keep: list | None = None) -> tuple[Any, Any, Any]:
+    """(ctx, settings, StageResult) of the train stage run in-process on TINY + extra (the context
+    is also appended to ``keep``, for runs that raise)."""
     from pipeline.build import build_context
     from pipeline.schema import settings_of
     from stages.train import TrainStage
 
     cfg = compose_config([*TINY, *extra])
     ctx = build_context(cfg, out)
+    if keep is not None:
+        keep.append(ctx)
     settings = settings_of(cfg, "train")
     stage = TrainStage()
     stage.check(settings, cfg)
@@ -155,6 +158,9 @@ def test_history_json_keys_and_values(tiny: tuple[Any, Any, Any]) -> None:
     assert last["val_loss"] == pytest.approx(loss, rel=1e-5) and last["val_accuracy"] == pytest.approx(acc)
     assert res.data.status == "ok" and History.load(ctx.output_dir / "train/history.json") == res.data
     assert not ctx.model.training  # handed back in eval mode
+    assert ctx.nonfinite_params == []
+    with torch.no_grad():  # later stages probe the trained model afresh
+        assert torch.allclose(ctx.probe().logits, ctx.model(ctx.inputs.first().tensor), atol=1e-6)
 
 
 def test_localisation_record_and_chance_level(tiny: tuple[Any, Any, Any]) -> None:
@@ -188,6 +194,14 @@ def test_localisation_record_and_chance_level(tiny: tuple[Any, Any, Any]) -> Non
     )
     for key in ("pointing_game", "energy_in_box"):
         assert 0.0 <= loc.before[key] <= 1.0 and 0.0 <= loc.after[key] <= 1.0
+    from pipeline.gradcam.localisation import localisation
+    from stages.train.frames import cam_maps
+    from stages.train.plan import make_plan
+
+    _, maps = cam_maps(ctx, make_plan(ctx, settings(pointing_game=True)), batch.tensor, None)
+    scores = [localisation(maps[i], box, 0.03) for i, box in enumerate(batch.boxes)]
+    assert loc.after["pointing_game"] == pytest.approx(np.mean([s["pointing_game"] for s in scores]))
+    assert loc.after["energy_in_box"] == pytest.approx(np.mean([s["energy_in_box"] for s in scores]))
 
 
 # --------------------------------------------------------------------------- TensorBoard
@@ -388,8 +402,14 @@ FAULTY = ["model._target_=test_data_train.FaultyNet", "model.name=faulty", "trai
 def test_nan_loss_stops_with_the_exact_message_and_the_last_good_weights(tmp_path: Path) -> None:
     """A NaN loss at step 5 (epoch 2): one VizpipeError with the exact text; history says stopped
     with the same text; the model holds epoch 1's checkpoint; steps 1..4 are logged."""
+    keep: list = []
     with pytest.raises(VizpipeError) as e:
-        run_stage(tmp_path / "run", *FAULTY, "+model.kwargs.fault_at=5", "train.cam_images=0")
+        run_stage(tmp_path / "run", *FAULTY, "+model.kwargs.fault_at=5", "train.cam_images=0", keep=keep)
+    (ctx,) = keep
+    saved = torch.load(tmp_path / "run/train/checkpoint.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in ctx.model.state_dict().items())  # epoch 1's weights
+    assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
+    assert not ctx.model.training and ctx.nonfinite_params == []
     message = (
         "Training stopped at epoch 2, step 5: the loss is nan (train.lr=0.01, the step's lr 0.01); the "
         "model keeps the weights of epoch 1 (train/checkpoint.pt) and every log stays. Lower train.lr or "
@@ -713,11 +733,19 @@ def test_cam_frames_single_epoch_caption_and_none(tiny: tuple[Any, Any, Any]) ->
     ctx, _, _ = tiny
     plan = make_plan(ctx, settings(cam_images=1))
     val = build_split(ctx.inputs, "val")
-    frames = CamFrames(ctx, plan, val, 1, 0.5)
+    frames = CamFrames(ctx, plan, val, 1, 0.3)
     assert frames.strips() == []  # nothing captured yet
     out = frames.capture(0)
     assert list(out) == ["val_00000_circle"] and out["val_00000_circle"].shape == (32, 32, 3)
     assert out["val_00000_circle"].dtype == np.uint8
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    from stages.train.frames import cam_maps
+
+    _, maps = cam_maps(ctx, plan, frames.batch.tensor, [0])  # the image's true class: circle
+    want = show_cam_on_image(frames.batch.rgb[0], np.clip(maps[0], 0, 1), use_rgb=True, image_weight=0.3)
+    assert np.array_equal(out["val_00000_circle"], want)
+    assert frames.epochs == [0] and len(frames.frames["val_00000_circle"]) == 1
     ((name, caption, strip),) = frames.strips()
     assert caption == (
         "val_00000_circle: GradCAM on conv3 for its class 0 circle, epoch 0 left to right "
