@@ -1061,3 +1061,29 @@ def test_rules_default_missing_optional_keys_and_paths_expand_home(
     assert im.find_images("~/pic.png") == [tmp_path / "pic.png"]
     assert im.find_images("~") == [tmp_path / "pic.png"]
     check_input(icfg(kind="imagefolder", root="~"))
+
+
+def test_limit_warnings_name_what_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The input.limit warning names the items of each kind: images, <split> images, tensor items."""
+    from pipeline.inputs.folders import imagefolder
+
+    for i in range(3):
+        save(tmp_path / "c" / f"{i}.png", np.zeros((2, 2, 3), np.uint8))
+        save(tmp_path / "d" / f"{i}.png", np.zeros((2, 2, 3), np.uint8))
+    with caplog.at_level(logging.WARNING, logger="pipeline.inputs"):
+        src.images(icfg(kind="image", path=str(tmp_path / "c"), limit=2), weights=None, seed=0, model=None)
+        src.random_batch(icfg(shape=[3, 3, 2, 2], limit=1), weights=None, seed=0, model=None)
+        cfg = icfg(
+            kind="imagefolder",
+            root=str(tmp_path),
+            split="train",
+            limit=1,
+            val_fraction=0.1,
+            test_fraction=0.1,
+        )
+        imagefolder(cfg, weights=None, seed=0, model=None)
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "Using the first 2 of 3 images",
+        "Using the first 1 of 3 tensor items",
+        "Using the first 1 of 6 train images",
+    ]
