@@ -637,10 +637,19 @@ def test_make_plan_resolves_and_refuses(tmp_path: Path) -> None:
     assert [x.name for x in plan.layers] == ["conv3"]
     plain = make_plan(ctx, settings())
     assert plain.method is None and plain.layers == []
+    with pytest.raises(ConfigError, match=r"^train.epochs must be >= 1, got 0$"):
+        make_plan(ctx, settings(epochs=0))  # the config rules run again
+    with pytest.raises(ConfigError, match=r"Unknown layer 'conv9'.*train.cam_layer"):
+        make_plan(ctx, settings(cam_images=1, cam_layer="conv9"))
     with pytest.raises(
         ConfigError, match=r"^Could not build train.scheduler 'torch.optim.lr_scheduler.NoSuchLR'"
     ):
         make_plan(ctx, settings(scheduler={"_target_": "torch.optim.lr_scheduler.NoSuchLR"}))
+    ctx.inputs.kind = "photo"
+    with pytest.raises(
+        ConfigError, match=r"^The train stage needs a labelled data set .* input=photo has none"
+    ):
+        make_plan(ctx, settings())
 
 
 # --------------------------------------------------------------------------- record, result, board
@@ -721,6 +730,14 @@ def test_board_without_lr_or_val_numbers_and_an_untraceable_graph(tmp_path: Path
         off.parameters(net, 1, gradients=True)
         off.graph(Untraceable(), torch.zeros(1, 2))
     assert len(warned) == 1
+
+    class Silent(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise ValueError("   ")
+
+    with Board(ctx, settings()) as again:
+        again.graph(Silent(), torch.zeros(1, 2))
+    assert warned[-1] == "Training: no model graph in TensorBoard, odd cannot be traced (ValueError)"
 
 
 def test_cam_frames_single_epoch_caption_and_none(tiny: tuple[Any, Any, Any]) -> None:
