@@ -35,6 +35,13 @@ from pipeline.inputs import sources as src
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _torchvision_imported() -> None:
+    """torchvision and matplotlib (seconds to import once per process) are paid here, in setup."""
+    import matplotlib  # noqa: F401
+    import torchvision.transforms.functional  # noqa: F401
+
+
 def icfg(**changes: Any) -> SimpleNamespace:
     """A plain input config with the schema's defaults (``input.*``), changed by ``changes``."""
     base = dict(
