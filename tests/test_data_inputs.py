@@ -524,6 +524,10 @@ def test_check_input_rules_and_messages(tmp_path: Path) -> None:
             check_input(cfg)
         assert str(e.value) == message
     check_input(icfg(kind="random", mean=[0.1, 0.2]))  # not an RGB kind: any length
+    check_input(icfg(kind="tensor", path="x.pt", std=[1.0, 1.0]))
+    for kind in ("photo", "image", "shapes", "imagefolder", "cifar10"):
+        with pytest.raises(ConfigError, match=r"^input.mean must have 1 or 3 values, got \[0.1, 0.2\]$"):
+            check_input(icfg(kind=kind, path="x.png", root=str(tmp_path), mean=[0.1, 0.2]))
     check_input(icfg(kind="shapes", size=32, train_count=1, val_count=1, test_count=1))
     check_input(icfg(kind="imagefolder", root=str(tmp_path), val_fraction=0.45, test_fraction=0.5))
     check_input(icfg(kind="cifar10", root=str(tmp_path), download=True, val_fraction=0.9))
