@@ -198,6 +198,11 @@ def test_load_rgb_scales_16_bit_integer_and_float_images(tmp_path: Path) -> None
     got = im.load_rgb(tmp_path / "i16.png")
     assert got.shape == (1, 3, 3) and got[0, :, 0].tolist() == [255, 4, 1]
     assert np.array_equal(got[..., 0], got[..., 2])
+    dim = Image.new("I;16", (2, 1))
+    dim.putpixel((0, 0), 200)
+    dim.putpixel((1, 0), 129)
+    dim.save(tmp_path / "dim.png")
+    assert im.load_rgb(tmp_path / "dim.png")[0, :, 0].tolist() == [1, 1]  # 16-bit: / 65535 even when dim
     i32 = Image.new("I", (2, 1))
     i32.putpixel((0, 0), 100)
     i32.putpixel((1, 0), 255)
