@@ -639,8 +639,12 @@ def test_make_plan_resolves_and_refuses(tmp_path: Path) -> None:
     assert plain.method is None and plain.layers == []
     with pytest.raises(ConfigError, match=r"^train.epochs must be >= 1, got 0$"):
         make_plan(ctx, settings(epochs=0))  # the config rules run again
-    with pytest.raises(ConfigError, match=r"Unknown layer 'conv9'.*train.cam_layer"):
+    with pytest.raises(
+        ConfigError, match=r"^Unknown layer 'conv9' for shapes_net; .* train.cam_layer takes auto"
+    ):
         make_plan(ctx, settings(cam_images=1, cam_layer="conv9"))
+    blocks = make_plan(ctx, settings(cam_images=1, cam_layer="blocks"))
+    assert [x.name for x in blocks.layers] == ["conv1", "conv2", "conv3"]  # the model's blocks
     with pytest.raises(
         ConfigError, match=r"^Could not build train.scheduler 'torch.optim.lr_scheduler.NoSuchLR'"
     ):
