@@ -595,6 +595,10 @@ def test_build_inputs_and_build_split() -> None:
         build_split(inputs, "val")
     with pytest.raises(ConfigError, match=r"Unknown split 'dev'"):
         build_split(inputs, "dev")
+    from pipeline.schema import InputKind, Split
+
+    enum = build_inputs(icfg(kind=InputKind.shapes, split=Split.val, size=32, val_count=2), None, CPU, 0)
+    assert enum.kind == "shapes" and enum.split == "val" and enum.names[1] == "val_00001_square"
     with pytest.raises(ConfigError, match=r"Unknown input.kind 'nope'"):
         build_inputs(icfg(kind="nope"), None, CPU, 0)
     cfg = icfg(
