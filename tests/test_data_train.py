@@ -598,6 +598,8 @@ def test_make_optimizer_and_scheduler_fill_the_run_s_numbers() -> None:
     with pytest.raises(ConfigError) as e:
         make_optimizer(net, settings(optimizer={"_target_": "torch.optim.SGD", "lr": 1}))
     assert str(e.value).startswith("train.optimizer.lr is set by the train stage; remove it")
+    with pytest.raises(ConfigError, match=r"^Could not build train.optimizer 'torch.optim.NoSuchOpt': "):
+        make_optimizer(net, settings(optimizer={"_target_": "torch.optim.NoSuchOpt"}))
     frozen = torch.nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ConfigError) as e:
         make_optimizer(frozen, settings())
