@@ -64,7 +64,7 @@ def find_images(spec: str) -> list[Path]:
     near: list[str] = []
     if parent.is_dir():
         near = closest_first(
-            p.name, [f.name for f in parent.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS]
+            p.name, sorted(f.name for f in parent.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
         )[:3]
     hint = f"; did you mean {', '.join(repr(str(parent / n)) for n in near)}?" if near else "."
     raise ConfigError(
