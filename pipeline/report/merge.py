@@ -86,6 +86,8 @@ def merge_tables(tables: list[Table]) -> Table:
         title=first.title,
         columns=list(first.columns),
         rows=[*rows, total],
+        group=first.group,
+        code=list(first.code),  # links are not kept: they are relative to one shard's run folder
         caption=f"Merged over {len(tables)} shard(s): "
         f"summed {', '.join(first.columns[i] for i in sorted(summed))}; "
         f"means weighted by {first.columns[spec.weight]}",
