@@ -386,7 +386,7 @@ def test_make_plan_layer_errors(tmp_path):
     )
     with pytest.raises(ConfigError) as info:
         make_plan(ctx, settings(layer="fc*"))
-    assert str(info.value).startswith("cam.layer 'fc*' selects no usable layer for tiny: CAM needs")
+    assert str(info.value).startswith("Unknown layer pattern 'fc*' for tiny.")
 
 
 # ----------------------------------------------------------------------------- compute helpers
