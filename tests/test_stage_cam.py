@@ -5,8 +5,6 @@ Every check pins an exact value or message (a tiny 3-class model, random 2×3×1
 
 from __future__ import annotations
 
-import json
-import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,7 +18,6 @@ from pipeline.gradcam.localisation import LOCALISATION, localisation
 from stages.cam import CamConfig, CamStage
 from stages.cam.compute import _chunk, file_stem, metric_target_text, metric_targets
 from stages.cam.plan import check_settings, make_plan, method_kwargs, parse_target_class
-from stages.cam.record import CamDoc, CamImage, CamMap, Prediction
 
 
 class TinyCNN(nn.Module):
@@ -438,10 +435,13 @@ def test_chunk_splits_scorecam_by_bytes(monkeypatch):
     """ScoreCAM: images per call = MAX_BYTES // (channels × image bytes), at least 1, at most N."""
     import stages.cam.compute as compute
     from pipeline.gradcam.layers import CamLayer
-    from pipeline.layers import Layout
     from pipeline.gradcam.methods import resolve_method
+    from pipeline.layers import Layout
 
-    layers = [CamLayer("a", (1, 4, 2, 2), Layout("nchw", 2, 2, 4)), CamLayer("b", (1, 8, 2, 2), Layout("nchw", 2, 2, 8))]
+    layers = [
+        CamLayer("a", (1, 4, 2, 2), Layout("nchw", 2, 2, 4)),
+        CamLayer("b", (1, 8, 2, 2), Layout("nchw", 2, 2, 8)),
+    ]
     x = torch.zeros(10, 3, 4, 4)  # 48 values × 4 bytes = 192 bytes per image; × 8 channels = 1536
     plan = SimpleNamespace(method=resolve_method("scorecam"))
     monkeypatch.setattr(compute, "SCORECAM_MAX_BYTES", 1536 * 3)
