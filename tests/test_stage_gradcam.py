@@ -139,7 +139,8 @@ def test_metric_table_and_names():
         resolve_metrics(["complexityy"])
     text = str(info.value)
     assert text.startswith(
-        "Unknown CAM metric 'complexityy'; did you mean 'complexity'? Valid choices (closest first): complexity, "
+        "Unknown CAM metric 'complexityy'; did you mean 'complexity'? "
+        "Valid choices (closest first): complexity, "
     )
     assert text.endswith(". Set cam.metrics=[<names>] (grad-cam's pytorch_grad_cam.metrics)")
     assert {(n, s.target, s.better, s.forwards) for n, s in METRICS.items() if n.startswith("road_")} == {
