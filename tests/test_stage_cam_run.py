@@ -162,7 +162,7 @@ def test_full_record_with_boxes_labels_metrics_and_per_layer_maps(tmp_path):
     # the stage's record
     assert res.summary == "GradCAM on c1, c2, target: class(es) [2, 'cat']; 3 image(s), 18 map(s)"
     assert res.params == {"method": "gradcam", "layer": "c1+c2", "class": "[2, 'cat']"}
-    assert res.files == ["cam/cam.json"]
+    assert res.files == ["cam/cam.json"] and res.stage == "cam"
     assert [(s.name, s.key, s.better) for s in res.scalars] == [
         ("cam/score", True, None),
         ("cam/pointing_game", True, "higher"),

@@ -163,6 +163,7 @@ def test_run_stats_npy_grids_and_record(ctx, tmp_path):
     # zeros: the input of c2 is a ReLU output, so it has exact zeros
     assert doc["layers"]["c2 (input)"]["zero_fraction"] > 0
     # the record
+    assert res.stage == "features"
     assert res.summary == ("4 layer(s) × 3 image(s); colormap gray, normalised per layer, channels: top")
     table = res.tables[0]
     assert table.columns == [

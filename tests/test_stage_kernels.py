@@ -217,7 +217,7 @@ def test_run_files_stats_and_record(ctx):
         ("kernels/mid_rgb.png", "mid  as RGB filters", "kernels/mid/rgb", True, False),
         ("kernels/up.png", "up  4×2×1×1", "kernels/up", True, True),
     ]
-    assert res.files == ["kernels/stats.json"]
+    assert res.files == ["kernels/stats.json"] and res.stage == "kernels"
 
 
 def test_run_tile_scale_without_rgb_or_dead(tmp_path):

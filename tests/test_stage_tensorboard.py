@@ -338,7 +338,7 @@ def test_render_reads_back(tmp_path, backend):
         ["text", 2, "predictions/top5/text_summary, summary/t/text_summary"],
     ]
     assert res.texts[0].body == f"tensorboard --logdir {out}\n# then browse to http://localhost:6006"
-    assert res.texts[0].open is True
+    assert res.texts[0].open is True and res.texts[0].title == "Open it" and res.stage == "tensorboard"
 
 
 def test_render_untraceable_nonfinite_and_long_tag_lists(tmp_path):
