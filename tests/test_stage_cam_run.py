@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -324,3 +325,66 @@ def test_result_samples_the_first_images(tmp_path):
     one = result(ctx, dataclasses.replace(doc, images=images[:1], reshape={}))
     assert [t.title for t in one.tables] == ["Per class (top-1 class)", "Top-5 predictions"]
     assert one.tables[1].caption == "Source: src; label 1"
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "passes"), [("scorecam", "ScoreCAM", 5), ("ablationcam", "AblationCAM", 6)]
+)
+def test_perturbation_passes_are_announced_and_counted(tmp_path, caplog, method, name, passes):
+    """ScoreCAM/AblationCAM: the expected passes logged up front equal the passes counted in cam.json."""
+    import logging
+
+    ctx = boxed_context(tmp_path, labels=False)
+    ctx.inputs.batch_size = 32  # one batch of 3
+    with caplog.at_level(logging.INFO, logger="stages.cam.compute"):
+        doc, res = run(ctx, method=method, layer="c2", target_class=1, batch_size=4)
+    # per image ceil(6 channels / 4) = 2 masked batches; + 1 forward per batch (+ 1 for AblationCAM)
+    expected = 1 + (passes - 5) + 3 * 2
+    assert doc.forward_passes == expected
+    assert (
+        f"{name} on c2: about {expected} forward passes to run (1 class set(s) x 3 image(s) x "
+        "ceil(channels / cam.batch_size 4); channels c2: 6)"
+    ) in caplog.messages
+
+
+def test_announce_metrics(caplog):
+    """The metrics' cost is stated before they run; ROAD's imputation is named."""
+    import logging
+
+    from stages.cam.compute import announce_metrics
+
+    ctx = boxed_context(Path("unused"), labels=False)
+    with caplog.at_level(logging.INFO, logger="stages.cam.compute"):
+        announce_metrics(ctx, SimpleNamespace(metrics=[]), 2)
+        announce_metrics(ctx, SimpleNamespace(metrics=["complexity", "coherency"]), 2)
+        announce_metrics(ctx, SimpleNamespace(metrics=["road_combined", "arcc", "drop_in_confidence"]), 1)
+    assert caplog.messages == [
+        "cam.metrics complexity, coherency on 6 map(s): about 1 extra forward pass(es) per map batch",
+        "cam.metrics road_combined, arcc, drop_in_confidence on 3 map(s): about 18 extra forward pass(es) "
+        "per map batch; road_combined, arcc impute every image per percentile (slow on a CPU: ~0.3-1 s "
+        "per image)",
+    ]
+
+
+def test_scorecam_chunks_give_the_same_maps(tmp_path, monkeypatch):
+    """Splitting a batch image by image (ScoreCAM's memory cap) changes no map, box or label."""
+    import stages.cam.compute as compute
+
+    whole, _ = run(boxed_context(tmp_path / "a"), method="scorecam", layer="c2", target_class=[0, 2])
+    monkeypatch.setattr(compute, "SCORECAM_MAX_BYTES", 1)
+    ctx = boxed_context(tmp_path / "b")
+    split, _ = run(ctx, method="scorecam", layer="c2", target_class=[0, 2])
+    assert [(im.name, im.label, im.box) for im in split.images] == [
+        (im.name, im.label, im.box) for im in whole.images
+    ]
+    assert [(m.layer, m.target, m.metrics["pointing_game"]) for im in split.images for m in im.maps] == [
+        (m.layer, m.target, m.metrics["pointing_game"]) for im in whole.images for m in im.maps
+    ]
+    assert [m.metrics["energy_in_box"] for im in split.images for m in im.maps] == pytest.approx(
+        [m.metrics["energy_in_box"] for im in whole.images for m in im.maps], rel=1e-5
+    )
+    for a, b in zip(whole.images, split.images, strict=True):
+        for ma, mb in zip(a.maps, b.maps, strict=True):
+            np.testing.assert_allclose(
+                np.load(tmp_path / "b" / mb.npy), np.load(tmp_path / "a" / ma.npy), atol=1e-5
+            )
