@@ -388,3 +388,48 @@ def test_scorecam_chunks_give_the_same_maps(tmp_path, monkeypatch):
             np.testing.assert_allclose(
                 np.load(tmp_path / "b" / mb.npy), np.load(tmp_path / "a" / ma.npy), atol=1e-5
             )
+
+
+def test_per_layer_maps_from_one_call_are_listed_class_by_class(tmp_path):
+    """Without metrics, per-layer maps come from the averaged call: per class, averaged then each layer.
+
+    With metrics (or a meta method) each group runs on its own: group by group. Same maps either way.
+    """
+    ctx = boxed_context(tmp_path / "a", labels=False)
+    one, _ = run(ctx, layer=["c1", "c2"], per_layer=True, target_class=[2, 0])
+    assert [(m.layer, m.target) for m in one.images[0].maps] == [
+        ("c1+c2", 2),
+        ("c1", 2),
+        ("c2", 2),
+        ("c1+c2", 0),
+        ("c1", 0),
+        ("c2", 0),
+    ]
+    ctx = boxed_context(tmp_path / "b", labels=False)
+    apart, _ = run(ctx, layer=["c1", "c2"], per_layer=True, target_class=[2, 0], metrics=["complexity"])
+    assert [(m.layer, m.target) for m in apart.images[0].maps] == [
+        ("c1+c2", 2),
+        ("c1+c2", 0),
+        ("c1", 2),
+        ("c1", 0),
+        ("c2", 2),
+        ("c2", 0),
+    ]
+    for a, b in zip(one.images, apart.images, strict=True):
+        by_key = {(m.layer, m.target): m for m in b.maps}
+        for m in a.maps:
+            np.testing.assert_allclose(
+                np.load(tmp_path / "a" / m.npy),
+                np.load(tmp_path / "b" / by_key[m.layer, m.target].npy),
+                atol=1e-5,
+            )
+    ctx = boxed_context(tmp_path / "c", labels=False)
+    meta, _ = run(ctx, method="finercam", layer=["c1", "c2"], per_layer=True, target_class=[2, 0])
+    assert [(m.layer, m.target) for m in meta.images[0].maps] == [
+        ("c1+c2", 2),
+        ("c1+c2", 0),
+        ("c1", 2),
+        ("c1", 0),
+        ("c2", 2),
+        ("c2", 0),
+    ]
