@@ -453,3 +453,13 @@ def test_chunk_splits_scorecam_by_bytes(monkeypatch):
     monkeypatch.setattr(compute, "SCORECAM_MAX_BYTES", 1 << 40)
     assert _chunk(plan, layers, x) == 10
     assert _chunk(SimpleNamespace(method=resolve_method("gradcam")), layers, x) == 10
+
+
+def test_auto_and_blocks_use_the_configured_blocks(tmp_path):
+    """cam.layer=auto picks the last spatial configured block; 'blocks' selects them all."""
+    ctx = hand_context(TinyCNN(), tmp_path / "run", (1, 3, 16, 16))
+    ctx.blocks_config = "c1,act"
+    assert make_plan(ctx, settings()).label == "act"
+    assert make_plan(ctx, settings(layer="blocks")).label == "c1+act"
+    assert make_plan(ctx, settings(layer=[" auto "])).label == "act"
+    assert make_plan(ctx, settings(layer="c2")).label == "c2"

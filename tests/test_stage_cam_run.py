@@ -433,3 +433,60 @@ def test_per_layer_maps_from_one_call_are_listed_class_by_class(tmp_path):
         ("c2", 2),
         ("c2", 0),
     ]
+
+
+def test_map_writer_clips_the_drawing_but_saves_the_raw_map(tmp_path):
+    """The .npy keeps NaN/inf/out-of-range values; the pictures draw nan->0, inf->1, clipped to [0, 1]."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    from stages.cam.render import MapWriter
+
+    ctx = boxed_context(tmp_path)
+    batch = ctx.inputs.first()
+    cam = np.linspace(-0.5, 1.5, 256, dtype=np.float32).reshape(16, 16)
+    cam[0, 0], cam[0, 1], cam[0, 2] = np.nan, np.inf, -np.inf
+    row = CamMap("a+b", 1, "dog", 0.5, 1.0, "", "", "")
+    out = MapWriter(ctx, 0.75)(batch, 1, row, cam.astype(np.float64))
+    stem = "cam/im1/a_b__1_dog"
+    assert (out.overlay, out.heatmap, out.npy) == (
+        f"{stem}_overlay.png",
+        f"{stem}_heatmap.png",
+        f"{stem}.npy",
+    )
+    assert (out.layer, out.target, out.score) == ("a+b", 1, 0.5)
+    saved = np.load(tmp_path / out.npy)
+    assert saved.dtype == np.float32
+    np.testing.assert_array_equal(saved, cam)
+    mask = cam.copy()
+    mask[0, 0], mask[0, 1], mask[0, 2] = 0.0, 1.0, 0.0
+    mask = np.clip(mask, 0, 1)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / out.heatmap)), heatmap_rgb(mask))
+    over = show_cam_on_image(batch.rgb[1].astype(np.float32), mask, use_rgb=True, image_weight=0.75)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / out.overlay)), over)
+
+
+def test_cam_json_round_trip_and_refusals(tmp_path):
+    """to_json: indented JSON ending in a newline, NaN refused; load: unknown keys refused."""
+    import json
+
+    doc = CamDoc("GradCAM", "gradcam", ["l"], None, {}, {}, [fake_image(0, None, 0, 0.5)])
+    text = doc.to_json()
+    assert text.endswith("}\n") and text.startswith('{\n  "method": "GradCAM",\n  "method_key": "gradcam"')
+    path = tmp_path / "cam.json"
+    path.write_text(text)
+    assert CamDoc.load(path) == doc and CamDoc.load(str(path)) == doc
+    data = json.loads(text)
+    data["extra"] = 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(Exception, match="extra"):
+        CamDoc.load(path)
+    bad = dataclasses.replace(doc, means={"score": float("nan")})
+    with pytest.raises(ValueError):
+        bad.to_json()
+
+
+def test_stage_runs_without_validate(tmp_path):
+    """run() plans by itself when validate was not called."""
+    ctx = boxed_context(tmp_path, labels=False)
+    res = CamStage().run(ctx, CamConfig(layer="c1", target_class=0))
+    assert res.data.layers == ["c1"] and [m.target for im in res.data.images for m in im.maps] == [0, 0, 0]

@@ -364,3 +364,33 @@ def test_render_untraceable_nonfinite_and_long_tag_lists(tmp_path):
     )
     acc = read_events(ctx.output_dir / "tensorboard")
     assert [(e.step, e.value) for e in acc.Scalars("s12")] == [(12, 12.0)]
+
+
+def test_check_names_the_missing_package(monkeypatch):
+    """A backend whose package is missing fails with the package and the pip command."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    missing = set()
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a)
+    )
+    from pipeline.errors import ConfigError
+
+    missing.add("tensorboardX")
+    with pytest.raises(ConfigError) as info:
+        TensorBoardStage().check(TensorboardConfig(graph=False), None)
+    assert str(info.value) == (
+        "tensorboard.backend=tensorboardX needs the 'tensorboardX' package, which is not installed; "
+        "pip install tensorboardX (or: pip install -e .)"
+    )
+    TensorBoardStage().check(TensorboardConfig(backend="torch"), None)
+    missing.add("tensorboard")
+    with pytest.raises(ConfigError) as info:
+        TensorBoardStage().check(TensorboardConfig(backend="torch", graph=False), None)
+    assert str(info.value).startswith("tensorboard.backend=torch needs the 'tensorboard' package")
+    missing.discard("tensorboardX")
+    with pytest.raises(ConfigError) as info:
+        TensorBoardStage().check(TensorboardConfig(), None)  # the graph needs tensorboard
+    assert str(info.value).startswith("tensorboard.backend=tensorboardX needs the 'tensorboard' package")
+    TensorBoardStage().check(TensorboardConfig(graph=False), None)
