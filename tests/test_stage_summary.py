@@ -292,3 +292,24 @@ def test_stage_run_on_a_shared_module(tmp_path):
     assert "act     ReLU" + " " * 22 + "1x4x8x8 (2 calls)\n" in text
     assert text.endswith("unused  Conv2d" + " " * 20 + "- (not called)\n")
     assert res.summary == "367 params, 0.00 G mult-adds"  # 355 + the unused 1×1 conv's 12
+
+
+def test_root_cause_follows_causes_and_unsuppressed_contexts():
+    """The innermost exception: through __cause__ and __context__, not past a suppressed context."""
+    from stages.summary import _root_cause
+
+    root = ValueError("root")
+    mid = RuntimeError("mid")
+    mid.__cause__ = root
+    top = TypeError("top")
+    top.__context__ = mid
+    assert _root_cause(top) is root
+    assert _root_cause(root) is root
+    hidden = KeyError("hidden")
+    hidden.__context__ = mid
+    hidden.__suppress_context__ = True
+    assert _root_cause(hidden) is hidden
+    both = OSError("both")
+    both.__cause__ = root
+    both.__context__ = mid
+    assert _root_cause(both) is root

@@ -394,3 +394,31 @@ def test_check_names_the_missing_package(monkeypatch):
         TensorBoardStage().check(TensorboardConfig(), None)  # the graph needs tensorboard
     assert str(info.value).startswith("tensorboard.backend=tensorboardX needs the 'tensorboard' package")
     TensorBoardStage().check(TensorboardConfig(graph=False), None)
+
+
+class Silent(TinyCNN):
+    def forward(self, x):
+        if torch.jit.is_tracing():
+            raise RuntimeError()
+        return super().forward(x)
+
+
+class Loud(TinyCNN):
+    def forward(self, x):
+        if torch.jit.is_tracing():
+            raise ValueError("  " + "x" * 400 + "\nsecond")
+        return super().forward(x)
+
+
+def test_graph_error_text(tmp_path):
+    """An empty message gives the type alone; a long first line is cut at 300 characters."""
+    from stages.tensorboard.collect import trace_graph
+
+    ctx = hand_context(Silent(), tmp_path / "a", (1, 3, 8, 8))
+    assert trace_graph(ctx) == (None, "RuntimeError")
+    ctx = hand_context(Loud(), tmp_path / "b", (1, 3, 8, 8))
+    graph, err = trace_graph(ctx)
+    assert graph is None and err == "ValueError: " + "x" * 300
+    ok = hand_context(TinyCNN(), tmp_path / "c", (1, 3, 8, 8))
+    graph, err = trace_graph(ok)
+    assert err is None and isinstance(graph, bytes) and b"c1" in graph and ok.warnings == []
