@@ -395,8 +395,15 @@ def test_per_layer_maps_from_one_call_are_listed_class_by_class(tmp_path):
 
     With metrics (or a meta method) each group runs on its own: group by group. Same maps either way.
     """
-    ctx = boxed_context(tmp_path / "a", labels=False)
+    ctx = boxed_context(tmp_path / "a")
     one, _ = run(ctx, layer=["c1", "c2"], per_layer=True, target_class=[2, 0])
+    # every kind of map (averaged and per layer) gets the localisation scores of its own map
+    from pipeline.gradcam.localisation import localisation
+
+    for i, im in enumerate(one.images):
+        for m in im.maps:
+            want = localisation(np.load(tmp_path / "a" / m.npy), BOXES[i], 0.03)
+            assert m.metrics == pytest.approx(want)
     assert [(m.layer, m.target) for m in one.images[0].maps] == [
         ("c1+c2", 2),
         ("c1", 2),

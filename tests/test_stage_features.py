@@ -312,3 +312,19 @@ def test_accumulator_statistics_and_nan():
     small = Accumulator(t, 2)
     small.add(np.array([[[[1.0, 2.0]], [[3.0, 4.0]]]], dtype=np.float16))
     assert small.maxs.dtype == np.float64 and small.total == 10.0 and small.peak == 4.0
+
+
+def test_plan_input_capture_needs_a_spatial_input(ctx):
+    """capture=input: fc's input (N×6) is not spatial; pool's (N×6×8×8) is; both keeps what exists."""
+    with pytest.raises(ConfigError) as info:
+        plan(ctx, FeaturesConfig(layers=["fc"], capture=Capture.input))
+    assert str(info.value).startswith("features.layers: ")
+    out = plan(ctx, FeaturesConfig(layers=["pool"], capture=Capture.input))
+    assert [(t.layer, t.kind, t.shape) for t in out] == [("pool", "input", (2, 6, 8, 8))]
+    out = plan(ctx, FeaturesConfig(layers=["pool"], capture=Capture.both))
+    assert [(t.layer, t.kind, t.shape) for t in out] == [
+        ("pool", "output", (2, 6, 1, 1)),
+        ("pool", "input", (2, 6, 8, 8)),
+    ]
+    with pytest.raises(ConfigError):
+        plan(ctx, FeaturesConfig(layers=["fc"], capture=Capture.both))
