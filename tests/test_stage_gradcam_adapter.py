@@ -116,6 +116,9 @@ def test_runner_hooks_freezing_and_cut(model):
     with CamRunner(model, cfg(freeze_params=False), resolve_method("gradcam"), [C2]) as runner:
         assert runner.cut is False and all(p.requires_grad for p in model.parameters())
         assert runner.obj.compute_input_gradient is False
+    with CamRunner(model, cfg(), resolve_method("eigencam"), [C1, C2]) as runner:
+        # no gradients used: nothing asks for the input's gradient
+        assert runner.cut is False and runner.obj.compute_input_gradient is False
     with CamRunner(model, cfg(), resolve_method("finercam"), [C2]) as runner:
         assert runner.cut is False and runner.obj.compute_input_gradient is True
         assert runner.obj.base_cam.compute_input_gradient is True
