@@ -497,3 +497,20 @@ def test_stage_runs_without_validate(tmp_path):
     ctx = boxed_context(tmp_path, labels=False)
     res = CamStage().run(ctx, CamConfig(layer="c1", target_class=0))
     assert res.data.layers == ["c1"] and [m.target for im in res.data.images for m in im.maps] == [0, 0, 0]
+
+
+def test_perturbation_passes_with_augmentation_and_two_classes(tmp_path, caplog):
+    """aug_smooth multiplies the expected passes by the library's 6 augmentations; class sets too."""
+    import logging
+
+    ctx = boxed_context(tmp_path, labels=False)
+    ctx.inputs.batch_size = 32
+    with caplog.at_level(logging.INFO, logger="stages.cam.compute"):
+        doc, _ = run(ctx, method="scorecam", layer="c2", target_class=[0, 1], batch_size=4, aug_smooth=True)
+    expected = (1 + 3 * 2) * 6 * 2
+    assert (
+        f"ScoreCAM on c2: about {expected} forward passes to run (2 class set(s) x 3 image(s) x "
+        "ceil(channels / cam.batch_size 4) x 6 augmentations; channels c2: 6)"
+    ) in caplog.messages
+    # counted: those, plus the one forward pass giving the batch's logits (no one-forward path here)
+    assert doc.forward_passes == expected + 1
