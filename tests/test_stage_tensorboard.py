@@ -298,6 +298,19 @@ def test_render_reads_back(tmp_path, backend):
     h = acc.Histograms("activations/l/channel_mean")[0].histogram_value
     assert (h.min, h.max, h.num, h.sum, h.sum_squares) == (1.0, 3.0, 3.0, 6.0, 14.0)
     assert acc.Scalars("hparams/activations_l_mean")[0].value == 1.5
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = acc.PluginTagToContent("hparams")
+    assert sorted(content) == [
+        "_hparams_/experiment",
+        "_hparams_/session_end_info",
+        "_hparams_/session_start_info",
+    ]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    assert {k: v.string_value for k, v in start.session_start_info.hparams.items()} == {
+        "model": "tiny",
+        "method": "gradcam",
+    }
     assert acc.Graph() is not None
     data = res.data
     assert (
@@ -422,3 +435,12 @@ def test_graph_error_text(tmp_path):
     ok = hand_context(TinyCNN(), tmp_path / "c", (1, 3, 8, 8))
     graph, err = trace_graph(ok)
     assert err is None and isinstance(graph, bytes) and b"c1" in graph and ok.warnings == []
+
+
+def test_input_grid_has_at_most_eight_per_row(tmp_path):
+    """Nine images: make_grid lays 8 per row, then a second row."""
+    ctx = hand_context(TinyCNN(), tmp_path / "run", (9, 3, 4, 4))
+    data = collect(ctx, settings(images=True))
+    grid = data.images[1][1]
+    assert grid.shape == (3, 2 * (4 + 2) + 2, 8 * (4 + 2) + 2)
+    np.testing.assert_allclose(grid[:, 8:12, 2:6], ctx.inputs.first().rgb[8].transpose(2, 0, 1))
