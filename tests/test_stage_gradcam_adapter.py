@@ -179,8 +179,17 @@ def test_maps_per_class_set_need_logits(model, x):
             logits = model(x)
         got, out = runner.maps(x, [[0, 1], [1, 1]], logits)
         assert got is logits and len(out) == 2 and runner.forwards == 2
+    model.requires_grad_(True)
+    from pytorch_grad_cam import FinerCAM
+
+    for classes, (maps, per_layer) in zip([[0, 1], [1, 1]], out, strict=True):
+        with FinerCAM(model, [model.c2]) as cam:
+            want = cam(x, targets_for(classes, logits, resolve_method("finercam")))
+        np.testing.assert_allclose(maps, want, atol=1e-5)
+        assert per_layer is None
+    with CamRunner(model, cfg(), resolve_method("finercam"), [C2]) as runner:
         _, out = runner.maps(x, None, logits)
-        assert len(out) == 1 and runner.forwards == 3
+        assert len(out) == 1 and runner.forwards == 1
 
 
 def test_capture_per_layer_equals_single_layer_maps(model, x):
