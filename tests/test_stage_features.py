@@ -328,3 +328,11 @@ def test_plan_input_capture_needs_a_spatial_input(ctx):
     ]
     with pytest.raises(ConfigError):
         plan(ctx, FeaturesConfig(layers=["fc"], capture=Capture.both))
+
+
+def test_plan_blocks_are_the_configured_blocks(ctx):
+    """features.layers=[blocks] follows model.blocks."""
+    ctx.blocks_config = "c2"
+    assert [t.layer for t in plan(ctx, FeaturesConfig(layers=["blocks"]))] == ["c2"]
+    ctx.blocks_config, ctx._blocks = "act,c1", None
+    assert [t.layer for t in plan(ctx, FeaturesConfig(layers=[" blocks "]))] == ["act", "c1"]

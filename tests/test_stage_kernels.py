@@ -239,3 +239,11 @@ def test_run_tile_scale_without_rgb_or_dead(tmp_path):
     png = np.asarray(Image.open(ctx.output_dir / "kernels" / "rgb.png"))
     weight = model.rgb.weight.detach().numpy()
     np.testing.assert_array_equal(png, kernel_grid(weight, colormap_levels("RdBu"), scale="tile", tile_px=24))
+
+
+def test_plan_blocks_are_the_configured_conv_blocks(ctx):
+    """kernels.layers=[blocks] follows model.blocks (conv layers only)."""
+    ctx.blocks_config = "mid"
+    assert plan(ctx, KernelsConfig(layers=["blocks"])) == ["mid"]
+    ctx.blocks_config, ctx._blocks = "up,rgb", None
+    assert plan(ctx, KernelsConfig(layers=["blocks"])) == ["up", "rgb"]
