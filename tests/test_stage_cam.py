@@ -25,12 +25,13 @@ class TinyCNN(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        torch.manual_seed(0)
-        self.c1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.act = nn.ReLU()
-        self.c2 = nn.Conv2d(4, 6, 3, padding=1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(6, 3)
+        with torch.random.fork_rng(devices=[]):  # seeded weights, the global generator untouched
+            torch.manual_seed(0)
+            self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.ReLU()
+            self.c2 = nn.Conv2d(4, 6, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(6, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 3)."""
