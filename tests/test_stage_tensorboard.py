@@ -111,10 +111,12 @@ def test_pictures_tags_steps_and_missing_files(ctx):
 def test_parameter_histograms_tags(ctx):
     """weights/<module> and biases/<module>; other parameters params/<name>; values the parameter."""
     ctx.model.scale = nn.Parameter(torch.ones(2))
+    ctx.model.bias = nn.Parameter(torch.ones(1))  # a root-level "bias": no module, so params/bias
     ctx.model.c1.extra = nn.Parameter(torch.zeros(1))
     data = collect(ctx, settings(histograms=True))
     assert [(t, s) for t, _, s in data.histograms] == [
         ("params/scale", 0),
+        ("params/bias", 0),
         ("weights/c1", 0),
         ("biases/c1", 0),
         ("params/c1.extra", 0),
