@@ -222,6 +222,8 @@ def test_texts_and_resolved_config(ctx):
     assert resolved_config_markdown(out) == "Overrides: (none)\n\n    a: 1\n    b: two"
     (out / "manifest.json").write_text(json.dumps({"config": {"m": {"k": 2}}, "overrides": ["m.k=2", "x=y"]}))
     assert resolved_config_markdown(out) == "Overrides: `m.k=2` `x=y`\n\n    m:\n      k: 2"
+    (out / "manifest.json").write_text(json.dumps({"config": {"z": 1}, "overrides": None}))
+    assert resolved_config_markdown(out) == "Overrides: (none)\n\n    z: 1"
     (out / "manifest.json").write_text("{broken")
     assert resolved_config_markdown(out) == "Overrides: (none)\n\n    a: 1\n    b: two"
     (out / "manifest.json").write_text(json.dumps({"config": "not a dict"}))
