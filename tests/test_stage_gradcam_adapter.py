@@ -270,3 +270,18 @@ def test_eigencam_torch_maps_are_the_first_component_of_the_layer(model, x):
     assert ours.shape == (2, 8, 8) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, want, atol=1e-5)
     assert ours.min() == 0 and ours.max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_first_component_sign_is_fixed_per_image():
+    """Each image's sign is fixed on its own: a weak image beside a strong one still gets flipped."""
+    g = torch.Generator().manual_seed(1)
+    strong = torch.randn(3, 4, 4, generator=g) * 1000
+    skewed = torch.zeros(3, 4, 4)
+    skewed[0] = 1.0
+    skewed[0, 0, 0] = -10.0  # one pixel far out: the component's largest magnitude is that pixel
+    skewed[1] = torch.linspace(0, 0.1, 16).reshape(4, 4)
+    for sign in (1.0, -1.0):  # one of the two signs comes out of the SVD negative
+        proj = first_component(torch.stack([strong, sign * skewed]), "svd")
+        weak = proj[1].flatten()
+        assert weak.max().abs() >= weak.min().abs()
+        assert int(weak.argmax()) == 0
