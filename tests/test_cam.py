@@ -467,7 +467,7 @@ def test_npy_equals_pytorch_grad_cam_called_directly(compose, tmp_path, saved_mo
     np.testing.assert_allclose(ours, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["resnet18", "vgg11"])
+@pytest.mark.parametrize("model", ["resnet18", pytest.param("vgg11", marks=pytest.mark.slow)])  # vgg: ~3 s
 @pytest.mark.parametrize("layers", ["single", "multi"])
 def test_freezing_parameters_gives_identical_maps(contexts, tmp_path, model, layers):
     ctx = contexts(model)
