@@ -478,7 +478,12 @@ def test_select_limit_then_shard_every_item_once(caplog: pytest.LogCaptureFixtur
         select(2, icfg(shard="0/3"))
     assert str(e.value) == "input.shard=0/3 is empty: the data set has only 2 item(s)"
     assert select(3, icfg(limit=None)) == [0, 1, 2]
-    assert "images" in select.__defaults__
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline.inputs"):
+        select(3, icfg(limit=2))  # what is counted defaults to images
+    assert [r.getMessage() for r in caplog.records] == [
+        "Using the first 2 of 3 images (input.limit=2; set input.limit=null for all of them)"
+    ]
 
 
 def test_check_input_rules_and_messages(tmp_path: Path) -> None:
