@@ -120,7 +120,6 @@ def test_jobs_share_one_build_equal_to_a_fresh_one(compose, tmp_path):
     assert_as_built(model, fresh(compose, tmp_path))
 
 
-@pytest.mark.slow
 def test_outputs_and_random_numbers_equal_a_fresh_build(compose, tmp_path):
     """A job on a cached build writes the same maps and draws the same random numbers as on a fresh one."""
     args = ("stages=[draw,cam]", "cam.target_class=[1,207]")

@@ -586,7 +586,6 @@ def test_vit_b_16_tokens_reshaped_without_user_code(make_ctx, tmp_path):
     assert hook_count(model) == 0
 
 
-@pytest.mark.slow
 def test_swin_t_channels_last_reshaped_without_user_code(make_ctx, tmp_path):
     ctx = make_ctx(
         [

@@ -79,10 +79,12 @@ def test_colliding_image_names_get_unique_outputs(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- models and layouts
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "layer"),
-    [("swin_t", "features.5"), ("vit_b_16", "encoder.layers.encoder_layer_5")],
+    [
+        ("swin_t", "features.5"),
+        pytest.param("vit_b_16", "encoder.layers.encoder_layer_5", marks=pytest.mark.slow),
+    ],
 )
 def test_channels_last_and_token_layers_are_drawn_as_maps(tmp_path: Path, name: str, layer: str) -> None:
     size = 224

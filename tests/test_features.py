@@ -96,7 +96,6 @@ def no_hooks(model: nn.Module) -> bool:
     return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
-@pytest.mark.slow
 def test_npy_equals_a_forward_hook_with_checkpoint_and_tensor(make_ctx, tmp_path: Path) -> None:
     """Acceptance: input=tensor + model.checkpoint -> .npy == a forward hook, exactly."""
     import torchvision
