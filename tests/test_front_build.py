@@ -374,6 +374,23 @@ def test_seed_everything():
     assert not torch.are_deterministic_algorithms_enabled()
 
 
+def test_deterministic_config_reaches_torch(compose, tmp_path):
+    """``deterministic=true`` turns torch's deterministic algorithms on for the run's build; false off."""
+    from pipeline.cache import get_cache
+
+    small = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]", "stages=[summary]"]
+    try:
+        get_cache().clear()
+        build.build_context(compose([*small, "deterministic=true"]), tmp_path / "a")
+        assert torch.are_deterministic_algorithms_enabled()
+        get_cache().clear()
+        build.build_context(compose([*small, "deterministic=false"]), tmp_path / "b")
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        get_cache().clear()
+        build.seed_everything(0, deterministic=False)
+
+
 def test_data_set_categories():
     """Data set class names name the outputs only when their number matches."""
     ctx = SimpleNamespace(num_classes=2, categories=None)
