@@ -316,6 +316,14 @@ def test_wrong_result_type_is_a_failure(compose, tmp_path, extra):
     assert extra == ["front_wrong"]
 
 
+def test_stop_skips_every_later_stage(compose, tmp_path, extra):
+    """on_error=stop: after a failure every later stage (not just the next) is recorded skipped."""
+    result = r.run_pipeline(compose([*TINY, "stages=[front_boom,front_wrong,front_ok]"]), tmp_path)
+    assert result.error == "stage front_boom failed: ValueError: kaput"
+    assert [s["status"] for s in manifest(tmp_path)["stages"]] == ["failed", "skipped", "skipped"]
+    assert extra == ["front_boom"]
+
+
 def test_continue_keeps_first_error(compose, tmp_path, extra):
     """on_error=continue with two failures: every stage runs, the first error is reported."""
     cfg = compose([*TINY, "stages=[front_boom,front_wrong,front_ok]", "on_error=continue"])
