@@ -6,7 +6,8 @@ Work (resnet18, random init, seed 0, the bundled photo, on the CPU): GradCAM map
 ``cam.layer=layer1,layer2,layer3,layer4`` x ``cam.target_class=1,207,281``, each written as an
 overlay PNG, a heatmap PNG and the raw ``.npy``.
 
-- **sweep**: ``python run.py -m 'stages=[cam]' cam.layer=... cam.target_class=...`` (one process,
+- **sweep**: ``python run.py -m model=resnet18 'stages=[cam]' cam.layer=... cam.target_class=...``
+  (as users write it: Hydra repeats ``model=resnet18`` in every job; one process,
   Hydra's basic launcher; every job also writes its manifest, ``.hydra/``, log and report, and
   the sweep its index);
 - **hand loop**: one script that imports torch, torchvision and pytorch-grad-cam, builds the
@@ -114,6 +115,7 @@ def sweep_cmd(folder: Path) -> list[str]:
         sys.executable,
         "run.py",
         "-m",
+        "model=resnet18",
         "stages=[cam]",
         f"cam.layer={layers}",
         f"cam.target_class={classes}",

@@ -110,13 +110,29 @@ class DerivingConfigLoader(ConfigLoader):
             self.groups[key] = bool(self.inner.get_group_options(key.replace(".", "/")))
         return self.groups[key]
 
+    def _same_choice(self, master: DictConfig, override: Any) -> bool:
+        """A plain group override choosing what the sweep's config already chose.
+
+        Hydra repeats every command-line override in every job (``run.py -m model=resnet18
+        cam.layer=...`` gives each job ``model=resnet18``); such a job differs from the sweep's
+        config only in its values, so it can be derived (and is proven equal first, as any kind).
+        """
+        if override.is_add() or override.is_force_add() or override.is_delete() or override.package:
+            return False
+        if not self.groups.get(override.get_key_element()):
+            return False
+        value = override.value()
+        return (
+            isinstance(value, str) and master.hydra.runtime.choices.get(override.get_key_element()) == value
+        )
+
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
         """One job's config: derived from the sweep's config once proven equal, else composed."""
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         try:
             parsed = OverridesParser.create().parse_overrides(list(sweep_overrides))
-            structural = any(self._structural(o) for o in parsed)
+            structural = any(self._structural(o) and not self._same_choice(master_config, o) for o in parsed)
         except Exception:  # noqa: BLE001 - Hydra's composition reports it properly
             return self._mark(self._compose(master_config, sweep_overrides))
         if structural:
@@ -152,6 +168,8 @@ class DerivingConfigLoader(ConfigLoader):
 
         cfg = copy.deepcopy(master)
         for o in parsed:
+            if self.groups.get(o.get_key_element()):  # a group's same choice (_same_choice): nothing to set
+                continue
             OmegaConf.update(cfg, o.get_key_element(), o.value(), merge=True)
         with open_dict(cfg.hydra):
             cfg.hydra.overrides.task = [o.input_line for o in parsed]

@@ -86,6 +86,28 @@ def test_group_lookup_cached(inner):
     assert d._structural(o) is True
 
 
+def test_a_repeated_group_choice_is_derived(inner):
+    """``run.py -m model=seed_net cam.target_class=1,2``: every job repeats ``model=seed_net``, the
+    sweep's own choice; the jobs are proven and derived, equal to Hydra's; another choice is composed."""
+    master = inner.load_configuration(
+        "config", overrides=["model=seed_net", "cam.target_class=1,2"], run_mode=RunMode.MULTIRUN
+    )
+    d = DerivingConfigLoader(inner)
+    a = d.load_sweep_config(master, ["model=seed_net", "cam.target_class=1"])
+    assert d.kinds == {("model", "cam.target_class"): "proven"}
+    b = d.load_sweep_config(master, ["model=seed_net", "cam.target_class=2"])
+    assert (d.composed, d.derived) == (1, 1)
+    assert (a.cam.target_class, b.cam.target_class) == (1, 2)
+    assert b.model == master.model and b.hydra.runtime.choices.model == "seed_net"
+    assert list(b.hydra.overrides.task) == ["model=seed_net", "cam.target_class=2"]
+    assert _same(b, d._mark(inner.load_sweep_config(master, ["model=seed_net", "cam.target_class=2"])))
+    c = d.load_sweep_config(master, ["model=vgg11", "cam.target_class=2"])
+    assert (d.composed, d.derived) == (2, 1)
+    assert c.hydra.runtime.choices.model == "vgg11"
+    (o,) = parse(["+model=seed_net"])
+    assert d._same_choice(master, o) is False
+
+
 def test_refused_kind_stays_composed(inner):
     """When the derived config differs from Hydra's, the key set is refused and jobs stay composed."""
     master = inner.load_configuration("config", overrides=["model=seed_net"], run_mode=RunMode.MULTIRUN)
