@@ -39,25 +39,18 @@ if str(ROOT) not in sys.path:
 
 def build(model: str, batch: int, size: int, out: Path):
     """A run context like ``python run.py model=<model> input=random input.shape=[batch,3,size,size]``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import pipeline.schema  # noqa: F401 - registers the schema
+    from benchmarks.process import compose
     from pipeline.build import build_context
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                f"model={model}",
-                "device=cpu",
-                "input=random",
-                f"input.shape=[{batch},3,{size},{size}]",
-                "stages=[cam]",
-            ],
-        )
-    GlobalHydra.instance().clear()
+    cfg = compose(
+        [
+            f"model={model}",
+            "device=cpu",
+            "input=random",
+            f"input.shape=[{batch},3,{size},{size}]",
+            "stages=[cam]",
+        ]
+    )
     return build_context(cfg, out)
 
 

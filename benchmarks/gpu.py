@@ -85,28 +85,15 @@ def cam_stage(device: str, batch: int, repeats: int, sync: Callable[[], None]) -
     import tempfile
 
     import numpy as np
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
-    import pipeline.schema  # noqa: F401 - registers the schema
+    from benchmarks.process import compose
     from pipeline.build import build_context
     from pipeline.schema import settings_of
     from stages.cam import CamStage
 
     results = {}
     for dev in dict.fromkeys([device, "cpu"]):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=[
-                    f"device={dev}",
-                    "input=random",
-                    f"input.shape=[{batch},3,224,224]",
-                    "stages=[cam]",
-                ],
-            )
-        GlobalHydra.instance().clear()
+        cfg = compose([f"device={dev}", "input=random", f"input.shape=[{batch},3,224,224]", "stages=[cam]"])
         with tempfile.TemporaryDirectory() as tmp:
             ctx = build_context(cfg, Path(tmp))
             settings = settings_of(cfg, "cam")

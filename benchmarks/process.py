@@ -1,4 +1,5 @@
-"""Timing whole processes, shared by the benchmarks that compare commands (sweep, data set, cold start)."""
+"""Helpers shared by the benchmarks: timing whole processes (sweep, data set, cold start) and
+composing vizpipe's config in-process (CAM, GPU, train)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,6 +19,22 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return time.perf_counter() - t
+
+
+def compose(overrides: list[str]) -> Any:
+    """The config ``python run.py <overrides>`` would run with (Hydra's Compose API, vizpipe's schema)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import pipeline.schema  # noqa: F401 - registers the schema
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def precompile() -> None:

@@ -39,20 +39,9 @@ if str(ROOT) not in sys.path:
 
 def compose(overrides: list[str]) -> Any:
     """The composed config of ``python run.py experiment=shapes_demo <overrides>``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from benchmarks.process import compose as compose_run
 
-    import pipeline.schema  # noqa: F401 - registers the schema
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return hydra_compose(
-                config_name="config", overrides=["experiment=shapes_demo", "device=cpu", *overrides]
-            )
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_run(["experiment=shapes_demo", "device=cpu", *overrides])
 
 
 def stage_side(cfg: Any, out: Path) -> tuple[float, Any]:
