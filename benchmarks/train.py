@@ -16,6 +16,12 @@ one-cycle schedule peaking at 0.005, 5 epochs, validation after each), on the CP
 - **hand loop**: the same model, data, DataLoader shuffling, optimizer, scheduler and epochs
   (train, then validate), written out by hand, logging nothing.
 
+Both sides run in one process with the allocator set as ``run.py`` sets it
+(``pipeline.memory.keep_freed_memory``: freed memory is reused, not faulted in again; the hand
+loop gains from it as much as the stage). ``--system-malloc`` leaves glibc's own thresholds: then
+each side's page faults depend on what ran before it in the process (a model-graph trace between
+two steps doubled them), and the ratio swings with them.
+
 Ratio = side / hand loop (the overhead of everything the stage adds). Timings are the median of
 ``--repeats`` runs after one warm-up run of each, sides alternating; they vary with the load.
 The final weights of the stage and the hand loop are compared (max |difference|): the stage's
@@ -96,6 +102,13 @@ def hand_side(cfg: Any, out: Path) -> tuple[float, Any]:
     return time.perf_counter() - t, model
 
 
+def minor_faults() -> int:
+    """This process's minor page faults so far (first touches of fresh memory pages)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def max_difference(a: Any, b: Any) -> float:
     """Largest |difference| between two models' parameters and buffers."""
     sa, sb = a.state_dict(), b.state_dict()
@@ -114,8 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--train", type=int, default=3000, help="training images")
     parser.add_argument("--val", type=int, default=500, help="validation images")
+    parser.add_argument("--system-malloc", action="store_true", help="keep glibc's malloc thresholds")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if not args.system_malloc:
+        from pipeline.memory import keep_freed_memory
+
+        keep_freed_memory()
     logging.disable(logging.WARNING)  # the per-epoch lines and the input.limit note
     base = [f"train.epochs={args.epochs}", f"input.train_count={args.train}", f"input.val_count={args.val}"]
     sides = {
@@ -124,22 +142,26 @@ def main(argv: list[str] | None = None) -> None:
         "hand loop": (hand_side, base),
     }
     times: dict[str, list[float]] = {name: [] for name in sides}
+    faults: dict[str, list[int]] = {name: [] for name in sides}
     models: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats + 1):  # run 0 warms up
             for name, (fn, overrides) in sides.items():
-                seconds, models[name] = fn(compose(overrides), Path(tmp, f"{r}_{len(times[name])}_{name}"))
+                cfg, before = compose(overrides), minor_faults()
+                seconds, models[name] = fn(cfg, Path(tmp, f"{r}_{len(times[name])}_{name}"))
                 if r:
                     times[name].append(seconds)
+                    faults[name].append(minor_faults() - before)
     hand = statistics.median(times["hand loop"])
     print(
         f"train stage vs hand-written loop: {args.epochs} epochs x {args.train} shapes images "
-        f"(+{args.val} val), torch threads {torch.get_num_threads()}, median of {args.repeats}"
+        f"(+{args.val} val), torch threads {torch.get_num_threads()}, median of {args.repeats}, "
+        f"malloc: {'system' if args.system_malloc else 'keep_freed_memory'}"
     )
-    print(f"{'side':<16}{'seconds':>9}{'ratio':>8}")
+    print(f"{'side':<16}{'seconds':>9}{'ratio':>8}{'page faults':>13}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<16}{median:>9.2f}{median / hand:>8.3f}")
+        print(f"{name:<16}{median:>9.2f}{median / hand:>8.3f}{statistics.median(faults[name]):>13,.0f}")
     diff = max_difference(models["stage"], models["hand loop"])
     print(f"max |weights(stage) - weights(hand loop)| = {diff:.3g}")
 

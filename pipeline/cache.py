@@ -13,7 +13,9 @@ jobs, and it hands every job the model exactly as a fresh build would:
 * **Value** (``Entry``): the model, weights, inputs (with their first batch), class names, the
   build's warnings, the random number generators' states right after the build (restored on a
   hit, so a job sees the same random numbers as after a fresh build), and, once a job computed
-  them, the probe (``RunContext.probe``) and the blocks.
+  them, the probe (``RunContext.probe``) and the blocks; ``shared``: what stages computed on
+  this build for later jobs (``RunContext.shared``, e.g. the maps of a sweep's other layers),
+  dropped with the entry.
 * **Proof that nothing changed** (``Fingerprint``): every parameter and buffer (identity, autograd
   version counter ``pipeline.hooks.versions``, data pointer, dtype, device), every module (identity
   and train/eval mode), the number of hooks (``pipeline.hooks.hook_count``), each parameter's
@@ -194,6 +196,7 @@ class Entry:
     fingerprint: Fingerprint
     probe: Any = None  # RunContext.probe(), once a job computed it
     blocks: list[str] | None = None
+    shared: dict[Any, Any] = field(default_factory=dict)  # RunContext.shared of every job on this build
     lent: bool = field(default=False)  # a live run context uses it now
     hits: int = 0
 
@@ -249,7 +252,9 @@ class BuildCache:
             entry.hits += 1
             _set_rng_state(entry.rng)
             out = Path(output_dir)
-            ctx = RunContext(model=entry.model, inputs=entry.inputs, output_dir=out, **entry.fields)
+            ctx = RunContext(
+                model=entry.model, inputs=entry.inputs, output_dir=out, shared=entry.shared, **entry.fields
+            )
             ctx._probe, ctx._blocks = entry.probe, entry.blocks
             log.debug("Reusing model <%s> and inputs built for an earlier job (cache)", ctx.model_name)
             for message in entry.warnings:
@@ -282,6 +287,7 @@ class BuildCache:
                 fingerprint=Fingerprint.of(ctx.model, _input_tensors(ctx.inputs, ctx._probe)),
                 probe=ctx._probe,
                 blocks=ctx._blocks,
+                shared=ctx.shared,
                 lent=True,
             )
             while len(self._entries) > self.size:

@@ -2,13 +2,18 @@
 
 ``precheck`` (``pipeline.precheck``) turns a bad command line into one line and exit 2;
 ``finish`` prints where a run went and exits 1 on failure; in a sweep, failed jobs are counted
-and ``sweep_exit`` ends the process with 1 after the others ran.
+and ``sweep_exit`` ends the process with 1 after the others ran; ``run_then_exit`` ends the process
+without Python's teardown.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from hydra.errors import CompactHydraException
 
@@ -84,4 +89,69 @@ def sweep_exit() -> None:
         sys.exit(1)
 
 
-__all__ = ["PipelineFailed", "finish", "jobs_run_here", "precheck", "sweep_exit"]
+def sweep_values(env_set: Any) -> dict[str, list[str]]:
+    """The values each swept key takes, from the job's ``hydra.job.env_set`` (vizpipe's sweeper
+    writes them, ``pipeline.schema.SWEEP_VALUES_ENV``); {} for a single run or another sweeper."""
+    import json
+
+    from pipeline.schema import SWEEP_VALUES_ENV
+
+    text = (env_set or {}).get(SWEEP_VALUES_ENV)
+    try:
+        values = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(values, dict):
+        return {}
+    return {str(k): [str(v) for v in vs] for k, vs in values.items() if isinstance(vs, list)}
+
+
+def exit_status(code: object) -> int:
+    """The process status for ``SystemExit(code)``, as Python maps it (a message: printed, 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def run_then_exit(cli: Callable[[], None]) -> NoReturn:
+    """Run the command line ``cli``, then end the process without Python's teardown.
+
+    With torch, torchvision and pytorch-grad-cam loaded, Python's own exit spends ~0.9 s freeing
+    every module (measured on 2 cores: ``import torch, torchvision, pytorch_grad_cam`` takes 3.6 s
+    with the normal exit, 2.7 s without), a quarter of a summary run. Everything an exit must do
+    still happens, in Python's order: other non-daemon threads are joined, the ``atexit``
+    functions run (logging's flush and close, multiprocessing's and Ray's shutdowns), stdout
+    and stderr are flushed; then ``os._exit`` with ``cli``'s status (``sys.exit`` inside it
+    included). An exception other than ``SystemExit`` propagates: traceback and normal exit.
+    """
+    try:
+        cli()
+        code = 0
+    except SystemExit as exc:
+        code = exit_status(exc.code)
+    me = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not me and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can reach it
+            pass
+    os._exit(code)
+
+
+__all__ = [
+    "PipelineFailed",
+    "exit_status",
+    "finish",
+    "jobs_run_here",
+    "precheck",
+    "run_then_exit",
+    "sweep_exit",
+    "sweep_values",
+]

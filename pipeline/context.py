@@ -44,6 +44,12 @@ class RunContext:
     nonfinite_params: list[str] = field(default_factory=list)  # parameters with NaN/inf
     results: dict[str, Any] = field(default_factory=dict)  # stage name -> its StageResult
     warnings: list[str] = field(default_factory=list)  # shown in the manifest and report
+    # the values each key of this job's sweep takes, e.g. {"cam.layer": ["layer1", "layer2"]}
+    # (vizpipe's sweeper; empty outside a sweep): lets a stage compute its siblings' work in one go
+    sweep: dict[str, list[str]] = field(default_factory=dict)
+    # results a stage computed on this very build (model and inputs), kept with it by the build
+    # cache for later jobs of this process (``pipeline.cache``); keys start with the stage's name
+    shared: dict[Any, Any] = field(default_factory=dict, repr=False)
     _probe: Probe | None = field(default=None, repr=False)
     _blocks: list[str] | None = field(default=None, repr=False)
     _claimed: set[str] = field(default_factory=set, repr=False)

@@ -148,8 +148,17 @@ def _new_manifest(cfg: DictConfig, out: Path, names: list[str], overrides: list[
     )
 
 
-def run_pipeline(cfg: DictConfig, output_dir: Path | str, *, overrides: list[str] | None = None) -> RunResult:
+def run_pipeline(
+    cfg: DictConfig,
+    output_dir: Path | str,
+    *,
+    overrides: list[str] | None = None,
+    sweep: dict[str, list[str]] | None = None,
+) -> RunResult:
     """Run the configured stages into ``output_dir``; never raises for a stage or user error.
+
+    ``sweep``: the values each key of this job's sweep takes (``RunContext.sweep``; run.py reads
+    them from the job's Hydra config), so a stage can do its sibling jobs' work in the same pass.
 
     Failures are recorded in the manifest (and the run's log); the returned ``RunResult`` says
     whether everything succeeded. ``KeyboardInterrupt`` is recorded as ``interrupted`` and re-raised.
@@ -157,7 +166,9 @@ def run_pipeline(cfg: DictConfig, output_dir: Path | str, *, overrides: list[str
     """
     from pipeline import manifest as mf
     from pipeline.logs import set_verbose
+    from pipeline.memory import keep_freed_memory
 
+    keep_freed_memory()  # once per process: steps reuse freed memory instead of faulting it in
     cfg = ensure_typed(cfg)
     out = Path(output_dir)
     stale = _stale(out)
@@ -183,6 +194,8 @@ def run_pipeline(cfg: DictConfig, output_dir: Path | str, *, overrides: list[str
     ctx, first_error = None, None
     try:
         ctx, stages, first_error = _setup(cfg, out, manifest, names, config_error)
+        if ctx is not None:
+            ctx.sweep = {k: list(v) for k, v in (sweep or {}).items()}
         continue_on_error = str(getattr(cfg.on_error, "value", cfg.on_error)) == "continue"
         stop = first_error is not None and not continue_on_error
         for rec in manifest.stages:

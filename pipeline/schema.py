@@ -252,6 +252,9 @@ def safe_dirname(text: str, max_len: int = 120) -> str:
 
 #: set by vizpipe's sweeper in every job's ``hydra.job.env_set``: the keys the sweep varies
 SWEPT_ENV = "VIZPIPE_SWEPT"
+#: ... and, as JSON, the values each of them takes ({"cam.layer": ["layer1", "layer2"]}): run.py
+#: hands them to the run (``RunContext.sweep``)
+SWEEP_VALUES_ENV = "VIZPIPE_SWEEP_VALUES"
 
 
 def _swept_keys(root: Any) -> set[str]:

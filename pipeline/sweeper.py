@@ -69,6 +69,7 @@ class DerivingConfigLoader(ConfigLoader):
         self.kinds: Dict[Tuple[str, ...], str] = {}
         self.groups: Dict[str, bool] = {}  # key -> is it a config group (asking Hydra costs ~10 ms)
         self.swept: List[str] = []  # keys the sweep varies, put in each job's hydra.job.env_set
+        self.values: Dict[str, List[str]] = {}  # ... and their values, in sweep order
         self.composed = 0  # jobs composed by Hydra
         self.derived = 0  # jobs derived from the sweep's config
 
@@ -154,12 +155,20 @@ class DerivingConfigLoader(ConfigLoader):
         return self.inner.load_sweep_config(master_config, list(sweep_overrides))
 
     def _mark(self, cfg: DictConfig) -> DictConfig:
-        """Tell the job which keys the sweep varies (``pipeline.schema`` names job folders by them)."""
-        from pipeline.schema import SWEPT_ENV
+        """Tell the job which keys the sweep varies (``pipeline.schema`` names job folders by them)
+        and their values (``RunContext.sweep``; left out when a value holds ``$`` or a backslash,
+        which OmegaConf would read as an interpolation or an escape)."""
+        import json
+
+        from pipeline.schema import SWEEP_VALUES_ENV, SWEPT_ENV
 
         if self.swept:
+            values = {k: self.values[k] for k in self.swept if k in self.values}
+            text = json.dumps(values, separators=(",", ":"))
             with open_dict(cfg.hydra):
                 cfg.hydra.job.env_set[SWEPT_ENV] = ",".join(self.swept)
+                if "$" not in text and "\\" not in text:
+                    cfg.hydra.job.env_set[SWEEP_VALUES_ENV] = text
         return cfg
 
     def _derive(self, master: DictConfig, parsed: List[Any]) -> DictConfig:
@@ -223,12 +232,15 @@ class VizpipeSweeper(BasicSweeper):
     def split_arguments(self, overrides: List[Override], max_batch_size: int | None) -> List[Any]:  # type: ignore[override]
         """The basic sweeper's batches; the keys whose values differ between jobs are kept for them."""
         batches = BasicSweeper.split_arguments(overrides, max_batch_size)
-        values: Dict[str, set] = {}
+        values: Dict[str, List[str]] = {}
         for job in (job for batch in batches for job in batch):
             for line in job:
                 key, _, value = line.partition("=")
-                values.setdefault(key.lstrip("+~"), set()).add(value)
+                seen = values.setdefault(key.lstrip("+~"), [])
+                if value not in seen:
+                    seen.append(value)
         self.loader.swept = [k for k, v in values.items() if len(v) > 1]
+        self.loader.values = {k: values[k] for k in self.loader.swept}
         return batches
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:

@@ -145,6 +145,7 @@ class CamRunner:
         self.handles: list[Any] = []
         self.cut = False
         self.per_layer: list[np.ndarray] | None = None
+        self.captures = False  # each layer's map is kept from the averaged call (``_capture_per_layer``)
         self.forwards = 0  # forward passes run by ``maps`` (perturbation passes are counted apart)
 
     def __enter__(self) -> CamRunner:
@@ -225,6 +226,7 @@ class CamRunner:
             return original(cam_per_layer)
 
         cam.aggregate_multi_layers = aggregate
+        self.captures = True
 
     @property
     def one_forward(self) -> bool:

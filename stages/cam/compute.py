@@ -26,6 +26,7 @@ from pipeline.gradcam.adapter import CamRunner, quiet_library_bars
 from pipeline.gradcam.localisation import localisation
 from pipeline.gradcam.methods import METRICS, compute_metric
 from pipeline.names import slug
+from stages.cam import share
 from stages.cam.plan import CamPlan
 from stages.cam.record import CamImage, CamMap, Prediction
 
@@ -150,7 +151,6 @@ def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[
     ``write(batch, i, row, cam)`` is called for each map as soon as it is computed
     (``stages.cam.render.MapWriter``): it saves the files and returns ``row`` with their paths.
     """
-    import torch
     from tqdm import tqdm
 
     from pipeline.hooks import preserved
@@ -181,24 +181,25 @@ def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[
         leave=False,
         disable=None if plan.metrics else True,
     )
+    sibs = share.siblings(ctx, settings, plan)  # a sweep over cam.layer: its other layers, same pass
+    key = share.share_key(ctx, settings, plan) if sibs else None
     with preserved(ctx.model), metric_bar:
         for label, layers in runner_groups:
-            with CamRunner(ctx.model, settings, spec, layers, kwargs=plan.kwargs, capture=capture) as runner:
+            with open_runner(ctx, settings, plan, layers, capture, sibs) as (runner, used):
                 with perturbation_bar(ctx, runner, label, n_sets) as counter:
                     for batch in ctx.inputs.batches(f"cam {label}" if len(runner_groups) > 1 else "cam"):
                         step = _chunk(plan, layers, batch.tensor)
                         for s in range(0, len(batch), step):
                             part = _slice(batch, s, s + step)
-                            logits = None
-                            if not runner.one_forward:
-                                with torch.no_grad():
-                                    from pipeline.layers import model_output
-
-                                    logits = model_output(ctx.model(part.tensor)).detach().float().cpu()
-                            sets = None if classes_given is None else [[c] * len(part) for c in classes_given]
-                            logits, results = runner.maps(part.tensor, sets, logits)
-                            if sets is None:
-                                sets = [logits.argmax(dim=1).tolist()]
+                            kept = share.take(ctx, key, layers[0].name, part.index) if key else None
+                            if kept is not None:  # an earlier job of this sweep computed them
+                                log.debug("CAM: %s maps of %d image(s) from an earlier job", label, len(part))
+                                logits, sets, results = kept
+                            else:
+                                logits, sets, results = _compute(ctx, runner, part, classes_given)
+                                if used:  # keep the sibling layers' maps; this job's own are written
+                                    both = [*layers, *used]
+                                    results = share.keep(ctx, key, both, part.index, logits, sets, results)
                             _record(
                                 ctx,
                                 settings,
@@ -223,6 +224,45 @@ def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[
         f", {passes} forward passes" if passes else "",
     )
     return [images[i] for i in sorted(images)], passes, seconds
+
+
+def _compute(
+    ctx: RunContext, runner: CamRunner, part: Batch, classes_given: list[int] | None
+) -> tuple[torch.Tensor, list[list[int]], list[tuple[np.ndarray, list[np.ndarray] | None]]]:
+    """One slice's outputs, class sets and maps (per class set: averaged and per-layer maps)."""
+    import torch
+
+    from pipeline.layers import model_output
+
+    logits = None
+    if not runner.one_forward:
+        with torch.no_grad():
+            logits = model_output(ctx.model(part.tensor)).detach().float().cpu()
+    sets = None if classes_given is None else [[c] * len(part) for c in classes_given]
+    logits, results = runner.maps(part.tensor, sets, logits)
+    if sets is None:
+        sets = [logits.argmax(dim=1).tolist()]
+    return logits, sets, results
+
+
+@contextlib.contextmanager
+def open_runner(
+    ctx: RunContext, settings: Any, plan: CamPlan, layers: list[Any], capture: bool, sibs: list[Any]
+) -> Iterator[tuple[CamRunner, list[Any]]]:
+    """The group's ``CamRunner``, hooking the sweep's other layers ``sibs`` too when it can keep
+    each layer's map (``share``); yields the runner and the sibling layers it computes."""
+    if sibs:
+        both = [*layers, *sibs]
+        runner = CamRunner(ctx.model, settings, plan.method, both, kwargs=plan.kwargs, capture=True)
+        runner.__enter__()
+        try:
+            if runner.one_forward and runner.captures:
+                yield runner, sibs
+                return
+        finally:
+            runner.__exit__(None, None, None)
+    with CamRunner(ctx.model, settings, plan.method, layers, kwargs=plan.kwargs, capture=capture) as runner:
+        yield runner, []
 
 
 def _slice(batch: Batch, start: int, stop: int) -> Batch:
