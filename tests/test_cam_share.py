@@ -69,6 +69,29 @@ def test_layer_sweep_shares_one_pass_and_equals_separate_runs(compose, tmp_path,
         assert len(got) == 2
 
 
+def test_sweep_in_reverse_layer_order_keeps_each_layers_own_map(compose, tmp_path):
+    """layer4 first: the library records activations in forward order; maps still go to their layer."""
+    sweep = {"cam.layer": ["layer4", "layer3"]}
+    got = {layer: run(compose, tmp_path / layer, layer, "1", sweep) for layer in sweep["cam.layer"]}
+    for layer, maps_ in got.items():
+        get_cache().clear()
+        assert maps_ == run(compose, tmp_path / f"alone{layer}", layer, "1"), layer
+
+
+def test_per_layer_maps_follow_the_given_order(compose, tmp_path):
+    """cam.layer=[layer4,layer3] cam.per_layer=true: each per-layer map is that layer's (a lone run's)."""
+    cfg = compose(
+        [*BASE, "stages=[cam]", "cam.layer=[layer4,layer3]", "cam.per_layer=true", "cam.target_class=1"]
+    )
+    assert run_pipeline(cfg, tmp_path / "both").ok
+    both = maps(tmp_path / "both")
+    for layer in ("layer3", "layer4"):
+        alone = run(compose, tmp_path / layer, layer, "1")
+        for (name, target, image), data in alone.items():
+            assert both[(name, target, image)] == data, layer
+    assert {k[0] for k in both} == {"layer4+layer3", "layer3", "layer4"}
+
+
 def test_no_sharing_outside_a_layer_sweep_or_for_other_methods(compose, tmp_path):
     """No sweep values, a perturbation method or metrics: each job computes alone, keeps nothing."""
     run(compose, tmp_path / "a", "layer3", "1")

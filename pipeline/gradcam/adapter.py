@@ -137,8 +137,14 @@ class CamRunner:
         *,
         kwargs: dict[str, Any] | None = None,
         capture: bool = False,
+        order: list[str] | None = None,
     ) -> None:
         self.model, self.settings, self.spec, self.layers = model, settings, spec, layers
+        # the library pairs its i-th target layer with the i-th activation its hooks recorded, which
+        # come in the order the modules finish a forward pass (``order``: ``Probe.shapes``); the
+        # layers are handed to it in that order and each layer's map is put back in ``layers`` order
+        rank = {name: i for i, name in enumerate(order or [])}
+        self.ranked = sorted(range(len(layers)), key=lambda i: (rank.get(layers[i].name, len(rank)), i))
         self.kwargs = dict(kwargs or {})
         self.capture = capture and len(layers) > 1  # keep each layer's map from the averaged call
         self.obj: Any = None
@@ -152,7 +158,9 @@ class CamRunner:
         """Build the library object and register vizpipe's hooks."""
         # FullGrad picks its own layers (every conv/batch-norm bias) and prints a warning if given any
         modules = (
-            [] if self.spec.is_a("FullGrad") else [self.model.get_submodule(x.name) for x in self.layers]
+            []
+            if self.spec.is_a("FullGrad")
+            else [self.model.get_submodule(self.layers[i].name) for i in self.ranked]
         )
         needs_reshape = any(layer.layout.needs_reshape for layer in self.layers)
         reshape = LayoutReshape(self.layers) if needs_reshape else None
@@ -222,7 +230,11 @@ class CamRunner:
         def aggregate(cam_per_layer: list[np.ndarray]) -> np.ndarray:
             import numpy as np
 
-            self.per_layer = [scale_cam_image(np.maximum(c, 0).mean(axis=1)) for c in cam_per_layer]
+            found = [scale_cam_image(np.maximum(c, 0).mean(axis=1)) for c in cam_per_layer]
+            per_layer: list[Any] = [None] * len(found)
+            for k, i in enumerate(self.ranked):  # the library's k-th layer is ``layers[i]``
+                per_layer[i] = found[k]
+            self.per_layer = per_layer
             return original(cam_per_layer)
 
         cam.aggregate_multi_layers = aggregate

@@ -253,7 +253,10 @@ def open_runner(
     each layer's map (``share``); yields the runner and the sibling layers it computes."""
     if sibs:
         both = [*layers, *sibs]
-        runner = CamRunner(ctx.model, settings, plan.method, both, kwargs=plan.kwargs, capture=True)
+        order = list(ctx.probe().shapes)
+        runner = CamRunner(
+            ctx.model, settings, plan.method, both, kwargs=plan.kwargs, capture=True, order=order
+        )
         runner.__enter__()
         try:
             if runner.one_forward and runner.captures:
@@ -261,7 +264,10 @@ def open_runner(
                 return
         finally:
             runner.__exit__(None, None, None)
-    with CamRunner(ctx.model, settings, plan.method, layers, kwargs=plan.kwargs, capture=capture) as runner:
+    order = list(ctx.probe().shapes)
+    with CamRunner(
+        ctx.model, settings, plan.method, layers, kwargs=plan.kwargs, capture=capture, order=order
+    ) as runner:
         yield runner, []
 
 

@@ -69,13 +69,17 @@ def siblings(ctx: RunContext, settings: Any, plan: CamPlan) -> list[CamLayer]:
     ):
         return []
     own = plan.layers[0].name
+    calls = ctx.probe().calls
+    if calls.get(own, 0) != 1:  # a module called twice records two activations: no pairing by name
+        return []
     found: dict[str, CamLayer] = {}
     for value in values:
         try:
             layers = resolve_cam_layers(ctx.model, ctx.probe(), value, [], ctx.model_name)
         except (VizpipeError, ValueError, KeyError):  # another job's bad value: that job reports it
             continue
-        if len(layers) == 1 and layers[0].name != own and not layers[0].layout.needs_reshape:
+        one = len(layers) == 1 and calls.get(layers[0].name, 0) == 1
+        if one and layers[0].name != own and not layers[0].layout.needs_reshape:
             found.setdefault(layers[0].name, layers[0])
     if not found:
         return []
