@@ -116,19 +116,6 @@ def exit_status(code: object) -> int:
     return 1
 
 
-def _shutdown_threads() -> None:
-    """What Python's exit does first: ``threading._shutdown`` (its exit hooks, then every
-    non-daemon thread joined); where that private function is missing, the joins alone."""
-    shutdown = getattr(threading, "_shutdown", None)
-    if callable(shutdown):
-        shutdown()
-        return
-    me = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not me and not thread.daemon:
-            thread.join()
-
-
 def run_then_exit(cli: Callable[[], None]) -> NoReturn:
     """Run the command line ``cli``, then end the process without Python's teardown.
 
@@ -146,7 +133,7 @@ def run_then_exit(cli: Callable[[], None]) -> NoReturn:
         code = 0
     except SystemExit as exc:
         code = exit_status(exc.code)
-    _shutdown_threads()
+    threading._shutdown()  # what Python's exit does first: threading's exit hooks, then the joins
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

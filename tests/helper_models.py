@@ -1,11 +1,14 @@
-"""Tiny models for the bad-input tests (importable via PYTHONPATH=tests)."""
+"""Tiny models for tests, named by `model._target_=helper_models.<Class>` (PYTHONPATH=tests)."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
 from torch import nn
+
+from pipeline.models import ShapesNet
 
 
 class PathyNet(nn.Module):
@@ -25,3 +28,20 @@ class PathyNet(nn.Module):
         x = torch.relu(getattr(self, "a/b:c")(x))
         x = torch.relu(getattr(self, "b\\up")(x))
         return self.fc(self.pool(x).flatten(1))
+
+
+class FaultyNet(ShapesNet):
+    """ShapesNet whose ``fault_at``-th training forward pass goes wrong (``fault``: nan | interrupt)."""
+
+    def __init__(self, fault: str = "nan", fault_at: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fault, self.fault_at = fault, int(fault_at)
+        self.calls = itertools.count(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if self.training and next(self.calls) == self.fault_at:
+            if self.fault == "interrupt":
+                raise KeyboardInterrupt
+            return out * float("nan")
+        return out

@@ -6,7 +6,6 @@ NaN-loss and interrupt messages, and every rule of the plan with its message."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -379,24 +378,7 @@ def test_max_steps_scheduler_lr_per_step_and_log_every(tmp_path: Path) -> None:
     assert [t for t in events(ctx.output_dir / "tensorboard/val").Tags()["images"]] == []
 
 
-class FaultyNet(ShapesNet):
-    """ShapesNet whose ``fault_at``-th training forward goes wrong (``fault``: nan | interrupt)."""
-
-    def __init__(self, fault: str = "nan", fault_at: int = 2, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.fault, self.fault_at = fault, int(fault_at)
-        self.calls = itertools.count(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = super().forward(x)
-        if self.training and next(self.calls) == self.fault_at:
-            if self.fault == "interrupt":
-                raise KeyboardInterrupt
-            return out * float("nan")
-        return out
-
-
-FAULTY = ["model._target_=test_data_train.FaultyNet", "model.name=faulty", "train.pointing_game=false"]
+FAULTY = ["model._target_=helper_models.FaultyNet", "model.name=faulty", "train.pointing_game=false"]
 
 
 def test_nan_loss_stops_with_the_exact_message_and_the_last_good_weights(tmp_path: Path) -> None:

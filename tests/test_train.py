@@ -3,7 +3,6 @@ and the demo (experiment=shapes_demo) learns and localises."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ import torch
 from conftest import compose_config, run_cli
 
 from pipeline.errors import ConfigError
-from pipeline.models import ShapesNet
 from pipeline.runner import run_pipeline
 from stages.train.record import History
 
@@ -67,24 +65,7 @@ def manifest(run: Path) -> dict[str, Any]:
     return json.loads((run / "manifest.json").read_text())
 
 
-class FaultyNet(ShapesNet):
-    """ShapesNet whose ``fault_at``-th training forward pass goes wrong (``fault``: nan | interrupt)."""
-
-    def __init__(self, fault: str = "nan", fault_at: int = 9, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.fault, self.fault_at = fault, int(fault_at)
-        self.calls = itertools.count(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = super().forward(x)
-        if self.training and next(self.calls) == self.fault_at:
-            if self.fault == "interrupt":
-                raise KeyboardInterrupt
-            return out * float("nan")
-        return out
-
-
-FAULTY = ["model._target_=test_train.FaultyNet", "model.name=faulty"]
+FAULTY = ["model._target_=helper_models.FaultyNet", "model.name=faulty"]
 
 
 # --------------------------------------------------------------------------- the stage

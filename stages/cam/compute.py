@@ -251,9 +251,9 @@ def open_runner(
 ) -> Iterator[tuple[CamRunner, list[Any]]]:
     """The group's ``CamRunner``, hooking the sweep's other layers ``sibs`` too when it can keep
     each layer's map (``share``); yields the runner and the sibling layers it computes."""
+    order = list(ctx.probe().shapes)  # the order modules finish a forward pass (``CamRunner``)
     if sibs:
         both = [*layers, *sibs]
-        order = list(ctx.probe().shapes)
         runner = CamRunner(
             ctx.model, settings, plan.method, both, kwargs=plan.kwargs, capture=True, order=order
         )
@@ -264,7 +264,6 @@ def open_runner(
                 return
         finally:
             runner.__exit__(None, None, None)
-    order = list(ctx.probe().shapes)
     with CamRunner(
         ctx.model, settings, plan.method, layers, kwargs=plan.kwargs, capture=capture, order=order
     ) as runner:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STAGE = "cam"  # every key this module puts in ``RunContext.shared`` starts with it (``share_key``)
 SWEPT_KEY = "cam.layer"
 MAX_BYTES = 256 * 1024 * 1024  # maps kept for later jobs, at most (float32 at the input's size)
 
@@ -69,13 +70,14 @@ def siblings(ctx: RunContext, settings: Any, plan: CamPlan) -> list[CamLayer]:
     ):
         return []
     own = plan.layers[0].name
-    calls = ctx.probe().calls
+    probe = ctx.probe()
+    calls = probe.calls
     if calls.get(own, 0) != 1:  # a module called twice records two activations: no pairing by name
         return []
     found: dict[str, CamLayer] = {}
     for value in values:
         try:
-            layers = resolve_cam_layers(ctx.model, ctx.probe(), value, [], ctx.model_name)
+            layers = resolve_cam_layers(ctx.model, probe, value, [], ctx.model_name)
         except (VizpipeError, ValueError, KeyError):  # another job's bad value: that job reports it
             continue
         one = len(layers) == 1 and calls.get(layers[0].name, 0) == 1
@@ -97,23 +99,18 @@ def held(ctx: RunContext) -> int:
     return sum(
         maps.nbytes
         for key, value in ctx.shared.items()
-        if isinstance(key, tuple) and len(key) == 3 and str(key[0]).startswith('["cam"')
+        if isinstance(key, tuple) and len(key) == 3 and str(key[0]).startswith(f'["{STAGE}"')
         for maps, _ in value[2]
     )
 
 
 def share_key(ctx: RunContext, settings: Any, plan: CamPlan) -> str:
-    """What a kept map depends on besides the build, its layer and its images."""
+    """What a kept map depends on besides the build, its layer and its images (``settings``: the
+    stage's ``CamConfig``, as ``settings_of`` gives it)."""
     import dataclasses
 
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(settings):
-        settings = OmegaConf.to_container(settings, resolve=True, enum_to_str=True)
-    elif dataclasses.is_dataclass(settings):
-        settings = dataclasses.asdict(settings)
-    plain = {k: v for k, v in dict(settings).items() if k != "layer"}
-    return json.dumps(["cam", plan.method.name, str(ctx.device), plain], sort_keys=True, default=str)
+    plain = {k: v for k, v in dataclasses.asdict(settings).items() if k != "layer"}
+    return json.dumps([STAGE, plan.method.name, str(ctx.device), plain], sort_keys=True, default=str)
 
 
 def take(ctx: RunContext, key: str, layer: str, index: list[int]) -> Kept | None:
@@ -135,11 +132,11 @@ def keep(
     ``results`` come from a capturing ``CamRunner`` over ``layers`` (this job's layer first):
     per class set, the averaged maps and each layer's maps in ``layers`` order.
     """
-    own: list[tuple[np.ndarray, None]] = []
     per_set = [per_layer for _, per_layer in results]
     if any(p is None or len(p) != len(layers) for p in per_set):
         raise RuntimeError("CAM sharing: the runner did not return every layer's maps")
     own = [(p[0], None) for p in per_set]  # type: ignore[index]
     for k, layer in enumerate(layers[1:], start=1):
-        ctx.shared[(key, layer.name, tuple(index))] = (logits, sets, [(p[k], None) for p in per_set])  # type: ignore[index]
+        kept = [(p[k], None) for p in per_set]  # type: ignore[index]
+        ctx.shared[(key, layer.name, tuple(index))] = (logits, sets, kept)
     return own

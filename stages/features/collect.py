@@ -42,9 +42,8 @@ class Accumulator:
             m = maps.max(axis=(0, 2, 3)).astype(np.float64)
             self.total += float(maps.sum(dtype=np.float64))
             top = float(maps.max())
-        self.peak = (
-            self.peak if np.isnan(self.peak) else (top if np.isnan(top) else max(self.peak, top))
-        )  # NaN sticks
+        if not np.isnan(self.peak):  # NaN sticks
+            self.peak = top if np.isnan(top) else max(self.peak, top)
         z = (maps == 0).sum(axis=(0, 2, 3))
         self.sums = s if self.sums is None else self.sums + s
         self.maxs = m if self.maxs is None else np.maximum(self.maxs, m)
