@@ -37,7 +37,8 @@ import sys
 
 log = logging.getLogger(__name__)
 
-ENV = "VIZPIPE_MALLOC"  # "system": leave the C library's allocator as it is
+ENV = "VIZPIPE_MALLOC"  # keep (the default) | system: leave the C library's allocator as it is
+CHOICES = ("keep", "system")
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters
 MMAP_BYTES = 32 * 1024 * 1024  # blocks from this size up are mapped (glibc's largest threshold)
 TRIM_BYTES = 1024 * 1024 * 1024  # free memory kept at the heap's top before it is given back
@@ -50,12 +51,17 @@ def keep_freed_memory() -> bool:
     """Set glibc's malloc to keep and reuse freed memory (see the module docstring), once.
 
     Returns whether the process now runs with these settings: False under ``VIZPIPE_MALLOC=system``
-    or without glibc.
+    or without glibc. Another value warns once (naming the choices) and keeps freed memory.
     """
     if "kept" in _state:
         return _state["kept"]
     _state["kept"] = False
-    if os.environ.get(ENV, "").strip().lower() == "system" or not sys.platform.startswith("linux"):
+    choice = os.environ.get(ENV, "").strip().lower()
+    if choice and choice not in CHOICES:
+        from pipeline.errors import unknown_choice
+
+        log.warning("%s", unknown_choice(f"{ENV} value", choice, CHOICES, hint="Using keep, the default"))
+    if choice == "system" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -146,3 +146,18 @@ def test_exit_status_mapping():
     from pipeline.cli import exit_status
 
     assert (exit_status(None), exit_status(0), exit_status(5), exit_status(True)) == (0, 0, 5, True)
+
+
+def test_unknown_value_warns_with_the_choices(monkeypatch, caplog):
+    """VIZPIPE_MALLOC=sytem: one warning naming the value and the choices; freed memory kept."""
+    import logging
+
+    monkeypatch.setattr(memory, "_state", {})
+    monkeypatch.setenv(memory.ENV, "sytem")
+    with caplog.at_level(logging.WARNING, logger="pipeline.memory"):
+        kept = memory.keep_freed_memory()
+    assert [r.getMessage() for r in caplog.records] == [
+        "Unknown VIZPIPE_MALLOC value 'sytem'; did you mean 'system'? Valid choices (closest first): "
+        "system, keep. Using keep, the default"
+    ]
+    assert kept is LINUX
