@@ -29,11 +29,11 @@ setup_venv() {
   fi
   echo "vizpipe: setting up .venv (first time takes a few minutes)" >&2
   [ -x .venv/bin/python ] || "$(pick_python)" -m venv .venv
-  # compat mode: a plain path entry, so 'pipeline' and 'stages' import as regular packages anywhere
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=compat
+  # editable: 'vizpipe' (and only it) imports from this checkout, wherever Python starts
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
   if [ "$extras" != dev ]; then
     # ray is large and has no wheel on some platforms: without the launchers their tests are skipped
-    if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]" --config-settings editable_mode=compat; then
+    if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"; then
       echo "vizpipe: the cluster extra did not install; the launcher tests will be skipped" >&2
       extras=dev
     fi

@@ -6,7 +6,7 @@ Work: GradCAM maps for a batch of 8 seeded random images (224 px) on the model's
 layer (resnet18 ``layer4``, vgg11 ``features.20``), each image's top-1 class, on the CPU, random
 init seeded with 0 (no weights are downloaded). Two comparisons per model:
 
-- **maps**: ``stages.cam.compute.collect`` (the maps in memory) vs the library's README code::
+- **maps**: ``vizpipe.stages.cam.compute.collect`` (the maps in memory) vs the library's README code::
 
       with GradCAM(model=model, target_layers=[layer]) as cam:
           maps = cam(input_tensor=x, targets=None)   # None = top-1 per image
@@ -39,8 +39,9 @@ if str(ROOT) not in sys.path:
 
 def build(model: str, batch: int, size: int, out: Path):
     """A run context like ``python run.py model=<model> input=random input.shape=[batch,3,size,size]``."""
+    from vizpipe.pipeline.factory import build_context
+
     from benchmarks.process import compose
-    from pipeline.build import build_context
 
     cfg = compose(
         [
@@ -87,10 +88,9 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
     """Time both comparisons for one model; returns rows (what, vizpipe s, library s)."""
     import numpy as np
     import torch
-
-    from stages.cam import CamConfig, CamStage
-    from stages.cam.compute import collect
-    from stages.cam.plan import make_plan
+    from vizpipe.stages.cam import CamConfig, CamStage
+    from vizpipe.stages.cam.compute import collect
+    from vizpipe.stages.cam.plan import make_plan
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

@@ -50,8 +50,7 @@ def eigencam(device: str, batch: int, repeats: int, sync: Callable[[], None]) ->
     import torchvision
     from pytorch_grad_cam import EigenCAM
     from pytorch_grad_cam.utils import svd_on_activations as svd
-
-    from pipeline.gradcam.eigencam import EigenCAMTorch
+    from vizpipe.pipeline.gradcam.eigencam import EigenCAMTorch
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval().to(device)
@@ -85,11 +84,11 @@ def cam_stage(device: str, batch: int, repeats: int, sync: Callable[[], None]) -
     import tempfile
 
     import numpy as np
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.schema import settings_of
+    from vizpipe.stages.cam import CamStage
 
     from benchmarks.process import compose
-    from pipeline.build import build_context
-    from pipeline.schema import settings_of
-    from stages.cam import CamStage
 
     results = {}
     for dev in dict.fromkeys([device, "cpu"]):

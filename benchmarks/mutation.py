@@ -5,7 +5,8 @@
     .venv/bin/python -m benchmarks.mutation sample [-n 600] [--seed 0] [--children 2] [MODULE ...]
     .venv/bin/python -m benchmarks.mutation score [--sample] [--survivors] [--markdown] [MODULE ...]
 
-MODULE is a dotted module (``pipeline.manifest``, ``stages.cam.render``, ``pipeline.report``: a
+MODULE is a dotted module (``vizpipe.pipeline.manifest``, ``vizpipe.stages.cam.render``,
+``vizpipe.pipeline.report``: a
 package with everything below it); none means every module.
 
 - ``run``: ``mutmut run`` on those modules' mutants. The configuration is ``[tool.mutmut]`` in
@@ -53,7 +54,7 @@ SAMPLE = MUTANTS / "sample.txt"
 
 
 def module_of(key: str) -> str:
-    """``pipeline.manifest.xǁManifestǁstage__mutmut_1`` -> ``pipeline.manifest``."""
+    """``vizpipe.pipeline.manifest.xǁManifestǁstage__mutmut_1`` -> ``vizpipe.pipeline.manifest``."""
     parts = key.partition("__mutmut_")[0].split(".")
     return ".".join(p for p in parts if not (p.startswith("x_") or p.startswith("xǁ")))
 

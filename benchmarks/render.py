@@ -7,13 +7,13 @@ bundled grace_hopper.jpg, preprocessed like ``input=photo``):
 
 (a) the 64 kernels of output channel 0 of ``features.3`` (seed §2.1's loop, verbatim: a 20x17 inch
     figure, one ``plt.subplot(9, 9, k)`` + ``imshow(cmap='bwr')`` per kernel) vs
-    ``stages.kernels.kernel_grid`` (one row of 64 tiles, layer scale, 24 px tiles);
+    ``vizpipe.stages.kernels.kernel_grid`` (one row of 64 tiles, layer scale, 24 px tiles);
 (b) 100 channels of ``features.3`` on the photo (seed §2.2's drawing loop, verbatim: one
-    ``plt.subplot(10, 10, k)`` + ``imshow`` per channel) vs ``stages.features.feature_grid``.
+    ``plt.subplot(10, 10, k)`` + ``imshow`` per channel) vs ``vizpipe.stages.features.feature_grid``.
 
 Both sides draw the same arrays (the layer's own output, captured once by the features stage's
 hook) and end with a PNG file on disk: the seed with ``plt.savefig`` (Agg, the figure's 100 dpi,
-what a notebook shows), vizpipe with ``pipeline.render.save_png`` (PIL, ``compress_level=1``).
+what a notebook shows), vizpipe with ``vizpipe.pipeline.render.save_png`` (PIL, ``compress_level=1``).
 A third column shows vizpipe with PIL's default level 6, for reference. Timings are the median of
 ``--repeats`` runs after one warm-up run of each; they vary with the machine's load.
 """
@@ -82,8 +82,8 @@ def seed_features(out1, path: Path) -> None:
 
 def vizpipe_kernels(model, path: Path, level: int = 1) -> None:
     """What the kernels stage does for one layer: weights -> grid -> PNG (output channel 0)."""
-    from pipeline.render import colormap_levels, colormap_lut, save_png
-    from stages.kernels import kernel_grid, layer_weight
+    from vizpipe.pipeline.render import colormap_levels, colormap_lut, save_png
+    from vizpipe.stages.kernels import kernel_grid, layer_weight
 
     w = layer_weight(model.get_submodule("features.3"))  # (128, 64, 3, 3)
     vmax = float(abs(w).max())
@@ -93,8 +93,8 @@ def vizpipe_kernels(model, path: Path, level: int = 1) -> None:
 
 def vizpipe_features(out1, path: Path, level: int = 1) -> None:
     """What the features stage does per image: 100 maps -> normalise -> colour -> grid -> PNG."""
-    from pipeline.render import colormap_levels, colormap_lut, save_png
-    from stages.features.collect import feature_grid
+    from vizpipe.pipeline.render import colormap_levels, colormap_lut, save_png
+    from vizpipe.stages.features.collect import feature_grid
 
     maps = out1.numpy()[0, :100]  # (100, H, W)
     levels = colormap_levels("viridis")
@@ -126,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import torch
     import torchvision
-
-    from pipeline.hooks import capture
-    from pipeline.inputs.images import bundled_photo, load_rgb, preprocess, preprocessing
+    from vizpipe.pipeline.hooks import capture
+    from vizpipe.pipeline.inputs.images import bundled_photo, load_rgb, preprocess, preprocessing
 
     torch.manual_seed(0)
     model = torchvision.models.vgg11().eval()

@@ -90,7 +90,7 @@ from pathlib import Path
 
 import hydra
 
-import pipeline.schema  # vizpipe's config schema, as run.py registers it
+import vizpipe.pipeline.schema  # vizpipe's config schema, as run.py registers it
 
 MODEL = {}
 
@@ -162,7 +162,7 @@ def separate(folder: Path, env: dict[str, str]) -> float:
 
 def index_cost(sweep: Path, jobs: int, job_seconds: float) -> None:
     """Time the index of ``jobs`` copies of one real job, once, against one rebuild per job."""
-    from pipeline.report import write_sweep_index
+    from vizpipe.pipeline.report import write_sweep_index
 
     with tempfile.TemporaryDirectory(dir=sweep.parent) as tmp:
         big = Path(tmp)

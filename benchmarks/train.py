@@ -17,7 +17,7 @@ one-cycle schedule peaking at 0.005, 5 epochs, validation after each), on the CP
   (train, then validate), written out by hand, logging nothing.
 
 Both sides run in one process with the allocator set as ``run.py`` sets it
-(``pipeline.memory.keep_freed_memory``: freed memory is reused, not faulted in again; the hand
+(``vizpipe.pipeline.process.keep_freed_memory``: freed memory is reused, not faulted in again; the hand
 loop gains from it as much as the stage). ``--system-malloc`` leaves glibc's own thresholds: then
 each side's page faults depend on what ran before it in the process (a model-graph trace between
 two steps doubled them), and the ratio swings with them.
@@ -52,9 +52,9 @@ def compose(overrides: list[str]) -> Any:
 
 def stage_side(cfg: Any, out: Path) -> tuple[float, Any]:
     """Seconds for the train stage's validate + run, and the trained model."""
-    from pipeline.build import build_context
-    from pipeline.registry import get_stage
-    from pipeline.schema import settings_of
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.registry import get_stage
+    from vizpipe.pipeline.schema import settings_of
 
     ctx = build_context(cfg, out)
     stage, settings = get_stage("train"), settings_of(cfg, "train")
@@ -69,9 +69,8 @@ def hand_side(cfg: Any, out: Path) -> tuple[float, Any]:
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
-
-    from pipeline.build import build_context
-    from pipeline.inputs import build_split
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.inputs import build_split
 
     ctx = build_context(cfg, out)
     model, tc = ctx.model, cfg.train
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.system_malloc:
-        from pipeline.memory import keep_freed_memory
+        from vizpipe.pipeline.process import keep_freed_memory
 
         keep_freed_memory()
     logging.disable(logging.WARNING)  # the per-epoch lines and the input.limit note

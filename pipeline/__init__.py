@@ -1,3 +1,6 @@
-"""vizpipe's runner: config schema, builders, the run context, manifest and reports."""
+"""vizpipe's runner and what the stages share (``vizpipe.pipeline``; the folder ``pipeline/``)."""
 
-__version__ = "0.1.0"
+from pathlib import Path
+
+#: vizpipe's Hydra configs: ``conf/`` beside this folder, in a checkout and in an installed wheel
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

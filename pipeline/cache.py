@@ -4,7 +4,7 @@ Under Hydra's basic launcher every job of ``python run.py -m ...`` runs in this 
 another, and most jobs of a sweep (``cam.layer=...``, ``cam.target_class=...``) differ only in a
 stage's settings. Building the model (weights, checkpoint), checking its parameters, reading and
 preprocessing the first batch and the probe forward pass are then the same work every time, so
-``pipeline.build.build_context`` asks this cache first. It is the only state vizpipe keeps across
+``vizpipe.pipeline.factory.build_context`` asks this cache first. It is the only state vizpipe keeps across
 jobs, and it hands every job the model exactly as a fresh build would:
 
 * **Key**: everything that defines the value: the resolved ``model`` config (name, weights,
@@ -17,8 +17,8 @@ jobs, and it hands every job the model exactly as a fresh build would:
   this build for later jobs (``RunContext.shared``, e.g. the maps of a sweep's other layers),
   dropped with the entry.
 * **Proof that nothing changed** (``Fingerprint``): every parameter and buffer (identity, autograd
-  version counter ``pipeline.hooks.versions``, data pointer, dtype, device), every module (identity
-  and train/eval mode), the number of hooks (``pipeline.hooks.hook_count``), each parameter's
+  version counter ``vizpipe.pipeline.hooks.versions``, data pointer, dtype, device), every module (identity
+  and train/eval mode), the number of hooks (``vizpipe.pipeline.hooks.hook_count``), each parameter's
   ``requires_grad``, ``.grad`` None, and the inputs' tensors (version counters). It is taken after
   the build and compared when a job ends (``release``, called by the runner) and again before
   each reuse (``checkout``): any difference (a train stage ran, a stage left a hook or a gradient)
@@ -47,8 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from pipeline.context import RunContext
+    from vizpipe.pipeline.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ class Fingerprint:
     @classmethod
     def of(cls, model: nn.Module, input_tensors: list[Any]) -> Fingerprint:
         """Fingerprint ``model`` and the given input tensors now."""
-        from pipeline.hooks import hook_count, versions
+        from vizpipe.pipeline.hooks import hook_count, versions
 
         params = list(model.parameters())
         tensors = [*params, *(b for b in model.buffers() if b is not None)]
@@ -245,7 +244,7 @@ class BuildCache:
                 log.debug("Build cache: the %s model changed (%s); built afresh", name, "; ".join(changed))
                 del self._entries[key]
                 return None
-            from pipeline.context import RunContext
+            from vizpipe.pipeline.context import RunContext
 
             self._entries.move_to_end(key)
             entry.lent = True

@@ -5,11 +5,11 @@
 1,000-job sweep thus pays for one index, not 1,000 (``benchmarks/sweep.py`` measures both).
 
 Hydra skips ``on_multirun_end`` when a job raised: a job of a launcher's worker process (joblib,
-submitit, ray) raises ``pipeline.cli.PipelineFailed`` when it fails, so the launcher reports it.
+submitit, ray) raises ``vizpipe.pipeline.cli.PipelineFailed`` when it fails, so the launcher reports it.
 For that case ``on_job_end`` (in the worker) rewrites the index after a *failed* job, and the
 process that launched the sweep rewrites it once more when it exits (``atexit``), so jobs that
 finished after the failure are in it too. Under the basic launcher failed jobs do not raise
-(``pipeline.cli.finish``) and ``on_multirun_end`` always runs. ``python -m pipeline.report
+(``vizpipe.pipeline.cli.finish``) and ``on_multirun_end`` always runs. ``python -m vizpipe.report
 <sweep_dir>`` rebuilds the index at any time.
 
 ``TorchThreadsCallback`` splits the machine's cores between the joblib launcher's workers: several
@@ -77,7 +77,7 @@ class SweepReportCallback(Callback):
 
     @staticmethod
     def _rebuild(sweep_dir: Path) -> Path:
-        from pipeline.report import write_sweep_index
+        from vizpipe.pipeline.report import write_sweep_index
 
         path = write_sweep_index(sweep_dir)
         log.info("Sweep index %s", path)

@@ -1,23 +1,25 @@
-"""``run.py``'s helpers: the precheck before Hydra starts, and how a run or sweep ends.
+"""The command line (``python run.py``, ``vizpipe``, ``python -m vizpipe``): one entry for all three.
 
-``precheck`` (``pipeline.precheck``) turns a bad command line into one line and exit 2;
+``command_line`` checks the command line, runs Hydra's ``main`` and ends the process (through
+``vizpipe.pipeline.process``, which owns the process-wide settings).
+``precheck`` (``vizpipe.pipeline.precheck``) turns a bad command line into one line and exit 2;
 ``finish`` prints where a run went and exits 1 on failure; in a sweep, failed jobs are counted
-and ``sweep_exit`` ends the process with 1 after the others ran; ``run_then_exit`` ends the process
-without Python's teardown.
+and ``sweep_exit`` ends the process with 1 after the others ran.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import sys
-import threading
-from collections.abc import Callable
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any
 
+import hydra
+import vizpipe.pipeline.schema  # noqa: F401 - registers the config schema and resolvers
 from hydra.errors import CompactHydraException
-
-from pipeline.precheck import precheck
+from omegaconf import DictConfig
+from vizpipe.pipeline import CONF_DIR
+from vizpipe.pipeline.precheck import precheck
+from vizpipe.pipeline.process import freeze_startup, keep_freed_memory, run_then_exit
 
 
 class PipelineFailed(CompactHydraException):
@@ -91,10 +93,10 @@ def sweep_exit() -> None:
 
 def sweep_values(env_set: Any) -> dict[str, list[str]]:
     """The values each swept key takes, from the job's ``hydra.job.env_set`` (vizpipe's sweeper
-    writes them, ``pipeline.schema.SWEEP_VALUES_ENV``); {} for a single run or another sweeper."""
+    writes them, ``vizpipe.pipeline.schema.SWEEP_VALUES_ENV``); {} for a single run or another sweeper."""
     import json
 
-    from pipeline.schema import SWEEP_VALUES_ENV
+    from vizpipe.pipeline.schema import SWEEP_VALUES_ENV
 
     text = (env_set or {}).get(SWEEP_VALUES_ENV)
     try:
@@ -106,50 +108,63 @@ def sweep_values(env_set: Any) -> dict[str, list[str]]:
     return {str(k): [str(v) for v in vs] for k, vs in values.items() if isinstance(vs, list)}
 
 
-def exit_status(code: object) -> int:
-    """The process status for ``SystemExit(code)``, as Python maps it (a message: printed, 1)."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Run the pipeline into Hydra's run (or job) folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from vizpipe.pipeline.runner import run_pipeline
+
+    hc = HydraConfig.get()
+    keep_freed_memory()  # this process is the command line's: steps reuse freed memory (process.py)
+    result = run_pipeline(
+        cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), sweep=sweep_values(hc.job.env_set)
+    )
+    finish(result, multirun=str(hc.mode) == "RunMode.MULTIRUN")
 
 
-def run_then_exit(cli: Callable[[], None]) -> NoReturn:
-    """Run the command line ``cli``, then end the process without Python's teardown.
+#: Hydra's job name, hence ``<run>/run.log``, however vizpipe was started (run.py, vizpipe, -m vizpipe)
+JOB_NAME = "run"
 
-    With torch, torchvision and pytorch-grad-cam loaded, Python's own exit spends ~0.9 s freeing
-    every module (measured on 2 cores: ``import torch, torchvision, pytorch_grad_cam`` takes 3.6 s
-    with the normal exit, 2.7 s without), a quarter of a summary run. Everything an exit must do
-    still happens, in Python's order: ``threading``'s exit hooks run (executors such as joblib's
-    stop their manager threads) and the other non-daemon threads are joined, the ``atexit``
-    functions run (logging's flush and close, multiprocessing's and Ray's shutdowns), stdout
-    and stderr are flushed; then ``os._exit`` with ``cli``'s status (``sys.exit`` inside it
-    included). An exception other than ``SystemExit`` propagates: traceback and normal exit.
-    """
-    try:
-        cli()
-        code = 0
-    except SystemExit as exc:
-        code = exit_status(exc.code)
-    threading._shutdown()  # what Python's exit does first: threading's exit hooks, then the joins
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed or broken pipe: nothing more can reach it
-            pass
-    os._exit(code)
+
+def command_line_args(argv: list[str]) -> list[str]:
+    """The command line as Hydra gets it: ``--config-path``/``-cp`` made absolute from the launch
+    folder (Hydra reads a relative one from the folder of the file declaring ``main``, inside
+    vizpipe) and the job named ``run`` (Hydra names it after that file), so the log is ``run.log``."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        for flag in ("--config-path", "-cp"):
+            if arg == flag and i + 1 < len(out):
+                out[i + 1] = str(Path(out[i + 1]).expanduser().resolve())
+            elif arg.startswith(flag + "="):
+                out[i] = f"{flag}={Path(arg.split('=', 1)[1]).expanduser().resolve()}"
+    if not any(a.lstrip("+~").startswith("hydra.job.name=") for a in out):
+        out.append(f"hydra.job.name={JOB_NAME}")
+    return out
+
+
+def cli() -> None:
+    """Check the command line, run it through Hydra, end a sweep with its status."""
+    sys.argv[1:] = command_line_args(sys.argv[1:])
+    precheck(sys.argv[1:])
+    freeze_startup()  # the imports are done: later garbage collections skip them (process.py)
+    main()
+    sweep_exit()
+
+
+def command_line() -> None:
+    """The console entry: ``cli`` and then the process's end without Python's slow teardown."""
+    run_then_exit(cli)
 
 
 __all__ = [
     "PipelineFailed",
-    "exit_status",
+    "command_line_args",
+    "cli",
+    "command_line",
     "finish",
     "jobs_run_here",
+    "main",
     "precheck",
-    "run_then_exit",
     "sweep_exit",
     "sweep_values",
 ]

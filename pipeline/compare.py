@@ -1,4 +1,4 @@
-"""Compare two run folders by their manifests: ``python -m pipeline.compare <run_a> <run_b>``.
+"""Compare two run folders by their manifests: ``python -m vizpipe.compare <run_a> <run_b>``.
 
 Every artifact a stage wrote is listed in ``manifest.json`` with its sha256. Two runs are equal
 when they ran the same steps with the same outcome and every non-volatile artifact has the same
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.files import sha256_file
-from pipeline.manifest import MANIFEST, VOLATILE_PATTERNS
+from vizpipe.pipeline.files import sha256_file
+from vizpipe.pipeline.manifest import MANIFEST, VOLATILE_PATTERNS
 
 
 @dataclass
@@ -184,8 +184,8 @@ def format_comparison(c: Comparison, limit: int = 20) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.compare A B``: 0 when equal, 1 when different, 2 on a bad folder."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
+    """``python -m vizpipe.compare A B``: 0 when equal, 1 when different, 2 on a bad folder."""
+    parser = argparse.ArgumentParser(prog="python -m vizpipe.compare", description=__doc__.splitlines()[0])
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
     parser.add_argument(

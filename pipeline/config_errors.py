@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.errors import ConfigError, unknown_choice
 
 __all__ = ["LAUNCHERS_HINT", "translate"]
 

@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.layers import Probe
+from vizpipe.pipeline.layers import Probe
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-    from pipeline.inputs import Inputs
+    from vizpipe.pipeline.inputs import Inputs
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class RunContext:
     # (vizpipe's sweeper; empty outside a sweep): lets a stage compute its siblings' work in one go
     sweep: dict[str, list[str]] = field(default_factory=dict)
     # results a stage computed on this very build (model and inputs), kept with it by the build
-    # cache for later jobs of this process (``pipeline.cache``); keys start with the stage's name
+    # cache for later jobs of this process (``vizpipe.pipeline.cache``); keys start with the stage's name
     shared: dict[Any, Any] = field(default_factory=dict, repr=False)
     _probe: Probe | None = field(default=None, repr=False)
     _blocks: list[str] | None = field(default=None, repr=False)
@@ -78,8 +77,8 @@ class RunContext:
     def probe(self) -> Probe:
         """One no-grad forward pass over the first batch, cached: outputs and every module's shape."""
         if self._probe is None:
-            from pipeline.hooks import preserved
-            from pipeline.layers import probe_model
+            from vizpipe.pipeline.hooks import preserved
+            from vizpipe.pipeline.layers import probe_model
 
             with preserved(self.model):
                 self._probe = probe_model(self.model, self.inputs.first().tensor)
@@ -91,9 +90,9 @@ class RunContext:
         self._probe = None
 
     def blocks(self) -> list[str]:
-        """The model's blocks: ``model.blocks`` when set, else found (``pipeline.layers``)."""
+        """The model's blocks: ``model.blocks`` when set, else found (``vizpipe.pipeline.layers``)."""
         if self._blocks is None:
-            from pipeline.layers import model_blocks
+            from vizpipe.pipeline.layers import model_blocks
 
             self._blocks = model_blocks(self.model, self.probe(), self.blocks_config)
         return self._blocks
@@ -133,8 +132,7 @@ class RunContext:
         """Per image, the top-k predictions ``{"class", "name", "prob", "logit"}`` (``outputs``
         default: the probe's, i.e. the first batch); ``prob`` is None for an invalid output."""
         import torch
-
-        from pipeline.files import finite
+        from vizpipe.pipeline.files import finite
 
         logits = self.probe().logits if outputs is None else outputs.detach().float().cpu()
         probs = self.probabilities(logits)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.errors import ConfigError, unknown_choice
 
 if TYPE_CHECKING:
     import torch
@@ -70,11 +70,10 @@ class Probe:
 def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
     """One no-grad forward pass recording the outputs and every module's output shape.
 
-    Hooks are removed afterwards and the model's mode is not touched (``pipeline.hooks``).
+    Hooks are removed afterwards and the model's mode is not touched (``vizpipe.pipeline.hooks``).
     """
     import torch
-
-    from pipeline.hooks import capture
+    from vizpipe.pipeline.hooks import capture
 
     names = [n for n, _ in model.named_modules() if n]
     types = {n: type(m).__name__ for n, m in model.named_modules() if n}
@@ -110,8 +109,7 @@ def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
 def model_output(out: object) -> torch.Tensor:
     """The logits tensor of a model output (tensor, ``.logits``, ``["out"]`` or first element)."""
     import torch
-
-    from pipeline.hooks import first_tensor
+    from vizpipe.pipeline.hooks import first_tensor
 
     if isinstance(out, torch.Tensor):
         return out

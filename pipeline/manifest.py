@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline.files import sha256_file, write_atomic
+from vizpipe.pipeline.files import sha256_file, write_atomic
 
 MANIFEST = "manifest.json"
 PACKAGES = (

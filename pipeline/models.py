@@ -7,8 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.errors import ConfigError, unknown_choice
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 Hydra reports composition errors with a traceback hint as its last line; vizpipe's promise is one
 line that names the bad value and the valid choices. ``precheck`` composes the same config Hydra
 will (same search path: ``conf/``, ``--config-dir``, ``--config-path``/``--config-name``), checks
-every job of a sweep (``pipeline.sweeps``: one composition, each job's values set on a copy),
-runs every config-only rule (``pipeline.runner.check_config``: the input's and each stage's
-``check``) and turns any failure into that line (``pipeline.config_errors.translate``). A failed
+every job of a sweep (``vizpipe.pipeline.sweeps``: one composition, each job's values set on a copy),
+runs every config-only rule (``vizpipe.pipeline.runner.check_config``: the input's and each stage's
+``check``) and turns any failure into that line (``vizpipe.pipeline.config_errors.translate``). A failed
 precheck still leaves ``manifest.json`` and ``run.log`` in the run folder Hydra would have used.
 """
 
@@ -15,14 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pipeline.config_errors import translate
-from pipeline.errors import ConfigError
-from pipeline.sweeps import JobChecker, jobs, mark_checked
+from vizpipe.pipeline import CONF_DIR
+from vizpipe.pipeline.config_errors import translate
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.sweeps import JobChecker, jobs, mark_checked
 
 __all__ = ["Composer", "precheck", "record_failure", "split_args"]
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-APP_DIR = CONF_DIR.parent
 _FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--package", "-p"}
 _OPTIONAL_VALUE = {"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 _SKIP = {
@@ -81,7 +80,7 @@ def _search(flags: dict[str, str]) -> tuple[Path, str, list[str]]:
     extra: list[str] = []
     if path:
         p = Path(path).expanduser()
-        primary = p if p.is_absolute() else (APP_DIR / p).resolve()
+        primary = p.resolve()  # relative to the launch folder (cli.absolute_config_path)
         extra.append(f"file://{CONF_DIR}")  # vizpipe's groups stay reachable (reproduce does this too)
     cdir = flags.get("--config-dir") or flags.get("-cd")
     if cdir:
@@ -156,10 +155,9 @@ class Composer:
         self._ctx: Any = None
 
     def __enter__(self) -> Composer:
+        import vizpipe.pipeline.schema  # noqa: F401 - registers the schemas
         from hydra import initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
-
-        import pipeline.schema  # noqa: F401 - registers the schemas
 
         GlobalHydra.instance().clear()
         self._ctx = initialize_config_dir(config_dir=str(self.primary), version_base="1.3")
@@ -209,7 +207,7 @@ def _jobs(composer: Composer, overrides: list[str], multirun: bool) -> list[list
     """The override list of every job Hydra will run (one for a single run).
 
     Command-line sweeps and the ``hydra.sweeper.params`` of a ``sweep=...`` config both count,
-    combined as Hydra's basic sweeper combines them (``pipeline.sweeps.jobs``).
+    combined as Hydra's basic sweeper combines them (``vizpipe.pipeline.sweeps.jobs``).
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -352,7 +350,7 @@ def record_failure(argv: list[str], message: str) -> Path | None:
     """
     import time
 
-    from pipeline.manifest import MANIFEST, Manifest, command_line, versions
+    from vizpipe.pipeline.manifest import MANIFEST, Manifest, command_line, versions
 
     overrides, _, multirun = split_args(argv)
     folder = _output_dir(overrides, multirun)
@@ -380,7 +378,7 @@ def record_failure(argv: list[str], message: str) -> Path | None:
         m.report.status = "skipped"
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(folder / "run.log", "a", encoding="utf-8") as log_file:
-            log_file.write(f"[{stamp}][pipeline.cli][ERROR] - {message}\n")
+            log_file.write(f"[{stamp}][vizpipe.pipeline.cli][ERROR] - {message}\n")
         return m.write()
     except OSError:
         return None

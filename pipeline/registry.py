@@ -9,7 +9,7 @@ Stages are found, never listed:
 
 A module contributes the ``Stage`` subclasses it defines itself (imported classes are ignored).
 Importing a stage module must be cheap: heavy libraries are imported inside ``run``.
-``pipeline.schema`` turns the result into Hydra config groups; the runner, the precheck and the
+``vizpipe.pipeline.schema`` turns the result into Hydra config groups; the runner, the precheck and the
 report ask this module for names and classes.
 """
 
@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from pipeline.errors import ConfigError, unknown_choice
-from pipeline.stage import Stage
+from vizpipe.pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.stage import Stage
 
 __all__ = [
     "PLUGINS_ENV",
@@ -96,7 +96,7 @@ def _import_plugin(path: Path, name: str) -> ModuleType:
 
 
 def _discover() -> dict[str, type[Stage]]:
-    import stages
+    from vizpipe import stages
 
     found: dict[str, type[Stage]] = {}
 
@@ -110,7 +110,7 @@ def _discover() -> dict[str, type[Stage]]:
     for info in pkgutil.iter_modules(stages.__path__):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"stages.{info.name}")
+        module = importlib.import_module(f"vizpipe.stages.{info.name}")
         for cls in _stage_classes_in(module):
             add(cls, module.__name__)
     for folder in plugin_dirs():

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from pipeline.errors import unknown_choice
+from vizpipe.pipeline.errors import unknown_choice
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

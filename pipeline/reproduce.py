@@ -1,6 +1,6 @@
 """Re-run a run folder into a new folder, then compare it with the original.
 
-    python -m pipeline.reproduce <run> [key=value ...] [--from-conf] [--out DIR] [--check]
+    python -m vizpipe.reproduce <run> [key=value ...] [--from-conf] [--out DIR] [--check]
 
 A run folder alone is enough to re-run it. Two ways, both through the real ``run.py``:
 
@@ -13,7 +13,7 @@ A run folder alone is enough to re-run it. Two ways, both through the real ``run
 Extra overrides replace recorded ones with the same key. run.py runs in the folder the original
 was started from (``hydra.runtime.cwd``, so relative input paths mean the same files); the new
 folder defaults to ``outputs/reproduce/...`` under the current folder. Afterwards the new run is
-compared with the original (``pipeline.compare``) and ``reproduce.json`` in the new folder records
+compared with the original (``vizpipe.pipeline.compare``) and ``reproduce.json`` in the new folder records
 where it came from. Exit status: the run's own status; with ``--check``, 1 when the artifacts differ.
 """
 
@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.errors import ConfigError
+from vizpipe.pipeline import CONF_DIR
+from vizpipe.pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pipeline.compare import Comparison
+    from vizpipe.pipeline.compare import Comparison
 
-ROOT = Path(__file__).resolve().parent.parent
 GROUPS = ("model", "device", "input", "experiment", "sweep")  # config groups (options, not values)
 
 
@@ -77,7 +77,7 @@ def merge_overrides(base: list[str], extra: list[str]) -> list[str]:
 def default_out(run: Path) -> Path:
     """``outputs/reproduce/<date>/<time>_<run name>`` (never inside a sweep folder)."""
     stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
-    from pipeline.schema import safe_dirname
+    from vizpipe.pipeline.schema import safe_dirname
 
     src = run.resolve()
     name = safe_dirname(f"{src.parent.name}_{src.name}")  # e.g. 2024-01-31_12-00-00
@@ -98,7 +98,7 @@ def build_command(run: Path, out: Path, extra: list[str], *, from_conf: bool = F
             raise ConfigError(f"Override '{o}' is not key=value")
     if from_conf:
         args = merge_overrides(recorded_overrides(run), extra)
-        return [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={out}"]
+        return [sys.executable, "-m", "vizpipe", *args, f"hydra.run.dir={out}"]
     if not (hydra_dir / "config.yaml").is_file():
         raise ConfigError(f"{run} has no .hydra/config.yaml: it is not a run folder (or not made by Hydra)")
     groups = [o for o in extra if _key(o) in GROUPS]
@@ -109,13 +109,14 @@ def build_command(run: Path, out: Path, extra: list[str], *, from_conf: bool = F
         )
     return [
         sys.executable,
-        str(ROOT / "run.py"),
+        "-m",
+        "vizpipe",
         "--config-path",
         str(hydra_dir),
         "--config-name",
         "config",
         f"hydra.run.dir={out}",
-        f"hydra.searchpath=[file://{ROOT / 'conf'}]",  # finds vizpipe's logging config
+        f"hydra.searchpath=[file://{CONF_DIR}]",  # finds vizpipe's logging config
         "hydra/job_logging=vizpipe",
         *extra,
     ]
@@ -130,7 +131,7 @@ def reproduce(
     cwd: Path | str | None = None,
 ) -> tuple[int, Path, Comparison | None]:
     """Re-run ``run`` into ``out``; return (run.py's exit status, new folder, comparison)."""
-    from pipeline.compare import compare_runs
+    from vizpipe.pipeline.compare import compare_runs
 
     src = Path(run)
     if not src.is_dir():
@@ -166,9 +167,9 @@ def reproduce(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
-    from pipeline.compare import format_comparison
+    from vizpipe.pipeline.compare import format_comparison
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m vizpipe.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the run folder to re-run")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides (replace recorded ones)")
     parser.add_argument(

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-
-from pipeline.errors import ConfigError, VizpipeError, unknown_choice
+from vizpipe.pipeline.errors import ConfigError, VizpipeError, unknown_choice
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +44,7 @@ class RunResult:
 
 def validate_config(cfg: DictConfig) -> list[str]:
     """Checks that need no model and no stage: stage names, required keys. Returns the stage list."""
-    from pipeline.registry import stage_classes
+    from vizpipe.pipeline.registry import stage_classes
 
     known = stage_classes()
     raw = cfg.stages
@@ -69,9 +68,9 @@ def validate_config(cfg: DictConfig) -> list[str]:
 
 def check_config(cfg: DictConfig) -> list[str]:
     """Every config-only rule: ``validate_config``, the input's, and each stage's ``check``."""
-    from pipeline.inputs import check_input
-    from pipeline.registry import get_stage
-    from pipeline.schema import settings_of
+    from vizpipe.pipeline.inputs import check_input
+    from vizpipe.pipeline.registry import get_stage
+    from vizpipe.pipeline.schema import settings_of
 
     names = validate_config(cfg)
     check_input(cfg.input)
@@ -86,7 +85,7 @@ def ensure_typed(cfg: DictConfig) -> DictConfig:
     Re-running from ``--config-path <run>/.hydra --config-name config`` composes without the
     schema; merging restores types, enums and defaults, and still rejects unknown keys.
     """
-    from pipeline.schema import root_schema
+    from vizpipe.pipeline.schema import root_schema
 
     if OmegaConf.get_type(cfg).__name__ == "Config":
         return cfg
@@ -115,8 +114,8 @@ def _fail(rec: Any, exc: BaseException) -> str:
 
 
 def _new_manifest(cfg: DictConfig, out: Path, names: list[str], overrides: list[str] | None) -> Any:
-    from pipeline import manifest as mf
-    from pipeline.registry import stage_classes
+    from vizpipe.pipeline import manifest as mf
+    from vizpipe.pipeline.registry import stage_classes
 
     versions = mf.versions()
     classes = stage_classes()
@@ -164,11 +163,9 @@ def run_pipeline(
     whether everything succeeded. ``KeyboardInterrupt`` is recorded as ``interrupted`` and re-raised.
     A folder that already holds another run's files is refused (nothing in it is touched).
     """
-    from pipeline import manifest as mf
-    from pipeline.logs import set_verbose
-    from pipeline.memory import keep_freed_memory
+    from vizpipe.pipeline import manifest as mf
+    from vizpipe.pipeline.logs import set_verbose
 
-    keep_freed_memory()  # once per process: steps reuse freed memory instead of faulting it in
     cfg = ensure_typed(cfg)
     out = Path(output_dir)
     stale = _stale(out)
@@ -225,9 +222,9 @@ def _setup(
     cfg: DictConfig, out: Path, manifest: Any, names: list[str], config_error: VizpipeError | None
 ) -> tuple[Any, dict[str, Any], str | None]:
     """Check the config, build the context, validate each stage; record failures in the manifest."""
-    from pipeline.build import build_context
-    from pipeline.registry import get_stage
-    from pipeline.schema import settings_of
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.registry import get_stage
+    from vizpipe.pipeline.schema import settings_of
 
     t0 = time.perf_counter()
     ctx = None
@@ -272,8 +269,8 @@ def _setup(
 
 def _run_stage(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any) -> str | None:
     """Run one stage; keep its record in the context and the manifest. Returns its error, if any."""
-    from pipeline.schema import settings_of
-    from pipeline.stage import StageResult
+    from vizpipe.pipeline.schema import settings_of
+    from vizpipe.pipeline.stage import StageResult
 
     rec.status = "running"
     manifest.write()
@@ -306,16 +303,16 @@ def _run_stage(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any) -
 
 
 def _release(ctx: Any) -> None:
-    """Hand the built model back to ``pipeline.cache`` (kept for the next job only if unchanged)."""
+    """Hand the built model back to ``vizpipe.pipeline.cache`` (kept for the next job only if unchanged)."""
     if ctx is not None:
-        from pipeline.cache import get_cache
+        from vizpipe.pipeline.cache import get_cache
 
         get_cache().release(ctx)
 
 
 def _provenance(ctx: Any, cfg: DictConfig) -> dict[str, Any]:
     """sha256 of the input files and the checkpoint."""
-    from pipeline.files import sha256_file
+    from vizpipe.pipeline.files import sha256_file
 
     prov: dict[str, Any] = {"inputs": [], "checkpoint": None}
     for f in ctx.inputs.files:
@@ -330,7 +327,7 @@ def _provenance(ctx: Any, cfg: DictConfig) -> dict[str, Any]:
 
 def _write_report(cfg: DictConfig, out: Path, manifest: Any) -> Path | None:
     """Write the report (if enabled); a report failure is recorded, never fatal."""
-    from pipeline.schema import settings_of
+    from vizpipe.pipeline.schema import settings_of
 
     settings = settings_of(cfg, "report")
     rec = manifest.report
@@ -340,7 +337,7 @@ def _write_report(cfg: DictConfig, out: Path, manifest: Any) -> Path | None:
     t = time.perf_counter()
     before = manifest.snapshot()
     try:
-        from pipeline.report import write_run_report
+        from vizpipe.pipeline.report import write_run_report
 
         manifest.write()
         path = write_run_report(out, settings)

@@ -3,7 +3,7 @@
 Importing this module registers everything with Hydra's ConfigStore (idempotent):
 
 * ``<group>/_schema`` for the core groups (model, device, input, report) and for every stage
-  ``pipeline.registry`` discovers (its ``config`` dataclass); each YAML option of a group starts
+  ``vizpipe.pipeline.registry`` discovers (its ``config`` dataclass); each YAML option of a group starts
   with ``defaults: [_schema, _self_]`` (plugin stages' YAML is stored as ``<name>/default``);
 * ``vizpipe_schema``: the root, made from the core keys plus one typed field per stage, with a
   defaults list choosing ``<stage>: default`` for every stage, so ``conf/config.yaml`` names no
@@ -17,15 +17,12 @@ import functools
 import sys
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, Dict, List
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
-
-from pipeline.names import JOB_CHARS, slug
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from vizpipe.pipeline import CONF_DIR
+from vizpipe.pipeline.names import JOB_CHARS, slug
 
 # --------------------------------------------------------------------------- enums
 
@@ -82,8 +79,8 @@ class Interpolation(str, Enum):
 class ModelConfig:
     """``model/``: which network to inspect and which weights to put in it."""
 
-    # Factory called with name/weights/num_classes/kwargs (pipeline/build/model.py instantiates it).
-    _target_: str = "pipeline.models.torchvision_model"
+    # Factory called with name/weights/num_classes/kwargs (pipeline/factory/model.py instantiates it).
+    _target_: str = "vizpipe.pipeline.models.torchvision_model"
     # torchvision registered name (torchvision.models.list_models()) or a custom model's name.
     name: str = "???"
     # null = random init (seeded); "DEFAULT" or an enum member name (e.g. IMAGENET1K_V1)
@@ -168,7 +165,7 @@ class InputConfig:
 class ReportConfig:
     """``report.*``: the run's self-contained report (pipeline/report).
 
-    Rebuild it from the run folder at any time: ``python -m pipeline.report <run>``.
+    Rebuild it from the run folder at any time: ``python -m vizpipe.report <run>``.
     """
 
     # Write the report after the stages (also after a failed stage).
@@ -211,7 +208,7 @@ CORE_GROUPS: dict[str, type] = {
 def root_schema(with_defaults: bool = True) -> type:
     """The root dataclass: core keys, ``stages``, one field per discovered stage, and (for Hydra)
     its defaults list; ``with_defaults=False`` for merging a saved config onto the schema."""
-    from pipeline.registry import default_stages, stage_classes
+    from vizpipe.pipeline.registry import default_stages, stage_classes
 
     classes = stage_classes()
     defaults: list[Any] = ["_self_"]
@@ -237,7 +234,7 @@ def root_schema(with_defaults: bool = True) -> type:
 
 
 def _has_default_option(name: str) -> bool:
-    from pipeline.registry import plugin_yaml
+    from vizpipe.pipeline.registry import plugin_yaml
 
     return (CONF_DIR / name / "default.yaml").is_file() or plugin_yaml(name) is not None
 
@@ -246,7 +243,7 @@ def _has_default_option(name: str) -> bool:
 
 
 def safe_dirname(text: str, max_len: int = 120) -> str:
-    """A file-system-safe folder name for ``text`` (``pipeline.names.slug`` with ``=,+@``)."""
+    """A file-system-safe folder name for ``text`` (``vizpipe.pipeline.names.slug`` with ``=,+@``)."""
     return slug(text, keep=JOB_CHARS, max_len=max_len) if str(text).strip("._ ") else "job"
 
 
@@ -312,8 +309,8 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from pipeline import hydra as hydra_plugin
-    from pipeline.registry import plugin_yaml, stage_classes
+    from vizpipe.pipeline import hydra as hydra_plugin
+    from vizpipe.pipeline.registry import plugin_yaml, stage_classes
 
     hydra_plugin.register()  # hydra/sweeper=vizpipe (pipeline/sweeper.py)
     cs = ConfigStore.instance()

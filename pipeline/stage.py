@@ -1,7 +1,7 @@
 """The stage contract: a ``Stage`` base class and the typed record every stage returns.
 
 A stage is one module (or package) under ``stages/`` (or in a plugin folder, see
-``pipeline.registry``) plus one YAML ``conf/<name>/default.yaml``. The module defines:
+``vizpipe.pipeline.registry``) plus one YAML ``conf/<name>/default.yaml``. The module defines:
 
 * a settings dataclass (``config``): stored by the registry in Hydra's ConfigStore as
   ``<name>/_schema``; the YAML starts with ``defaults: [_schema, _self_]``, so a typo'd key or a
@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
-
-    from pipeline.context import RunContext
+    from vizpipe.pipeline.context import RunContext
 
 __all__ = [
     "Histogram",
@@ -224,7 +223,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 
 class Stage(ABC):
-    """Base class of every stage; ``pipeline.registry`` finds subclasses in stage modules.
+    """Base class of every stage; ``vizpipe.pipeline.registry`` finds subclasses in stage modules.
 
     The runner makes one instance per run, calls ``check`` and ``validate`` for every requested
     stage before any stage runs (a bad layer name fails before any work), then ``run`` in order.

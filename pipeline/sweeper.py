@@ -6,7 +6,7 @@ launcher to run it. Each composition of vizpipe's config takes ~0.1 s, about wha
 resnet18 takes. This sweeper:
 
 * skips the early check for jobs ``python run.py`` has already checked before Hydra started
-  (``pipeline.cli.precheck`` with ``pipeline.sweeps``: every config-only rule, not only
+  (``vizpipe.pipeline.cli.precheck`` with ``vizpipe.pipeline.sweeps``: every config-only rule, not only
   composition); any other job is checked as Hydra checks it;
 * hands the launcher a config loader that derives value-only jobs from a template composed by
   Hydra, once it has proven the derivation equal to Hydra's own composition for that sweep
@@ -36,8 +36,8 @@ output folder are set later by the launcher). ``DerivingConfigLoader`` wraps Hyd
 The loader is handed to the launcher, so it works the same in a launcher's worker processes.
 
 Hydra loads sweepers only from its ``hydra_plugins`` namespace: ``pipeline/hydra/hydra_plugins/``
-holds a one-line shim that re-exports ``VizpipeSweeper`` (``pipeline.hydra`` puts that folder on
-the path). Launcher workers unpickle ``pipeline.sweeper.DerivingConfigLoader``, a regular module.
+holds a one-line shim that re-exports ``VizpipeSweeper`` (``vizpipe.pipeline.hydra`` puts that folder on
+the path). Launcher workers unpickle ``vizpipe.pipeline.sweeper.DerivingConfigLoader``, a regular module.
 """
 
 from __future__ import annotations
@@ -155,12 +155,12 @@ class DerivingConfigLoader(ConfigLoader):
         return self.inner.load_sweep_config(master_config, list(sweep_overrides))
 
     def _mark(self, cfg: DictConfig) -> DictConfig:
-        """Tell the job which keys the sweep varies (``pipeline.schema`` names job folders by them)
+        """Tell the job which keys the sweep varies (``vizpipe.pipeline.schema`` names job folders by them)
         and their values (``RunContext.sweep``; left out when a value holds ``$`` or a backslash,
         which OmegaConf would read as an interpolation or an escape)."""
         import json
 
-        from pipeline.schema import SWEEP_VALUES_ENV, SWEPT_ENV
+        from vizpipe.pipeline.schema import SWEEP_VALUES_ENV, SWEPT_ENV
 
         if self.swept:
             values = {k: self.values[k] for k in self.swept if k in self.values}
@@ -245,7 +245,7 @@ class VizpipeSweeper(BasicSweeper):
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose only the jobs of ``batch`` that this process has not checked yet."""
-        from pipeline.sweeps import was_checked
+        from vizpipe.pipeline.sweeps import was_checked
 
         rest = [job for job in batch if not was_checked(job)]
         if rest:

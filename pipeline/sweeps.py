@@ -7,7 +7,7 @@ composed once per distinct set of *structural* overrides (config groups such as 
 ``+``/``~`` overrides, ``hydra.*`` keys, dict values), and each job's plain values are set on a
 copy with ``OmegaConf.update(cfg, key, value, merge=True)``, which is what Hydra does with them
 after composing (typed nodes reject a wrong type, struct mode an unknown key). Then every
-config-only rule runs (``pipeline.runner.check_config``).
+config-only rule runs (``vizpipe.pipeline.runner.check_config``).
 
 The jobs checked are remembered for this process (``was_checked``): vizpipe's sweeper
 (``pipeline/sweeper.py``) skips Hydra's own check of those jobs, which composes every
@@ -50,7 +50,7 @@ def was_checked(job: Sequence[str]) -> bool:
 class JobChecker:
     """Checks job configs: one composition per set of structural overrides, values set on copies.
 
-    ``composer`` is a ``pipeline.cli.Composer`` (its ``compose`` translates errors into one line).
+    ``composer`` is a ``vizpipe.pipeline.cli.Composer`` (its ``compose`` translates errors into one line).
     """
 
     def __init__(self, composer: Any) -> None:
@@ -78,9 +78,8 @@ class JobChecker:
     def check(self, job: Sequence[str]) -> None:
         """Compose (or derive) ``job``'s config and run every config-only rule; ``ConfigError`` if bad."""
         from omegaconf import OmegaConf
-
-        from pipeline.config_errors import translate
-        from pipeline.runner import check_config, ensure_typed
+        from vizpipe.pipeline.config_errors import translate
+        from vizpipe.pipeline.runner import check_config, ensure_typed
 
         parsed = self.parser.parse_overrides(list(job))
         structural = tuple(o.input_line for o in parsed if self._structural(o))

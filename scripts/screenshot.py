@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         run = args.run or make_run(Path(tmp) / "run", args.overrides or list(DEFAULT_OVERRIDES))
         report = run / "report.html" if (run / "manifest.json").is_file() else run / "index.html"
         if not report.is_file():
-            from pipeline.report.__main__ import main as rebuild
+            from vizpipe.pipeline.report.__main__ import main as rebuild
 
             rebuild([str(run)])
         with Chromium(width=args.width, height=args.height) as browser:

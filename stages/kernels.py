@@ -34,14 +34,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, List
 
 import numpy as np
-
-from pipeline.errors import ConfigError
-from pipeline.stage import Picture, Stage, StageResult, Table
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.stage import Picture, Stage, StageResult, Table
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from pipeline.context import RunContext
+    from vizpipe.pipeline.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +110,7 @@ class KernelsStage(Stage):
 
     def check(self, settings: KernelsConfig, cfg: Any) -> None:
         """Limits, the colormap and a non-empty layer list."""
-        from pipeline.render import check_cmap
+        from vizpipe.pipeline.render import check_cmap
 
         for key in ("max_out", "max_in", "tile_px"):
             value = getattr(settings, key)
@@ -137,7 +135,7 @@ class KernelsStage(Stage):
 
 def plan(ctx: RunContext, settings: KernelsConfig) -> list[str]:
     """The conv layers ``kernels.layers`` names, in order (no heavy work)."""
-    from pipeline.layers import resolve_layers
+    from vizpipe.pipeline.layers import resolve_layers
 
     specs = [str(s) for s in settings.layers]
     blocks = ctx.blocks() if "blocks" in specs else None
@@ -195,9 +193,9 @@ def kernel_grid(
 
     ``scale="layer"``: ``0.5 + w / (2 * vmax)`` (``vmax`` defaults to max |w| of ``weight``);
     ``scale="tile"``: each kernel min..max on its own (the seed's ``imshow``). ``levels`` is
-    ``pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
+    ``vizpipe.pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
     """
-    from pipeline.render import (
+    from vizpipe.pipeline.render import (
         color_index,
         finite_range,
         minmax_scale,
@@ -222,7 +220,7 @@ def rgb_filter_grid(
     weight: np.ndarray, *, scale: str = "layer", vmax: float | None = None, tile_px: int = 24
 ) -> np.ndarray:
     """Draw (R, 3, kh, kw) filters as RGB images on a near-square (H, W, 3) uint8 grid."""
-    from pipeline.render import (
+    from vizpipe.pipeline.render import (
         finite_range,
         grid_columns,
         minmax_scale,
@@ -246,9 +244,9 @@ def rgb_filter_grid(
 
 def render(ctx: RunContext, data: list[LayerKernels], settings: KernelsConfig) -> StageResult:
     """Write each layer's grid (and RGB filters) and ``kernels/stats.json``; return the record."""
-    from pipeline.files import finite, write_json
-    from pipeline.names import unique_slugs
-    from pipeline.render import colormap_levels, colormap_lut, save_png
+    from vizpipe.pipeline.files import finite, write_json
+    from vizpipe.pipeline.names import unique_slugs
+    from vizpipe.pipeline.render import colormap_levels, colormap_lut, save_png
 
     scale = settings.scale.value
     lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)

@@ -5,7 +5,7 @@ Writes ``summary/summary.txt`` (torchinfo's table exactly), ``summary/summary.js
 ``summary/layers.txt`` (every addressable module with its output shape) and
 ``summary/modules.txt`` (``print(model)``). torchinfo's forward pass runs on the first batch;
 in ``mode=train`` it updates BatchNorm statistics, which are put back afterwards
-(``pipeline.hooks.preserved``), so later stages see the model as built.
+(``vizpipe.pipeline.hooks.preserved``), so later stages see the model as built.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from enum import Enum
 from typing import Any, List
 
 from torchinfo.enums import ColumnSettings, Mode, RowSettings
-
-from pipeline.errors import ConfigError, VizpipeError
-from pipeline.stage import Scalar, Stage, StageResult, Table, Text
+from vizpipe.pipeline.errors import ConfigError, VizpipeError
+from vizpipe.pipeline.stage import Scalar, Stage, StageResult, Table, Text
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +69,7 @@ def _root_cause(exc: BaseException) -> BaseException:
 def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
     """Run torchinfo on the first batch; return the table text, totals, rows and the catalog."""
     from torchinfo import summary
-
-    from pipeline.hooks import preserved
+    from vizpipe.pipeline.hooks import preserved
 
     model = ctx.model
     x = ctx.inputs.first().tensor
@@ -152,7 +150,7 @@ def catalog_text(catalog: list[dict[str, Any]]) -> str:
 
 def render(ctx: Any, data: dict[str, Any]) -> StageResult:
     """Write summary.txt, summary.json, layers.txt and modules.txt; return the record."""
-    from pipeline.files import write_atomic, write_json
+    from vizpipe.pipeline.files import write_atomic, write_json
 
     layers = catalog_text(data["catalog"])
     write_atomic(ctx.claim("summary/summary.txt"), data["table"] + "\n")

@@ -17,10 +17,9 @@ CONF_DIR = ROOT / "conf"
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml with ``overrides`` through Hydra's Compose API."""
+    import vizpipe.pipeline.schema  # noqa: F401 - registers the schema
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    import pipeline.schema  # noqa: F401 - registers the schema
 
     GlobalHydra.instance().clear()
     try:
@@ -47,7 +46,7 @@ def compose() -> Callable[..., DictConfig]:
 @pytest.fixture
 def make_ctx(tmp_path: Path) -> Callable:
     """``make_ctx(["model=vgg11", ...])`` -> a RunContext built from the composed config."""
-    from pipeline.build import build_context
+    from vizpipe.pipeline.factory import build_context
 
     def _make(overrides: list[str] | None = None, out: Path | None = None):
         cfg = compose_config(overrides)
@@ -81,10 +80,9 @@ def cli() -> Callable[..., subprocess.CompletedProcess]:
 def hand_context(model, out: Path, shape: tuple[int, ...], *, batch_size: int = 32):
     """A RunContext around any module, without a config: a seeded random batch of ``shape``."""
     import torch
-
-    from pipeline.context import RunContext
-    from pipeline.inputs import Inputs
-    from pipeline.inputs.sources import TensorItems
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.inputs import Inputs
+    from vizpipe.pipeline.inputs.sources import TensorItems
 
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     n, _, h, w = shape

@@ -7,8 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from pipeline.models import ShapesNet
+from vizpipe.pipeline.models import ShapesNet
 
 
 class PathyNet(nn.Module):

@@ -1,4 +1,4 @@
-"""Small real stages used by the runner tests (registered temporarily with ``pipeline.registry``)."""
+"""Small real stages used by the runner tests (registered temporarily with ``vizpipe.pipeline.registry``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 import signal
 from typing import Any
 
-from pipeline.context import RunContext
-from pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.context import RunContext
+from vizpipe.pipeline.stage import Stage, StageResult
 
 ORDER: list[str] = []
 

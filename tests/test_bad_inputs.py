@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from pipeline.inputs.images import bundled_photo
+from vizpipe.pipeline.inputs.images import bundled_photo
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).parent
@@ -168,7 +167,7 @@ def test_unusual_images_are_converted(cli, tmp_path, mode):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run / "manifest.json").read_text())["status"] == "ok"
-    from pipeline.inputs.images import load_rgb
+    from vizpipe.pipeline.inputs.images import load_rgb
 
     arr = load_rgb(folder / "pic.png")
     assert arr.shape == (128, 96, 3) and arr.dtype == np.uint8
@@ -176,7 +175,7 @@ def test_unusual_images_are_converted(cli, tmp_path, mode):
 
 
 def _save_state(tmp_path: Path, **changes) -> Path:
-    from pipeline.models import SeedNet
+    from vizpipe.pipeline.models import SeedNet
 
     torch.manual_seed(0)
     state = SeedNet().state_dict()
@@ -240,7 +239,7 @@ def test_malicious_pickle_checkpoint_is_refused_without_running(cli, tmp_path):
 
 
 def test_nan_weights_warn_and_mark_cam_maps_invalid(cli, tmp_path):
-    from pipeline.models import SeedNet
+    from vizpipe.pipeline.models import SeedNet
 
     torch.manual_seed(0)
     w = SeedNet().state_dict()["conv2.weight"].clone()

@@ -18,9 +18,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 from conftest import ROOT
 from test_report import STAGES, make_fake_run, make_fake_sweep
-
-from pipeline import report as rp
-from pipeline.schema import ReportConfig
+from vizpipe.pipeline import report as rp
+from vizpipe.pipeline.schema import ReportConfig
 
 
 def _load_screenshot() -> ModuleType:

@@ -1,4 +1,4 @@
-"""pipeline.cache: jobs in one process share a build, and every job gets the model as freshly built."""
+"""pipeline/cache.py: jobs in one process share a build, and every job gets the model as freshly built."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-from pipeline.build import _build, seed_everything
-from pipeline.cache import BuildCache, Fingerprint, cache_key, get_cache
-from pipeline.hooks import hook_count
-from pipeline.registry import register, unregister
-from pipeline.runner import run_pipeline
-from pipeline.stage import Scalar, Stage, StageResult
+from vizpipe.pipeline.cache import BuildCache, Fingerprint, cache_key, get_cache
+from vizpipe.pipeline.factory import _build, seed_everything
+from vizpipe.pipeline.hooks import hook_count
+from vizpipe.pipeline.registry import register, unregister
+from vizpipe.pipeline.runner import run_pipeline
+from vizpipe.pipeline.stage import Scalar, Stage, StageResult
 
 BASE = ["model=resnet18", "input=random", "input.shape=[1,3,64,64]", "report.enabled=false", "device=cpu"]
 
@@ -199,12 +198,12 @@ def test_key_names_everything_that_defines_the_build(compose, tmp_path):
 def test_size_bound_and_switch_off(compose, tmp_path, monkeypatch):
     """At most VIZPIPE_CACHE builds (LRU); 0 keeps none."""
     cache = BuildCache(size=1)
-    monkeypatch.setattr("pipeline.cache._CACHE", cache)
+    monkeypatch.setattr("vizpipe.pipeline.cache._CACHE", cache)
     assert job(compose, tmp_path / "a", "stages=[summary]").ok
     assert job(compose, tmp_path / "b", "stages=[summary]", "seed=1").ok
     assert len(cache) == 1  # the seed-0 build was evicted
     monkeypatch.setenv("VIZPIPE_CACHE", "0")
-    monkeypatch.setattr("pipeline.cache._CACHE", BuildCache())
+    monkeypatch.setattr("vizpipe.pipeline.cache._CACHE", BuildCache())
     assert job(compose, tmp_path / "c", "stages=[summary]").ok
     assert len(get_cache()) == 0
 

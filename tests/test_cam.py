@@ -18,15 +18,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from pipeline.errors import ConfigError
-from pipeline.gradcam.layers import CamLayer, LayoutReshape
-from pipeline.gradcam.methods import available_methods, available_metrics, resolve_method, resolve_metrics
-from pipeline.hooks import hook_count
-from pipeline.layers import Layout, infer_layout
-from stages.cam import CamConfig, CamStage
-from stages.cam.compute import file_stem
-from stages.cam.record import CamDoc
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.gradcam.layers import CamLayer, LayoutReshape
+from vizpipe.pipeline.gradcam.methods import (
+    available_methods,
+    available_metrics,
+    resolve_method,
+    resolve_metrics,
+)
+from vizpipe.pipeline.hooks import hook_count
+from vizpipe.pipeline.layers import Layout, infer_layout
+from vizpipe.stages.cam import CamConfig, CamStage
+from vizpipe.stages.cam.compute import file_stem
+from vizpipe.stages.cam.record import CamDoc
 
 SMALL = ["stages=[cam]", "input=random", "input.shape=[2,3,64,64]", "device=cpu"]
 
@@ -38,8 +42,7 @@ SMALL = ["stages=[cam]", "input=random", "input.shape=[2,3,64,64]", "device=cpu"
 def contexts(tmp_path_factory):
     """Contexts built once per module (model + inputs + probe), copied per test with a fresh folder."""
     from conftest import compose_config
-
-    from pipeline.build import build_context
+    from vizpipe.pipeline.factory import build_context
 
     cache = {}
 
@@ -390,7 +393,7 @@ def test_names_with_path_characters_stay_inside_the_run_folder(contexts, tmp_pat
 
 
 def test_nan_weights_mark_maps_invalid_with_a_warning(contexts, tmp_path):
-    from pipeline.build.model import nonfinite_parameters
+    from vizpipe.pipeline.factory.model import nonfinite_parameters
 
     ctx = fresh(contexts("resnet18"), tmp_path, deep=True)
     with torch.no_grad():
@@ -437,8 +440,7 @@ def saved_model_and_input(tmp_path_factory):
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"])
 def test_npy_equals_pytorch_grad_cam_called_directly(compose, tmp_path, saved_model_and_input, method):
     import torchvision
-
-    from pipeline.runner import run_pipeline
+    from vizpipe.pipeline.runner import run_pipeline
 
     ckpt, batch = saved_model_and_input
     cfg = compose(
@@ -498,9 +500,9 @@ def test_freezing_parameters_gives_identical_maps(contexts, tmp_path, model, lay
 )
 def test_freeze_paths(contexts, method, layers, cut, input_gradient):
     """Which path a frozen call takes: the graph cut (one layer) or the input gradient."""
-    from pipeline.gradcam.adapter import CamRunner, inner_cams
-    from pipeline.gradcam.layers import resolve_cam_layers
-    from pipeline.hooks import preserved
+    from vizpipe.pipeline.gradcam.adapter import CamRunner, inner_cams
+    from vizpipe.pipeline.gradcam.layers import resolve_cam_layers
+    from vizpipe.pipeline.hooks import preserved
 
     ctx = contexts("resnet18")
     resolved = resolve_cam_layers(ctx.model, ctx.probe(), layers, ctx.blocks())
@@ -621,7 +623,7 @@ def test_perturbation_methods_log_their_forward_passes_and_show_a_bar(
     contexts, tmp_path, caplog, capsys, method, expected
 ):
     ctx = fresh(contexts("resnet18", "input.shape=[2,3,32,32]"), tmp_path)
-    with caplog.at_level(logging.DEBUG, logger="stages.cam"):
+    with caplog.at_level(logging.DEBUG, logger="vizpipe.stages.cam"):
         doc = run_cam(ctx, method=method, layer="layer3", batch_size=64)  # layer3: 256 channels -> 4 batches
     text = caplog.text
     name = resolve_method(method).name
@@ -673,7 +675,7 @@ def test_model_is_left_exactly_as_found(contexts, tmp_path, method):
 
 def hook_table(model: torch.nn.Module) -> dict[str, dict[str, list[int]]]:
     """Every module's hook dictionaries (the hooks' ids), to compare a model before and after."""
-    from pipeline.hooks import HOOK_DICTS
+    from vizpipe.pipeline.hooks import HOOK_DICTS
 
     extras = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
     return {n: {d: list(getattr(m, d, {})) for d in (*HOOK_DICTS, *extras)} for n, m in model.named_modules()}
@@ -684,8 +686,8 @@ def hook_table(model: torch.nn.Module) -> dict[str, dict[str, list[int]]]:
 def test_cam_runner_exit_alone_removes_every_hook_it_added(contexts, method, fail):
     """``CamRunner.__exit__`` without ``preserved`` around it: the hooks it (and the library) added
     are gone, after maps were made or an error, and a hook the user had registered stays."""
-    from pipeline.gradcam.adapter import CamRunner
-    from pipeline.gradcam.layers import resolve_cam_layers
+    from vizpipe.pipeline.gradcam.adapter import CamRunner
+    from vizpipe.pipeline.gradcam.layers import resolve_cam_layers
 
     ctx = contexts("resnet18", "input.shape=[2,3,32,32]")
     model = copy.deepcopy(ctx.model)

@@ -27,10 +27,9 @@ def job_result(job: Path) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("name", ["cam_layers", "cam_classes", "cam_methods"])
 def test_sweep_configs_declare_params_and_only_the_cam_stage(name):
+    import vizpipe.pipeline.schema  # noqa: F401
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    import pipeline.schema  # noqa: F401
 
     conf = Path(__file__).resolve().parent.parent / "conf"
     text = (conf / "sweep" / f"{name}.yaml").read_text()
@@ -51,7 +50,7 @@ def test_sweep_configs_declare_params_and_only_the_cam_stage(name):
     if name == "cam_layers":
         assert values == ["layer1", "layer2", "layer3", "layer4"]  # resnet50's blocks
     if name == "cam_methods":
-        from pipeline.gradcam.methods import resolve_method
+        from vizpipe.pipeline.gradcam.methods import resolve_method
 
         assert [resolve_method(v).name for v in values][:2] == ["GradCAM", "GradCAMPlusPlus"]
 

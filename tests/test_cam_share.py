@@ -1,4 +1,4 @@
-"""stages.cam.share: a sweep over cam.layer computes its layers' maps in one pass, byte for byte."""
+"""vizpipe.stages.cam.share: a sweep over cam.layer computes its layers' maps in one pass, byte for byte."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
-from pipeline.cache import get_cache
-from pipeline.cli import sweep_values
-from pipeline.runner import run_pipeline
-from stages.cam import share
+from vizpipe.pipeline.cache import get_cache
+from vizpipe.pipeline.cli import sweep_values
+from vizpipe.pipeline.runner import run_pipeline
+from vizpipe.stages.cam import share
 
 BASE = ["model=resnet18", "input=random", "input.shape=[2,3,64,64]", "report.enabled=false", "device=cpu"]
 SWEEP = {"cam.layer": ["layer2", "layer3", "layer4"], "cam.target_class": ["1", "207"]}
@@ -48,7 +47,7 @@ def test_layer_sweep_shares_one_pass_and_equals_separate_runs(compose, tmp_path,
     """6 jobs (3 layers x 2 classes) on one build: 2 passes; every map byte-identical to a lone run."""
     import logging
 
-    caplog.set_level(logging.DEBUG, logger="stages.cam.compute")
+    caplog.set_level(logging.DEBUG, logger="vizpipe.stages.cam.compute")
     shared, said = {}, {}
     for i, target in enumerate(("1", "207")):
         for j, layer in enumerate(SWEEP["cam.layer"]):
@@ -105,9 +104,9 @@ def test_no_sharing_outside_a_layer_sweep_or_for_other_methods(compose, tmp_path
 
 def test_siblings_rules(compose, tmp_path, monkeypatch):
     """Other values that are not one plain layer are skipped; too many bytes: no sharing."""
-    from pipeline.build import build_context
-    from pipeline.schema import settings_of
-    from stages.cam.plan import make_plan
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.schema import settings_of
+    from vizpipe.stages.cam.plan import make_plan
 
     cfg = compose([*BASE, "stages=[cam]", "cam.layer=layer3"])
     ctx = build_context(cfg, tmp_path / "x")

@@ -10,13 +10,12 @@ import pytest
 import torch
 from conftest import group_options
 from omegaconf import OmegaConf
-
-from pipeline.build.device import build_device
-from pipeline.build.model import build_model
-from pipeline.errors import ConfigError
-from pipeline.inputs import build_inputs
-from pipeline.registry import default_stages, stage_classes
-from pipeline.schema import safe_dirname
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.factory.device import build_device
+from vizpipe.pipeline.factory.model import build_model
+from vizpipe.pipeline.inputs import build_inputs
+from vizpipe.pipeline.registry import default_stages, stage_classes
+from vizpipe.pipeline.schema import safe_dirname
 
 STAGES = list(stage_classes())
 
@@ -112,8 +111,7 @@ def _write_tensor(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("kind", group_options("input"))
 def test_every_input_option_builds(compose, tmp_path, kind, monkeypatch):
     from test_datasets import cifar_root, write_folder
-
-    from pipeline.inputs.images import bundled_photo
+    from vizpipe.pipeline.inputs.images import bundled_photo
 
     extra = {
         "image": [f"input.path={bundled_photo()}"],
@@ -168,7 +166,7 @@ def test_image_folders_are_read_in_sorted_path_order(compose, tmp_path, spec):
 
 @pytest.mark.parametrize("std", ["[0]", "[0.2,0,0.2]", "[0.2,-0.1,0.2]"])
 def test_a_std_that_is_not_positive_fails_before_any_work(compose, std):
-    from pipeline.inputs import check_input
+    from vizpipe.pipeline.inputs import check_input
 
     values = [float(v) for v in std.strip("[]").split(",")]
     with pytest.raises(ConfigError, match=r"input\.std must be positive, got " + re.escape(str(values))):
@@ -201,8 +199,8 @@ def test_safe_dirname_is_filesystem_safe():
 
 
 def test_pretrained_weights_resolve_and_drive_preprocessing(compose):
-    from pipeline.inputs.images import preprocessing
-    from pipeline.models import weights_enum
+    from vizpipe.pipeline.inputs.images import preprocessing
+    from vizpipe.pipeline.models import weights_enum
 
     w = weights_enum("resnet50", "DEFAULT")
     assert str(w) == "ResNet50_Weights.IMAGENET1K_V2"
@@ -234,7 +232,7 @@ def test_offline_download_failure_is_a_clear_error(compose, monkeypatch):
 
 
 def test_class_names_resolve_only_when_the_model_has_names():
-    from stages.cam.plan import parse_target_class
+    from vizpipe.stages.cam.plan import parse_target_class
 
     names = ["tench", "goldfish", "crane", "crane"]
     assert parse_target_class(["goldfish", 0, "1"], 4, names, "m") == [1, 0]

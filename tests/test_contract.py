@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli
-
-from pipeline.registry import stage_classes
+from vizpipe.pipeline.registry import stage_classes
 
 BLUR = '''
 """A throwaway stage: the first batch, blurred (a plugin, not part of vizpipe)."""
 
 from dataclasses import dataclass
 
-from pipeline.errors import ConfigError
-from pipeline.stage import Picture, Scalar, Stage, StageResult, Table
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.stage import Picture, Scalar, Stage, StageResult, Table
 
 
 @dataclass
@@ -119,7 +118,7 @@ def test_no_module_outside_a_stage_names_a_stage() -> None:
         ("pipeline/layers.py", "features"),  # torchvision's ``model.features`` container, not the stage
         ("pipeline/gradcam/methods.py", "cam"),  # the "cam" suffix of grad-cam's class names
         ("pipeline/manifest.py", "tensorboard"),  # the pip package whose version is recorded
-        ("pipeline/events.py", "tensorboard"),  # the pip package torch.utils.tensorboard needs
+        ("pipeline/tensorboard_io.py", "tensorboard"),  # the pip package torch.utils.tensorboard needs
     }
     allowed |= {  # a data set's "train" split (train/val/test), not the train stage
         (p.relative_to(ROOT).as_posix(), "train")

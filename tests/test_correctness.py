@@ -11,9 +11,8 @@ import pytest
 import torch
 from conftest import compose_config, run_cli
 from PIL import Image
-
-from pipeline.runner import run_pipeline
-from stages.cam.record import CamDoc
+from vizpipe.pipeline.runner import run_pipeline
+from vizpipe.stages.cam.record import CamDoc
 
 SMALL = ["model=seed_net", "input=random", "input.shape=[2,3,32,32]", "report.enabled=false"]
 
@@ -238,8 +237,8 @@ def _fingerprint(model: torch.nn.Module) -> str:
     ],
 )
 def test_every_stage_leaves_parameters_and_buffers_bit_identical(make_ctx, stage: list[str]) -> None:
-    from pipeline.registry import get_stage
-    from pipeline.schema import settings_of
+    from vizpipe.pipeline.registry import get_stage
+    from vizpipe.pipeline.schema import settings_of
 
     overrides = ["model=resnet18", "input=random", "input.shape=[2,3,32,32]", *stage[1:]]
     cfg = compose_config(overrides)
@@ -272,7 +271,7 @@ def test_probabilities_come_from_what_the_model_outputs(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result, _ = run([*SMALL, "stages=[cam]"], out)  # seed_net ends in a sigmoid: outputs are probabilities
     assert result.ok, result.error
-    from pipeline.build import build_context
+    from vizpipe.pipeline.factory import build_context
 
     ctx = build_context(compose_config(SMALL), tmp_path / "ctx")
     with torch.no_grad():
@@ -304,7 +303,7 @@ def test_method_arguments_are_checked_against_the_signature(tmp_path: Path) -> N
 
 
 def test_each_metric_says_what_it_scores(tmp_path: Path) -> None:
-    from pipeline.gradcam.methods import METRICS
+    from vizpipe.pipeline.gradcam.methods import METRICS
 
     assert METRICS["arcc"].target == METRICS["coherency"].target == "raw"  # the library's convention
     assert METRICS["road_combined"].target == METRICS["confidence_change"].target == "softmax"

@@ -1,4 +1,4 @@
-"""pipeline.inputs pinned exactly: image files (find, load, preprocess), the streamed Inputs and
+"""vizpipe.pipeline.inputs pinned exactly: image files (find, load, preprocess), the streamed Inputs and
 its batches, limit/shard selection, the config rules' messages, the built-in sources, the shapes
 data set, image folders and the CIFAR-10 helpers. Everything is in-process and tiny."""
 
@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from pipeline.errors import ConfigError, VizpipeError
-from pipeline.inputs import (
+from vizpipe.pipeline.errors import ConfigError, VizpipeError
+from vizpipe.pipeline.inputs import (
     Inputs,
     Reindexed,
     _replaced,
@@ -28,9 +27,9 @@ from pipeline.inputs import (
     split_kinds,
     split_name,
 )
-from pipeline.inputs import images as im
-from pipeline.inputs import shapes as sh
-from pipeline.inputs import sources as src
+from vizpipe.pipeline.inputs import images as im
+from vizpipe.pipeline.inputs import shapes as sh
+from vizpipe.pipeline.inputs import sources as src
 
 CPU = torch.device("cpu")
 
@@ -458,7 +457,7 @@ def test_parse_shard_values_and_messages() -> None:
 def test_select_limit_then_shard_every_item_once(caplog: pytest.LogCaptureFixture) -> None:
     """The first input.limit positions (one warning naming the flag, only when it cuts), then the
     I-th of N slices: over all shards every position exactly once, in order; an empty shard fails."""
-    with caplog.at_level(logging.WARNING, logger="pipeline.inputs"):
+    with caplog.at_level(logging.WARNING, logger="vizpipe.pipeline.inputs"):
         assert select(10, icfg(limit=10)) == list(range(10))
         assert select(10, icfg(limit=None)) == list(range(10))
         assert not caplog.records
@@ -479,7 +478,7 @@ def test_select_limit_then_shard_every_item_once(caplog: pytest.LogCaptureFixtur
     assert str(e.value) == "input.shard=0/3 is empty: the data set has only 2 item(s)"
     assert select(3, icfg(limit=None)) == [0, 1, 2]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="pipeline.inputs"):
+    with caplog.at_level(logging.WARNING, logger="vizpipe.pipeline.inputs"):
         select(3, icfg(limit=2))  # what is counted defaults to images
     assert [r.getMessage() for r in caplog.records] == [
         "Using the first 2 of 3 images (input.limit=2; set input.limit=null for all of them)"
@@ -551,8 +550,7 @@ def test_reindexed_split_name_kinds_and_replaced() -> None:
     """Reindexed renumbers without touching the source item; split_name defaults to test and
     unwraps enums; the split kinds; _replaced copies OmegaConf, dataclass and plain configs."""
     from omegaconf import OmegaConf
-
-    from pipeline.schema import Split
+    from vizpipe.pipeline.schema import Split
 
     ds = Reindexed(Items(6), [4, 2])
     assert len(ds) == 2 and ds[1]["index"] == 1 and torch.equal(ds[1]["x"], torch.full((3, 2, 2), 2.0))
@@ -600,7 +598,7 @@ def test_build_inputs_and_build_split() -> None:
         build_split(inputs, "val")
     with pytest.raises(ConfigError, match=r"Unknown split 'dev'"):
         build_split(inputs, "dev")
-    from pipeline.schema import InputKind, Split
+    from vizpipe.pipeline.schema import InputKind, Split
 
     enum = build_inputs(icfg(kind=InputKind.shapes, split=Split.val, size=32, val_count=2), None, CPU, 0)
     assert enum.kind == "shapes" and enum.split == "val" and enum.names[1] == "val_00001_square"
@@ -841,7 +839,7 @@ def test_shapes_builder_names_sources_and_counts(caplog: pytest.LogCaptureFixtur
     """input=shapes: input.<split>_count items, names split_00000_shape, sources with seed and split;
     input.limit cuts with a warning naming the split."""
     cfg = icfg(kind="shapes", split="val", size=32, val_count=8, limit=3, mean=[0.0] * 3, std=[1.0] * 3)
-    with caplog.at_level(logging.WARNING, logger="pipeline.inputs"):
+    with caplog.at_level(logging.WARNING, logger="vizpipe.pipeline.inputs"):
         f = sh.shapes(cfg, weights=None, seed=5, model=None)
     assert f["names"] == ["val_00000_circle", "val_00001_square", "val_00002_triangle"]
     assert f["sources"] == [f"shapes(seed=5, split=val)[{i}]" for i in range(3)]
@@ -867,7 +865,7 @@ def write_classes(root: Path, classes: dict[str, int]) -> None:
 def test_draw_is_fixed_stratified_and_keeps_order() -> None:
     """The held-out draw: a fixed generator (pinned result), round(n * fraction) of each class per
     split in the order given, train the rest; each split keeps the samples' order."""
-    from pipeline.inputs.folders import draw
+    from vizpipe.pipeline.inputs.folders import draw
 
     samples = [(f"f{i}", i % 2) for i in range(12)]
     assert draw(samples, {"test": 0.25, "val": 0.2}) == {
@@ -888,7 +886,7 @@ def test_draw_is_fixed_stratified_and_keeps_order() -> None:
 def test_split_samples_and_scan_messages(tmp_path: Path) -> None:
     """scan: sorted class folders and their files; not a data set -> exact message; train/ with
     val/ uses the folder and draws only test; class mismatch between folders -> exact message."""
-    from pipeline.inputs.folders import scan, split_samples
+    from vizpipe.pipeline.inputs.folders import scan, split_samples
 
     write_classes(tmp_path / "flat", {"b": 2, "a": 1})
     classes, samples = scan(tmp_path / "flat")
@@ -925,7 +923,7 @@ def test_split_samples_and_scan_messages(tmp_path: Path) -> None:
 def test_imagefolder_builder_fields_and_empty_split_messages(tmp_path: Path) -> None:
     """input=imagefolder: names class_stem, sources/files the chosen files, labels, classes, the
     preprocessing's mean/std; an empty split names the sizes and the fix for that split."""
-    from pipeline.inputs.folders import imagefolder
+    from vizpipe.pipeline.inputs.folders import imagefolder
 
     write_classes(tmp_path, {"cat": 5, "dog": 5})
     cfg = icfg(
@@ -975,7 +973,7 @@ def test_cifar_split_positions_presence_and_socket_timeout(tmp_path: Path) -> No
     folder without download is one exact message; the socket timeout is restored."""
     import socket
 
-    from pipeline.inputs import cifar
+    from vizpipe.pipeline.inputs import cifar
 
     assert cifar.split_positions("test", 0, 7, 0.5) == range(7)
     assert cifar.split_positions("train", 10, 0, 0.2) == range(8)
@@ -1008,8 +1006,7 @@ def test_cifar10_builder_fields_and_failures(tmp_path: Path, monkeypatch: pytest
     import pickle
 
     from torchvision.datasets import CIFAR10
-
-    from pipeline.inputs import cifar
+    from vizpipe.pipeline.inputs import cifar
 
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     folder = tmp_path / "cifar-10-batches-py"
@@ -1090,12 +1087,12 @@ def test_rules_default_missing_optional_keys_and_paths_expand_home(
 
 def test_limit_warnings_name_what_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The input.limit warning names the items of each kind: images, <split> images, tensor items."""
-    from pipeline.inputs.folders import imagefolder
+    from vizpipe.pipeline.inputs.folders import imagefolder
 
     for i in range(3):
         save(tmp_path / "c" / f"{i}.png", np.zeros((2, 2, 3), np.uint8))
         save(tmp_path / "d" / f"{i}.png", np.zeros((2, 2, 3), np.uint8))
-    with caplog.at_level(logging.WARNING, logger="pipeline.inputs"):
+    with caplog.at_level(logging.WARNING, logger="vizpipe.pipeline.inputs"):
         src.images(icfg(kind="image", path=str(tmp_path / "c"), limit=2), weights=None, seed=0, model=None)
         src.random_batch(icfg(shape=[3, 3, 2, 2], limit=1), weights=None, seed=0, model=None)
         cfg = icfg(

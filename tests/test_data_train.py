@@ -1,4 +1,4 @@
-"""stages.train pinned exactly on runs of a few steps: history.json keys and values (checked
+"""vizpipe.stages.train pinned exactly on runs of a few steps: history.json keys and values (checked
 against an independent evaluation of the checkpoint and against the TensorBoard steps), the
 TensorBoard tags, steps and values read back with TensorBoard's own reader, the stage's record
 (summary, params, tables, scalars, pictures), the learning rate per step with a scheduler, the
@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_config
-
-from pipeline.errors import ConfigError, VizpipeError
-from pipeline.models import ShapesNet
-from stages.train.record import EpochRecord, History
+from vizpipe.pipeline.errors import ConfigError, VizpipeError
+from vizpipe.pipeline.models import ShapesNet
+from vizpipe.stages.train.record import EpochRecord, History
 
 #: 10 train images in batches of 4 (steps of 4, 4, 2 images), 6 val, 4 visualised; 32 px
 TINY = [
@@ -54,9 +53,9 @@ def _one_thread() -> Any:
 def run_stage(out: Path, *extra: str, keep: list | None = None) -> tuple[Any, Any, Any]:
     """(ctx, settings, StageResult) of the train stage run in-process on TINY + extra (the context
     is also appended to ``keep``, for runs that raise)."""
-    from pipeline.build import build_context
-    from pipeline.schema import settings_of
-    from stages.train import TrainStage
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.schema import settings_of
+    from vizpipe.stages.train import TrainStage
 
     cfg = compose_config([*TINY, *extra])
     ctx = build_context(cfg, out)
@@ -89,7 +88,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any]:
             if record.levelno >= logging.INFO:
                 lines.append(record.getMessage())
 
-    logger = logging.getLogger("stages.train.loop")
+    logger = logging.getLogger("vizpipe.stages.train.loop")
     handler, level = Keep(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -104,7 +103,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any]:
 
 def evaluate_by_hand(ctx: Any, weights: dict[str, torch.Tensor]) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over the val split, computed here from the checkpoint."""
-    from pipeline.inputs import build_split
+    from vizpipe.pipeline.inputs import build_split
 
     model = ShapesNet(width=4)
     model.load_state_dict(weights)
@@ -193,9 +192,9 @@ def test_localisation_record_and_chance_level(tiny: tuple[Any, Any, Any]) -> Non
     )
     for key in ("pointing_game", "energy_in_box"):
         assert 0.0 <= loc.before[key] <= 1.0 and 0.0 <= loc.after[key] <= 1.0
-    from pipeline.gradcam.localisation import localisation
-    from stages.train.frames import cam_maps
-    from stages.train.plan import make_plan
+    from vizpipe.pipeline.gradcam.localisation import localisation
+    from vizpipe.stages.train.frames import cam_maps
+    from vizpipe.stages.train.plan import make_plan
 
     _, maps = cam_maps(ctx, make_plan(ctx, settings(pointing_game=True)), batch.tensor, None)
     scores = [localisation(maps[i], box, 0.03) for i, box in enumerate(batch.boxes)]
@@ -415,7 +414,7 @@ def test_interrupt_writes_history_and_reraises(tmp_path: Path) -> None:
 
 def test_nonfinite_losses_become_none_and_evaluate_empty_loader() -> None:
     """_finite keeps finite numbers, None otherwise; evaluate on no batch is (None, None)."""
-    from stages.train.loop import _finite, evaluate
+    from vizpipe.stages.train.loop import _finite, evaluate
 
     assert _finite(1.5) == 1.5 and _finite(float("nan")) is None and _finite(float("inf")) is None
     assert evaluate(torch.nn.Linear(2, 2), [], "cpu") == (None, None)
@@ -436,14 +435,14 @@ def settings(**changes: Any) -> Any:
     """TrainConfig's defaults, changed (no maps unless asked: the rules only)."""
     import dataclasses
 
-    from stages.train import TrainConfig
+    from vizpipe.stages.train import TrainConfig
 
     return dataclasses.replace(TrainConfig(cam_images=0, pointing_game=False), **changes)
 
 
 def test_check_settings_messages() -> None:
     """Every config-only rule of train.* with its exact message; the defaults pass."""
-    from stages.train.plan import check_settings
+    from vizpipe.stages.train.plan import check_settings
 
     check_settings(settings())
     check_settings(settings(max_steps=1, workers=0, cam_images=0, grad_clip=0.1, pointing_tolerance=0.0))
@@ -499,8 +498,7 @@ def test_check_settings_backend_node_and_input_kind(monkeypatch: pytest.MonkeyPa
     import importlib.util
 
     from omegaconf import OmegaConf
-
-    from stages.train.plan import _target_node, check_settings
+    from vizpipe.stages.train.plan import _target_node, check_settings
 
     node = OmegaConf.create({"_target_": "torch.optim.SGD", "momentum": 0.9})
     assert _target_node(node, "optimizer", ("lr",)) == {"_target_": "torch.optim.SGD", "momentum": 0.9}
@@ -530,7 +528,7 @@ def test_check_settings_backend_node_and_input_kind(monkeypatch: pytest.MonkeyPa
 
 def test_uses_cam() -> None:
     """Maps are drawn when cam_images > 0 or the pointing game is on."""
-    from stages.train.plan import uses_cam
+    from vizpipe.stages.train.plan import uses_cam
 
     assert not uses_cam(settings(cam_images=0, pointing_game=False))
     assert uses_cam(settings(cam_images=0, pointing_game=True))
@@ -541,7 +539,7 @@ def test_make_optimizer_and_scheduler_fill_the_run_s_numbers() -> None:
     """The optimizer gets the trainable parameters only and lr=train.lr; the scheduler gets
     total_steps/T_max (the run's steps) and max_lr (train.lr) when it takes them and the config
     leaves them out; with epochs, OneCycleLR counts its own steps; no trainable parameter fails."""
-    from stages.train.plan import _parameters, make_optimizer, make_scheduler
+    from vizpipe.stages.train.plan import _parameters, make_optimizer, make_scheduler
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 2))
     net[0].weight.requires_grad_(False)
@@ -594,8 +592,8 @@ def test_make_optimizer_and_scheduler_fill_the_run_s_numbers() -> None:
 def test_make_plan_resolves_and_refuses(tmp_path: Path) -> None:
     """make_plan: classes, the CAM method and its layer; outputs that do not match the classes (with
     ', ...' past 6 names) or that are probabilities are refused with exact messages."""
-    from pipeline.build import build_context
-    from stages.train.plan import make_plan
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.stages.train.plan import make_plan
 
     ctx = build_context(compose_config([*TINY, "model.num_classes=4"]), tmp_path / "a")
     with pytest.raises(ConfigError) as e:
@@ -646,7 +644,7 @@ def test_make_plan_resolves_and_refuses(tmp_path: Path) -> None:
 def test_history_record_and_checkpoint_helpers(tmp_path: Path) -> None:
     """History: add advances the counters, last, JSON round trip, NaN refused, unknown keys refused;
     checkpoints round-trip strictly."""
-    from stages.train.record import load_state, save_checkpoint
+    from vizpipe.stages.train.record import load_state, save_checkpoint
 
     h = History(model="m", seed=1, data="shapes", classes=["a"], train_images=2, val_images=1, settings={})
     assert h.last is None and h.status == "running" and h.threads == 0 and h.error is None
@@ -678,7 +676,7 @@ def test_history_record_and_checkpoint_helpers(tmp_path: Path) -> None:
 
 def test_fmt_and_curves_without_epochs() -> None:
     """_fmt: None -> '–', 4 significant digits, percentages with one decimal; no epochs, no curves."""
-    from stages.train.result import _fmt, write_curves
+    from vizpipe.stages.train.result import _fmt, write_curves
 
     assert _fmt(None) == "–" and _fmt(None, True) == "–"
     assert _fmt(1234.5678) == "1235" and _fmt(0.5, True) == "50.0%" and _fmt(0.12344, pct=False) == "0.1234"
@@ -689,7 +687,7 @@ def test_fmt_and_curves_without_epochs() -> None:
 def test_board_without_lr_or_val_numbers_and_an_untraceable_graph(tmp_path: Path) -> None:
     """Board.step without lr logs no lr; validation with None logs nothing; a model that cannot be
     traced is one warning naming it and the first line of the error; files are run-relative."""
-    from stages.train.board import Board
+    from vizpipe.stages.train.board import Board
 
     class Untraceable(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -731,9 +729,9 @@ def test_board_without_lr_or_val_numbers_and_an_untraceable_graph(tmp_path: Path
 def test_cam_frames_single_epoch_caption_and_none(tiny: tuple[Any, Any, Any]) -> None:
     """CamFrames: one capture gives 'epoch 0' in the caption and one tile per strip; count 0 or no
     method draws nothing."""
-    from pipeline.inputs import build_split
-    from stages.train.frames import CamFrames
-    from stages.train.plan import make_plan
+    from vizpipe.pipeline.inputs import build_split
+    from vizpipe.stages.train.frames import CamFrames
+    from vizpipe.stages.train.plan import make_plan
 
     ctx, _, _ = tiny
     plan = make_plan(ctx, settings(cam_images=1))
@@ -744,8 +742,7 @@ def test_cam_frames_single_epoch_caption_and_none(tiny: tuple[Any, Any, Any]) ->
     assert list(out) == ["val_00000_circle"] and out["val_00000_circle"].shape == (32, 32, 3)
     assert out["val_00000_circle"].dtype == np.uint8
     from pytorch_grad_cam.utils.image import show_cam_on_image
-
-    from stages.train.frames import cam_maps
+    from vizpipe.stages.train.frames import cam_maps
 
     _, maps = cam_maps(ctx, plan, frames.batch.tensor, [0])  # the image's true class: circle
     want = show_cam_on_image(frames.batch.rgb[0], np.clip(maps[0], 0, 1), use_rgb=True, image_weight=0.3)
@@ -770,9 +767,8 @@ def test_training_equals_a_hand_written_loop(tiny: tuple[Any, Any, Any], tmp_pat
     logged input grid is make_grid of the first shuffled batch."""
     from torch.utils.data import DataLoader
     from torchvision.utils import make_grid
-
-    from pipeline.build import build_context
-    from pipeline.inputs import build_split
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.inputs import build_split
 
     ctx, _, _ = tiny
     fresh = build_context(compose_config(TINY), tmp_path / "fresh")
@@ -827,10 +823,9 @@ def test_stage_attributes_and_config_defaults(compose: Any) -> None:
     import dataclasses
 
     from omegaconf import OmegaConf
-
-    from pipeline.events import TBBackend
-    from stages.train import TrainConfig, TrainStage
-    from stages.train.frames import STRIP_FACTOR, CamSettings
+    from vizpipe.pipeline.tensorboard_io import TBBackend
+    from vizpipe.stages.train import TrainConfig, TrainStage
+    from vizpipe.stages.train.frames import STRIP_FACTOR, CamSettings
 
     assert (TrainStage.name, TrainStage.title, TrainStage.order, TrainStage.default) == (
         "train",
@@ -859,9 +854,9 @@ def test_stage_attributes_and_config_defaults(compose: Any) -> None:
 
 def test_run_without_validate_and_the_torch_backend(tmp_path: Path) -> None:
     """run() builds its own plan when validate did not; backend=torch writes the same tags."""
-    from pipeline.build import build_context
-    from pipeline.schema import settings_of
-    from stages.train import TrainStage
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.schema import settings_of
+    from vizpipe.stages.train import TrainStage
 
     cfg = compose_config([*TINY, "train.backend=torch", "train.epochs=1", "train.cam_images=1"])
     ctx = build_context(cfg, tmp_path / "run")
@@ -877,7 +872,7 @@ def test_run_without_validate_and_the_torch_backend(tmp_path: Path) -> None:
 
 def test_input_grid_takes_the_first_32_images(tmp_path: Path) -> None:
     """inputs/train_batch: make_grid of at most 32 images, 8 a row, 2 px white padding, step 0."""
-    from stages.train.board import Board
+    from vizpipe.stages.train.board import Board
 
     ctx = SimpleNamespace(output_dir=tmp_path, model_name="m", warn=print)
     with Board(ctx, settings()) as board:
@@ -890,9 +885,8 @@ def test_clipping_sgd_scheduler_and_max_steps_equal_a_hand_written_loop(tmp_path
     """With grad_clip, SGD(momentum), StepLR and max_steps=4 the weights equal a plain loop that
     clips the total gradient norm before each step, steps the scheduler after it, stops at step 4."""
     from torch.utils.data import DataLoader
-
-    from pipeline.build import build_context
-    from pipeline.inputs import build_split
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.inputs import build_split
 
     extra = [
         "train.grad_clip=0.05",
@@ -938,8 +932,8 @@ def test_clipping_sgd_scheduler_and_max_steps_equal_a_hand_written_loop(tmp_path
 def test_result_of_a_history_without_epochs(tmp_path: Path) -> None:
     """No epoch: no curves, scalars None (epochs_done 0), 'no epoch' in the summary, no strips;
     the curves of one epoch are an 800×300 PNG."""
-    from pipeline.context import RunContext
-    from stages.train.result import result, write_curves
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.stages.train.result import result, write_curves
 
     ctx = RunContext(
         model=torch.nn.Linear(1, 1), model_name="m", inputs=None, device="cpu", output_dir=tmp_path

@@ -12,10 +12,9 @@ import pytest
 import torch
 from conftest import compose_config, run_cli
 from PIL import Image
-
-from pipeline.errors import ConfigError
-from pipeline.inputs import build_inputs, build_split
-from pipeline.inputs.shapes import SHAPES, ShapesDataset, render
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.inputs import build_inputs, build_split
+from vizpipe.pipeline.inputs.shapes import SHAPES, ShapesDataset, render
 
 CPU = torch.device("cpu")
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -81,7 +80,7 @@ def test_shapes_input_has_classes_boxes_and_other_splits() -> None:
 
 
 def test_class_names_come_from_the_data_set_when_the_model_has_none(tmp_path: Path) -> None:
-    from pipeline.build import build_context
+    from vizpipe.pipeline.factory import build_context
 
     ctx = build_context(
         compose_config(["input=shapes", "model=shapes_net", "input.limit=4", "input.test_count=4"]), tmp_path

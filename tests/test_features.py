@@ -10,17 +10,16 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+import vizpipe.stages.features.collect as features_mod
 from conftest import hand_context, run_cli
 from PIL import Image
 from torch import nn
-
-import stages.features.collect as features_mod
-from pipeline.context import RunContext
-from pipeline.errors import ConfigError
-from stages.features import ChannelSelect, FeatureNorm, FeaturesConfig, FeaturesStage, NpyDtype
+from vizpipe.pipeline.context import RunContext
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.stages.features import ChannelSelect, FeatureNorm, FeaturesConfig, FeaturesStage, NpyDtype
 
 SMALL = ["model=seed_net", "input=random", "input.shape=[2,3,32,32]"]
-PAD = 2  # pipeline.render.tile_grid's default gap
+PAD = 2  # vizpipe.pipeline.render.tile_grid's default gap
 LAYER_KEYS = {
     "shape",
     "npy",

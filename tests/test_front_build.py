@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-
-from pipeline import build, models
-from pipeline.build.device import build_device
-from pipeline.build.model import build_model, load_categories, load_checkpoint, nonfinite_parameters
-from pipeline.build.targets import instantiate
-from pipeline.errors import ConfigError, closest_first
+from vizpipe.pipeline import factory, models
+from vizpipe.pipeline.errors import ConfigError, closest_first
+from vizpipe.pipeline.factory.device import build_device
+from vizpipe.pipeline.factory.model import build_model, load_categories, load_checkpoint, nonfinite_parameters
+from vizpipe.pipeline.factory.targets import instantiate
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU messages")
 
@@ -202,7 +201,7 @@ def test_seed_net_and_shapes_net():
 def test_build_model_pops_vizpipe_keys_and_evals():
     """build_model drops vizpipe's keys, merges kwargs, returns (model in eval mode, None)."""
     cfg = {
-        "_target_": "pipeline.models.ShapesNet",
+        "_target_": "vizpipe.pipeline.models.ShapesNet",
         "name": "shapes_net",
         "weights": None,
         "checkpoint": None,
@@ -227,7 +226,7 @@ def test_build_model_loads_checkpoint(tmp_path):
     """model.checkpoint: the state_dict is loaded."""
     src = models.ShapesNet(width=2)
     torch.save(src.state_dict(), tmp_path / "w.pt")
-    cfg = {"_target_": "pipeline.models.ShapesNet", "name": "s", "kwargs": {"width": 2}}
+    cfg = {"_target_": "vizpipe.pipeline.models.ShapesNet", "name": "s", "kwargs": {"width": 2}}
     model, _ = build_model({**cfg, "checkpoint": str(tmp_path / "w.pt")})
     assert torch.equal(model.linear.weight, src.linear.weight)
 
@@ -239,7 +238,7 @@ def test_instantiate_errors():
         instantiate({"_target_": "no.such.Thing"}, "model from _target_")
     assert str(info.value).startswith("Could not build model from _target_ 'no.such.Thing': ")
     with pytest.raises(ConfigError) as info:
-        instantiate({"_target_": "pipeline.models.SeedNet", "weights": "w"}, "m")
+        instantiate({"_target_": "vizpipe.pipeline.models.SeedNet", "weights": "w"}, "m")
     assert str(info.value) == "seed_net has no pretrained weights (got model.weights='w'); use null"
 
 
@@ -359,54 +358,54 @@ def test_nonfinite_parameters():
 
 def test_seed_everything():
     """Same seed, same numbers from python, numpy and torch; large seeds are folded for numpy."""
-    build.seed_everything(3)
+    factory.seed_everything(3)
     a = (random.random(), np.random.rand(), torch.rand(1).item())
-    build.seed_everything(3)
+    factory.seed_everything(3)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
-    build.seed_everything(2**32 + 3)
+    factory.seed_everything(2**32 + 3)
     assert np.random.rand() == pytest.approx(np.random.RandomState(3).rand())
     try:
-        build.seed_everything(0, deterministic=True)
+        factory.seed_everything(0, deterministic=True)
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.backends.cudnn.benchmark is False
     finally:
-        build.seed_everything(0, deterministic=False)
+        factory.seed_everything(0, deterministic=False)
     assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_deterministic_config_reaches_torch(compose, tmp_path):
     """``deterministic=true`` turns torch's deterministic algorithms on for the run's build; false off."""
-    from pipeline.cache import get_cache
+    from vizpipe.pipeline.cache import get_cache
 
     small = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]", "stages=[summary]"]
     try:
         get_cache().clear()
-        build.build_context(compose([*small, "deterministic=true"]), tmp_path / "a")
+        factory.build_context(compose([*small, "deterministic=true"]), tmp_path / "a")
         assert torch.are_deterministic_algorithms_enabled()
         get_cache().clear()
-        build.build_context(compose([*small, "deterministic=false"]), tmp_path / "b")
+        factory.build_context(compose([*small, "deterministic=false"]), tmp_path / "b")
         assert not torch.are_deterministic_algorithms_enabled()
     finally:
         get_cache().clear()
-        build.seed_everything(0, deterministic=False)
+        factory.seed_everything(0, deterministic=False)
 
 
 def test_data_set_categories():
     """Data set class names name the outputs only when their number matches."""
     ctx = SimpleNamespace(num_classes=2, categories=None)
-    build._data_set_categories(ctx, ["a", "b"])
+    factory._data_set_categories(ctx, ["a", "b"])
     assert ctx.categories == ["a", "b"]
     ctx = SimpleNamespace(num_classes=3, categories=None)
-    build._data_set_categories(ctx, ["a", "b"])
+    factory._data_set_categories(ctx, ["a", "b"])
     assert ctx.categories is None
 
 
 def test_build_context_fields(compose, tmp_path):
     """build_context: the context's fields from the config; categories must match the outputs."""
-    from pipeline.cache import get_cache
+    from vizpipe.pipeline.cache import get_cache
 
     get_cache().clear()
-    ctx = build._build(
+    ctx = factory._build(
         compose(["model=seed_net", "input=random", "input.shape=[1,3,16,16]", "seed=4"]), tmp_path
     )
     assert (ctx.model_name, ctx.seed, ctx.weights, ctx.categories) == ("seed_net", 4, None, None)
@@ -414,14 +413,14 @@ def test_build_context_fields(compose, tmp_path):
     assert ctx.output_dir == tmp_path and ctx.device == torch.device("cpu")
     assert not ctx.model.training
     with pytest.raises(ConfigError) as info:
-        build._build(
+        factory._build(
             compose(["model=seed_net", "input=random", "input.shape=[1,3,16,16]", "model.categories=[a,b]"]),
             tmp_path,
         )
     assert str(info.value) == (
         "model.categories has 2 names but the model has 1 outputs; give exactly one name per class"
     )
-    ctx = build._build(
+    ctx = factory._build(
         compose(["model=seed_net", "input=random", "input.shape=[1,3,16,16]", "model.categories=[a]"]),
         tmp_path,
     )
@@ -430,10 +429,10 @@ def test_build_context_fields(compose, tmp_path):
 
 def test_build_context_warns_nonfinite(compose, tmp_path, monkeypatch):
     """Non-finite parameters: listed on the context and warned about (first five named)."""
-    from pipeline.build import model as model_mod
+    from vizpipe.pipeline.factory import model as model_mod
 
     monkeypatch.setattr(model_mod, "nonfinite_parameters", lambda m: [f"p{i}" for i in range(7)])
-    ctx = build._build(compose(["model=seed_net", "input=random", "input.shape=[1,3,16,16]"]), tmp_path)
+    ctx = factory._build(compose(["model=seed_net", "input=random", "input.shape=[1,3,16,16]"]), tmp_path)
     assert ctx.nonfinite_params == [f"p{i}" for i in range(7)]
     assert (
         "Model has non-finite (NaN/inf) values in 7 tensor(s): p0, p1, p2, p3, p4; results are invalid"
@@ -443,15 +442,15 @@ def test_build_context_warns_nonfinite(compose, tmp_path, monkeypatch):
 
 def test_build_context_uses_cache(compose, tmp_path):
     """build_context stores a fresh build and hands it out again once released."""
-    from pipeline.cache import get_cache
+    from vizpipe.pipeline.cache import get_cache
 
     cache = get_cache()
     cache.clear()
     cfg = compose(["model=seed_net", "input=random", "input.shape=[1,3,16,16]"])
-    a = build.build_context(cfg, tmp_path / "a")
+    a = factory.build_context(cfg, tmp_path / "a")
     assert len(cache) == 1
     cache.release(a)
-    b = build.build_context(cfg, tmp_path / "b")
+    b = factory.build_context(cfg, tmp_path / "b")
     assert b.model is a.model and b.output_dir == tmp_path / "b"
     cache.release(b)
     cache.clear()
@@ -468,7 +467,7 @@ def test_build_model_torchvision_weights_enum(monkeypatch):
         return nn.Linear(1, 1)
 
     monkeypatch.setattr(torchvision.models, "get_model", fake)
-    cfg = {"_target_": "pipeline.models.torchvision_model", "name": "resnet18", "weights": "DEFAULT"}
+    cfg = {"_target_": "vizpipe.pipeline.models.torchvision_model", "name": "resnet18", "weights": "DEFAULT"}
     model, weights = build_model({**cfg, "num_classes": None, "kwargs": {"zero_init_residual": True}})
     assert weights is torchvision.models.ResNet18_Weights.IMAGENET1K_V1
     assert seen == {"name": "resnet18", "weights": weights, "zero_init_residual": True}

@@ -9,8 +9,7 @@ import pytest
 import torch
 from conftest import hand_context
 from torch import nn
-
-from pipeline import cache as c
+from vizpipe.pipeline import cache as c
 
 
 def fp(**kw):

@@ -1,13 +1,12 @@
-"""Composition errors translated into one line (pipeline.config_errors), messages pinned exactly."""
+"""Composition errors translated into one line (vizpipe.pipeline.config_errors), messages pinned exactly."""
 
 from __future__ import annotations
 
 import pytest
+import vizpipe.pipeline.precheck as p
 from omegaconf import OmegaConf
-
-import pipeline.precheck as p
-from pipeline.config_errors import LAUNCHERS_HINT, _chain, _node_type, _value_of, translate
-from pipeline.errors import ConfigError
+from vizpipe.pipeline.config_errors import LAUNCHERS_HINT, _chain, _node_type, _value_of, translate
+from vizpipe.pipeline.errors import ConfigError
 
 KEYS_HINT = "Keys are listed in conf/ with comments; python run.py --cfg job shows them all"
 

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import pipeline.precheck as p
-from pipeline.errors import ConfigError
-from pipeline.sweeps import was_checked
+import vizpipe.pipeline.precheck as p
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.sweeps import was_checked
 
 QUOTE = "(commas, '=', spaces and brackets in a value need quotes)"
 
@@ -69,10 +68,11 @@ def test_search_defaults():
     assert p._search({}) == (p.CONF_DIR, "config", [])
 
 
-def test_search_config_path_relative_absolute_and_names(tmp_path):
-    """-cp relative resolves against the app folder, conf/ stays on the search path; -cd leads it."""
+def test_search_config_path_relative_absolute_and_names(tmp_path, monkeypatch):
+    """-cp relative resolves against the launch folder, conf/ stays on the search path; -cd leads it."""
+    monkeypatch.chdir(tmp_path)
     primary, name, extra = p._search({"-cp": "conf", "-cn": "other"})
-    assert (primary, name, extra) == ((p.APP_DIR / "conf").resolve(), "other", [f"file://{p.CONF_DIR}"])
+    assert (primary, name, extra) == ((tmp_path / "conf").resolve(), "other", [f"file://{p.CONF_DIR}"])
     primary, name, extra = p._search({"--config-path": str(tmp_path), "--config-name": "n", "-cp": "zz"})
     assert (primary, name, extra) == (tmp_path, "n", [f"file://{p.CONF_DIR}"])
     primary, name, extra = p._search({"-cd": str(tmp_path), "--config-name": "c"})
@@ -376,7 +376,9 @@ def test_record_failure_writes_manifest_and_log(tmp_path):
     assert data["report"]["status"] == "skipped"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", data["created"])
     log = (run / "run.log").read_text()
-    assert re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]\[pipeline.cli\]\[ERROR\] - the message\n", log)
+    assert re.fullmatch(
+        r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]\[vizpipe.pipeline.cli\]\[ERROR\] - the message\n", log
+    )
 
 
 def test_record_failure_multirun_and_no_stage_list(tmp_path):
@@ -555,3 +557,20 @@ def test_precheck_shell_completion_query_is_skipped(tmp_path, monkeypatch):
     assert p.precheck(["-sc", "query=bash", "model=nope", f"hydra.run.dir={tmp_path / 'r'}"]) is None
     assert os.environ["COMP_LINE"] == "python run.py mo"
     assert not (tmp_path / "r").exists()
+
+
+def test_relative_config_path_is_read_from_the_launch_folder(tmp_path, monkeypatch):
+    """Hydra would read a relative -cp from vizpipe's own folder; the command line makes it absolute."""
+    from vizpipe.pipeline.cli import command_line_args
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["-cp", "runs/a/.hydra", "--config-path=b", "x=1", "--config-name", "config"]
+    assert command_line_args(argv) == [
+        "-cp",
+        str(tmp_path / "runs/a/.hydra"),
+        f"--config-path={tmp_path / 'b'}",
+        "x=1",
+        "--config-name",
+        "config",
+        "hydra.job.name=run",
+    ]

@@ -1,4 +1,4 @@
-"""Records and shared helpers in-process: StageResult <-> JSON, manifest, hooks, context, events."""
+"""Records and shared helpers in-process: StageResult <-> JSON, manifest, hooks, context, tensorboard_io."""
 
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ import pytest
 import torch
 from conftest import hand_context
 from torch import nn
-
-from pipeline import events, hooks
-from pipeline import manifest as mf
-from pipeline.stage import Histogram, Merge, Picture, Scalar, Stage, StageResult, Table, Text, from_dict
+from vizpipe.pipeline import hooks, tensorboard_io
+from vizpipe.pipeline import manifest as mf
+from vizpipe.pipeline.stage import (
+    Histogram,
+    Merge,
+    Picture,
+    Scalar,
+    Stage,
+    StageResult,
+    Table,
+    Text,
+    from_dict,
+)
 
 # ------------------------------------------------------------------ StageResult / from_dict
 
@@ -409,36 +418,36 @@ def test_context_probe_cached_and_refresh(tmp_path):
 
 def test_backend_value_and_packages():
     """backend_value: an enum's value or the string; each backend's package."""
-    assert events.backend_value(events.TBBackend.torch) == "torch"
-    assert events.backend_value("tensorboardX") == "tensorboardX"
-    assert events.PACKAGES == {"tensorboardX": "tensorboardX", "torch": "tensorboard"}
-    assert events.HIST_BINS == 64
+    assert tensorboard_io.backend_value(tensorboard_io.TBBackend.torch) == "torch"
+    assert tensorboard_io.backend_value("tensorboardX") == "tensorboardX"
+    assert tensorboard_io.PACKAGES == {"tensorboardX": "tensorboardX", "torch": "tensorboard"}
+    assert tensorboard_io.HIST_BINS == 64
 
 
 def test_histogram_raw_exact():
     """Buckets between min and max, exact sums, an empty leading bucket; non-finite values dropped."""
-    h = events.histogram_raw(torch.tensor([0.0, 1.0, 2.0, 3.0]), bins=3)
+    h = tensorboard_io.histogram_raw(torch.tensor([0.0, 1.0, 2.0, 3.0]), bins=3)
     assert h["min"] == 0.0 and h["max"] == 3.0 and h["num"] == 4
     assert h["sum"] == 6.0 and h["sum_squares"] == pytest.approx(14.0)
     assert h["bucket_limits"] == [0.0, 1.0, 2.0, 3.0]
     assert h["bucket_counts"] == [0.0, 1.0, 1.0, 2.0]
-    h = events.histogram_raw(torch.tensor([1.0, math.nan, math.inf, 3.0]), bins=2)
+    h = tensorboard_io.histogram_raw(torch.tensor([1.0, math.nan, math.inf, 3.0]), bins=2)
     assert (h["min"], h["max"], h["num"], h["sum"]) == (1.0, 3.0, 2, 4.0)
-    assert events.histogram_raw(torch.tensor([])) is None
-    assert events.histogram_raw(torch.tensor([math.nan])) is None
-    h = events.histogram_raw(torch.tensor([2.0, 2.0]))
+    assert tensorboard_io.histogram_raw(torch.tensor([])) is None
+    assert tensorboard_io.histogram_raw(torch.tensor([math.nan])) is None
+    h = tensorboard_io.histogram_raw(torch.tensor([2.0, 2.0]))
     assert h["bucket_counts"] == [0.0, 2.0]
     assert h["bucket_limits"] == pytest.approx([2.0 - 2e-3, 2.0 + 2e-3])
-    h = events.histogram_raw(torch.zeros(3))
+    h = tensorboard_io.histogram_raw(torch.zeros(3))
     assert h["bucket_limits"] == [-1e-6, 1e-6]
-    h = events.histogram_raw([1, 2], bins=4)
+    h = tensorboard_io.histogram_raw([1, 2], bins=4)
     assert h["num"] == 2 and len(h["bucket_counts"]) == 5 and len(h["bucket_limits"]) == 5
 
 
 def test_open_writer_backends(tmp_path):
     """open_writer: both backends write an event file whose name ends with the suffix."""
     for backend in ("tensorboardX", "torch"):
-        w = events.open_writer(backend, tmp_path / backend, suffix=".front")
+        w = tensorboard_io.open_writer(backend, tmp_path / backend, suffix=".front")
         w.add_scalar("a", 1.0, 0)
         w.close()
         names = [p.name for p in (tmp_path / backend).iterdir()]
@@ -477,7 +486,7 @@ def test_context_blocks_from_config(tmp_path):
 
 def test_cache_input_tensors_include_first_batch(tmp_path):
     """Once the first batch is read, its tensor is among the tensors the cache watches."""
-    from pipeline.cache import _input_tensors
+    from vizpipe.pipeline.cache import _input_tensors
 
     ctx = ctx_of(Lin(2), tmp_path)
     first = ctx.inputs.first().tensor
@@ -488,7 +497,7 @@ def test_git_commit_in_checkout():
     """In the project's checkout: the commit's 40 hex digits and whether the tree is dirty."""
     import subprocess
 
-    from pipeline.runner import PROJECT_ROOT
+    from vizpipe.pipeline.runner import PROJECT_ROOT
 
     got = mf.git_commit(PROJECT_ROOT)
     if not (PROJECT_ROOT / ".git").exists() and got is None:

@@ -8,12 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
-
-from pipeline import registry
-from pipeline import runner as r
-from pipeline.errors import ConfigError, VizpipeError
-from pipeline.manifest import StageRecord
-from pipeline.stage import Stage, StageResult
+from vizpipe.pipeline import registry
+from vizpipe.pipeline import runner as r
+from vizpipe.pipeline.errors import ConfigError, VizpipeError
+from vizpipe.pipeline.manifest import StageRecord
+from vizpipe.pipeline.stage import Stage, StageResult
 
 TINY = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]", "report.enabled=false"]
 RAN: list[str] = []
@@ -352,7 +351,7 @@ def test_report_written_and_report_failure(compose, tmp_path, extra, monkeypatch
     result = r.run_pipeline(cfg, tmp_path / "a")
     assert result.ok and result.report_path is not None and result.report_path.is_file()
     assert manifest(tmp_path / "a")["report"]["status"] == "ok"
-    import pipeline.report as report
+    import vizpipe.pipeline.report as report
 
     def broken(out, settings):
         raise OSError("disk full")
@@ -392,9 +391,11 @@ def test_console_lines(compose, tmp_path, extra, caplog):
     import logging
     import re
 
-    caplog.set_level(logging.INFO, logger="pipeline.runner")
+    caplog.set_level(logging.INFO, logger="vizpipe.pipeline.runner")
     r.run_pipeline(compose([*TINY, "stages=[front_ok,front_boom]", "on_error=continue"]), tmp_path)
-    lines = [(rec.levelname, rec.getMessage()) for rec in caplog.records if rec.name == "pipeline.runner"]
+    lines = [
+        (rec.levelname, rec.getMessage()) for rec in caplog.records if rec.name == "vizpipe.pipeline.runner"
+    ]
     assert any(
         lvl == "INFO" and re.fullmatch(r"front_ok    ok +\d+\.\d\d s  front_ok/ \(1 files\) +fine", msg)
         for lvl, msg in lines
@@ -407,8 +408,8 @@ def test_console_lines(compose, tmp_path, extra, caplog):
 
 def test_verbose_and_release(compose, tmp_path, extra):
     """verbose=true turns console details on; the build goes back to the cache after the run."""
-    from pipeline import logs
-    from pipeline.cache import get_cache
+    from vizpipe.pipeline import logs
+    from vizpipe.pipeline.cache import get_cache
 
     get_cache().clear()
     try:
@@ -425,7 +426,7 @@ def test_verbose_and_release(compose, tmp_path, extra):
 
 def test_setup_failure_releases_and_skips(compose, tmp_path, extra, monkeypatch):
     """An error while building: setup failed with the type-prefixed message, stages skipped."""
-    import pipeline.build as b
+    import vizpipe.pipeline.factory as b
 
     def broken(cfg, out):
         raise RuntimeError("no device today")

@@ -5,17 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import vizpipe.pipeline.schema as s
 from omegaconf import OmegaConf
-
-import pipeline.schema as s
-from pipeline import registry
+from vizpipe.pipeline import registry
 
 
 def test_core_defaults():
     """The core groups' documented defaults."""
     m, d, i, r = s.ModelConfig(), s.DeviceConfig(), s.InputConfig(), s.ReportConfig()
     assert (m._target_, m.name, m.weights, m.checkpoint, m.num_classes) == (
-        "pipeline.models.torchvision_model",
+        "vizpipe.pipeline.models.torchvision_model",
         "???",
         None,
         None,

@@ -12,9 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from pipeline import cli, files, logs, names, registry
-from pipeline.errors import ConfigError, VizpipeError, closest_first, unknown_choice
+from vizpipe.pipeline import cli, files, logs, names, registry
+from vizpipe.pipeline.errors import ConfigError, VizpipeError, closest_first, unknown_choice
 
 # ------------------------------------------------------------------ names
 
@@ -106,7 +105,7 @@ def test_sha256_file_chunks(tmp_path):
 # ------------------------------------------------------------------ logs
 
 
-def record(level, msg="m %s", args=("x",), name="pipeline.x", exc_info=None):
+def record(level, msg="m %s", args=("x",), name="vizpipe.pipeline.x", exc_info=None):
     return logging.LogRecord(name, level, __file__, 1, msg, args, exc_info)
 
 
@@ -117,7 +116,7 @@ def test_console_formatter_levels():
     assert f.format(record(logging.WARNING)) == "vizpipe: warning: m x"
     assert f.format(record(logging.ERROR)) == "vizpipe: error: m x"
     assert f.format(record(logging.CRITICAL)) == "vizpipe: error: m x"
-    assert f.format(record(logging.DEBUG)) == "vizpipe: [pipeline.x] m x"
+    assert f.format(record(logging.DEBUG)) == "vizpipe: [vizpipe.pipeline.x] m x"
     try:
         raise ValueError("inner")
     except ValueError:
@@ -261,8 +260,8 @@ def test_jobs_run_here_outside_hydra():
 
 
 PLUGIN = """
-from pipeline.stage import Stage, StageResult
-from pipeline.stage import Stage as Imported
+from vizpipe.pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.stage import Stage as Imported
 
 
 class {cls}(Stage):
@@ -354,7 +353,7 @@ def test_two_stages_with_one_name(tmp_path, monkeypatch, fresh_registry):
     with pytest.raises(ConfigError) as info:
         registry.stage_classes()
     assert str(info.value) == (
-        "Two stages are named 'summary': stages.summary and "
+        "Two stages are named 'summary': vizpipe.stages.summary and "
         f"{tmp_path.resolve() / 'front_dup.py'}; rename one"
     )
 

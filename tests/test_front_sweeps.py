@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 
 import pytest
+import vizpipe.pipeline.hydra  # noqa: F401 - registers hydra/sweeper=vizpipe
+import vizpipe.pipeline.schema as schema
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import create_config_search_path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
-
-import pipeline.hydra  # noqa: F401 - registers hydra/sweeper=vizpipe
-import pipeline.schema as schema
-from pipeline import callbacks, sweeps
-from pipeline.errors import ConfigError
-from pipeline.precheck import CONF_DIR, Composer
-from pipeline.sweeper import DerivingConfigLoader, VizpipeSweeper, VizpipeSweeperConf, _same
+from vizpipe.pipeline import callbacks, sweeps
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.precheck import CONF_DIR, Composer
+from vizpipe.pipeline.sweeper import DerivingConfigLoader, VizpipeSweeper, VizpipeSweeperConf, _same
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +197,7 @@ def test_validate_batch_skips_checked_jobs(monkeypatch):
     assert seen == [[["front.a=2"]]]
 
 
-# ------------------------------------------------------------------ pipeline.sweeps
+# ------------------------------------------------------------------ vizpipe.pipeline.sweeps
 
 
 def test_jobs_product_order():
@@ -274,7 +273,7 @@ def test_multirun_end_writes_index(tmp_path):
 
 def test_multirun_end_failure_is_a_warning(tmp_path, monkeypatch, caplog):
     """A failing index never raises: a warning names the error."""
-    import pipeline.report as report
+    import vizpipe.pipeline.report as report
 
     def broken(sweep):
         raise OSError("no room")
@@ -305,7 +304,7 @@ def test_at_exit_missing_folder_and_failure(tmp_path, monkeypatch, capsys):
     cb._pending = tmp_path / "none"
     cb._at_exit()
     assert capsys.readouterr().out == ""
-    import pipeline.report as report
+    import vizpipe.pipeline.report as report
 
     def broken(sweep):
         raise OSError("boom")
@@ -496,8 +495,7 @@ def test_rebuild_returns_index_path(tmp_path):
 def test_jobs_run_here_from_launcher(inner):
     """Inside a Hydra job: True for the basic launcher, False for another one."""
     from hydra.core.hydra_config import HydraConfig
-
-    from pipeline import cli
+    from vizpipe.pipeline import cli
 
     try:
         cfg = inner.load_configuration("config", overrides=[], run_mode=RunMode.MULTIRUN)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from pipeline.runner import run_pipeline
+from vizpipe.pipeline.runner import run_pipeline
 
 pytestmark = [
     pytest.mark.gpu,
@@ -75,7 +74,7 @@ def test_every_stage_runs_on_cuda(compose, tmp_path):
 
 def test_eigencam_torch_on_cuda_equals_the_cpu(compose, tmp_path):
     """eigencam_torch keeps everything on the GPU and gives the CPU's maps (1e-3)."""
-    from pipeline.cache import get_cache
+    from vizpipe.pipeline.cache import get_cache
 
     args = ["model=resnet18", "input=random", "input.shape=[4,3,96,96]", "stages=[cam]"]
     args += ["report.enabled=false"]
@@ -95,8 +94,7 @@ def test_eigencam_torch_is_faster_than_the_library_at_batch_32():
 
     import torchvision
     from pytorch_grad_cam import EigenCAM
-
-    from pipeline.gradcam.eigencam import EigenCAMTorch
+    from vizpipe.pipeline.gradcam.eigencam import EigenCAMTorch
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval().cuda()
@@ -124,8 +122,7 @@ def test_eigencam_gram_solver_on_cuda_equals_the_library(layer):
     """The GPU's solver (Gram matrix, repeated squaring) gives the library's sign-corrected projection."""
     import torchvision
     from pytorch_grad_cam.utils import svd_on_activations as svd
-
-    from pipeline.gradcam.eigencam import first_component
+    from vizpipe.pipeline.gradcam.eigencam import first_component
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval().cuda()

@@ -13,13 +13,12 @@ import torch
 from conftest import hand_context, run_cli
 from PIL import Image
 from torch import nn
-
-from pipeline.context import RunContext
-from pipeline.errors import ConfigError
-from stages.kernels import KernelScale, KernelsConfig, KernelsStage
+from vizpipe.pipeline.context import RunContext
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.stages.kernels import KernelScale, KernelsConfig, KernelsStage
 
 SMALL = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]"]
-PAD = 2  # pipeline.render.tile_grid's default gap
+PAD = 2  # vizpipe.pipeline.render.tile_grid's default gap
 
 
 def hand_ctx(model: nn.Module, out: Path, shape: tuple[int, ...] = (1, 3, 16, 16)) -> RunContext:

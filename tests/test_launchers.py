@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pipeline.report import collect_sweep
+from vizpipe.pipeline.report import collect_sweep
 
 pytestmark = [pytest.mark.cluster]
 
@@ -39,6 +38,12 @@ SWEEP = [
     "report.markdown=false",
 ]
 JOBS = ["0_cam.layer=layer3", "1_cam.layer=layer4", "2_cam.layer=layer9"]
+#: torch threads in every process of these sweeps: what a joblib worker gets with n_jobs=2 (the
+#: callback's cores // n_jobs). The maps are compared byte for byte, and a convolution's float
+#: sums depend on how many threads split it, so every launcher must run with the same count.
+CORES = len(os.sched_getaffinity(0))
+THREADS = max(1, CORES // min(2, CORES))
+ENV = {"OMP_NUM_THREADS": str(THREADS)}
 
 
 def needs(module: str, pip: str) -> None:
@@ -57,7 +62,7 @@ def reference(tmp_path_factory) -> Path:
     from conftest import run_cli
 
     sweep = tmp_path_factory.mktemp("basic") / "sweep"
-    out = run_cli([*SWEEP, f"hydra.sweep.dir={sweep}"])
+    out = run_cli([*SWEEP, f"hydra.sweep.dir={sweep}"], env=ENV)
     assert out.returncode == 1, out.stderr[-2000:]
     assert "1 sweep job(s) failed: 2_cam.layer=layer9" in out.stderr
     return sweep
@@ -93,11 +98,12 @@ def test_joblib(cli, tmp_path, reference):
     """Two local worker processes; each worker's torch gets cores // n_jobs threads."""
     needs("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher")
     sweep = tmp_path / "sweep"
-    out = cli([*SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"])
+    out = cli(
+        [*SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"], env=ENV
+    )
     check(sweep, reference, out)
     logs = "".join((sweep / job / "run.log").read_text() for job in JOBS)
-    cores = len(os.sched_getaffinity(0))
-    assert f"torch uses {max(1, cores // min(2, cores))} thread(s)" in logs
+    assert f"torch uses {THREADS} thread(s)" in logs
 
 
 @pytest.mark.slow
@@ -106,7 +112,13 @@ def test_submitit_local(cli, tmp_path, reference):
     needs("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
     sweep = tmp_path / "sweep"
     out = cli(
-        [*SWEEP, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]
+        [
+            *SWEEP,
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        env=ENV,
     )
     check(sweep, reference, out)
 
@@ -114,11 +126,10 @@ def test_submitit_local(cli, tmp_path, reference):
 def test_slurm_config_is_ready():
     """conf/hydra/launcher/slurm.yaml: the submitit_slurm launcher with the documented keys."""
     needs("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+    import vizpipe.pipeline.schema  # noqa: F401 - registers the schema
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    import pipeline.schema  # noqa: F401 - registers the schema
 
     overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2"]
     GlobalHydra.instance().clear()
@@ -147,7 +158,7 @@ def ray_cluster():
     needs("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher")
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="vzray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a throwaway cluster on this machine only
+    env = {**os.environ, **ENV, "RAY_AUTH_MODE": "disabled"}  # a throwaway cluster on this machine only
     exe = Path(sys.executable).parent / "ray"  # the venv's ray script, beside its python
     cmd = [str(exe), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
     cmd += ["--disable-usage-stats", "--block", f"--temp-dir={temp}"]
@@ -186,5 +197,5 @@ def test_ray_cluster(cli, tmp_path, reference, ray_cluster):
     address, env = ray_cluster
     sweep = tmp_path / "sweep"
     args = [*SWEEP, "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}"]
-    out = cli([*args, f"hydra.sweep.dir={sweep}"], env={"RAY_AUTH_MODE": env["RAY_AUTH_MODE"]})
+    out = cli([*args, f"hydra.sweep.dir={sweep}"], env={**ENV, "RAY_AUTH_MODE": env["RAY_AUTH_MODE"]})
     check(sweep, reference, out)

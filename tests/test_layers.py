@@ -1,4 +1,4 @@
-"""Blocks and ``cam.layer=auto``: one home (pipeline.layers), the last spatial block everywhere."""
+"""Blocks and ``cam.layer=auto``: one home (vizpipe.pipeline.layers), the last spatial block everywhere."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import pytest
 import torch
 import torchvision
 from conftest import group_options
-
-from pipeline.gradcam.layers import auto_layer, spatial_layers
-from pipeline.layers import default_blocks, model_blocks, probe_model
+from vizpipe.pipeline.gradcam.layers import auto_layer, spatial_layers
+from vizpipe.pipeline.layers import default_blocks, model_blocks, probe_model
 
 SLOW_BUILDS = {"densenet121", "vgg16"}  # over 1 s each; the others build in well under a second
 #: conf/model option -> what cam.layer=auto picks (the YAML's blocks are honoured)
@@ -36,8 +35,8 @@ def test_every_model_option_is_covered() -> None:
     "option", [pytest.param(o, marks=pytest.mark.slow) if o in SLOW_BUILDS else o for o in sorted(AUTO)]
 )
 def test_auto_picks_the_last_spatial_block_of_every_model_option(make_ctx, option: str) -> None:
-    from stages.cam import CamConfig
-    from stages.cam.plan import make_plan
+    from vizpipe.stages.cam import CamConfig
+    from vizpipe.stages.cam.plan import make_plan
 
     extra = ["model.name=squeezenet1_0"] if option == "torchvision" else []
     size = 224 if option == "vit_b_16" else 96
@@ -87,7 +86,7 @@ def test_found_blocks_end_at_the_last_spatial_block_of_torchvision_classifiers()
 
 
 def test_the_yaml_blocks_are_honoured_and_checked() -> None:
-    from pipeline.errors import ConfigError
+    from vizpipe.pipeline.errors import ConfigError
 
     model = torchvision.models.resnet18().eval()
     probe = probe_model(model, torch.randn(1, 3, 64, 64))

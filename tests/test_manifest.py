@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipeline import manifest as mf
-from pipeline.files import finite, sha256_file, write_atomic, write_json
+from vizpipe.pipeline import manifest as mf
+from vizpipe.pipeline.files import finite, sha256_file, write_atomic, write_json
 
 
 def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:

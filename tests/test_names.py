@@ -1,12 +1,11 @@
-"""Output names: one slugifier, unique names for any set of inputs (pipeline.names)."""
+"""Output names: one slugifier, unique names for any set of inputs (vizpipe.pipeline.names)."""
 
 from __future__ import annotations
 
 import itertools
 
 import pytest
-
-from pipeline.names import JOB_CHARS, slug, unique_slugs
+from vizpipe.pipeline.names import JOB_CHARS, slug, unique_slugs
 
 
 def test_slug_keeps_readable_names_and_drops_the_rest() -> None:

@@ -1,4 +1,4 @@
-"""``pipeline.compare`` and ``pipeline.reproduce`` on synthetic run folders with planted differences."""
+"""``pipeline/compare.py`` and ``reproduce.py`` on synthetic run folders with planted differences."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from pipeline import compare as cmp
-from pipeline import reproduce as rep
-from pipeline import schema  # noqa: F401 - imported here, not inside a timed test
-from pipeline.errors import ConfigError
+from vizpipe.pipeline import compare as cmp
+from vizpipe.pipeline import reproduce as rep
+from vizpipe.pipeline import schema  # noqa: F401 - imported here, not inside a timed test
+from vizpipe.pipeline.errors import ConfigError
 
 
 def sha(data: bytes) -> str:
@@ -317,19 +316,21 @@ def test_build_command_exact(tmp_path: Path) -> None:
     hydra_dir = run.resolve() / ".hydra"
     assert rep.build_command(run, out, ["seed=5"]) == [
         sys.executable,
-        str(rep.ROOT / "run.py"),
+        "-m",
+        "vizpipe",
         "--config-path",
         str(hydra_dir),
         "--config-name",
         "config",
         f"hydra.run.dir={out}",
-        f"hydra.searchpath=[file://{rep.ROOT / 'conf'}]",
+        f"hydra.searchpath=[file://{rep.CONF_DIR}]",
         "hydra/job_logging=vizpipe",
         "seed=5",
     ]
     assert rep.build_command(run, out, ["seed=5"], from_conf=True) == [
         sys.executable,
-        str(rep.ROOT / "run.py"),
+        "-m",
+        "vizpipe",
         "model=tiny",
         "seed=5",
         f"hydra.run.dir={out}",
@@ -460,7 +461,7 @@ def test_reproduce_main_exit_codes(
     assert rep.main([str(run), "--out", str(tmp_path / "n6"), "--check"]) == 1
     calls = fake_subprocess(monkeypatch)
     assert rep.main([str(run), "seed=2", "--from-conf", "--out", str(tmp_path / "n7")]) == 0
-    assert calls[0][0][2:4] == ["model=tiny", "seed=2"]
+    assert calls[0][0][3:5] == ["model=tiny", "seed=2"]
     capsys.readouterr()
     assert rep.main([str(run), "model=x", "--out", str(tmp_path / "n8")]) == 2
     assert capsys.readouterr().err.startswith("vizpipe: error: model=x picks a config group option")
@@ -479,9 +480,9 @@ def test_compare_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     """The compare command's usage line and every option's help."""
     text = _help(cmp.main, monkeypatch, capsys)
     assert text.startswith(
-        "usage: python -m pipeline.compare [-h] [--strict] [--trust-manifest] [--json] "
+        "usage: python -m vizpipe.compare [-h] [--strict] [--trust-manifest] [--json] "
         "[--limit LIMIT] run_a run_b "
-        "Compare two run folders by their manifests: ``python -m pipeline.compare <run_a> <run_b>``."
+        "Compare two run folders by their manifests: ``python -m vizpipe.compare <run_a> <run_b>``."
     )
     for line in (
         "--strict volatile artifacts (TensorBoard, reports) must match too",
@@ -497,7 +498,8 @@ def test_reproduce_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     """The reproduce command's usage line and every argument's help."""
     text = _help(rep.main, monkeypatch, capsys)
     assert text.startswith(
-        "usage: python -m pipeline.reproduce [-h] [--out OUT] [--from-conf] [--check] run [overrides ...] "
+        "usage: python -m vizpipe.reproduce [-h] [--out OUT] [--from-conf] [--check] run "
+        "[overrides ...] "
         "Re-run a run folder into a new folder, then compare it with the original."
     )
     for line in (

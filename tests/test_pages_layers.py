@@ -1,4 +1,4 @@
-"""``pipeline.layers`` on small hand-built models: probes, specs, layouts and default blocks."""
+"""``vizpipe.pipeline.layers`` on small hand-built models: probes, specs, layouts and default blocks."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
-
-from pipeline import layers as L
-from pipeline.errors import ConfigError
+from vizpipe.pipeline import layers as L
+from vizpipe.pipeline.errors import ConfigError
 
 
 class Net(nn.Module):

@@ -1,4 +1,4 @@
-"""Exact values of the picture helpers in ``pipeline.render``: palettes, indices, scaling, tiling, PNGs."""
+"""Exact values of the picture helpers in ``pipeline/render.py``: palettes, indices, scaling, tiling, PNGs."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
-
-from pipeline import render as R
-from pipeline.errors import ConfigError
+from vizpipe.pipeline import render as R
+from vizpipe.pipeline.errors import ConfigError
 
 
 def test_constants() -> None:

@@ -1,4 +1,4 @@
-"""Run reports: ``pipeline.report`` collect/context/sections/templating/common on synthetic run folders.
+"""Run reports: ``pipeline/report`` collect/context/sections/templating/common on synthetic run folders.
 
 The template contexts are plain data, so each field is compared exactly with what the run folder holds.
 """
@@ -15,21 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from pipeline.errors import ConfigError
-from pipeline.report import __main__ as report_main
-from pipeline.report import (
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.report import __main__ as report_main
+from vizpipe.pipeline.report import (
     collect_run,
     is_run_dir,
     is_sweep_dir,
     write_run_report,
 )
-from pipeline.report import common as C
-from pipeline.report import run as R
-from pipeline.report import sections as S
-from pipeline.report import templating as T
-from pipeline.schema import ReportConfig
-from pipeline.stage import Picture, Scalar, StageResult, Table, Text
+from vizpipe.pipeline.report import common as C
+from vizpipe.pipeline.report import run as R
+from vizpipe.pipeline.report import sections as S
+from vizpipe.pipeline.report import templating as T
+from vizpipe.pipeline.schema import ReportConfig
+from vizpipe.pipeline.stage import Picture, Scalar, StageResult, Table, Text
 
 
 def png(path: Path, color: tuple[int, int, int] = (10, 20, 30), size: tuple[int, int] = (6, 4)) -> bytes:
@@ -524,7 +523,7 @@ def test_provenance_fields(tmp_path: Path) -> None:
     assert p == {
         "overrides": ["seed=1"],
         "rerun": "python run.py --config-path '/runs/a b/.hydra' --config-name config\n"
-        "python -m pipeline.reproduce '/runs/a b'   # into a new folder, then compares",
+        "python -m vizpipe.reproduce '/runs/a b'   # into a new folder, then compares",
         "git": {"commit": "abc", "dirty": False},
         "versions": [("torch", "2.0"), ("x", "not installed")],
         "hashes": [
@@ -758,7 +757,7 @@ def test_report_help(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
         report_main.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith(
-        "usage: python -m pipeline.report [-h] [--jobs] folder Rebuild the report of a run folder"
+        "usage: python -m vizpipe.report [-h] [--jobs] folder Rebuild the report of a run folder"
     )
     assert "folder a run folder (has manifest.json) or a sweep folder (has job folders)" in text
     assert "--jobs for a sweep: also rebuild every job's report.html first" in text
@@ -826,17 +825,17 @@ class _Templated:
 
 def test_fragment_paths_from_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
     """Classes with a template map to the file beside their module; others and failures are skipped."""
-    import pipeline.registry
+    import vizpipe.pipeline.registry
 
     nosrc = type("NoSource", (), {"template": "x.j2", "__module__": "builtins"})
     classes = {"t": _Templated, "plain": type("Plain", (), {"template": None}), "n": nosrc}
-    monkeypatch.setattr(pipeline.registry, "stage_classes", lambda: classes)
+    monkeypatch.setattr(vizpipe.pipeline.registry, "stage_classes", lambda: classes)
     assert S.fragment_paths() == {"t": Path(__file__).resolve().parent / "frag_for_test.html.j2"}
 
     def broken() -> dict:
         raise RuntimeError("plugin")
 
-    monkeypatch.setattr(pipeline.registry, "stage_classes", broken)
+    monkeypatch.setattr(vizpipe.pipeline.registry, "stage_classes", broken)
     assert S.fragment_paths() == {}
 
 
@@ -913,8 +912,7 @@ class _Page(HTMLParser):
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder made by the runner on seed_net with a small random batch, report included."""
     from conftest import compose_config
-
-    from pipeline.runner import run_pipeline
+    from vizpipe.pipeline.runner import run_pipeline
 
     run = tmp_path_factory.mktemp("pages") / "run"
     cfg = compose_config(

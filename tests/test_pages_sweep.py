@@ -1,4 +1,4 @@
-"""Sweep index: ``pipeline.report.jobs``/``merge``/``sweep`` on job folders written in tmp_path."""
+"""Sweep index: ``vizpipe.pipeline.report.jobs``/``merge``/``sweep`` on job folders written in tmp_path."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from pipeline.report import jobs as J
-from pipeline.report import merge as M
-from pipeline.report import sweep as W
-from pipeline.report import write_sweep_index
-from pipeline.report.common import Alert
-from pipeline.report.sections import TableView
-from pipeline.stage import Merge, Picture, Scalar, StageResult, Table
+from vizpipe.pipeline.report import jobs as J
+from vizpipe.pipeline.report import merge as M
+from vizpipe.pipeline.report import sweep as W
+from vizpipe.pipeline.report import write_sweep_index
+from vizpipe.pipeline.report.common import Alert
+from vizpipe.pipeline.report.sections import TableView
+from vizpipe.pipeline.stage import Merge, Picture, Scalar, StageResult, Table
 
 
 def png(path: Path, size: tuple[int, int] = (6, 4)) -> None:
@@ -331,7 +330,7 @@ def test_sweep_context_header_and_table(tmp_path: Path) -> None:
     assert ctx["counts"] == [("failed", 1), ("ok", 3)] and ctx["jobs_count"] == 4
     assert ctx["swept"] == ["seed", "cam.layer"] and ctx["common"] == ["model=tiny"]
     assert ctx["started"] == "t0_j" and ctx["sweep_dir"] == str(sw.resolve())
-    assert ctx["rebuild"] == f"python -m pipeline.report {sw}"
+    assert ctx["rebuild"] == f"python -m vizpipe.report {sw}"
     assert ctx["alerts"] == [Alert("error", "Job 3_j failed: ", "see its run.log")]
     assert ctx["key_columns"] == ["score ↑"] and ctx["overrides_head"] == "Swept overrides"
     assert ctx["nav"] == [

@@ -1,4 +1,4 @@
-"""pipeline.render: colours equal matplotlib's, tiles land where documented, PNGs round-trip."""
+"""vizpipe.pipeline.render: colours equal matplotlib's, tiles land where documented, PNGs round-trip."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
-
-from pipeline import render
-from pipeline.errors import ConfigError
+from vizpipe.pipeline import render
+from vizpipe.pipeline.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", ["viridis", "bwr", "tab10", "gray"])

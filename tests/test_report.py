@@ -20,10 +20,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
-from pipeline import report as rp
-from pipeline.schema import ReportConfig
-from pipeline.stage import Picture, Scalar, StageResult, Table, Text
+from vizpipe.pipeline import report as rp
+from vizpipe.pipeline.schema import ReportConfig
+from vizpipe.pipeline.stage import Picture, Scalar, StageResult, Table, Text
 
 ROOT = Path(__file__).resolve().parent.parent
 EVIL_LAYER = "<script>alert(1)</script>\"&'"
@@ -630,7 +629,7 @@ def test_unreadable_manifest(fake_run: Path) -> None:
 # =========================================================================== run report: stage fragments
 
 FRAGMENT_MODULE = """
-from pipeline.stage import Stage
+from vizpipe.pipeline.stage import Stage
 
 
 class FragmentStage(Stage):
@@ -654,7 +653,7 @@ def fragment_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A throwaway stage class named "cam" whose module folder ships ``fragment.html.j2``."""
     import importlib.util
 
-    from pipeline import registry
+    from vizpipe.pipeline import registry
 
     folder = tmp_path / "plugin"
     folder.mkdir()
@@ -697,8 +696,8 @@ def test_a_broken_fragment_falls_back_to_the_generic_body(fake_run: Path, fragme
 
 
 def test_discovery_failure_renders_generically(fake_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import registry
-    from pipeline.errors import ConfigError
+    from vizpipe.pipeline import registry
+    from vizpipe.pipeline.errors import ConfigError
 
     def broken() -> dict:
         raise ConfigError("Two stages are named 'cam'")
@@ -792,7 +791,7 @@ def rows_of(section_html: str) -> list[str]:
 
 
 def test_sweep_collects_jobs_and_swept_keys(fake_sweep: Path) -> None:
-    from pipeline.report.sweep import grid_axes
+    from vizpipe.pipeline.report.sweep import grid_axes
 
     data = rp.collect_sweep(fake_sweep)
     assert [j.num for j in data.jobs] == [0, 1, 2, 3, 4]
@@ -970,7 +969,7 @@ def test_sweep_nothing_swept_one_cell_per_job(tmp_path: Path) -> None:
 
 
 def test_sweep_thumbnails_are_small_and_cached(fake_sweep: Path) -> None:
-    from pipeline.report.common import THUMB_PX, _thumbnail
+    from vizpipe.pipeline.report.common import THUMB_PX, _thumbnail
 
     job = fake_sweep / job_name(0)
     png(job / "cam" / "img0__overlay.png", (9, 9, 9), (1000, 500))
@@ -999,7 +998,7 @@ def test_sweep_index_is_rebuilt_from_disk(fake_sweep: Path) -> None:
 
 
 def test_sweep_index_is_linear_in_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.report import jobs as jobs_module
+    from vizpipe.pipeline.report import jobs as jobs_module
 
     sweep = tmp_path / "sweep"
     template = make_job(
@@ -1032,9 +1031,13 @@ def test_sweep_index_is_linear_in_jobs(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    """``python -m pipeline.report ARGS`` from the project root (this checkout's package)."""
+    """``python -m vizpipe.report ARGS`` from the project root (this checkout's package)."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.report", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "vizpipe.pipeline.report", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -1071,7 +1074,7 @@ def test_cli_rejects_a_folder_that_is_neither(tmp_path: Path) -> None:
 
 
 def test_cli_failure_to_write_exits_1(fake_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.report.__main__ import main
+    from vizpipe.pipeline.report.__main__ import main
 
     m = json.loads((fake_run / "manifest.json").read_text())
     m["config"]["report"] = {"html": False, "markdown": False}

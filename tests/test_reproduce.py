@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from omegaconf import DictConfig
-
-from pipeline import compare as cmp
-from pipeline import reproduce as rep
-from pipeline.errors import ConfigError
-from pipeline.runner import run_pipeline
+from vizpipe.pipeline import compare as cmp
+from vizpipe.pipeline import reproduce as rep
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.runner import run_pipeline
 
 # --------------------------------------------------------------------------- compare (fast)
 
@@ -148,7 +147,7 @@ def test_merge_and_build_commands(tmp_path: Path) -> None:
     ]
     assert f"hydra.run.dir={tmp_path / 'new'}" in frozen and frozen[-1] == "seed=5"
     conf = rep.build_command(run, tmp_path / "new", ["seed=5", "model=resnet18"], from_conf=True)
-    assert conf[2:5] == ["seed=5", "model=resnet18", f"hydra.run.dir={tmp_path / 'new'}"]
+    assert conf[3:6] == ["seed=5", "model=resnet18", f"hydra.run.dir={tmp_path / 'new'}"]
     with pytest.raises(ConfigError, match="--from-conf"):
         rep.build_command(run, tmp_path / "new", ["model=resnet18"])
     with pytest.raises(ConfigError, match="not key=value"):

@@ -6,9 +6,8 @@ import json
 
 import helper_stages
 import pytest
-
-from pipeline import registry
-from pipeline.runner import run_pipeline
+from vizpipe.pipeline import registry
+from vizpipe.pipeline.runner import run_pipeline
 
 TINY = ["model=seed_net", "input=random", "input.shape=[1,3,32,32]", "report.enabled=false"]
 
@@ -86,7 +85,7 @@ def test_interrupt_is_recorded_and_reraised(compose, tmp_path, extra_stages):
 
 
 def test_model_mode_and_hooks_untouched(make_ctx):
-    from pipeline.registry import get_stage
+    from vizpipe.pipeline.registry import get_stage
 
     ctx = make_ctx(TINY)
     before = [(len(m._forward_hooks), len(m._forward_pre_hooks), m.training) for m in ctx.model.modules()]

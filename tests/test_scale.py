@@ -15,10 +15,9 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-
-from pipeline.cache import get_cache
-from pipeline.runner import run_pipeline
-from pipeline.stage import Merge, Table
+from vizpipe.pipeline.cache import get_cache
+from vizpipe.pipeline.runner import run_pipeline
+from vizpipe.pipeline.stage import Merge, Table
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["model=resnet18", "device=cpu", "report.enabled=false"]
@@ -69,9 +68,9 @@ def test_summary_run_imports_no_cam_or_drawing_library(tmp_path):
 
 def test_classes_and_layers_of_one_method_share_one_forward_pass(compose, tmp_path):
     """Three classes x (an averaged pair of layers + each layer): one forward pass per batch."""
-    from pipeline.build import build_context
-    from pipeline.schema import settings_of
-    from stages.cam import CamStage
+    from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.schema import settings_of
+    from vizpipe.stages.cam import CamStage
 
     cfg = compose(
         [
@@ -108,9 +107,8 @@ def test_eigencam_torch_equals_the_library_with_the_sign_handled(compose, tmp_pa
     import pytorch_grad_cam.eigen_cam as eigen_cam
     from pytorch_grad_cam import EigenCAM
     from pytorch_grad_cam.utils import svd_on_activations as svd
-
-    from pipeline.gradcam.eigencam import EigenCAMTorch
-    from pipeline.gradcam.methods import resolve_method
+    from vizpipe.pipeline.gradcam.eigencam import EigenCAMTorch
+    from vizpipe.pipeline.gradcam.methods import resolve_method
 
     assert resolve_method("eigencam_torch").cls is EigenCAMTorch
     torch.manual_seed(0)
@@ -137,8 +135,7 @@ def test_eigencam_solvers_give_the_library_projection(solver):
     """
     import torchvision
     from pytorch_grad_cam.utils import svd_on_activations as svd
-
-    from pipeline.gradcam.eigencam import first_component
+    from vizpipe.pipeline.gradcam.eigencam import first_component
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
@@ -202,7 +199,7 @@ def test_merge_tables_sums_counts_and_weights_means():
     cols = ["Class", "Name", "Images", "Top-1 accuracy", "Mean score"]
     a = Table("Per class", cols, [[1, "cat", 3, 1.0, 0.5], [2, "dog", 1, 0.0, None]], merge=spec)
     b = Table("Per class", cols, [[1, "cat", 1, 0.0, 0.1], [3, "eel", 2, None, 0.3]], merge=spec)
-    from pipeline.report.merge import merge_tables
+    from vizpipe.pipeline.report.merge import merge_tables
 
     merged = merge_tables([a, b])
     rows = {r[0]: r for r in merged.rows}
@@ -217,8 +214,8 @@ def test_merge_tables_sums_counts_and_weights_means():
 @pytest.mark.slow
 def test_sweep_index_merges_a_data_sets_shards(compose, tmp_path):
     """Three shards of one folder: the index's merged per-class table equals the unsharded run's."""
-    from pipeline.report import collect_sweep, write_sweep_index
-    from pipeline.report.sweep import sweep_context
+    from vizpipe.pipeline.report import collect_sweep, write_sweep_index
+    from vizpipe.pipeline.report.sweep import sweep_context
 
     write_images(tmp_path / "data", 12)
     common = [
@@ -264,7 +261,7 @@ def test_sweep_index_merges_a_data_sets_shards(compose, tmp_path):
 
 def test_index_thumbnails_are_kept_on_disk(tmp_path):
     """A picture larger than the thumbnail is downscaled once; a rebuild reads the kept copy."""
-    from pipeline.report import common
+    from vizpipe.pipeline.report import common
 
     Image.fromarray(np.zeros((600, 400, 3), np.uint8)).save(tmp_path / "big.png")
     cache = tmp_path / ".thumbs"
@@ -279,7 +276,7 @@ def test_index_thumbnails_are_kept_on_disk(tmp_path):
 
 
 def test_joblib_workers_split_the_cores():
-    from pipeline.callbacks import joblib_threads
+    from vizpipe.pipeline.callbacks import joblib_threads
 
     assert joblib_threads(2, 2) == 1
     assert joblib_threads(-1, 16) == 1

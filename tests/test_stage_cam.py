@@ -12,12 +12,11 @@ import pytest
 import torch
 from conftest import hand_context
 from torch import nn
-
-from pipeline.errors import ConfigError
-from pipeline.gradcam.localisation import LOCALISATION, localisation
-from stages.cam import CamConfig, CamStage
-from stages.cam.compute import _chunk, file_stem, metric_target_text, metric_targets
-from stages.cam.plan import check_settings, make_plan, method_kwargs, parse_target_class
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.gradcam.localisation import LOCALISATION, localisation
+from vizpipe.stages.cam import CamConfig, CamStage
+from vizpipe.stages.cam.compute import _chunk, file_stem, metric_target_text, metric_targets
+from vizpipe.stages.cam.plan import check_settings, make_plan, method_kwargs, parse_target_class
 
 
 class TinyCNN(nn.Module):
@@ -208,7 +207,7 @@ def test_check_settings_returns_resolved_metrics_and_kwargs():
 
 def test_method_kwargs_lists_the_allowed_keys():
     """An unknown key names the method, the key, the constructor's own parameters and the hint."""
-    from pipeline.gradcam.methods import resolve_method
+    from vizpipe.pipeline.gradcam.methods import resolve_method
 
     spec = resolve_method("gradcam")
     with pytest.raises(ConfigError) as info:
@@ -434,10 +433,10 @@ def test_metric_target_text():
 
 def test_chunk_splits_scorecam_by_bytes(monkeypatch):
     """ScoreCAM: images per call = MAX_BYTES // (channels × image bytes), at least 1, at most N."""
-    import stages.cam.compute as compute
-    from pipeline.gradcam.layers import CamLayer
-    from pipeline.gradcam.methods import resolve_method
-    from pipeline.layers import Layout
+    import vizpipe.stages.cam.compute as compute
+    from vizpipe.pipeline.gradcam.layers import CamLayer
+    from vizpipe.pipeline.gradcam.methods import resolve_method
+    from vizpipe.pipeline.layers import Layout
 
     layers = [
         CamLayer("a", (1, 4, 2, 2), Layout("nchw", 2, 2, 4)),

@@ -14,12 +14,11 @@ import pytest
 import torch
 from PIL import Image
 from test_stage_cam import TinyCNN
-
-from pipeline.context import RunContext
-from pipeline.inputs import Inputs
-from stages.cam import CamConfig, CamStage
-from stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary, Prediction
-from stages.cam.render import SAMPLE_IMAGES, heatmap_rgb, result, summarize
+from vizpipe.pipeline.context import RunContext
+from vizpipe.pipeline.inputs import Inputs
+from vizpipe.stages.cam import CamConfig, CamStage
+from vizpipe.stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary, Prediction
+from vizpipe.stages.cam.render import SAMPLE_IMAGES, heatmap_rgb, result, summarize
 
 BOXES = [(2.0, 2.0, 8.0, 8.0), (8.0, 0.0, 16.0, 6.0), (0.0, 10.0, 5.0, 16.0)]
 CATS = ["cat", "dog", "bird"]
@@ -77,8 +76,7 @@ def test_full_record_with_boxes_labels_metrics_and_per_layer_maps(tmp_path):
     """Every map row, metric, file path, pixel, aggregate and the stage record, exactly."""
     from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange  # noqa: F401
     from pytorch_grad_cam.utils.image import show_cam_on_image
-
-    from pipeline.gradcam.localisation import localisation
+    from vizpipe.pipeline.gradcam.localisation import localisation
 
     ctx = boxed_context(tmp_path)
     doc, res = run(
@@ -336,7 +334,7 @@ def test_perturbation_passes_are_announced_and_counted(tmp_path, caplog, method,
 
     ctx = boxed_context(tmp_path, labels=False)
     ctx.inputs.batch_size = 32  # one batch of 3
-    with caplog.at_level(logging.INFO, logger="stages.cam.compute"):
+    with caplog.at_level(logging.INFO, logger="vizpipe.stages.cam.compute"):
         doc, res = run(ctx, method=method, layer="c2", target_class=1, batch_size=4)
     # per image ceil(6 channels / 4) = 2 masked batches; + 1 forward per batch (+ 1 for AblationCAM)
     expected = 1 + (passes - 5) + 3 * 2
@@ -351,10 +349,10 @@ def test_announce_metrics(caplog):
     """The metrics' cost is stated before they run; ROAD's imputation is named."""
     import logging
 
-    from stages.cam.compute import announce_metrics
+    from vizpipe.stages.cam.compute import announce_metrics
 
     ctx = boxed_context(Path("unused"), labels=False)
-    with caplog.at_level(logging.INFO, logger="stages.cam.compute"):
+    with caplog.at_level(logging.INFO, logger="vizpipe.stages.cam.compute"):
         announce_metrics(ctx, SimpleNamespace(metrics=[]), 2)
         announce_metrics(ctx, SimpleNamespace(metrics=["complexity", "coherency"]), 2)
         announce_metrics(ctx, SimpleNamespace(metrics=["road_combined", "arcc", "drop_in_confidence"]), 1)
@@ -368,7 +366,7 @@ def test_announce_metrics(caplog):
 
 def test_scorecam_chunks_give_the_same_maps(tmp_path, monkeypatch):
     """Splitting a batch image by image (ScoreCAM's memory cap) changes no map, box or label."""
-    import stages.cam.compute as compute
+    import vizpipe.stages.cam.compute as compute
 
     whole, _ = run(boxed_context(tmp_path / "a"), method="scorecam", layer="c2", target_class=[0, 2])
     monkeypatch.setattr(compute, "SCORECAM_MAX_BYTES", 1)
@@ -398,7 +396,7 @@ def test_per_layer_maps_from_one_call_are_listed_class_by_class(tmp_path):
     ctx = boxed_context(tmp_path / "a")
     one, _ = run(ctx, layer=["c1", "c2"], per_layer=True, target_class=[2, 0])
     # every kind of map (averaged and per layer) gets the localisation scores of its own map
-    from pipeline.gradcam.localisation import localisation
+    from vizpipe.pipeline.gradcam.localisation import localisation
 
     for i, im in enumerate(one.images):
         for m in im.maps:
@@ -445,8 +443,7 @@ def test_per_layer_maps_from_one_call_are_listed_class_by_class(tmp_path):
 def test_map_writer_clips_the_drawing_but_saves_the_raw_map(tmp_path):
     """The .npy keeps NaN/inf/out-of-range values; the pictures draw nan->0, inf->1, clipped to [0, 1]."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
-
-    from stages.cam.render import MapWriter
+    from vizpipe.stages.cam.render import MapWriter
 
     ctx = boxed_context(tmp_path)
     batch = ctx.inputs.first()
@@ -505,7 +502,7 @@ def test_perturbation_passes_with_augmentation_and_two_classes(tmp_path, caplog)
 
     ctx = boxed_context(tmp_path, labels=False)
     ctx.inputs.batch_size = 32
-    with caplog.at_level(logging.INFO, logger="stages.cam.compute"):
+    with caplog.at_level(logging.INFO, logger="vizpipe.stages.cam.compute"):
         doc, _ = run(ctx, method="scorecam", layer="c2", target_class=[0, 1], batch_size=4, aug_smooth=True)
     expected = (1 + 3 * 2) * 6 * 2
     assert (

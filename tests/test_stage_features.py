@@ -13,10 +13,17 @@ import torch
 from conftest import hand_context
 from PIL import Image
 from test_stage_cam import Shared, TinyCNN
-
-from pipeline.errors import ConfigError
-from stages.features import Capture, ChannelSelect, FeatureNorm, FeaturesConfig, FeaturesStage, NpyDtype, plan
-from stages.features.collect import Accumulator, choose_channels, feature_grid
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.stages.features import (
+    Capture,
+    ChannelSelect,
+    FeatureNorm,
+    FeaturesConfig,
+    FeaturesStage,
+    NpyDtype,
+    plan,
+)
+from vizpipe.stages.features.collect import Accumulator, choose_channels, feature_grid
 
 
 def direct(model: TinyCNN, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -119,7 +126,7 @@ def test_run_stats_npy_grids_and_record(ctx, tmp_path):
     assert (doc["cmap"], doc["normalize"], doc["select"], doc["capture"]) == ("gray", "layer", "top", "both")
     assert doc["sources"] == {"img0": "randn", "img1": "randn", "img2": "randn"}
     assert list(doc["layers"]) == ["c1", "c1 (input)", "c2", "c2 (input)"]
-    from pipeline.render import colormap_levels
+    from vizpipe.pipeline.render import colormap_levels
 
     levels = colormap_levels("gray")
     for key, arr in [
@@ -228,7 +235,7 @@ def test_run_first_channels_channel_norm_no_npy(ctx):
     assert not list((ctx.output_dir / "features").glob("*.npy"))
     assert res.files == ["features/stats.json"] and res.tables[0].rows[0][7] is None
     a = direct(ctx.model, ctx.inputs.dataset.x)["c2"].numpy()
-    from pipeline.render import colormap_levels
+    from vizpipe.pipeline.render import colormap_levels
 
     png = np.asarray(Image.open(ctx.output_dir / entry["grids"]["img1"]))
     np.testing.assert_array_equal(png, feature_grid(a[1, :2], colormap_levels("viridis"), tile_px=8))
@@ -295,7 +302,7 @@ def test_feature_grid_exact_indices():
 
 def test_accumulator_statistics_and_nan():
     """Sums, maxima, zeros and counts add up over batches; a NaN peak sticks; finite peak ignores inf."""
-    from stages.features import Target
+    from vizpipe.stages.features import Target
 
     t = Target("l", "output", (1, 2, 1, 2), None)
     acc = Accumulator(t, 2)

@@ -1,4 +1,4 @@
-"""pipeline.gradcam: method and metric names, layer rules and messages, metric calls, the adapter.
+"""vizpipe.pipeline.gradcam: method and metric names, layer rules and messages, metric calls, the adapter.
 
 Tiny hand-made models; every message and value is pinned exactly.
 """
@@ -11,9 +11,8 @@ import torch
 from conftest import hand_context
 from test_stage_cam import Shared, TinyCNN
 from torch import nn
-
-from pipeline.errors import ConfigError
-from pipeline.gradcam.layers import (
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.gradcam.layers import (
     CamLayer,
     LayoutReshape,
     _shown,
@@ -22,7 +21,7 @@ from pipeline.gradcam.layers import (
     resolve_cam_layers,
     spatial_layers,
 )
-from pipeline.gradcam.methods import (
+from vizpipe.pipeline.gradcam.methods import (
     METRICS,
     MethodSpec,
     _aliases,
@@ -33,7 +32,7 @@ from pipeline.gradcam.methods import (
     resolve_method,
     resolve_metrics,
 )
-from pipeline.layers import Layout
+from vizpipe.pipeline.layers import Layout
 
 # ----------------------------------------------------------------------------- methods
 

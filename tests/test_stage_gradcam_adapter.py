@@ -1,4 +1,4 @@
-"""pipeline.gradcam.adapter and eigencam on a tiny CNN: targets, hooks, freezing, the one-forward path."""
+"""pipeline/gradcam/adapter.py and eigencam on a tiny CNN: targets, hooks, freezing, the one-forward path."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 import torch
 from test_stage_cam import TinyCNN
 from torch import nn
-
-from pipeline.errors import ConfigError
-from pipeline.gradcam.adapter import (
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.gradcam.adapter import (
     CamRunner,
     _clone_hook,
     _guard_hook,
@@ -19,10 +18,10 @@ from pipeline.gradcam.adapter import (
     quiet_library_bars,
     targets_for,
 )
-from pipeline.gradcam.eigencam import _scale, _top_vector, first_component
-from pipeline.gradcam.layers import CamLayer
-from pipeline.gradcam.methods import resolve_method
-from pipeline.layers import Layout
+from vizpipe.pipeline.gradcam.eigencam import _scale, _top_vector, first_component
+from vizpipe.pipeline.gradcam.layers import CamLayer
+from vizpipe.pipeline.gradcam.methods import resolve_method
+from vizpipe.pipeline.layers import Layout
 
 
 def cfg(**kw):
@@ -147,7 +146,7 @@ def test_maps_equal_the_library_and_count_forwards(model, x):
     with CamRunner(model, cfg(), resolve_method("gradcam"), [C2]) as runner:
         logits, out = runner.maps(x, [[0, 0], [2, 1]])
         assert runner.forwards == 1
-    model.requires_grad_(True)  # the stage restores it (pipeline.hooks.preserved); here by hand
+    model.requires_grad_(True)  # the stage restores it (vizpipe.pipeline.hooks.preserved); here by hand
     with torch.no_grad():
         want_logits = model(x)
     torch.testing.assert_close(logits, want_logits)

@@ -10,9 +10,8 @@ import torch
 from conftest import hand_context
 from PIL import Image
 from torch import nn
-
-from pipeline.errors import ConfigError
-from stages.kernels import (
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.stages.kernels import (
     KernelScale,
     KernelsConfig,
     KernelsStage,
@@ -189,7 +188,7 @@ def test_run_files_stats_and_record(ctx):
     mid = doc["layers"]["mid"]
     assert (mid["shape"], mid["rgb"], mid["dead"]) == ([2, 3, 1, 1], "kernels/mid_rgb.png", 0)
     assert doc["layers"]["up"]["rgb"] is None and doc["layers"]["up"]["shape"] == [4, 2, 1, 1]
-    from pipeline.render import colormap_levels
+    from vizpipe.pipeline.render import colormap_levels
 
     weight = ctx.model.rgb.weight.detach().numpy()
     png = np.asarray(Image.open(out / "kernels" / "rgb.png"))
@@ -234,7 +233,7 @@ def test_run_tile_scale_without_rgb_or_dead(tmp_path):
     )
     assert res.data["layers"]["rgb"]["rgb"] is None and len(res.pictures) == 1
     assert not (ctx.output_dir / "kernels" / "rgb_rgb.png").exists()
-    from pipeline.render import colormap_levels
+    from vizpipe.pipeline.render import colormap_levels
 
     png = np.asarray(Image.open(ctx.output_dir / "kernels" / "rgb.png"))
     weight = model.rgb.weight.detach().numpy()

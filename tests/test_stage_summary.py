@@ -9,9 +9,8 @@ import torch
 from conftest import hand_context
 from test_stage_cam import Shared, TinyCNN
 from torch import nn
-
-from pipeline.errors import ConfigError, VizpipeError
-from stages.summary import (
+from vizpipe.pipeline.errors import ConfigError, VizpipeError
+from vizpipe.stages.summary import (
     Column,
     Row,
     SummaryConfig,
@@ -296,7 +295,7 @@ def test_stage_run_on_a_shared_module(tmp_path):
 
 def test_root_cause_follows_causes_and_unsuppressed_contexts():
     """The innermost exception: through __cause__ and __context__, not past a suppressed context."""
-    from stages.summary import _root_cause
+    from vizpipe.stages.summary import _root_cause
 
     root = ValueError("root")
     mid = RuntimeError("mid")

@@ -15,10 +15,9 @@ import torch
 from conftest import hand_context
 from test_stage_cam import TinyCNN
 from torch import nn
-
-from pipeline.stage import Histogram, Picture, Scalar, StageResult, Text
-from stages.tensorboard import TensorboardConfig, TensorBoardStage, backend_name
-from stages.tensorboard.collect import (
+from vizpipe.pipeline.stage import Histogram, Picture, Scalar, StageResult, Text
+from vizpipe.stages.tensorboard import TensorboardConfig, TensorBoardStage, backend_name
+from vizpipe.stages.tensorboard.collect import (
     Collected,
     capture_block_stats,
     collect,
@@ -27,7 +26,7 @@ from stages.tensorboard.collect import (
     safe_tags,
     top5_markdown,
 )
-from stages.tensorboard.write import render
+from vizpipe.stages.tensorboard.write import render
 
 OFF = {k: False for k in ("graph", "images", "pictures", "histograms", "activations", "text", "hparams")}
 
@@ -392,7 +391,7 @@ def test_check_names_the_missing_package(monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a)
     )
-    from pipeline.errors import ConfigError
+    from vizpipe.pipeline.errors import ConfigError
 
     missing.add("tensorboardX")
     with pytest.raises(ConfigError) as info:
@@ -429,7 +428,7 @@ class Loud(TinyCNN):
 
 def test_graph_error_text(tmp_path):
     """An empty message gives the type alone; a long first line is cut at 300 characters."""
-    from stages.tensorboard.collect import trace_graph
+    from vizpipe.stages.tensorboard.collect import trace_graph
 
     ctx = hand_context(Silent(), tmp_path / "a", (1, 3, 8, 8))
     assert trace_graph(ctx) == (None, "RuntimeError")

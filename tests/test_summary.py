@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from pipeline.runner import run_pipeline
+from vizpipe.pipeline.runner import run_pipeline
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -53,9 +52,8 @@ def test_catalog_and_per_layer_rows(compose, tmp_path):
 
 def test_summary_options_are_torchinfos_enums(compose):
     import pytest
-
-    from pipeline.config_errors import translate
-    from pipeline.errors import ConfigError
+    from vizpipe.pipeline.config_errors import translate
+    from vizpipe.pipeline.errors import ConfigError
 
     overrides = ["summary.col_names=[output_size,num_parms]"]
     with pytest.raises(Exception) as info:

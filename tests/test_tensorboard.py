@@ -18,12 +18,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
-
-from pipeline.context import RunContext
-from pipeline.hooks import hook_count
-from pipeline.stage import Histogram, Picture, Scalar, StageResult, Text
-from stages.tensorboard import TBBackend, TensorboardConfig, TensorBoardStage
-from stages.tensorboard.write import SUFFIX, histogram_raw
+from vizpipe.pipeline.context import RunContext
+from vizpipe.pipeline.hooks import hook_count
+from vizpipe.pipeline.stage import Histogram, Picture, Scalar, StageResult, Text
+from vizpipe.stages.tensorboard import TBBackend, TensorboardConfig, TensorBoardStage
+from vizpipe.stages.tensorboard.write import SUFFIX, histogram_raw
 
 BACKENDS = [b.value for b in TBBackend]
 SMALL = ["input=random", "input.shape=[2,3,64,64]"]
@@ -142,7 +141,7 @@ def run_stage(ctx: RunContext, **settings: Any) -> StageResult:
 
 def test_unknown_backend_is_rejected_at_the_boundary(make_ctx, compose) -> None:
     ctx = make_ctx(["model=seed_net", "input=random", "input.shape=[1,3,32,32]"])
-    from pipeline.config_errors import translate
+    from vizpipe.pipeline.config_errors import translate
 
     with pytest.raises(Exception, match="tensorboard.backend") as err:
         compose(["tensorboard.backend=tf"])  # the schema's enum rejects it at composition
@@ -420,7 +419,7 @@ def test_switches_missing_pictures_and_a_second_attempt(make_ctx, tmp_path: Path
 @pytest.mark.slow
 def test_real_stages_feed_tensorboard(compose, tmp_path: Path) -> None:
     """End to end through the runner: tags come from what the real stages wrote in this run."""
-    from pipeline.runner import run_pipeline
+    from vizpipe.pipeline.runner import run_pipeline
 
     cfg = compose(
         [

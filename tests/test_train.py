@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 import torch
 from conftest import compose_config, run_cli
-
-from pipeline.errors import ConfigError
-from pipeline.runner import run_pipeline
-from stages.train.record import History
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.runner import run_pipeline
+from vizpipe.stages.train.record import History
 
 #: a tiny training run: 96 train, 32 val, 8 visualised images of 32 px; 2 epochs of 6 steps
 SMALL = [
@@ -114,7 +113,7 @@ def test_same_seed_same_history_and_checkpoint_tensors(tmp_path: Path) -> None:
 
 
 def test_checkpoint_loads_with_model_checkpoint_strictly(tmp_path: Path) -> None:
-    from pipeline.build import build_context
+    from vizpipe.pipeline.factory import build_context
 
     assert train_run(tmp_path / "a").ok
     ckpt = tmp_path / "a/train/checkpoint.pt"
@@ -188,12 +187,12 @@ def test_tensorboard_two_runs_one_tag_histograms_and_cam_over_time(tmp_path: Pat
 def test_console_is_one_line_per_epoch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    with caplog.at_level(logging.INFO, logger="stages.train"):
+    with caplog.at_level(logging.INFO, logger="vizpipe.stages.train"):
         assert train_run(tmp_path / "run").ok
     lines = [
         r.getMessage()
         for r in caplog.records
-        if r.name.startswith("stages.train") and r.levelno >= logging.INFO
+        if r.name.startswith("vizpipe.stages.train") and r.levelno >= logging.INFO
     ]
     assert len(lines) == 2 and lines[0].startswith("train: epoch 1/2, 6 steps: loss")
 
@@ -202,7 +201,7 @@ def test_console_is_one_line_per_epoch(tmp_path: Path, caplog: pytest.LogCapture
 
 
 def test_rules_fail_before_training(tmp_path: Path) -> None:
-    from pipeline.runner import check_config
+    from vizpipe.pipeline.runner import check_config
 
     with pytest.raises(
         ConfigError, match=r"needs a labelled data set with train and val splits, but input=photo"
@@ -244,10 +243,10 @@ def test_train_stage_cli_without_splits_is_one_line(tmp_path: Path) -> None:
 def test_sweep_index_ranks_a_method_sweep_by_pointing_game_not_by_the_shared_training(tmp_path: Path) -> None:
     """Every job of ``-m experiment=shapes_demo cam.method=...`` trains the same way: the train
     stage's key numbers tie, so the leaderboard ranks by the CAM stage's pointing game."""
-    from pipeline.manifest import Manifest
-    from pipeline.report.jobs import collect_sweep
-    from pipeline.report.sweep import sweep_context
-    from pipeline.stage import Scalar, StageResult
+    from vizpipe.pipeline.manifest import Manifest
+    from vizpipe.pipeline.report.jobs import collect_sweep
+    from vizpipe.pipeline.report.sweep import sweep_context
+    from vizpipe.pipeline.stage import Scalar, StageResult
 
     for num, (method, pointing) in enumerate((("eigencam", 0.78), ("gradcam", 0.96), ("gradcam++", 0.99))):
         job = tmp_path / f"{num}_cam.method={method}"

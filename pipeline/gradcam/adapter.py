@@ -18,7 +18,7 @@ How vizpipe differs from calling the library the usual way (and why the maps are
   ``aggregate_multi_layers`` (the library's functions, in its order); with several layers (or
   FullGrad) the input requires grad for that pass, as in the library. Other methods (meta
   methods, second-order ShapleyCAM, ``aug_smooth``) are called once per class set.
-- **The model is left as found** (``pipeline.hooks.preserved`` around the stage): hooks (the
+- **The model is left as found** (``vizpipe.pipeline.hooks.preserved`` around the stage): hooks (the
   library's and ours) removed, every module's mode, ``requires_grad`` and ``.grad`` restored,
   modules the library swaps (AblationCAM's ablation layer) put back.
 ``tests/test_cam.py`` proves the maps identical to the library's own.
@@ -31,9 +31,9 @@ import inspect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError
-from pipeline.gradcam.layers import CamLayer, LayoutReshape
-from pipeline.gradcam.methods import MethodSpec
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.gradcam.layers import CamLayer, LayoutReshape
+from vizpipe.pipeline.gradcam.methods import MethodSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,7 +125,7 @@ class CamRunner:
 
     ``__enter__`` builds it (the library registers its hooks), adds the clone hooks and, when
     freezing parameters, the graph cut; ``__exit__`` releases everything it added. The caller
-    wraps the whole use in ``pipeline.hooks.preserved`` (modes, ``requires_grad``, grads).
+    wraps the whole use in ``vizpipe.pipeline.hooks.preserved`` (modes, ``requires_grad``, grads).
     """
 
     def __init__(

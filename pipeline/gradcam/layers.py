@@ -1,7 +1,7 @@
 """Which layers a CAM can use, what ``cam.layer=auto`` picks, and the library's reshape.
 
 A CAM needs a spatial activation. The layouts (N×C×H×W, channels-last, ViT tokens) are inferred
-from the shape the probe recorded (``pipeline.layers.infer_layout``, shared with the features
+from the shape the probe recorded (``vizpipe.pipeline.layers.infer_layout``, shared with the features
 stage); ``LayoutReshape`` hands them to grad-cam as its ``reshape_transform``.
 
 ``auto``: for transformers (modules holding two or more LayerNorm children: ViT's EncoderBlock,
@@ -17,14 +17,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError, closest_first, unknown_choice
-from pipeline.layers import Layout, infer_layout, to_nchw
+from vizpipe.pipeline.errors import ConfigError, closest_first, unknown_choice
+from vizpipe.pipeline.layers import Layout, infer_layout, to_nchw
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-    from pipeline.layers import Probe
+    from vizpipe.pipeline.layers import Probe
 
 RULE = "CAM needs a spatial output (N×C×H×W, or ViT/Swin tokens) from a module that runs once per forward"
 
@@ -139,7 +138,7 @@ def resolve_cam_layers(
     Every failure is a one-line ``ConfigError`` naming the bad value, the rule and the layers
     that qualify (closest first); ``key`` is the setting the messages name (e.g. ``train.cam_layer``).
     """
-    from pipeline.layers import resolve_layers
+    from vizpipe.pipeline.layers import resolve_layers
 
     specs = [spec] if isinstance(spec, str) or spec is None else list(spec)
     if not specs:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.errors import ConfigError, unknown_choice
 
 __all__ = [
     "METRICS",
@@ -156,7 +156,7 @@ def available_methods() -> dict[str, MethodSpec]:
 
 def own_methods() -> list[type]:
     """vizpipe's own ``BaseCAM`` subclasses, listed beside the library's (``eigencam_torch``)."""
-    from pipeline.gradcam.eigencam import EigenCAMTorch
+    from vizpipe.pipeline.gradcam.eigencam import EigenCAMTorch
 
     return [EigenCAMTorch]
 

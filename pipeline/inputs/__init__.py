@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError
+from vizpipe.pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -205,7 +205,7 @@ def _check_splits(kind: str, input_cfg: Any) -> None:
     """The rules of the data sets with splits (shapes, imagefolder, cifar10)."""
     split = split_name(input_cfg)
     if split not in SPLITS:
-        from pipeline.errors import unknown_choice
+        from vizpipe.pipeline.errors import unknown_choice
 
         raise unknown_choice("input.split", split, SPLITS)
     if kind == "shapes":
@@ -232,7 +232,7 @@ def _check_splits(kind: str, input_cfg: Any) -> None:
             fractions["test_fraction"] = float(getattr(input_cfg, "test_fraction", 0.1))
         root = Path(str(input_cfg.root)).expanduser()
         if kind == "cifar10":
-            from pipeline.inputs.cifar import check_present
+            from vizpipe.pipeline.inputs.cifar import check_present
 
             check_present(root, bool(getattr(input_cfg, "download", False)))
         elif not root.is_dir():
@@ -321,14 +321,14 @@ def split_name(input_cfg: Any) -> str:
 
 def split_kinds() -> list[str]:
     """The input kinds that have train/val/test splits (registered builders with ``splits=True``)."""
-    from pipeline.inputs import cifar, folders, shapes, sources  # noqa: F401 - registers the builders
+    from vizpipe.pipeline.inputs import cifar, folders, shapes, sources  # noqa: F401 - registers the builders
 
     return sorted(SPLIT_KINDS)
 
 
 def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, model: Any = None) -> Inputs:
     """Build the data set named by ``input.*`` (nothing is read yet but names and small files)."""
-    from pipeline.errors import unknown_choice
+    from vizpipe.pipeline.errors import unknown_choice
 
     split_kinds()  # registers the builders
     check_input(input_cfg)
@@ -357,7 +357,7 @@ def build_split(inputs: Inputs, split: str) -> Inputs:
     (photo, image, tensor, random) a ``ConfigError`` names the kinds that have them.
     """
     if split not in SPLITS:
-        from pipeline.errors import unknown_choice
+        from vizpipe.pipeline.errors import unknown_choice
 
         raise unknown_choice("split", split, SPLITS)
     if inputs._recipe is None or inputs.kind not in SPLIT_KINDS:

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.errors import ConfigError
-from pipeline.inputs import Reindexed, builder, select, split_name
-from pipeline.inputs.images import preprocess, preprocessing
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.inputs import Reindexed, builder, select, split_name
+from vizpipe.pipeline.inputs.images import preprocess, preprocessing
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.errors import ConfigError
-from pipeline.inputs import SPLITS, Reindexed, builder, select, split_name
-from pipeline.inputs.images import ImageFiles, preprocessing
-from pipeline.names import unique_slugs
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.inputs import SPLITS, Reindexed, builder, select, split_name
+from vizpipe.pipeline.inputs.images import ImageFiles, preprocessing
+from vizpipe.pipeline.names import unique_slugs
 
 log = logging.getLogger(__name__)
 

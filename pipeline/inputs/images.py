@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.errors import ConfigError, VizpipeError, closest_first
+from vizpipe.pipeline.errors import ConfigError, VizpipeError, closest_first
 
 log = logging.getLogger(__name__)
 

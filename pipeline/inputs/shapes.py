@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from pipeline.inputs import Reindexed, builder, select, split_name
+from vizpipe.pipeline.inputs import Reindexed, builder, select, split_name
 
 __all__ = ["SHAPES", "SPLIT_IDS", "ShapeSample", "ShapesDataset", "render"]
 

@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from pipeline.errors import ConfigError
-from pipeline.inputs import Reindexed, builder, select
-from pipeline.inputs.images import (
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.inputs import Reindexed, builder, select
+from vizpipe.pipeline.inputs.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageFiles,
@@ -19,7 +18,7 @@ from pipeline.inputs.images import (
     find_images,
     preprocessing,
 )
-from pipeline.names import unique_slugs
+from vizpipe.pipeline.names import unique_slugs
 
 log = logging.getLogger(__name__)
 

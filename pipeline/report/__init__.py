@@ -2,10 +2,10 @@
 
 Everything is read from disk (``manifest.json`` with each stage's ``StageResult`` record,
 ``.hydra/``), so a report can be rebuilt at any time by any process:
-``python -m pipeline.report <run_or_sweep_dir>``.
+``python -m vizpipe.report <run_or_sweep_dir>``.
 
 Collect, then render: ``collect_run``/``collect_sweep`` read the files into plain data,
-``pipeline.report.run``/``pipeline.report.sweep`` turn it into a template context, and the jinja2
+``report.run``/``report.sweep`` turn it into a template context, and the jinja2
 templates in ``templates/`` turn that into text (HTML autoescaped; Markdown through escaping
 filters). ``report.html`` and ``index.html`` embed their pictures as base64 data URIs (one file
 that opens offline and survives copying); ``report.md`` links them relatively. No module here
@@ -23,13 +23,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.files import write_atomic
-from pipeline.manifest import MANIFEST
-from pipeline.report.common import REPORT_HTML, REPORT_MD, SWEEP_INDEX
-from pipeline.report.jobs import SweepData, collect_sweep, is_job_dir
-from pipeline.report.run import RunData, collect_run, run_context, settings_from_config
-from pipeline.report.sweep import sweep_context
-from pipeline.report.templating import render
+from vizpipe.pipeline.files import write_atomic
+from vizpipe.pipeline.manifest import MANIFEST
+from vizpipe.pipeline.report.common import REPORT_HTML, REPORT_MD, SWEEP_INDEX
+from vizpipe.pipeline.report.jobs import SweepData, collect_sweep, is_job_dir
+from vizpipe.pipeline.report.run import RunData, collect_run, run_context, settings_from_config
+from vizpipe.pipeline.report.sweep import sweep_context
+from vizpipe.pipeline.report.templating import render
 
 __all__ = [
     "REPORT_HTML",
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 def write_run_report(run_dir: Path | str, settings: Any = None) -> Path:
     """Write ``report.html`` and/or ``report.md`` into ``run_dir`` from its files; return the first.
 
-    ``settings`` is a ``pipeline.schema.ReportConfig`` (None = the run's recorded ``report``
+    ``settings`` is a ``vizpipe.pipeline.schema.ReportConfig`` (None = the run's recorded ``report``
     config, else defaults). Returns the Markdown path when HTML is disabled.
     """
     run = Path(run_dir)
@@ -60,7 +60,7 @@ def write_run_report(run_dir: Path | str, settings: Any = None) -> Path:
     if settings is None:
         settings = settings_from_config(data.config)
     if not (settings.html or settings.markdown):
-        from pipeline.errors import ConfigError
+        from vizpipe.pipeline.errors import ConfigError
 
         raise ConfigError(
             "report.html and report.markdown are both false: nothing to write "

@@ -1,4 +1,4 @@
-"""``python -m pipeline.report <run_or_sweep_dir> [--jobs]``: rebuild a run report or a sweep index.
+"""``python -m vizpipe.report <run_or_sweep_dir> [--jobs]``: rebuild a run report or a sweep index.
 
 Exit codes: 0 written, 1 failure while writing, 2 not a run or sweep folder.
 """
@@ -9,13 +9,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.manifest import MANIFEST
-from pipeline.report import is_job_dir, is_run_dir, is_sweep_dir, write_run_report, write_sweep_index
+from vizpipe.pipeline.manifest import MANIFEST
+from vizpipe.pipeline.report import is_job_dir, is_run_dir, is_sweep_dir, write_run_report, write_sweep_index
 
 
 def main(argv: list[str] | None = None) -> int:
     """Rebuild the report of a run folder, or the index of a sweep folder (``--jobs``: and its jobs')."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m vizpipe.report", description=main.__doc__)
     parser.add_argument(
         "folder", type=Path, help="a run folder (has manifest.json) or a sweep folder (has job folders)"
     )

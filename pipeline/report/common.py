@@ -1,7 +1,7 @@
 """Shared helpers of the report package: reading files, formatting, pictures, the views.
 
-Nothing here knows a run or a sweep: ``pipeline.report.run`` and ``pipeline.report.sweep`` build
-their template contexts from these pieces; ``pipeline.report.templating`` renders them.
+Nothing here knows a run or a sweep: ``report.run`` and ``report.sweep`` build
+their template contexts from these pieces; ``vizpipe.pipeline.report.templating`` renders them.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def _thumbnail(path: str, mtime_ns: int, size: int, px: int, cache: str | None =
     """A data URI of the picture downscaled to ``px`` (cached per file version in this process).
 
     ``cache``: a folder keeping the downscaled PNGs (``<sweep>/.thumbs/``), keyed by path, mtime,
-    size and ``px``, so a rebuilt index (another process, ``python -m pipeline.report``) does not
+    size and ``px``, so a rebuilt index (another process, ``python -m vizpipe.report``) does not
     decode and resize every picture again. Pictures already small enough are embedded as they are.
     """
     import io
@@ -205,7 +205,7 @@ def _thumbnail(path: str, mtime_ns: int, size: int, px: int, cache: str | None =
                 small.save(buf, format="PNG")
                 raw, mime = buf.getvalue(), "image/png"
                 if kept is not None:
-                    from pipeline.files import write_atomic
+                    from vizpipe.pipeline.files import write_atomic
 
                     kept.parent.mkdir(parents=True, exist_ok=True)
                     write_atomic(kept, raw)

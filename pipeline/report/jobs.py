@@ -1,7 +1,7 @@
-"""A sweep's job folders, read for the sweep index (``pipeline.report.sweep``).
+"""A sweep's job folders, read for the sweep index (``vizpipe.pipeline.report.sweep``).
 
 Per job: its overrides, status, errors, key (and ranked) scalars, preview pictures and mergeable
-tables (``pipeline.report.merge``), from its ``manifest.json`` only (a job folder without one is a
+tables (``vizpipe.pipeline.report.merge``), from its ``manifest.json`` only (a job folder without one is a
 failed job). Linear in jobs: one manifest read per job, and only the pictures, scalars and tables
 the index shows are parsed into records.
 """
@@ -13,9 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.manifest import MANIFEST
-from pipeline.report.common import REPORT_HTML, REPORT_MD, read_json, read_text, read_yaml, record_error
-from pipeline.stage import Picture, Scalar, Table, from_dict
+from vizpipe.pipeline.manifest import MANIFEST
+from vizpipe.pipeline.report.common import (
+    REPORT_HTML,
+    REPORT_MD,
+    read_json,
+    read_text,
+    read_yaml,
+    record_error,
+)
+from vizpipe.pipeline.stage import Picture, Scalar, Table, from_dict
 
 
 @dataclass

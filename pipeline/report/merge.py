@@ -2,7 +2,7 @@
 
 ``python run.py -m input.shard=0/4,1/4,2/4,3/4 ...`` runs one data set as four jobs. The sweep
 index groups the jobs whose overrides differ only in ``input.shard`` and merges the tables their
-stages marked mergeable (``pipeline.stage.Merge``: key columns, a weight column, summed columns,
+stages marked mergeable (``vizpipe.pipeline.stage.Merge``: key columns, a weight column, summed columns,
 weighted means), e.g. the CAM stage's per-class table: images summed, accuracy and mean score
 weighted by images. Nothing here knows a stage; it reads the ``StageResult`` records in the
 manifests, as the rest of the index does.
@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.report.jobs import JobData, split_override
-from pipeline.stage import Table
+from vizpipe.pipeline.report.jobs import JobData, split_override
+from vizpipe.pipeline.stage import Table
 
 SHARD_KEY = "input.shard"
 

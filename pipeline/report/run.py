@@ -3,7 +3,7 @@
 Everything is read from disk (``manifest.json`` with each stage's ``StageResult`` record,
 ``.hydra/``), so a report can be rebuilt at any time by any process. ``run_context`` prepares
 plain data for ``templates/run.html.j2`` and ``templates/run.md.j2``: the run header, one generic
-section per stage (``pipeline.report.sections``), the provenance and the manifest.
+section per stage (``vizpipe.pipeline.report.sections``), the provenance and the manifest.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.manifest import MANIFEST
-from pipeline.report.common import (
+from vizpipe.pipeline.manifest import MANIFEST
+from vizpipe.pipeline.report.common import (
     MIME,
     Alert,
     fmt_num,
@@ -23,8 +23,8 @@ from pipeline.report.common import (
     read_yaml,
     record_error,
 )
-from pipeline.report.sections import StageView, fragment_paths, render_fragment, stage_view
-from pipeline.stage import Picture, StageResult
+from vizpipe.pipeline.report.sections import StageView, fragment_paths, render_fragment, stage_view
+from vizpipe.pipeline.stage import Picture, StageResult
 
 
 @dataclass
@@ -114,7 +114,7 @@ def collect_run(run_dir: Path | str) -> RunData:
 
 def settings_from_config(config: dict[str, Any] | None) -> Any:
     """``ReportConfig`` from a recorded config's ``report`` node (unknown keys ignored)."""
-    from pipeline.schema import ReportConfig
+    from vizpipe.pipeline.schema import ReportConfig
 
     node = (config or {}).get("report") or {}
     known = {f.name for f in fields(ReportConfig)}
@@ -180,7 +180,7 @@ def _provenance(data: RunData) -> dict[str, Any]:
     run = str(m.get("run_dir") or data.run_dir)
     rerun = (
         f"python run.py --config-path {shlex.quote(run + '/.hydra')} --config-name config\n"
-        f"python -m pipeline.reproduce {shlex.quote(run)}   # into a new folder, then compares"
+        f"python -m vizpipe.reproduce {shlex.quote(run)}   # into a new folder, then compares"
     )
     git = m.get("git") if isinstance(m.get("git"), dict) else None
     prov = m.get("provenance") or {}

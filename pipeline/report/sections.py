@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.report.common import (
+from vizpipe.pipeline.report.common import (
     Alert,
     Cell,
     PictureView,
@@ -23,8 +23,8 @@ from pipeline.report.common import (
     record_error,
     url,
 )
-from pipeline.report.templating import environment
-from pipeline.stage import Picture, StageResult, Table
+from vizpipe.pipeline.report.templating import environment
+from vizpipe.pipeline.stage import Picture, StageResult, Table
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def fragment_paths() -> dict[str, Path]:
     Empty when discovery fails: the report then renders every stage generically.
     """
     try:
-        from pipeline.registry import stage_classes
+        from vizpipe.pipeline.registry import stage_classes
 
         classes = stage_classes()
     except Exception as exc:  # noqa: BLE001 - a broken plugin must not cost the report

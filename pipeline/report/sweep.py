@@ -1,14 +1,14 @@
 """The sweep index: ``<sweep_dir>/index.html``, built only from the job folders' manifests.
 
-Written by ``pipeline.callbacks.SweepReportCallback`` when the sweep ends, and rebuildable at any
-time: ``python -m pipeline.report <sweep_dir>``.
+Written by ``vizpipe.pipeline.callbacks.SweepReportCallback`` when the sweep ends, and rebuildable at any
+time: ``python -m vizpipe.report <sweep_dir>``.
 
-Collect (``pipeline.report.jobs.collect_sweep``), then build the context of
+Collect (``vizpipe.pipeline.report.jobs.collect_sweep``), then build the context of
 ``templates/sweep.html.j2`` here (``sweep_context``: job table with the key numbers, comparison
 grids over the swept keys, merged shards, leaderboard). Thumbnails, the main cost, are cached per
 picture file (path, mtime, size): in the process, and on disk in ``<sweep>/.thumbs/`` (only
 pictures larger than ``THUMB_PX`` are downscaled and kept), so a rebuilt index resizes nothing
-twice. Written once per sweep: ``pipeline.callbacks`` says when.
+twice. Written once per sweep: ``vizpipe.pipeline.callbacks`` says when.
 """
 
 from __future__ import annotations
@@ -17,9 +17,18 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from pipeline.report.common import REPORT_HTML, THUMB_PX, THUMBS, Alert, PictureView, embed, fmt_num, url
-from pipeline.report.jobs import JobData, SweepData, split_override
-from pipeline.stage import Scalar
+from vizpipe.pipeline.report.common import (
+    REPORT_HTML,
+    THUMB_PX,
+    THUMBS,
+    Alert,
+    PictureView,
+    embed,
+    fmt_num,
+    url,
+)
+from vizpipe.pipeline.report.jobs import JobData, SweepData, split_override
+from vizpipe.pipeline.stage import Scalar
 
 ARROWS = {"higher": "↑", "lower": "↓"}
 
@@ -197,7 +206,7 @@ def sweep_context(data: SweepData) -> dict[str, Any]:
         "swept": data.swept,
         "common": common,
         "started": created[0] if created else "–",
-        "rebuild": f"python -m pipeline.report {shlex.quote(str(data.sweep_dir))}",
+        "rebuild": f"python -m vizpipe.report {shlex.quote(str(data.sweep_dir))}",
         "alerts": alerts,
         "key_columns": [f"{n} {arrows[n]}".rstrip() for n in key_names],
         "jobs": table,
@@ -210,8 +219,8 @@ def sweep_context(data: SweepData) -> dict[str, Any]:
 
 def _shards(data: SweepData) -> list[dict[str, Any]]:
     """The merged tables of each data set run as shards (``input.shard``), formatted."""
-    from pipeline.report.merge import shard_groups
-    from pipeline.report.sections import table_view
+    from vizpipe.pipeline.report.merge import shard_groups
+    from vizpipe.pipeline.report.sections import table_view
 
     return [
         {

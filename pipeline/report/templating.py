@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.report.common import badge_class, fmt_mb, fmt_num, fmt_seconds, fmt_shape, url
+from vizpipe.pipeline.report.common import badge_class, fmt_mb, fmt_num, fmt_seconds, fmt_shape, url
 
 if TYPE_CHECKING:
     import jinja2

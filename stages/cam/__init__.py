@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List
 
-from pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.stage import Stage, StageResult
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
-    from stages.cam.plan import CamPlan
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.stages.cam.plan import CamPlan
 
 
 @dataclass
@@ -70,21 +70,21 @@ class CamStage(Stage):
 
     def check(self, settings: CamConfig, cfg: Any) -> None:
         """Method, metrics, kwargs, numbers and value types, before the model is built."""
-        from stages.cam.plan import check_settings
+        from vizpipe.stages.cam.plan import check_settings
 
         check_settings(settings)
 
     def validate(self, ctx: RunContext, settings: CamConfig) -> None:
         """Resolve the layers and classes against the model before any stage runs."""
-        from stages.cam.plan import make_plan
+        from vizpipe.stages.cam.plan import make_plan
 
         self.plan = make_plan(ctx, settings)
 
     def run(self, ctx: RunContext, settings: CamConfig) -> StageResult:
         """Stream the data set: compute and write every map, then cam.json."""
-        from stages.cam.compute import collect
-        from stages.cam.plan import make_plan
-        from stages.cam.render import MapWriter, document, result
+        from vizpipe.stages.cam.compute import collect
+        from vizpipe.stages.cam.plan import make_plan
+        from vizpipe.stages.cam.render import MapWriter, document, result
 
         plan = self.plan or make_plan(ctx, settings)
         images, passes, _seconds = collect(ctx, settings, plan, MapWriter(ctx, float(settings.image_weight)))

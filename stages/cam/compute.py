@@ -1,12 +1,12 @@
 """Compute the maps, batch by batch, and write each image's files as soon as its maps exist.
 
 One ``CamRunner`` per layer group holds the library's object and hooks for the whole stream;
-per batch it returns the maps of every class set (``pipeline.gradcam.adapter``), the configured
+per batch it returns the maps of every class set (``vizpipe.pipeline.gradcam.adapter``), the configured
 metrics run on them while the CAM object exists, and ``write_maps`` saves the overlay, heatmap
 and raw ``.npy`` of each map. Only small per-map rows stay in memory (``CamImage``).
 
 Localisation metrics (data sets that know where the object is, e.g. ``input=shapes``):
-``pointing_game`` and ``energy_in_box`` (``pipeline.gradcam.localisation``; the box grows by
+``pointing_game`` and ``energy_in_box`` (``vizpipe.pipeline.gradcam.localisation``; the box grows by
 ``cam.pointing_tolerance`` × the image side).
 """
 
@@ -20,21 +20,19 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from pipeline.files import finite
-from pipeline.gradcam.adapter import CamRunner, quiet_library_bars
-from pipeline.gradcam.localisation import localisation
-from pipeline.gradcam.methods import METRICS, compute_metric
-from pipeline.names import slug
-from stages.cam import share
-from stages.cam.plan import CamPlan
-from stages.cam.record import CamImage, CamMap, Prediction
+from vizpipe.pipeline.files import finite
+from vizpipe.pipeline.gradcam.adapter import CamRunner, quiet_library_bars
+from vizpipe.pipeline.gradcam.localisation import localisation
+from vizpipe.pipeline.gradcam.methods import METRICS, compute_metric
+from vizpipe.pipeline.names import slug
+from vizpipe.stages.cam import share
+from vizpipe.stages.cam.plan import CamPlan
+from vizpipe.stages.cam.record import CamImage, CamMap, Prediction
 
 if TYPE_CHECKING:
     import torch
-
-    from pipeline.context import RunContext
-    from pipeline.inputs import Batch
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.inputs import Batch
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +147,10 @@ def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[
     """Every map of every image: (images with their map rows, forward passes, seconds).
 
     ``write(batch, i, row, cam)`` is called for each map as soon as it is computed
-    (``stages.cam.render.MapWriter``): it saves the files and returns ``row`` with their paths.
+    (``vizpipe.stages.cam.render.MapWriter``): it saves the files and returns ``row`` with their paths.
     """
     from tqdm import tqdm
-
-    from pipeline.hooks import preserved
+    from vizpipe.pipeline.hooks import preserved
 
     n = len(ctx.inputs)
     images: dict[int, CamImage] = {}
@@ -231,8 +228,7 @@ def _compute(
 ) -> tuple[torch.Tensor, list[list[int]], list[tuple[np.ndarray, list[np.ndarray] | None]]]:
     """One slice's outputs, class sets and maps (per class set: averaged and per-layer maps)."""
     import torch
-
-    from pipeline.layers import model_output
+    from vizpipe.pipeline.layers import model_output
 
     logits = None
     if not runner.one_forward:

@@ -10,12 +10,12 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError, unknown_choice
-from pipeline.gradcam.layers import CamLayer, LayoutReshape, resolve_cam_layers
-from pipeline.gradcam.methods import MethodSpec, resolve_method, resolve_metrics
+from vizpipe.pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.gradcam.layers import CamLayer, LayoutReshape, resolve_cam_layers
+from vizpipe.pipeline.gradcam.methods import MethodSpec, resolve_method, resolve_metrics
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
+    from vizpipe.pipeline.context import RunContext
 
 #: constructor parameters vizpipe sets itself (not allowed in cam.kwargs)
 RESERVED = ("self", "model", "target_layers", "reshape_transform")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.stage import from_dict
+from vizpipe.pipeline.stage import from_dict
 
 __all__ = ["CamDoc", "CamImage", "CamMap", "ClassSummary", "Prediction"]
 

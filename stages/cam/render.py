@@ -13,17 +13,16 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from pipeline.gradcam.localisation import LOCALISATION
-from pipeline.gradcam.methods import METRICS
-from pipeline.stage import Merge, Picture, Scalar, StageResult, Table
-from stages.cam.compute import file_stem
-from stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
+from vizpipe.pipeline.gradcam.localisation import LOCALISATION
+from vizpipe.pipeline.gradcam.methods import METRICS
+from vizpipe.pipeline.stage import Merge, Picture, Scalar, StageResult, Table
+from vizpipe.stages.cam.compute import file_stem
+from vizpipe.stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
-    from pipeline.inputs import Batch
-    from stages.cam.plan import CamPlan
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.inputs import Batch
+    from vizpipe.stages.cam.plan import CamPlan
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,7 @@ class MapWriter:
     def __call__(self, batch: Batch, i: int, row: CamMap, cam: np.ndarray) -> CamMap:
         """Write the files of map ``cam`` (H, W) of image ``i`` of ``batch``."""
         from pytorch_grad_cam.utils.image import show_cam_on_image
-
-        from pipeline.render import save_png
+        from vizpipe.pipeline.render import save_png
 
         stem = file_stem(row.layer, row.target, row.target_name)
         rel = f"cam/{batch.names[i]}/{stem}"
@@ -112,7 +110,7 @@ def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImag
     fullgrad = plan.groups[0][0] == "bias_layers"
     names = list(plan.metrics) + [k for k in LOCALISATION if k in means]
     metric_targets = {}
-    from stages.cam.compute import metric_target_text
+    from vizpipe.stages.cam.compute import metric_target_text
 
     for name in names:
         metric_targets[name] = metric_target_text(name, ctx) if name in METRICS else "the object's box"
@@ -139,7 +137,7 @@ def _better(name: str) -> str | None:
 
 def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     """The stage's record: per-image tables and pictures (a sample), class aggregates, key numbers."""
-    from pipeline.files import write_atomic
+    from vizpipe.pipeline.files import write_atomic
 
     write_atomic(ctx.claim("cam/cam.json"), doc.to_json())
     pictures: list[Picture] = []

@@ -2,7 +2,7 @@
 
 ``python run.py -m cam.layer=layer1,layer2,layer3,layer4 cam.target_class=1,207,281`` runs 12 jobs
 in one process (Hydra's basic launcher) on one cached build of the model and inputs
-(``pipeline.cache``). A gradient method's backward pass from a class reaches every layer of the
+(``vizpipe.pipeline.cache``). A gradient method's backward pass from a class reaches every layer of the
 sweep at once, so the first job for a class hooks all of them: its own map is computed as before,
 and the maps of the sweep's other layers are kept with the build (``RunContext.shared``), each
 handed to the one later job that asks for that layer; that job then runs no forward pass at all.
@@ -31,15 +31,14 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import VizpipeError
+from vizpipe.pipeline.errors import VizpipeError
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
-
-    from pipeline.context import RunContext
-    from pipeline.gradcam.layers import CamLayer
-    from stages.cam.plan import CamPlan
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.gradcam.layers import CamLayer
+    from vizpipe.stages.cam.plan import CamPlan
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ Kept = tuple["torch.Tensor", list[list[int]], list[tuple["np.ndarray", None]]]
 
 def siblings(ctx: RunContext, settings: Any, plan: CamPlan) -> list[CamLayer]:
     """The sweep's other layers to compute in this job's pass (empty: compute this job alone)."""
-    from pipeline.gradcam.layers import resolve_cam_layers
+    from vizpipe.pipeline.gradcam.layers import resolve_cam_layers
 
     values = [str(v) for v in ctx.sweep.get(SWEPT_KEY, [])]
     spec = plan.method

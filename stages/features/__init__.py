@@ -2,14 +2,14 @@
 
 The seed registers a ``Hook`` on ``model.features[idx]``, keeps every output (and input:
 ``features_in_hook``) and draws the first 100 channels of image 0 with one
-``plt.subplot(10, 10, k + 1)`` each. Here forward hooks (``pipeline.hooks.capture``) on the layers
+``plt.subplot(10, 10, k + 1)`` each. Here forward hooks (``vizpipe.pipeline.hooks.capture``) on the layers
 named by ``features.layers`` copy each layer's OWN output (``features.capture``: its input too)
 inside the hook, before a following ``ReLU(inplace=True)`` can overwrite it. The data set is
 streamed batch by batch (``input.batch_size``): each batch runs one no-grad forward pass, its
 captures are drawn and appended to the ``.npy`` files at once, then dropped. A layer called
 several times per forward is captured at its first call (with a warning).
 
-Layouts (``pipeline.layers``): CNN outputs are N×C×H×W; channels-last outputs (Swin,
+Layouts (``vizpipe.pipeline.layers``): CNN outputs are N×C×H×W; channels-last outputs (Swin,
 N×H×W×C) have their channels moved first; transformer tokens (ViT, N×(1+H·W)×C) lose their class
 token and are laid on the patch grid. The ``.npy`` keeps the layer's own output as it is; grids
 and statistics use the maps; the report says which reshape was used.
@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, List
 
-from pipeline.errors import ConfigError
-from pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.stage import Stage, StageResult
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
-    from pipeline.layers import Layout
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.layers import Layout
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class FeaturesStage(Stage):
 
     def check(self, settings: FeaturesConfig, cfg: Any) -> None:
         """Limits, the colormap and a non-empty layer list."""
-        from pipeline.render import check_cmap
+        from vizpipe.pipeline.render import check_cmap
 
         for key in ("max_channels", "tile_px"):
             value = getattr(settings, key)
@@ -146,16 +146,16 @@ class FeaturesStage(Stage):
 
     def run(self, ctx: RunContext, settings: FeaturesConfig) -> StageResult:
         """Stream the data set; each batch's captures are drawn, saved and dropped."""
-        from stages.features.collect import collect
-        from stages.features.render import render
+        from vizpipe.stages.features.collect import collect
+        from vizpipe.stages.features.render import render
 
         return render(ctx, settings, collect(ctx, settings, plan(ctx, settings)))
 
 
 def plan(ctx: RunContext, settings: FeaturesConfig) -> list[Target]:
     """The tensors to capture, in order, with their layouts (uses the probe; no heavy work)."""
-    from pipeline.layers import infer_layout, resolve_layers, spatial_layouts
-    from pipeline.names import unique_slugs
+    from vizpipe.pipeline.layers import infer_layout, resolve_layers, spatial_layouts
+    from vizpipe.pipeline.names import unique_slugs
 
     probe = ctx.probe()
     kinds = ["output", "input"] if settings.capture.value == "both" else [settings.capture.value]

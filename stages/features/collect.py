@@ -11,9 +11,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
-
-    from pipeline.context import RunContext
-    from stages.features import FeaturesConfig, Target
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.stages.features import FeaturesConfig, Target
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +64,9 @@ def _open_npy(path: Path, shape: tuple[int, ...], dtype: str) -> BinaryIO:
 def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) -> list[Accumulator]:
     """Stream every batch through the model with the hooks on; draw and save as captures arrive."""
     import torch
-
-    from pipeline.hooks import capture, preserved
-    from pipeline.layers import to_nchw
-    from pipeline.render import colormap_levels, colormap_lut
+    from vizpipe.pipeline.hooks import capture, preserved
+    from vizpipe.pipeline.layers import to_nchw
+    from vizpipe.pipeline.render import colormap_levels, colormap_lut
 
     ctx.stage_dir("features")
     lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)
@@ -144,9 +142,9 @@ def feature_grid(
 
     ``normalize="channel"``: each map min..max on its own; ``"layer"``: ``layer_range`` (the
     min and max over the whole layer for this image; default: over ``maps``). ``levels`` is
-    ``pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
+    ``vizpipe.pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
     """
-    from pipeline.render import (
+    from vizpipe.pipeline.render import (
         color_index,
         finite_range,
         grid_columns,
@@ -176,7 +174,7 @@ def draw_batch(
     levels: int,
 ) -> None:
     """One grid per image of the batch: ``features/<stem>__<image>.png``."""
-    from pipeline.render import finite_range, save_png
+    from vizpipe.pipeline.render import finite_range, save_png
 
     normalize = settings.normalize.value
     for i, image in enumerate(names):

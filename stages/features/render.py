@@ -6,13 +6,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from pipeline.stage import Histogram, Picture, Scalar, StageResult, Table
+from vizpipe.pipeline.stage import Histogram, Picture, Scalar, StageResult, Table
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
-    from stages.features import FeaturesConfig
-    from stages.features.collect import Accumulator
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.stages.features import FeaturesConfig
+    from vizpipe.stages.features.collect import Accumulator
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ FLOAT16_MAX = 65504.0
 
 def render(ctx: RunContext, settings: FeaturesConfig, accs: list[Accumulator]) -> StageResult:
     """Write ``features/stats.json``; return the record (tables, pictures, scalars, histograms)."""
-    from pipeline.files import finite, write_json
+    from vizpipe.pipeline.files import finite, write_json
 
     layers: dict[str, Any] = {}
     pictures: list[Picture] = []

@@ -23,7 +23,7 @@ each earlier text's ``tag``,              text        e.g. ``summary/torchinfo``
                                                       ``params`` -> their key numbers
 ========================================  ==========  ===========================================
 
-Tag parts are made safe (``pipeline.names``) and unique. Everything is at the step each record
+Tag parts are made safe (``vizpipe.pipeline.names``) and unique. Everything is at the step each record
 says (0 for a look at one model). ``add_hparams`` opens a timestamped sub-run in both libraries,
 so the hparams summaries are written through the run's own writer; two tensorboardX writers
 opened in the same second in one folder share a file name, so there is one writer and its file
@@ -36,12 +36,12 @@ import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError
-from pipeline.events import PACKAGES, TBBackend, backend_value
-from pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.tensorboard_io import PACKAGES, TBBackend, backend_value
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
+    from vizpipe.pipeline.context import RunContext
 
 
 @dataclass
@@ -87,8 +87,8 @@ class TensorBoardStage(Stage):
 
     def run(self, ctx: RunContext, settings: TensorboardConfig) -> StageResult:
         """Collect what to log from the context and earlier stages' records, then write one file."""
-        from stages.tensorboard.collect import collect
-        from stages.tensorboard.write import render
+        from vizpipe.stages.tensorboard.collect import collect
+        from vizpipe.stages.tensorboard.write import render
 
         return render(ctx, settings, collect(ctx, settings))
 

@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.names import slug, unique_slugs
+from vizpipe.pipeline.names import slug, unique_slugs
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from pipeline.context import RunContext
-    from stages.tensorboard import TensorboardConfig
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.stages.tensorboard import TensorboardConfig
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +139,13 @@ def _activations(ctx: RunContext, data: Collected) -> None:
 
 
 def _scalar(name: str, value: float) -> Any:
-    from pipeline.stage import Scalar
+    from vizpipe.pipeline.stage import Scalar
 
     return Scalar(name, value)
 
 
 def _histogram(name: str, values: list[float]) -> Any:
-    from pipeline.stage import Histogram
+    from vizpipe.pipeline.stage import Histogram
 
     return Histogram(name, values)
 
@@ -155,12 +154,11 @@ def capture_block_stats(ctx: RunContext) -> dict[str, dict[str, Any]]:
     """Activation statistics of the model's blocks from one no-grad pass over the first batch.
 
     Mean, max and the fraction of exact zeros, plus each channel's mean; channels-last and token
-    outputs are laid out as maps first (``pipeline.layers``), so statistics are per channel.
+    outputs are laid out as maps first (``vizpipe.pipeline.layers``), so statistics are per channel.
     """
     import torch
-
-    from pipeline.hooks import capture, preserved
-    from pipeline.layers import spatial_layouts, to_nchw
+    from vizpipe.pipeline.hooks import capture, preserved
+    from vizpipe.pipeline.layers import spatial_layouts, to_nchw
 
     layouts = spatial_layouts(ctx.model, ctx.probe())
     names = [n for n in ctx.blocks() if n in layouts]
@@ -191,8 +189,7 @@ def trace_graph(ctx: RunContext) -> tuple[bytes | None, str | None]:
     cannot be traced never fails the run.
     """
     import torch
-
-    from pipeline.hooks import preserved
+    from vizpipe.pipeline.hooks import preserved
 
     out = io.StringIO()
     try:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pipeline.events import histogram_raw, open_writer
-from pipeline.stage import StageResult, Table, Text
+from vizpipe.pipeline.stage import StageResult, Table, Text
+from vizpipe.pipeline.tensorboard_io import histogram_raw, open_writer
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
-    from stages.tensorboard import TensorboardConfig
-    from stages.tensorboard.collect import Collected
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.stages.tensorboard import TensorboardConfig
+    from vizpipe.stages.tensorboard.collect import Collected
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _add_hparams(backend: str, writer: Any, hp: dict[str, str], metrics: dict[st
 
 def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> StageResult:
     """Write everything through one writer (closed in ``finally``); return the record."""
-    from stages.tensorboard import backend_name
+    from vizpipe.stages.tensorboard import backend_name
 
     backend = backend_name(settings)
     out = ctx.stage_dir(LOGDIR)

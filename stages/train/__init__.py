@@ -30,12 +30,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict
 
-from pipeline.events import TBBackend
-from pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.tensorboard_io import TBBackend
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
-    from stages.train.plan import TrainPlan
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.stages.train.plan import TrainPlan
 
 
 @dataclass
@@ -95,19 +95,19 @@ class TrainStage(Stage):
 
     def check(self, settings: TrainConfig, cfg: Any) -> None:
         """Numbers, optimizer/scheduler nodes, the CAM method, and an input with splits."""
-        from stages.train.plan import check_settings
+        from vizpipe.stages.train.plan import check_settings
 
         check_settings(settings, cfg)
 
     def validate(self, ctx: RunContext, settings: TrainConfig) -> None:
         """Classes vs outputs, the CAM layer, and a dry build of the optimizer and scheduler."""
-        from stages.train.plan import make_plan
+        from vizpipe.stages.train.plan import make_plan
 
         self.plan = make_plan(ctx, settings)
 
     def run(self, ctx: RunContext, settings: TrainConfig) -> StageResult:
         """Train, log, draw and record (see the module docstring)."""
-        from stages.train.loop import train
-        from stages.train.plan import make_plan
+        from vizpipe.stages.train.loop import train
+        from vizpipe.stages.train.plan import make_plan
 
         return train(ctx, settings, self.plan or make_plan(ctx, settings))

@@ -26,14 +26,13 @@ import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from pipeline.events import backend_value, histogram_raw, open_writer
+from vizpipe.pipeline.tensorboard_io import backend_value, histogram_raw, open_writer
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
-
-    from pipeline.context import RunContext
+    from vizpipe.pipeline.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +125,7 @@ class Board:
         if not self.graph_on:
             return
         import torch
-
-        from pipeline.hooks import preserved
+        from vizpipe.pipeline.hooks import preserved
 
         said = io.StringIO()
         try:

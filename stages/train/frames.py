@@ -8,9 +8,9 @@ epoch: logged to TensorBoard with step = epoch, and put side by side in one stri
 ``measure`` scores the visualised images (``ctx.inputs``, the split the CAM stage sees) with the
 same method for each image's top-1 class, as the CAM stage does by default: top-1 accuracy and,
 when the data set knows the object boxes, the pointing game and energy in box
-(``pipeline.gradcam.localisation``). The train stage measures before and after training.
+(``vizpipe.pipeline.gradcam.localisation``). The train stage measures before and after training.
 
-Both run the model in eval mode inside ``pipeline.hooks.preserved``: training mode, gradients,
+Both run the model in eval mode inside ``vizpipe.pipeline.hooks.preserved``: training mode, gradients,
 ``requires_grad`` and buffers are as they were afterwards, so drawing never changes training.
 """
 
@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from pipeline.names import unique_slugs
+from vizpipe.pipeline.names import unique_slugs
 
 if TYPE_CHECKING:
     import torch
-
-    from pipeline.context import RunContext
-    from pipeline.inputs import Inputs
-    from stages.train.plan import TrainPlan
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.inputs import Inputs
+    from vizpipe.stages.train.plan import TrainPlan
 
 STRIP_FACTOR = 2  # strips are drawn at twice the input's size (nearest neighbour)
 
@@ -48,10 +46,9 @@ def cam_maps(
 ) -> tuple[Any, np.ndarray]:
     """(logits (B, K), maps (B, H, W)) of ``x`` for ``classes`` (None: each top-1), in eval mode."""
     import torch
-
-    from pipeline.gradcam.adapter import CamRunner, quiet_library_bars
-    from pipeline.hooks import preserved
-    from pipeline.layers import model_output
+    from vizpipe.pipeline.gradcam.adapter import CamRunner, quiet_library_bars
+    from vizpipe.pipeline.hooks import preserved
+    from vizpipe.pipeline.layers import model_output
 
     assert plan.method is not None, "cam_maps needs a CAM method"
     model = ctx.model
@@ -105,7 +102,7 @@ class CamFrames:
 
     def strips(self) -> list[tuple[str, str, np.ndarray]]:
         """Per image: (name, caption, strip (H, W, 3) uint8), epoch 0 on the left."""
-        from pipeline.render import tile_grid
+        from vizpipe.pipeline.render import tile_grid
 
         if self.batch is None or not self.epochs:
             return []
@@ -135,7 +132,7 @@ def measure(ctx: RunContext, plan: TrainPlan, tolerance: float) -> dict[str, flo
     """On ``ctx.inputs``: top-1 accuracy and, with boxes, the pointing game, energy in box and
     ``chance`` (the pointing game of a uniformly random point: the mean share of the image the
     grown box covers)."""
-    from pipeline.gradcam.localisation import localisation
+    from vizpipe.pipeline.gradcam.localisation import localisation
 
     hits: list[float] = []
     energy: list[float] = []

@@ -1,7 +1,7 @@
 """The training loop: epochs over the train split, validation, logging, checkpoints, faults.
 
 ``train`` is the stage's body: it builds the train and val splits of the configured data set
-(``pipeline.inputs.build_split``), measures the CAM method on the visualised images, runs ``fit``
+(``vizpipe.pipeline.inputs.build_split``), measures the CAM method on the visualised images, runs ``fit``
 with the TensorBoard writers open, measures again and returns the record (``result.py``).
 
 ``fit`` trains ``ctx.model`` in place. The DataLoader shuffles with its own ``torch.Generator``
@@ -22,18 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import VizpipeError
+from vizpipe.pipeline.errors import VizpipeError
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from pipeline.context import RunContext
-    from pipeline.inputs import Inputs
-    from pipeline.stage import StageResult
-    from stages.train.board import Board
-    from stages.train.frames import CamFrames
-    from stages.train.plan import TrainPlan
-    from stages.train.record import History
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.inputs import Inputs
+    from vizpipe.pipeline.stage import StageResult
+    from vizpipe.stages.train.board import Board
+    from vizpipe.stages.train.frames import CamFrames
+    from vizpipe.stages.train.plan import TrainPlan
+    from vizpipe.stages.train.record import History
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +76,12 @@ def settings_doc(settings: Any) -> dict[str, Any]:
 def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
     """Train ``ctx.model`` in place and return the stage's record (see the module docstring)."""
     import torch
-
-    from pipeline.build.model import nonfinite_parameters
-    from pipeline.inputs import build_split
-    from stages.train.board import Board
-    from stages.train.frames import CamFrames, measure
-    from stages.train.record import CHECKPOINT, HISTORY, History, Localisation, load_state
-    from stages.train.result import result
+    from vizpipe.pipeline.factory.model import nonfinite_parameters
+    from vizpipe.pipeline.inputs import build_split
+    from vizpipe.stages.train.board import Board
+    from vizpipe.stages.train.frames import CamFrames, measure
+    from vizpipe.stages.train.record import CHECKPOINT, HISTORY, History, Localisation, load_state
+    from vizpipe.stages.train.result import result
 
     splits = {s: build_split(ctx.inputs, s) for s in ("train", "val")}
     history = History(
@@ -156,10 +154,9 @@ def fit(
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
-
-    from pipeline.layers import model_output
-    from stages.train.plan import make_optimizer, make_scheduler
-    from stages.train.record import EpochRecord, save_checkpoint
+    from vizpipe.pipeline.layers import model_output
+    from vizpipe.stages.train.plan import make_optimizer, make_scheduler
+    from vizpipe.stages.train.record import EpochRecord, save_checkpoint
 
     model = ctx.model
     bs, workers = int(settings.batch_size), int(settings.workers)
@@ -251,8 +248,7 @@ def fit(
 def evaluate(model: nn.Module, loader: Any, device: Any) -> tuple[float | None, float | None]:
     """Mean cross-entropy and top-1 accuracy over ``loader`` in eval mode, without gradients."""
     import torch
-
-    from pipeline.layers import model_output
+    from vizpipe.pipeline.layers import model_output
 
     model.eval()
     loss_sum, hits, seen = 0.0, 0, 0

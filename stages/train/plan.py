@@ -4,7 +4,7 @@
 starts); ``make_plan`` resolves the rest against the model, and builds the optimizer and
 scheduler once on the real parameters (then drops them), so a wrong ``_target_`` or argument
 fails before any stage runs. Optimizer and scheduler are built only through
-``pipeline.build.targets.instantiate``.
+``vizpipe.pipeline.factory.targets.instantiate``.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError
+from vizpipe.pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-    from pipeline.context import RunContext
-    from pipeline.gradcam.layers import CamLayer
-    from pipeline.gradcam.methods import MethodSpec
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.gradcam.layers import CamLayer
+    from vizpipe.pipeline.gradcam.methods import MethodSpec
 
 #: optimizer arguments the stage sets itself
 OPTIMIZER_OWN = ("params", "lr")
@@ -78,8 +77,8 @@ def _target_node(node: Any, key: str, own: tuple[str, ...]) -> dict[str, Any]:
 
 def check_settings(settings: Any, cfg: Any = None) -> None:
     """The rules needing only the config: numbers, ``_target_`` nodes, CAM method, input kind."""
-    from pipeline.events import PACKAGES, backend_value
-    from pipeline.gradcam.methods import resolve_method
+    from vizpipe.pipeline.gradcam.methods import resolve_method
+    from vizpipe.pipeline.tensorboard_io import PACKAGES, backend_value
 
     _positive(settings, "epochs", 1, ">= 1")
     _positive(settings, "max_steps", 1, ">= 1 or null (no cap)")
@@ -116,7 +115,7 @@ def check_settings(settings: Any, cfg: Any = None) -> None:
 
 
 def _check_input_kind(kind: str) -> None:
-    from pipeline.inputs import split_kinds
+    from vizpipe.pipeline.inputs import split_kinds
 
     if kind not in split_kinds():
         raise ConfigError(
@@ -132,8 +131,8 @@ def uses_cam(settings: Any) -> bool:
 
 def make_plan(ctx: RunContext, settings: Any) -> TrainPlan:
     """Resolve against the model and data: classes vs outputs, logits, CAM layer, optimizer."""
-    from pipeline.gradcam.layers import resolve_cam_layers
-    from pipeline.gradcam.methods import resolve_method
+    from vizpipe.pipeline.gradcam.layers import resolve_cam_layers
+    from vizpipe.pipeline.gradcam.methods import resolve_method
 
     check_settings(settings)
     _check_input_kind(ctx.inputs.kind)
@@ -163,7 +162,7 @@ def make_plan(ctx: RunContext, settings: Any) -> TrainPlan:
 
 def make_optimizer(model: nn.Module, settings: Any) -> torch.optim.Optimizer:
     """``train.optimizer`` on the model's trainable parameters with ``lr=train.lr``."""
-    from pipeline.build.targets import instantiate
+    from vizpipe.pipeline.factory.targets import instantiate
 
     node = _target_node(settings.optimizer, "optimizer", OPTIMIZER_OWN)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -181,7 +180,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, settings: Any, total_steps:
     them out: ``total_steps`` (OneCycleLR) and ``T_max`` (CosineAnnealingLR) = the steps the run
     will take, ``max_lr`` (OneCycleLR, CyclicLR) = ``train.lr``.
     """
-    from pipeline.build.targets import instantiate
+    from vizpipe.pipeline.factory.targets import instantiate
 
     if settings.scheduler is None:
         return None

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.files import write_atomic
-from pipeline.stage import from_dict
+from vizpipe.pipeline.files import write_atomic
+from vizpipe.pipeline.stage import from_dict
 
 if TYPE_CHECKING:
     from torch import nn

@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
-from pipeline.stage import Picture, Scalar, StageResult, Table, Text
+from vizpipe.pipeline.stage import Picture, Scalar, StageResult, Table, Text
 
 if TYPE_CHECKING:
-    from pipeline.context import RunContext
-    from stages.train.frames import CamFrames
-    from stages.train.record import History
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.stages.train.frames import CamFrames
+    from vizpipe.stages.train.record import History
 
 CURVES = "train/curves.png"
 STRIPS = "train/cam_over_time"
@@ -30,8 +30,7 @@ def write_curves(ctx: RunContext, history: History) -> str | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-
-    from pipeline.files import write_atomic
+    from vizpipe.pipeline.files import write_atomic
 
     epochs = [r.epoch for r in history.epochs]
     fig = Figure(figsize=(8, 3), dpi=100)
@@ -57,8 +56,8 @@ def result(
     ctx: RunContext, settings: Any, history: History, events: list[str], frames: CamFrames
 ) -> StageResult:
     """The record of a finished training run."""
-    from pipeline.render import save_png
-    from stages.train.record import CHECKPOINT, HISTORY
+    from vizpipe.pipeline.render import save_png
+    from vizpipe.stages.train.record import CHECKPOINT, HISTORY
 
     pictures: list[Picture] = []
     curves = write_curves(ctx, history)

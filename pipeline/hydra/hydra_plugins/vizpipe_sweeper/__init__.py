@@ -1,11 +1,11 @@
 """``hydra/sweeper=vizpipe``. Hydra instantiates plugins only from classes defined in its
-``hydra_plugins`` namespace, so the class is declared here; its code is ``pipeline.sweeper``."""
+``hydra_plugins`` namespace, so the class is declared here; its code is ``vizpipe.pipeline.sweeper``."""
 
-from pipeline import sweeper
+from vizpipe.pipeline import sweeper
 
 
 class VizpipeSweeper(sweeper.VizpipeSweeper):
-    """``pipeline.sweeper.VizpipeSweeper``, under the name Hydra accepts for a plugin."""
+    """``vizpipe.pipeline.sweeper.VizpipeSweeper``, under the name Hydra accepts for a plugin."""
 
 
 __all__ = ["VizpipeSweeper"]

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-
-from pipeline.errors import ConfigError
+from vizpipe.pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +21,8 @@ def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
 
     Returns ``(model, weights_enum_or_None)``; the weights carry preprocessing and category names.
     """
-    from pipeline.build.targets import instantiate
-    from pipeline.models import weights_enum
+    from vizpipe.pipeline.factory.targets import instantiate
+    from vizpipe.pipeline.models import weights_enum
 
     cfg = (
         OmegaConf.to_container(model_cfg, resolve=True)
@@ -39,7 +38,7 @@ def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model._target_ '{target}' returned {type(model).__name__}, not a torch.nn.Module")
     weights = None
-    if cfg.get("weights") and target == "pipeline.models.torchvision_model":
+    if cfg.get("weights") and target == "vizpipe.pipeline.models.torchvision_model":
         weights = weights_enum(cfg["name"], cfg["weights"])
     if checkpoint:
         load_checkpoint(model, checkpoint)

@@ -1,4 +1,4 @@
-"""pipeline.memory: the allocator keeps freed memory (fewer page faults), once per process, opt-out."""
+"""pipeline/process.py: the allocator keeps freed memory (fewer page faults), once per process, opt-out."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipeline import memory
-from pipeline import runner as r
+from vizpipe.pipeline import process
+from vizpipe.pipeline import runner as r
 
 ROOT = Path(__file__).resolve().parent.parent
 LINUX = sys.platform.startswith("linux")
@@ -20,7 +19,7 @@ LINUX = sys.platform.startswith("linux")
 # back to the system after each step (so every step faults its pages in again); kept, they are reused.
 PROBE = """
 import ctypes, json, resource
-from pipeline.memory import keep_freed_memory
+from vizpipe.pipeline.process import keep_freed_memory
 
 kept = keep_freed_memory()
 again = keep_freed_memory()
@@ -48,9 +47,9 @@ print(json.dumps({"kept": kept, "again": again,
 
 def probe(env_value: str | None) -> dict:
     """Run PROBE in a fresh interpreter (the setting is per process and cannot be undone)."""
-    env = {k: v for k, v in os.environ.items() if k != memory.ENV}
+    env = {k: v for k, v in os.environ.items() if k != process.ENV}
     if env_value is not None:
-        env[memory.ENV] = env_value
+        env[process.ENV] = env_value
     env["PYTHONPATH"] = str(ROOT)
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -69,16 +68,16 @@ def test_kept_memory_is_reused_not_faulted_in_again():
 @pytest.mark.skipif(not LINUX, reason="mallopt is glibc's (Linux)")
 def test_system_value_any_case(monkeypatch):
     """``VIZPIPE_MALLOC= System `` is read trimmed and case-blind: the allocator is left alone."""
-    monkeypatch.setattr(memory, "_state", {})
-    monkeypatch.setenv(memory.ENV, " System ")
-    assert memory.keep_freed_memory() is False
-    assert memory._state == {"kept": False}
+    monkeypatch.setattr(process, "_state", {})
+    monkeypatch.setenv(process.ENV, " System ")
+    assert process.keep_freed_memory() is False
+    assert process._state == {"kept": False}
 
 
-def test_run_pipeline_sets_the_allocator(compose, tmp_path, monkeypatch):
-    """Every run asks for it before its stages (once per process: the answer is cached)."""
-    monkeypatch.setattr(memory, "_state", {})
-    monkeypatch.delenv(memory.ENV, raising=False)
+def test_run_pipeline_leaves_the_allocator_alone(compose, tmp_path, monkeypatch):
+    """A library call never changes the process's allocator: only the command line's ``main`` does."""
+    monkeypatch.setattr(process, "_state", {})
+    monkeypatch.delenv(process.ENV, raising=False)
     cfg = compose(
         [
             "model=seed_net",
@@ -90,7 +89,7 @@ def test_run_pipeline_sets_the_allocator(compose, tmp_path, monkeypatch):
     )
     result = r.run_pipeline(cfg, tmp_path / "run")
     assert result.status == "ok"
-    assert memory._state == {"kept": LINUX}
+    assert process._state == {}
 
 
 def test_freeze_startup_turns_the_collector_back_on():
@@ -99,7 +98,7 @@ def test_freeze_startup_turns_the_collector_back_on():
 
     gc.disable()
     try:
-        memory.freeze_startup()
+        process.freeze_startup()
         assert gc.isenabled()
         assert gc.get_freeze_count() > 1000
     finally:
@@ -109,7 +108,7 @@ def test_freeze_startup_turns_the_collector_back_on():
 
 EXIT = """
 import logging, sys, threading, time
-from pipeline.cli import run_then_exit
+from vizpipe.pipeline.process import run_then_exit
 
 logging.basicConfig(filename=sys.argv[1], level=logging.INFO)
 
@@ -143,7 +142,7 @@ def test_run_then_exit_keeps_what_an_exit_must_do(tmp_path, status, code):
 
 def test_exit_status_mapping():
     """None -> 0, an int as is, anything else printed and 1 (as Python does)."""
-    from pipeline.cli import exit_status
+    from vizpipe.pipeline.process import exit_status
 
     assert (exit_status(None), exit_status(0), exit_status(5), exit_status(True)) == (0, 0, 5, True)
 
@@ -152,10 +151,10 @@ def test_unknown_value_warns_with_the_choices(monkeypatch, caplog):
     """VIZPIPE_MALLOC=sytem: one warning naming the value and the choices; freed memory kept."""
     import logging
 
-    monkeypatch.setattr(memory, "_state", {})
-    monkeypatch.setenv(memory.ENV, "sytem")
-    with caplog.at_level(logging.WARNING, logger="pipeline.memory"):
-        kept = memory.keep_freed_memory()
+    monkeypatch.setattr(process, "_state", {})
+    monkeypatch.setenv(process.ENV, "sytem")
+    with caplog.at_level(logging.WARNING, logger="vizpipe.pipeline.process"):
+        kept = process.keep_freed_memory()
     assert [r.getMessage() for r in caplog.records] == [
         "Unknown VIZPIPE_MALLOC value 'sytem'; did you mean 'system'? Valid choices (closest first): "
         "system, keep. Using keep, the default"

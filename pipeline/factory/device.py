@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.errors import ConfigError, unknown_choice
 
 __all__ = ["build_device"]
 

@@ -2,7 +2,7 @@
 
 ``device.py``, ``model.py`` and ``pipeline/inputs`` do the work; ``targets.py`` holds the only
 ``instantiate`` call. ``build_context`` is what the runner (and tests) call; it reuses an earlier
-job's build through ``pipeline.cache`` when model, input, device and seed are the same.
+job's build through ``vizpipe.pipeline.cache`` when model, input, device and seed are the same.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-
-from pipeline.errors import ConfigError
+from vizpipe.pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +38,9 @@ def build_context(cfg: DictConfig, output_dir: Path | str) -> Any:
     """Build device, model and inputs from a composed config: the ``RunContext`` stages receive.
 
     An earlier job's build with the same model, input, device and seed is reused when it is
-    unchanged (``pipeline.cache``); the runner hands the context back with ``release``.
+    unchanged (``vizpipe.pipeline.cache``); the runner hands the context back with ``release``.
     """
-    from pipeline.cache import cache_key, get_cache
+    from vizpipe.pipeline.cache import cache_key, get_cache
 
     cache = get_cache()
     key = cache_key(cfg)
@@ -55,10 +54,10 @@ def build_context(cfg: DictConfig, output_dir: Path | str) -> Any:
 
 def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
     """A fresh build (seeded by the caller)."""
-    from pipeline.build.device import build_device
-    from pipeline.build.model import build_model, load_categories, nonfinite_parameters
-    from pipeline.context import RunContext
-    from pipeline.inputs import build_inputs
+    from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.factory.device import build_device
+    from vizpipe.pipeline.factory.model import build_model, load_categories, nonfinite_parameters
+    from vizpipe.pipeline.inputs import build_inputs
 
     device = build_device(cfg.device.type)
     log.debug("Device <%s>", device)

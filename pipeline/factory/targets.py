@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import ConfigError, VizpipeError
+from vizpipe.pipeline.errors import ConfigError, VizpipeError
 
 __all__ = ["instantiate"]
 
