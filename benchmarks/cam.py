@@ -11,10 +11,10 @@ init seeded with 0 (no weights are downloaded). Two comparisons per model:
       with GradCAM(model=model, target_layers=[layer]) as cam:
           maps = cam(input_tensor=x, targets=None)   # None = top-1 per image
 
-- **stage**: the whole stage (``validate`` + ``run``: maps, overlay and heatmap PNGs, ``.npy``
+- **stage**: the whole stage (``check_model`` + ``run``: maps, overlay and heatmap PNGs, ``.npy``
   files, ``cam.json``) vs the README code plus one overlay PNG per image (``show_cam_on_image`` +
   PIL), i.e. what the seed's snippet does for each image. Twice: ``stages=[cam]`` alone, where
-  ``validate`` pays for the run's probe forward (``RunContext.probe``: logits and layer shapes),
+  ``check_model`` pays for the run's probe forward (``RunContext.probe``: logits and layer shapes),
   and in a run with other stages, where that probe is already cached (it is computed once per run).
 
 Ratio = vizpipe / library (below 1.0 = vizpipe is faster). Timings are the median of
@@ -114,10 +114,10 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
 
         def vizpipe_stage(shared_probe: bool = False):
             if not shared_probe:
-                ctx._probe = None  # validate pays for the probe forward, as in stages=[cam]
+                ctx._probe = None  # check_model pays for the probe forward, as in stages=[cam]
             ctx._claimed.clear()  # each repeat writes the same files again
             stage = CamStage()
-            stage.validate(ctx, settings)
+            stage.check_model(ctx, settings)
             return stage.run(ctx, settings)
 
         ours = np.stack(vizpipe_maps())

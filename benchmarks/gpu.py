@@ -100,7 +100,7 @@ def cam_stage(device: str, batch: int, repeats: int, sync: Callable[[], None]) -
             def run(ctx: object = ctx, settings: object = settings) -> object:
                 ctx._claimed.clear()
                 stage = CamStage()
-                stage.validate(ctx, settings)
+                stage.check_model(ctx, settings)
                 return stage.run(ctx, settings)
 
             seconds = timed(run, repeats, sync)

@@ -7,7 +7,7 @@ training and 500 validation images of 64 px drawn on demand, batches of 32, Adam
 one-cycle schedule peaking at 0.005, 5 epochs, validation after each), on the CPU with
 ``torch.set_num_threads(--threads)``.
 
-- **stage**: ``TrainStage.validate`` + ``run`` as a run calls them: TensorBoard (loss, accuracy
+- **stage**: ``TrainStage.check_model`` + ``run`` as a run calls them: TensorBoard (loss, accuracy
   and lr every step on two writers, weight and gradient histograms and CAM-over-time images of 8
   validation images every epoch, the graph, an input grid), the pointing game on the 128
   visualised images before and after training, a checkpoint and ``history.json`` every epoch, the
@@ -51,7 +51,7 @@ def compose(overrides: list[str]) -> Any:
 
 
 def stage_side(cfg: Any, out: Path) -> tuple[float, Any]:
-    """Seconds for the train stage's validate + run, and the trained model."""
+    """Seconds for the train stage's check_model + run, and the trained model."""
     from vizpipe.pipeline.factory import build_context
     from vizpipe.pipeline.registry import get_stage
     from vizpipe.pipeline.schema import settings_of
@@ -59,7 +59,7 @@ def stage_side(cfg: Any, out: Path) -> tuple[float, Any]:
     ctx = build_context(cfg, out)
     stage, settings = get_stage("train"), settings_of(cfg, "train")
     t = time.perf_counter()
-    stage.validate(ctx, settings)
+    stage.check_model(ctx, settings)
     stage.run(ctx, settings)
     return time.perf_counter() - t, ctx.model
 

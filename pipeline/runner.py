@@ -11,19 +11,28 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from vizpipe.pipeline.errors import ConfigError, VizpipeError, unknown_choice
+from vizpipe.pipeline.stage import SharedConfig
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: what Hydra itself puts in a fresh run folder before the job starts
 HYDRA_FILES = (".hydra", "run.log")
 
-__all__ = ["RunResult", "check_config", "ensure_typed", "run_pipeline", "validate_config"]
+__all__ = [
+    "RunResult",
+    "check_config",
+    "check_required_keys",
+    "check_stage_list",
+    "ensure_typed",
+    "run_pipeline",
+    "shared_config",
+]
 
 
 @dataclass
@@ -34,7 +43,7 @@ class RunResult:
     status: str  # ok | failed | interrupted
     manifest_path: Path
     report_path: Path | None = None
-    error: str | None = None  # the first failure's one-line message
+    error: str | None = None  # every failure, one line: 'stage a failed: ...; stage b failed: ...'
 
     @property
     def ok(self) -> bool:
@@ -42,8 +51,8 @@ class RunResult:
         return self.status == "ok"
 
 
-def validate_config(cfg: DictConfig) -> list[str]:
-    """Checks that need no model and no stage: stage names, required keys. Returns the stage list."""
+def check_stage_list(cfg: DictConfig) -> list[str]:
+    """The ``stages`` list: known names, not empty, none twice (no model, no stage code). Returns it."""
     from vizpipe.pipeline.registry import stage_classes
 
     known = stage_classes()
@@ -59,23 +68,36 @@ def validate_config(cfg: DictConfig) -> list[str]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"stages lists {', '.join(dupes)} more than once: {names}")
+    return names
+
+
+def check_required_keys(cfg: DictConfig) -> None:
+    """Every key the chosen config groups leave ``???`` (e.g. ``input.path``) is set."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         hint = " (an image file, a folder or a glob)" if missing[0] == "input.path" else ""
         raise ConfigError(f"{missing[0]} is required for this choice{hint}; set {missing[0]}=...")
-    return names
+
+
+def shared_config(cfg: DictConfig) -> SharedConfig:
+    """What a stage's ``check_settings`` may read beyond its own settings (``SharedConfig``)."""
+    kind = cfg.input.kind
+    return SharedConfig(input_kind=str(getattr(kind, "value", kind)))
 
 
 def check_config(cfg: DictConfig) -> list[str]:
-    """Every config-only rule: ``validate_config``, the input's, and each stage's ``check``."""
+    """Every config-only rule: the stage list, required keys, the input's and each stage's
+    ``check_settings``. Returns the stage names."""
     from vizpipe.pipeline.inputs import check_input
     from vizpipe.pipeline.registry import get_stage
     from vizpipe.pipeline.schema import settings_of
 
-    names = validate_config(cfg)
+    names = check_stage_list(cfg)
+    check_required_keys(cfg)
     check_input(cfg.input)
+    shared = shared_config(cfg)
     for name in names:
-        get_stage(name).check(settings_of(cfg, name), cfg)
+        get_stage(name).check_settings(settings_of(cfg, name), shared)
     return names
 
 
@@ -180,7 +202,8 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     set_verbose(bool(cfg.get("verbose", False)))
     try:
-        names = validate_config(cfg)
+        names = check_stage_list(cfg)
+        check_required_keys(cfg)
         config_error: VizpipeError | None = None
     except VizpipeError as exc:
         names = [str(s) for s in (cfg.stages if not isinstance(cfg.stages, str) else [cfg.stages])]
@@ -188,22 +211,24 @@ def run_pipeline(
     manifest = _new_manifest(cfg, out, names, overrides)
     manifest.setup.status = "running"
     manifest.write()
-    ctx, first_error = None, None
+    setup = _Setup()
     try:
-        ctx, stages, first_error = _setup(cfg, out, manifest, names, config_error)
+        setup = _setup(cfg, out, manifest, names, config_error)
+        ctx, errors = setup.ctx, setup.errors
         if ctx is not None:
             ctx.sweep = {k: list(v) for k, v in (sweep or {}).items()}
         continue_on_error = str(getattr(cfg.on_error, "value", cfg.on_error)) == "continue"
-        stop = first_error is not None and not continue_on_error
+        stop = bool(errors) and not continue_on_error
         for rec in manifest.stages:
             if rec.status == "failed":
-                continue  # failed its validation (on_error=continue)
+                continue  # failed its model check (on_error=continue)
             if stop or ctx is None:
                 rec.status = "skipped"
                 continue
-            err = _run_stage(cfg, ctx, stages[rec.name], rec, manifest)
+            warned = setup.warned.get(rec.name, [])
+            err = _run_stage(cfg, ctx, setup.stages[rec.name], rec, manifest, warned)
             if err is not None:
-                first_error = first_error or f"stage {rec.name} failed: {err}"
+                errors.append(f"stage {rec.name} failed: {err}")
                 stop = not continue_on_error
     except KeyboardInterrupt:
         for rec in manifest.stages:
@@ -212,63 +237,82 @@ def run_pipeline(
         manifest.write()
         log.error("Interrupted; the manifest and every artifact written so far are kept in %s", out)
         raise
-    _release(ctx)
+    _release(setup.ctx)
     report_path = _write_report(cfg, out, manifest)
     manifest.write()
-    return RunResult(out, manifest.status, out / mf.MANIFEST, report_path, first_error)
+    error = "; ".join(setup.errors) or None
+    return RunResult(out, manifest.status, out / mf.MANIFEST, report_path, error)
+
+
+@dataclass
+class _Setup:
+    """What ``_setup`` hands to the stage loop."""
+
+    ctx: Any = None  # the RunContext; None when the setup failed
+    stages: dict[str, Any] = field(default_factory=dict)  # stage name -> its instance
+    errors: list[str] = field(default_factory=list)  # one line per failure, in order
+    warned: dict[str, list[str]] = field(default_factory=dict)  # stage name -> its check_model warnings
 
 
 def _setup(
     cfg: DictConfig, out: Path, manifest: Any, names: list[str], config_error: VizpipeError | None
-) -> tuple[Any, dict[str, Any], str | None]:
-    """Check the config, build the context, validate each stage; record failures in the manifest."""
+) -> _Setup:
+    """Check the config, build the context, check each stage against the model; record failures
+    in the manifest."""
     from vizpipe.pipeline.factory import build_context
     from vizpipe.pipeline.registry import get_stage
     from vizpipe.pipeline.schema import settings_of
 
     t0 = time.perf_counter()
-    ctx = None
-    stages: dict[str, Any] = {}
-    first_error = None
+    setup = _Setup()
     try:
         if config_error is not None:
             raise config_error
         check_config(cfg)
-        stages = {n: get_stage(n) for n in names}
-        ctx = build_context(cfg, out)
+        setup.stages = {n: get_stage(n) for n in names}
+        ctx = setup.ctx = build_context(cfg, out)
         manifest.data["device"] = str(ctx.device)
         manifest.data["provenance"] = _provenance(ctx, cfg)
         continue_on_error = str(getattr(cfg.on_error, "value", cfg.on_error)) == "continue"
         for rec in manifest.stages:
+            start = len(ctx.warnings)
             try:
-                stages[rec.name].validate(ctx, settings_of(cfg, rec.name))
+                setup.stages[rec.name].check_model(ctx, settings_of(cfg, rec.name))
             except VizpipeError as exc:
                 if not continue_on_error:
                     raise
                 msg = _fail(rec, exc)
                 log.error("Stage <%s> cannot run: %s", rec.name, msg)
-                first_error = first_error or f"stage {rec.name} failed: {msg}"
+                setup.errors.append(f"stage {rec.name} failed: {msg}")
+            finally:
+                setup.warned[rec.name] = ctx.warnings[start:]
         manifest.setup.status = "ok"
     except KeyboardInterrupt:
         manifest.setup.status = "interrupted"
         raise
     except Exception as exc:  # noqa: BLE001 - recorded, logged, reported
-        first_error = _fail(manifest.setup, exc)
-        log.error("%s", first_error)
-        _release(ctx)
-        ctx = None
+        setup.errors = [_fail(manifest.setup, exc)]
+        log.error("%s", setup.errors[0])
+        _release(setup.ctx)
+        setup.ctx = None
         for rec in manifest.stages:
             rec.status = "skipped"
     finally:
         manifest.setup.seconds = round(time.perf_counter() - t0, 3)
-        if ctx is not None:
-            manifest.data["warnings"] = ctx.warnings
+        if setup.ctx is not None:
+            manifest.data["warnings"] = setup.ctx.warnings
         manifest.write()
-    return ctx, stages, first_error
+    return setup
 
 
-def _run_stage(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any) -> str | None:
-    """Run one stage; keep its record in the context and the manifest. Returns its error, if any."""
+def _run_stage(
+    cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any, warned: list[str]
+) -> str | None:
+    """Run one stage; keep its record in the context and the manifest. Returns its error, if any.
+
+    The record's ``warnings`` are ``warned`` (its ``check_model``'s) and every ``ctx.warn`` made
+    while it ran; those the stage listed there itself are warned (logged, kept run-wide) here.
+    """
     from vizpipe.pipeline.schema import settings_of
     from vizpipe.pipeline.stage import StageResult
 
@@ -276,11 +320,15 @@ def _run_stage(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any) -
     manifest.write()
     before = manifest.snapshot()
     t = time.perf_counter()
+    start = len(ctx.warnings)
     error = None
     try:
         result = stage.run(ctx, settings_of(cfg, rec.name))
         if not isinstance(result, StageResult):
             raise TypeError(f"stage {rec.name} returned {type(result).__name__}, not a StageResult")
+        for message in result.warnings:
+            ctx.warn(message)
+        result.warnings = [*warned, *ctx.warnings[start:]]
         ctx.results[rec.name] = result
         rec.result = result.to_dict()
         rec.status = "ok"

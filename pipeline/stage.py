@@ -6,13 +6,15 @@ A stage is one module (or package) under ``stages/`` (or in a plugin folder, see
 * a settings dataclass (``config``): stored by the registry in Hydra's ConfigStore as
   ``<name>/_schema``; the YAML starts with ``defaults: [_schema, _self_]``, so a typo'd key or a
   wrong type fails at composition time;
-* a ``Stage`` subclass with ``name``, ``title``, ``config`` and ``run``; optionally ``check``
-  (config-only rules, run by the precheck before Hydra starts) and ``validate`` (rules against the
-  model, before any stage runs).
+* a ``Stage`` subclass with ``name``, ``title``, ``config`` and ``run``; optionally ``default``
+  (join the default ``stages`` list), ``check_settings`` (rules on its own settings, run by the
+  precheck before Hydra starts) and ``check_model`` (rules against the built model, before any
+  stage runs).
 
 ``run`` returns a ``StageResult``: pictures with captions, tables, texts, scalars, histograms,
-raw files and warnings. The runner stores it in ``manifest.json``; the report, the sweep index and
-the TensorBoard stage read these records generically, so no reader knows any stage.
+raw files and the warnings the stage raised. The runner stores it in ``manifest.json``; the
+report, the sweep index and the TensorBoard stage read these records generically, so no reader
+knows any stage.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
     from vizpipe.pipeline.context import RunContext
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Merge",
     "Picture",
     "Scalar",
+    "SharedConfig",
     "Stage",
     "StageResult",
     "Table",
@@ -136,6 +138,9 @@ class StageResult:
     scalars: list[Scalar] = field(default_factory=list)
     histograms: list[Histogram] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # raw outputs (npy, json, txt), run-relative
+    # what went wrong but did not stop the stage: the runner fills it with every ``ctx.warn`` made
+    # while the stage was checked against the model and ran (a stage may also list its own here);
+    # the report shows them in the stage's section, the manifest also keeps them in run order
     warnings: list[str] = field(default_factory=list)
     # the stage's own typed document (e.g. cam.json's record); kept in memory, not in the manifest
     data: Any = field(default=None, repr=False)
@@ -222,11 +227,25 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 # =========================================================================== the base class
 
 
+@dataclass(frozen=True)
+class SharedConfig:
+    """What ``Stage.check_settings`` may read of the config beyond the stage's own settings.
+
+    A stage never sees the whole config: a rule that needs another group's value gets it here,
+    by name, so the dependency is visible. Add a field when a stage needs one.
+    """
+
+    input_kind: (
+        str  # input.kind as a string: photo | image | tensor | random | shapes | imagefolder | cifar10
+    )
+
+
 class Stage(ABC):
     """Base class of every stage; ``vizpipe.pipeline.registry`` finds subclasses in stage modules.
 
-    The runner makes one instance per run, calls ``check`` and ``validate`` for every requested
-    stage before any stage runs (a bad layer name fails before any work), then ``run`` in order.
+    The runner makes one instance per run, calls ``check_settings`` and then ``check_model`` for
+    every requested stage before any stage runs (a bad layer name fails before any work), then
+    ``run`` in ``order``.
     """
 
     #: the name used in ``stages=[...]``, the config group, the config key and the output folder
@@ -235,25 +254,45 @@ class Stage(ABC):
     title: ClassVar[str] = ""
     #: the settings dataclass (stored as ``<name>/_schema``); None for a stage without settings
     config: ClassVar[type | None] = None
-    #: position in the default pipeline and in listings (lower first)
+    #: position in every ``stages`` list and in listings (lower first): a stage that reads other
+    #: stages' records (``ctx.results``) needs a higher order than theirs
     order: ClassVar[int] = 100
-    #: part of the default ``stages`` list
-    default: ClassVar[bool] = True
+    #: part of the default ``stages`` list; a new stage opts in (otherwise only ``stages=[...]`` runs it)
+    default: ClassVar[bool] = False
     #: optional jinja2 fragment (a file beside the module) that the report renders for this stage
     template: ClassVar[str | None] = None
 
-    def check(self, settings: Any, cfg: DictConfig) -> None:  # noqa: B027 - optional hook
-        """Rules that need only the config (names, ranges); raise ``ConfigError``.
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for old, new in RENAMED.items():
+            if old in vars(cls):
+                raise TypeError(
+                    f"Stage {cls.__qualname__} defines {old}(), which vizpipe no longer calls; "
+                    f"rename it {new}"
+                )
 
-        Runs in the precheck, before Hydra starts, and again in the runner. Must be cheap.
+    def check_settings(self, settings: Any, shared: SharedConfig) -> None:  # noqa: B027 - optional hook
+        """Rules on the stage's own settings (names, ranges); raise ``ConfigError``.
+
+        ``shared`` holds what else of the config a rule may need. Runs in the precheck, before
+        Hydra starts, and again in the runner. Must be cheap: no model, no data.
         """
 
-    def validate(self, ctx: RunContext, settings: Any) -> None:  # noqa: B027 - optional hook
-        """Rules against the model (layers, classes); raise ``ConfigError``. No heavy work.
+    def check_model(self, ctx: RunContext, settings: Any) -> None:  # noqa: B027 - optional hook
+        """Rules against the built model and inputs (layers, classes); raise ``ConfigError``.
 
-        May keep what it resolved on ``self`` for ``run``.
+        Runs for every requested stage before any stage runs. No heavy work; may keep what it
+        resolved on ``self`` for ``run``.
         """
 
     @abstractmethod
     def run(self, ctx: RunContext, settings: Any) -> StageResult:
         """Collect data, render it under ``ctx.stage_dir(self.name)`` and return the record."""
+
+
+#: hooks of the stage contract that were renamed: old name -> new signature (a stage defining an
+#: old one fails at import with this hint, rather than having its rules silently skipped)
+RENAMED = {
+    "check": "check_settings(self, settings, shared)",
+    "validate": "check_model(self, ctx, settings)",
+}

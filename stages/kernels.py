@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, List
 
 import numpy as np
 from vizpipe.pipeline.errors import ConfigError
-from vizpipe.pipeline.stage import Picture, Stage, StageResult, Table
+from vizpipe.pipeline.stage import Picture, SharedConfig, Stage, StageResult, Table
 
 if TYPE_CHECKING:
     from torch import nn
@@ -107,8 +107,9 @@ class KernelsStage(Stage):
     title = "Kernel grids"
     config = KernelsConfig
     order = 20
+    default = True
 
-    def check(self, settings: KernelsConfig, cfg: Any) -> None:
+    def check_settings(self, settings: KernelsConfig, shared: SharedConfig) -> None:
         """Limits, the colormap and a non-empty layer list."""
         from vizpipe.pipeline.render import check_cmap
 
@@ -122,7 +123,7 @@ class KernelsStage(Stage):
         if not settings.layers:
             raise ConfigError("kernels.layers is empty; give layer names, globs, type:Conv2d or all")
 
-    def validate(self, ctx: RunContext, settings: KernelsConfig) -> None:
+    def check_model(self, ctx: RunContext, settings: KernelsConfig) -> None:
         """Resolve ``kernels.layers`` to conv layers."""
         plan(ctx, settings)
 

@@ -17,7 +17,7 @@ from typing import Any, List
 
 from torchinfo.enums import ColumnSettings, Mode, RowSettings
 from vizpipe.pipeline.errors import ConfigError, VizpipeError
-from vizpipe.pipeline.stage import Scalar, Stage, StageResult, Table, Text
+from vizpipe.pipeline.stage import Scalar, SharedConfig, Stage, StageResult, Table, Text
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ class SummaryStage(Stage):
     title = "Summary"
     config = SummaryConfig
     order = 10
+    default = True
 
-    def check(self, settings: SummaryConfig, cfg: Any) -> None:
+    def check_settings(self, settings: SummaryConfig, shared: SharedConfig) -> None:
         """The depth must be >= 0 (columns, rows and mode are enums in the schema)."""
         if settings.depth < 0:
             raise ConfigError(f"summary.depth must be >= 0, got {settings.depth}")

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
+from vizpipe.pipeline.stage import SharedConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
+#: what a stage's ``check_settings`` sees of the rest of a run's config, for an ``input=random`` run
+RANDOM_INPUT = SharedConfig(input_kind="random")
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import RANDOM_INPUT
 from PIL import Image
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.gradcam.layers import CamLayer, LayoutReshape
@@ -68,8 +69,8 @@ def run_cam(ctx, **settings) -> CamDoc:
     """The stage as the runner runs it; returns cam.json's record (read back from the file)."""
     stage = CamStage()
     s = CamConfig(**settings)
-    stage.check(s, None)
-    stage.validate(ctx, s)
+    stage.check_settings(s, RANDOM_INPUT)
+    stage.check_model(ctx, s)
     result = stage.run(ctx, s)
     doc = CamDoc.load(ctx.output_dir / "cam" / "cam.json")
     assert doc == result.data
@@ -195,14 +196,14 @@ def test_reshape_matches_the_library_transforms():
 )
 def test_auto_layer(contexts, model, expected):
     stage = CamStage()
-    stage.validate(contexts(model), CamConfig())
+    stage.check_model(contexts(model), CamConfig())
     assert [layer.name for layer in stage.plan.layers] == [expected]
 
 
 def test_auto_layer_skips_a_1x1_block(contexts):
     ctx = contexts("resnet18", "input.shape=[1,3,32,32]")  # layer4 is 1×1 at 32 px
     stage = CamStage()
-    stage.validate(ctx, CamConfig())
+    stage.check_model(ctx, CamConfig())
     assert stage.plan.layers[0].name == "layer3"
 
 
@@ -245,8 +246,8 @@ def test_auto_layer_skips_a_1x1_block(contexts):
 def test_bad_settings_fail_in_validate_with_one_line(contexts, settings, pattern):
     stage, s = CamStage(), CamConfig(**settings)
     with pytest.raises(ConfigError, match=pattern) as info:
-        stage.check(s, None)  # the config-only rules (the precheck runs them before Hydra starts)
-        stage.validate(contexts("resnet18"), s)
+        stage.check_settings(s, RANDOM_INPUT)  # config-only: the precheck runs it before Hydra
+        stage.check_model(contexts("resnet18"), s)
     assert "\n" not in str(info.value)
 
 
@@ -254,10 +255,10 @@ def test_class_names_resolve_when_the_weights_carry_them(contexts, tmp_path):
     ctx = fresh(contexts("resnet18"), tmp_path)
     ctx.categories = [f"class {i}" for i in range(1000)]
     stage = CamStage()
-    stage.validate(ctx, CamConfig(target_class=["Class 7", 9]))
+    stage.check_model(ctx, CamConfig(target_class=["Class 7", 9]))
     assert stage.plan.classes == [7, 9]
     with pytest.raises(ConfigError, match="did you mean 'class 7'"):
-        stage.validate(ctx, CamConfig(target_class="class 7x"))
+        stage.check_model(ctx, CamConfig(target_class="class 7x"))
 
 
 # ----------------------------------------------------------------------------- outputs

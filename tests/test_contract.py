@@ -36,7 +36,7 @@ class BlurStage(Stage):
     config = BlurConfig
     order = 50
 
-    def check(self, settings, cfg):
+    def check_settings(self, settings, shared):
         if settings.sigma <= 0:
             raise ConfigError(f"blur.sigma must be > 0, got {settings.sigma}")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import compose_config, run_cli
 from PIL import Image
-from vizpipe.pipeline.runner import run_pipeline
+from vizpipe.pipeline.runner import run_pipeline, shared_config
 from vizpipe.stages.cam.record import CamDoc
 
 SMALL = ["model=seed_net", "input=random", "input.shape=[2,3,32,32]", "report.enabled=false"]
@@ -246,8 +246,8 @@ def test_every_stage_leaves_parameters_and_buffers_bit_identical(make_ctx, stage
     before = _fingerprint(ctx.model)
     s = get_stage(stage[0])
     settings = settings_of(cfg, stage[0])
-    s.check(settings, cfg)
-    s.validate(ctx, settings)
+    s.check_settings(settings, shared_config(cfg))
+    s.check_model(ctx, settings)
     s.run(ctx, settings)
     assert _fingerprint(ctx.model) == before  # BatchNorm statistics too (summary.mode=train)
 

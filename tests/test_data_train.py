@@ -54,6 +54,7 @@ def run_stage(out: Path, *extra: str, keep: list | None = None) -> tuple[Any, An
     """(ctx, settings, StageResult) of the train stage run in-process on TINY + extra (the context
     is also appended to ``keep``, for runs that raise)."""
     from vizpipe.pipeline.factory import build_context
+    from vizpipe.pipeline.runner import shared_config
     from vizpipe.pipeline.schema import settings_of
     from vizpipe.stages.train import TrainStage
 
@@ -63,8 +64,8 @@ def run_stage(out: Path, *extra: str, keep: list | None = None) -> tuple[Any, An
         keep.append(ctx)
     settings = settings_of(cfg, "train")
     stage = TrainStage()
-    stage.check(settings, cfg)
-    stage.validate(ctx, settings)
+    stage.check_settings(settings, shared_config(cfg))
+    stage.check_model(ctx, settings)
     return ctx, settings, stage.run(ctx, settings)
 
 
@@ -506,10 +507,10 @@ def test_check_settings_backend_node_and_input_kind(monkeypatch: pytest.MonkeyPa
         OmegaConf.create({"_target_": "torch.optim.Adam", "betas": [0.8, 0.9]}), "optimizer", ()
     )
     assert type(nested["betas"]) is list and nested["betas"] == [0.8, 0.9]  # plain containers
-    check_settings(settings(), OmegaConf.create({"input": {"kind": "shapes"}}))
-    check_settings(settings(), OmegaConf.create({"other": 1}))
+    check_settings(settings(), "shapes")
+    check_settings(settings())  # no input kind given: not checked
     with pytest.raises(ConfigError) as e:
-        check_settings(settings(), OmegaConf.create({"input": {"kind": "photo"}}))
+        check_settings(settings(), "photo")
     assert str(e.value) == (
         "The train stage needs a labelled data set with train and val splits, but input=photo has none; "
         "use input=cifar10 | input=imagefolder | input=shapes (e.g. experiment=shapes_demo)"

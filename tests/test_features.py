@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import vizpipe.stages.features.collect as features_mod
-from conftest import hand_context, run_cli
+from conftest import RANDOM_INPUT, hand_context, run_cli
 from PIL import Image
 from torch import nn
 from vizpipe.pipeline.context import RunContext
@@ -47,18 +47,18 @@ def conv_relu() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(inplace=True), nn.Conv2d(8, 4, 3))
 
 
-def check_and_validate(ctx: RunContext, settings: FeaturesConfig) -> None:
+def check_stage(ctx: RunContext, settings: FeaturesConfig) -> None:
     """What the runner does before any stage runs: the config-only rules, then the model's."""
     stage = FeaturesStage()
-    stage.check(settings, None)
-    stage.validate(ctx, settings)
+    stage.check_settings(settings, RANDOM_INPUT)
+    stage.check_model(ctx, settings)
 
 
 def run_stage(ctx: RunContext, **kw: object) -> dict:
     settings = FeaturesConfig(**kw)
     stage = FeaturesStage()
-    stage.check(settings, None)
-    stage.validate(ctx, settings)
+    stage.check_settings(settings, RANDOM_INPUT)
+    stage.check_model(ctx, settings)
     return stage.run(ctx, settings).data
 
 
@@ -232,7 +232,7 @@ def test_blocks_are_the_models_and_any_spatial_layer_can_be_drawn(make_ctx) -> N
     assert fresh.blocks() == ["conv1", "conv2"]  # found: the last spatial module at each resolution
     fresh = make_ctx(SMALL, out=ctx.output_dir.parent / "any")
     res = run_stage(fresh, layers=["pool", "adaptive_pool"], max_channels=3)
-    assert any("pool runs 2 times per forward" in w for w in fresh.warnings)
+    assert sum("pool runs 2 times per forward" in w for w in fresh.warnings) == 1  # not again in run
     assert res["layers"]["adaptive_pool"]["shape"] == [2, 64, 1, 1]
     with Image.open(fresh.output_dir / res["layers"]["adaptive_pool"]["grids"]["random_0"]) as im:
         assert im.size == (PAD + 2 * (56 + PAD), PAD + 2 * (56 + PAD))  # 1x1 maps upscaled 56x
@@ -251,10 +251,10 @@ def test_blocks_are_the_models_and_any_spatial_layer_can_be_drawn(make_ctx) -> N
         ([], r"features\.layers is empty"),
     ],
 )
-def test_bad_layers_fail_in_validate(make_ctx, layers: list[str], message: str) -> None:
+def test_bad_layers_fail_in_check_model(make_ctx, layers: list[str], message: str) -> None:
     ctx = make_ctx(SMALL)
     with pytest.raises(ConfigError, match=message):
-        check_and_validate(ctx, FeaturesConfig(layers=layers))
+        check_stage(ctx, FeaturesConfig(layers=layers))
     assert not (ctx.output_dir / "features").exists()
 
 
@@ -263,7 +263,7 @@ def test_blocks_without_maps_fail(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=r"'blocks' of tiny \(none\) have no usable output: feature maps need"
     ):
-        check_and_validate(hand_ctx(model, tmp_path / "run"), FeaturesConfig())
+        check_stage(hand_ctx(model, tmp_path / "run"), FeaturesConfig())
 
 
 @pytest.mark.parametrize(
@@ -274,9 +274,9 @@ def test_blocks_without_maps_fail(tmp_path: Path) -> None:
         ({"cmap": "virdis"}, r"features\.cmap colormap 'virdis'; did you mean 'viridis'"),
     ],
 )
-def test_bad_settings_fail_in_validate(tmp_path: Path, kw: dict, message: str) -> None:
+def test_bad_settings_fail_in_check_settings(tmp_path: Path, kw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        check_and_validate(hand_ctx(conv_relu(), tmp_path / "run"), FeaturesConfig(**kw))
+        check_stage(hand_ctx(conv_relu(), tmp_path / "run"), FeaturesConfig(**kw))
 
 
 @pytest.mark.slow

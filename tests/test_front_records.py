@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import hand_context
+from conftest import RANDOM_INPUT, hand_context
 from torch import nn
 from vizpipe.pipeline import hooks, tensorboard_io
 from vizpipe.pipeline import manifest as mf
@@ -119,7 +119,8 @@ def test_from_dict_conversions():
 
 
 def test_stage_defaults():
-    """Stage class defaults: no title, no config, order 100, default on, no template; hooks no-op."""
+    """Stage class defaults: no title, no config, order 100, opted out of the default list, no
+    template; the two checks are no-ops."""
 
     class S(Stage):
         name = "s"
@@ -128,8 +129,19 @@ def test_stage_defaults():
             return StageResult("s")
 
     s = S()
-    assert (S.title, S.config, S.order, S.default, S.template) == ("", None, 100, True, None)
-    assert s.check(None, None) is None and s.validate(None, None) is None
+    assert (S.title, S.config, S.order, S.default, S.template) == ("", None, 100, False, None)
+    assert s.check_settings(None, RANDOM_INPUT) is None and s.check_model(None, None) is None
+
+
+@pytest.mark.parametrize(("old", "new"), [("check", "check_settings"), ("validate", "check_model")])
+def test_a_stage_with_a_renamed_hook_fails_at_import(old, new):
+    """A stage written for the old contract names is refused, naming the new hook (never silently
+    skipped: its rules would not run)."""
+    with pytest.raises(TypeError) as info:
+        type("Old", (Stage,), {"name": "old", old: lambda self, a, b: None, "run": lambda self, c, s: None})
+    assert str(info.value).startswith(
+        f"Stage Old defines {old}(), which vizpipe no longer calls; rename it {new}("
+    )
 
 
 # ------------------------------------------------------------------ manifest

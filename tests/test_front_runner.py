@@ -30,12 +30,12 @@ class FrontOk(Stage):
         return StageResult(self.name, summary="fine")
 
 
-class FrontBadValidate(Stage):
-    """Refuses the model in validate."""
+class FrontBadModel(Stage):
+    """Refuses the model in check_model."""
 
     name = "front_badval"
 
-    def validate(self, ctx, settings):
+    def check_model(self, ctx, settings):
         raise ConfigError("front_badval cannot run on this model\nsecond line")
 
     def run(self, ctx, settings):
@@ -64,25 +64,25 @@ class FrontBoom(Stage):
 
 
 class FrontWarn(Stage):
-    """Warns in validate and in run."""
+    """Warns in check_model and in run."""
 
     name = "front_warn"
 
-    def validate(self, ctx, settings):
-        ctx.warn("front validate warning")
+    def check_model(self, ctx, settings):
+        ctx.warn("front check_model warning")
 
     def run(self, ctx, settings):
         RAN.append(self.name)
         ctx.warn("front run warning")
-        return StageResult(self.name, summary="warned")
+        return StageResult(self.name, summary="warned", warnings=["front listed warning"])
 
 
-class FrontInterruptValidate(Stage):
-    """Ctrl-C while validating."""
+class FrontInterruptCheck(Stage):
+    """Ctrl-C while checking the model."""
 
     name = "front_intval"
 
-    def validate(self, ctx, settings):
+    def check_model(self, ctx, settings):
         raise KeyboardInterrupt
 
     def run(self, ctx, settings):
@@ -90,7 +90,7 @@ class FrontInterruptValidate(Stage):
         return StageResult(self.name)
 
 
-STAGES = (FrontOk, FrontBadValidate, FrontWrongResult, FrontBoom, FrontWarn, FrontInterruptValidate)
+STAGES = (FrontOk, FrontBadModel, FrontWrongResult, FrontBoom, FrontWarn, FrontInterruptCheck)
 
 
 @pytest.fixture
@@ -107,39 +107,39 @@ def manifest(run_dir):
     return json.loads((run_dir / "manifest.json").read_text())
 
 
-# ------------------------------------------------------------------ validate_config
+# ------------------------------------------------------------------ check_stage_list, check_required_keys
 
 
-def test_validate_config_messages(compose):
+def test_check_stage_list_messages(compose):
     """Stage list rules: a string, empty, unknown, duplicates; each message exact."""
     known = ", ".join(registry.stage_classes())
     with pytest.raises(ConfigError) as info:
-        r.validate_config(OmegaConf.create({"stages": "summary"}))
+        r.check_stage_list(OmegaConf.create({"stages": "summary"}))
     assert str(info.value) == "stages must be a list, got the string 'summary'; write 'stages=[summary]'"
     with pytest.raises(ConfigError) as info:
-        r.validate_config(OmegaConf.create({"stages": []}))
+        r.check_stage_list(OmegaConf.create({"stages": []}))
     assert str(info.value) == f"stages is empty; choose from: {known}"
     with pytest.raises(ConfigError) as info:
-        r.validate_config(OmegaConf.create({"stages": ["summary", "nope"]}))
+        r.check_stage_list(OmegaConf.create({"stages": ["summary", "nope"]}))
     assert str(info.value).startswith("Unknown stage 'nope'")
     assert str(info.value).endswith(". Set e.g. 'stages=[summary,cam]'")
     with pytest.raises(ConfigError) as info:
-        r.validate_config(OmegaConf.create({"stages": ["summary", "cam", "summary", "cam", "kernels"]}))
+        r.check_stage_list(OmegaConf.create({"stages": ["summary", "cam", "summary", "cam", "kernels"]}))
     assert str(info.value) == (
         "stages lists cam, summary more than once: ['summary', 'cam', 'summary', 'cam', 'kernels']"
     )
-    assert r.validate_config(OmegaConf.create({"stages": ["cam", "summary"]})) == ["cam", "summary"]
+    assert r.check_stage_list(OmegaConf.create({"stages": ["cam", "summary"]})) == ["cam", "summary"]
 
 
-def test_validate_config_missing_keys():
+def test_check_required_keys():
     """The first missing key (sorted) is named; input.path gets the file/folder/glob hint."""
     cfg = OmegaConf.create({"stages": ["summary"], "input": {"path": "???"}, "a": "???"})
     with pytest.raises(ConfigError) as info:
-        r.validate_config(cfg)
+        r.check_required_keys(cfg)
     assert str(info.value) == "a is required for this choice; set a=..."
     cfg = OmegaConf.create({"stages": ["summary"], "input": {"path": "???"}, "z": "???"})
     with pytest.raises(ConfigError) as info:
-        r.validate_config(cfg)
+        r.check_required_keys(cfg)
     assert str(info.value) == (
         "input.path is required for this choice (an image file, a folder or a glob); set input.path=..."
     )
@@ -274,8 +274,8 @@ def test_overrides_default_empty(compose, tmp_path, extra):
     assert manifest(tmp_path / "r")["overrides"] == []
 
 
-def test_validate_failure_stops_by_default(compose, tmp_path, extra):
-    """A stage refusing in validate (on_error=stop): setup fails, every stage skipped, none runs."""
+def test_model_check_failure_stops_by_default(compose, tmp_path, extra):
+    """A stage refusing in check_model (on_error=stop): setup fails, every stage skipped, none runs."""
     result = r.run_pipeline(compose([*TINY, "stages=[front_ok,front_badval]"]), tmp_path)
     assert result.status == "failed"
     assert result.error == "front_badval cannot run on this model"
@@ -286,7 +286,7 @@ def test_validate_failure_stops_by_default(compose, tmp_path, extra):
     assert extra == []
 
 
-def test_validate_failure_with_continue(compose, tmp_path, extra):
+def test_model_check_failure_with_continue(compose, tmp_path, extra):
     """on_error=continue: the refusing stage is failed, the others still run; error names the stage."""
     cfg = compose([*TINY, "stages=[front_badval,front_ok]", "on_error=continue"])
     result = r.run_pipeline(cfg, tmp_path)
@@ -323,11 +323,14 @@ def test_stop_skips_every_later_stage(compose, tmp_path, extra):
     assert extra == ["front_boom"]
 
 
-def test_continue_keeps_first_error(compose, tmp_path, extra):
-    """on_error=continue with two failures: every stage runs, the first error is reported."""
+def test_continue_names_every_failed_stage(compose, tmp_path, extra):
+    """on_error=continue with two failures: every stage runs, and the error names both, in order."""
     cfg = compose([*TINY, "stages=[front_boom,front_wrong,front_ok]", "on_error=continue"])
     result = r.run_pipeline(cfg, tmp_path)
-    assert result.error == "stage front_boom failed: ValueError: kaput"
+    assert result.error == (
+        "stage front_boom failed: ValueError: kaput; "
+        "stage front_wrong failed: TypeError: stage front_wrong returned dict, not a StageResult"
+    )
     assert [s["status"] for s in manifest(tmp_path)["stages"]] == ["failed", "failed", "ok"]
     assert extra == ["front_boom", "front_wrong", "front_ok"]
 
@@ -364,11 +367,14 @@ def test_report_written_and_report_failure(compose, tmp_path, extra, monkeypatch
 
 
 def test_warnings_reach_the_manifest(compose, tmp_path, extra):
-    """Warnings from validate and run are in the manifest, in order."""
-    result = r.run_pipeline(compose([*TINY, "stages=[front_warn]"]), tmp_path)
+    """Warnings from check_model and run are in the manifest, in order, and in the stage's record
+    (with the one it listed itself); a stage that warns nothing has none."""
+    result = r.run_pipeline(compose([*TINY, "stages=[front_warn,front_ok]"]), tmp_path)
     assert result.ok
     m = manifest(tmp_path)
-    assert m["warnings"] == ["front validate warning", "front run warning"]
+    warned = ["front check_model warning", "front run warning", "front listed warning"]
+    assert m["warnings"] == warned
+    assert [s["result"]["warnings"] for s in m["stages"]] == [warned, []]
     assert isinstance(m["setup"]["seconds"], float)
     assert m["seed"] == 0 and m["weights"] is None
     assert m["vizpipe"] == m["versions"]["vizpipe"]
@@ -376,7 +382,7 @@ def test_warnings_reach_the_manifest(compose, tmp_path, extra):
 
 
 def test_interrupt_during_setup(compose, tmp_path, extra):
-    """Ctrl-C in validate: setup recorded as interrupted, stages skipped, the interrupt re-raised."""
+    """Ctrl-C in check_model: setup recorded as interrupted, stages skipped, the interrupt re-raised."""
     with pytest.raises(KeyboardInterrupt):
         r.run_pipeline(compose([*TINY, "stages=[front_intval,front_ok]"]), tmp_path)
     m = manifest(tmp_path)

@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from conftest import hand_context, run_cli
+from conftest import RANDOM_INPUT, hand_context, run_cli
 from PIL import Image
 from torch import nn
 from vizpipe.pipeline.context import RunContext
@@ -26,18 +26,18 @@ def hand_ctx(model: nn.Module, out: Path, shape: tuple[int, ...] = (1, 3, 16, 16
     return hand_context(model, out, shape)
 
 
-def check_and_validate(ctx: RunContext, settings: KernelsConfig) -> None:
+def check_stage(ctx: RunContext, settings: KernelsConfig) -> None:
     """What the runner does before any stage runs: the config-only rules, then the model's."""
     stage = KernelsStage()
-    stage.check(settings, None)
-    stage.validate(ctx, settings)
+    stage.check_settings(settings, RANDOM_INPUT)
+    stage.check_model(ctx, settings)
 
 
 def run_stage(ctx: RunContext, **kw: object) -> dict:
     settings = KernelsConfig(**kw)
     stage = KernelsStage()
-    stage.check(settings, None)
-    stage.validate(ctx, settings)
+    stage.check_settings(settings, RANDOM_INPUT)
+    stage.check_model(ctx, settings)
     return stage.run(ctx, settings).data
 
 
@@ -175,9 +175,9 @@ def test_transposed_conv_is_drawn_as_out_by_in(tmp_path: Path) -> None:
         ([], r"kernels\.layers is empty"),
     ],
 )
-def test_bad_layers_fail_in_validate(ctx: RunContext, layers: list[str], message: str) -> None:
+def test_bad_layers_fail_in_check_model(ctx: RunContext, layers: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        check_and_validate(ctx, KernelsConfig(layers=layers))
+        check_stage(ctx, KernelsConfig(layers=layers))
     assert not (ctx.output_dir / "kernels").exists()
 
 
@@ -190,9 +190,9 @@ def test_bad_layers_fail_in_validate(ctx: RunContext, layers: list[str], message
         ({"cmap": "bwrr"}, r"Unknown kernels\.cmap colormap 'bwrr'.*bwr"),
     ],
 )
-def test_bad_settings_fail_in_validate(ctx: RunContext, kw: dict, message: str) -> None:
+def test_bad_settings_fail_in_check_settings(ctx: RunContext, kw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        check_and_validate(ctx, KernelsConfig(**kw))
+        check_stage(ctx, KernelsConfig(**kw))
 
 
 @pytest.mark.slow

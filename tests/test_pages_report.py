@@ -634,6 +634,17 @@ def test_run_context_nav_and_title(tmp_path: Path) -> None:
     assert len(ctx["stages"][0].pictures) == 4
 
 
+def test_each_warning_is_shown_once_where_it_belongs(tmp_path: Path) -> None:
+    """A stage's warnings (in its record) head its section; the header shows only the rest of the
+    manifest's warnings (the build's), so no warning appears twice."""
+    run = tmp_path / "run"
+    res = stage_result(run)  # warns "careful"
+    manifest(run, [rec("cam", result=res)], warnings=["the model has NaN", "careful"])
+    ctx = R.run_context(collect_run(run))
+    assert [a.text for a in ctx["header"]["alerts"]] == ["the model has NaN"]
+    assert [a.text for a in ctx["stages"][0].alerts] == ["careful"]
+
+
 # --------------------------------------------------------------------------- written files and the CLI
 
 

@@ -91,7 +91,7 @@ def test_model_mode_and_hooks_untouched(make_ctx):
     before = [(len(m._forward_hooks), len(m._forward_pre_hooks), m.training) for m in ctx.model.modules()]
     stage = get_stage("summary")
     settings = compose_settings("summary")
-    stage.validate(ctx, settings)
+    stage.check_model(ctx, settings)
     stage.run(ctx, settings)
     after = [(len(m._forward_hooks), len(m._forward_pre_hooks), m.training) for m in ctx.model.modules()]
     assert before == after

@@ -87,7 +87,7 @@ def test_classes_and_layers_of_one_method_share_one_forward_pass(compose, tmp_pa
     ctx = build_context(cfg, tmp_path / "run")
     settings = settings_of(cfg, "cam")
     stage = CamStage()
-    stage.validate(ctx, settings)  # the probe's forward pass happens here
+    stage.check_model(ctx, settings)  # the probe's forward pass happens here
     calls = []
     handle = ctx.model.register_forward_pre_hook(lambda *a: calls.append(1))
     try:

@@ -322,7 +322,7 @@ def test_make_plan_auto_is_the_last_spatial_layer(ctx):
     plan = make_plan(ctx, settings())
     assert plan.label == "c2" and plan.method.key == "gradcam"
     stage = CamStage()
-    stage.validate(ctx, settings(layer="act"))
+    stage.check_model(ctx, settings(layer="act"))
     assert stage.plan.label == "act"
 
 

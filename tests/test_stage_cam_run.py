@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import RANDOM_INPUT
 from PIL import Image
 from test_stage_cam import TinyCNN
 from vizpipe.pipeline.context import RunContext
@@ -64,8 +65,8 @@ def boxed_context(out: Path, *, labels: bool = True) -> RunContext:
 def run(ctx: RunContext, **kw):
     stage = CamStage()
     s = CamConfig(**kw)
-    stage.check(s, None)
-    stage.validate(ctx, s)
+    stage.check_settings(s, RANDOM_INPUT)
+    stage.check_model(ctx, s)
     res = stage.run(ctx, s)
     doc = CamDoc.load(ctx.output_dir / "cam" / "cam.json")
     assert doc == res.data

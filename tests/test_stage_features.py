@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import hand_context
+from conftest import RANDOM_INPUT, hand_context
 from PIL import Image
 from test_stage_cam import Shared, TinyCNN
 from vizpipe.pipeline.errors import ConfigError
@@ -45,8 +45,8 @@ def ctx(tmp_path):
 def run(ctx, **kw):
     stage = FeaturesStage()
     s = FeaturesConfig(**kw)
-    stage.check(s, None)
-    stage.validate(ctx, s)
+    stage.check_settings(s, RANDOM_INPUT)
+    stage.check_model(ctx, s)
     return stage.run(ctx, s)
 
 
@@ -61,15 +61,15 @@ def run(ctx, **kw):
 def test_check_messages(kw, message):
     """Limits and an empty layer list fail with one exact line."""
     with pytest.raises(ConfigError) as info:
-        FeaturesStage().check(FeaturesConfig(**kw), None)
+        FeaturesStage().check_settings(FeaturesConfig(**kw), RANDOM_INPUT)
     assert str(info.value) == message
 
 
 def test_check_accepts_ones_and_checks_the_cmap():
     """1 is allowed for both limits; an unknown colormap names the key."""
-    FeaturesStage().check(FeaturesConfig(max_channels=1, tile_px=1), None)
+    FeaturesStage().check_settings(FeaturesConfig(max_channels=1, tile_px=1), RANDOM_INPUT)
     with pytest.raises(ConfigError, match="features.cmap"):
-        FeaturesStage().check(FeaturesConfig(cmap="nope_cmap"), None)
+        FeaturesStage().check_settings(FeaturesConfig(cmap="nope_cmap"), RANDOM_INPUT)
 
 
 def test_plan_capture_kinds_and_stems(ctx):

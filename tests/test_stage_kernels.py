@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import hand_context
+from conftest import RANDOM_INPUT, hand_context
 from PIL import Image
 from torch import nn
 from vizpipe.pipeline.errors import ConfigError
@@ -64,15 +64,15 @@ def ctx(tmp_path):
 def test_check_messages(kw, message):
     """Each rule: one exact line."""
     with pytest.raises(ConfigError) as info:
-        KernelsStage().check(KernelsConfig(**kw), None)
+        KernelsStage().check_settings(KernelsConfig(**kw), RANDOM_INPUT)
     assert str(info.value) == message
 
 
 def test_check_boundaries_and_cmap():
     """1 and 0 are accepted where the rule is >= 1 / >= 0; the colormap is checked by name."""
-    KernelsStage().check(KernelsConfig(max_out=1, max_in=1, tile_px=1, dead_eps=0.0), None)
+    KernelsStage().check_settings(KernelsConfig(max_out=1, max_in=1, tile_px=1, dead_eps=0.0), RANDOM_INPUT)
     with pytest.raises(ConfigError, match="kernels.cmap"):
-        KernelsStage().check(KernelsConfig(cmap="not_a_cmap"), None)
+        KernelsStage().check_settings(KernelsConfig(cmap="not_a_cmap"), RANDOM_INPUT)
 
 
 def test_plan_and_qualifying_layers(ctx):
@@ -164,8 +164,8 @@ def test_run_files_stats_and_record(ctx):
     """Grids (max_out × max_in), RGB filters of the 3-input layer only, stats.json and the record."""
     stage = KernelsStage()
     s = KernelsConfig(max_out=2, max_in=2, tile_px=4)
-    stage.check(s, None)
-    stage.validate(ctx, s)
+    stage.check_settings(s, RANDOM_INPUT)
+    stage.check_model(ctx, s)
     res = stage.run(ctx, s)
     out = ctx.output_dir
     doc = json.loads((out / "kernels" / "stats.json").read_text())

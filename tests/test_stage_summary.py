@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import hand_context
+from conftest import RANDOM_INPUT, hand_context
 from test_stage_cam import Shared, TinyCNN
 from torch import nn
 from vizpipe.pipeline.errors import ConfigError, VizpipeError
@@ -30,9 +30,9 @@ def ctx(tmp_path):
 def test_depth_check():
     """depth must be >= 0: -1 fails with one exact line, 0 passes."""
     with pytest.raises(ConfigError) as info:
-        SummaryStage().check(SummaryConfig(depth=-1), None)
+        SummaryStage().check_settings(SummaryConfig(depth=-1), RANDOM_INPUT)
     assert str(info.value) == "summary.depth must be >= 0, got -1"
-    SummaryStage().check(SummaryConfig(depth=0), None)
+    SummaryStage().check_settings(SummaryConfig(depth=0), RANDOM_INPUT)
 
 
 def test_collect_totals_rows_and_catalog(ctx):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import hand_context
+from conftest import RANDOM_INPUT, hand_context
 from test_stage_cam import TinyCNN
 from torch import nn
 from vizpipe.pipeline.stage import Histogram, Picture, Scalar, StageResult, Text
@@ -56,7 +56,7 @@ def test_everything_off_collects_nothing(ctx):
     assert collect(ctx, settings()) == Collected()
     assert backend_name(TensorboardConfig()) == "tensorboardX"
     assert backend_name(settings(backend="torch")) == "torch"
-    TensorBoardStage().check(TensorboardConfig(), None)
+    TensorBoardStage().check_settings(TensorboardConfig(), RANDOM_INPUT)
 
 
 def test_input_images(ctx):
@@ -395,21 +395,21 @@ def test_check_names_the_missing_package(monkeypatch):
 
     missing.add("tensorboardX")
     with pytest.raises(ConfigError) as info:
-        TensorBoardStage().check(TensorboardConfig(graph=False), None)
+        TensorBoardStage().check_settings(TensorboardConfig(graph=False), RANDOM_INPUT)
     assert str(info.value) == (
         "tensorboard.backend=tensorboardX needs the 'tensorboardX' package, which is not installed; "
         "pip install tensorboardX (or: pip install -e .)"
     )
-    TensorBoardStage().check(TensorboardConfig(backend="torch"), None)
+    TensorBoardStage().check_settings(TensorboardConfig(backend="torch"), RANDOM_INPUT)
     missing.add("tensorboard")
     with pytest.raises(ConfigError) as info:
-        TensorBoardStage().check(TensorboardConfig(backend="torch", graph=False), None)
+        TensorBoardStage().check_settings(TensorboardConfig(backend="torch", graph=False), RANDOM_INPUT)
     assert str(info.value).startswith("tensorboard.backend=torch needs the 'tensorboard' package")
     missing.discard("tensorboardX")
     with pytest.raises(ConfigError) as info:
-        TensorBoardStage().check(TensorboardConfig(), None)  # the graph needs tensorboard
+        TensorBoardStage().check_settings(TensorboardConfig(), RANDOM_INPUT)  # the graph needs tensorboard
     assert str(info.value).startswith("tensorboard.backend=tensorboardX needs the 'tensorboard' package")
-    TensorBoardStage().check(TensorboardConfig(graph=False), None)
+    TensorBoardStage().check_settings(TensorboardConfig(graph=False), RANDOM_INPUT)
 
 
 class Silent(TinyCNN):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import RANDOM_INPUT
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
@@ -130,8 +131,8 @@ def write_manifest(compose: Any, run: Path, overrides: list[str], backend: str) 
 
 def run_stage(ctx: RunContext, **settings: Any) -> StageResult:
     stage, cfg = TensorBoardStage(), TensorboardConfig(**settings)
-    stage.check(cfg, None)
-    stage.validate(ctx, cfg)
+    stage.check_settings(cfg, RANDOM_INPUT)
+    stage.check_model(ctx, cfg)
     ctx._claimed.clear()  # each call here is a new attempt of the stage in the same folder
     return stage.run(ctx, cfg)
 

@@ -9,6 +9,7 @@ section per stage (``vizpipe.pipeline.report.sections``), the provenance and the
 from __future__ import annotations
 
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,19 @@ def _command(manifest: dict[str, Any]) -> str:
     return str(cmd) if cmd else "–"
 
 
+def _run_warnings(data: RunData) -> list[str]:
+    """The manifest's warnings that no stage section shows (the build's, a failed stage's): the
+    manifest lists every warning of the run, and a stage's record also holds its own."""
+    shown = Counter(str(w) for s in data.stages if s.result is not None for w in s.result.warnings)
+    out = []
+    for w in map(str, (data.manifest or {}).get("warnings") or []):
+        if shown[w] > 0:
+            shown[w] -= 1
+        else:
+            out.append(w)
+    return out
+
+
 def _header(data: RunData) -> dict[str, Any]:
     m = data.manifest or {}
     cfg = data.config or {}
@@ -155,7 +169,7 @@ def _header(data: RunData) -> dict[str, Any]:
             alerts.append(Alert("error", f"{rec.get('name')} failed: ", record_error(rec)))
         elif rec.get("status") == "interrupted":
             alerts.append(Alert("error", f"{rec.get('name')} was interrupted"))
-    alerts += [Alert("warning", "Warning: ", str(w)) for w in m.get("warnings") or []]
+    alerts += [Alert("warning", "Warning: ", w) for w in _run_warnings(data)]
     alerts += [Alert("warning", "", p) for p in data.problems]
     deterministic = " (deterministic algorithms)" if cfg.get("deterministic") else ""
     return {

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List
 
-from vizpipe.pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.stage import SharedConfig, Stage, StageResult
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
@@ -64,17 +64,18 @@ class CamStage(Stage):
     title = "Class activation maps"
     config = CamConfig
     order = 40
+    default = True
 
     def __init__(self) -> None:
         self.plan: CamPlan | None = None
 
-    def check(self, settings: CamConfig, cfg: Any) -> None:
+    def check_settings(self, settings: CamConfig, shared: SharedConfig) -> None:
         """Method, metrics, kwargs, numbers and value types, before the model is built."""
         from vizpipe.stages.cam.plan import check_settings
 
         check_settings(settings)
 
-    def validate(self, ctx: RunContext, settings: CamConfig) -> None:
+    def check_model(self, ctx: RunContext, settings: CamConfig) -> None:
         """Resolve the layers and classes against the model before any stage runs."""
         from vizpipe.stages.cam.plan import make_plan
 

@@ -23,7 +23,7 @@ RESERVED = ("self", "model", "target_layers", "reshape_transform")
 
 @dataclass
 class CamPlan:
-    """Everything ``validate`` resolved: what ``run`` computes."""
+    """Everything ``check_model`` resolved: what ``run`` computes."""
 
     method: MethodSpec
     layers: list[CamLayer]  # resolved target layers, in the order given

@@ -37,10 +37,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, List
+from typing import TYPE_CHECKING, List
 
 from vizpipe.pipeline.errors import ConfigError
-from vizpipe.pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.stage import SharedConfig, Stage, StageResult
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
@@ -127,8 +127,12 @@ class FeaturesStage(Stage):
     title = "Feature maps"
     config = FeaturesConfig
     order = 30
+    default = True
 
-    def check(self, settings: FeaturesConfig, cfg: Any) -> None:
+    def __init__(self) -> None:
+        self.targets: list[Target] | None = None
+
+    def check_settings(self, settings: FeaturesConfig, shared: SharedConfig) -> None:
         """Limits, the colormap and a non-empty layer list."""
         from vizpipe.pipeline.render import check_cmap
 
@@ -140,16 +144,17 @@ class FeaturesStage(Stage):
         if not settings.layers:
             raise ConfigError("features.layers is empty; give names, globs, type:X, all or blocks")
 
-    def validate(self, ctx: RunContext, settings: FeaturesConfig) -> None:
+    def check_model(self, ctx: RunContext, settings: FeaturesConfig) -> None:
         """Resolve ``features.layers`` to layers with a spatial output (or input)."""
-        plan(ctx, settings)
+        self.targets = plan(ctx, settings)
 
     def run(self, ctx: RunContext, settings: FeaturesConfig) -> StageResult:
         """Stream the data set; each batch's captures are drawn, saved and dropped."""
         from vizpipe.stages.features.collect import collect
         from vizpipe.stages.features.render import render
 
-        return render(ctx, settings, collect(ctx, settings, plan(ctx, settings)))
+        targets = self.targets if self.targets is not None else plan(ctx, settings)
+        return render(ctx, settings, collect(ctx, settings, targets))
 
 
 def plan(ctx: RunContext, settings: FeaturesConfig) -> list[Target]:

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vizpipe.pipeline.errors import ConfigError
-from vizpipe.pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.stage import SharedConfig, Stage, StageResult
 from vizpipe.pipeline.tensorboard_io import PACKAGES, TBBackend, backend_value
 
 if TYPE_CHECKING:
@@ -72,9 +72,10 @@ class TensorBoardStage(Stage):
     name = "tensorboard"
     title = "TensorBoard"
     config = TensorboardConfig
-    order = 90
+    order = 90  # after every stage whose records it logs (ctx.results)
+    default = True
 
-    def check(self, settings: TensorboardConfig, cfg: Any) -> None:
+    def check_settings(self, settings: TensorboardConfig, shared: SharedConfig) -> None:
         """The packages the backend (and the graph tracer) need are installed."""
         backend = backend_name(settings)
         packages = [PACKAGES[backend]] + (["tensorboard"] if settings.graph else [])

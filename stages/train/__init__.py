@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict
 
-from vizpipe.pipeline.stage import Stage, StageResult
+from vizpipe.pipeline.stage import SharedConfig, Stage, StageResult
 from vizpipe.pipeline.tensorboard_io import TBBackend
 
 if TYPE_CHECKING:
@@ -93,13 +93,13 @@ class TrainStage(Stage):
     def __init__(self) -> None:
         self.plan: TrainPlan | None = None
 
-    def check(self, settings: TrainConfig, cfg: Any) -> None:
+    def check_settings(self, settings: TrainConfig, shared: SharedConfig) -> None:
         """Numbers, optimizer/scheduler nodes, the CAM method, and an input with splits."""
         from vizpipe.stages.train.plan import check_settings
 
-        check_settings(settings, cfg)
+        check_settings(settings, shared.input_kind)
 
-    def validate(self, ctx: RunContext, settings: TrainConfig) -> None:
+    def check_model(self, ctx: RunContext, settings: TrainConfig) -> None:
         """Classes vs outputs, the CAM layer, and a dry build of the optimizer and scheduler."""
         from vizpipe.stages.train.plan import make_plan
 

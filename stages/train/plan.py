@@ -31,7 +31,7 @@ SCHEDULER_FILLS = ("total_steps", "T_max", "max_lr")
 
 @dataclass
 class TrainPlan:
-    """Everything ``validate`` resolved."""
+    """Everything ``check_model`` resolved."""
 
     classes: list[str]  # the data set's class names (one model output each)
     method: MethodSpec | None  # the CAM method (None: no maps, no pointing game)
@@ -75,7 +75,7 @@ def _target_node(node: Any, key: str, own: tuple[str, ...]) -> dict[str, Any]:
     return node
 
 
-def check_settings(settings: Any, cfg: Any = None) -> None:
+def check_settings(settings: Any, input_kind: str | None = None) -> None:
     """The rules needing only the config: numbers, ``_target_`` nodes, CAM method, input kind."""
     from vizpipe.pipeline.gradcam.methods import resolve_method
     from vizpipe.pipeline.tensorboard_io import PACKAGES, backend_value
@@ -110,8 +110,8 @@ def check_settings(settings: Any, cfg: Any = None) -> None:
             f"train.backend={backend_value(settings.backend)} needs the '{package}' package, which is not "
             f"installed; pip install {package}"
         )
-    if cfg is not None and cfg.get("input") is not None:
-        _check_input_kind(str(getattr(cfg.input.kind, "value", cfg.input.kind)))
+    if input_kind is not None:
+        _check_input_kind(input_kind)
 
 
 def _check_input_kind(kind: str) -> None:
