@@ -52,7 +52,8 @@ class RunResult:
 
 
 def check_stage_list(cfg: DictConfig) -> list[str]:
-    """The ``stages`` list: known names, not empty, none twice (no model, no stage code). Returns it."""
+    """The ``stages`` list: known names, not empty, none twice, a stage that reads the others'
+    records after them (no model, no stage code). Returns it."""
     from vizpipe.pipeline.registry import stage_classes
 
     known = stage_classes()
@@ -68,6 +69,14 @@ def check_stage_list(cfg: DictConfig) -> list[str]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"stages lists {', '.join(dupes)} more than once: {names}")
+    readers = [n for n in names if known[n].reads_records]
+    others = [n for n in names if not known[n].reads_records]
+    if readers and names != others + readers:
+        late = [n for n in others if names.index(n) > names.index(readers[0])]
+        raise ConfigError(
+            f"stages lists {', '.join(late)} after {readers[0]}, which reads the records of the stages "
+            f"before it; write 'stages=[{','.join(others + readers)}]'"
+        )
     return names
 
 

@@ -245,7 +245,7 @@ class Stage(ABC):
 
     The runner makes one instance per run, calls ``check_settings`` and then ``check_model`` for
     every requested stage before any stage runs (a bad layer name fails before any work), then
-    ``run`` in ``order``.
+    ``run`` for each, in the order of the ``stages`` list.
     """
 
     #: the name used in ``stages=[...]``, the config group, the config key and the output folder
@@ -254,11 +254,14 @@ class Stage(ABC):
     title: ClassVar[str] = ""
     #: the settings dataclass (stored as ``<name>/_schema``); None for a stage without settings
     config: ClassVar[type | None] = None
-    #: position in every ``stages`` list and in listings (lower first): a stage that reads other
-    #: stages' records (``ctx.results``) needs a higher order than theirs
+    #: position in the default ``stages`` list and in listings (lower first); a list the user
+    #: writes runs in the user's order
     order: ClassVar[int] = 100
     #: part of the default ``stages`` list; a new stage opts in (otherwise only ``stages=[...]`` runs it)
     default: ClassVar[bool] = False
+    #: reads the records of the stages that ran before it (``ctx.results``), so every ``stages``
+    #: list must put it after all the others (the runner refuses one that does not)
+    reads_records: ClassVar[bool] = False
     #: optional jinja2 fragment (a file beside the module) that the report renders for this stage
     template: ClassVar[str | None] = None
 

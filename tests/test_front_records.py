@@ -119,8 +119,8 @@ def test_from_dict_conversions():
 
 
 def test_stage_defaults():
-    """Stage class defaults: no title, no config, order 100, opted out of the default list, no
-    template; the two checks are no-ops."""
+    """Stage class defaults: no title, no config, order 100, opted out of the default list, reads no
+    records, no template; the two checks are no-ops."""
 
     class S(Stage):
         name = "s"
@@ -129,7 +129,14 @@ def test_stage_defaults():
             return StageResult("s")
 
     s = S()
-    assert (S.title, S.config, S.order, S.default, S.template) == ("", None, 100, False, None)
+    assert (S.title, S.config, S.order, S.default, S.reads_records, S.template) == (
+        "",
+        None,
+        100,
+        False,
+        False,
+        None,
+    )
     assert s.check_settings(None, RANDOM_INPUT) is None and s.check_model(None, None) is None
 
 

@@ -131,6 +131,23 @@ def test_check_stage_list_messages(compose):
     assert r.check_stage_list(OmegaConf.create({"stages": ["cam", "summary"]})) == ["cam", "summary"]
 
 
+def test_a_stage_reading_records_must_come_after_the_others():
+    """TensorBoard logs the records of the stages before it: a list putting one after it is refused
+    with the list that works (the default list is already in that order)."""
+    with pytest.raises(ConfigError) as info:
+        r.check_stage_list(OmegaConf.create({"stages": ["summary", "tensorboard", "cam", "kernels"]}))
+    assert str(info.value) == (
+        "stages lists cam, kernels after tensorboard, which reads the records of the stages before it; "
+        "write 'stages=[summary,cam,kernels,tensorboard]'"
+    )
+    assert (
+        r.check_stage_list(OmegaConf.create({"stages": ["cam", "summary", "tensorboard"]}))[-1]
+        == "tensorboard"
+    )
+    assert r.check_stage_list(OmegaConf.create({"stages": ["tensorboard"]})) == ["tensorboard"]
+    assert registry.default_stages()[-1] == "tensorboard"
+
+
 def test_check_required_keys():
     """The first missing key (sorted) is named; input.path gets the file/folder/glob hint."""
     cfg = OmegaConf.create({"stages": ["summary"], "input": {"path": "???"}, "a": "???"})

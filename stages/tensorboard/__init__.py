@@ -72,8 +72,9 @@ class TensorBoardStage(Stage):
     name = "tensorboard"
     title = "TensorBoard"
     config = TensorboardConfig
-    order = 90  # after every stage whose records it logs (ctx.results)
+    order = 90  # last in the default list
     default = True
+    reads_records = True  # it logs the records of the stages before it: every list puts it last
 
     def check_settings(self, settings: TensorboardConfig, shared: SharedConfig) -> None:
         """The packages the backend (and the graph tracer) need are installed."""
