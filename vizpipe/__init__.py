@@ -7,8 +7,8 @@ level and this package's ``__path__`` reaches them, so ``vizpipe.pipeline.runner
 module either way and nothing vizpipe installs takes a generic top-level name.
 
 Public API (imported on first use, so ``import vizpipe`` stays cheap): the stage contract for
-plugin authors (``Stage``, ``StageResult``, ``Picture``, ``Table``, ``Text``, ``Scalar``,
-``Histogram``, ``Merge``) and ``run_pipeline``.
+plugin authors (``Stage``, ``SharedConfig``, ``StageResult``, ``Picture``, ``Table``, ``Text``,
+``Scalar``, ``Histogram``, ``Merge``) and ``run_pipeline``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ _EXPORTS = {
     "Merge": "vizpipe.pipeline.stage",
     "Picture": "vizpipe.pipeline.stage",
     "Scalar": "vizpipe.pipeline.stage",
+    "SharedConfig": "vizpipe.pipeline.stage",
     "Stage": "vizpipe.pipeline.stage",
     "StageResult": "vizpipe.pipeline.stage",
     "Table": "vizpipe.pipeline.stage",
