@@ -29,7 +29,6 @@ PACKAGES = (
     "matplotlib",
     "pillow",
 )
-# Artifacts whose bytes legitimately change between identical runs (timestamps inside).
 #: Artifacts whose bytes legitimately change between identical runs (they hold timestamps):
 #: TensorBoard event files (whoever writes them), the reports, the log and the manifest itself.
 VOLATILE_PATTERNS = ("*tfevents*", "report.*", "run.log", MANIFEST)

@@ -37,7 +37,7 @@ __all__ = [
 
 @dataclass
 class RunResult:
-    """What ``run_pipeline`` returns (and ``run.py`` prints)."""
+    """What ``run_pipeline`` returns (and the command line prints: ``vizpipe.pipeline.cli.finish``)."""
 
     output_dir: Path
     status: str  # ok | failed | interrupted
@@ -187,8 +187,9 @@ def run_pipeline(
 ) -> RunResult:
     """Run the configured stages into ``output_dir``; never raises for a stage or user error.
 
-    ``sweep``: the values each key of this job's sweep takes (``RunContext.sweep``; run.py reads
-    them from the job's Hydra config), so a stage can do its sibling jobs' work in the same pass.
+    ``sweep``: the values each key of this job's sweep takes (``RunContext.sweep``; the command
+    line reads them from the job's Hydra config, ``vizpipe.pipeline.cli.sweep_values``), so a stage
+    can do its sibling jobs' work in the same pass.
 
     Failures are recorded in the manifest (and the run's log); the returned ``RunResult`` says
     whether everything succeeded. ``KeyboardInterrupt`` is recorded as ``interrupted`` and re-raised.

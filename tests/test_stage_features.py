@@ -106,6 +106,20 @@ def test_plan_errors_and_shared_warning(tmp_path):
     assert ctx.warnings == ["features: act runs 2 times per forward; its first call is captured"]
 
 
+@pytest.mark.parametrize("capture", [Capture.input, Capture.output])
+def test_run_captures_one_kind(ctx, capture):
+    """capture=input (or output) alone: the stage runs and saves that tensor (input used to fail
+    with "produced no tensor": the hook's calls were taken for outputs)."""
+    res = run(ctx, layers=["c2"], capture=capture, max_channels=2)
+    x = ctx.inputs.dataset.x
+    want = direct(ctx.model, x)["act" if capture is Capture.input else "c2"]
+    key, stem = ("c2 (input)", "c2_input") if capture is Capture.input else ("c2", "c2")
+    assert list(res.data["layers"]) == [key] and res.data["layers"][key]["capture"] == capture.value
+    saved = np.load(ctx.output_dir / "features" / f"{stem}.npy")
+    np.testing.assert_allclose(saved, want.numpy(), rtol=1e-5, atol=1e-6)
+    assert sorted(res.data["layers"][key]["grids"]) == ["img0", "img1", "img2"]
+
+
 def test_run_stats_npy_grids_and_record(ctx, tmp_path):
     """Output and input captured over three images in two batches: every number and file."""
     res = run(

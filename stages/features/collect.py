@@ -76,7 +76,8 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
     what = settings.capture.value
     pending: dict[tuple[str, str], torch.Tensor] = {}
 
-    def sink(name: str, tensor: torch.Tensor, kind: str = "output") -> None:
+    # capture() names the kind only when it hands both; otherwise every call is the one kind asked for
+    def sink(name: str, tensor: torch.Tensor, kind: str = what) -> None:
         if (name, kind) in accs and (name, kind) not in pending:  # a shared module: its first call
             pending[(name, kind)] = tensor
 
