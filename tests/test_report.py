@@ -1081,3 +1081,35 @@ def test_cli_failure_to_write_exits_1(fake_run: Path, capsys: pytest.CaptureFixt
     (fake_run / "manifest.json").write_text(json.dumps(m))
     assert main([str(fake_run)]) == 1
     assert "could not write the report" in capsys.readouterr().err
+
+
+# =========================================================================== a real run's picture limit
+
+
+@pytest.mark.slow
+def test_no_picture_limit_shows_every_picture_and_nothing_claims_otherwise(tmp_path: Path) -> None:
+    """40 images through CAM: the record holds the first 32 images' maps and its summary says so
+    (it used to say "first 32 of 40 images shown", whatever report.max_images showed);
+    report.max_images=0 shows every picture of the record, a limit says how many it hides."""
+    from conftest import compose_config
+    from vizpipe.pipeline.runner import run_pipeline
+
+    args = ["model=seed_net", "input=random", "input.shape=[40,3,32,32]", "input.limit=null", "stages=[cam]"]
+    run = tmp_path / "run"
+    assert run_pipeline(compose_config([*args, "report.max_images=0"]), run).ok
+    m = json.loads((run / "manifest.json").read_text())
+    record = m["stages"][0]["result"]
+    assert record["summary"].endswith(
+        "40 image(s), 40 map(s); the first 32 images' maps go to the report and TensorBoard "
+        "(every map is in cam/)"
+    )
+    assert len(list(run.glob("cam/*/*_overlay.png"))) == 40
+    listed = [p["path"] for p in record["pictures"]]
+    assert len(listed) == 64  # an overlay and a heatmap per image
+    page = Page((run / "report.html").read_text(encoding="utf-8"))
+    assert [i["data-path"] for i in page.section("cam").imgs] == listed
+    assert "not shown" not in page.section("cam").visible_text()
+    rp.write_run_report(run, ReportConfig(max_images=10, markdown=False))
+    cam = Page((run / "report.html").read_text(encoding="utf-8")).section("cam")
+    assert [i["data-path"] for i in cam.imgs] == listed[:10]
+    assert "54 more pictures not shown (report.max_images=10)" in cam.visible_text()

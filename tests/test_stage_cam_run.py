@@ -308,8 +308,8 @@ def test_result_samples_the_first_images(tmp_path):
     res = result(ctx, doc)
     assert SAMPLE_IMAGES == 32
     assert res.summary == (
-        "GradCAM on l, target: class(es) 3; 33 image(s), 33 map(s); maps of the first 32 of 33 images "
-        "shown; reshape l: tokens: 4 tokens laid on a 2×2 grid"
+        "GradCAM on l, target: class(es) 3; 33 image(s), 33 map(s); the first 32 images' maps go to the "
+        "report and TensorBoard (every map is in cam/); reshape l: tokens: 4 tokens laid on a 2×2 grid"
     )
     assert len(res.pictures) == 64 and len(res.tables) == 1 + 32
     assert res.tables[0].title == "Per class (top-1 class)" and res.tables[0].columns[-1] == "Mean score"

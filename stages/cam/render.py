@@ -200,7 +200,9 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     target_text = "top-1 prediction of each image" if doc.targets is None else f"class(es) {doc.targets}"
     shown = min(len(doc.images), SAMPLE_IMAGES)
     sample = (
-        f"; maps of the first {shown} of {len(doc.images)} images shown" if len(doc.images) > shown else ""
+        f"; the first {shown} images' maps go to the report and TensorBoard (every map is in cam/)"
+        if len(doc.images) > shown
+        else ""
     )
     reshapes = "; ".join(f"{k}: {v}" for k, v in doc.reshape.items() if not v.startswith("N×"))
     return StageResult(
