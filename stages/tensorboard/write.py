@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from vizpipe.pipeline.stage import StageResult, Table, Text
-from vizpipe.pipeline.tensorboard_io import histogram_raw, open_writer
+from vizpipe.pipeline.tensorboard_io import backend_value, histogram_raw, open_writer
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
@@ -46,9 +46,7 @@ def _add_hparams(backend: str, writer: Any, hp: dict[str, str], metrics: dict[st
 
 def render(ctx: RunContext, settings: TensorboardConfig, data: Collected) -> StageResult:
     """Write everything through one writer (closed in ``finally``); return the record."""
-    from vizpipe.stages.tensorboard import backend_name
-
-    backend = backend_name(settings)
+    backend = backend_value(settings.backend)
     out = ctx.stage_dir(LOGDIR)
     for stale in sorted(out.glob(f"events.out.tfevents.*{SUFFIX}")):
         log.info("TensorBoard: removing %s from an earlier attempt in this folder", stale.name)
