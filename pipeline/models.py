@@ -80,6 +80,126 @@ def torchvision_model(
         raise ConfigError(f"Could not build model '{name}' with {kwargs}: {exc}") from exc
 
 
+# --------------------------------------------------------------------------- timm
+
+#: the ``model._target_`` of ``model=timm``
+TIMM_TARGET = "vizpipe.pipeline.models.timm_model"
+TIMM_EXTRA = "pip install 'vizpipe[timm]' (or pip install timm)"
+
+
+def _timm() -> Any:
+    """The ``timm`` package, or one line saying how to install it (an optional extra)."""
+    try:
+        import timm
+    except ImportError as exc:
+        raise ConfigError(f"model=timm needs the timm package, which is not installed; {TIMM_EXTRA}") from exc
+    return timm
+
+
+def timm_model(
+    name: str,
+    weights: str | None = None,
+    num_classes: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Any timm model by name (``timm.create_model``): random init (seeded by the caller) or pretrained.
+
+    ``weights``: null = random init; ``DEFAULT`` = timm's default pretrained tag for ``name``;
+    another value = a pretrained tag (``a1_in1k`` for ``resnet50.a1_in1k``). Pretrained weights
+    come from timm's hub (needs internet once, then its cache).
+    """
+    timm = _timm()
+    base, _, tag = name.partition(".")
+    known = timm.list_models()
+    if base not in known:
+        raise unknown_choice(
+            "timm model", name, known, hint="Set model.name to one of timm.list_models() (model=timm)"
+        )
+    if weights and weights != "DEFAULT":
+        tag = weights
+    full = f"{base}.{tag}" if tag else base
+    if num_classes is not None:
+        kwargs["num_classes"] = int(num_classes)
+    log.debug("Building timm model <%s> (%s)", full, "pretrained" if weights else "random init")
+    try:
+        return timm.create_model(full, pretrained=bool(weights), **kwargs)
+    except (OSError, RuntimeError) as exc:
+        if weights:
+            raise ConfigError(
+                f"Could not get pretrained weights for timm model {full}: {exc}. Without internet, use "
+                "model.weights=null (random init) or model.checkpoint=<local state_dict>"
+            ) from exc
+        raise ConfigError(f"Could not build timm model '{full}' with {kwargs}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Could not build timm model '{full}' with {kwargs}: {exc}") from exc
+
+
+class TimmPreset:
+    """A timm model's own data config (``timm.data.resolve_data_config``) as a preprocessing preset.
+
+    Reads like torchvision's weights enum where vizpipe reads one: ``transforms()`` gives
+    ``resize_size`` (the input size / ``crop_pct``, as timm's eval transform), ``crop_size``,
+    ``mean``, ``std`` and ``interpolation``; ``meta["categories"]`` names ImageNet's classes when
+    the model is pretrained on it.
+    """
+
+    def __init__(self, model: nn.Module, pretrained: bool) -> None:
+        import math
+        from types import SimpleNamespace
+
+        from torchvision.transforms import InterpolationMode
+
+        timm = _timm()
+        data = timm.data.resolve_data_config({}, model=model)
+        _, h, w = data["input_size"]
+        crop_pct = float(data.get("crop_pct") or 0.875)
+        modes = {m.value: m for m in InterpolationMode}
+        interpolation = modes.get(str(data.get("interpolation")), InterpolationMode.BICUBIC)
+        self.name = str(getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__)
+        self._transforms = SimpleNamespace(
+            resize_size=[math.floor(min(h, w) / crop_pct)],
+            crop_size=[min(h, w)],
+            mean=[float(v) for v in data["mean"]],
+            std=[float(v) for v in data["std"]],
+            interpolation=interpolation,
+        )
+        self.meta: dict[str, Any] = {"categories": _imagenet_names(timm, model) if pretrained else None}
+        self.pretrained = pretrained
+
+    def transforms(self) -> Any:
+        """Resize, crop, mean, std and interpolation (the attributes vizpipe reads)."""
+        return self._transforms
+
+    def __str__(self) -> str:
+        return f"timm:{self.name} ({'pretrained' if self.pretrained else 'random init'}, its data config)"
+
+
+def _imagenet_names(timm: Any, model: nn.Module) -> list[str] | None:
+    """ImageNet class names for a timm model pretrained on an ImageNet subset, else None."""
+    try:
+        subset = timm.data.infer_imagenet_subset(model)
+        return list(timm.data.ImageNetInfo(subset).label_descriptions()) if subset else None
+    except (AttributeError, AssertionError, OSError):
+        return None
+
+
+def preset(target: str, cfg: dict[str, Any], model: nn.Module) -> Any:
+    """The preprocessing preset of a built model: torchvision's weights enum (when pretrained), a
+    timm model's data config (always: ``model=timm``, or a timm model object given to
+    ``vizpipe.inspect``), else None (ImageNet's 256/224 preset)."""
+    import sys
+
+    if target == "vizpipe.pipeline.models.torchvision_model":
+        return weights_enum(cfg["name"], cfg["weights"]) if cfg.get("weights") else None
+    lent = target == "vizpipe.pipeline.lent.lent_model"
+    if target == TIMM_TARGET or (lent and "timm" in sys.modules and hasattr(model, "pretrained_cfg")):
+        return TimmPreset(model, pretrained=bool(cfg.get("weights")) if not lent else False)
+    return None
+
+
+# --------------------------------------------------------------------------- small CNNs
+
+
 class SeedNet(nn.Module):
     """The seed chapter's CNN (§3.4): two convs, pooling, a two-layer head, one sigmoid output."""
 

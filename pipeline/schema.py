@@ -42,6 +42,7 @@ class InputKind(str, Enum):
     shapes = "shapes"  # synthetic shapes on textured noise, drawn from the seed (labels, boxes, splits)
     imagefolder = "imagefolder"  # input.root: one sub-folder of images per class (labels, splits)
     cifar10 = "cifar10"  # CIFAR-10 in input.root (torchvision's CIFAR10; input.download=true fetches it)
+    objects = "objects"  # a tensor, PIL images, paths or a Dataset/DataLoader given to vizpipe.inspect
 
 
 class Split(str, Enum):
@@ -114,7 +115,8 @@ class DeviceConfig:
 class InputConfig:
     """``input/``: what the model looks at, streamed in batches."""
 
-    # photo | image | tensor | random | shapes | imagefolder | cifar10 (conf/input/*.yaml)
+    # photo | image | tensor | random | shapes | imagefolder | cifar10 (conf/input/*.yaml);
+    # objects: what vizpipe.inspect was given (set by it, pipeline/inputs/objects.py)
     kind: InputKind = InputKind.photo
     # Image file, folder or glob (kind=image); tensor file (kind=tensor); null otherwise.
     path: str | None = None

@@ -70,6 +70,7 @@ def test_enums():
         "shapes",
         "imagefolder",
         "cifar10",
+        "objects",
     ]
     assert [e.value for e in s.Split] == ["train", "val", "test"]
     assert [e.value for e in s.ModelOutput] == ["auto", "logits", "probabilities"]

@@ -6,9 +6,15 @@ runner and what stages share), ``vizpipe.stages`` is ``stages/`` and the Hydra c
 level and this package's ``__path__`` reaches them, so ``vizpipe.pipeline.runner`` is the same
 module either way and nothing vizpipe installs takes a generic top-level name.
 
-Public API (imported on first use, so ``import vizpipe`` stays cheap): the stage contract for
-plugin authors (``Stage``, ``SharedConfig``, ``StageResult``, ``Picture``, ``Table``, ``Text``,
-``Scalar``, ``Histogram``, ``Merge``) and ``run_pipeline``.
+Public API (imported on first use, so ``import vizpipe`` stays cheap):
+
+* the library: ``inspect`` (a model object and its inputs -> a run folder and a ``Run``),
+  ``Run`` (``Run.load(folder)``), ``Watch`` (your own training loop), ``compose`` (vizpipe's config
+  as ``run.py`` composes it), the errors ``VizpipeError``, ``ConfigError``, ``RunFailed``;
+  ``vizpipe.integrations.lightning.VizpipeCallback`` for a Lightning ``Trainer``;
+* the command line's entry ``run_pipeline(cfg, output_dir)``;
+* the stage contract for plugin authors (``Stage``, ``SharedConfig``, ``StageResult``, ``Picture``,
+  ``Table``, ``Text``, ``Scalar``, ``Histogram``, ``Merge``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
+    "ConfigError": "vizpipe.pipeline.errors",
+    "Run": "vizpipe.runs",
+    "RunFailed": "vizpipe.runs",
+    "VizpipeError": "vizpipe.pipeline.errors",
+    "Watch": "vizpipe.watch",
+    "compose": "vizpipe.api",
+    "inspect": "vizpipe.api",
     "Histogram": "vizpipe.pipeline.stage",
     "Merge": "vizpipe.pipeline.stage",
     "Picture": "vizpipe.pipeline.stage",

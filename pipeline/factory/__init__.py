@@ -37,11 +37,19 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def build_context(cfg: DictConfig, output_dir: Path | str) -> Any:
     """Build device, model and inputs from a composed config: the ``RunContext`` stages receive.
 
-    An earlier job's build with the same model, input, device and seed is reused when it is
-    unchanged (``vizpipe.pipeline.cache``); the runner hands the context back with ``release``.
+    An earlier job's build with the same model, input (and input files), device and seed is
+    reused when it is unchanged (``vizpipe.pipeline.cache``); the runner hands the context back
+    with ``release``. Objects lent by ``vizpipe.inspect`` (``vizpipe.pipeline.lent``) are built
+    around as they are and never cached: the cache would keep the caller's model alive.
     """
     from vizpipe.pipeline.cache import cache_key, get_cache
+    from vizpipe.pipeline.lent import is_lent, lent
 
+    if is_lent(cfg.model):  # objects handed to vizpipe.inspect: nothing to rebuild, never cached
+        seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
+        ctx = _build(cfg, output_dir)
+        lent().context = ctx
+        return ctx
     cache = get_cache()
     key = cache_key(cfg)
     seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
@@ -58,11 +66,12 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
     from vizpipe.pipeline.factory.device import build_device
     from vizpipe.pipeline.factory.model import build_model, load_categories, nonfinite_parameters
     from vizpipe.pipeline.inputs import build_inputs
+    from vizpipe.pipeline.lent import is_lent
 
     device = build_device(cfg.device.type)
     log.debug("Device <%s>", device)
     model, weights = build_model(cfg.model)
-    model = model.to(device)
+    model = model.to(device) if not is_lent(cfg.model) else _on_device(model, device)
     inputs = build_inputs(cfg.input, weights, device, int(cfg.seed), model)
     categories = load_categories(cfg.model.get("categories"))
     if categories is None and weights is not None:
@@ -99,6 +108,18 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
             "results are invalid"
         )
     return ctx
+
+
+def _on_device(model: Any, device: Any) -> Any:
+    """A lent model stays where its owner put it: ``device`` must be where its parameters are."""
+    first = next(iter(model.parameters()), None)
+    where = first.device if first is not None else device
+    if where.type != device.type or (device.index is not None and where.index != device.index):
+        raise ConfigError(
+            f"device '{device}' is not where the model's parameters are ({where}); move the model "
+            f"first (model.to('{device}')) or leave device unset (vizpipe.inspect uses the model's device)"
+        )
+    return model
 
 
 def _data_set_categories(ctx: Any, classes: list[str]) -> None:

@@ -19,10 +19,11 @@ __all__ = ["build_model", "load_categories", "load_checkpoint", "nonfinite_param
 def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
     """Instantiate the model from its config, load ``checkpoint`` if set, put it in eval mode.
 
-    Returns ``(model, weights_enum_or_None)``; the weights carry preprocessing and category names.
+    Returns ``(model, preset)``: torchvision's weights enum, a timm model's data config, or None
+    (``vizpipe.pipeline.models.preset``); a preset carries preprocessing and category names.
     """
     from vizpipe.pipeline.factory.targets import instantiate
-    from vizpipe.pipeline.models import weights_enum
+    from vizpipe.pipeline.models import preset
 
     cfg = (
         OmegaConf.to_container(model_cfg, resolve=True)
@@ -37,11 +38,16 @@ def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
     model = instantiate({**cfg, **kwargs}, "model from _target_")
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model._target_ '{target}' returned {type(model).__name__}, not a torch.nn.Module")
-    weights = None
-    if cfg.get("weights") and target == "vizpipe.pipeline.models.torchvision_model":
-        weights = weights_enum(cfg["name"], cfg["weights"])
     if checkpoint:
+        from vizpipe.pipeline.lent import LENT_TARGET
+
+        if target == LENT_TARGET:
+            raise ConfigError(
+                "model.checkpoint cannot be loaded into a model object handed to vizpipe.inspect (it "
+                "would change your model); load it yourself (model.load_state_dict) first"
+            )
         load_checkpoint(model, checkpoint)
+    weights = preset(str(target), cfg, model)
     model.eval()
     return model, weights
 

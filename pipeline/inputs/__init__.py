@@ -321,7 +321,7 @@ def split_name(input_cfg: Any) -> str:
 
 def split_kinds() -> list[str]:
     """The input kinds that have train/val/test splits (registered builders with ``splits=True``)."""
-    from vizpipe.pipeline.inputs import cifar, folders, shapes, sources  # noqa: F401 - registers the builders
+    from vizpipe.pipeline.inputs import cifar, folders, objects, shapes, sources  # noqa: F401 - registers
 
     return sorted(SPLIT_KINDS)
 

@@ -78,16 +78,7 @@ def load_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F") or im.mode.startswith("I;16"):
-                arr = np.asarray(im, dtype=np.float64)
-                hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-                arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(arr[..., None], 3, axis=2) if arr.ndim == 2 else arr[..., :3]
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            return rgb_array(im)
     except UnidentifiedImageError as exc:
         raise ConfigError(
             f"input file '{path}' is not an image PIL can read (corrupt, or not an image despite its name)"
@@ -96,6 +87,22 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ConfigError(
             f"input file '{path}' could not be decoded ({exc}); it may be truncated or corrupt"
         ) from exc
+
+
+def rgb_array(im: Any) -> np.ndarray:
+    """A loaded PIL image as (H, W, 3) uint8 RGB: grayscale, RGBA (on white), palette and 16-bit converted."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F") or im.mode.startswith("I;16"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2) if arr.ndim == 2 else arr[..., :3]
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
 def preprocessing(input_cfg: Any, weights: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -26,14 +26,15 @@ log = logging.getLogger(__name__)
 class TensorItems:
     """Items of an in-memory (N, C, H, W) tensor and its (N, 3, H, W) drawing."""
 
-    def __init__(self, x: torch.Tensor, rgb: torch.Tensor) -> None:
-        self.x, self.rgb = x, rgb
+    def __init__(self, x: torch.Tensor, rgb: torch.Tensor, labels: list[int] | None = None) -> None:
+        self.x, self.rgb, self.labels = x, rgb, labels
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"x": self.x[i], "rgb": self.rgb[i], "index": i, "label": -1}
+        label = -1 if self.labels is None else self.labels[i]
+        return {"x": self.x[i], "rgb": self.rgb[i], "index": i, "label": label}
 
 
 def first_conv_channels(model: Any) -> int | None:
@@ -112,7 +113,12 @@ def _check_channels(x: torch.Tensor, input_cfg: Any, model: Any, where: str) -> 
 
 
 def _tensor_fields(
-    x: torch.Tensor, names: list[str], sources: list[str], input_cfg: Any, normalized: bool
+    x: torch.Tensor,
+    names: list[str],
+    sources: list[str],
+    input_cfg: Any,
+    normalized: bool,
+    labels: list[int] | None = None,
 ) -> dict[str, Any]:
     mean = [float(v) for v in input_cfg.mean] if input_cfg.mean is not None else IMAGENET_MEAN
     std = [float(v) for v in input_cfg.std] if input_cfg.std is not None else IMAGENET_STD
@@ -121,8 +127,9 @@ def _tensor_fields(
     invalid = {
         i: "non-finite (NaN/inf) values" for i in range(x.shape[0]) if not bool(torch.isfinite(x[i]).all())
     }
+    chosen = None if labels is None else [labels[i] for i in positions]
     return {
-        "dataset": TensorItems(x, drawable(x, mean, std, normalized)),
+        "dataset": TensorItems(x, drawable(x, mean, std, normalized), chosen),
         "names": [names[i] for i in positions],
         "sources": [sources[i] for i in positions],
         "mean": mean,
