@@ -9,7 +9,9 @@ jobs, and it hands every job the model exactly as a fresh build would:
 
 * **Key**: everything that defines the value: the resolved ``model`` config (name, weights,
   checkpoint path, kwargs, ...) with the checkpoint's and class-name file's size and mtime, the
-  resolved ``input`` config, ``device.type``, ``seed`` and ``deterministic``.
+  resolved ``input`` config with the identity of every file it reads (path, size, mtime_ns and
+  inode: ``vizpipe.pipeline.inputs.input_files``, so an image edited, added or replaced between
+  two jobs is read again), ``device.type``, ``seed`` and ``deterministic``.
 * **Value** (``Entry``): the model, weights, inputs (with their first batch), class names, the
   build's warnings, the random number generators' states right after the build (restored on a
   hit, so a job sees the same random numbers as after a fresh build), and, once a job computed
@@ -78,12 +80,15 @@ def cache_key(cfg: DictConfig) -> str:
             return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
         return node
 
+    from vizpipe.pipeline.inputs import file_identity, input_files
+
     model = plain(cfg.model)
     doc = {
         "model": model,
         "checkpoint_file": _file_stat(model.get("checkpoint")),
         "categories_file": _file_stat(model.get("categories")),
         "input": plain(cfg.input),
+        "input_files": file_identity(input_files(cfg.input)),
         "device": str(cfg.device.type),
         "seed": int(cfg.seed),
         "deterministic": bool(cfg.get("deterministic", False)),

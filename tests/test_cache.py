@@ -231,3 +231,31 @@ def test_the_train_stage_drops_the_build(compose, tmp_path):
     assert maps and all(
         np.array_equal(np.load(p), np.load(tmp_path / "cam2" / p.relative_to(tmp_path / "cam"))) for p in maps
     )
+
+
+def test_an_input_file_edited_between_two_jobs_is_read_again(compose, tmp_path):
+    """Same config twice in one process, the image edited in between: the second job sees the new
+    pixels (its features follow the file), and the key names every input file's size and mtime."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = folder / "a.png"
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(image)
+    args = ["input=image", f"input.path={folder}", "stages=[features]", "features.layers=[conv1]"]
+    args += ["model=seed_net", "input.resize=32", "input.crop=32"]
+    before = json.loads(cache_key(compose([*BASE, *args])))["input_files"]
+    assert [row[:2] for row in before] == [[str(image), image.stat().st_size]]
+    first = job(compose, tmp_path / "a", *args)
+    assert first.ok and len(get_cache()) == 1
+    Image.new("RGB", (40, 40), (250, 20, 90)).save(image)  # new pixels, same size and name
+    assert json.loads(cache_key(compose([*BASE, *args])))["input_files"] != before
+    second = job(compose, tmp_path / "b", *args)
+    assert second.ok
+    old = np.load(tmp_path / "a" / "features" / "conv1.npy")
+    new = np.load(tmp_path / "b" / "features" / "conv1.npy")
+    get_cache().clear()
+    fresh_run = job(compose, tmp_path / "c", *args)  # a fresh build of the edited file
+    assert fresh_run.ok
+    assert not np.array_equal(old, new)
+    assert np.array_equal(new, np.load(tmp_path / "c" / "features" / "conv1.npy"))

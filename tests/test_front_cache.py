@@ -121,13 +121,14 @@ def test_cache_key_fields(compose, tmp_path):
         "deterministic",
         "device",
         "input",
+        "input_files",
         "model",
         "seed",
     ]
     assert doc["model"]["name"] == "seed_net"
     assert doc["checkpoint_file"] is None and doc["categories_file"] is None
     assert doc["seed"] == 0 and doc["deterministic"] is False
-    assert doc["input"]["kind"] == "random"
+    assert doc["input"]["kind"] == "random" and doc["input_files"] == []
     key = c.cache_key(compose(base))
     for extra in ("seed=1", "deterministic=true", "device=cuda", "input.shape=[1,3,8,8]"):
         assert c.cache_key(compose([*base, extra])) != key, extra

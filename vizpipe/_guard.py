@@ -5,9 +5,10 @@ and cuDNN's flags, and logs to the ``vizpipe`` logger; the command line owns its
 not mind. ``caller_state`` snapshots what a run may change and puts it back on exit, also after an
 error: the python, numpy, torch and every initialised CUDA generator's states, the deterministic
 flag (and its warn-only mode), cuDNN's ``benchmark``/``deterministic``, torch's thread count,
-vizpipe's console verbosity and torchinfo's module-level forward-pass dict (it keeps the model). ``run_log`` sends the ``vizpipe`` logger to ``<run>/run.log`` (as the
-command line's logging config does) and warnings to stderr for the length of the call, then
-restores the logger. The model's own state is ``vizpipe.pipeline.hooks.preserved``'s job.
+vizpipe's console verbosity and torchinfo's module-level forward-pass dict (it keeps the model).
+``run_log`` sends the ``vizpipe`` logger to ``<run>/run.log`` (as the command line's logging
+config does) and warnings to stderr for the length of the call, then restores the logger. The
+model's own state is ``vizpipe.pipeline.hooks.preserved``'s job.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 def _snapshot() -> dict[str, Any]:
     import numpy as np
     import torch
+
     from vizpipe.pipeline import logs
 
     state: dict[str, Any] = {
@@ -64,6 +66,7 @@ def _restore_torchinfo(saved: dict[str, Any] | None) -> None:
 def _restore(state: dict[str, Any]) -> None:
     import numpy as np
     import torch
+
     from vizpipe.pipeline import logs
 
     random.setstate(state["python"])
@@ -74,7 +77,10 @@ def _restore(state: dict[str, Any]) -> None:
     elif torch.cuda.is_available() and torch.cuda.is_initialized():
         # CUDA started during the call: its generators get the seed they would have started from
         torch.cuda.manual_seed_all(state["initial_seed"])
-    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
+    if (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    ) != (
         state["deterministic"],
         state["warn_only"],
     ):

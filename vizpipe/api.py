@@ -43,6 +43,7 @@ NOT_SETTINGS = ("defaults", "model", "stages")
 def _register() -> None:
     """Store the lent model and input options in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
+
     from vizpipe.pipeline.lent import LENT_TARGET
     from vizpipe.pipeline.schema import InputConfig, InputKind, ModelConfig
 
@@ -60,6 +61,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
     from vizpipe.pipeline import CONF_DIR
     from vizpipe.pipeline.config_errors import translate
 
@@ -124,7 +126,9 @@ def inspect(
         with lend(worked, _plain_inputs(inputs)) as holder:
             result = run_pipeline(cfg, folder, overrides=lines)
             records = dict(holder.context.results) if holder.context is not None else {}
-    run = Run(result.output_dir, result.status, result.manifest_path, result.report_path, records, result.error)
+    run = Run(
+        result.output_dir, result.status, result.manifest_path, result.report_path, records, result.error
+    )
     if not records:
         run.results = Run.load(folder).results
     if not result.ok:
@@ -190,6 +194,7 @@ def _configure(
 ) -> DictConfig:
     """Compose ``lines``, then set the values given as Python objects; errors in one line."""
     from omegaconf import OmegaConf
+
     from vizpipe.pipeline.config_errors import translate
 
     cfg = compose(lines)

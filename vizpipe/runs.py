@@ -74,7 +74,9 @@ class Run:
         }
         errors = [r.get("error") for r in [doc.get("setup") or {}, *doc.get("stages", [])] if r.get("error")]
         report = next((out / n for n in (REPORT_HTML, REPORT_MD) if (out / n).is_file()), None)
-        return cls(out, str(doc.get("status", "")), out / MANIFEST, report, results, errors[0] if errors else None)
+        return cls(
+            out, str(doc.get("status", "")), out / MANIFEST, report, results, errors[0] if errors else None
+        )
 
     def __repr__(self) -> str:
         where = self.report_path or self.output_dir

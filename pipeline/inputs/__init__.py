@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.errors import ConfigError, VizpipeError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,6 +41,8 @@ __all__ = [
     "build_split",
     "builder",
     "check_input",
+    "file_identity",
+    "input_files",
     "parse_shard",
     "split_kinds",
     "split_name",
@@ -324,6 +326,41 @@ def split_kinds() -> list[str]:
     from vizpipe.pipeline.inputs import cifar, folders, objects, shapes, sources  # noqa: F401 - registers
 
     return sorted(SPLIT_KINDS)
+
+
+def input_files(input_cfg: Any) -> list[Path]:
+    """Every file the input named by ``input.*`` may read (before ``input.limit``), sorted; [] for
+    inputs made in memory (shapes, random, objects). A folder is listed as the build lists it, so a
+    file added, removed or renamed changes the list. What does not exist yet is left out (the build
+    reports it)."""
+    kind = str(getattr(input_cfg.kind, "value", input_cfg.kind))
+    from vizpipe.pipeline.inputs.images import bundled_photo, find_images
+
+    try:
+        if kind == "photo":
+            return [bundled_photo()]
+        if kind == "image":
+            return find_images(str(input_cfg.path))
+        if kind == "tensor":
+            return [Path(str(input_cfg.path)).expanduser()]
+        if kind in ("imagefolder", "cifar10"):
+            root = Path(str(input_cfg.root)).expanduser()
+            return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    except VizpipeError:
+        return []
+    return []
+
+
+def file_identity(files: Sequence[Path]) -> list[list[Any]]:
+    """(path, size, mtime_ns, inode) of each file: changes when a file is edited, replaced or touched."""
+    out: list[list[Any]] = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out.append([str(f), st.st_size, st.st_mtime_ns, st.st_ino])
+    return out
 
 
 def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, model: Any = None) -> Inputs:

@@ -153,7 +153,9 @@ class DatasetItems:
         if isinstance(image, torch.Tensor):
             x = image.detach().float().cpu()
             if x.ndim != 3:
-                raise ConfigError(f"data set item {i} holds a tensor of shape {tuple(x.shape)}; expected C×H×W")
+                raise ConfigError(
+                    f"data set item {i} holds a tensor of shape {tuple(x.shape)}; expected C×H×W"
+                )
             rgb = drawable(x[None], self.prep["mean"], self.prep["std"], self.normalized)[0]
         else:
             pixels = rgb_array(image) if _is_image(image) else np.asarray(image, dtype=np.uint8)
@@ -195,7 +197,9 @@ def _iterated(loader: Any, input_cfg: Any, model: Any) -> dict[str, Any]:
     for batch in loader:
         images, targets = (batch[0], batch[1]) if isinstance(batch, tuple | list) else (batch, None)
         if not isinstance(images, torch.Tensor):
-            raise ConfigError("a DataLoader given to vizpipe.inspect must yield image tensors (or (images, labels))")
+            raise ConfigError(
+                "a DataLoader given to vizpipe.inspect must yield image tensors (or (images, labels))"
+            )
         xs.append(images.detach().cpu())
         n = int(images.shape[0])
         labels += [_label(v) for v in targets] if targets is not None else [-1] * n
