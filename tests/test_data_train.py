@@ -943,7 +943,7 @@ def test_result_of_a_history_without_epochs(tmp_path: Path) -> None:
         "epochs": 4, "lr": 0.5, "batch_size": 2, "optimizer": {"_target_": "torch.optim.SGD"},
     })  # fmt: skip
     frames = SimpleNamespace(strips=lambda: [])
-    res = result(ctx, None, h, [], frames)
+    res = result(ctx, None, h, ["train/checkpoint.pt", "train/history.json"], frames)
     assert res.summary == "0/4 epoch(s), 0 steps: no epoch" and res.pictures == []
     assert res.params == {"epochs": "4", "lr": "0.5", "optimizer": "SGD", "batch_size": "2"}
     assert [(s.name, s.value) for s in res.scalars] == [

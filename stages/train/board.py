@@ -72,13 +72,12 @@ class Board:
 
     # ------------------------------------------------------------------ numbers
 
-    def step(self, step: int, loss: float, accuracy: float, lr: float | None) -> None:
-        """One training step's numbers."""
+    def step(self, step: int, loss: float | None, accuracy: float | None, lr: float | None) -> None:
+        """One training step's numbers (those known)."""
         w = self.writers["train"]
-        w.add_scalar("loss", loss, step)
-        w.add_scalar("accuracy", accuracy, step)
-        if lr is not None:
-            w.add_scalar("lr", lr, step)
+        for tag, value in (("loss", loss), ("accuracy", accuracy), ("lr", lr)):
+            if value is not None:
+                w.add_scalar(tag, value, step)
 
     def validation(self, step: int, loss: float | None, accuracy: float | None) -> None:
         """The val split's numbers after an epoch, on the train curve's step axis."""

@@ -1,8 +1,9 @@
 """The training loop: epochs over the train split, validation, logging, checkpoints, faults.
 
 ``train`` is the stage's body: it builds the train and val splits of the configured data set
-(``vizpipe.pipeline.inputs.build_split``), measures the CAM method on the visualised images, runs ``fit``
-with the TensorBoard writers open, measures again and returns the record (``result.py``).
+(``vizpipe.pipeline.inputs.build_split``) and runs ``fit`` under a ``Watcher`` (``watch.py``: the
+same code ``vizpipe.Watch`` runs in a hand-written loop), which measures the CAM method on the
+visualised images before and after, logs, draws and records every epoch, and returns the record.
 
 ``fit`` trains ``ctx.model`` in place. The DataLoader shuffles with its own ``torch.Generator``
 seeded from ``seed``, and nothing else draws random numbers between steps, so the same seed (and
@@ -29,10 +30,9 @@ if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
     from vizpipe.pipeline.inputs import Inputs
     from vizpipe.pipeline.stage import StageResult
-    from vizpipe.stages.train.board import Board
-    from vizpipe.stages.train.frames import CamFrames
     from vizpipe.stages.train.plan import TrainPlan
     from vizpipe.stages.train.record import History
+    from vizpipe.stages.train.watch import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,38 @@ def settings_doc(settings: Any) -> dict[str, Any]:
 
 def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
     """Train ``ctx.model`` in place and return the stage's record (see the module docstring)."""
-    import torch
-    from vizpipe.pipeline.factory.model import nonfinite_parameters
     from vizpipe.pipeline.inputs import build_split
-    from vizpipe.stages.train.board import Board
-    from vizpipe.stages.train.frames import CamFrames, measure
-    from vizpipe.stages.train.record import CHECKPOINT, HISTORY, History, Localisation, load_state
-    from vizpipe.stages.train.result import result
+    from vizpipe.stages.train.record import CHECKPOINT, HISTORY
+    from vizpipe.stages.train.watch import Watcher
 
     splits = {s: build_split(ctx.inputs, s) for s in ("train", "val")}
-    history = History(
+    history = new_history(ctx, settings, plan, splits)
+    paths = Paths(ctx.claim(CHECKPOINT), ctx.claim(HISTORY))
+    watch = Watcher(
+        ctx, settings, plan, splits["val"], history, checkpoint=paths.checkpoint, history_path=paths.history
+    )
+    try:
+        with watch:
+            fit(ctx, settings, splits, watch)
+    except NonFiniteLoss as exc:
+        raise stopped(ctx, settings, history, paths, exc) from exc
+    except KeyboardInterrupt:
+        history.status = "interrupted"
+        done = history.epochs_done
+        history.error = f"Interrupted during epoch {done + 1}; {CHECKPOINT} holds epoch {done}"
+        history.write(paths.history)
+        raise
+    finally:
+        _hand_back(ctx)
+    return watch.finish([CHECKPOINT, HISTORY])
+
+
+def new_history(ctx: RunContext, settings: Any, plan: TrainPlan, splits: dict[str, Inputs]) -> History:
+    """The run's ``history.json`` before its first epoch."""
+    import torch
+    from vizpipe.stages.train.record import History
+
+    return History(
         model=ctx.model_name,
         seed=ctx.seed,
         data=ctx.inputs.kind,
@@ -94,155 +116,136 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
         settings=settings_doc(settings),
         threads=torch.get_num_threads(),
     )
-    paths = Paths(ctx.claim(CHECKPOINT), ctx.claim(HISTORY))
-    tolerance = float(settings.pointing_tolerance)
-    measuring = bool(settings.pointing_game) and plan.method is not None
-    before = measure(ctx, plan, tolerance) if measuring else None
-    frames = CamFrames(ctx, plan, splits["val"], int(settings.cam_images), float(settings.image_weight))
-    board = Board(ctx, settings)
-    try:
-        with board:
-            fit(ctx, settings, splits, board, frames, history, paths)
-    except NonFiniteLoss as exc:
-        load_state(paths.checkpoint, ctx.model)
-        history.status = "stopped"
-        history.error = (
-            f"Training stopped at epoch {exc.epoch}, step {exc.step}: the loss is {exc.value} "
-            f"(train.lr={settings.lr}, the step's lr {exc.lr}); the model keeps the weights of epoch "
-            f"{history.epochs_done} ({CHECKPOINT}) and every log stays. Lower train.lr or set "
-            "train.grad_clip (e.g. 1.0)"
-        )
-        history.write(paths.history)
-        raise VizpipeError(history.error) from exc
-    except KeyboardInterrupt:
-        history.status = "interrupted"
-        done = history.epochs_done
-        history.error = f"Interrupted during epoch {done + 1}; {CHECKPOINT} holds epoch {done}"
-        history.write(paths.history)
-        raise
-    finally:
-        ctx.model.eval()
-        ctx.refresh()  # later stages probe the trained model afresh
-        ctx.nonfinite_params = nonfinite_parameters(ctx.model)
-    if measuring and before is not None:
-        after = measure(ctx, plan, tolerance)
-        history.localisation = Localisation(
-            method=plan.method.name if plan.method else "",
-            layer="+".join(x.name for x in plan.layers),
-            split=ctx.inputs.split or "",
-            images=len(ctx.inputs),
-            tolerance=tolerance,
-            chance=before.pop("chance"),
-            before=before,
-            after={k: v for k, v in after.items() if k != "chance"},
-        )
-    history.status = "ok"
+
+
+def stopped(
+    ctx: RunContext, settings: Any, history: History, paths: Paths, exc: NonFiniteLoss
+) -> VizpipeError:
+    """A non-finite loss: the last good weights back in the model, ``history.json`` says why."""
+    from vizpipe.stages.train.record import CHECKPOINT, load_state
+
+    load_state(paths.checkpoint, ctx.model)
+    history.status = "stopped"
+    history.error = (
+        f"Training stopped at epoch {exc.epoch}, step {exc.step}: the loss is {exc.value} "
+        f"(train.lr={settings.lr}, the step's lr {exc.lr}); the model keeps the weights of epoch "
+        f"{history.epochs_done} ({CHECKPOINT}) and every log stays. Lower train.lr or set "
+        "train.grad_clip (e.g. 1.0)"
+    )
     history.write(paths.history)
-    return result(ctx, settings, history, board.files(), frames)
+    return VizpipeError(history.error)
 
 
-def fit(
-    ctx: RunContext,
-    settings: Any,
-    splits: dict[str, Inputs],
-    board: Board,
-    frames: CamFrames,
-    history: History,
-    paths: Paths,
-) -> None:
-    """The epochs (see the module docstring); ``history`` and the checkpoint follow every epoch."""
+def _hand_back(ctx: RunContext) -> None:
+    """The trained model back in eval mode; later stages probe it afresh."""
+    from vizpipe.pipeline.factory.model import nonfinite_parameters
+
+    ctx.model.eval()
+    ctx.refresh()
+    ctx.nonfinite_params = nonfinite_parameters(ctx.model)
+
+
+def loaders(ctx: RunContext, settings: Any, splits: dict[str, Inputs]) -> tuple[Any, Any, int]:
+    """The shuffled train loader (its own generator, seeded), the val loader and the step budget."""
     import torch
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
-    from vizpipe.pipeline.layers import model_output
-    from vizpipe.stages.train.plan import make_optimizer, make_scheduler
-    from vizpipe.stages.train.record import EpochRecord, save_checkpoint
 
-    model = ctx.model
     bs, workers = int(settings.batch_size), int(settings.workers)
     shuffle = torch.Generator().manual_seed(int(ctx.seed))
     loader = DataLoader(
         splits["train"].dataset, batch_size=bs, shuffle=True, generator=shuffle, num_workers=workers
     )
     val_loader = DataLoader(splits["val"].dataset, batch_size=bs * VAL_BATCH_FACTOR, num_workers=workers)
-    epochs = int(settings.epochs)
-    total = epochs * len(loader)
+    total = int(settings.epochs) * len(loader)
     if settings.max_steps is not None:
         total = min(total, int(settings.max_steps))
-    optimizer = make_optimizer(model, settings)
+    return loader, val_loader, total
+
+
+def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watcher) -> None:
+    """The epochs (see the module docstring); ``watch`` logs, draws and records every one."""
+    from vizpipe.stages.train.plan import make_optimizer, make_scheduler
+
+    loader, val_loader, total = loaders(ctx, settings, splits)
+    optimizer = make_optimizer(ctx.model, settings)
     scheduler = make_scheduler(optimizer, settings, total)
-    clip = settings.grad_clip
-    log_every = int(settings.log_every)
+    epochs = int(settings.epochs)
     log.debug(
         "Training %s: %d epoch(s) x %d step(s), at most %d steps", ctx.model_name, epochs, len(loader), total
     )
-
-    save_checkpoint(paths.checkpoint, model)  # epoch 0: the weights training starts from
-    history.write(paths.history)
-    board.parameters(model, 0, gradients=False)
-    board.cam_frames(0, frames.capture(0))
-    step = 0
+    watch.start()
     for epoch in range(1, epochs + 1):
-        model.train()
-        loss_sum, hits, seen, lr = 0.0, 0, 0, None
-        bar = tqdm(loader, desc=f"train {epoch}/{epochs}", unit="step", leave=False, disable=None)
-        with bar:
-            for batch in bar:
-                x = batch["x"].to(ctx.device)  # (B, C, H, W)
-                y = batch["label"].to(ctx.device)  # (B,)
-                if step == 0:
-                    board.graph(model, x)
-                    board.input_grid(batch["rgb"])
-                logits = model_output(model(x))  # (B, K)
-                loss = torch.nn.functional.cross_entropy(logits, y)
-                value = float(loss.detach())
-                lr = float(optimizer.param_groups[0]["lr"])
-                if not math.isfinite(value):
-                    raise NonFiniteLoss(epoch, step + 1, value, lr)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                step += 1
-                correct = int((logits.detach().argmax(dim=1) == y).sum())
-                loss_sum, hits, seen = loss_sum + value * len(y), hits + correct, seen + len(y)
-                if step % log_every == 0:
-                    board.step(step, value, correct / len(y), lr)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / seen:.3f}", refresh=False)
-                if step >= total:
-                    break
-        val_loss, val_acc = evaluate(model, val_loader, ctx.device)
-        board.validation(step, val_loss, val_acc)
-        board.parameters(model, epoch, gradients=True)
-        board.cam_frames(epoch, frames.capture(epoch))
-        record = EpochRecord(
-            epoch=epoch,
-            steps=step,
+        sums = one_epoch(ctx, settings, loader, optimizer, scheduler, watch, (epoch, epochs, total))
+        val_loss, val_acc = evaluate(ctx.model, val_loader, ctx.device)
+        loss_sum, hits, seen, lr = sums
+        watch.epoch(
+            val_loss,
+            val_acc,
             train_loss=_finite(loss_sum / max(seen, 1)),
             train_accuracy=hits / max(seen, 1),
-            val_loss=val_loss,
-            val_accuracy=val_acc,
             lr=lr,
             complete=seen == len(loader.dataset),
         )
-        save_checkpoint(paths.checkpoint, model)
-        history.add(record)
-        history.write(paths.history)
         log.info(
             "train: epoch %d/%d, %d steps: loss %.4f, accuracy %.3f | val loss %s, accuracy %s",
             epoch,
             epochs,
-            step,
+            watch.steps,
             loss_sum / max(seen, 1),
             hits / max(seen, 1),
             "–" if val_loss is None else f"{val_loss:.4f}",
             "–" if val_acc is None else f"{val_acc:.3f}",
         )
-        if step >= total:
+        if watch.steps >= total:
             break
+
+
+def one_epoch(
+    ctx: RunContext,
+    settings: Any,
+    loader: Any,
+    optimizer: Any,
+    scheduler: Any,
+    watch: Watcher,
+    where: tuple[int, int, int],
+) -> tuple[float, int, int, float | None]:
+    """One pass over ``loader`` (``where``: epoch, epochs, step budget); returns the epoch's loss
+    sum, hits, images seen and last lr. A NaN/inf loss raises ``NonFiniteLoss`` before it can
+    reach the weights."""
+    import torch
+    from tqdm import tqdm
+    from vizpipe.pipeline.layers import model_output
+
+    model, clip = ctx.model, settings.grad_clip
+    epoch, epochs, total = where
+    model.train()
+    loss_sum, hits, seen, lr = 0.0, 0, 0, None
+    with tqdm(loader, desc=f"train {epoch}/{epochs}", unit="step", leave=False, disable=None) as bar:
+        for batch in bar:
+            x = batch["x"].to(ctx.device)  # (B, C, H, W)
+            y = batch["label"].to(ctx.device)  # (B,)
+            if watch.steps == 0:
+                watch.first_batch(x, batch["rgb"])
+            logits = model_output(model(x))  # (B, K)
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            value = float(loss.detach())
+            lr = float(optimizer.param_groups[0]["lr"])
+            if not math.isfinite(value):
+                raise NonFiniteLoss(epoch, watch.steps + 1, value, lr)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            correct = int((logits.detach().argmax(dim=1) == y).sum())
+            watch.step(value, correct / len(y), lr, n=len(y))
+            loss_sum, hits, seen = loss_sum + value * len(y), hits + correct, seen + len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / seen:.3f}", refresh=False)
+            if watch.steps >= total:
+                break
+    return loss_sum, hits, seen, lr
 
 
 def evaluate(model: nn.Module, loader: Any, device: Any) -> tuple[float | None, float | None]:

@@ -10,7 +10,7 @@ from vizpipe.pipeline.stage import Picture, Scalar, StageResult, Table, Text
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
     from vizpipe.stages.train.frames import CamFrames
-    from vizpipe.stages.train.record import History
+    from vizpipe.stages.train.record import History, Localisation
 
 CURVES = "train/curves.png"
 STRIPS = "train/cam_over_time"
@@ -53,11 +53,42 @@ def write_curves(ctx: RunContext, history: History) -> str | None:
 
 
 def result(
-    ctx: RunContext, settings: Any, history: History, events: list[str], frames: CamFrames
+    ctx: RunContext, settings: Any, history: History, files: list[str], frames: CamFrames
 ) -> StageResult:
-    """The record of a finished training run."""
+    """The record of a finished training run; ``files``: its event files, checkpoint and history."""
+    from vizpipe.stages.train.record import CHECKPOINT
+
+    pictures = _pictures(ctx, history, frames)
+    tables = [epochs_table(history, CHECKPOINT in files)]
+    scalars = headline(history)
+    summary_loc = ""
+    loc = history.localisation
+    if loc is not None:
+        table, more, summary_loc = localisation_parts(loc)
+        tables.append(table)
+        scalars += more
+    last = history.last
+    accuracy = (
+        f"val accuracy {_fmt(last.val_accuracy, True)}, loss {_fmt(last.val_loss)}" if last else "no epoch"
+    )
+    planned = history.settings.get("epochs")
+    done = f"{history.epochs_done}/{planned}" if planned is not None else str(history.epochs_done)
+    return StageResult(
+        stage="train",
+        summary=f"{done} epoch(s), {history.steps_done} steps: " + accuracy + summary_loc,
+        params=_params(history.settings),
+        pictures=pictures,
+        tables=tables,
+        texts=[Text("View and reuse", _reuse(ctx, history, CHECKPOINT in files), open=True)],
+        scalars=scalars,
+        files=list(files),
+        data=history,
+    )
+
+
+def _pictures(ctx: RunContext, history: History, frames: CamFrames) -> list[Picture]:
+    """The curves and one CAM strip per image, written now."""
     from vizpipe.pipeline.render import save_png
-    from vizpipe.stages.train.record import CHECKPOINT, HISTORY
 
     pictures: list[Picture] = []
     curves = write_curves(ctx, history)
@@ -67,81 +98,92 @@ def result(
         rel = f"{STRIPS}/{name}.png"
         save_png(ctx.claim(rel), strip)
         pictures.append(Picture(rel, caption, group=GROUP, wide=True))
-    last = history.last
+    return pictures
+
+
+def epochs_table(history: History, checkpoint: bool) -> Table:
+    """One row per epoch."""
+    from vizpipe.stages.train.record import CHECKPOINT
+
     rows = [
         [r.epoch, r.steps, _fmt(r.train_loss), _fmt(r.train_accuracy, True), _fmt(r.val_loss)]
         + [_fmt(r.val_accuracy, True), _fmt(r.lr), "" if r.complete else "cut short (train.max_steps)"]
         for r in history.epochs
     ]
-    tables = [
-        Table(
-            "Epochs",
-            ["Epoch", "Steps", "Train loss", "Train accuracy", "Val loss", "Val accuracy", "lr", "Note"],
-            rows,
-            caption=f"{history.train_images} training and {history.val_images} validation images of "
-            f"input={history.data}; the weights of the last epoch are in {CHECKPOINT}",
-        )
-    ]
-    scalars = [
+    if history.train_images:
+        caption = f"{history.train_images} training and {history.val_images} validation images of "
+        caption += f"input={history.data}"
+    else:
+        caption = f"{history.val_images} validation images watched"
+    if checkpoint:
+        caption += f"; the weights of the last epoch are in {CHECKPOINT}"
+    return Table(
+        "Epochs",
+        ["Epoch", "Steps", "Train loss", "Train accuracy", "Val loss", "Val accuracy", "lr", "Note"],
+        rows,
+        caption=caption,
+    )
+
+
+def headline(history: History) -> list[Scalar]:
+    """The last epoch's numbers (the sweep index's columns)."""
+    last = history.last
+    return [
         Scalar("train/val_accuracy", last.val_accuracy if last else None, key=True, better="higher"),
         Scalar("train/val_loss", last.val_loss if last else None, key=True, better="lower"),
         Scalar("train/train_accuracy", last.train_accuracy if last else None, key=True, better="higher"),
         Scalar("train/train_loss", last.train_loss if last else None, key=True, better="lower"),
         Scalar("train/epochs_done", float(history.epochs_done), key=True),
     ]
-    loc = history.localisation
-    summary_loc = ""
-    if loc is not None:
-        names = [("top1_accuracy", "Top-1 accuracy", True), ("pointing_game", "Pointing game", False)]
-        names.append(("energy_in_box", "Energy in box", False))
-        tables.append(
-            Table(
-                "Before and after training",
-                ["Measure", "Before", "After", "Chance"],
-                [
-                    [label, _fmt(loc.before.get(k), pct), _fmt(loc.after.get(k), pct)]
-                    + [_fmt(loc.chance) if k == "pointing_game" else ""]
-                    for k, label, pct in names
-                ],
-                caption=f"{loc.method} on {loc.layer} for each image's top-1 class, on the {loc.images} "
-                f"images of input.split={loc.split}; pointing game tolerance {loc.tolerance}; chance: a "
-                "random point's pointing game (the mean share of the image the grown box covers)",
-            )
+
+
+def localisation_parts(loc: Localisation) -> tuple[Table, list[Scalar], str]:
+    """The before/after table, its scalars and the summary's words."""
+    names = [("top1_accuracy", "Top-1 accuracy", True), ("pointing_game", "Pointing game", False)]
+    names.append(("energy_in_box", "Energy in box", False))
+    table = Table(
+        "Before and after training",
+        ["Measure", "Before", "After", "Chance"],
+        [
+            [label, _fmt(loc.before.get(k), pct), _fmt(loc.after.get(k), pct)]
+            + [_fmt(loc.chance) if k == "pointing_game" else ""]
+            for k, label, pct in names
+        ],
+        caption=f"{loc.method} on {loc.layer} for each image's top-1 class, on the {loc.images} "
+        f"images of input.split={loc.split}; pointing game tolerance {loc.tolerance}; chance: a "
+        "random point's pointing game (the mean share of the image the grown box covers)",
+    )
+    before, after = loc.before.get("pointing_game"), loc.after.get("pointing_game")
+    scalars = [
+        Scalar("train/pointing_game_before", before, key=True),
+        Scalar("train/pointing_game_after", after, key=True, better="higher"),
+        Scalar("train/pointing_game_chance", loc.chance),
+    ]
+    words = ""
+    if before is not None and after is not None:
+        words = f"; {loc.method} pointing game {before:.2f} -> {after:.2f} (chance {_fmt(loc.chance)})"
+    return table, scalars, words
+
+
+def _params(settings: dict[str, Any]) -> dict[str, str]:
+    """The hparams columns: what the run was asked for (those a watched loop knows)."""
+    out = {}
+    for key in ("epochs", "lr", "batch_size"):
+        if settings.get(key) is not None:
+            out[key] = str(settings[key])
+    if settings.get("optimizer") is not None:
+        out["optimizer"] = str(settings["optimizer"].get("_target_", "")).rpartition(".")[2]
+    order = ("epochs", "lr", "optimizer", "batch_size")
+    return {k: out[k] for k in order if k in out}
+
+
+def _reuse(ctx: RunContext, history: History, checkpoint: bool) -> str:
+    from vizpipe.stages.train.record import CHECKPOINT
+
+    text = f"tensorboard --logdir {ctx.output_dir / 'tensorboard'}"
+    if checkpoint:
+        text += (
+            f"\npython run.py model={ctx.model_name} model.checkpoint={ctx.output_dir / CHECKPOINT} "
+            f"input={history.data} 'stages=[cam]'"
         )
-        before, after = loc.before.get("pointing_game"), loc.after.get("pointing_game")
-        scalars += [
-            Scalar("train/pointing_game_before", before, key=True),
-            Scalar("train/pointing_game_after", after, key=True, better="higher"),
-            Scalar("train/pointing_game_chance", loc.chance),
-        ]
-        if before is not None and after is not None:
-            summary_loc = (
-                f"; {loc.method} pointing game {before:.2f} -> {after:.2f} (chance {_fmt(loc.chance)})"
-            )
-    accuracy = (
-        f"val accuracy {_fmt(last.val_accuracy, True)}, loss {_fmt(last.val_loss)}" if last else "no epoch"
-    )
-    board = ctx.output_dir / "tensorboard"
-    use = (
-        f"tensorboard --logdir {board}\n"
-        f"python run.py model={ctx.model_name} model.checkpoint={ctx.output_dir / CHECKPOINT} "
-        f"input={history.data} 'stages=[cam]'"
-    )
-    return StageResult(
-        stage="train",
-        summary=f"{history.epochs_done}/{history.settings['epochs']} epoch(s), {history.steps_done} steps: "
-        + accuracy
-        + summary_loc,
-        params={
-            "epochs": str(history.settings["epochs"]),
-            "lr": str(history.settings["lr"]),
-            "optimizer": str(history.settings["optimizer"].get("_target_", "")).rpartition(".")[2],
-            "batch_size": str(history.settings["batch_size"]),
-        },
-        pictures=pictures,
-        tables=tables,
-        texts=[Text("View and reuse", use, open=True)],
-        scalars=scalars,
-        files=[*events, CHECKPOINT, HISTORY],
-        data=history,
-    )
+    return text
