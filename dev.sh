@@ -4,8 +4,9 @@
 #   ./dev.sh test [pytest args...]       set up .venv (+ headless Chromium when possible), lint (ruff),
 #                                        run the tests
 # Setup is idempotent: a second call reuses .venv unless pyproject.toml changed. 'test' also installs
-# the cluster extra (Hydra's joblib, submitit and ray launchers), so CI runs the launcher tests;
-# without it they are skipped with the reason.
+# the library extras (timm, lightning, notebook: the timm models, the Lightning callback and the
+# notebook run in a Jupyter kernel) and the cluster extra (Hydra's joblib, submitit and ray
+# launchers), so CI runs their tests; without the cluster extra the launcher tests are skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,26 +20,32 @@ pick_python() {
   echo "vizpipe: need Python >= 3.10 (3.11 recommended) on PATH" >&2; exit 1
 }
 
+#: what 'test' installs besides dev: the library extras (CI runs their tests), then the cluster extra
+TEST_EXTRAS=timm,lightning,notebook
+
 setup_venv() {
-  # $1: the extras to install: dev (run) or dev,cluster (test: Hydra's joblib, submitit and ray launchers)
-  local extras=${1:-dev} stamp=.venv/.vizpipe-setup sum have
+  # $1: dev (run) or test (dev, the library extras and, where it installs, the cluster extra)
+  local want=${1:-dev} stamp=.venv/.vizpipe-setup sum have done=dev
   sum=$(cksum pyproject.toml | cut -d' ' -f1)
   have=$(cat "$stamp" 2>/dev/null || true)
-  if [ -x .venv/bin/python ] && { [ "$have" = "$sum $extras" ] || [ "$have" = "$sum dev,cluster" ]; }; then
+  if [ -x .venv/bin/python ] && { [ "$have" = "$sum $want" ] || [ "$have" = "$sum test" ]; }; then
     return 0
   fi
   echo "vizpipe: setting up .venv (first time takes a few minutes)" >&2
   [ -x .venv/bin/python ] || "$(pick_python)" -m venv .venv
   # editable: 'vizpipe' (and only it) imports from this checkout, wherever Python starts
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-  if [ "$extras" != dev ]; then
+  if [ "$want" = test ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,$TEST_EXTRAS]"
     # ray is large and has no wheel on some platforms: without the launchers their tests are skipped
-    if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"; then
+    if .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,$TEST_EXTRAS,cluster]"; then
+      done=test
+    else
       echo "vizpipe: the cluster extra did not install; the launcher tests will be skipped" >&2
-      extras=dev
+      done=dev
     fi
   fi
-  echo "$sum $extras" > "$stamp"
+  echo "$sum $done" > "$stamp"
 }
 
 setup_browser() {
@@ -55,7 +62,7 @@ cmd=${1:-run}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   run)  setup_venv dev; exec .venv/bin/python run.py "$@" ;;
-  test) setup_venv dev,cluster; setup_browser
+  test) setup_venv test; setup_browser
         .venv/bin/ruff check . && .venv/bin/ruff format --check . \
           || { echo "vizpipe: lint failed (ruff check / ruff format --check)" >&2; exit 1; }
         exec .venv/bin/python -m pytest "$@" ;;

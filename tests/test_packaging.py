@@ -50,9 +50,10 @@ def test_config_targets_name_vizpipe_modules():
 
 
 def test_every_package_folder_ships():
-    """pyproject lists every package folder under pipeline/ and stages/ (the wheel holds them)."""
+    """pyproject lists every package folder under vizpipe/, pipeline/ and stages/ (the wheel holds them)."""
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {"vizpipe", "vizpipe.conf"}
+    found |= {".".join(i.parent.relative_to(ROOT).parts) for i in (ROOT / "vizpipe").rglob("*/__init__.py")}
     for part in PARTS:
         for init in (ROOT / part).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT)

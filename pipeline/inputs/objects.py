@@ -30,7 +30,7 @@ from vizpipe.pipeline.inputs.images import load_rgb, preprocess, preprocessing, 
 from vizpipe.pipeline.inputs.sources import _check_channels, _tensor_fields, drawable
 from vizpipe.pipeline.names import unique_slugs
 
-__all__ = ["ACCEPTED", "objects"]
+__all__ = ["ACCEPTED", "annotate", "objects"]
 
 #: what ``vizpipe.inspect``'s ``inputs`` may be, for messages
 ACCEPTED = (
@@ -53,7 +53,11 @@ def objects(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str,
         given = torch.from_numpy(given)
     if isinstance(given, torch.Tensor):
         return _tensor(given, input_cfg, model)
-    if _is_image(given) or isinstance(given, str | Path):
+    if isinstance(given, str | Path):
+        from vizpipe.pipeline.inputs.images import find_images
+
+        given = find_images(str(given))  # a file, a folder or a glob, as input=image finds them
+    if _is_image(given):
         given = [given]
     if isinstance(given, list | tuple):
         return _image_list(list(given), input_cfg, weights)
@@ -208,3 +212,39 @@ def _iterated(loader: Any, input_cfg: Any, model: Any) -> dict[str, Any]:
     if not xs:
         raise ConfigError("the DataLoader given to vizpipe.inspect yielded no batch")
     return _tensor(torch.cat(xs), input_cfg, model, labels)
+
+
+class Annotated:
+    """A data set's items with known labels and object boxes added (``vizpipe.Watch``)."""
+
+    def __init__(self, dataset: Any, labels: list[int] | None, boxes: list[Any] | None) -> None:
+        self.dataset, self.labels, self.boxes = dataset, labels, boxes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.dataset[i])
+        if self.labels is not None:
+            item["label"] = int(self.labels[i])
+        if self.boxes is not None:
+            box = self.boxes[i]
+            item["box"] = torch.tensor([float("nan")] * 4 if box is None else [float(v) for v in box])
+        return item
+
+
+def annotate(inputs: Any, labels: list[int] | None, boxes: list[Any] | None) -> Any:
+    """``inputs`` with per-item ``labels`` and ``boxes`` ((x0, y0, x1, y1) in input pixels, or None)."""
+    from dataclasses import replace
+
+    if labels is None and boxes is None:
+        return inputs
+    for what, values in (("labels", labels), ("boxes", boxes)):
+        if values is not None and len(values) != len(inputs):
+            raise ConfigError(
+                f"{what} has {len(values)} entries for {len(inputs)} images; give one per image"
+            )
+    for i, box in enumerate(boxes or []):
+        if box is not None and len(box) != 4:
+            raise ConfigError(f"boxes[{i}] is {box!r}; give (x0, y0, x1, y1) in input pixels, or None")
+    return replace(inputs, dataset=Annotated(inputs.dataset, labels, boxes), _first=None)

@@ -131,9 +131,6 @@ def uses_cam(settings: Any) -> bool:
 
 def make_plan(ctx: RunContext, settings: Any) -> TrainPlan:
     """Resolve against the model and data: classes vs outputs, logits, CAM layer, optimizer."""
-    from vizpipe.pipeline.gradcam.layers import resolve_cam_layers
-    from vizpipe.pipeline.gradcam.methods import resolve_method
-
     check_settings(settings)
     _check_input_kind(ctx.inputs.kind)
     classes = list(ctx.inputs.classes or [])
@@ -148,16 +145,22 @@ def make_plan(ctx: RunContext, settings: Any) -> TrainPlan:
             f"{ctx.model_name}'s outputs are probabilities (model.output={ctx.output_kind}); the train stage "
             "needs logits (cross-entropy): drop the final Softmax/Sigmoid or set model.output=logits"
         )
-    spec, layers = None, []
-    if uses_cam(settings):
-        spec = resolve_method(settings.cam_method)
-        probe = ctx.probe()
-        layers = resolve_cam_layers(
-            ctx.model, probe, settings.cam_layer, ctx.blocks(), ctx.model_name, "train.cam_layer"
-        )
+    spec, layers = resolve_cam(ctx, settings)
     optimizer = make_optimizer(ctx.model, settings)
     make_scheduler(optimizer, settings, total_steps=1)  # built once to check it, then dropped
     return TrainPlan(classes=classes, method=spec, layers=layers)
+
+
+def resolve_cam(ctx: RunContext, settings: Any, key: str = "train.cam_layer") -> tuple[Any, list[Any]]:
+    """``train.cam_method`` and its layers on this model (``(None, [])`` when no maps are drawn)."""
+    from vizpipe.pipeline.gradcam.layers import resolve_cam_layers
+    from vizpipe.pipeline.gradcam.methods import resolve_method
+
+    if not uses_cam(settings):
+        return None, []
+    spec = resolve_method(settings.cam_method)
+    layers = resolve_cam_layers(ctx.model, ctx.probe(), settings.cam_layer, ctx.blocks(), ctx.model_name, key)
+    return spec, layers
 
 
 def make_optimizer(model: nn.Module, settings: Any) -> torch.optim.Optimizer:

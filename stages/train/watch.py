@@ -72,6 +72,7 @@ class Watcher:
         self.board = Board(ctx, settings)
         self.log_every = max(1, int(settings.log_every))
         self.steps = 0  # optimizer steps seen
+        self.last_lr: float | None = None  # the lr of the latest step that gave one
         self.epochs = 0  # epochs ended
         self._sums = [0.0, 0.0, 0.0, 0.0]  # loss, accuracy, their weights: this epoch's running means
         self._graphed = False
@@ -109,6 +110,8 @@ class Watcher:
     def step(self, loss: float, accuracy: float | None = None, lr: float | None = None, n: int = 1) -> int:
         """One optimizer step (``n`` images); scalars every ``log_every`` steps. Returns the step."""
         self.steps += 1
+        if lr is not None:
+            self.last_lr = lr
         if loss is not None:
             self._sums[0] += float(loss) * n
             self._sums[2] += n

@@ -1,0 +1,1 @@
+"""vizpipe inside other training frameworks (optional extras): ``vizpipe.integrations.lightning``."""
