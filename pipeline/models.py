@@ -143,7 +143,7 @@ class TimmPreset:
     the model is pretrained on it.
     """
 
-    def __init__(self, model: nn.Module, pretrained: bool) -> None:
+    def __init__(self, model: nn.Module, pretrained: bool, img_size: Any = None) -> None:
         import math
         from types import SimpleNamespace
 
@@ -152,6 +152,8 @@ class TimmPreset:
         timm = _timm()
         data = timm.data.resolve_data_config({}, model=model)
         _, h, w = data["input_size"]
+        if img_size is not None:  # model.kwargs.img_size: the model was built for another size
+            h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         crop_pct = float(data.get("crop_pct") or 0.875)
         modes = {m.value: m for m in InterpolationMode}
         interpolation = modes.get(str(data.get("interpolation")), InterpolationMode.BICUBIC)
@@ -193,7 +195,8 @@ def preset(target: str, cfg: dict[str, Any], model: nn.Module) -> Any:
         return weights_enum(cfg["name"], cfg["weights"]) if cfg.get("weights") else None
     lent = target == "vizpipe.pipeline.lent.lent_model"
     if target == TIMM_TARGET or (lent and "timm" in sys.modules and hasattr(model, "pretrained_cfg")):
-        return TimmPreset(model, pretrained=bool(cfg.get("weights")) if not lent else False)
+        pretrained = bool(cfg.get("weights")) if not lent else False
+        return TimmPreset(model, pretrained, (cfg.get("kwargs") or {}).get("img_size"))
     return None
 
 

@@ -47,7 +47,7 @@ def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
                 "would change your model); load it yourself (model.load_state_dict) first"
             )
         load_checkpoint(model, checkpoint)
-    weights = preset(str(target), cfg, model)
+    weights = preset(str(target), {**cfg, "kwargs": kwargs}, model)
     model.eval()
     return model, weights
 
