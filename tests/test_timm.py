@@ -1,4 +1,4 @@
-"""model=timm: any timm model, with the same blocks, layouts and CAM layer, preprocessed by its own data config."""
+"""model=timm: any timm model, its blocks, layouts and CAM layer, preprocessed by its own data config."""
 
 from __future__ import annotations
 
@@ -83,8 +83,9 @@ def test_a_timm_model_object_keeps_its_data_config(tmp_path):
     """vizpipe.inspect on a timm model object preprocesses images by the model's own data config."""
     import numpy as np
     import timm
-    import vizpipe
     from PIL import Image
+
+    import vizpipe
 
     model = timm.create_model("test_vit")
     run = vizpipe.inspect(

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 import torch
-import vizpipe
 from torch.utils.data import DataLoader
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.inputs.shapes import SHAPES, ShapesDataset
 from vizpipe.pipeline.models import ShapesNet
+
+import vizpipe
 
 MEAN, STD = [0.5] * 3, [0.5] * 3
 
