@@ -88,9 +88,7 @@ def test_a_timm_model_object_keeps_its_data_config(tmp_path):
     import vizpipe
 
     model = timm.create_model("test_vit")
-    run = vizpipe.inspect(
-        model, [Image.new("RGB", (300, 200), (90, 30, 200))], ["cam"], out=tmp_path / "run"
-    )
+    run = vizpipe.inspect(model, [Image.new("RGB", (300, 200), (90, 30, 200))], ["cam"], out=tmp_path / "run")
     assert run.ok and run["cam"].data.images[0].maps[0].layer.startswith("blocks.5")
     maps = [p for p in (tmp_path / "run" / "cam").rglob("*.npy")]
     assert maps and all(np.load(p).shape[-2:] == (160, 160) for p in maps)  # test_vit's input size
