@@ -120,8 +120,9 @@ def make_watch(model: Any, ctx: Any, out: Path) -> Any:
     """``vizpipe.Watch`` as the train stage watches: 8 val images' CAMs, the pointing game on the
     128 visualised images (their boxes), every step logged, histograms and the graph."""
     import torch
-    import vizpipe
     from vizpipe.pipeline.inputs import build_split
+
+    import vizpipe
 
     val = build_split(ctx.inputs, "val").dataset
     items = [val[i] for i in range(8)] + [ctx.inputs.dataset[i] for i in range(len(ctx.inputs))]
