@@ -21,6 +21,7 @@ AUTO = {
     "seed_net": "conv2",
     "shapes_net": "conv3",
     "torchvision": "features.12",  # model.name=squeezenet1_0: its last Fire module, not the max pool
+    "timm": "layer4",  # model.name=test_resnet (timm's small ResNet)
     "vgg11": "features.20",
     "vgg16": "features.30",
     "vit_b_16": "encoder.layers.encoder_layer_11.ln_1",  # a transformer: the last block's first norm
@@ -38,7 +39,9 @@ def test_auto_picks_the_last_spatial_block_of_every_model_option(make_ctx, optio
     from vizpipe.stages.cam import CamConfig
     from vizpipe.stages.cam.plan import make_plan
 
-    extra = ["model.name=squeezenet1_0"] if option == "torchvision" else []
+    extra = {"torchvision": ["model.name=squeezenet1_0"], "timm": ["model.name=test_resnet"]}.get(option, [])
+    if option == "timm":
+        pytest.importorskip("timm", reason="the timm extra is not installed")
     size = 224 if option == "vit_b_16" else 96
     ctx = make_ctx([f"model={option}", *extra, "input=random", f"input.shape=[1,3,{size},{size}]"])
     plan = make_plan(ctx, CamConfig())
