@@ -89,11 +89,14 @@ def test_wheel_installs_only_vizpipe_and_runs_outside_the_checkout(tmp_path):
     environment's site folders, whose own ``.pth`` files (this checkout's editable install) are
     not read; so ``vizpipe`` can only come from the wheel.
     """
+    # no PYTHONPATH (a worktree's) or editable install may leak into pip or the fresh venv
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, ROOT],
         capture_output=True,
         text=True,
+        env=env,
     )
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = wheels.glob("vizpipe-*.whl")
@@ -110,7 +113,7 @@ def test_wheel_installs_only_vizpipe_and_runs_outside_the_checkout(tmp_path):
     assert "vizpipe/pipeline/report/templates/report.css" in names
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, env=env)
     vpy = venv / "bin" / "python"
     vsite = Path(
         subprocess.run(
@@ -118,6 +121,7 @@ def test_wheel_installs_only_vizpipe_and_runs_outside_the_checkout(tmp_path):
             capture_output=True,
             text=True,
             check=True,
+            env=env,
         ).stdout.strip()
     )
     (vsite / "zz_borrowed.pth").write_text("\n".join(_site_dirs()) + "\n")
@@ -125,12 +129,12 @@ def test_wheel_installs_only_vizpipe_and_runs_outside_the_checkout(tmp_path):
         [sys.executable, "-m", "pip", "--python", vpy, "install", "--no-deps", "-q", wheel],
         capture_output=True,
         text=True,
+        env=env,
     )
     assert install.returncode == 0, install.stderr[-3000:]
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
     where = subprocess.run(
         [
             vpy,
