@@ -556,7 +556,7 @@ def test_flat_maps_are_invalid_warned_badged_and_left_out_of_metrics_and_means(t
 def test_one_flat_layer_among_valid_ones_is_the_only_invalid_map(tmp_path):
     """Validity is per map: ``c1`` outputs the same value everywhere (zero weights), so its map is
     flat and invalid, while ``c2`` (zero padding makes its borders differ) and the average stay valid."""
-    from vizpipe.stages.cam.compute import flat_problem
+    from vizpipe.stages.cam.rows import flat_problem
 
     ctx = boxed_context(tmp_path)  # with boxes: localisation scores
     with torch.no_grad():

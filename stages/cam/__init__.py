@@ -11,8 +11,9 @@ Here: ``cam.method`` names any CAM class the installed library exports
 (``pipeline/gradcam/layers.py``; ViT/Swin reshapes inferred), ``cam.target_class`` is null (each
 image's top-1), an index, a name or a list. The data set is streamed; per batch one forward pass
 serves every class (``pipeline/gradcam/adapter.py``), and each map's overlay, heatmap and raw
-``.npy`` are written at once (``compute.py``, ``render.py``); ``cam/cam.json`` (``record.py``) holds
-top-5 predictions, targets, scores, metrics, per-class aggregates and each map's validity.
+``.npy`` are written at once (``compute.py``, ``rows.py``, ``render.py``); ``cam/cam.json``
+(``record.py``) holds top-5 predictions, targets, scores, metrics, per-class aggregates and each
+map's validity.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ import numpy as np
 from vizpipe.pipeline.gradcam.localisation import LOCALISATION
 from vizpipe.pipeline.gradcam.methods import METRICS
 from vizpipe.pipeline.stage import Merge, Picture, Scalar, StageResult, Table
-from vizpipe.stages.cam.compute import file_stem, metric_target_text
+from vizpipe.stages.cam.compute import file_stem
 from vizpipe.stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
+from vizpipe.stages.cam.rows import metric_target_text
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
