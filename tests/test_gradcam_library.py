@@ -51,7 +51,7 @@ def test_the_readme_example_and_vizpipe_give_the_same_map_bit_for_bit(make_ctx):
 
     # ---- vizpipe's CAM stage on the same model, image, layer and class
     stage, settings = CamStage(), CamConfig(**SETTINGS)
-    stage.validate(ctx, settings)
+    stage.check_model(ctx, settings)
     stage.run(ctx, settings)
     doc = CamDoc.load(ctx.output_dir / "cam" / "cam.json")
     (m,) = doc.images[0].maps
@@ -93,7 +93,7 @@ def test_nothing_of_the_library_is_patched_during_or_after_a_run(make_ctx, tmp_p
     settings = CamConfig(method=method, layer="layer3", target_class=[1, 2], batch_size=128)
     if not resolve_method(method).perturbation:
         settings.layer, settings.per_layer = ["layer2", "layer3"], True
-    stage.validate(ctx, settings)
+    stage.check_model(ctx, settings)
     before = library_state()
     changed: set[str] = set()
 
