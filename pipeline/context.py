@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vizpipe.pipeline.layers import Probe
+from vizpipe.pipeline.layers import Probe, top_classes
 
 if TYPE_CHECKING:
     import torch
@@ -131,13 +131,11 @@ class RunContext:
     def top_k(self, k: int = 5, outputs: torch.Tensor | None = None) -> list[list[dict[str, Any]]]:
         """Per image, the top-k predictions ``{"class", "name", "prob", "logit"}`` (``outputs``
         default: the probe's, i.e. the first batch); ``prob`` is None for an invalid output."""
-        import torch
         from vizpipe.pipeline.files import finite
 
         logits = self.probe().logits if outputs is None else outputs.detach().float().cpu()
         probs = self.probabilities(logits)
-        k = min(k, logits.shape[1])
-        ranked = torch.topk(torch.nan_to_num(probs, nan=-1.0), k, dim=1)
+        ranked = top_classes(logits, k)  # ties: the lowest class index first, as every top-1
         return [
             [
                 {
@@ -146,7 +144,7 @@ class RunContext:
                     "prob": finite(probs[i, c]),
                     "logit": finite(logits[i, c]),
                 }
-                for c in ranked.indices[i].tolist()
+                for c in ranked[i].tolist()
             ]
             for i in range(logits.shape[0])
         ]

@@ -1,15 +1,27 @@
-"""Hooks and model state, in one place: ``capture`` layer outputs, leave the model ``preserved``.
+"""Hooks and model state, in one place: every hook vizpipe registers, and the model left ``preserved``.
 
-Every stage that runs the model goes through these two context managers:
-
+* ``Hooks``: the one bookkeeper through which vizpipe registers forward hooks (as grad-cam's
+  ``ActivationsAndGradients`` keeps its handles): each handle kept, all removed by ``release()``
+  (a context manager; also after an error). ``capture``, ``counted`` and the CAM adapter's graph
+  cut and clone hooks (``vizpipe.pipeline.gradcam.adapter``) all register through it.
 * ``capture(model, names, sink)``: forward hooks on the named modules that hand each call's
   output (and/or input) to ``sink``; removed on exit, also after an error. With ``copy=True`` the
   tensor is detached and copied (float32, CPU) inside the hook, before later modules run: a
   following ``ReLU(inplace=True)`` would otherwise overwrite a saved conv output.
+* ``counted(module)``: counts a module's forward calls (the CAM stage's perturbation passes).
 * ``preserved(model)``: snapshots what a stage may change and restores it on exit: every
   module's train/eval flag, each parameter's ``requires_grad`` and ``.grad``, every buffer's
   values (BatchNorm running statistics change in train mode), hooks added meanwhile (removed)
   and child modules swapped meanwhile (put back).
+
+The other hooks on a model during a CAM are pytorch-grad-cam's own, and stay in the library
+because its CAM classes build them and read what they record: every ``BaseCAM`` constructs an
+``ActivationsAndGradients`` in its ``__init__`` (two forward hooks per target layer, and per
+forward pass a tensor hook on each target layer's output for its gradient; ``compute_cam_per_layer``
+reads the activations and gradients they keep), and ``AblationCAM.get_cam_weights`` adds a forward
+hook of its own and swaps the target layer for its ablation layer while it runs. The adapter
+removes them with the library's ``release()``; ``preserved`` removes any hook left behind and
+puts swapped modules back.
 
 ``versions(model)`` fingerprints parameters and buffers cheaply (tensor identity and autograd
 version counter: any in-place change bumps it), for checks that a model was left untouched.
@@ -25,7 +37,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["HOOK_DICTS", "capture", "first_tensor", "hook_count", "preserved", "versions"]
+__all__ = ["HOOK_DICTS", "Hooks", "capture", "counted", "first_tensor", "hook_count", "preserved", "versions"]
 
 #: the per-module hook dictionaries snapshotted and cleaned by ``preserved``
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -36,6 +48,37 @@ _HOOK_EXTRAS = (
 )
 
 Sink = Callable[[str, "torch.Tensor"], None]
+ForwardHook = Callable[..., Any]  # hook(module, args, output) -> None or a replacement output
+
+
+class Hooks:
+    """The forward hooks vizpipe registers: handles kept, all removed by ``release()``.
+
+    A context manager; ``release`` is idempotent. Hooks on one module run in registration order,
+    except those added with ``prepend=True``, which run before every hook already there.
+    """
+
+    def __init__(self) -> None:
+        self.handles: list[Any] = []
+
+    def forward(self, module: nn.Module, hook: ForwardHook, *, prepend: bool = False) -> None:
+        """Register ``hook(module, args, output)`` on ``module`` (a returned tensor replaces the output)."""
+        self.handles.append(module.register_forward_hook(hook, prepend=prepend))
+
+    def release(self) -> None:
+        """Remove every hook registered through this object."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def __enter__(self) -> Hooks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def first_tensor(value: object) -> torch.Tensor | None:
@@ -80,7 +123,6 @@ def capture(
     if what not in ("output", "input", "both"):
         raise ValueError(f"capture: what must be output, input or both, got {what!r}")
     seen: set[tuple[str, str]] = set()
-    handles: list[Any] = []
 
     def emit(name: str, kind: str, value: object) -> None:
         if not every_call and (name, kind) in seen:
@@ -105,14 +147,23 @@ def capture(
 
         return hook
 
-    try:
+    with Hooks() as hooks:
         for name in names:
-            module = model.get_submodule(name) if name else model
-            handles.append(module.register_forward_hook(make(name)))
+            hooks.forward(model.get_submodule(name) if name else model, make(name))
         yield
-    finally:
-        for h in handles:
-            h.remove()
+
+
+@contextlib.contextmanager
+def counted(module: nn.Module) -> Iterator[Callable[[], int]]:
+    """Count ``module``'s forward calls inside the block; yields a function returning the count so far."""
+    count = [0]
+
+    def hook(mod: nn.Module, args: object, output: object) -> None:
+        count[0] += 1
+
+    with Hooks() as hooks:
+        hooks.forward(module, hook)
+        yield lambda: count[0]
 
 
 class _Snapshot:

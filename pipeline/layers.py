@@ -45,6 +45,7 @@ __all__ = [
     "resolve_layers",
     "spatial_layouts",
     "to_nchw",
+    "top_classes",
 ]
 
 MAX_PREFIX_TOKENS = 8  # class + distillation + register tokens tried before the patch grid
@@ -121,6 +122,20 @@ def model_output(out: object) -> torch.Tensor:
     if t is None:
         raise TypeError(f"model returned {type(out).__name__}, which holds no tensor")
     return t
+
+
+def top_classes(outputs: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, K) model outputs -> (N, min(k, K)) class indices, the highest output first.
+
+    The one ranking of predictions (the top-5 lists, each image's top-1 CAM target): equal outputs
+    rank by class index, lowest first, as ``torch.argmax`` breaks ties (``torch.topk`` leaves the
+    order of ties undefined); NaN ranks last. Ranked on the outputs themselves, not on
+    probabilities, where a softmax can round distinct outputs to one value.
+    """
+    import torch
+
+    scores = torch.nan_to_num(outputs.detach().float(), nan=float("-inf"))
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : min(k, scores.shape[1])]
 
 
 # =========================================================================== names and specs

@@ -132,6 +132,27 @@ def test_the_default_run_works_for_vit_and_swin(tmp_path: Path) -> None:
         assert ("tokens:" if name == "vit_b_16" else "channels-last") in html  # the report says the reshape
 
 
+@pytest.mark.slow
+def test_vit_at_random_init_draws_flat_maps_marked_invalid_and_breaks_ties_alike(tmp_path: Path) -> None:
+    """torchvision zero-inits vit_b_16's head: every output is 0, so the map is all zero. It is marked
+    invalid with the reason, warned, badged in the report and left out of the means; the top-5 list
+    and the "top-1 prediction" map agree on the tie (class 0 first, as torch.argmax breaks it)."""
+    out = tmp_path / "vit"
+    result, manifest = run(
+        ["model=vit_b_16", "input=random", "input.shape=[1,3,224,224]", "stages=[cam]"], out
+    )
+    assert result.ok, result.error
+    doc = CamDoc.load(out / "cam" / "cam.json")
+    (image,) = doc.images
+    assert [p.class_index for p in image.top5] == [0, 1, 2, 3, 4]
+    (m,) = image.maps
+    assert m.target == 0 and m.valid is False
+    assert m.invalid_reason == "flat map (every pixel 0): no spatial evidence for the class at this layer"
+    assert doc.means["score"] is None
+    assert any("1 of 1 map(s) are invalid (1 × flat map" in w for w in manifest["warnings"])
+    assert "invalid: flat map" in (out / "report.html").read_text()
+
+
 def test_torchvision_without_a_name_is_an_error(tmp_path: Path) -> None:
     proc = run_cli(["model=torchvision", "stages=[summary]", f"hydra.run.dir={tmp_path / 'r'}"])
     assert proc.returncode != 0

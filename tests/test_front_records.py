@@ -404,9 +404,12 @@ def test_context_probabilities_and_top_k(tmp_path):
     assert not ctx_of(Lin(2, nn.Sigmoid()), tmp_path / "e", output_kind="logits").outputs_are_probabilities
     ctx.categories = ["a", "b", "c"]
     top = ctx.top_k(2, outputs=torch.tensor([[0.0, 2.0, 1.0], [math.nan, 0.0, 0.0]]))
-    assert [[d["class"] for d in row] for row in top] == [[1, 2], [0, 1]]
+    assert [[d["class"] for d in row] for row in top] == [[1, 2], [1, 2]]  # NaN last, ties: lowest first
     assert [d["prob"] for d in top[1]] == [None, None]  # an invalid output has no probability
-    assert top[1][0]["logit"] is None and top[1][1]["logit"] == 0.0
+    assert (
+        top[1][0]["logit"] == 0.0
+        and ctx.top_k(3, outputs=torch.tensor([[math.nan, 0.0]]))[0][1]["logit"] is None
+    )
     assert top[0][0]["name"] == "b" and top[0][0]["logit"] == 2.0
     assert top[0][0]["prob"] == pytest.approx(float(torch.softmax(torch.tensor([0.0, 2.0, 1.0]), 0)[1]))
     assert len(ctx.top_k(10)[0]) == 3

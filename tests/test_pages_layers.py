@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -93,6 +94,18 @@ def test_model_output_kinds() -> None:
     assert L.model_output((None, t)) is t
     with pytest.raises(TypeError, match=r"^model returned str, which holds no tensor$"):
         L.model_output("x")
+
+
+def test_top_classes_rank_ties_by_the_lowest_index_and_nan_last() -> None:
+    """The one ranking of predictions: highest output first; ties as torch.argmax breaks them."""
+    out = torch.tensor([[1.0, 3.0, 3.0, 0.0], [math.nan, 2.0, 2.0, 5.0], [0.0, 0.0, 0.0, 0.0]])
+    assert L.top_classes(out, 4).tolist() == [[1, 2, 0, 3], [3, 1, 2, 0], [0, 1, 2, 3]]
+    assert L.top_classes(out, 1)[:, 0].tolist() == [1, 3, 0]
+    assert L.top_classes(out[2:], 1)[:, 0].tolist() == out[2:].argmax(dim=1).tolist()  # argmax agrees
+    assert L.top_classes(out, 10).shape == (3, 4)  # k is capped at the number of classes
+    # torch.topk leaves the order of ties undefined; this ranking is stable for any width
+    wide = torch.zeros(2, 1000)
+    assert L.top_classes(wide, 5).tolist() == [[0, 1, 2, 3, 4]] * 2
 
 
 def test_layer_names_and_get_module() -> None:

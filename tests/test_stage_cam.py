@@ -15,8 +15,9 @@ from torch import nn
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.gradcam.localisation import LOCALISATION, localisation
 from vizpipe.stages.cam import CamConfig, CamStage
-from vizpipe.stages.cam.compute import _chunk, file_stem, metric_target_text, metric_targets
+from vizpipe.stages.cam.compute import _chunk, file_stem
 from vizpipe.stages.cam.plan import check_settings, make_plan, method_kwargs, parse_target_class
+from vizpipe.stages.cam.rows import metric_target_text, metric_targets
 
 
 class TinyCNN(nn.Module):

@@ -242,8 +242,8 @@ def test_invalid_maps_are_marked_and_warned(tmp_path):
     ctx.inputs.invalid = {1: "NaN"}
     doc, res = run(ctx, layer="c2", target_class=0)
     assert ctx.warnings == [
-        "CAM: 3 of 3 map(s) are invalid (the model has non-finite parameters (c1.weight, c2.weight, "
-        "fc.weight)); they are marked valid=false"
+        "CAM: 3 of 3 map(s) are invalid (3 × the model has non-finite parameters (c1.weight, c2.weight, "
+        "fc.weight)); they are marked valid=false and left out of the metrics and means"
     ]
     assert [m.valid for im in doc.images for m in im.maps] == [False] * 3
     assert [m.score for im in doc.images for m in im.maps] == [None] * 3
@@ -261,8 +261,8 @@ def test_invalid_maps_are_marked_and_warned(tmp_path):
     doc, _ = run(ctx2, layer="c2", target_class=0)
     assert [m.valid for im in doc.images for m in im.maps] == [True, True, False]
     assert ctx2.warnings == [
-        "CAM: 1 of 3 map(s) are invalid (non-finite values in the input or the map); "
-        "they are marked valid=false"
+        "CAM: 1 of 3 map(s) are invalid (1 × non-finite values in the input); "
+        "they are marked valid=false and left out of the metrics and means"
     ]
 
 
@@ -512,3 +512,78 @@ def test_perturbation_passes_with_augmentation_and_two_classes(tmp_path, caplog)
     ) in caplog.messages
     # counted: those, plus the one forward pass giving the batch's logits (no one-forward path here)
     assert doc.forward_passes == expected + 1
+
+
+def zero_head(ctx: RunContext, bias: list[float]) -> RunContext:
+    """The head's weights zeroed (as torchvision's vit_b_16 at random init): every image gets the
+    logits ``bias``, and no gradient reaches the layers below it."""
+    with torch.no_grad():
+        ctx.model.fc.weight.zero_()
+        ctx.model.fc.bias.copy_(torch.tensor(bias))
+    return ctx
+
+
+def test_flat_maps_are_invalid_warned_badged_and_left_out_of_metrics_and_means(tmp_path):
+    """A zero-init head: every map is all zero. Each is marked invalid with its reason, warned once,
+    badged in the report, scores no metric and joins no mean; the model's score is kept."""
+    ctx = zero_head(boxed_context(tmp_path), [0.0, 0.0, 0.0])
+    doc, res = run(ctx, layer=["c1", "c2"], per_layer=True, metrics=["complexity"])
+    maps = [m for im in doc.images for m in im.maps]
+    assert len(maps) == 3 * 3  # averaged + two per-layer maps per image
+    for m in maps:
+        assert np.array_equal(np.load(tmp_path / m.npy), np.zeros((16, 16), np.float32))
+        assert m.valid is False
+        assert m.invalid_reason == "flat map (every pixel 0): no spatial evidence for the class at this layer"
+        assert set(m.metrics.values()) == {None} and m.metrics  # the keys stay, the numbers go
+        assert m.score == pytest.approx(1 / 3)  # the model's probability is still a true number
+    assert ctx.warnings == [
+        "CAM: 9 of 9 map(s) are invalid (9 × flat map (every pixel 0): no spatial evidence for the class "
+        "at this layer); they are marked valid=false and left out of the metrics and means"
+    ]
+    assert set(doc.means.values()) - {1 / 3} <= {None} and doc.means["score"] is None
+    assert all(set(c.metrics.values()) == {None} and c.mean_score is None for c in doc.classes)
+    overlays = [p for p in res.pictures if p.badge is not None]
+    assert len(overlays) == 9 and {p.badge for p in overlays} == {"invalid"}
+    assert all(
+        p.caption.endswith(
+            "; invalid: flat map (every pixel 0): no spatial evidence for the class at this layer"
+        )
+        for p in overlays
+    )
+    assert all(s.value is None for s in res.scalars if s.name != "cam/top1_accuracy")
+
+
+def test_one_flat_layer_among_valid_ones_is_the_only_invalid_map(tmp_path):
+    """Validity is per map: ``c1`` outputs the same value everywhere (zero weights), so its map is
+    flat and invalid, while ``c2`` (zero padding makes its borders differ) and the average stay valid."""
+    from vizpipe.stages.cam.rows import flat_problem
+
+    ctx = boxed_context(tmp_path)  # with boxes: localisation scores
+    with torch.no_grad():
+        ctx.model.c1.weight.zero_()
+        ctx.model.c1.bias.fill_(1.0)
+    doc, _ = run(ctx, layer=["c1", "c2"], per_layer=True, target_class=1)
+    for im in doc.images:
+        assert [(m.layer, m.valid) for m in im.maps] == [("c1+c2", True), ("c1", False), ("c2", True)]
+        assert im.maps[1].invalid_reason.startswith("flat map (every pixel 0)")
+        assert im.maps[0].invalid_reason is None and im.maps[0].metrics["pointing_game"] is not None
+        assert im.maps[1].metrics == {"pointing_game": None, "energy_in_box": None}
+    assert ctx.warnings == [
+        "CAM: 3 of 9 map(s) are invalid (3 × flat map (every pixel 0): no spatial evidence for the class "
+        "at this layer); they are marked valid=false and left out of the metrics and means"
+    ]
+    assert doc.means["score"] is not None
+    assert flat_problem(np.full((4, 4), 0.25, np.float32)).startswith("flat map (every pixel 0.25)")
+    assert flat_problem(np.eye(4, dtype=np.float32)) is None
+
+
+def test_ties_break_the_same_way_in_the_top5_and_the_top1_target(tmp_path):
+    """Classes 1 and 2 tie for the top output: the top-5 list and the map both put class 1 first."""
+    ctx = zero_head(boxed_context(tmp_path, labels=False), [0.5, 2.0, 2.0])
+    doc, _ = run(ctx, layer="c2")
+    for im in doc.images:
+        assert [p.class_index for p in im.top5] == [1, 2, 0]
+        assert [m.target for m in im.maps] == [1] == [im.top5[0].class_index]
+    ctx2 = zero_head(boxed_context(tmp_path / "b", labels=False), [0.0] * 3)
+    doc2, _ = run(ctx2, layer="c2", method="scorecam", batch_size=8)  # the per-class-set path too
+    assert [(im.top5[0].class_index, im.maps[0].target) for im in doc2.images] == [(0, 0)] * 3

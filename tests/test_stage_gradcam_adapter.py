@@ -15,7 +15,6 @@ from vizpipe.pipeline.gradcam.adapter import (
     _clone_hook,
     _guard_hook,
     inner_cams,
-    quiet_library_bars,
     targets_for,
 )
 from vizpipe.pipeline.gradcam.eigencam import _scale, _top_vector, first_component
@@ -105,12 +104,12 @@ def test_runner_hooks_freezing_and_cut(model):
     with CamRunner(model, cfg(), resolve_method("gradcam"), [C2]) as runner:
         assert runner.cut is True and hooks(model) > before
         assert not any(p.requires_grad for p in model.parameters())
-        assert len(runner.handles) == 2
+        assert len(runner.hooks) == 2
         assert runner.obj.compute_input_gradient is False
-    assert hooks(model) == before and runner.handles == []
+    assert hooks(model) == before and len(runner.hooks) == 0 and runner.obj is None
     model.requires_grad_(True)
     with CamRunner(model, cfg(), resolve_method("gradcam"), [C1, C2]) as runner:
-        assert runner.cut is False and runner.obj.compute_input_gradient is True and len(runner.handles) == 4
+        assert runner.cut is False and runner.obj.compute_input_gradient is True and len(runner.hooks) == 4
     model.requires_grad_(True)
     with CamRunner(model, cfg(freeze_params=False), resolve_method("gradcam"), [C2]) as runner:
         assert runner.cut is False and all(p.requires_grad for p in model.parameters())
@@ -204,19 +203,6 @@ def test_capture_per_layer_equals_single_layer_maps(model, x):
         np.testing.assert_allclose(got[:, :, :], ref[0][0], atol=1e-5)
     with CamRunner(model, cfg(), resolve_method("gradcam"), [C2], capture=True) as runner:
         assert runner.capture is False
-
-
-def test_quiet_library_bars_restores_tqdm():
-    """The library's tqdm is replaced by a pass-through inside, and put back after (even on error)."""
-    from pytorch_grad_cam import ablation_cam, score_cam
-
-    before = (score_cam.tqdm, ablation_cam.tqdm)
-    with pytest.raises(RuntimeError):
-        with quiet_library_bars():
-            assert list(score_cam.tqdm.tqdm([1, 2], desc="x")) == [1, 2]
-            assert ablation_cam.tqdm is score_cam.tqdm
-            raise RuntimeError("inside")
-    assert (score_cam.tqdm, ablation_cam.tqdm) == before
 
 
 def test_first_component_solvers_and_sign():

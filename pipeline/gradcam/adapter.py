@@ -1,4 +1,4 @@
-"""The grad-cam adapter: one library CAM object per layer group, with vizpipe's patches.
+"""The grad-cam adapter: one library CAM object per layer group, used through its public surface.
 
 How vizpipe differs from calling the library the usual way (and why the maps are the same):
 
@@ -13,34 +13,40 @@ How vizpipe differs from calling the library the usual way (and why the maps are
   the network as a fresh leaf that requires grad), so backward runs only through the layers
   above it; otherwise the library's ``compute_input_gradient=True`` keeps the graph connected.
 - **Several classes from one forward pass.** For methods that use the library's own
-  ``BaseCAM.forward``, ``CamRunner.maps`` runs that method's steps itself: one forward, then per
-  class set ``backward(retain_graph=True)``, ``compute_cam_per_layer`` and
-  ``aggregate_multi_layers`` (the library's functions, in its order); with several layers (or
-  FullGrad) the input requires grad for that pass, as in the library. Other methods (meta
-  methods, second-order ShapleyCAM, ``aug_smooth``) are called once per class set.
+  ``BaseCAM.forward``, ``CamRunner.maps`` runs one forward, then per class set the rest of that
+  method's steps (``vizpipe.pipeline.gradcam.extended``: a subclass, nothing patched); with
+  several layers (or FullGrad) the input requires grad for that pass, as in the library. Other
+  methods (meta methods, second-order ShapleyCAM, ``aug_smooth``) are called once per class set.
+- **The library's own progress bars** (ScoreCAM/AblationCAM: one tqdm bar per image) are left as
+  the library draws them; vizpipe states the passes to run up front and counts them.
 - **The model is left as found** (``vizpipe.pipeline.hooks.preserved`` around the stage): hooks (the
   library's and ours) removed, every module's mode, ``requires_grad`` and ``.grad`` restored,
   modules the library swaps (AblationCAM's ablation layer) put back.
-``tests/test_cam.py`` proves the maps identical to the library's own.
+
+Every hook vizpipe adds is registered through ``vizpipe.pipeline.hooks.Hooks``; the library's
+own (its ``ActivationsAndGradients``) are removed with its ``release()``.
+``tests/test_cam.py`` and ``tests/test_gradcam_library.py`` prove the maps identical to the library's own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.gradcam.layers import CamLayer, LayoutReshape
 from vizpipe.pipeline.gradcam.methods import MethodSpec
+from vizpipe.pipeline.hooks import Hooks
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch import nn
 
-__all__ = ["CamRunner", "inner_cams", "quiet_library_bars", "targets_for"]
+__all__ = ["CamRunner", "inner_cams", "targets_for"]
+
+#: per class set: the (B, H, W) maps and, when capturing, each layer's (B, H, W) maps
+Maps = tuple["np.ndarray", "list[np.ndarray] | None"]
 
 
 def inner_cams(method_obj: Any) -> list[Any]:
@@ -54,31 +60,6 @@ def inner_cams(method_obj: Any) -> list[Any]:
         items = value if isinstance(value, list | tuple) else [value]
         found.extend(v for v in items if isinstance(v, BaseCAM))
     return found
-
-
-def release(method_obj: Any) -> None:
-    """Remove the library's hooks and drop the graph it keeps (``cam.outputs``)."""
-    for cam in inner_cams(method_obj):
-        cam.activations_and_grads.release()
-        cam.outputs = None
-
-
-@contextlib.contextmanager
-def quiet_library_bars() -> Iterator[None]:
-    """Silence ScoreCAM/AblationCAM's per-image tqdm bars (vizpipe shows one bar for the call)."""
-    import types
-
-    from pytorch_grad_cam import ablation_cam, score_cam
-
-    saved = [(mod, mod.tqdm) for mod in (score_cam, ablation_cam)]
-    shim = types.SimpleNamespace(tqdm=lambda iterable, *a, **k: iterable)
-    try:
-        for mod, _ in saved:
-            mod.tqdm = shim
-        yield
-    finally:
-        for mod, original in saved:
-            mod.tqdm = original
 
 
 def targets_for(classes: list[int], logits: torch.Tensor, spec: MethodSpec) -> list[Any]:
@@ -95,6 +76,13 @@ def targets_for(classes: list[int], logits: torch.Tensor, spec: MethodSpec) -> l
         similar = [int(k) for k in diff.argsort().tolist() if int(k) != c][:3]  # the library's default
         out.append(FinerWeightedTarget(int(c), similar, 1.0))
     return out
+
+
+def top1(logits: torch.Tensor) -> list[int]:
+    """Each image's top-1 class (``vizpipe.pipeline.layers.top_classes``: ties to the lowest index)."""
+    from vizpipe.pipeline.layers import top_classes
+
+    return top_classes(logits, 1)[:, 0].tolist()
 
 
 def _guard_hook(cut: bool) -> Any:
@@ -148,10 +136,9 @@ class CamRunner:
         self.kwargs = dict(kwargs or {})
         self.capture = capture and len(layers) > 1  # keep each layer's map from the averaged call
         self.obj: Any = None
-        self.handles: list[Any] = []
+        self.hooks = Hooks()
         self.cut = False
-        self.per_layer: list[np.ndarray] | None = None
-        self.captures = False  # each layer's map is kept from the averaged call (``_capture_per_layer``)
+        self.captures = False  # each layer's map is kept from the averaged call (``Extensions``)
         self.forwards = 0  # forward passes run by ``maps`` (perturbation passes are counted apart)
 
     def __enter__(self) -> CamRunner:
@@ -162,6 +149,18 @@ class CamRunner:
             if self.spec.is_a("FullGrad")
             else [self.model.get_submodule(self.layers[i].name) for i in self.ranked]
         )
+        self.obj = self._build(modules)
+        try:
+            self._hook(modules)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _build(self, modules: list[nn.Module]) -> Any:
+        """The library object: ``BaseCAM`` methods through ``extended``, meta methods as they are."""
+        from vizpipe.pipeline.gradcam.extended import extended
+
         needs_reshape = any(layer.layout.needs_reshape for layer in self.layers)
         reshape = LayoutReshape(self.layers) if needs_reshape else None
         kwargs: dict[str, Any] = {}
@@ -174,143 +173,119 @@ class CamRunner:
         if "batch_size" in params:
             kwargs["batch_size"] = int(self.settings.batch_size)
         kwargs.update(self.kwargs)
-        self.obj = self.spec.cls(self.model, modules, reshape_transform=reshape, **kwargs)
-        try:
-            self._hook(modules)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        cls = self.spec.cls if self.spec.meta else extended(self.spec.cls)
+        return cls(self.model, modules, reshape_transform=reshape, **kwargs)
 
     def _hook(self, modules: list[nn.Module]) -> None:
         cams = inner_cams(self.obj)
         for cam in cams:
             if hasattr(cam, "batch_size") or self.spec.perturbation:
-                cam.batch_size = int(self.settings.batch_size)  # ScoreCAM reads an attribute
+                cam.batch_size = int(self.settings.batch_size)  # the library's README: ``cam.batch_size =``
         # second-order methods (ShapleyCAM: detach=False) differentiate the gradients themselves,
         # which needs the parameters in the graph: those run unfrozen
-        freeze = bool(self.settings.freeze_params) and all(c.detach for c in cams)
-        if freeze:
-            from pytorch_grad_cam.base_cam import BaseCAM
-
-            self.model.requires_grad_(False)
-            cam = cams[0] if len(cams) == 1 and cams[0] is self.obj else None
-            self.cut = bool(
-                cam is not None
-                and len(cam.target_layers) == 1
-                and cam.uses_gradients
-                and cam.detach
-                and not cam.compute_input_gradient
-                and type(cam).compute_cam_per_layer is BaseCAM.compute_cam_per_layer
-            )
-            if not self.cut:
-                for c in cams:
-                    if c.uses_gradients:
-                        c.compute_input_gradient = True
-                if getattr(self.obj, "uses_gradients", False) and hasattr(self.obj, "compute_input_gradient"):
-                    self.obj.compute_input_gradient = True  # FinerCAM reads its own copy
+        if bool(self.settings.freeze_params) and all(c.detach for c in cams):
+            self._freeze(cams)
         targets = list(dict.fromkeys(m for c in cams for m in c.target_layers))  # FullGrad: its bias layers
         for module in targets:
             cut_here = self.cut and module is modules[0]
-            self.handles.append(module.register_forward_hook(_guard_hook(cut_here), prepend=True))
-            self.handles.append(module.register_forward_hook(_clone_hook))
-        if self.capture and cams == [self.obj]:
-            self._capture_per_layer()
+            self.hooks.forward(module, _guard_hook(cut_here), prepend=True)  # before the library's
+            self.hooks.forward(module, _clone_hook)  # after the library's
+        self.captures = bool(
+            self.capture and cams == [self.obj] and self.obj.averages_layers and not self.settings.aug_smooth
+        )
+        if self.captures:
+            self.obj.keep_layer_maps = True
 
-    def _capture_per_layer(self) -> None:
-        """Keep each layer's map from the averaged call (the same numbers a one-layer call gives)."""
+    def _freeze(self, cams: list[Any]) -> None:
+        """No parameter gradients: cut the graph at the one target layer, else ask for the input's."""
         from pytorch_grad_cam.base_cam import BaseCAM
-        from pytorch_grad_cam.utils.image import scale_cam_image
 
-        cam = self.obj
-        if type(cam).aggregate_multi_layers is not BaseCAM.aggregate_multi_layers:
+        self.model.requires_grad_(False)
+        cam = cams[0] if len(cams) == 1 and cams[0] is self.obj else None
+        self.cut = bool(
+            cam is not None
+            and len(cam.target_layers) == 1
+            and cam.uses_gradients
+            and cam.detach
+            and not cam.compute_input_gradient
+            and type(cam).compute_cam_per_layer is BaseCAM.compute_cam_per_layer
+        )
+        if self.cut:
             return
-        original = cam.aggregate_multi_layers
-
-        def aggregate(cam_per_layer: list[np.ndarray]) -> np.ndarray:
-            import numpy as np
-
-            found = [scale_cam_image(np.maximum(c, 0).mean(axis=1)) for c in cam_per_layer]
-            per_layer: list[Any] = [None] * len(found)
-            for k, i in enumerate(self.ranked):  # the library's k-th layer is ``layers[i]``
-                per_layer[i] = found[k]
-            self.per_layer = per_layer
-            return original(cam_per_layer)
-
-        cam.aggregate_multi_layers = aggregate
-        self.captures = True
+        for c in cams:  # BaseCAM's constructor argument ``compute_input_gradient``, set after construction
+            if c.uses_gradients:
+                c.compute_input_gradient = True
+        if getattr(self.obj, "uses_gradients", False) and hasattr(self.obj, "compute_input_gradient"):
+            self.obj.compute_input_gradient = True  # FinerCAM reads its own copy
 
     @property
     def one_forward(self) -> bool:
         """True when ``maps`` computes every class set from one forward pass (see the module doc)."""
-        from pytorch_grad_cam.base_cam import BaseCAM
-
-        cam = self.obj
-        return (
-            isinstance(cam, BaseCAM)
-            and type(cam).forward is BaseCAM.forward
-            and type(cam).compute_cam_per_layer is BaseCAM.compute_cam_per_layer  # not FullGrad's
-            and cam.detach
-            and not self.settings.aug_smooth
-        )
+        return bool(getattr(self.obj, "one_forward", False)) and not self.settings.aug_smooth
 
     def maps(
         self, x: torch.Tensor, class_sets: list[list[int]] | None, logits: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, list[tuple[np.ndarray, list[np.ndarray] | None]]]:
+    ) -> tuple[torch.Tensor, list[Maps]]:
         """Maps of the batch ``x`` for each class set (one class per image; None: each top-1).
 
         Returns the model's outputs (B, K) on CPU and, per class set, the (B, H, W) float32 maps
         and the per-layer maps (when capturing). ``logits`` (the batch's outputs) must be given for
         methods that are called once per class set; the one-forward path computes them.
         """
-        import numpy as np
-        import torch
-
-        eigen = bool(self.settings.eigen_smooth)
-        out: list[tuple[np.ndarray, list[np.ndarray] | None]] = []
         if self.one_forward:
-            cam = self.obj
-            if cam.compute_input_gradient:  # as the library does: the graph reaches the frozen layers
-                x = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                if cam.compute_input_gradient:  # as the library: keeps the graph connected (frozen params)
-                    x = x.detach().requires_grad_(True)
-                outputs = cam.activations_and_grads(x)  # (B, K): the one forward pass
-                self.forwards += 1
-                logits = outputs.detach().float().cpu()
-                sets = class_sets or [logits.argmax(dim=1).tolist()]
-                for classes in sets:
-                    targets = targets_for(classes, logits, self.spec)
-                    if cam.uses_gradients:
-                        self.model.zero_grad()
-                        x.grad = None  # FullGrad reads the input's gradient: one class set's only
-                        cam.activations_and_grads.gradients = []
-                        loss = sum(t(o) for t, o in zip(targets, outputs, strict=True))
-                        loss.backward(retain_graph=True)
-                    self.per_layer = None
-                    batch = cam.aggregate_multi_layers(cam.compute_cam_per_layer(x, targets, eigen))
-                    out.append((np.asarray(batch, dtype=np.float32), self.per_layer))
-            cam.activations_and_grads.clear()
-            return logits, out
+            return self._one_forward(x, class_sets)
         if logits is None:
             raise ValueError(
                 "CamRunner.maps: this method is called once per class set and needs the batch's logits"
             )
-        kwargs: dict[str, Any] = {"eigen_smooth": eigen}
+        import torch
+
+        kwargs: dict[str, Any] = {"eigen_smooth": bool(self.settings.eigen_smooth)}
         if self.settings.aug_smooth:
             kwargs["aug_smooth"] = True
-        for classes in class_sets or [logits.argmax(dim=1).tolist()]:
-            self.per_layer = None
+        out = []
+        for classes in class_sets or [top1(logits)]:
             with torch.enable_grad():
                 batch = self.obj(x, targets_for(classes, logits, self.spec), **kwargs)
             self.forwards += 1
-            out.append((np.asarray(batch, dtype=np.float32), self.per_layer))
+            out.append(self._result(batch))
         return logits, out
 
+    def _one_forward(
+        self, x: torch.Tensor, class_sets: list[list[int]] | None
+    ) -> tuple[torch.Tensor, list[Maps]]:
+        """One forward pass, then the maps of every class set from it (``Extensions``)."""
+        import torch
+
+        cam = self.obj
+        eigen = bool(self.settings.eigen_smooth)
+        with torch.enable_grad():
+            x, outputs = cam.forward_once(x)  # (B, K): the one forward pass
+            self.forwards += 1
+            logits = outputs.detach().float().cpu()
+            out = [
+                self._result(cam.cams_for(x, outputs, targets_for(classes, logits, self.spec), eigen))
+                for classes in class_sets or [top1(logits)]
+            ]
+        cam.activations_and_grads.clear()  # the library's: drops the activations and gradients
+        return logits, out
+
+    def _result(self, batch: np.ndarray) -> Maps:
+        """(maps, per-layer maps in ``layers`` order when capturing) of one library call."""
+        import numpy as np
+
+        found = self.obj.layer_maps if self.captures else None
+        per_layer: list[Any] | None = None
+        if found is not None:
+            per_layer = [None] * len(found)
+            for k, i in enumerate(self.ranked):  # the library's k-th layer is ``layers[i]``
+                per_layer[i] = found[k]
+        return np.asarray(batch, dtype=np.float32), per_layer
+
     def __exit__(self, *exc: object) -> None:
-        """Release the library's hooks and vizpipe's."""
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
+        """Remove vizpipe's hooks and the library's (``release()``); drop the library object."""
+        self.hooks.release()
         if self.obj is not None:
-            release(self.obj)
+            for cam in inner_cams(self.obj):
+                cam.activations_and_grads.release()
+        self.obj = None

@@ -9,6 +9,14 @@ Swin's SwinTransformerBlock) the first norm of the last block, as grad-cam's ViT
 (the final norm feeds only the class token, so its patch gradients are zero); otherwise the last
 of the model's blocks with a spatial output (``model.blocks``, else found: ``layer4``,
 ``features.denseblock4``/``norm5``), else the last spatial module to finish before global pooling.
+
+The blocks end where the resolution halves, so for VGG and AlexNet the last block is
+``features[-1]``, the final ``MaxPool2d``: the layer grad-cam's README recommends for them
+("Choosing the layer(s) to extract activations from": "VGG, densenet161 and mobilenet:
+model.features[-1]"; ResNet: ``model.layer4[-1]``, the same output as ``layer4``). Its map is
+the max-pooled last convolution's (Grad-CAM's channel weights, the mean gradients, are the same
+up to a constant factor there), at half its resolution; name the last ReLU (vgg11
+``features.19``) to map at the full one.
 """
 
 from __future__ import annotations

@@ -6,12 +6,14 @@ Seed::
     grayscale_cam = cam(input_tensor=img_tensor, targets=[ClassifierOutputTarget(200)])
     cam_img = show_cam_on_image(rgb_img, grayscale_cam[0], use_rgb=True)
 
-Here: ``cam.method`` names any CAM class the installed library exports (``methods.py``),
-``cam.layer`` is ``auto``, a name or a list (``layers.py``; ViT/Swin reshapes inferred),
-``cam.target_class`` is null (each image's top-1), an index, a name or a list. The data set is
-streamed; per batch one forward pass serves every class (``adapter.py``), and each map's overlay,
-heatmap and raw ``.npy`` are written at once (``compute.py``, ``render.py``); ``cam/cam.json``
-(``record.py``) holds top-5 predictions, targets, scores, metrics and per-class aggregates.
+Here: ``cam.method`` names any CAM class the installed library exports
+(``pipeline/gradcam/methods.py``), ``cam.layer`` is ``auto``, a name or a list
+(``pipeline/gradcam/layers.py``; ViT/Swin reshapes inferred), ``cam.target_class`` is null (each
+image's top-1), an index, a name or a list. The data set is streamed; per batch one forward pass
+serves every class (``pipeline/gradcam/adapter.py``), and each map's overlay, heatmap and raw
+``.npy`` are written at once (``compute.py``, ``rows.py``, ``render.py``); ``cam/cam.json``
+(``record.py``) holds top-5 predictions, targets, scores, metrics, per-class aggregates and each
+map's validity.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class CamConfig:
     pointing_tolerance: float = 0.03
     # Weight of the image in the overlay (show_cam_on_image's image_weight), 0..1.
     image_weight: float = 0.5
-    # Freeze parameter gradients during CAM (faster, identical maps; see stages/cam/adapter.py).
+    # Freeze parameter gradients during CAM (faster, identical maps; see pipeline/gradcam/adapter.py).
     freeze_params: bool = True
 
 
@@ -85,18 +87,9 @@ class CamStage(Stage):
         """Stream the data set: compute and write every map, then cam.json."""
         from vizpipe.stages.cam.compute import collect
         from vizpipe.stages.cam.plan import make_plan
-        from vizpipe.stages.cam.render import MapWriter, document, result
+        from vizpipe.stages.cam.render import MapWriter, document, result, warn_invalid
 
         plan = self.plan or make_plan(ctx, settings)
         images, passes, _seconds = collect(ctx, settings, plan, MapWriter(ctx, float(settings.image_weight)))
-        doc = document(ctx, settings, plan, images, passes)
-        bad = sum(not m.valid for img in images for m in img.maps)
-        if bad:
-            why = (
-                f"the model has non-finite parameters ({', '.join(ctx.nonfinite_params[:3])})"
-                if ctx.nonfinite_params
-                else "non-finite values in the input or the map"
-            )
-            total = sum(len(img.maps) for img in images)
-            ctx.warn(f"CAM: {bad} of {total} map(s) are invalid ({why}); they are marked valid=false")
-        return result(ctx, doc)
+        warn_invalid(ctx, images)
+        return result(ctx, document(ctx, settings, plan, images, passes))

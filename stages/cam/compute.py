@@ -1,13 +1,16 @@
 """Compute the maps, batch by batch, and write each image's files as soon as its maps exist.
 
 One ``CamRunner`` per layer group holds the library's object and hooks for the whole stream;
-per batch it returns the maps of every class set (``vizpipe.pipeline.gradcam.adapter``), the configured
-metrics run on them while the CAM object exists, and ``write_maps`` saves the overlay, heatmap
-and raw ``.npy`` of each map. Only small per-map rows stay in memory (``CamImage``).
+per batch it returns the maps of every class set (``vizpipe.pipeline.gradcam.adapter``), the
+configured metrics run on them while the CAM object exists, and the stage's writer
+(``render.MapWriter``) saves the overlay, heatmap and raw ``.npy`` of each map. Only small
+per-map rows stay in memory (``CamImage``).
 
 Localisation metrics (data sets that know where the object is, e.g. ``input=shapes``):
-``pointing_game`` and ``energy_in_box`` (``vizpipe.pipeline.gradcam.localisation``; the box grows by
-``cam.pointing_tolerance`` × the image side).
+``pointing_game`` and ``energy_in_box`` (``vizpipe.pipeline.gradcam.localisation``; the box grows
+by ``cam.pointing_tolerance`` × the image side).
+
+Each slice's maps become ``cam.json``'s rows in ``rows.py`` (validity, metrics, the files written).
 """
 
 from __future__ import annotations
@@ -16,22 +19,21 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from vizpipe.pipeline.files import finite
-from vizpipe.pipeline.gradcam.adapter import CamRunner, quiet_library_bars
-from vizpipe.pipeline.gradcam.localisation import localisation
-from vizpipe.pipeline.gradcam.methods import METRICS, compute_metric
+from vizpipe.pipeline.gradcam.adapter import CamRunner, Maps
+from vizpipe.pipeline.gradcam.methods import METRICS
 from vizpipe.pipeline.names import slug
 from vizpipe.stages.cam import share
 from vizpipe.stages.cam.plan import CamPlan
-from vizpipe.stages.cam.record import CamImage, CamMap, Prediction
+from vizpipe.stages.cam.record import CamImage
+from vizpipe.stages.cam.rows import Collector, SliceMaps, record_slice
 
 if TYPE_CHECKING:
     import torch
     from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.gradcam.layers import CamLayer
     from vizpipe.pipeline.inputs import Batch
 
 log = logging.getLogger(__name__)
@@ -46,25 +48,6 @@ def file_stem(label: str, target: int, target_name: str | None) -> str:
     return f"{stem}_{slug(target_name, max_len=60)}" if target_name else stem
 
 
-def metric_targets(name: str, classes: list[int], ctx: RunContext) -> list[Any]:
-    """Targets for metric ``name`` by the library's convention (``MetricSpec.target``)."""
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
-
-    softmax = METRICS[name].target == "softmax" and ctx.num_classes > 1 and not ctx.outputs_are_probabilities
-    cls = ClassifierOutputSoftmaxTarget if softmax else ClassifierOutputTarget
-    return [cls(int(c)) for c in classes]
-
-
-def metric_target_text(name: str, ctx: RunContext) -> str:
-    """What metric ``name``'s targets score, for ``cam.json``."""
-    kind = METRICS[name].target
-    if kind == "none":
-        return "the map alone"
-    if kind == "softmax" and ctx.num_classes > 1 and not ctx.outputs_are_probabilities:
-        return "softmax probability of the target class (ClassifierOutputSoftmaxTarget)"
-    return "raw output of the target class (ClassifierOutputTarget)"
-
-
 def _chunk(plan: CamPlan, layers: list[Any], x: torch.Tensor) -> int:
     """Images per library call: all, except ScoreCAM when its N×C×3×H×W tensor would be huge."""
     n = int(x.shape[0])
@@ -75,16 +58,19 @@ def _chunk(plan: CamPlan, layers: list[Any], x: torch.Tensor) -> int:
 
 
 @contextlib.contextmanager
-def perturbation_bar(ctx: RunContext, runner: CamRunner, label: str, calls: int) -> Iterator[Any]:
-    """ScoreCAM/AblationCAM: state the forward passes up front, show one bar, count them.
+def perturbation_passes(
+    ctx: RunContext, runner: CamRunner, label: str, calls: int
+) -> Iterator[Callable[[], int]]:
+    """ScoreCAM/AblationCAM: state the forward passes up front, then count them.
 
-    Yields a function returning the passes counted so far (0 for other methods).
+    Yields a function returning the passes counted so far (0 for other methods). The library
+    draws its own progress bar per image (``vizpipe.pipeline.gradcam.adapter``).
     """
     spec, layers, settings = runner.spec, runner.layers, runner.settings
     if not spec.perturbation:
         yield lambda: 0
         return
-    from tqdm import tqdm
+    from vizpipe.pipeline.hooks import counted
 
     n = len(ctx.inputs)
     bs = int(settings.batch_size)
@@ -108,21 +94,11 @@ def perturbation_bar(ctx: RunContext, runner: CamRunner, label: str, calls: int)
         f" x {tta} augmentations" if tta > 1 else "",
         channels,
     )
-    bar = tqdm(total=expected, desc=f"{spec.name} {label}", unit="pass", leave=False, disable=None)
-    count = [0]
-
-    def on_forward(module: Any, args: object, output: object) -> None:
-        count[0] += 1
-        bar.update(1)
-
-    handle = ctx.model.register_forward_hook(on_forward)
-    try:
-        with quiet_library_bars():
-            yield lambda: count[0]
-    finally:
-        handle.remove()
-        bar.close()
-        log.debug("%s on %s: %d forward passes done", spec.name, label, count[0])
+    with counted(ctx.model) as count:
+        try:
+            yield count
+        finally:
+            log.debug("%s on %s: %d forward passes done", spec.name, label, count())
 
 
 def announce_metrics(ctx: RunContext, plan: CamPlan, maps_per_image: int) -> None:
@@ -149,30 +125,43 @@ def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[
     ``write(batch, i, row, cam)`` is called for each map as soon as it is computed
     (``vizpipe.stages.cam.render.MapWriter``): it saves the files and returns ``row`` with their paths.
     """
-    from tqdm import tqdm
     from vizpipe.pipeline.hooks import preserved
 
-    n = len(ctx.inputs)
-    images: dict[int, CamImage] = {}
-    spec = plan.method
-    classes_given = plan.classes
+    run = _collector(ctx, settings, plan, write)
+    t0 = time.perf_counter()
+    with preserved(ctx.model), run.metric_bar:
+        for label, layers in run.groups:
+            _collect_group(run, label, layers)
+    seconds = time.perf_counter() - t0
+    log.debug(
+        "CAM <%s>: %d image(s) in %.2fs%s",
+        plan.method.name,
+        len(ctx.inputs),
+        seconds,
+        f", {run.passes} forward passes" if run.passes else "",
+    )
+    return [run.images[i] for i in sorted(run.images)], run.passes, seconds
+
+
+def _collector(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> Collector:
+    """State the work (metrics' cost, the debug line) and set up ``collect``'s state."""
+    from tqdm import tqdm
+
     # per-layer maps come from the averaged call when the library allows (same numbers)
-    capture = len(plan.groups) > 1 and not spec.meta and not settings.aug_smooth and not plan.metrics
-    runner_groups = plan.groups[:1] if capture else plan.groups
-    n_sets = 1 if classes_given is None else len(classes_given)
-    announce_metrics(ctx, plan, n_sets * len(plan.groups))
+    capture = len(plan.groups) > 1 and not plan.method.meta and not settings.aug_smooth and not plan.metrics
+    sets = 1 if plan.classes is None else len(plan.classes)
+    announce_metrics(ctx, plan, sets * len(plan.groups))
     log.debug(
         "CAM <%s> on %s, layer(s) %s, %s, %d image(s)",
-        spec.name,
+        plan.method.name,
         ctx.model_name,
         plan.label,
-        "top-1 class of each image" if classes_given is None else f"class(es) {classes_given}",
-        n,
+        "top-1 class of each image" if plan.classes is None else f"class(es) {plan.classes}",
+        len(ctx.inputs),
     )
-    t0 = time.perf_counter()
-    passes = 0
+    runners = 1 if capture else len(plan.groups)
     metric_bar = tqdm(
-        total=len(plan.metrics) * n * n_sets * len(runner_groups),
+        total=len(plan.metrics) * len(ctx.inputs) * sets * runners,
         desc="cam.metrics",
         unit="map",
         leave=False,
@@ -180,55 +169,42 @@ def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[
     )
     sibs = share.siblings(ctx, settings, plan)  # a sweep over cam.layer: its other layers, same pass
     key = share.share_key(ctx, settings, plan) if sibs else None
-    with preserved(ctx.model), metric_bar:
-        for label, layers in runner_groups:
-            with open_runner(ctx, settings, plan, layers, capture, sibs) as (runner, used):
-                with perturbation_bar(ctx, runner, label, n_sets) as counter:
-                    for batch in ctx.inputs.batches(f"cam {label}" if len(runner_groups) > 1 else "cam"):
-                        step = _chunk(plan, layers, batch.tensor)
-                        for s in range(0, len(batch), step):
-                            part = _slice(batch, s, s + step)
-                            kept = share.take(ctx, key, layers[0].name, part.index) if key else None
-                            if kept is not None:  # an earlier job of this sweep computed them
-                                log.debug("CAM: %s maps of %d image(s) from an earlier job", label, len(part))
-                                logits, sets, results = kept
-                            else:
-                                logits, sets, results = _compute(ctx, runner, part, classes_given)
-                                if used:  # keep the sibling layers' maps; this job's own are written
-                                    both = [*layers, *used]
-                                    results = share.keep(ctx, key, both, part.index, logits, sets, results)
-                            _record(
-                                ctx,
-                                settings,
-                                plan,
-                                runner,
-                                part,
-                                logits,
-                                sets,
-                                results,
-                                label,
-                                images,
-                                write,
-                                metric_bar,
-                            )
-                    passes += counter()
-    seconds = time.perf_counter() - t0
-    log.debug(
-        "CAM <%s>: %d image(s) in %.2fs%s",
-        spec.name,
-        n,
-        seconds,
-        f", {passes} forward passes" if passes else "",
-    )
-    return [images[i] for i in sorted(images)], passes, seconds
+    return Collector(ctx, settings, plan, write, metric_bar, capture, sibs, key)
+
+
+def _collect_group(run: Collector, label: str, layers: list[CamLayer]) -> None:
+    """Stream the data set through one layer group's runner, recording each slice's maps."""
+    ctx = run.ctx
+    desc = f"cam {label}" if len(run.groups) > 1 else "cam"
+    with open_runner(ctx, run.settings, run.plan, layers, run.capture, run.sibs) as (runner, used):
+        with perturbation_passes(ctx, runner, label, run.class_sets) as counter:
+            for batch in ctx.inputs.batches(desc):
+                for part in _slices(batch, _chunk(run.plan, layers, batch.tensor)):
+                    record_slice(run, runner, _slice_maps(run, runner, part, layers, used), label)
+            run.passes += counter()
+
+
+def _slice_maps(
+    run: Collector, runner: CamRunner, part: Batch, layers: list[CamLayer], used: list[CamLayer]
+) -> SliceMaps:
+    """The slice's maps: kept by an earlier job of the sweep, or computed (keeping the siblings')."""
+    ctx, key = run.ctx, run.key
+    kept = share.take(ctx, key, layers[0].name, part.index) if key else None
+    if kept is not None:  # an earlier job of this sweep computed them
+        log.debug("CAM: %s maps of %d image(s) from an earlier job", layers[0].name, len(part))
+        return SliceMaps(part, *kept)
+    logits, sets, results = _compute(ctx, runner, part, run.plan.classes)
+    if used and key is not None:  # keep the sibling layers' maps; this job's own are written
+        results = share.keep(ctx, key, [*layers, *used], part.index, logits, sets, results)
+    return SliceMaps(part, logits, sets, results)
 
 
 def _compute(
     ctx: RunContext, runner: CamRunner, part: Batch, classes_given: list[int] | None
-) -> tuple[torch.Tensor, list[list[int]], list[tuple[np.ndarray, list[np.ndarray] | None]]]:
+) -> tuple[torch.Tensor, list[list[int]], list[Maps]]:
     """One slice's outputs, class sets and maps (per class set: averaged and per-layer maps)."""
     import torch
-    from vizpipe.pipeline.layers import model_output
+    from vizpipe.pipeline.layers import model_output, top_classes
 
     logits = None
     if not runner.one_forward:
@@ -237,7 +213,7 @@ def _compute(
     sets = None if classes_given is None else [[c] * len(part) for c in classes_given]
     logits, results = runner.maps(part.tensor, sets, logits)
     if sets is None:
-        sets = [logits.argmax(dim=1).tolist()]
+        sets = [top_classes(logits, 1)[:, 0].tolist()]
     return logits, sets, results
 
 
@@ -266,82 +242,22 @@ def open_runner(
         yield runner, []
 
 
-def _slice(batch: Batch, start: int, stop: int) -> Batch:
+def _slices(batch: Batch, step: int) -> Iterator[Batch]:
+    """The batch in slices of ``step`` images (the batch itself when it fits)."""
     from dataclasses import replace
 
-    if start == 0 and stop >= len(batch):
-        return batch
-    return replace(
-        batch,
-        tensor=batch.tensor[start:stop],
-        rgb=batch.rgb[start:stop],
-        index=batch.index[start:stop],
-        names=batch.names[start:stop],
-        sources=batch.sources[start:stop],
-        labels=batch.labels[start:stop],
-        boxes=batch.boxes[start:stop],
-    )
-
-
-def _record(
-    ctx: RunContext,
-    settings: Any,
-    plan: CamPlan,
-    runner: CamRunner,
-    batch: Batch,
-    logits: torch.Tensor,
-    sets: list[list[int]],
-    results: list[tuple[np.ndarray, list[np.ndarray] | None]],
-    label: str,
-    images: dict[int, CamImage],
-    write: Any,
-    metric_bar: Any,
-) -> None:
-    """Metrics and localisation for the batch's maps, then write them and keep their rows."""
-    probs = ctx.probabilities(logits)
-    top5 = ctx.top_k(5, logits)
-    layers = [layer for _, group in plan.groups[1:] for layer in group] if len(plan.groups) > 1 else []
-    for i, index in enumerate(batch.index):
-        if index not in images:
-            bad = index in ctx.inputs.invalid
-            images[index] = CamImage(
-                name=batch.names[i],
-                source=batch.sources[i],
-                top5=[Prediction(r["class"], r["name"], None if bad else r["prob"]) for r in top5[i]],
-                maps=[],
-                label=batch.labels[i],
-                box=list(batch.boxes[i]) if batch.boxes[i] is not None else None,
-                valid=not bad,
-            )
-    for classes, (maps, per_layer) in zip(sets, results, strict=True):
-        scores: dict[str, np.ndarray] = {}
-        if plan.metrics:
-            safe = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
-            for name in plan.metrics:
-                targets = metric_targets(name, classes, ctx)
-                scores[name] = compute_metric(name, batch.tensor, safe, targets, ctx.model, runner.obj)
-                metric_bar.update(len(batch))
-        kinds = [(label, maps)] + list(zip([x.name for x in layers], per_layer or [], strict=False))
-        for kind_label, kind_maps in kinds:
-            for i, index in enumerate(batch.index):
-                c = int(classes[i])
-                arr = kind_maps[i]
-                metrics = {k: finite(v[i]) for k, v in scores.items()} if kind_label == label else {}
-                if batch.boxes[i] is not None:
-                    metrics.update(localisation(arr, batch.boxes[i], float(settings.pointing_tolerance)))
-                valid = bool(
-                    not ctx.nonfinite_params and index not in ctx.inputs.invalid and np.isfinite(arr).all()
-                )
-                row = CamMap(
-                    layer=kind_label,
-                    target=c,
-                    target_name=ctx.class_name(c),
-                    score=finite(probs[i, c]) if valid else None,
-                    logit=finite(logits[i, c]),
-                    overlay="",
-                    heatmap="",
-                    npy="",
-                    metrics=metrics,
-                    valid=valid,
-                )
-                images[index].maps.append(write(batch, i, row, arr))
+    if step >= len(batch):
+        yield batch
+        return
+    for start in range(0, len(batch), step):
+        stop = start + step
+        yield replace(
+            batch,
+            tensor=batch.tensor[start:stop],
+            rgb=batch.rgb[start:stop],
+            index=batch.index[start:stop],
+            names=batch.names[start:stop],
+            sources=batch.sources[start:stop],
+            labels=batch.labels[start:stop],
+            boxes=batch.boxes[start:stop],
+        )

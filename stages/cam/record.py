@@ -33,13 +33,14 @@ class CamMap:
     layer: str  # the layer, or "a+b" for a map averaged over several layers
     target: int
     target_name: str | None
-    score: float | None  # the model's probability of ``target`` for this image
+    score: float | None  # the model's probability of ``target``; None: the model or input is not finite
     logit: float | None  # its raw output
     overlay: str  # run-relative paths of the files written for this map
     heatmap: str
     npy: str
     metrics: dict[str, float | None] = field(default_factory=dict)  # cam.metrics + localisation
-    valid: bool = True  # False: the map or the model holds NaN/inf
+    valid: bool = True  # False: see invalid_reason; left out of the metrics and every mean
+    invalid_reason: str | None = None  # non-finite model, input or map, or a flat (constant) map
 
 
 @dataclass

@@ -18,6 +18,7 @@ from vizpipe.pipeline.gradcam.methods import METRICS
 from vizpipe.pipeline.stage import Merge, Picture, Scalar, StageResult, Table
 from vizpipe.stages.cam.compute import file_stem
 from vizpipe.stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
+from vizpipe.stages.cam.rows import metric_target_text
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
@@ -110,8 +111,6 @@ def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImag
     fullgrad = plan.groups[0][0] == "bias_layers"
     names = list(plan.metrics) + [k for k in LOCALISATION if k in means]
     metric_targets = {}
-    from vizpipe.stages.cam.compute import metric_target_text
-
     for name in names:
         metric_targets[name] = metric_target_text(name, ctx) if name in METRICS else "the object's box"
     return CamDoc(
@@ -135,84 +134,41 @@ def _better(name: str) -> str | None:
     return "higher" if name in (*LOCALISATION, "top1_accuracy") else None
 
 
+def warn_invalid(ctx: RunContext, images: list[CamImage]) -> None:
+    """One console warning naming how many maps are invalid and why (they stay drawn, marked)."""
+    from collections import Counter
+
+    reasons = Counter(m.invalid_reason or "invalid" for img in images for m in img.maps if not m.valid)
+    if not reasons:
+        return
+    total = sum(len(img.maps) for img in images)
+    why = "; ".join(f"{count} × {reason}" for reason, count in reasons.items())
+    ctx.warn(
+        f"CAM: {sum(reasons.values())} of {total} map(s) are invalid ({why}); "
+        "they are marked valid=false and left out of the metrics and means"
+    )
+
+
 def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     """The stage's record: per-image tables and pictures (a sample), class aggregates, key numbers."""
     from vizpipe.pipeline.files import write_atomic
 
     write_atomic(ctx.claim("cam/cam.json"), doc.to_json())
-    pictures: list[Picture] = []
     tables: list[Table] = []
+    pictures: list[Picture] = []
     for img in doc.images[:SAMPLE_IMAGES]:
-        rows = [
-            [rank + 1, p.class_index, p.name, None if p.prob is None else f"{p.prob * 100:.2f}%"]
-            for rank, p in enumerate(img.top5)
-        ]
-        caption = f"Source: {img.source}" + ("" if img.valid else " (input holds NaN/inf: invalid)")
-        if img.label is not None:
-            caption += f"; label {img.label}" + (
-                f" {ctx.class_name(img.label)}" if ctx.class_name(img.label) else ""
-            )
-        tables.append(
-            Table(
-                "Top-5 predictions",
-                ["Rank", "Class", "Name", "Probability"],
-                rows,
-                group=img.name,
-                caption=caption,
-            )
-        )
+        tables.append(_top5_table(ctx, img))
         for m in img.maps:
-            target = f"{m.target} {m.target_name}" if m.target_name else f"class {m.target}"
-            extra = "".join(f", {k} {_fmt(v)}" for k, v in m.metrics.items())
-            cls = f"{m.target}_{m.target_name}" if m.target_name else str(m.target)
-            pictures.append(
-                Picture(
-                    m.overlay,
-                    f"{m.layer}  target {target}, score {_fmt(m.score)}, logit {_fmt(m.logit)}{extra}",
-                    group=img.name,
-                    tag=f"cam/{doc.method_key}/{m.layer}/{cls}/{img.name}",
-                    preview=True,
-                    badge=None if m.valid else "invalid",
-                )
-            )
-            pictures.append(Picture(m.heatmap, f"{m.layer}  heatmap", group=img.name))
-    metric_names = [k for k in doc.means if k not in ("score", "top1_accuracy")]
+            pictures += _map_pictures(doc, img, m)
     if len(doc.images) > 1 or (doc.images and doc.images[0].label is not None):
-        head = ["Class", "Name", "Images", "Top-1 accuracy", "Mean score", *metric_names]
-        rows = [
-            [
-                c.class_index,
-                c.name,
-                c.count,
-                c.top1_accuracy,
-                c.mean_score,
-                *[c.metrics.get(k) for k in metric_names],
-            ]
-            for c in doc.classes
-        ]
-        # numbers, not text: the report formats them, and the sweep index merges a data set's shards
-        merge = Merge(keys=[0, 1], weight=2, means=list(range(3, len(head))))
-        tables.insert(0, Table(f"Per class ({doc.grouped_by})", head, rows, merge=merge))
+        tables.insert(0, _class_table(doc))
     scalars = [Scalar("cam/score", doc.means.get("score"), key=True)]
     scalars += [
         Scalar(f"cam/{k}", v, key=True, better=_better(k)) for k, v in doc.means.items() if k != "score"
     ]
-    target_text = "top-1 prediction of each image" if doc.targets is None else f"class(es) {doc.targets}"
-    shown = min(len(doc.images), SAMPLE_IMAGES)
-    sample = (
-        f"; the first {shown} images' maps go to the report and TensorBoard (every map is in cam/)"
-        if len(doc.images) > shown
-        else ""
-    )
-    reshapes = "; ".join(f"{k}: {v}" for k, v in doc.reshape.items() if not v.startswith("N×"))
     return StageResult(
         stage="cam",
-        summary=(
-            f"{doc.method} on {', '.join(doc.layers)}, target: {target_text}; {len(doc.images)} image(s), "
-            f"{sum(len(i.maps) for i in doc.images)} map(s)"
-            + sample
-            + (f"; reshape {reshapes}" if reshapes else "")
-        ),
+        summary=_summary(doc),
         params={
             "method": doc.method_key,
             "layer": "+".join(doc.layers),
@@ -223,6 +179,78 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
         scalars=scalars,
         files=["cam/cam.json"],
         data=doc,
+    )
+
+
+def _top5_table(ctx: RunContext, img: CamImage) -> Table:
+    """An image's top-5 predictions, captioned with its source (and label, when known)."""
+    rows = [
+        [rank + 1, p.class_index, p.name, None if p.prob is None else f"{p.prob * 100:.2f}%"]
+        for rank, p in enumerate(img.top5)
+    ]
+    caption = f"Source: {img.source}" + ("" if img.valid else " (input holds NaN/inf: invalid)")
+    if img.label is not None:
+        name = ctx.class_name(img.label)
+        caption += f"; label {img.label}" + (f" {name}" if name else "")
+    return Table(
+        "Top-5 predictions", ["Rank", "Class", "Name", "Probability"], rows, group=img.name, caption=caption
+    )
+
+
+def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap) -> list[Picture]:
+    """One map's overlay (captioned with its numbers, badged when invalid) and heatmap."""
+    target = f"{m.target} {m.target_name}" if m.target_name else f"class {m.target}"
+    extra = "".join(f", {k} {_fmt(v)}" for k, v in m.metrics.items())
+    cls = f"{m.target}_{m.target_name}" if m.target_name else str(m.target)
+    caption = f"{m.layer}  target {target}, score {_fmt(m.score)}, logit {_fmt(m.logit)}{extra}"
+    if not m.valid and m.invalid_reason:
+        caption += f"; invalid: {m.invalid_reason}"
+    overlay = Picture(
+        m.overlay,
+        caption,
+        group=img.name,
+        tag=f"cam/{doc.method_key}/{m.layer}/{cls}/{img.name}",
+        preview=True,
+        badge=None if m.valid else "invalid",
+    )
+    return [overlay, Picture(m.heatmap, f"{m.layer}  heatmap", group=img.name)]
+
+
+def _class_table(doc: CamDoc) -> Table:
+    """Per-class aggregates over the valid maps; numbers, merged across a data set's shards."""
+    metric_names = [k for k in doc.means if k not in ("score", "top1_accuracy")]
+    head = ["Class", "Name", "Images", "Top-1 accuracy", "Mean score", *metric_names]
+    rows = [
+        [
+            c.class_index,
+            c.name,
+            c.count,
+            c.top1_accuracy,
+            c.mean_score,
+            *[c.metrics.get(k) for k in metric_names],
+        ]
+        for c in doc.classes
+    ]
+    # numbers, not text: the report formats them, and the sweep index merges a data set's shards
+    merge = Merge(keys=[0, 1], weight=2, means=list(range(3, len(head))))
+    return Table(f"Per class ({doc.grouped_by})", head, rows, merge=merge)
+
+
+def _summary(doc: CamDoc) -> str:
+    """The console line: method, layers, target, counts, the sample shown, reshapes."""
+    target_text = "top-1 prediction of each image" if doc.targets is None else f"class(es) {doc.targets}"
+    shown = min(len(doc.images), SAMPLE_IMAGES)
+    sample = (
+        f"; the first {shown} images' maps go to the report and TensorBoard (every map is in cam/)"
+        if len(doc.images) > shown
+        else ""
+    )
+    reshapes = "; ".join(f"{k}: {v}" for k, v in doc.reshape.items() if not v.startswith("N×"))
+    return (
+        f"{doc.method} on {', '.join(doc.layers)}, target: {target_text}; {len(doc.images)} image(s), "
+        f"{sum(len(i.maps) for i in doc.images)} map(s)"
+        + sample
+        + (f"; reshape {reshapes}" if reshapes else "")
     )
 
 

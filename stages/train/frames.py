@@ -46,13 +46,13 @@ def cam_maps(
 ) -> tuple[Any, np.ndarray]:
     """(logits (B, K), maps (B, H, W)) of ``x`` for ``classes`` (None: each top-1), in eval mode."""
     import torch
-    from vizpipe.pipeline.gradcam.adapter import CamRunner, quiet_library_bars
+    from vizpipe.pipeline.gradcam.adapter import CamRunner
     from vizpipe.pipeline.hooks import preserved
     from vizpipe.pipeline.layers import model_output
 
     assert plan.method is not None, "cam_maps needs a CAM method"
     model = ctx.model
-    with preserved(model), quiet_library_bars():
+    with preserved(model):
         model.eval()
         with CamRunner(model, CamSettings(), plan.method, plan.layers) as runner:
             logits = None
