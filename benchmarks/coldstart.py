@@ -37,7 +37,7 @@ print(torchinfo.summary(model, (1, 3, 224, 224), depth=3, col_names=("output_siz
 
 HYDRA_FLOOR = """
 import hydra
-import vizpipe.pipeline.schema  # vizpipe's config schema, as run.py registers it
+import vizpipe.pipeline.config_store  # vizpipe's config schema, as run.py registers it
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def main(cfg):

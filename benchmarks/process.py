@@ -23,7 +23,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
 
 def compose(overrides: list[str]) -> Any:
     """The config ``python run.py <overrides>`` would run with (Hydra's Compose API, vizpipe's schema)."""
-    import vizpipe.pipeline.schema  # noqa: F401 - registers the schema
+    import vizpipe.pipeline.config_store  # noqa: F401 - registers the schema
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

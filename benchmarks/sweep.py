@@ -90,7 +90,7 @@ from pathlib import Path
 
 import hydra
 
-import vizpipe.pipeline.schema  # vizpipe's config schema, as run.py registers it
+import vizpipe.pipeline.config_store  # vizpipe's config schema, as run.py registers it
 
 MODEL = {}
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import vizpipe.pipeline.schema  # noqa: F401 - registers the config schema and resolvers
+import vizpipe.pipeline.config_store  # noqa: F401 - registers the config schema and resolvers
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
-from vizpipe.pipeline import CONF_DIR
-from vizpipe.pipeline.precheck import precheck
+from vizpipe.pipeline import CONF_DIR, sweeps
+from vizpipe.pipeline.errors import VizpipeError
+from vizpipe.pipeline.precheck import fail, precheck
 from vizpipe.pipeline.process import freeze_startup, keep_freed_memory, run_then_exit
 
 
@@ -29,16 +30,13 @@ class PipelineFailed(CompactHydraException):
     """
 
 
-# =========================================================================== the command line
-
-
 # =========================================================================== the exit
 
 #: Failed multirun jobs of this process, for the exit code after the sweep (basic launcher: the
 #: jobs run here, one after another). Deliberately process-wide; read once by ``sweep_exit``.
 _FAILED_JOBS: list[str] = []
-#: the launcher that runs every job in the process that started the sweep
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+#: the ``hydra/launcher`` choice that runs every job in the process that started the sweep
+BASIC_LAUNCHER = "basic"
 
 
 def jobs_run_here() -> bool:
@@ -50,7 +48,7 @@ def jobs_run_here() -> bool:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return str(HydraConfig.get().launcher.get("_target_")) == BASIC_LAUNCHER
+        return HydraConfig.get().runtime.choices.get("hydra/launcher") == BASIC_LAUNCHER
     except ValueError:  # HydraConfig is not set: called outside a Hydra job
         import multiprocessing
 
@@ -91,23 +89,6 @@ def sweep_exit() -> None:
         sys.exit(1)
 
 
-def sweep_values(env_set: Any) -> dict[str, list[str]]:
-    """The values each swept key takes, from the job's ``hydra.job.env_set`` (vizpipe's sweeper
-    writes them, ``vizpipe.pipeline.schema.SWEEP_VALUES_ENV``); {} for a single run or another sweeper."""
-    import json
-
-    from vizpipe.pipeline.schema import SWEEP_VALUES_ENV
-
-    text = (env_set or {}).get(SWEEP_VALUES_ENV)
-    try:
-        values = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    if not isinstance(values, dict):
-        return {}
-    return {str(k): [str(v) for v in vs] for k, vs in values.items() if isinstance(vs, list)}
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     """Run the pipeline into Hydra's run (or job) folder."""
@@ -117,7 +98,7 @@ def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     keep_freed_memory()  # this process is the command line's: steps reuse freed memory (process.py)
     result = run_pipeline(
-        cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), sweep=sweep_values(hc.job.env_set)
+        cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), sweep=sweeps.values_of(hc.job.env_set)
     )
     finish(result, multirun=str(hc.mode) == "RunMode.MULTIRUN")
 
@@ -143,7 +124,11 @@ def command_line_args(argv: list[str]) -> list[str]:
 
 
 def cli() -> None:
-    """Check the command line, run it through Hydra, end a sweep with its status."""
+    """Check Hydra's version and the command line, run it through Hydra, end a sweep with its status."""
+    try:
+        import vizpipe.pipeline.hydra.private  # noqa: F401 - fails on a Hydra version vizpipe was not tested with
+    except VizpipeError as exc:
+        fail(str(exc))
     sys.argv[1:] = command_line_args(sys.argv[1:])
     precheck(sys.argv[1:])
     freeze_startup()  # the imports are done: later garbage collections skip them (process.py)
@@ -166,5 +151,4 @@ __all__ = [
     "main",
     "precheck",
     "sweep_exit",
-    "sweep_values",
 ]

@@ -12,7 +12,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-__all__ = ["FILE_CHARS", "JOB_CHARS", "slug", "unique_slugs"]
+__all__ = ["FILE_CHARS", "JOB_CHARS", "safe_dirname", "slug", "unique_slugs"]
 
 #: characters kept in file names and TensorBoard tag parts
 FILE_CHARS = "._-"
@@ -36,6 +36,11 @@ def slug(text: object, *, keep: str = FILE_CHARS, max_len: int = 100) -> str:
     if len(out) > max_len:
         out = out[: max_len - 9].rstrip("._") + "_" + _digest(raw)
     return out
+
+
+def safe_dirname(text: str, max_len: int = 120) -> str:
+    """A file-system-safe folder name for ``text`` (``slug`` keeping ``JOB_CHARS``): job and run folders."""
+    return slug(text, keep=JOB_CHARS, max_len=max_len) if str(text).strip("._ ") else "job"
 
 
 def unique_slugs(

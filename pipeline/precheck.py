@@ -2,10 +2,12 @@
 
 Hydra reports composition errors with a traceback hint as its last line; vizpipe's promise is one
 line that names the bad value and the valid choices. ``precheck`` composes the same config Hydra
-will (same search path: ``conf/``, ``--config-dir``, ``--config-path``/``--config-name``), checks
-every job of a sweep (``vizpipe.pipeline.sweeps``: one composition, each job's values set on a copy),
-runs every config-only rule (``vizpipe.pipeline.runner.check_config``: the input's and each stage's
-``check``) and turns any failure into that line (``vizpipe.pipeline.config_errors.translate``). A failed
+will (``vizpipe.pipeline.composer``: same search path, ``conf/``, ``--config-dir``,
+``--config-path``/``--config-name``), lists the jobs Hydra will run (``vizpipe.pipeline.sweeps``),
+checks every one (one composition per structure, each job's values set on a copy) with every
+config-only rule (``vizpipe.pipeline.runner.check_config``: the input's and each stage's ``check``)
+and turns any failure into that line (``vizpipe.pipeline.config_errors.translate``). The jobs
+checked are remembered (``sweeps.remember``): vizpipe's sweeper does not check them again. A failed
 precheck still leaves ``manifest.json`` and ``run.log`` in the run folder Hydra would have used.
 """
 
@@ -15,12 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vizpipe.pipeline import CONF_DIR
-from vizpipe.pipeline.config_errors import translate
+from vizpipe.pipeline import CONF_DIR, sweeps
+from vizpipe.pipeline.composer import Composer, JobChecker
 from vizpipe.pipeline.errors import ConfigError
-from vizpipe.pipeline.sweeps import JobChecker, jobs, mark_checked
 
-__all__ = ["Composer", "precheck", "record_failure", "split_args"]
+__all__ = ["precheck", "record_failure", "split_args"]
 
 _FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--package", "-p"}
 _OPTIONAL_VALUE = {"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
@@ -106,11 +107,13 @@ def shell_completion(flags: dict[str, str]) -> None:
         os.environ["COMP_LINE"] = re.sub(r"^\s*\S*python[\d.]*", "python", os.environ["COMP_LINE"])
     if value != "install=bash":
         return
-    from hydra._internal.core_plugins.bash_completion import BashCompletion
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.completion_plugin import CompletionPlugin
 
+    bash = next(p for p in Plugins.instance().discover(CompletionPlugin) if p.provides() == "bash")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        BashCompletion(None).install()  # type: ignore[arg-type] - install() needs no config loader
+        bash(None).install()  # type: ignore[arg-type] - install() needs no config loader
     script = out.getvalue().replace(
         'if [ "${words[0]}" == "python" ]; then', 'if [[ "${words[0]##*/}" == python* ]]; then'
     )
@@ -138,61 +141,10 @@ def precheck(argv: list[str]) -> None:
             for job in batch:
                 checker.check(job)
         _check_writable(_output_dir(overrides, multirun))
-        mark_checked(batch)
+        sweeps.remember(batch)
     except ConfigError as exc:
         where = record_failure(argv, str(exc))
         fail(str(exc) + (f" (manifest: {where})" if where else ""))
-
-
-class Composer:
-    """Hydra's Compose API on the search path Hydra will use; ``check`` composes and validates."""
-
-    def __init__(
-        self, primary: Path, name: str, extra: list[str], hydra_groups: list[str] | None = None
-    ) -> None:
-        self.primary, self.name, self.extra = primary, name, extra
-        self.hydra_groups = list(hydra_groups or [])  # e.g. hydra/launcher=joblib: checked with every compose
-        self._ctx: Any = None
-
-    def __enter__(self) -> Composer:
-        import vizpipe.pipeline.schema  # noqa: F401 - registers the schemas
-        from hydra import initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
-
-        GlobalHydra.instance().clear()
-        self._ctx = initialize_config_dir(config_dir=str(self.primary), version_base="1.3")
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        from hydra.core.global_hydra import GlobalHydra
-
-        self._ctx.__exit__(*exc)
-        GlobalHydra.instance().clear()
-
-    def _hydra_overrides(self) -> list[str]:
-        path = [f"hydra.searchpath=[{','.join(self.extra)}]"] if self.extra else []
-        return path + self.hydra_groups
-
-    def compose(self, overrides: list[str], *, hydra: bool = False) -> Any:
-        """The composed config (``hydra``: with the ``hydra`` node); errors translated."""
-        from hydra import compose
-
-        try:
-            return compose(
-                config_name=self.name,
-                overrides=self._hydra_overrides() + overrides,
-                return_hydra_config=hydra,
-            )
-        except Exception as exc:  # noqa: BLE001 - translated below
-            raise translate(exc, overrides) from exc
-
-    def group_options(self, group: str) -> list[str]:
-        """The options of a config group (``_``-private ones hidden)."""
-        from hydra.core.global_hydra import GlobalHydra
-
-        options = GlobalHydra.instance().config_loader().get_group_options(group)
-        return [o for o in options if not o.startswith("_")]
 
 
 def _is_path_key(key: str) -> bool:
@@ -209,54 +161,54 @@ def _jobs(composer: Composer, overrides: list[str], multirun: bool) -> list[list
     Command-line sweeps and the ``hydra.sweeper.params`` of a ``sweep=...`` config both count,
     combined as Hydra's basic sweeper combines them (``vizpipe.pipeline.sweeps.jobs``).
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    parsed = []
-    for o in user:
-        try:
-            parsed.extend(parser.parse_overrides([o]))
-        except Exception as exc:  # noqa: BLE001 - hydra's OverrideParseException
-            key, _, value = o.partition("=")
-            if _is_path_key(key):
-                raise ConfigError(f"Cannot read the override {o!r}: {_quote_hint(key, value)}") from exc
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise ConfigError(
-                f"Cannot read the override {o!r} ({first}); check its quoting and brackets"
-            ) from exc
-    base: list[str] = []
-    for o in parsed:
-        key = o.get_key_element()
-        if o.is_sweep_override():
-            values = [str(v) for v in o.sweep_string_iterator()]
-            if _is_path_key(key):
-                joined = o.input_line.partition("=")[2]
-                if Path(joined).expanduser().exists() or not all(
-                    Path(v).expanduser().exists() for v in values
-                ):
-                    raise ConfigError(
-                        f"'{o.input_line}' holds a comma, which makes it a sweep over {values}; "
-                        f"for one path {_quote_hint(key, joined)}"
-                    )
-            if not multirun:
-                raise ConfigError(
-                    f"'{o.input_line}' is a sweep (several values); add -m to run one job per value, "
-                    "or wrap a list value in brackets: key=[a,b]"
-                )
-            base.append(f"{key}={values[0]}")
-        else:
-            base.append(o.input_line)
-    if any(
-        o.partition("=")[0].lstrip("+~") == "sweep" and o.partition("=")[2] not in ("", "null") for o in base
-    ):
+    user = [o for o in overrides if not sweeps.is_hydra_own(o)]
+    parsed = [_parse(o) for o in user]
+    base = [_first_value(o, multirun) for o in parsed]
+    chosen = [o for o in base if o.partition("=")[0].lstrip("+~") == "sweep"]
+    if any(o.partition("=")[2] not in ("", "null") for o in chosen):
         if not multirun:
-            chosen = next(o for o in base if o.partition("=")[0].lstrip("+~") == "sweep")
             raise ConfigError(
-                f"'{chosen}' is a declarative sweep: add -m to run its jobs (python run.py -m {chosen})"
+                f"'{chosen[0]}' is a declarative sweep: add -m to run its jobs (python run.py -m {chosen[0]})"
             )
-        return jobs(_sweeper_params(composer, base), user)
-    return jobs([], user) if multirun else [[o.input_line for o in parsed]]
+        return sweeps.jobs(_sweeper_params(composer, base), user)
+    return sweeps.jobs([], user) if multirun else [[o.input_line for o in parsed]]
+
+
+def _parse(line: str) -> Any:
+    """One override, parsed; a line Hydra cannot read is one line naming it (and how to quote it)."""
+    try:
+        (override,) = sweeps.parse([line])
+    except Exception as exc:  # noqa: BLE001 - hydra's OverrideParseException
+        key, _, value = line.partition("=")
+        if _is_path_key(key):
+            raise ConfigError(f"Cannot read the override {line!r}: {_quote_hint(key, value)}") from exc
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"Cannot read the override {line!r} ({first}); check its quoting and brackets"
+        ) from exc
+    return override
+
+
+def _first_value(o: Any, multirun: bool) -> str:
+    """``o`` as a line with one value (a sweep's first); a sweep without ``-m``, or a path with a
+    comma that reads as a sweep, is one line saying how to write it."""
+    if not o.is_sweep_override():
+        return o.input_line
+    key = o.get_key_element()
+    values = [str(v) for v in o.sweep_string_iterator()]
+    if _is_path_key(key):
+        joined = o.input_line.partition("=")[2]
+        if Path(joined).expanduser().exists() or not all(Path(v).expanduser().exists() for v in values):
+            raise ConfigError(
+                f"'{o.input_line}' holds a comma, which makes it a sweep over {values}; "
+                f"for one path {_quote_hint(key, joined)}"
+            )
+    if not multirun:
+        raise ConfigError(
+            f"'{o.input_line}' is a sweep (several values); add -m to run one job per value, "
+            "or wrap a list value in brackets: key=[a,b]"
+        )
+    return f"{key}={values[0]}"
 
 
 def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:

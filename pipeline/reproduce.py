@@ -77,7 +77,7 @@ def merge_overrides(base: list[str], extra: list[str]) -> list[str]:
 def default_out(run: Path) -> Path:
     """``outputs/reproduce/<date>/<time>_<run name>`` (never inside a sweep folder)."""
     stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
-    from vizpipe.pipeline.schema import safe_dirname
+    from vizpipe.pipeline.names import safe_dirname
 
     src = run.resolve()
     name = safe_dirname(f"{src.parent.name}_{src.name}")  # e.g. 2024-01-31_12-00-00

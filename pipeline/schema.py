@@ -1,28 +1,24 @@
-"""The typed config: the core groups here, each stage's settings beside its code.
+"""The typed config: the core groups' dataclasses here, each stage's settings beside its code.
 
-Importing this module registers everything with Hydra's ConfigStore (idempotent):
+* the core groups (model, device, input, report): their dataclasses and enums;
+* ``root_schema``: the root, made from the core keys plus one typed field per stage
+  ``vizpipe.pipeline.registry`` discovers, with a defaults list choosing ``<stage>: default`` for
+  every stage, so ``conf/config.yaml`` names no stage;
+* ``settings_of``: a stage's or group's typed settings object from a composed config.
 
-* ``<group>/_schema`` for the core groups (model, device, input, report) and for every stage
-  ``vizpipe.pipeline.registry`` discovers (its ``config`` dataclass); each YAML option of a group starts
-  with ``defaults: [_schema, _self_]`` (plugin stages' YAML is stored as ``<name>/default``);
-* ``vizpipe_schema``: the root, made from the core keys plus one typed field per stage, with a
-  defaults list choosing ``<stage>: default`` for every stage, so ``conf/config.yaml`` names no
-  stage. A typo'd key or a value of the wrong type fails at composition time, before any work;
-* the resolvers ``vizpipe_safe`` and ``vizpipe_jobdir`` (job folder names).
+``vizpipe.pipeline.config_store`` stores these in Hydra's ConfigStore, so a typo'd key or a value
+of the wrong type fails at composition time, before any work.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from typing import Any, Dict, List
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from vizpipe.pipeline import CONF_DIR
-from vizpipe.pipeline.names import JOB_CHARS, slug
 
 # --------------------------------------------------------------------------- enums
 
@@ -241,103 +237,9 @@ def _has_default_option(name: str) -> bool:
     return (CONF_DIR / name / "default.yaml").is_file() or plugin_yaml(name) is not None
 
 
-# --------------------------------------------------------------------------- job folder names
-
-
-def safe_dirname(text: str, max_len: int = 120) -> str:
-    """A file-system-safe folder name for ``text`` (``vizpipe.pipeline.names.slug`` with ``=,+@``)."""
-    return slug(text, keep=JOB_CHARS, max_len=max_len) if str(text).strip("._ ") else "job"
-
-
-#: set by vizpipe's sweeper in every job's ``hydra.job.env_set``: the keys the sweep varies
-SWEPT_ENV = "VIZPIPE_SWEPT"
-#: ... and, as JSON, the values each of them takes ({"cam.layer": ["layer1", "layer2"]}): run.py
-#: hands them to the run (``RunContext.sweep``)
-SWEEP_VALUES_ENV = "VIZPIPE_SWEEP_VALUES"
-
-
-def _swept_keys(root: Any) -> set[str]:
-    """Keys that take several values in this multirun (command line and ``hydra.sweeper.params``).
-
-    vizpipe's sweeper writes them into the job's config (``hydra.job.env_set.VIZPIPE_SWEPT``), which
-    reaches every launcher's workers; else they are read from this process's command line.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    env_set = OmegaConf.select(root, "hydra.job.env_set") or {}
-    if SWEPT_ENV in env_set:
-        return {k for k in str(env_set[SWEPT_ENV]).split(",") if k}
-    parser = OverridesParser.create()
-    lines: list[str] = []
-    try:
-        params = root.hydra.sweeper.get("params") or {}
-        lines += [f"{k}={v}" for k, v in params.items()]
-    except Exception:  # noqa: BLE001 - no sweeper params
-        pass
-    lines += [a for a in sys.argv[1:] if not a.startswith("-") and "=" in a]
-    keys: set[str] = set()
-    for line in lines:
-        try:
-            (o,) = parser.parse_overrides([line])
-        except Exception:  # noqa: BLE001 - not an override (another launcher's argv)
-            continue
-        if o.is_sweep_override():
-            keys.add(o.get_key_element().lstrip("+~"))
-    return keys
-
-
-def job_dirname(*, _root_: Any) -> str:
-    """A multirun job's folder name from the overrides that were swept (all of them as fallback).
-
-    ``-m model=resnet18 cam.layer=layer3,layer4 cam.target_class=1,207`` gives
-    ``cam.layer=layer4,cam.target_class=207``; made file-system safe by ``safe_dirname``.
-    """
-    task = [str(o) for o in _root_.hydra.overrides.task]
-    exclude = set(_root_.hydra.job.config.override_dirname.exclude_keys or [])
-    pairs = [o.split("=", 1) for o in task if "=" in o]
-    pairs = [(k.lstrip("+~"), v) for k, v in pairs if k.lstrip("+~") not in exclude]
-    swept = _swept_keys(_root_)
-    chosen = [(k, v) for k, v in pairs if k in swept] or pairs
-    return safe_dirname(",".join(f"{k}={v}" for k, v in sorted(chosen)))
-
-
-# --------------------------------------------------------------------------- registration
-
-_registered = False
-
-
-def register() -> None:
-    """Register the schemas, the plugin stages' YAML and the resolvers (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    from vizpipe.pipeline import hydra as hydra_plugin
-    from vizpipe.pipeline.registry import plugin_yaml, stage_classes
-
-    hydra_plugin.register()  # hydra/sweeper=vizpipe (pipeline/sweeper.py)
-    cs = ConfigStore.instance()
-    for group, node in CORE_GROUPS.items():
-        cs.store(group=group, name="_schema", node=node)
-    for name, cls in stage_classes().items():
-        if cls.config is not None:
-            cs.store(group=name, name="_schema", node=cls.config)
-        yaml = plugin_yaml(name)
-        if yaml is not None:
-            cs.store(group=name, name="default", node=OmegaConf.load(yaml))
-    cs.store(name="vizpipe_schema", node=root_schema())
-    if not OmegaConf.has_resolver("vizpipe_safe"):
-        OmegaConf.register_new_resolver("vizpipe_safe", safe_dirname)
-    if not OmegaConf.has_resolver("vizpipe_jobdir"):
-        OmegaConf.register_new_resolver("vizpipe_jobdir", job_dirname)
-    _registered = True
-
-
 def settings_of(cfg: Any, name: str) -> Any:
     """The typed settings object of stage or group ``name`` (its dataclass), or None."""
     node = cfg.get(name) if hasattr(cfg, "get") else None
     if node is None:
         return None
     return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
-
-
-register()

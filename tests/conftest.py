@@ -20,7 +20,7 @@ RANDOM_INPUT = SharedConfig(input_kind="random")
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml with ``overrides`` through Hydra's Compose API."""
-    import vizpipe.pipeline.schema  # noqa: F401 - registers the schema
+    import vizpipe.pipeline.config_store  # noqa: F401 - registers the schema
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

@@ -27,7 +27,7 @@ def job_result(job: Path) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("name", ["cam_layers", "cam_classes", "cam_methods"])
 def test_sweep_configs_declare_params_and_only_the_cam_stage(name):
-    import vizpipe.pipeline.schema  # noqa: F401
+    import vizpipe.pipeline.config_store  # noqa: F401 - registers the schema
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from vizpipe.pipeline.cache import get_cache
-from vizpipe.pipeline.cli import sweep_values
 from vizpipe.pipeline.runner import run_pipeline
 from vizpipe.stages.cam import share
 
@@ -123,19 +122,6 @@ def test_siblings_rules(compose, tmp_path, monkeypatch):
     assert [x.name for x in share.siblings(ctx, settings, plan)] == ["layer4"]
     key = share.share_key(ctx, settings, plan)
     assert "layer3" not in key and '"target_class"' in key and "GradCAM" in key
-
-
-def test_sweep_values_read_from_env_set():
-    """The sweeper's JSON in hydra.job.env_set; anything else gives {}."""
-    text = '{"cam.layer":["layer1","layer2"],"seed":[1,2]}'
-    assert sweep_values({"VIZPIPE_SWEEP_VALUES": text}) == {
-        "cam.layer": ["layer1", "layer2"],
-        "seed": ["1", "2"],
-    }
-    assert sweep_values({}) == {} and sweep_values(None) == {}
-    assert sweep_values({"VIZPIPE_SWEEP_VALUES": "not json"}) == {}
-    assert sweep_values({"VIZPIPE_SWEEP_VALUES": "[1]"}) == {}
-    assert sweep_values({"VIZPIPE_SWEEP_VALUES": '{"a": "x"}'}) == {}
 
 
 def test_kept_arrays_are_this_jobs_own_first():

@@ -14,8 +14,8 @@ from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.factory.device import build_device
 from vizpipe.pipeline.factory.model import build_model
 from vizpipe.pipeline.inputs import build_inputs
+from vizpipe.pipeline.names import safe_dirname
 from vizpipe.pipeline.registry import default_stages, stage_classes
-from vizpipe.pipeline.schema import safe_dirname
 
 STAGES = list(stage_classes())
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import vizpipe.pipeline.precheck as p
 from omegaconf import OmegaConf
+from vizpipe.pipeline import CONF_DIR
+from vizpipe.pipeline.composer import Composer
 from vizpipe.pipeline.config_errors import LAUNCHERS_HINT, _chain, _node_type, _value_of, translate
 from vizpipe.pipeline.errors import ConfigError
 
@@ -13,7 +14,7 @@ KEYS_HINT = "Keys are listed in conf/ with comments; python run.py --cfg job sho
 
 @pytest.fixture
 def composer():
-    with p.Composer(p.CONF_DIR, "config", [], []) as c:
+    with Composer(CONF_DIR, "config", [], []) as c:
         yield c
 
 
@@ -52,7 +53,7 @@ def test_unknown_launcher_names_cluster_extra(composer):
 
 def test_unknown_primary_config():
     """An unknown config name (no group) is 'Unknown config', without a Set hint."""
-    with p.Composer(p.CONF_DIR, "nope", []) as c, pytest.raises(ConfigError) as info:
+    with Composer(CONF_DIR, "nope", []) as c, pytest.raises(ConfigError) as info:
         c.compose([])
     assert str(info.value).startswith("Unknown config 'nope'")
     assert "Set " not in str(info.value)

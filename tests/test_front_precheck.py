@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import vizpipe.pipeline.precheck as p
+from vizpipe.pipeline.composer import Composer
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.sweeps import was_checked
 
@@ -19,7 +20,7 @@ QUOTE = "(commas, '=', spaces and brackets in a value need quotes)"
 @pytest.fixture
 def composer():
     """A Composer on conf/ (entered: Hydra's global state is set)."""
-    with p.Composer(p.CONF_DIR, "config", [], []) as c:
+    with Composer(p.CONF_DIR, "config", [], []) as c:
         yield c
 
 
@@ -495,9 +496,9 @@ def test_composer_group_options_hide_private(composer):
 
 def test_composer_hydra_overrides():
     """The search path override comes first, then the hydra/ group overrides."""
-    c = p.Composer(p.CONF_DIR, "config", ["file:///a", "file:///b"], ["hydra/launcher=x"])
+    c = Composer(p.CONF_DIR, "config", ["file:///a", "file:///b"], ["hydra/launcher=x"])
     assert c._hydra_overrides() == ["hydra.searchpath=[file:///a,file:///b]", "hydra/launcher=x"]
-    assert p.Composer(p.CONF_DIR, "config", [])._hydra_overrides() == []
+    assert Composer(p.CONF_DIR, "config", [])._hydra_overrides() == []
 
 
 @pytest.fixture
@@ -514,7 +515,7 @@ def sweep_dir(tmp_path):
 def test_sweeper_params_from_config_dir(sweep_dir, monkeypatch):
     """A sweep config found through --config-dir: its params, resolved, lead each job."""
     monkeypatch.delenv("NOPE_FRONT_VAR", raising=False)
-    with p.Composer(p.CONF_DIR, "config", [f"file://{sweep_dir}"]) as c:
+    with Composer(p.CONF_DIR, "config", [f"file://{sweep_dir}"]) as c:
         assert p._jobs(c, ["sweep=front_num"], True) == [
             ["seed=1", "sweep=front_num"],
             ["seed=2", "sweep=front_num"],

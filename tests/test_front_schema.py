@@ -1,13 +1,12 @@
-"""The typed config in-process: schema defaults, root schema, settings_of, job folder names."""
+"""The typed config in-process: schema defaults, root schema, settings_of; its ConfigStore entries."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import pytest
 import vizpipe.pipeline.schema as s
 from omegaconf import OmegaConf
-from vizpipe.pipeline import registry
+from vizpipe.pipeline import config_store, registry
 
 
 def test_core_defaults():
@@ -151,53 +150,15 @@ def test_settings_of():
     assert s.settings_of(OmegaConf.create({"x": None}), "x") is None
 
 
-def test_safe_dirname():
-    """Job folder names keep =,+@; empty-ish texts become 'job'; long ones are cut with a hash."""
-    assert s.safe_dirname("cam.layer=layer4,cam.target_class=207") == "cam.layer=layer4,cam.target_class=207"
-    assert s.safe_dirname("a/b c") == "a_b_c"
-    assert s.safe_dirname("") == "job"
-    assert s.safe_dirname("._ ") == "job"
-    assert s.safe_dirname("+x@y") == "+x@y"
-    long = s.safe_dirname("k=" + "v" * 200)
-    assert len(long) == 120
-    assert len(s.safe_dirname("k=" + "v" * 200, max_len=50)) == 50
-
-
 def test_register_is_idempotent():
     """register twice: the resolvers exist; the schema nodes are in the ConfigStore."""
     from hydra.core.config_store import ConfigStore
 
-    s.register()
-    s.register()
+    config_store.register()
+    config_store.register()
     assert OmegaConf.has_resolver("vizpipe_safe") and OmegaConf.has_resolver("vizpipe_jobdir")
     repo = ConfigStore.instance().repo
     assert "vizpipe_schema.yaml" in repo
     for group in ("model", "device", "input", "report"):
         assert "_schema.yaml" in repo[group], group
     assert OmegaConf.create({"a": "${vizpipe_safe:x y}"}).a == "x_y"
-
-
-@pytest.mark.parametrize(
-    ("task", "swept", "want"),
-    [
-        (["b=2", "a=1"], "a,b", "a=1,b=2"),
-        (["b=2", "a=1"], "b", "b=2"),
-        (["~b", "a=1"], "zz", "a=1"),
-        (["+c=x/y"], "c", "c=x_y"),
-    ],
-)
-def test_job_dirname_cases(task, swept, want, monkeypatch):
-    """job_dirname: swept pairs sorted by key, else all; '+'/'~' stripped; unsafe characters replaced."""
-    monkeypatch.setattr("sys.argv", ["run.py"])
-    root = OmegaConf.create(
-        {
-            "hydra": {
-                "overrides": {"task": task},
-                "job": {
-                    "env_set": {s.SWEPT_ENV: swept},
-                    "config": {"override_dirname": {"exclude_keys": None}},
-                },
-            }
-        }
-    )
-    assert s.job_dirname(_root_=root) == want

@@ -253,7 +253,7 @@ def test_jobs_run_here_outside_hydra():
 
     HydraConfig.instance().cfg = None
     assert cli.jobs_run_here() is True
-    assert cli.BASIC_LAUNCHER == "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert cli.BASIC_LAUNCHER == "basic"  # the hydra/launcher choice (public), not the class
 
 
 # ------------------------------------------------------------------ registry

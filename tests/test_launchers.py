@@ -126,7 +126,7 @@ def test_submitit_local(cli, tmp_path, reference):
 def test_slurm_config_is_ready():
     """conf/hydra/launcher/slurm.yaml: the submitit_slurm launcher with the documented keys."""
     needs("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
-    import vizpipe.pipeline.schema  # noqa: F401 - registers the schema
+    import vizpipe.pipeline.config_store  # noqa: F401 - registers the schema
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from vizpipe.pipeline.names import JOB_CHARS, slug, unique_slugs
+from vizpipe.pipeline.names import JOB_CHARS, safe_dirname, slug, unique_slugs
 
 
 def test_slug_keeps_readable_names_and_drops_the_rest() -> None:
@@ -53,3 +53,14 @@ def test_a_hash_suffix_never_lands_on_another_name() -> None:
     # a third file literally named like the first's disambiguated name
     names = unique_slugs(["a", "a", first[0]], ids=["1", "2", "3"])
     assert len({n.casefold() for n in names}) == 3, names
+
+
+def test_safe_dirname() -> None:
+    """Job folder names keep =,+@; empty-ish texts become 'job'; long ones are cut with a hash."""
+    assert safe_dirname("cam.layer=layer4,cam.target_class=207") == "cam.layer=layer4,cam.target_class=207"
+    assert safe_dirname("a/b c") == "a_b_c"
+    assert safe_dirname("") == "job"
+    assert safe_dirname("._ ") == "job"
+    assert safe_dirname("+x@y") == "+x@y"
+    assert len(safe_dirname("k=" + "v" * 200)) == 120
+    assert len(safe_dirname("k=" + "v" * 200, max_len=50)) == 50

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 from vizpipe.pipeline import compare as cmp
+from vizpipe.pipeline import config_store  # noqa: F401 - imported here, not inside a timed test
 from vizpipe.pipeline import reproduce as rep
-from vizpipe.pipeline import schema  # noqa: F401 - imported here, not inside a timed test
 from vizpipe.pipeline.errors import ConfigError
 
 
