@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from vizpipe.pipeline import CONF_DIR, sweeps
 from vizpipe.pipeline.errors import VizpipeError
 from vizpipe.pipeline.precheck import fail, precheck
-from vizpipe.pipeline.process import freeze_startup, keep_freed_memory, run_then_exit
+from vizpipe.pipeline.process import freeze_imports, freeze_startup, keep_freed_memory, run_then_exit
 
 
 class PipelineFailed(CompactHydraException):
@@ -129,9 +129,10 @@ def cli() -> None:
         import vizpipe.pipeline.hydra.private  # noqa: F401 - fails on a Hydra version vizpipe was not tested with
     except VizpipeError as exc:
         fail(str(exc))
+    freeze_imports()  # later garbage collections skip what the imports made (process.py)
     sys.argv[1:] = command_line_args(sys.argv[1:])
     precheck(sys.argv[1:])
-    freeze_startup()  # the imports are done: later garbage collections skip them (process.py)
+    freeze_startup()  # the precheck's garbage collected, the rest frozen too, the collector on (process.py)
     main()
     sweep_exit()
 

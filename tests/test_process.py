@@ -106,6 +106,36 @@ def test_freeze_startup_turns_the_collector_back_on():
         gc.enable()
 
 
+class Node:
+    """An object that can hold a reference cycle."""
+
+
+def test_freeze_startup_collects_the_precheck_garbage_before_freezing():
+    """Cyclic garbage made after ``freeze_imports`` (the precheck's) is collected, not frozen for the
+    life of the process; what is still alive is frozen."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        process.freeze_imports()
+        before = gc.get_freeze_count()
+        cycles = [Node() for _ in range(2000)]
+        for node in cycles:
+            node.me = node
+        gone = weakref.ref(cycles[0])
+        del cycles, node
+        alive = Node()
+        alive.me = alive
+        process.freeze_startup()
+        assert gone() is None  # collected, not frozen
+        assert gc.get_freeze_count() - before < 2000  # 4,000 objects made (nodes and their dicts)
+        assert gc.isenabled() and gc.get_freeze_count() > before  # the survivors are frozen
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
 EXIT = """
 import logging, sys, threading, time
 from vizpipe.pipeline.process import run_then_exit
