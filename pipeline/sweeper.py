@@ -29,9 +29,9 @@ launcher). ``DerivingConfigLoader`` wraps Hydra's config loader:
 2. jobs with a structural override (``sweeps.Overrides.structural``) are always composed, except
    a group override choosing what the sweep's config already chose.
 
-Measured in-process on the 12-job CAM sweep (resnet18, ``OMP_NUM_THREADS=1``, 2-core machine):
-a composed job config 120-130 ms, a derived one 7.6-8.3 ms (medians of 60 pairs, three runs):
-~0.12 s saved on each of 11 jobs, about a third of the sweep's time after start-up.
+Measured in-process, paired, on the 12-job CAM sweep's jobs (``OMP_NUM_THREADS=1``, a shared
+2-core machine): a job config composed by Hydra 120-130 ms, derived 7.6-8.3 ms (medians of 60
+pairs in each of three runs), so ~0.11 s saved on each job but the first of its kind (11 of 12).
 
 The loader is handed to the launcher, so it works the same in a launcher's worker processes.
 Hydra loads sweepers only from its ``hydra_plugins`` namespace: ``pipeline/hydra/hydra_plugins/``

@@ -420,3 +420,24 @@ def test_only_the_adapter_imports_hydras_private_api():
     ]
     assert users == []
     assert pattern.search(adapter.read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow  # a fresh interpreter importing vizpipe's command line (torch included): ~3-4 s
+def test_command_line_refuses_an_untested_hydra(tmp_path):
+    """``run.py`` with another hydra-core: one line naming it, exit 2, before any work."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hydra, sys; hydra.__version__ = '1.4.0'; sys.argv = ['run.py', 'stages=[summary]']; "
+        "from vizpipe.pipeline.cli import command_line; command_line()"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.splitlines() == [
+        "vizpipe: error: hydra-core 1.4.0 is not a version vizpipe was tested with (hydra-core>=1.3.2,<1.4: "
+        "vizpipe.pipeline.hydra.private uses its private API); install one: pip install 'hydra-core>=1.3.2,<1.4'"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no run folder

@@ -1,9 +1,11 @@
-"""vizpipe's Hydra plugin (the sweeper, ``vizpipe.pipeline.sweeper``), made visible to Hydra.
+"""vizpipe's Hydra plugin (the sweeper, ``vizpipe.pipeline.sweeper``), made visible to Hydra, and
+the one adapter to Hydra's private API (``private``: pinned versions, one-line error on another).
 
 Hydra loads plugins only from its ``hydra_plugins`` namespace package, scanning every
 ``hydra_plugins`` folder on ``sys.path``. ``register()`` adds this folder (which holds
-``hydra_plugins/vizpipe_sweeper/``, a shim re-exporting ``vizpipe.pipeline.sweeper.VizpipeSweeper``) to
-the path before Hydra starts; ``vizpipe.pipeline.schema`` calls it. Nothing else of vizpipe needs it.
+``hydra_plugins/vizpipe_sweeper/``, a shim re-exporting ``vizpipe.pipeline.sweeper.VizpipeSweeper``)
+to the path before Hydra starts; ``vizpipe.pipeline.config_store`` calls it. Importing this
+package imports nothing of Hydra.
 """
 
 from __future__ import annotations
