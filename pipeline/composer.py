@@ -5,7 +5,8 @@
 (``vizpipe.pipeline.config_errors.translate``). ``JobChecker`` checks every job of a sweep at the
 cost of one composition per structure (``vizpipe.pipeline.sweeps``: structural overrides are
 composed, value overrides set on a copy), then runs every config-only rule
-(``vizpipe.pipeline.runner.check_config``: the input's and each stage's ``check``).
+(``vizpipe.pipeline.runner.check_config``: the stage list, the input's and each stage's
+``check_settings``).
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ line that names the bad value and the valid choices. ``precheck`` composes the s
 will (``vizpipe.pipeline.composer``: same search path, ``conf/``, ``--config-dir``,
 ``--config-path``/``--config-name``), lists the jobs Hydra will run (``vizpipe.pipeline.sweeps``),
 checks every one (one composition per structure, each job's values set on a copy) with every
-config-only rule (``vizpipe.pipeline.runner.check_config``: the input's and each stage's ``check``)
-and turns any failure into that line (``vizpipe.pipeline.config_errors.translate``). The jobs
-checked are remembered (``sweeps.remember``): vizpipe's sweeper does not check them again. A failed
-precheck still leaves ``manifest.json`` and ``run.log`` in the run folder Hydra would have used.
+config-only rule (``vizpipe.pipeline.runner.check_config``: the stage list, the input's and each
+stage's ``check_settings``) and turns any failure into that line
+(``vizpipe.pipeline.config_errors.translate``). The jobs checked are remembered
+(``sweeps.remember``): vizpipe's sweeper does not check them again. A failed precheck still
+leaves ``manifest.json`` and ``run.log`` in the run folder Hydra would have used.
 """
 
 from __future__ import annotations

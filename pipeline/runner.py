@@ -188,7 +188,7 @@ def run_pipeline(
     """Run the configured stages into ``output_dir``; never raises for a stage or user error.
 
     ``sweep``: the values each key of this job's sweep takes (``RunContext.sweep``; the command
-    line reads them from the job's Hydra config, ``vizpipe.pipeline.cli.sweep_values``), so a stage
+    line reads them from the job's Hydra config, ``vizpipe.pipeline.sweeps.values_of``), so a stage
     can do its sibling jobs' work in the same pass.
 
     Failures are recorded in the manifest (and the run's log); the returned ``RunResult`` says

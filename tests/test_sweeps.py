@@ -437,7 +437,8 @@ def test_command_line_refuses_an_untested_hydra(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.splitlines() == [
-        "vizpipe: error: hydra-core 1.4.0 is not a version vizpipe was tested with (hydra-core>=1.3.2,<1.4: "
-        "vizpipe.pipeline.hydra.private uses its private API); install one: pip install 'hydra-core>=1.3.2,<1.4'"
+        "vizpipe: error: hydra-core 1.4.0 is not a version vizpipe was tested with "
+        "(hydra-core>=1.3.2,<1.4: vizpipe.pipeline.hydra.private uses its private API); "
+        "install one: pip install 'hydra-core>=1.3.2,<1.4'"
     ]
     assert list(tmp_path.iterdir()) == []  # no run folder
