@@ -1,7 +1,7 @@
 """The command line's process-wide settings: the allocator, the garbage collector and the exit.
 
 These change the whole process, so only the command-line entry (``vizpipe.pipeline.cli``, which
-owns its process) uses them; a library call (``run_pipeline``) never does.
+owns its process) uses them; a library call (``vizpipe.inspect``, ``run_pipeline``) never does.
 
 ``keep_freed_memory``: keep freed memory for reuse instead of faulting it in again.
 PyTorch on the CPU allocates every activation and gradient with ``malloc`` and frees it a

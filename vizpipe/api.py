@@ -41,12 +41,14 @@ NOT_SETTINGS = ("defaults", "model", "stages")
 
 
 def _register() -> None:
-    """Store the lent model and input options in Hydra's ConfigStore (idempotent)."""
+    """Store vizpipe's schemas, the lent model and input options in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
 
+    from vizpipe.pipeline.config_store import register
     from vizpipe.pipeline.lent import LENT_TARGET
     from vizpipe.pipeline.schema import InputConfig, InputKind, ModelConfig
 
+    register()
     cs = ConfigStore.instance()
     cs.store(group="model", name=LENT_MODEL, node=ModelConfig(_target_=LENT_TARGET, name="model"))
     cs.store(group="input", name=LENT_INPUT, node=InputConfig(kind=InputKind.objects))
