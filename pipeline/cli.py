@@ -21,6 +21,7 @@ from vizpipe.pipeline import CONF_DIR, sweeps
 from vizpipe.pipeline.errors import VizpipeError
 from vizpipe.pipeline.precheck import fail, precheck
 from vizpipe.pipeline.process import freeze_imports, freeze_startup, keep_freed_memory, run_then_exit
+from vizpipe.pipeline.trust import TRUST_FLAG
 
 
 class PipelineFailed(CompactHydraException):
@@ -132,6 +133,7 @@ def cli() -> None:
     freeze_imports()  # later garbage collections skip what the imports made (process.py)
     sys.argv[1:] = command_line_args(sys.argv[1:])
     precheck(sys.argv[1:])
+    sys.argv[1:] = [a for a in sys.argv[1:] if a != TRUST_FLAG]  # the command line's own, not Hydra's
     freeze_startup()  # the precheck's garbage collected, the rest frozen too, the collector on (process.py)
     main()
     sweep_exit()

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from vizpipe.pipeline import CONF_DIR, sweeps
 from vizpipe.pipeline.composer import Composer, JobChecker
 from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.trust import ConfigSources
 
 __all__ = ["precheck", "record_failure", "split_args"]
 
@@ -129,15 +130,24 @@ def precheck(argv: list[str]) -> None:
     """Validate the command line like Hydra would, but fail with one readable line."""
     overrides, flags, multirun = split_args(argv)
     shell_completion(flags)
-    if set(flags) & _SKIP:
-        return
     primary, name, extra = _search(flags)
+    groups = [o for o in overrides if o.lstrip("+~").startswith("hydra/")]
+    if set(flags) & _SKIP:  # Hydra still composes (--help configures logging): a folder's config is vetted
+        try:
+            sources = ConfigSources(primary, name, overrides, flags)
+            if sources.untrusted and not sources.trusted and primary.is_dir():
+                with Composer(primary, name, extra, groups) as composer:
+                    sources.vet(composer, _jobs(composer, overrides, multirun))
+        except ConfigError as exc:
+            fail(str(exc))
+        return
     try:
         if not primary.is_dir():
             raise ConfigError(f"--config-path '{primary}' is not a folder")
-        groups = [o for o in overrides if o.lstrip("+~").startswith("hydra/")]
+        sources = ConfigSources(primary, name, overrides, flags)  # config files are code (trust.py)
         with Composer(primary, name, extra, groups) as composer:
             batch = _jobs(composer, overrides, multirun)
+            sources.vet(composer, batch)
             checker = JobChecker(composer)
             for job in batch:
                 checker.check(job)

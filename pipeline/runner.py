@@ -95,14 +95,16 @@ def shared_config(cfg: DictConfig) -> SharedConfig:
 
 
 def check_config(cfg: DictConfig) -> list[str]:
-    """Every config-only rule: the stage list, required keys, the input's and each stage's
-    ``check_settings``. Returns the stage names."""
+    """Every config-only rule: the stage list, required keys, ``_target_`` only where vizpipe builds
+    one, the input's and each stage's ``check_settings``. Returns the stage names."""
+    from vizpipe.pipeline.factory.targets import check_targets
     from vizpipe.pipeline.inputs import check_input
     from vizpipe.pipeline.registry import get_stage
     from vizpipe.pipeline.schema import settings_of
 
     names = check_stage_list(cfg)
     check_required_keys(cfg)
+    check_targets(cfg)
     check_input(cfg.input)
     shared = shared_config(cfg)
     for name in names:

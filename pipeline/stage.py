@@ -264,6 +264,10 @@ class Stage(ABC):
     reads_records: ClassVar[bool] = False
     #: optional jinja2 fragment (a file beside the module) that the report renders for this stage
     template: ClassVar[str | None] = None
+    #: settings keys whose ``_target_`` the stage builds (``vizpipe.pipeline.factory.targets.instantiate``)
+    #: -> the modules whose classes a config from anywhere may name there (others need the user's
+    #: trust: ``--trust-config``). A ``_target_`` at any other key is refused; see ``targets.py``
+    targets: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

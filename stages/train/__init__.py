@@ -89,6 +89,8 @@ class TrainStage(Stage):
     config = TrainConfig
     order = 5  # before every stage that looks at the model
     default = False  # only when asked: stages=[train, ...]
+    # built from their _target_ (vizpipe.pipeline.factory.targets); torch's own classes are trusted
+    targets = {"optimizer": ("torch.optim",), "scheduler": ("torch.optim.lr_scheduler",)}
 
     def __init__(self) -> None:
         self.plan: TrainPlan | None = None
