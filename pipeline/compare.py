@@ -5,15 +5,19 @@ when they ran the same steps with the same outcome and every non-volatile artifa
 path and hash. Volatile artifacts (``manifest.VOLATILE_PATTERNS``: TensorBoard event files and
 reports, which hold timestamps) are compared too, but only reported, unless ``--strict``.
 
-Exit status: 0 equal, 1 different, 2 a folder is not a run (no manifest).
+Exit status: 0 equal, 1 different, 2 a folder is not a run (no manifest, or one that is not JSON).
+Piped into a program that stops reading (``| head``) it ends quietly, with the same status.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +82,25 @@ def load_manifest(run: Path) -> dict[str, Any]:
     path = Path(run) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{run} is not a run folder: no {MANIFEST}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # a truncated or overwritten file
+        raise ValueError(f"{path} is not a vizpipe manifest (not valid JSON: {exc}; truncated?)") from exc
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} is not a vizpipe manifest (a JSON {type(doc).__name__}, not an object)")
+    return doc
+
+
+@contextlib.contextmanager
+def quiet_pipe() -> Iterator[None]:
+    """Output into a pipe whose reader stopped (``| head``) ends quietly, as Unix tools do: no
+    ``BrokenPipeError`` traceback, now or when Python flushes stdout at exit."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def records(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -207,11 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"vizpipe: error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        doc = {**asdict(c), "first": asdict(c.first) if c.first else None}
-        print(json.dumps(doc, indent=2))
-    else:
-        print(format_comparison(c, args.limit if args.limit > 0 else 1 << 30))
+    with quiet_pipe():
+        if args.json:
+            doc = {**asdict(c), "first": asdict(c.first) if c.first else None}
+            print(json.dumps(doc, indent=2))
+        else:
+            print(format_comparison(c, args.limit if args.limit > 0 else 1 << 30))
     return 0 if c.equal else 1
 
 

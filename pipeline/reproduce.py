@@ -14,7 +14,15 @@ Extra overrides replace recorded ones with the same key. run.py runs in the fold
 was started from (``hydra.runtime.cwd``, so relative input paths mean the same files); the new
 folder defaults to ``outputs/reproduce/...`` under the current folder. Afterwards the new run is
 compared with the original (``vizpipe.pipeline.compare``) and ``reproduce.json`` in the new folder records
-where it came from. Exit status: the run's own status; with ``--check``, 1 when the artifacts differ.
+where it came from. Exit status: the run's own status; with ``--check``, 1 when the artifacts differ
+(a missing or unreadable ``manifest.json`` is refused before anything runs).
+
+A run folder is code someone else wrote (``vizpipe.pipeline.trust``): its config goes through the
+command line's checks (a target outside vizpipe's own factories, Hydra callbacks, logging
+factories, ... are refused in one line), ``--from-conf`` refuses recorded overrides that set a
+``_target_`` or a ``hydra`` key, and run.py starts with Python's safe path (``-P``: the folder it
+runs in is not on ``sys.path``, so a ``torch.py`` there is not imported). ``--trust-config`` is the
+user vouching for the folder: all of these are skipped.
 """
 
 from __future__ import annotations
@@ -26,15 +34,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from vizpipe.pipeline import CONF_DIR
+from vizpipe.pipeline.compare import Comparison, quiet_pipe
 from vizpipe.pipeline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from vizpipe.pipeline.compare import Comparison
+from vizpipe.pipeline.trust import TRUST_FLAG
 
 GROUPS = ("model", "device", "input", "experiment", "sweep")  # config groups (options, not values)
+#: run.py's exit status when its command line is refused before the run (nothing to compare)
+PRECHECK_FAILED = 2
 
 
 def recorded_overrides(run: Path) -> list[str]:
@@ -44,10 +53,29 @@ def recorded_overrides(run: Path) -> list[str]:
     path = run / ".hydra" / "overrides.yaml"
     if path.is_file():
         return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path)) or []]
-    manifest = run / "manifest.json"
-    if manifest.is_file():
-        return [str(o) for o in json.loads(manifest.read_text(encoding="utf-8")).get("overrides") or []]
+    if (run / "manifest.json").is_file():
+        return [str(o) for o in read_manifest(run).get("overrides") or []]
     return []
+
+
+def read_manifest(run: Path) -> dict[str, Any]:
+    """``<run>/manifest.json``, or one ``ConfigError`` line saying why it cannot be read."""
+    from vizpipe.pipeline.compare import load_manifest
+
+    try:
+        return load_manifest(run)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def check_recorded(run: Path, overrides: list[str]) -> None:
+    """Refuse recorded overrides that would run code (``--from-conf`` replays them as if typed)."""
+    risky = [o for o in overrides if "_target_" in o or o.startswith("-") or _key(o).startswith("hydra")]
+    if risky:
+        raise ConfigError(
+            f"{run}'s recorded overrides set {risky[0]!r}, which names code to run or changes what Hydra "
+            f"runs (a run folder is code); add {TRUST_FLAG} if you trust {run}, or re-run it frozen"
+        )
 
 
 def original_cwd(run: Path) -> Path | None:
@@ -89,16 +117,28 @@ def default_out(run: Path) -> Path:
     return out
 
 
-def build_command(run: Path, out: Path, extra: list[str], *, from_conf: bool = False) -> list[str]:
-    """The ``run.py`` command line that re-runs ``run`` into ``out``."""
+def python() -> list[str]:
+    """The interpreter that runs ``vizpipe``: with Python's safe path (3.11+), so the folder it runs
+    in (the original's, as its run folder says) is not on ``sys.path``."""
+    return [sys.executable, "-P"] if sys.version_info >= (3, 11) else [sys.executable]
+
+
+def build_command(
+    run: Path, out: Path, extra: list[str], *, from_conf: bool = False, trust: bool = False
+) -> list[str]:
+    """The ``run.py`` command line that re-runs ``run`` into ``out`` (``trust``: ``--trust-config``)."""
     run = run.resolve()
     hydra_dir = run / ".hydra"
     for o in extra:
         if "=" not in o:
             raise ConfigError(f"Override '{o}' is not key=value")
+    flag = [TRUST_FLAG] if trust else []
     if from_conf:
-        args = merge_overrides(recorded_overrides(run), extra)
-        return [sys.executable, "-m", "vizpipe", *args, f"hydra.run.dir={out}"]
+        recorded = recorded_overrides(run)
+        if not trust:
+            check_recorded(run, recorded)
+        args = merge_overrides(recorded, extra)
+        return [*python(), "-m", "vizpipe", *flag, *args, f"hydra.run.dir={out}"]
     if not (hydra_dir / "config.yaml").is_file():
         raise ConfigError(f"{run} has no .hydra/config.yaml: it is not a run folder (or not made by Hydra)")
     groups = [o for o in extra if _key(o) in GROUPS]
@@ -108,9 +148,10 @@ def build_command(run: Path, out: Path, extra: list[str], *, from_conf: bool = F
             "use --from-conf to re-compose from conf/, or set values (e.g. model.name=vgg11)"
         )
     return [
-        sys.executable,
+        *python(),
         "-m",
         "vizpipe",
+        *flag,
         "--config-path",
         str(hydra_dir),
         "--config-name",
@@ -129,24 +170,31 @@ def reproduce(
     out: Path | str | None = None,
     from_conf: bool = False,
     cwd: Path | str | None = None,
+    check: bool = False,
+    trust: bool = False,
 ) -> tuple[int, Path, Comparison | None]:
-    """Re-run ``run`` into ``out``; return (run.py's exit status, new folder, comparison)."""
+    """Re-run ``run`` into ``out``; return (run.py's exit status, new folder, comparison).
+
+    ``check``: the original's ``manifest.json`` must be readable (it is compared with), checked
+    before anything runs; ``trust``: ``--trust-config`` (see the module docstring).
+    """
     from vizpipe.pipeline.compare import compare_runs
 
     src = Path(run)
     if not src.is_dir():
         raise ConfigError(f"Run folder {src} does not exist")
+    original = _original_manifest(src, check)
     dest = Path(out) if out else default_out(src)
     dest = dest.resolve()
     # Run where the original ran, so relative paths in its config (input.path) mean the same files.
-    work = Path(cwd) if cwd else (original_cwd(src) or Path.cwd())
+    work = Path(cwd) if cwd else (_recorded_cwd(src, trust) or Path.cwd())
     if dest.exists() and any(dest.iterdir()):
         raise ConfigError(f"Output folder {dest} already exists and is not empty; pick another with --out")
-    cmd = build_command(src, dest, list(extra or []), from_conf=from_conf)
+    cmd = build_command(src, dest, list(extra or []), from_conf=from_conf, trust=trust)
     print("vizpipe: reproducing with:", shlex.join(cmd), flush=True)
     rc = subprocess.run(cmd, cwd=work).returncode
     comparison = None
-    if (dest / "manifest.json").is_file() and (src / "manifest.json").is_file():
+    if (dest / "manifest.json").is_file() and original is not None and rc != PRECHECK_FAILED:
         comparison = compare_runs(src, dest)
     if dest.is_dir():
         record = {
@@ -165,6 +213,29 @@ def reproduce(
     return rc, dest, comparison
 
 
+def _original_manifest(src: Path, check: bool) -> dict[str, Any] | None:
+    """The original's manifest (None when absent or unreadable: nothing to compare with); with
+    ``check`` it must be there and readable, before any work."""
+    if not (src / "manifest.json").is_file():
+        if check:
+            raise ConfigError(f"{src} has no manifest.json to compare the new run with; --check needs one")
+        return None
+    try:
+        return read_manifest(src)
+    except ConfigError as exc:
+        if check:
+            raise ConfigError(f"{exc}; --check compares the new run with it, so nothing was run") from exc
+        print(f"vizpipe: warning: {exc}; the new run will not be compared with it", file=sys.stderr)
+        return None
+
+
+def _recorded_cwd(src: Path, trust: bool) -> Path | None:
+    """The original's folder, when run.py can start there safely (Python 3.11's ``-P``) or is trusted."""
+    if sys.version_info < (3, 11) and not trust:
+        return None  # without -P the folder would be on sys.path: run in the current one instead
+    return original_cwd(src)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     from vizpipe.pipeline.compare import format_comparison
@@ -181,14 +252,27 @@ def main(argv: list[str] | None = None) -> int:
         help="re-compose today's conf/ with the recorded overrides",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when the new run's artifacts differ")
+    parser.add_argument(
+        TRUST_FLAG,
+        action="store_true",
+        help="run the folder's config even where it names code outside vizpipe's own (README: Security)",
+    )
     args = parser.parse_args(argv)
     try:
-        rc, dest, comparison = reproduce(args.run, args.overrides, out=args.out, from_conf=args.from_conf)
+        rc, dest, comparison = reproduce(
+            args.run,
+            args.overrides,
+            out=args.out,
+            from_conf=args.from_conf,
+            check=args.check,
+            trust=args.trust_config,
+        )
     except ConfigError as exc:
         print(f"vizpipe: error: {exc}", file=sys.stderr)
         return 2
     if comparison is not None:
-        print(format_comparison(comparison))
+        with quiet_pipe():
+            print(format_comparison(comparison))
     if rc != 0:
         return rc
     if args.check and (comparison is None or not comparison.equal):
