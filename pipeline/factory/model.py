@@ -117,7 +117,20 @@ def load_categories(value: Any) -> list[str] | None:
                 f"model.categories file '{value}' does not exist; "
                 "give a text file with one class name per line, or a list"
             )
-        return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        data = p.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = ""
+            why = f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8"
+        else:
+            why = "it holds a NUL byte" if "\0" in text else ""
+        if why:
+            raise ConfigError(
+                f"model.categories file '{value}' is not a text file ({why}); give a UTF-8 text file "
+                "with one class name per line, or a list"
+            )
+        return [line.strip() for line in text.splitlines() if line.strip()]
     return [str(v) for v in value]
 
 

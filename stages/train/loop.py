@@ -47,6 +47,15 @@ class NonFiniteLoss(Exception):
         self.epoch, self.step, self.value, self.lr = epoch, step, value, lr
 
 
+class NonFiniteWeights(NonFiniteLoss):
+    """Raised by ``fit`` when a parameter or buffer holds NaN/inf after an epoch (a finite loss can
+    hide it: BatchNorm's running variance overflows while the normalised outputs stay finite)."""
+
+    def __init__(self, epoch: int, step: int, what: str, lr: float | None) -> None:
+        super().__init__(epoch, step, math.nan, lr)
+        self.what = what  # e.g. "the buffer conv2.1.running_var holds inf"
+
+
 @dataclass
 class Paths:
     """Where the run's training files go."""
@@ -126,11 +135,13 @@ def stopped(
 
     load_state(paths.checkpoint, ctx.model)
     history.status = "stopped"
+    where = f"at epoch {exc.epoch}, step {exc.step}: the loss is {exc.value}"
+    if isinstance(exc, NonFiniteWeights):
+        where = f"after epoch {exc.epoch} (step {exc.step}): {exc.what}"
     history.error = (
-        f"Training stopped at epoch {exc.epoch}, step {exc.step}: the loss is {exc.value} "
-        f"(train.lr={settings.lr}, the step's lr {exc.lr}); the model keeps the weights of epoch "
-        f"{history.epochs_done} ({CHECKPOINT}) and every log stays. Lower train.lr or set "
-        "train.grad_clip (e.g. 1.0)"
+        f"Training stopped {where} (train.lr={settings.lr}, the step's lr {exc.lr}); the model keeps "
+        f"the weights of epoch {history.epochs_done} ({CHECKPOINT}) and every log stays. Lower "
+        "train.lr or set train.grad_clip (e.g. 1.0)"
     )
     history.write(paths.history)
     return VizpipeError(history.error)
@@ -176,8 +187,9 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
     watch.start()
     for epoch in range(1, epochs + 1):
         sums = one_epoch(ctx, settings, loader, optimizer, scheduler, watch, (epoch, epochs, total))
-        val_loss, val_acc = evaluate(ctx.model, val_loader, ctx.device)
         loss_sum, hits, seen, lr = sums
+        check_finite(ctx.model, epoch, watch.steps, lr)  # before the epoch's checkpoint is written
+        val_loss, val_acc = evaluate(ctx.model, val_loader, ctx.device)
         watch.epoch(
             val_loss,
             val_acc,
@@ -198,6 +210,22 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
         )
         if watch.steps >= total:
             break
+
+
+def check_finite(model: nn.Module, epoch: int, step: int, lr: float | None) -> None:
+    """Raise ``NonFiniteWeights`` naming the first parameter or buffer that holds NaN or inf."""
+    import torch
+    from vizpipe.pipeline.factory.model import nonfinite_parameters
+
+    bad = nonfinite_parameters(model)
+    if not bad:
+        return
+    buffers = dict(model.named_buffers())
+    kind = "buffer" if bad[0] in buffers else "parameter"
+    tensor = buffers.get(bad[0], dict(model.named_parameters()).get(bad[0]))
+    value = "NaN" if tensor is not None and bool(torch.isnan(tensor).any()) else "inf"
+    more = f" ({len(bad) - 1} more tensor(s) too)" if len(bad) > 1 else ""
+    raise NonFiniteWeights(epoch, step, f"the {kind} {bad[0]} holds {value}{more}", lr)
 
 
 def one_epoch(
