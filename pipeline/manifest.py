@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -34,6 +35,15 @@ PACKAGES = (
 VOLATILE_PATTERNS = ("*tfevents*", "report.*", "run.log", MANIFEST)
 #: files of the run folder that no step owns
 UNOWNED = (MANIFEST, "run.log")
+#: resolvers that read the process's environment: the values they give are hidden in the manifest
+#: (and so in the reports) unless ``report.show_env=true``
+ENV_RESOLVERS = ("oc.env", "env")
+#: what a hidden config value reads as (the interpolation it came from)
+HIDDEN = "<hidden: {}>"
+#: a hidden value this long or longer is also hidden where the manifest repeats it (paths, messages)
+HIDE_REPEATS = 6
+_ENV = re.compile(r"\$\{\s*(?:" + "|".join(re.escape(r) for r in ENV_RESOLVERS) + r")\s*:")
+_REF = re.compile(r"\$\{\s*(?:oc\.select\s*:\s*)?(\.*[\w\[\]\-][\w.\[\]\-]*)\s*[,}]")
 
 
 @functools.cache
@@ -72,6 +82,84 @@ def git_commit(root: Path) -> dict[str, Any] | None:
         return None
 
 
+Path_ = tuple[str | int, ...]  # a key in a config document: dict keys and list indices
+
+
+def _leaves(node: Any, path: Path_ = ()) -> Any:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, (*path, i))
+    else:
+        yield path, node
+
+
+def _reference(leaf: Path_, ref: str) -> Path_:
+    """The key ``${ref}`` names, seen from ``leaf`` (``.x``: a sibling, ``..x``: the parent's)."""
+    dots = len(ref) - len(ref.lstrip("."))
+    base = leaf[: len(leaf) - dots] if dots else ()
+    parts = re.findall(r"[^.\[\]]+", ref.lstrip("."))
+    return (*base, *(int(p) if p.isdigit() else p for p in parts))
+
+
+def env_keys(raw: dict[str, Any]) -> list[Path_]:
+    """The keys of an unresolved config document whose values come from the environment: an
+    ``ENV_RESOLVERS`` interpolation, or a reference (``${a.b}``, ``oc.select``) to such a key."""
+    texts = {p: v for p, v in _leaves(raw) if isinstance(v, str) and "${" in v}
+    found = {p for p, v in texts.items() if _ENV.search(v)}
+    grew = True
+    while grew:  # references to references
+        grew = False
+        for p, v in texts.items():
+            if p in found:
+                continue
+            for ref in _REF.findall(v):
+                target = _reference(p, ref)
+                if any(d[: len(target)] == target or target[: len(d)] == d for d in found):
+                    found.add(p)
+                    grew = True
+                    break
+    return sorted(found, key=lambda p: [str(x) for x in p])
+
+
+def config_record(cfg: Any, show_env: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """The resolved config for ``manifest.json`` and the values hidden in it.
+
+    Values read from the environment (``${oc.env:TOKEN}``, see ``env_keys``) read
+    ``<hidden: ${oc.env:TOKEN}>`` unless ``show_env``; the returned strings are those values, to
+    be hidden where the manifest repeats them (``Manifest(hidden=...)``). The run's
+    ``.hydra/config.yaml`` is Hydra's unresolved file: it holds ``${oc.env:TOKEN}``, not the value.
+    """
+    from omegaconf import OmegaConf
+
+    doc = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    if show_env:
+        return doc, []
+    raw = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    hidden: list[str] = []
+    for key in env_keys(raw):
+        node, rawnode = doc, raw
+        for part in key[:-1]:
+            node, rawnode = node[part], rawnode[part]
+        hidden += [str(v) for _, v in _leaves(node[key[-1]]) if v is not None]
+        node[key[-1]] = HIDDEN.format(rawnode[key[-1]])
+    return doc, sorted({h for h in hidden if len(h) >= HIDE_REPEATS}, key=len, reverse=True)
+
+
+def scrub(node: Any, hidden: list[str], skip: tuple[str, ...] = ("config", "artifacts")) -> Any:
+    """``node`` with every ``hidden`` string replaced by ``<hidden>`` (the keys in ``skip`` kept)."""
+    if isinstance(node, dict):
+        return {k: v if k in skip else scrub(v, hidden, skip) for k, v in node.items()}
+    if isinstance(node, list):
+        return [scrub(v, hidden, skip) for v in node]
+    if isinstance(node, str):
+        for h in hidden:
+            node = node.replace(h, "<hidden>")
+    return node
+
+
 @dataclass
 class Artifact:
     """One file written by a stage."""
@@ -104,9 +192,11 @@ class Manifest:
         data: dict[str, Any],
         stage_names: list[str],
         titles: dict[str, str] | None = None,
+        hidden: list[str] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.data = data
+        self.hidden = list(hidden or [])  # values read from the environment (config_record)
         self.setup = StageRecord("setup")
         self.stages = [StageRecord(n, title=(titles or {}).get(n, "")) for n in stage_names]
         self.report = StageRecord("report")
@@ -153,8 +243,8 @@ class Manifest:
         return "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document."""
-        return {
+        """The JSON document (values read from the environment hidden, see ``config_record``)."""
+        doc = {
             **self.data,
             "status": self.status,
             "seconds": round(time.time() - self.started, 3),
@@ -162,6 +252,7 @@ class Manifest:
             "stages": [asdict(s) for s in self.stages],
             "report": asdict(self.report),
         }
+        return scrub(doc, self.hidden) if self.hidden else doc
 
     def write(self) -> Path:
         """Write atomically (temp file + rename), so a crash never leaves half a manifest."""

@@ -153,6 +153,7 @@ def _new_manifest(cfg: DictConfig, out: Path, names: list[str], overrides: list[
     versions = mf.versions()
     classes = stage_classes()
     titles = {n: (classes[n].title or n) for n in names if n in classes}
+    config, hidden = mf.config_record(cfg, show_env=bool(OmegaConf.select(cfg, "report.show_env")))
     return mf.Manifest(
         out,
         {
@@ -162,21 +163,19 @@ def _new_manifest(cfg: DictConfig, out: Path, names: list[str], overrides: list[
             "command": mf.command_line(),
             "overrides": list(overrides or []),
             "seed": int(cfg.seed),
-            "model": str(cfg.model.get("name")),
-            "weights": cfg.model.get("weights"),
-            "input": {
-                "kind": str(getattr(cfg.input.kind, "value", cfg.input.kind)),
-                "path": cfg.input.get("path"),
-            },
+            "model": str(config["model"].get("name")),
+            "weights": config["model"].get("weights"),
+            "input": {"kind": str(config["input"]["kind"]), "path": config["input"].get("path")},
             "device": None,
             "versions": versions,
             "git": mf.git_commit(PROJECT_ROOT),
-            "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            "config": config,
             "warnings": [],
             "provenance": {},
         },
         names,
         titles,
+        hidden,
     )
 
 

@@ -174,6 +174,9 @@ class ReportConfig:
     markdown: bool = True
     # At most this many pictures per section (the rest stay in the run folder); 0 = no limit.
     max_images: int = 64
+    # Show config values read from the environment (${oc.env:NAME}) in manifest.json and the
+    # reports; false = they read <hidden: ${oc.env:NAME}> (a token in a config is not copied).
+    show_env: bool = False
 
 
 #: the root keys every run has (stage settings are added by ``root_schema``)
