@@ -179,3 +179,42 @@ def test_provenance_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     if (root / ".git").exists():
         here = mf.git_commit(root)
         assert here is not None and len(here["commit"]) == 40 and isinstance(here["dirty"], bool)
+
+
+def test_env_keys_follow_references_to_the_environment() -> None:
+    """A value read by ``oc.env`` (also nested in another resolver), and every key that refers to
+    one (absolute, relative, ``oc.select``, a parent node), is from the environment; ``hydra:``
+    and plain values are not."""
+    from vizpipe.pipeline.manifest import env_keys
+
+    raw = {
+        "notes": "${oc.env:TOKEN}",
+        "a": {"b": "x ${notes} y", "c": "${..notes}", "d": "${.b}", "e": "plain", "f": "${.e}"},
+        "g": "${oc.select:a.d,z}",
+        "h": "${hydra:runtime.cwd}",
+        "i": ["${oc.decode:${oc.env:N}}", "${now:%H}"],
+        "j": "${a}",
+    }
+    assert env_keys(raw) == [("a", "b"), ("a", "c"), ("a", "d"), ("g",), ("i", 0), ("j",), ("notes",)]
+
+
+def test_config_record_hides_environment_values_and_scrub_their_copies(monkeypatch) -> None:
+    from omegaconf import OmegaConf
+    from vizpipe.pipeline.manifest import Manifest, config_record
+
+    monkeypatch.setenv("VIZPIPE_TEST_TOKEN", "tok-123456")
+    monkeypatch.setenv("VIZPIPE_TEST_SHORT", "ab")
+    cfg = OmegaConf.create(
+        {"notes": "${oc.env:VIZPIPE_TEST_TOKEN}", "n": "${oc.env:VIZPIPE_TEST_SHORT}", "p": "/d/${notes}"}
+    )
+    doc, hidden = config_record(cfg)
+    assert doc == {
+        "notes": "<hidden: ${oc.env:VIZPIPE_TEST_TOKEN}>",
+        "n": "<hidden: ${oc.env:VIZPIPE_TEST_SHORT}>",
+        "p": "<hidden: /d/${notes}>",
+    }
+    assert hidden == ["/d/tok-123456", "tok-123456"]  # "ab" is too short to hunt for elsewhere
+    assert config_record(cfg, show_env=True) == ({"notes": "tok-123456", "n": "ab", "p": "/d/tok-123456"}, [])
+    m = Manifest(Path("/x"), {"config": doc, "warnings": ["read /d/tok-123456/a.jpg"]}, [], hidden=hidden)
+    out = m.to_dict()
+    assert out["warnings"] == ["read <hidden>/a.jpg"] and out["config"] == doc
