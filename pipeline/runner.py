@@ -323,6 +323,7 @@ def _run_stage(
     The record's ``warnings`` are ``warned`` (its ``check_model``'s) and every ``ctx.warn`` made
     while it ran; those the stage listed there itself are warned (logged, kept run-wide) here.
     """
+    from vizpipe.pipeline.reproducible import reproducible
     from vizpipe.pipeline.schema import settings_of
     from vizpipe.pipeline.stage import StageResult
 
@@ -333,7 +334,8 @@ def _run_stage(
     start = len(ctx.warnings)
     error = None
     try:
-        result = stage.run(ctx, settings_of(cfg, rec.name))
+        with reproducible(ctx):  # the same bytes on every run, whatever this process's threads
+            result = stage.run(ctx, settings_of(cfg, rec.name))
         if not isinstance(result, StageResult):
             raise TypeError(f"stage {rec.name} returned {type(result).__name__}, not a StageResult")
         for message in result.warnings:
