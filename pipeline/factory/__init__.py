@@ -91,6 +91,12 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
     )
     if categories is None and inputs.classes:
         _data_set_categories(ctx, inputs.classes)
+    if inputs.skipped:
+        from vizpipe.pipeline.inputs.scan import describe
+
+        key = "root" if inputs.classes else "path"
+        where = f"input.{key} '{cfg.input.get(key)}'"
+        ctx.warn(f"{where}: {describe(inputs.skipped)} (all listed in manifest.json: provenance.skipped)")
     for i, why in inputs.invalid.items():
         ctx.warn(
             f"Input {inputs.names[i]} ({inputs.sources[i]}) has {why}: its predictions and maps are invalid"

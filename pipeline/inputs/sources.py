@@ -15,10 +15,10 @@ from vizpipe.pipeline.inputs.images import (
     IMAGENET_STD,
     ImageFiles,
     bundled_photo,
-    find_images,
     preprocessing,
 )
-from vizpipe.pipeline.names import unique_slugs
+from vizpipe.pipeline.inputs.scan import scan_images
+from vizpipe.pipeline.names import input_names
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def drawable(x: torch.Tensor, mean: list[float], std: list[float], normalized: b
 
 def _files_fields(files: list[Path], input_cfg: Any, weights: Any) -> dict[str, Any]:
     prep = preprocessing(input_cfg, weights)
-    names = unique_slugs([f.stem for f in files], ids=[str(f) for f in files])
+    names = input_names([f.stem for f in files], ids=[str(f) for f in files])
     positions = select(len(files), input_cfg)
     chosen = [files[i] for i in positions]
     return {
@@ -91,7 +91,8 @@ def photo(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, A
 @builder("image")
 def images(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, Any]:
     """Image files: ``input.path`` is a file, a folder (searched recursively) or a glob."""
-    return _files_fields(find_images(str(input_cfg.path)), input_cfg, weights)
+    scan = scan_images(str(input_cfg.path))
+    return {**_files_fields(scan.files, input_cfg, weights), "skipped": scan.skipped}
 
 
 def _check_channels(x: torch.Tensor, input_cfg: Any, model: Any, where: str) -> None:
@@ -164,7 +165,7 @@ def tensor_file(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[
     _check_channels(x, input_cfg, model, f" '{input_cfg.path}'")
     n = int(x.shape[0])
     stem = p.stem
-    names = unique_slugs([f"{stem}_{i}" for i in range(n)] if n > 1 else [stem])
+    names = input_names([f"{stem}_{i}" for i in range(n)] if n > 1 else [stem])
     fields = _tensor_fields(x, names, [f"{p}[{i}]" for i in range(n)], input_cfg, bool(input_cfg.normalized))
     fields["files"] = [p]
     return fields

@@ -1,0 +1,159 @@
+"""Inputs the folder reader used to drop, double or mistake (issue 21): every image taken or the
+skipped files said once, link loops counted once, photos upright, names never a record's name."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from omegaconf import DictConfig
+from PIL import Image
+from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.inputs import scan as sc
+from vizpipe.pipeline.inputs.images import load_rgb
+from vizpipe.pipeline.names import RUN_NAMES, input_names
+from vizpipe.pipeline.runner import run_pipeline
+
+
+def px(seed: int = 0, h: int = 12, w: int = 10) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def mixed_folder(root: Path) -> Path:
+    """Images under several extensions and cases, one without an extension, and non-images."""
+    root.mkdir(parents=True)
+    px(1).save(root / "a.JPG", format="JPEG")
+    px(2).save(root / "b.jpeg", format="JPEG")
+    px(3).save(root / "c.webp", format="WEBP")
+    px(4).save(root / "d.tif", format="TIFF")
+    px(5).save(root / "e", format="PNG")  # no extension: Pillow recognises the content
+    px(6).save(root / "f.jfif", format="JPEG")
+    (root / "notes.txt").write_text("not an image")
+    (root / "weights.bin").write_bytes(os.urandom(64))
+    return root
+
+
+def test_every_image_pillow_opens_is_taken_and_the_rest_named(tmp_path: Path) -> None:
+    root = mixed_folder(tmp_path / "in")
+    found = sc.scan_images(str(root))
+    assert [p.name for p in found.files] == ["a.JPG", "b.jpeg", "c.webp", "d.tif", "e", "f.jfif"]
+    assert [(Path(s.path).name, s.why) for s in found.skipped] == [
+        ("notes.txt", sc.NOT_IMAGE),
+        ("weights.bin", sc.NOT_IMAGE),
+    ]
+    assert sc.describe(found.skipped) == (
+        "2 file(s) skipped, not an image Pillow can open: notes.txt, weights.bin"
+    )
+
+
+def test_a_glob_ignores_case_in_file_names_and_skips_what_is_not_an_image(tmp_path: Path) -> None:
+    root = mixed_folder(tmp_path / "in")
+    (root / "sub").mkdir()
+    px(7).save(root / "sub" / "g.jpg", format="JPEG")
+    assert [p.name for p in sc.find_images(str(root / "*.jpg"))] == ["a.JPG"]
+    assert [p.name for p in sc.find_images(str(root / "**" / "*.JP*G"))] == ["a.JPG", "b.jpeg", "g.jpg"]
+    assert [p.name for p in sc.find_images(str(root / "*.t?f"))] == ["d.tif"]
+    with pytest.raises(ConfigError) as e:
+        sc.find_images(str(root / "*.txt"))
+    assert str(e.value) == (
+        f"input.path glob '{root / '*.txt'}' matched no image: "
+        "1 file(s) skipped, not an image Pillow can open: notes.txt"
+    )
+    (root / ".hidden.png").write_bytes((root / "e").read_bytes())
+    (root / "h.png").write_bytes((root / "e").read_bytes())
+    assert [p.name for p in sc.find_images(str(root / "*.png"))] == ["h.png"]  # no hidden file, as glob
+    assert [p.name for p in sc.find_images(str(root / ".*.png"))] == [".hidden.png"]
+
+
+def test_link_loops_count_each_file_once_and_end(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    px(1).save(root / "a.png")
+    px(2).save(root / "sub" / "b.png")
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)  # two loops: Python's glob
+    (root / "sub" / "again").symlink_to(root / "sub", target_is_directory=True)  # would take ages
+    (root / "c.png").symlink_to(root / "a.png")
+    for spec in (str(root), str(root / "**" / "*.png"), str(root / "**")):
+        found = sc.scan_images(spec)
+        assert [p.relative_to(root).as_posix() for p in found.files] == ["a.png", "sub/b.png"], spec
+        assert [(Path(s.path).name, s.why) for s in found.skipped] == [
+            ("c.png", f"the same file as {root / 'a.png'}")
+        ]
+    assert "1 second path(s) to a file already taken, skipped: " in sc.describe(found.skipped)
+
+
+def test_photos_are_turned_upright_as_their_exif_orientation_says(tmp_path: Path) -> None:
+    stored = np.zeros((6, 10, 3), np.uint8)
+    stored[0, 0] = 255  # a white top-left corner as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(stored).save(tmp_path / "turned.png", exif=exif)
+    Image.fromarray(stored).save(tmp_path / "plain.png")
+    upright = load_rgb(tmp_path / "turned.png")
+    assert upright.shape == (10, 6, 3) and upright[0, -1].tolist() == [255, 255, 255]
+    np.testing.assert_array_equal(upright, np.rot90(stored, k=-1))
+    np.testing.assert_array_equal(load_rgb(tmp_path / "plain.png"), stored)
+
+
+def test_imagefolder_finds_files_as_input_image_does(tmp_path: Path) -> None:
+    from vizpipe.pipeline.inputs.folders import imagefolder
+
+    root = tmp_path / "data"
+    mixed_folder(root / "cat")
+    (root / "dog").mkdir()
+    for i in range(6):
+        px(10 + i).save(root / "dog" / f"{i}.PNG")
+    (root / "dog" / "loop").symlink_to(root, target_is_directory=True)
+    cfg = SimpleNamespace(
+        **{
+            **dict(kind="imagefolder", root=str(root), split="train", val_fraction=0.2, test_fraction=0.2),
+            **dict(limit=None, shard=None, resize=None, crop=None, mean=None, std=None, interpolation=None),
+        }
+    )
+    fields = imagefolder(cfg, weights=None, seed=0, model=None)
+    assert fields["classes"] == ["cat", "dog"]
+    every = {Path(s.path).name for s in fields["skipped"]}
+    assert every == {"notes.txt", "weights.bin"}  # the link back to root/ is a loop: not followed
+    assert len(fields["names"]) == 8 and len(set(fields["names"])) == 8  # 12 images less 2+2 held out
+
+
+def test_an_input_named_like_a_record_never_lands_on_it(
+    compose: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """Before: cam.json.png -> folder cam/cam.json/, then cam/cam.json could not be written."""
+    assert (
+        input_names(["cam.json", "report.html", "photo", "CAM.JSON"], ids=["1", "2", "3", "4"])[2] == "photo"
+    )
+    names = input_names(list(RUN_NAMES))
+    assert not {n.casefold() for n in names} & {r.casefold() for r in RUN_NAMES}
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, name in enumerate(("cam.json", "stats.json", "report.html", "manifest.json", "plain")):
+        px(i, 40, 40).save(folder / f"{name}.png")
+    (folder / "readme.md").write_text("hello")
+    cfg = compose(
+        [
+            "model=seed_net",
+            "input=image",
+            f"input.path={folder}",
+            "input.resize=32",
+            "input.crop=32",
+            "stages=[features,cam]",
+            "features.layers=[conv2]",
+            "report.enabled=false",
+        ]
+    )
+    result = run_pipeline(cfg, tmp_path / "run")
+    assert result.ok, result.error
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    cam = json.loads((tmp_path / "run" / "cam" / "cam.json").read_text())
+    assert len(cam["images"]) == 5
+    assert all(img["name"] not in RUN_NAMES for img in cam["images"])
+    skipped_line = [w for w in manifest["warnings"] if "readme.md" in w]
+    assert len(skipped_line) == 1 and "1 file(s) skipped, not an image Pillow can open" in skipped_line[0]
+    assert manifest["provenance"]["skipped"] == [{"path": str(folder / "readme.md"), "why": sc.NOT_IMAGE}]
