@@ -157,3 +157,52 @@ def test_an_input_named_like_a_record_never_lands_on_it(
     skipped_line = [w for w in manifest["warnings"] if "readme.md" in w]
     assert len(skipped_line) == 1 and "1 file(s) skipped, not an image Pillow can open" in skipped_line[0]
     assert manifest["provenance"]["skipped"] == [{"path": str(folder / "readme.md"), "why": sc.NOT_IMAGE}]
+
+
+def test_a_model_with_fewer_outputs_than_the_data_set_has_classes_is_refused(
+    compose: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """Before: it ran, dropped the class names and counted labels 3..5 as misses."""
+    over = ["model=shapes_net", "input=shapes", "input.limit=4", "report.enabled=false"]
+    for stages in ("[features]", "[cam]"):
+        cfg = compose([*over, "model.num_classes=3", f"stages={stages}", "features.layers=[conv3]"])
+        result = run_pipeline(cfg, tmp_path / stages.strip("[]"))
+        assert not result.ok
+        assert result.error == (
+            "shapes_net has 3 outputs but input=shapes has 6 classes (circle, square, triangle, cross, "
+            "star, ring): labels 3..5 could never be predicted; set model.num_classes=6 (or use "
+            "input=image to look at the images without labels)"
+        )
+    cfg = compose([*over, "stages=[features]", "features.layers=[conv3]"])
+    assert run_pipeline(cfg, tmp_path / "six").ok
+
+
+def test_integer_tensors_are_pixels_scaled_and_normalised_or_refused(tmp_path: Path) -> None:
+    """Before: a uint8 tensor went in raw (values up to 255): every image at probability 1.0."""
+    import torch
+    from vizpipe.pipeline.inputs.images import IMAGENET_MEAN, IMAGENET_STD
+    from vizpipe.pipeline.inputs.sources import tensor_file
+
+    pixels = torch.randint(
+        0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
+    cfg = SimpleNamespace(
+        kind="tensor", normalized=True, mean=None, std=None, limit=None, shard=None, resize=None, crop=None
+    )
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    for dtype, suffix in ((torch.uint8, ".pt"), (torch.int64, ".npy")):
+        path = tmp_path / f"px_{dtype}{suffix}".replace("torch.", "")
+        torch.save(pixels.to(dtype), path) if suffix == ".pt" else np.save(path, pixels.to(dtype).numpy())
+        fields = tensor_file(SimpleNamespace(**vars(cfg), path=str(path)), weights=None, seed=0, model=None)
+        x = torch.stack([fields["dataset"][i]["x"] for i in range(2)])
+        torch.testing.assert_close(x, (pixels.float() / 255 - mean) / std)
+        rgb = torch.stack([fields["dataset"][i]["rgb"] for i in range(2)])
+        torch.testing.assert_close(rgb, pixels.float() / 255, atol=1e-6, rtol=0)  # drawn as the pixels
+    wide = tmp_path / "wide.pt"
+    torch.save(torch.full((1, 3, 4, 4), 1000, dtype=torch.int16), wide)
+    with pytest.raises(ConfigError) as e:
+        tensor_file(SimpleNamespace(**vars(cfg), path=str(wide)), weights=None, seed=0, model=None)
+    assert str(e.value) == (
+        f"input tensor '{wide}' holds int16 values 1000..1000: integer tensors are read as pixels 0..255 "
+        "only; save pixels as uint8, or a float tensor normalised as the model expects"
+    )

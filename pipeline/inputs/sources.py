@@ -120,9 +120,13 @@ def _tensor_fields(
     input_cfg: Any,
     normalized: bool,
     labels: list[int] | None = None,
+    stats: list[list[float]] | None = None,
 ) -> dict[str, Any]:
+    """``stats``: the (mean, std) ``x`` was normalised with, else ``input.mean``/``std`` or ImageNet's."""
     mean = [float(v) for v in input_cfg.mean] if input_cfg.mean is not None else IMAGENET_MEAN
     std = [float(v) for v in input_cfg.std] if input_cfg.std is not None else IMAGENET_STD
+    if stats:
+        mean, std = stats
     positions = select(int(x.shape[0]), input_cfg, "tensor items")
     x = x[positions]
     invalid = {
@@ -137,6 +141,35 @@ def _tensor_fields(
         "std": std,
         "invalid": invalid,
     }
+
+
+def _pixels(
+    x: torch.Tensor, path: Path, input_cfg: Any, weights: Any
+) -> tuple[torch.Tensor, list[float], list[float]]:
+    """An integer tensor holds pixels 0..255 (torchvision.io's images are uint8): scaled to [0, 1]
+    and normalised with ``input.mean``/``input.std`` (else the weights', else ImageNet's), as
+    image files are; other integer values are refused (the model would see them raw)."""
+    lo, hi = (int(x.min()), int(x.max())) if x.numel() else (0, 0)
+    if x.dtype == torch.bool or lo < 0 or hi > 255:
+        raise ConfigError(
+            f"input tensor '{path}' holds {str(x.dtype).replace('torch.', '')} values {lo}..{hi}: integer "
+            "tensors are read as pixels 0..255 only; save pixels as uint8, or a float tensor normalised "
+            "as the model expects"
+        )
+    prep = preprocessing(input_cfg, weights)
+    mean, std = (torch.tensor(prep[k], dtype=torch.float32) for k in ("mean", "std"))
+    mean, std = (v if v.numel() in (1, x.shape[1]) else v[:1] for v in (mean, std))  # one value: gray
+    log.info(
+        "input tensor '%s' holds %s pixels %d..%d: scaled to [0, 1] and normalised with mean %s, std %s",
+        path,
+        str(x.dtype).replace("torch.", ""),
+        lo,
+        hi,
+        [round(float(v), 4) for v in mean],
+        [round(float(v), 4) for v in std],
+    )
+    scaled = (x.float() / 255.0 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)  # (N, C, H, W)
+    return scaled, mean.tolist(), std.tolist()
 
 
 @builder("tensor")
@@ -161,12 +194,16 @@ def tensor_file(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[
         raise ConfigError(
             f"input tensor '{p}' has shape {tuple(x.shape)} (rank {x.ndim}); expected rank 4: N×C×H×W"
         )
+    normalized, stats = bool(input_cfg.normalized), None
+    if not (x.is_floating_point() or x.is_complex()):
+        x, *stats = _pixels(x, p, input_cfg, weights)
+        normalized = True
     x = x.float()
     _check_channels(x, input_cfg, model, f" '{input_cfg.path}'")
     n = int(x.shape[0])
     stem = p.stem
     names = input_names([f"{stem}_{i}" for i in range(n)] if n > 1 else [stem])
-    fields = _tensor_fields(x, names, [f"{p}[{i}]" for i in range(n)], input_cfg, bool(input_cfg.normalized))
+    fields = _tensor_fields(x, names, [f"{p}[{i}]" for i in range(n)], input_cfg, normalized, stats=stats)
     fields["files"] = [p]
     return fields
 
