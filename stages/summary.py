@@ -67,6 +67,17 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _explain(ctx: Any, exc: Exception) -> None:
+    """Raise the probe's own message when a plain forward pass fails too (e.g. an input too small
+    for the model: the layer, what reached it and the size that works, ``pipeline/layers.py``)."""
+    try:
+        ctx.probe()
+    except VizpipeError as why:
+        raise why from exc
+    except Exception:  # noqa: BLE001 - the probe fails differently: torchinfo's message is the one shown
+        return
+
+
 def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
     """Run torchinfo on the first batch; return the table text, totals, rows and the catalog."""
     from torchinfo import summary
@@ -90,6 +101,7 @@ def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
                 cache_forward_pass=False,
             )
         except Exception as exc:  # torchinfo wraps the model's error as "See above stack traces"
+            _explain(ctx, exc)
             root = _root_cause(exc)
             first = (str(root).strip().splitlines() or [""])[0]
             raise VizpipeError(
