@@ -16,7 +16,7 @@ from PIL import Image
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.inputs import scan as sc
 from vizpipe.pipeline.inputs.images import load_rgb
-from vizpipe.pipeline.names import RUN_NAMES, input_names
+from vizpipe.pipeline.names import RUN_SUFFIXES, input_names
 from vizpipe.pipeline.runner import run_pipeline
 
 
@@ -126,11 +126,14 @@ def test_an_input_named_like_a_record_never_lands_on_it(
     compose: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
     """Before: cam.json.png -> folder cam/cam.json/, then cam/cam.json could not be written."""
-    assert (
-        input_names(["cam.json", "report.html", "photo", "CAM.JSON"], ids=["1", "2", "3", "4"])[2] == "photo"
-    )
-    names = input_names(list(RUN_NAMES))
-    assert not {n.casefold() for n in names} & {r.casefold() for r in RUN_NAMES}
+    names = input_names(["cam.json", "report.HTML", "photo", "a.b", "x.npy"], ids=list("12345"))
+    assert names[2:4] == ["photo", "a.b"] and len(set(names)) == 5
+    assert [n[: -len("_123456")] for n in (names[0], names[1], names[4])] == [
+        "cam.json",
+        "report.HTML",
+        "x.npy",
+    ]
+    assert not any(n.casefold().endswith(RUN_SUFFIXES) for n in names)
     folder = tmp_path / "in"
     folder.mkdir()
     for i, name in enumerate(("cam.json", "stats.json", "report.html", "manifest.json", "plain")):
@@ -153,7 +156,8 @@ def test_an_input_named_like_a_record_never_lands_on_it(
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     cam = json.loads((tmp_path / "run" / "cam" / "cam.json").read_text())
     assert len(cam["images"]) == 5
-    assert all(img["name"] not in RUN_NAMES for img in cam["images"])
+    assert not any(img["name"].endswith(RUN_SUFFIXES) for img in cam["images"])
+    assert sorted(img["source"] for img in cam["images"]) == sorted(str(p) for p in folder.glob("*.png"))
     skipped_line = [w for w in manifest["warnings"] if "readme.md" in w]
     assert len(skipped_line) == 1 and "1 file(s) skipped, not an image Pillow can open" in skipped_line[0]
     assert manifest["provenance"]["skipped"] == [{"path": str(folder / "readme.md"), "why": sc.NOT_IMAGE}]
