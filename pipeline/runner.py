@@ -375,8 +375,9 @@ def _provenance(ctx: Any, cfg: DictConfig) -> dict[str, Any]:
     from vizpipe.pipeline.files import sha256_file
 
     prov: dict[str, Any] = {"inputs": [], "checkpoint": None}
-    if ctx.inputs.skipped:  # files under input.path / input.root not used, and why (inputs/scan.py)
-        prov["skipped"] = [{"path": s.path, "why": s.why} for s in ctx.inputs.skipped]
+    skipped = getattr(ctx.inputs, "skipped", None)  # files under input.path / root not used (inputs/scan.py)
+    if skipped:
+        prov["skipped"] = [{"path": s.path, "why": s.why} for s in skipped]
     for f in ctx.inputs.files:
         prov["inputs"].append(
             {"path": str(f), "sha256": sha256_file(Path(f)), "bytes": Path(f).stat().st_size}

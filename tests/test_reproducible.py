@@ -63,6 +63,7 @@ def test_cam_maps_are_byte_identical_in_process_with_two_threads(
         assert [k for k in runs[0] if other[k] != runs[0][k]] == []
 
 
+@pytest.mark.slow
 def test_features_and_train_are_byte_identical_with_two_threads(
     compose: Callable[..., DictConfig], tmp_path: Path, two_threads: None
 ) -> None:
@@ -96,21 +97,13 @@ def test_features_and_train_are_byte_identical_with_two_threads(
     assert arrays[0] and arrays[0] == arrays[1]
 
 
-def test_one_position_convolutions_are_found_from_the_probe(make_ctx: Callable) -> None:
-    small = make_ctx(["model=resnet18", "input=random", "input.shape=[1,3,32,32]"])
-    found = one_position_convolutions(small.model, small.probe())
-    assert "layer4.0.conv1" in found and "layer4.1.conv2" in found and "layer4.0.downsample.0" in found
-    assert all(n.startswith("layer4.") for n in found)
-    large = make_ctx(["model=resnet18", "input=random", "input.shape=[1,3,224,224]"])
-    assert one_position_convolutions(large.model, large.probe()) == []  # 7×7 at the smallest
-    se = make_ctx(["model=mobilenet_v3_small", "input=random", "input.shape=[1,3,224,224]"])
-    assert "features.1.block.1.fc1" in one_position_convolutions(se.model, se.probe())  # squeeze-excitation
-
-
 def test_one_thread_only_where_needed_and_threads_put_back(
     make_ctx: Callable, monkeypatch: pytest.MonkeyPatch, two_threads: None
 ) -> None:
     small = make_ctx(["model=resnet18", "input=random", "input.shape=[1,3,32,32]"])
+    found = one_position_convolutions(small.model, small.probe())
+    assert "layer4.0.conv1" in found and "layer4.1.conv2" in found and "layer4.0.downsample.0" in found
+    assert all(n.startswith("layer4.") for n in found)
     with reproducible(small):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == 2
@@ -118,11 +111,18 @@ def test_one_thread_only_where_needed_and_threads_put_back(
         raise RuntimeError("a stage failed")
     assert torch.get_num_threads() == 2
     large = make_ctx(["model=resnet18", "input=random", "input.shape=[1,3,224,224]"])
+    assert one_position_convolutions(large.model, large.probe()) == []  # 7×7 at the smallest
     with reproducible(large):
         assert torch.get_num_threads() == 2  # no 1×1 convolution output: every thread
     monkeypatch.setenv(CNR_ENV, "AUTO")  # MKL asked for reproducible sums (the command line does)
     with reproducible(small):
         assert torch.get_num_threads() == 2
+
+
+@pytest.mark.slow
+def test_squeeze_excitation_convolutions_have_one_position(make_ctx: Callable) -> None:
+    se = make_ctx(["model=mobilenet_v3_small", "input=random", "input.shape=[1,3,224,224]"])
+    assert "features.1.block.1.fc1" in one_position_convolutions(se.model, se.probe())
 
 
 def test_the_command_line_asks_mkl_for_reproducible_sums(monkeypatch: pytest.MonkeyPatch) -> None:

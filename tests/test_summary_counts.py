@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -60,6 +61,7 @@ def test_summary_reports_per_image_and_per_batch_labelled(
     assert "torchinfo's count (summary.txt)" not in rows  # it agrees (and adds the biases)
 
 
+@pytest.mark.slow
 def test_attention_models_are_counted_and_torchinfo_s_undercount_is_labelled(
     compose: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
