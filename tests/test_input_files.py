@@ -202,6 +202,14 @@ def test_integer_tensors_are_pixels_scaled_and_normalised_or_refused(tmp_path: P
         torch.testing.assert_close(x, (pixels.float() / 255 - mean) / std)
         rgb = torch.stack([fields["dataset"][i]["rgb"] for i in range(2)])
         torch.testing.assert_close(rgb, pixels.float() / 255, atol=1e-6, rtol=0)  # drawn as the pixels
+    from vizpipe.pipeline.inputs.objects import DatasetItems, _tensor  # vizpipe.inspect's objects
+
+    fields = _tensor(pixels, SimpleNamespace(**vars(cfg)), None)  # an in-memory tensor, as a file
+    torch.testing.assert_close(fields["dataset"][1]["x"], ((pixels.float() / 255 - mean) / std)[1])
+    prep = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    item = DatasetItems([(pixels[0], 2)], prep, normalized=True)[0]  # a data set of uint8 images
+    torch.testing.assert_close(item["x"], ((pixels.float() / 255 - mean) / std)[0])
+    assert item["label"] == 2
     wide = tmp_path / "wide.pt"
     torch.save(torch.full((1, 3, 4, 4), 1000, dtype=torch.int16), wide)
     with pytest.raises(ConfigError) as e:

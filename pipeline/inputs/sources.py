@@ -143,33 +143,27 @@ def _tensor_fields(
     }
 
 
-def _pixels(
-    x: torch.Tensor, path: Path, input_cfg: Any, weights: Any
-) -> tuple[torch.Tensor, list[float], list[float]]:
-    """An integer tensor holds pixels 0..255 (torchvision.io's images are uint8): scaled to [0, 1]
-    and normalised with ``input.mean``/``input.std`` (else the weights', else ImageNet's), as
-    image files are; other integer values are refused (the model would see them raw)."""
+def pixels(x: torch.Tensor, what: str, mean: list[float], std: list[float]) -> torch.Tensor:
+    """An integer tensor (…, C, H, W) holds pixels 0..255 (torchvision.io's images are uint8):
+    scaled to [0, 1] and normalised with ``mean``/``std`` (one value each, or one per channel),
+    as image files are. Other integer values are refused: the model would see them raw."""
     lo, hi = (int(x.min()), int(x.max())) if x.numel() else (0, 0)
     if x.dtype == torch.bool or lo < 0 or hi > 255:
         raise ConfigError(
-            f"input tensor '{path}' holds {str(x.dtype).replace('torch.', '')} values {lo}..{hi}: integer "
-            "tensors are read as pixels 0..255 only; save pixels as uint8, or a float tensor normalised "
-            "as the model expects"
+            f"{what} holds {str(x.dtype).replace('torch.', '')} values {lo}..{hi}: integer tensors are read "
+            "as pixels 0..255 only; save pixels as uint8, or a float tensor normalised as the model expects"
         )
+    m, s = (torch.tensor(v, dtype=torch.float32) for v in (mean, std))
+    m, s = (v if v.numel() in (1, x.shape[-3]) else v[:1] for v in (m, s))  # one value: gray
+    return (x.float() / 255.0 - m.view(-1, 1, 1)) / s.view(-1, 1, 1)
+
+
+def pixel_stats(input_cfg: Any, weights: Any, channels: int) -> list[list[float]]:
+    """(mean, std) integer pixels are normalised with: ``input.*``, else the weights', else
+    ImageNet's; one value each for a one-channel input given three."""
     prep = preprocessing(input_cfg, weights)
-    mean, std = (torch.tensor(prep[k], dtype=torch.float32) for k in ("mean", "std"))
-    mean, std = (v if v.numel() in (1, x.shape[1]) else v[:1] for v in (mean, std))  # one value: gray
-    log.info(
-        "input tensor '%s' holds %s pixels %d..%d: scaled to [0, 1] and normalised with mean %s, std %s",
-        path,
-        str(x.dtype).replace("torch.", ""),
-        lo,
-        hi,
-        [round(float(v), 4) for v in mean],
-        [round(float(v), 4) for v in std],
-    )
-    scaled = (x.float() / 255.0 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)  # (N, C, H, W)
-    return scaled, mean.tolist(), std.tolist()
+    stats = [[float(v) for v in prep[k]] for k in ("mean", "std")]
+    return [v[:1] if len(v) not in (1, channels) else v for v in stats]
 
 
 @builder("tensor")
@@ -196,8 +190,9 @@ def tensor_file(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[
         )
     normalized, stats = bool(input_cfg.normalized), None
     if not (x.is_floating_point() or x.is_complex()):
-        x, *stats = _pixels(x, p, input_cfg, weights)
-        normalized = True
+        stats = pixel_stats(input_cfg, weights, int(x.shape[1]))
+        x, normalized = pixels(x, f"input tensor '{p}'", *stats), True
+        log.info("input tensor '%s' holds integer pixels: scaled to [0, 1], normalised with %s", p, stats)
     x = x.float()
     _check_channels(x, input_cfg, model, f" '{input_cfg.path}'")
     n = int(x.shape[0])
