@@ -115,14 +115,18 @@ def test_find_images_glob_file_and_their_errors(tmp_path: Path) -> None:
     (tmp_path / "empty" / "a.txt").write_text("x")
     with pytest.raises(ConfigError) as e:
         im.find_images(str(tmp_path / "empty"))
+    fix = (
+        "; give a folder of image files (.jpg, .jpeg, .png, .bmp, .gif, .tif, .tiff, .webp, .ppm, .pgm "
+        "or any other Pillow opens)"
+    )
     assert str(e.value) == (
         f"input.path folder '{tmp_path / 'empty'}' holds no image: "
-        "1 file(s) skipped, not an image Pillow can open: a.txt"
+        "1 file(s) skipped, not an image Pillow can open: a.txt" + fix
     )
     (tmp_path / "bare").mkdir()
     with pytest.raises(ConfigError) as e:
         im.find_images(str(tmp_path / "bare"))
-    assert str(e.value) == f"input.path folder '{tmp_path / 'bare'}' holds no image (it holds no file)"
+    assert str(e.value) == f"input.path folder '{tmp_path / 'bare'}' holds no image (it holds no file)" + fix
     missing = str(tmp_path / "x" / "a2.png")
     with pytest.raises(ConfigError) as e:
         im.find_images(missing)

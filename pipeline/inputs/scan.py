@@ -173,7 +173,10 @@ def scan_images(spec: str) -> Scan:
         scan = scan_folder(p)
         if not scan.files:
             what = f": {describe(scan.skipped)}" if scan.skipped else " (it holds no file)"
-            raise ConfigError(f"input.path folder '{spec}' holds no image{what}")
+            raise ConfigError(
+                f"input.path folder '{spec}' holds no image{what}; give a folder of image files "
+                f"({', '.join(COMMON)} or any other Pillow opens)"
+            )
         return scan
     if p.is_file():
         return Scan([p])
