@@ -20,7 +20,13 @@ from omegaconf import DictConfig
 from vizpipe.pipeline import CONF_DIR, sweeps
 from vizpipe.pipeline.errors import VizpipeError
 from vizpipe.pipeline.precheck import fail, precheck
-from vizpipe.pipeline.process import freeze_imports, freeze_startup, keep_freed_memory, run_then_exit
+from vizpipe.pipeline.process import (
+    freeze_imports,
+    freeze_startup,
+    keep_freed_memory,
+    reproducible_math,
+    run_then_exit,
+)
 from vizpipe.pipeline.trust import TRUST_FLAG
 
 
@@ -141,6 +147,7 @@ def cli() -> None:
 
 def command_line() -> None:
     """The console entry: ``cli`` and then the process's end without Python's slow teardown."""
+    reproducible_math()  # before any math: MKL reads it at its first call (process.py)
     run_then_exit(cli)
 
 

@@ -43,13 +43,19 @@ def unknown_choice(
     context: str = "",
     limit: int = 25,
     hint: str = "",
+    none: str = "",
 ) -> ConfigError:
     """Build the standard "unknown X" error: bad value, closest match, valid choices.
 
     Example: ``Unknown layer 'layer5' for resnet18; did you mean 'layer4'? Valid choices
-    (closest first): layer4, layer1, ...``.
+    (closest first): layer4, layer1, ...``. With no choice at all, the message says so (``none``:
+    why there is none, from the caller) instead of listing nothing.
     """
-    items = list(dict.fromkeys(str(c) for c in choices))
+    items = [c for c in dict.fromkeys(str(c) for c in choices) if c.strip()]  # "" names nothing (a root)
+    where = f" {context}" if context else ""
+    if not items:
+        msg = f"Unknown {what} '{value}'{where}: {none or f'there is no {what} to choose from'}"
+        return ConfigError(msg + (f". {hint}" if hint else ""))
     ordered = closest_first(str(value), items)
     close = difflib.get_close_matches(str(value), items, n=1, cutoff=0.5)
     if not close and ordered:

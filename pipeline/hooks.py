@@ -9,6 +9,8 @@
   tensor is detached and copied (float32, CPU) inside the hook, before later modules run: a
   following ``ReLU(inplace=True)`` would otherwise overwrite a saved conv output.
 * ``counted(module)``: counts a module's forward calls (the CAM stage's perturbation passes).
+* ``unfinished(model)``: the modules whose forward call has started and not returned (after an
+  error inside the model: where it happened, and the shape that reached it);
 * ``preserved(model)``: snapshots what a stage may change and restores it on exit: every
   module's train/eval flag, each parameter's ``requires_grad`` and ``.grad``, every buffer's
   values (BatchNorm running statistics change in train mode), hooks added meanwhile (removed)
@@ -37,7 +39,17 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["HOOK_DICTS", "Hooks", "capture", "counted", "first_tensor", "hook_count", "preserved", "versions"]
+__all__ = [
+    "HOOK_DICTS",
+    "Hooks",
+    "capture",
+    "counted",
+    "first_tensor",
+    "hook_count",
+    "preserved",
+    "unfinished",
+    "versions",
+]
 
 #: the per-module hook dictionaries snapshotted and cleaned by ``preserved``
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -64,6 +76,10 @@ class Hooks:
     def forward(self, module: nn.Module, hook: ForwardHook, *, prepend: bool = False) -> None:
         """Register ``hook(module, args, output)`` on ``module`` (a returned tensor replaces the output)."""
         self.handles.append(module.register_forward_hook(hook, prepend=prepend))
+
+    def forward_pre(self, module: nn.Module, hook: Callable[..., None]) -> None:
+        """Register ``hook(module, args)`` on ``module``, run before its forward."""
+        self.handles.append(module.register_forward_pre_hook(hook))
 
     def release(self) -> None:
         """Remove every hook registered through this object."""
@@ -164,6 +180,34 @@ def counted(module: nn.Module) -> Iterator[Callable[[], int]]:
     with Hooks() as hooks:
         hooks.forward(module, hook)
         yield lambda: count[0]
+
+
+@contextlib.contextmanager
+def unfinished(model: nn.Module) -> Iterator[list[tuple[str, tuple[int, ...] | None]]]:
+    """Track the modules that started a forward call and have not returned yet.
+
+    Yields a list of ``(name, shape of the first tensor input)``, outermost first: after an
+    exception inside the model, its last item is the module that raised. Hooks removed on exit.
+    """
+    stack: list[tuple[str, tuple[int, ...] | None]] = []
+
+    def make(name: str) -> tuple[Callable[..., None], Callable[..., None]]:
+        def enter(module: nn.Module, args: object) -> None:
+            t = first_tensor(args)
+            stack.append((name, tuple(t.shape) if t is not None else None))
+
+        def leave(module: nn.Module, args: object, output: object) -> None:
+            if stack and stack[-1][0] == name:
+                stack.pop()
+
+        return enter, leave
+
+    with Hooks() as hooks:
+        for name, module in model.named_modules():
+            enter, leave = make(name)
+            hooks.forward_pre(module, enter)
+            hooks.forward(module, leave)
+        yield stack
 
 
 class _Snapshot:

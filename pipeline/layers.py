@@ -74,7 +74,7 @@ def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
     Hooks are removed afterwards and the model's mode is not touched (``vizpipe.pipeline.hooks``).
     """
     import torch
-    from vizpipe.pipeline.hooks import capture
+    from vizpipe.pipeline.hooks import capture, unfinished
 
     names = [n for n, _ in model.named_modules() if n]
     types = {n: type(m).__name__ for n, m in model.named_modules() if n}
@@ -91,8 +91,18 @@ def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
         shapes.setdefault(name, tuple(t.shape))
         order.append(name)
 
+    failure: Exception | None = None
     with torch.no_grad(), capture(model, names, sink, what="both", copy=False, every_call=True):
-        out = model(x)
+        with unfinished(model) as running:
+            try:
+                out = model(x)
+            except Exception as exc:  # noqa: BLE001 - explained below when the input size is the cause
+                failure, where = exc, list(running)
+    if failure is not None:
+        diagnosis = size_error(model, x, where, failure)
+        if diagnosis is not None:
+            raise diagnosis from failure
+        raise failure
     logits = model_output(out).detach().float().cpu()
     if logits.ndim == 1:
         logits = logits[:, None]
@@ -104,6 +114,61 @@ def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
         calls=calls,
         input_hw=(int(x.shape[-2]), int(x.shape[-1])),
         last=order[-1] if order else None,
+    )
+
+
+#: square input sides tried when a forward pass fails, to tell a size problem from another one
+TRY_SIDES = (224, 299, 384, 512)
+
+
+def _runs(model: nn.Module, like: torch.Tensor, side: int) -> bool:
+    """Whether ``model`` runs on a (b, C, side, side) batch like ``like`` (b = 2 in train mode)."""
+    import torch
+
+    shape = (2 if model.training else 1, like.shape[1], side, side)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shape, dtype=like.dtype, device=like.device))
+    except Exception:  # noqa: BLE001 - any failure means: not at this size
+        return False
+    return True
+
+
+def size_error(
+    model: nn.Module, x: torch.Tensor, where: list[tuple[str, tuple[int, ...] | None]], exc: Exception
+) -> ConfigError | None:
+    """A forward pass on ``x`` failed with ``exc`` in ``where``'s last module: when the model runs on
+    another square size, a ``ConfigError`` naming that layer, what reached it and the smallest
+    size that works (binary search above the failing size); else None (not a size problem).
+
+    A few forward passes of one or two images of zeros: fast, and only after a failure. The model's
+    buffers may move in train mode; ``RunContext.probe`` runs this inside ``preserved``.
+    """
+    if x.ndim != 4:
+        return None
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    works = next((s for s in TRY_SIDES if s > max(h, w) and _runs(model, x, s)), None)
+    if works is not None:
+        lo = max(h, w)  # fails (as a square, at least as large as the input)
+        while works - lo > 1:
+            mid = (lo + works) // 2
+            lo, works = (lo, mid) if _runs(model, x, mid) else (mid, works)
+        verdict, then = "too small for", f"the smallest square input that works is {works}×{works} px"
+    else:
+        works = next((s for s in reversed(TRY_SIDES) if s < max(h, w) and _runs(model, x, s)), None)
+        if works is None:
+            return None
+        verdict, then = "not a size taken by", f"it runs on {works}×{works} px"
+    name, shape = where[-1] if where else ("", None)
+    layer = f"layer '{name}' ({type(model.get_submodule(name)).__name__})" if name else "its forward()"
+    got = "failed"
+    if shape:
+        size = f"a {shape[-2]}×{shape[-1]} map, " if len(shape) == 4 else ""
+        got = f"received {size}shape {'×'.join(map(str, shape))}, and failed"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return ConfigError(
+        f"Input {h}×{w} px is {verdict} {type(model).__name__}: {layer} {got} "
+        f"({type(exc).__name__}: {first}); {then} (e.g. input.crop={works})"
     )
 
 
@@ -146,12 +211,21 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+def no_layers(model: nn.Module) -> str:
+    """Why a model offers no layer to name (for ``unknown_choice(..., none=...)``)."""
+    return (
+        f"{type(model).__name__} has no addressable layers (no submodules: its forward computes "
+        "everything itself), so no layer can be named; build it from nn.Module attributes "
+        "(e.g. nn.Sequential) to look inside"
+    )
+
+
 def get_module(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name``; an unknown name raises a ``ConfigError`` with suggestions."""
     try:
         return model.get_submodule(name)
     except AttributeError as exc:
-        raise unknown_choice("layer", name, layer_names(model)) from exc
+        raise unknown_choice("layer", name, layer_names(model), none=no_layers(model)) from exc
 
 
 def resolve_layers(
@@ -178,6 +252,9 @@ def resolve_layers(
     names = list(modules)
     ok = [n for n in names if qualifies is None or qualifies(n, modules[n])]
     ctx = f"for {model_name}" if model_name else ""
+    if not names:
+        shown = ", ".join(str(s) for s in specs)
+        raise ConfigError(f"{what.capitalize()} spec '{shown}' {ctx}: {no_layers(model)}".replace("  ", " "))
     out: list[str] = []
     for spec in specs:
         spec = str(spec).strip()
@@ -207,10 +284,11 @@ def resolve_layers(
                     ok or names,
                     context=ctx,
                     hint="the pattern matched no usable layer",
+                    none=no_layers(model),
                 )
         else:
             if spec not in modules:
-                raise unknown_choice(what, spec, names, context=ctx)
+                raise unknown_choice(what, spec, names, context=ctx, none=no_layers(model))
             if qualifies is not None and not qualifies(spec, modules[spec]):
                 kind = type(modules[spec]).__name__
                 shown = ", ".join(ok[:30]) + (f", ... ({len(ok) - 30} more)" if len(ok) > 30 else "")
@@ -377,7 +455,7 @@ def model_blocks(model: nn.Module, probe: Probe, configured: str | list[str] | N
         known = set(layer_names(model))
         for b in names:
             if b not in known:
-                raise unknown_choice("layer in model.blocks", b, layer_names(model))
+                raise unknown_choice("layer in model.blocks", b, layer_names(model), none=no_layers(model))
         return names
     return default_blocks(model, probe)
 

@@ -12,12 +12,20 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-__all__ = ["FILE_CHARS", "JOB_CHARS", "safe_dirname", "slug", "unique_slugs"]
+__all__ = ["FILE_CHARS", "JOB_CHARS", "RUN_SUFFIXES", "input_names", "safe_dirname", "slug", "unique_slugs"]
 
 #: characters kept in file names and TensorBoard tag parts
 FILE_CHARS = "._-"
 #: characters also kept in job folder names (``cam.layer=layer4,cam.target_class=207``)
 JOB_CHARS = "._=,+@-"
+
+
+#: endings of the files vizpipe writes for itself (records, arrays, pictures, logs, the report):
+#: an input whose name ends like one (``cam.json.png`` -> ``cam.json``, whose folder would be
+#: ``cam/cam.json/`` beside the record ``cam/cam.json``) gets a hash (``input_names``), so an
+#: input's outputs never land on one of vizpipe's own files. (Slugs never start with a dot, so
+#: ``.hydra`` and ``.thumbs`` cannot be hit.)
+RUN_SUFFIXES = (".json", ".html", ".md", ".txt", ".log", ".yaml", ".pt", ".npy", ".png")
 
 
 def _digest(text: str, n: int = 8) -> str:
@@ -49,6 +57,7 @@ def unique_slugs(
     ids: Sequence[str] | None = None,
     keep: str = FILE_CHARS,
     max_len: int = 100,
+    reserved_suffixes: Sequence[str] = (),
 ) -> list[str]:
     """``slug`` of each text, made unique (case-insensitively) in a way independent of order.
 
@@ -56,15 +65,19 @@ def unique_slugs(
     the texts are file stems. A slug shared by several different ids (``a.jpg`` and ``a.png``,
     ``x/a.jpg`` and ``y/a.jpg``, ``A.jpg`` and ``a.jpg``, ``a,b.jpg`` and ``a_b.jpg``) becomes
     ``<slug>_<hash of the id>`` for each of them; the hash grows until every name is unique.
-    Equal ids get equal names.
+    Equal ids get equal names. A slug ending (in any case) with one of ``reserved_suffixes`` (the
+    endings of files the caller writes itself) also gets the hash.
     """
     ids = list(texts) if ids is None else list(ids)
     bases = [slug(t, keep=keep, max_len=max_len) for t in texts]
     owners: dict[str, set[str]] = {}
     for ident, base in zip(ids, bases, strict=True):
         owners.setdefault(base.casefold(), set()).add(ident)
+    endings = tuple(e.casefold() for e in reserved_suffixes)
     out = list(bases)
-    clashing = [i for i, b in enumerate(bases) if len(owners[b.casefold()]) > 1]
+    clashing = [
+        i for i, b in enumerate(bases) if len(owners[b.casefold()]) > 1 or b.casefold().endswith(endings)
+    ]
     n = 6
     while clashing:
         taken = {b.casefold() for i, b in enumerate(bases) if i not in set(clashing)}
@@ -78,3 +91,9 @@ def unique_slugs(
             break
         n += 4
     return out
+
+
+def input_names(texts: Sequence[str], *, ids: Sequence[str] | None = None) -> list[str]:
+    """Unique, file-safe names of a run's inputs (images, tensor items), never ending as one of
+    vizpipe's own files does (``RUN_SUFFIXES``)."""
+    return unique_slugs(texts, ids=ids, reserved_suffixes=RUN_SUFFIXES)

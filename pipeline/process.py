@@ -1,4 +1,4 @@
-"""The command line's process-wide settings: the allocator, the garbage collector and the exit.
+"""The command line's process-wide settings: allocator, MKL's reproducibility, garbage collector, exit.
 
 These change the whole process, so only the command-line entry (``vizpipe.pipeline.cli``, which
 owns its process) uses them; a library call (``vizpipe.inspect``, ``run_pipeline``) never does.
@@ -19,6 +19,12 @@ reused rather than returned. Steps then run with next to no page faults, whateve
 them. The price: the process's resident memory does not shrink after a peak (up to
 ``TRIM_BYTES`` stays mapped); the peak itself does not grow. ``VIZPIPE_MALLOC=system`` keeps
 glibc's own behaviour. Elsewhere (macOS, Windows, musl) this does nothing.
+
+``reproducible_math``: sets ``MKL_CBWR=AUTO`` (unless the user set ``MKL_CBWR``) before any
+math runs, so Intel MKL adds up a reduction split across threads in a fixed order and runs are
+byte-identical with any number of threads (``vizpipe.pipeline.reproducible`` has the cause and
+what a library call does instead). MKL reads it once, at its first call; launchers' worker
+processes inherit it.
 
 ``freeze_imports``, ``freeze_startup``: Python's cyclic garbage collector runs a full pass over
 every tracked object now and then; with torch, torchvision, pytorch-grad-cam and SciPy imported
@@ -96,6 +102,18 @@ def keep_freed_memory() -> bool:
 def freeze_imports() -> None:
     """Keep every object alive now (the imports) out of later collections (``gc.freeze``)."""
     gc.freeze()
+
+
+def reproducible_math() -> bool:
+    """Ask Intel MKL for reproducible results (``MKL_CBWR=AUTO``) unless ``MKL_CBWR`` is set.
+
+    Call before any tensor math of the process. Returns whether CNR is requested now.
+    """
+    from vizpipe.pipeline.reproducible import CNR_ENV, CNR_MODE, cnr_requested
+
+    if CNR_ENV not in os.environ:
+        os.environ[CNR_ENV] = CNR_MODE
+    return cnr_requested()
 
 
 def freeze_startup() -> None:

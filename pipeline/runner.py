@@ -324,6 +324,7 @@ def _run_stage(
     The record's ``warnings`` are ``warned`` (its ``check_model``'s) and every ``ctx.warn`` made
     while it ran; those the stage listed there itself are warned (logged, kept run-wide) here.
     """
+    from vizpipe.pipeline.reproducible import reproducible
     from vizpipe.pipeline.schema import settings_of
     from vizpipe.pipeline.stage import StageResult
 
@@ -334,7 +335,8 @@ def _run_stage(
     start = len(ctx.warnings)
     error = None
     try:
-        result = stage.run(ctx, settings_of(cfg, rec.name))
+        with reproducible(ctx):  # the same bytes on every run, whatever this process's threads
+            result = stage.run(ctx, settings_of(cfg, rec.name))
         if not isinstance(result, StageResult):
             raise TypeError(f"stage {rec.name} returned {type(result).__name__}, not a StageResult")
         for message in result.warnings:
@@ -374,6 +376,9 @@ def _provenance(ctx: Any, cfg: DictConfig) -> dict[str, Any]:
     from vizpipe.pipeline.files import sha256_file
 
     prov: dict[str, Any] = {"inputs": [], "checkpoint": None}
+    skipped = getattr(ctx.inputs, "skipped", None)  # files under input.path / root not used (inputs/scan.py)
+    if skipped:
+        prov["skipped"] = [{"path": s.path, "why": s.why} for s in skipped]
     for f in ctx.inputs.files:
         prov["inputs"].append(
             {"path": str(f), "sha256": sha256_file(Path(f)), "bytes": Path(f).stat().st_size}

@@ -4,6 +4,9 @@ Seed §1: ``print(model)`` and ``torchinfo.summary(model, (1, 3, 224, 224))``.
 Writes ``summary/summary.txt`` (torchinfo's table exactly), ``summary/summary.json``,
 ``summary/layers.txt`` (every addressable module with its output shape) and
 ``summary/modules.txt`` (``print(model)``). torchinfo's forward pass runs on the first batch;
+its "Total mult-adds" are for that whole batch and count only layers with weights, so the totals
+give mult-adds per image and per batch, labelled, counted by ``torch.utils.flop_counter``
+(attention included: ``count_mult_adds``);
 in ``mode=train`` it updates BatchNorm statistics, which are put back afterwards
 (``vizpipe.pipeline.hooks.preserved``), so later stages see the model as built.
 """
@@ -67,6 +70,56 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _explain(ctx: Any, exc: Exception) -> None:
+    """Raise the probe's own message when a plain forward pass fails too (e.g. an input too small
+    for the model: the layer, what reached it and the size that works, ``pipeline/layers.py``)."""
+    try:
+        ctx.probe()
+    except VizpipeError as why:
+        raise why from exc
+    except Exception:  # noqa: BLE001 - the probe fails differently: torchinfo's message is the one shown
+        return
+
+
+#: how ``mult_adds_per_image`` is counted (``count_mult_adds``), and the fallback
+COUNTER = "torch.utils.flop_counter: convolutions, matrix products and attention"
+TORCHINFO = "torchinfo: layers with weights only (attention's matrix products not counted)"
+
+
+def _cpu_attention_flops(query_shape: Any, key_shape: Any, value_shape: Any, *_: Any, **__: Any) -> int:
+    """FLOPs of softmax(Q Kᵀ) V on the CPU's fused kernel: (L×E)(E×S) and (L×S)(S×Ev) per batch and
+    head (torch's counter knows the CUDA kernels, not ``_scaled_dot_product_flash_attention_for_cpu``)."""
+    b, h, length, e = query_shape
+    return 2 * b * h * length * key_shape[-2] * (e + value_shape[-1])
+
+
+def count_mult_adds(model: Any, x: Any) -> int | None:
+    """Mult-adds (FLOPs / 2) of one forward pass on ``x``: every convolution, matrix product and
+    attention, wherever it runs (torchinfo counts only layers with weights: a ViT's attention and
+    Swin's functional layers are missing there). None when the counter cannot run the model.
+
+    ``x`` tracks a gradient during the count so that attention takes its unfused path (the
+    inference fast path of ``nn.MultiheadAttention`` is one op the counter does not know); the
+    model is left as found (``preserved``).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from vizpipe.pipeline.hooks import preserved
+
+    extra = {}
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_attention is not None:
+        extra[cpu_attention] = _cpu_attention_flops
+    x = x.detach().clone().requires_grad_(True)
+    try:
+        with preserved(model), torch.enable_grad(), FlopCounterMode(display=False, custom_mapping=extra) as c:
+            model(x)
+    except Exception as exc:  # noqa: BLE001 - an op the counter cannot run: torchinfo's count is used
+        log.debug("torch.utils.flop_counter could not count %s: %s", type(model).__name__, exc)
+        return None
+    return int(c.get_total_flops()) // 2
+
+
 def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
     """Run torchinfo on the first batch; return the table text, totals, rows and the catalog."""
     from torchinfo import summary
@@ -90,6 +143,7 @@ def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
                 cache_forward_pass=False,
             )
         except Exception as exc:  # torchinfo wraps the model's error as "See above stack traces"
+            _explain(ctx, exc)
             root = _root_cause(exc)
             first = (str(root).strip().splitlines() or [""])[0]
             raise VizpipeError(
@@ -107,11 +161,19 @@ def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
         }
         for info in stats.summary_list
     ]
+    batch = int(x.shape[0])
+    per_image, counted_by = count_mult_adds(model, x[:1]), COUNTER
+    if per_image is None:  # the counter could not run the model: torchinfo's, shared out
+        per_image, counted_by = int(stats.total_mult_adds) // max(batch, 1), TORCHINFO
     totals = {
         "total_params": int(stats.total_params),
         "trainable_params": int(stats.trainable_params),
         "non_trainable_params": int(stats.total_params - stats.trainable_params),
-        "total_mult_adds": int(stats.total_mult_adds),
+        "total_mult_adds": int(stats.total_mult_adds),  # torchinfo's, for the whole first batch
+        "batch_size": batch,
+        "mult_adds_per_image": per_image,
+        "mult_adds_per_batch": per_image * batch,
+        "mult_adds_counted_by": counted_by,
         "input_size_bytes": int(stats.total_input),
         "params_size_bytes": int(stats.total_param_bytes),
         "forward_backward_size_bytes": int(stats.total_output_bytes),
@@ -162,22 +224,40 @@ def render(ctx: Any, data: dict[str, Any]) -> StageResult:
     write_atomic(ctx.claim("summary/layers.txt"), layers + "\n")
     t = data["totals"]
     mb = 1e6
+    per_batch = f"Mult-adds per batch of {t['batch_size']}"
     rows = [
         ["Input shape", "×".join(map(str, data["input_shape"]))],
         ["Total params", f"{t['total_params']:,}"],
         ["Trainable params", f"{t['trainable_params']:,}"],
         ["Non-trainable params", f"{t['non_trainable_params']:,}"],
-        ["Total mult-adds", f"{t['total_mult_adds'] / 1e9:.3f} G"],
+        ["Mult-adds per image", f"{t['mult_adds_per_image'] / 1e9:.3f} G"],
+        [per_batch, f"{t['mult_adds_per_batch'] / 1e9:.3f} G"],
+        ["Mult-adds counted by", t["mult_adds_counted_by"]],
+    ]
+    if (
+        t["total_mult_adds"] < 0.9 * t["mult_adds_per_batch"]
+    ):  # torchinfo missed layers (it adds biases: more)
+        why = TORCHINFO.split(": ", 1)[1]
+        rows.append(
+            [
+                "torchinfo's count (summary.txt)",
+                f"{t['total_mult_adds'] / 1e9:.3f} G per batch of {t['batch_size']}: {why}",
+            ]
+        )
+    rows += [
         ["Input size", f"{t['input_size_bytes'] / mb:.2f} MB"],
         ["Forward/backward pass size", f"{t['forward_backward_size_bytes'] / mb:.2f} MB"],
         ["Params size", f"{t['params_size_bytes'] / mb:.2f} MB"],
         ["Estimated total size", f"{t['total_size_bytes'] / mb:.2f} MB"],
     ]
-    log.debug("Summary: %s params, %.2f G mult-adds", f"{t['total_params']:,}", t["total_mult_adds"] / 1e9)
+    line = f"{t['total_params']:,} params, {t['mult_adds_per_image'] / 1e9:.2f} G mult-adds per image"
+    if t["batch_size"] > 1:
+        line += f" ({t['mult_adds_per_batch'] / 1e9:.2f} G per batch of {t['batch_size']})"
+    log.debug("Summary: %s", line)
     return StageResult(
         stage="summary",
-        summary=f"{t['total_params']:,} params, {t['total_mult_adds'] / 1e9:.2f} G mult-adds",
-        tables=[Table("Totals (torchinfo)", ["", ""], rows, kv=True)],
+        summary=line,
+        tables=[Table("Totals", ["", ""], rows, kv=True)],
         texts=[
             Text("torchinfo table (summary/summary.txt)", data["table"], tag="summary/torchinfo"),
             Text("print(model) (summary/modules.txt)", data["modules"]),
@@ -185,7 +265,7 @@ def render(ctx: Any, data: dict[str, Any]) -> StageResult:
         ],
         scalars=[
             Scalar("summary/total_params", float(t["total_params"]), key=True),
-            Scalar("summary/total_mult_adds", float(t["total_mult_adds"]), key=True),
+            Scalar("summary/mult_adds_per_image", float(t["mult_adds_per_image"]), key=True),
         ],
         files=[f"summary/{n}" for n in ("summary.txt", "summary.json", "layers.txt", "modules.txt")],
         data=data,

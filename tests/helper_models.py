@@ -44,3 +44,18 @@ class FaultyNet(ShapesNet):
                 raise KeyboardInterrupt
             return out * float("nan")
         return out
+
+
+class FlatNet(nn.Module):
+    """A CNN without submodules: parameters only, every layer computed in ``forward`` (no layer to name)."""
+
+    def __init__(
+        self, name: str = "flat", weights: Any = None, num_classes: int | None = 3, **_: Any
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Parameter(torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(0)))
+        self.head = nn.Parameter(torch.randn(num_classes or 3, 4, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, classes)."""
+        return torch.relu(nn.functional.conv2d(x, self.conv, padding=1)).mean((2, 3)) @ self.head.t()

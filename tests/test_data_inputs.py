@@ -115,10 +115,18 @@ def test_find_images_glob_file_and_their_errors(tmp_path: Path) -> None:
     (tmp_path / "empty" / "a.txt").write_text("x")
     with pytest.raises(ConfigError) as e:
         im.find_images(str(tmp_path / "empty"))
-    assert str(e.value) == (
-        f"input.path folder '{tmp_path / 'empty'}' holds no image; supported extensions: "
-        ".jpg, .jpeg, .png, .bmp, .gif, .tif, .tiff, .webp, .ppm, .pgm"
+    fix = (
+        "; give a folder of image files (.jpg, .jpeg, .png, .bmp, .gif, .tif, .tiff, .webp, .ppm, .pgm "
+        "or any other Pillow opens)"
     )
+    assert str(e.value) == (
+        f"input.path folder '{tmp_path / 'empty'}' holds no image: "
+        "1 file(s) skipped, not an image Pillow can open: a.txt" + fix
+    )
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(ConfigError) as e:
+        im.find_images(str(tmp_path / "bare"))
+    assert str(e.value) == f"input.path folder '{tmp_path / 'bare'}' holds no image (it holds no file)" + fix
     missing = str(tmp_path / "x" / "a2.png")
     with pytest.raises(ConfigError) as e:
         im.find_images(missing)
@@ -889,7 +897,8 @@ def test_split_samples_and_scan_messages(tmp_path: Path) -> None:
     from vizpipe.pipeline.inputs.folders import scan, split_samples
 
     write_classes(tmp_path / "flat", {"b": 2, "a": 1})
-    classes, samples = scan(tmp_path / "flat")
+    classes, samples, skipped = scan(tmp_path / "flat")
+    assert skipped == []
     assert classes == ["a", "b"]
     assert [(Path(p).relative_to(tmp_path / "flat").as_posix(), c) for p, c in samples] == [
         ("a/00.png", 0),
@@ -906,7 +915,7 @@ def test_split_samples_and_scan_messages(tmp_path: Path) -> None:
     root = tmp_path / "tv"
     write_classes(root / "train", {"a": 10, "b": 10})
     write_classes(root / "val", {"a": 1, "b": 2})
-    classes, splits = split_samples(root, 0.3, 0.2)
+    classes, splits, _ = split_samples(root, 0.3, 0.2)
     assert classes == ["a", "b"] and len(splits["val"]) == 3 and all("/val/" in p for p, _ in splits["val"])
     assert len(splits["test"]) == 4 and len(splits["train"]) == 16
     write_classes(root / "test", {"a": 1, "c": 1})
@@ -916,7 +925,7 @@ def test_split_samples_and_scan_messages(tmp_path: Path) -> None:
         f"input.root '{root}': test/ has classes ['a', 'c'] but train/ has ['a', 'b']; "
         "every split folder needs the same class folders"
     )
-    classes, flat = split_samples(tmp_path / "flat", 0.4, 0.4)
+    classes, flat, _ = split_samples(tmp_path / "flat", 0.4, 0.4)
     assert sorted(flat) == ["test", "train", "val"] and sum(len(v) for v in flat.values()) == 3
 
 

@@ -579,7 +579,7 @@ def test_make_optimizer_and_scheduler_fill_the_run_s_numbers() -> None:
     with pytest.raises(ConfigError) as e:
         make_optimizer(net, settings(optimizer={"_target_": "torch.optim.SGD", "lr": 1}))
     assert str(e.value).startswith("train.optimizer.lr is set by the train stage; remove it")
-    with pytest.raises(ConfigError, match=r"^Could not build train.optimizer 'torch.optim.NoSuchOpt': "):
+    with pytest.raises(ConfigError, match=r"^Unknown train.optimizer _target_ 'torch.optim.NoSuchOpt'; "):
         make_optimizer(net, settings(optimizer={"_target_": "torch.optim.NoSuchOpt"}))
     frozen = torch.nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ConfigError) as e:
@@ -596,17 +596,17 @@ def test_make_plan_resolves_and_refuses(tmp_path: Path) -> None:
     from vizpipe.pipeline.factory import build_context
     from vizpipe.stages.train.plan import make_plan
 
-    ctx = build_context(compose_config([*TINY, "model.num_classes=4"]), tmp_path / "a")
-    with pytest.raises(ConfigError) as e:
+    ctx = build_context(compose_config([*TINY, "model.num_classes=8"]), tmp_path / "a")
+    with pytest.raises(ConfigError) as e:  # fewer outputs than classes: refused by the build already
         make_plan(ctx, settings())
     assert str(e.value) == (
-        "shapes_net has 4 outputs but input=shapes has 6 classes (circle, square, triangle, cross, star, "
+        "shapes_net has 8 outputs but input=shapes has 6 classes (circle, square, triangle, cross, star, "
         "ring); the train stage needs one output per class: set model.num_classes=6"
     )
-    ctx.inputs.classes = [f"c{i}" for i in range(7)]
+    ctx.inputs.classes = [f"c{i}" for i in range(9)]
     with pytest.raises(ConfigError) as e:
         make_plan(ctx, settings())
-    assert "has 7 classes (c0, c1, c2, c3, c4, c5, ...); the train" in str(e.value)
+    assert "has 9 classes (c0, c1, c2, c3, c4, c5, ...); the train" in str(e.value)
     ctx = build_context(compose_config([*TINY, "model.output=probabilities"]), tmp_path / "b")
     with pytest.raises(ConfigError) as e:
         make_plan(ctx, settings())
@@ -629,7 +629,8 @@ def test_make_plan_resolves_and_refuses(tmp_path: Path) -> None:
     blocks = make_plan(ctx, settings(cam_images=1, cam_layer="blocks"))
     assert [x.name for x in blocks.layers] == ["conv1", "conv2", "conv3"]  # the model's blocks
     with pytest.raises(
-        ConfigError, match=r"^Could not build train.scheduler 'torch.optim.lr_scheduler.NoSuchLR'"
+        ConfigError,
+        match=r"^Unknown train.scheduler _target_ 'torch.optim.lr_scheduler.NoSuchLR'; did you mean",
     ):
         make_plan(ctx, settings(scheduler={"_target_": "torch.optim.lr_scheduler.NoSuchLR"}))
     ctx.inputs.kind = "photo"

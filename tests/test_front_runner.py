@@ -240,6 +240,12 @@ def test_provenance(tmp_path):
         SimpleNamespace(inputs=SimpleNamespace(files=[])), OmegaConf.create({"model": {"checkpoint": None}})
     )
     assert got == {"inputs": [], "checkpoint": None}
+    skipped = [SimpleNamespace(path="a.txt", why="not an image Pillow can open")]
+    got = r._provenance(
+        SimpleNamespace(inputs=SimpleNamespace(files=[], skipped=skipped)),
+        OmegaConf.create({"model": {"checkpoint": None}}),
+    )
+    assert got["skipped"] == [{"path": "a.txt", "why": "not an image Pillow can open"}]
 
 
 # ------------------------------------------------------------------ run_pipeline

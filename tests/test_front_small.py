@@ -176,7 +176,7 @@ def test_unknown_choice_exact():
     msg = str(unknown_choice("stage", "CAM", ["summary", "camera_things"]))
     assert "did you mean 'camera_things'?" in msg
     assert isinstance(unknown_choice("x", "y", []), ConfigError)
-    assert str(unknown_choice("x", "y", [])) == "Unknown x 'y'. Valid choices (closest first): "
+    assert str(unknown_choice("x", "y", [])) == "Unknown x 'y': there is no x to choose from"
 
 
 # ------------------------------------------------------------------ cli

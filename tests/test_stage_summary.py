@@ -48,12 +48,18 @@ def test_collect_totals_rows_and_catalog(ctx):
         "trainable_params": 352,
         "non_trainable_params": 3,
         "total_mult_adds": int(ref.total_mult_adds),
+        "batch_size": 2,
+        "mult_adds_per_image": 3 * 9 * 4 * 64 + 4 * 9 * 6 * 64 + 6 * 3,  # c1, c2 (8×8 outputs), fc: 20,754
+        "mult_adds_per_batch": 2 * 20_754,
+        "mult_adds_counted_by": "torch.utils.flop_counter: convolutions, matrix products and attention",
         "input_size_bytes": int(ref.total_input),
         "params_size_bytes": int(ref.total_param_bytes),
         "forward_backward_size_bytes": int(ref.total_output_bytes),
         "total_size_bytes": int(ref.total_input + ref.total_param_bytes + ref.total_output_bytes),
     }
-    assert t["total_mult_adds"] > 0
+    assert t["total_mult_adds"] == t["mult_adds_per_batch"] + 2 * (
+        4 * 64 + 6 * 64 + 3
+    )  # torchinfo adds biases
     assert data["model"] == "tiny" and data["input_shape"] == [2, 3, 8, 8]
     assert data["layers"] == [
         {
@@ -172,17 +178,17 @@ def test_mode_same_eval_train_and_restored(tmp_path):
     ctx.probe()
     model.modes.clear()
     collect(ctx, SummaryConfig(mode=SummaryMode.same))
-    assert model.modes == [False]
+    assert model.modes == [False, False]  # torchinfo's pass, then the mult-adds count in the model's mode
     model.modes.clear()
     collect(ctx, SummaryConfig(mode=SummaryMode("train")))
-    assert model.modes == [True] and model.training is False
+    assert model.modes == [True, False] and model.training is False
     model.train()
     model.modes.clear()
     collect(ctx, SummaryConfig(mode=SummaryMode.same))
-    assert model.modes == [True]
+    assert model.modes == [True, True]
     model.modes.clear()
     collect(ctx, SummaryConfig(mode=SummaryMode("eval")))
-    assert model.modes == [False] and model.training is True
+    assert model.modes == [False, True] and model.training is True
     bn = BN()
     ctx = hand_context(bn, tmp_path / "b", (2, 3, 4, 4))
     before = bn.bn.running_mean.clone()
@@ -233,6 +239,10 @@ def test_render_files_rows_and_record(ctx):
             "trainable_params": 1234000,
             "non_trainable_params": 567,
             "total_mult_adds": 2_500_000_000,
+            "batch_size": 2,
+            "mult_adds_per_image": 1_500_000_000,
+            "mult_adds_per_batch": 3_000_000_000,  # torchinfo's 2.5 G is below 90% of it: shown
+            "mult_adds_counted_by": "COUNTER",
             "input_size_bytes": 1_500_000,
             "params_size_bytes": 4_940_000,
             "forward_backward_size_bytes": 12_345_678,
@@ -251,15 +261,21 @@ def test_render_files_rows_and_record(ctx):
     assert json.loads((out / "summary.json").read_text()) == {
         k: data[k] for k in ("model", "input_shape", "totals", "layers")
     }
-    assert res.summary == "1,234,567 params, 2.50 G mult-adds"
+    assert res.summary == "1,234,567 params, 1.50 G mult-adds per image (3.00 G per batch of 2)"
     table = res.tables[0]
-    assert (table.title, table.columns, table.kv) == ("Totals (torchinfo)", ["", ""], True)
+    assert (table.title, table.columns, table.kv) == ("Totals", ["", ""], True)
     assert table.rows == [
         ["Input shape", "2×3×8×8"],
         ["Total params", "1,234,567"],
         ["Trainable params", "1,234,000"],
         ["Non-trainable params", "567"],
-        ["Total mult-adds", "2.500 G"],
+        ["Mult-adds per image", "1.500 G"],
+        ["Mult-adds per batch of 2", "3.000 G"],
+        ["Mult-adds counted by", "COUNTER"],
+        [
+            "torchinfo's count (summary.txt)",
+            "2.500 G per batch of 2: layers with weights only (attention's matrix products not counted)",
+        ],
         ["Input size", "1.50 MB"],
         ["Forward/backward pass size", "12.35 MB"],
         ["Params size", "4.94 MB"],
@@ -272,7 +288,7 @@ def test_render_files_rows_and_record(ctx):
     ]
     assert [(s.name, s.value, s.key) for s in res.scalars] == [
         ("summary/total_params", 1234567.0, True),
-        ("summary/total_mult_adds", 2.5e9, True),
+        ("summary/mult_adds_per_image", 1.5e9, True),
     ]
     assert res.files == [
         "summary/summary.txt",
@@ -290,7 +306,7 @@ def test_stage_run_on_a_shared_module(tmp_path):
     text = (ctx.output_dir / "summary" / "layers.txt").read_text()
     assert "act     ReLU" + " " * 22 + "1x4x8x8 (2 calls)\n" in text
     assert text.endswith("unused  Conv2d" + " " * 20 + "- (not called)\n")
-    assert res.summary == "367 params, 0.00 G mult-adds"  # 355 + the unused 1×1 conv's 12
+    assert res.summary == "367 params, 0.00 G mult-adds per image"  # 355 + the unused 1×1 conv's 12
 
 
 def test_root_cause_follows_causes_and_unsuppressed_contexts():

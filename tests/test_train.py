@@ -217,7 +217,7 @@ def test_rules_fail_before_training(tmp_path: Path) -> None:
     res = train_run(tmp_path / "b", "train.cam_layer=conv9")
     assert "Unknown layer 'conv9'" in res.error and "train.cam_layer takes auto" in res.error
     res = train_run(tmp_path / "c", "train.scheduler={_target_:torch.optim.lr_scheduler.NoSuchLR}")
-    assert "Could not build train.scheduler 'torch.optim.lr_scheduler.NoSuchLR'" in res.error
+    assert "Unknown train.scheduler _target_ 'torch.optim.lr_scheduler.NoSuchLR'; did you mean" in res.error
     assert not (tmp_path / "c/train").exists()  # failed in validate: nothing ran
 
 

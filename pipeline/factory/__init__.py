@@ -89,8 +89,16 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
         blocks_config=cfg.model.get("blocks"),
         output_kind=str(getattr(output, "value", output)),
     )
-    if categories is None and inputs.classes:
-        _data_set_categories(ctx, inputs.classes)
+    if inputs.classes:
+        _check_outputs_cover_classes(ctx, inputs.classes)
+        if categories is None:
+            _data_set_categories(ctx, inputs.classes)
+    if inputs.skipped:
+        from vizpipe.pipeline.inputs.scan import describe
+
+        key = "root" if inputs.classes else "path"
+        where = f"input.{key} '{cfg.input.get(key)}'"
+        ctx.warn(f"{where}: {describe(inputs.skipped)} (all listed in manifest.json: provenance.skipped)")
     for i, why in inputs.invalid.items():
         ctx.warn(
             f"Input {inputs.names[i]} ({inputs.sources[i]}) has {why}: its predictions and maps are invalid"
@@ -120,6 +128,24 @@ def _on_device(model: Any, device: Any) -> Any:
             f"first (model.to('{device}')) or leave device unset (vizpipe.inspect uses the model's device)"
         )
     return model
+
+
+def _check_outputs_cover_classes(ctx: Any, classes: list[str]) -> None:
+    """A labelled data set needs an output for each of its classes, whatever the stages.
+
+    With fewer outputs, the labels from ``num_classes`` up could never be predicted, the class
+    names could not be used, and an accuracy would count those images as wrong: refused (even for
+    stages that read no label, so that the rule has one home; to look at the images without
+    their labels, use ``input=image``).
+    """
+    if ctx.num_classes >= len(classes):
+        return
+    shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+    raise ConfigError(
+        f"{ctx.model_name} has {ctx.num_classes} outputs but input={ctx.inputs.kind} has {len(classes)} "
+        f"classes ({shown}): labels {ctx.num_classes}..{len(classes) - 1} could never be predicted; "
+        f"set model.num_classes={len(classes)} (or use input=image to look at the images without labels)"
+    )
 
 
 def _data_set_categories(ctx: Any, classes: list[str]) -> None:

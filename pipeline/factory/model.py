@@ -62,12 +62,10 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     log.debug("Loading checkpoint <%s>", p)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, KeyError, ...
         raise ConfigError(
-            f"Refused to load checkpoint '{path}': it is not a plain tensor state_dict "
-            f"(torch.load(weights_only=True) rejected it: {first}). Save it with "
-            "torch.save(model.state_dict(), path)"
+            f"Checkpoint '{path}' is {describe_file(p)}; model.checkpoint takes a state_dict saved "
+            "with torch.save(model.state_dict(), path), read without running any code in the file"
         ) from exc
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("state_dict", "model", "model_state_dict"):
@@ -104,6 +102,81 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
             f"Checkpoint '{path}' has tensors of the wrong shape (checkpoint vs model): {'; '.join(bad[:5])}"
         )
     model.load_state_dict(obj, strict=True)
+
+
+#: leading bytes of files people mistake for a checkpoint, and what they are
+MAGIC = (
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (e.g. a Keras model)"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x08", "a protobuf or ONNX file"),
+)
+
+
+def describe_file(path: Path) -> str:
+    """What a file that ``torch.load(weights_only=True)`` refused is, read without running it.
+
+    A PyTorch zip or a pickle is inspected with ``pickletools`` (opcodes only, nothing executed)
+    for the classes it would build; else the first bytes tell text, an image, NumPy, HDF5, ...
+    """
+    import zipfile
+
+    head = path.read_bytes()[:4096] if path.stat().st_size else b""
+    if not head:
+        return "an empty file"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                pkl = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if pkl is None:
+                    return "a zip archive, not one torch.save wrote"
+                return _pickled(z.read(pkl), "a PyTorch file")
+        except (zipfile.BadZipFile, OSError):
+            return "a damaged zip archive (a truncated PyTorch file?)"
+    if head.startswith(b"PK\x03\x04"):
+        return "a damaged zip archive (a PyTorch file cut short?)"
+    if head[:1] == b"\x80":
+        return _pickled(path.read_bytes(), "a pickle")
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            return what
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a PyTorch file (binary data starting {head[:8].hex(' ')})"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"a text file (it starts with '{first[:60]}'), not a PyTorch file"
+
+
+def _pickled(data: bytes, kind: str) -> str:
+    """``kind`` and the classes its pickle would build (what weights_only refused), opcodes only."""
+    import pickletools
+
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                strings.append(str(arg))
+            elif op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # noqa: BLE001 - truncated or not a pickle: what was read is enough
+        if not names:
+            return f"{kind} that cannot be read (truncated or damaged)"
+    plain = ("torch._utils.", "torch._tensor.", "collections.OrderedDict", "builtins.", "__builtin__.")
+
+    def rebuilds_tensors(n: str) -> bool:  # what a state_dict's pickle names (torch.FloatStorage, ...)
+        return n.startswith(plain) or (n.startswith("torch.") and n.count(".") == 1)
+
+    odd = [n for n in dict.fromkeys(names) if not rebuilds_tensors(n)]
+    if odd:
+        shown = ", ".join(odd[:3]) + (", ..." if len(odd) > 3 else "")
+        return f"{kind} holding pickled Python objects ({shown}), not a state_dict of tensors"
+    return f"{kind} that torch.load(weights_only=True) cannot read"
 
 
 def load_categories(value: Any) -> list[str] | None:

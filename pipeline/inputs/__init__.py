@@ -81,6 +81,7 @@ class Inputs:
     kind: str = ""
     classes: list[str] | None = None  # label names of the data set (ImageFolder folders, ...)
     invalid: dict[int, str] = field(default_factory=dict)  # index -> why the item is not finite
+    skipped: list[Any] = field(default_factory=list)  # files found but not used (``scan.Skipped``)
     split: str | None = None  # train | val | test for data sets with splits, else None
     _first: Batch | None = field(default=None, repr=False)
     # how it was built: (input config, weights, seed, model), for ``build_split``

@@ -9,8 +9,11 @@
   folders: a split without its folder is drawn from ``train/`` the same way.
 
 The draw is fixed (it does not depend on ``seed``), so runs with different seeds hold out the
-same images. torchvision's ``ImageFolder`` finds the classes (sorted folder names) and the files;
-vizpipe reads and preprocesses them like ``input=image`` (any mode to RGB, resize, centre crop).
+same images. torchvision finds the classes (``find_classes``: the sorted folder names); the files
+of each class are found, read and preprocessed as for ``input=image`` (``scan.py``: any image
+Pillow opens, each file once; ``images.py``: any mode to RGB, EXIF orientation applied, resize,
+centre crop). Note: torchvision's ``ImageFolder`` with its default loader takes nine extensions
+only and ignores EXIF orientation, so a model trained through it saw rotated photos as stored.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import numpy as np
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.inputs import SPLITS, Reindexed, builder, select, split_name
 from vizpipe.pipeline.inputs.images import ImageFiles, preprocessing
-from vizpipe.pipeline.names import unique_slugs
+from vizpipe.pipeline.inputs.scan import Skipped, scan_folder
+from vizpipe.pipeline.names import input_names
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +35,37 @@ Sample = tuple[str, int]  # (file path, class index), as ImageFolder lists them
 DRAW_SEED = 0  # the fixed draw of held-out images (independent of the run's seed)
 
 
-def scan(folder: Path) -> tuple[list[str], list[Sample]]:
-    """(classes, samples) of one folder of class folders, through torchvision's ``ImageFolder``."""
-    from torchvision.datasets import ImageFolder
+def scan(folder: Path) -> tuple[list[str], list[Sample], list[Skipped]]:
+    """(classes, samples, skipped files) of one folder of class folders.
 
+    torchvision finds the classes (``find_classes``: the sorted sub-folders); each class folder's
+    files are found as for ``input=image`` (``vizpipe.pipeline.inputs.scan``): every image Pillow
+    opens in any case of extension, links followed once, others skipped and said (torchvision's
+    ``ImageFolder`` takes nine lower-case-insensitive extensions and follows a link loop ~40 deep).
+    """
+    from torchvision.datasets.folder import find_classes
+
+    hint = "give a folder with one sub-folder of images per class, e.g. root/cat/1.jpg, root/dog/2.png"
     try:
-        found = ImageFolder(str(folder))
-    except FileNotFoundError as exc:  # no class folder, or no image in any of them
+        classes, to_index = find_classes(str(folder))
+    except FileNotFoundError as exc:  # no class folder
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"input.root '{folder}' is not an image folder data set ({first}); {hint}") from exc
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    empty = []
+    for name in classes:
+        found = scan_folder(folder / name)
+        samples += [(str(p), to_index[name]) for p in found.files]
+        skipped += found.skipped
+        if not found.files:
+            empty.append(name)
+    if empty:
         raise ConfigError(
-            f"input.root '{folder}' is not an image folder data set ({first}); give a folder with one "
-            "sub-folder of images per class, e.g. root/cat/1.jpg, root/dog/2.png"
-        ) from exc
-    return list(found.classes), [(str(p), int(c)) for p, c in found.samples]
+            f"input.root '{folder}' is not an image folder data set (no image in the class folder(s) "
+            f"{', '.join(empty)}); {hint}"
+        )
+    return list(classes), samples, skipped
 
 
 def draw(samples: list[Sample], fractions: dict[str, float]) -> dict[str, list[Sample]]:
@@ -72,24 +94,25 @@ def draw(samples: list[Sample], fractions: dict[str, float]) -> dict[str, list[S
 
 def split_samples(
     root: Path, val_fraction: float, test_fraction: float
-) -> tuple[list[str], dict[str, list[Sample]]]:
-    """(classes, samples of each split) of ``root`` (see the module docstring)."""
+) -> tuple[list[str], dict[str, list[Sample]], list[Skipped]]:
+    """(classes, samples of each split, skipped files) of ``root`` (see the module docstring)."""
     fractions = {"test": test_fraction, "val": val_fraction}
     if not (root / "train").is_dir():
-        classes, pool = scan(root)
-        return classes, draw(pool, fractions)
-    classes, pool = scan(root / "train")
+        classes, pool, skipped = scan(root)
+        return classes, draw(pool, fractions), skipped
+    classes, pool, skipped = scan(root / "train")
     given: dict[str, list[Sample]] = {}
     for split in ("val", "test"):
         if (root / split).is_dir():
-            theirs, given[split] = scan(root / split)
+            theirs, given[split], more = scan(root / split)
+            skipped += more
             if theirs != classes:
                 raise ConfigError(
                     f"input.root '{root}': {split}/ has classes {theirs} but train/ has {classes}; "
                     "every split folder needs the same class folders"
                 )
     drawn = draw(pool, {s: f for s, f in fractions.items() if s not in given})
-    return classes, {**drawn, **given}
+    return classes, {**drawn, **given}, skipped
 
 
 @builder("imagefolder", splits=True)
@@ -97,7 +120,9 @@ def imagefolder(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[
     """The ``input.split`` split of the image folder data set in ``input.root``."""
     split = split_name(input_cfg)
     root = Path(str(input_cfg.root)).expanduser()
-    classes, splits = split_samples(root, float(input_cfg.val_fraction), float(input_cfg.test_fraction))
+    classes, splits, skipped = split_samples(
+        root, float(input_cfg.val_fraction), float(input_cfg.test_fraction)
+    )
     samples = splits[split]
     if not samples:
         sizes = ", ".join(f"{s} {len(splits[s])}" for s in SPLITS)
@@ -113,7 +138,7 @@ def imagefolder(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[
     prep = preprocessing(input_cfg, weights)
     files = [Path(p) for p, _ in samples]
     labels = [c for _, c in samples]
-    names = unique_slugs(
+    names = input_names(
         [f"{classes[c]}_{f.stem}" for f, c in zip(files, labels, strict=True)], ids=[str(f) for f in files]
     )
     positions = select(len(files), input_cfg, f"{split} images")
@@ -125,4 +150,5 @@ def imagefolder(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[
         "std": list(prep["std"]),
         "files": [files[i] for i in positions],
         "classes": classes,
+        "skipped": skipped,
     }

@@ -1,20 +1,23 @@
-"""Image files: find them, read any format as RGB, preprocess like torchvision's presets."""
+"""Image files: read any format as RGB (turned as its EXIF orientation says), preprocess like
+torchvision's presets. Which files are images: ``vizpipe.pipeline.inputs.scan``."""
 
 from __future__ import annotations
 
-import glob
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vizpipe.pipeline.errors import ConfigError, VizpipeError, closest_first
+from vizpipe.pipeline.errors import ConfigError, VizpipeError
+from vizpipe.pipeline.inputs.scan import find_images
+
+__all__ = ["ImageFiles", "bundled_photo", "find_images", "load_rgb", "preprocess", "preprocessing"]
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+EXIF_ORIENTATION = 0x0112  # PIL.ExifTags.Base.Orientation: 1 = upright, 2..8 = mirrored and/or turned
 
 
 def bundled_photo() -> Path:
@@ -39,45 +42,21 @@ def bundled_photo() -> Path:
     return path
 
 
-def find_images(spec: str) -> list[Path]:
-    """Image files named by a file, a folder (recursively) or a glob, sorted by path."""
-    p = Path(spec).expanduser()
-    if any(ch in spec for ch in "*?["):
-        files = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
-        if not files:
-            raise ConfigError(
-                f"input.path glob '{spec}' matched no file; check the pattern (quote it in the shell)"
-            )
-        return files
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise ConfigError(
-                f"input.path folder '{spec}' holds no image; "
-                f"supported extensions: {', '.join(IMAGE_EXTENSIONS)}"
-            )
-        return files
-    if p.is_file():
-        return [p]
-    parent = p.parent if str(p.parent) else Path(".")
-    near: list[str] = []
-    if parent.is_dir():
-        near = closest_first(
-            p.name, sorted(f.name for f in parent.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
-        )[:3]
-    hint = f"; did you mean {', '.join(repr(str(parent / n)) for n in near)}?" if near else "."
-    raise ConfigError(
-        f"input.path '{spec}' does not exist{hint} Give an image file, a folder of images or a glob"
-    )
-
-
 def load_rgb(path: Path) -> np.ndarray:
-    """Read any image as (H, W, 3) uint8 RGB: grayscale, RGBA, palette and 16-bit converted."""
-    from PIL import Image, UnidentifiedImageError
+    """Read any image as (H, W, 3) uint8 RGB: grayscale, RGBA, palette and 16-bit converted.
+
+    A photo's EXIF orientation is applied (``PIL.ImageOps.exif_transpose``), so the image is
+    upright as viewers show it. (torchvision's ``ImageFolder`` loader, ``pil_loader``, does not:
+    a model trained through it saw such photos as stored.)
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as opened:
+            opened.load()
+            im = opened
+            if opened.getexif().get(EXIF_ORIENTATION, 1) != 1:  # stored rotated or mirrored
+                im = ImageOps.exif_transpose(opened)
             return rgb_array(im)
     except UnidentifiedImageError as exc:
         raise ConfigError(

@@ -27,8 +27,8 @@ import torch
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.inputs import Reindexed, builder, select
 from vizpipe.pipeline.inputs.images import load_rgb, preprocess, preprocessing, rgb_array
-from vizpipe.pipeline.inputs.sources import _check_channels, _tensor_fields, drawable
-from vizpipe.pipeline.names import unique_slugs
+from vizpipe.pipeline.inputs.sources import _check_channels, _tensor_fields, drawable, pixel_stats, pixels
+from vizpipe.pipeline.names import input_names
 
 __all__ = ["ACCEPTED", "annotate", "objects"]
 
@@ -52,7 +52,7 @@ def objects(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str,
     if isinstance(given, np.ndarray) and given.ndim == 4:
         given = torch.from_numpy(given)
     if isinstance(given, torch.Tensor):
-        return _tensor(given, input_cfg, model)
+        return _tensor(given, input_cfg, model, weights=weights)
     if isinstance(given, str | Path):
         from vizpipe.pipeline.inputs.images import find_images
 
@@ -75,19 +75,25 @@ def _is_image(value: Any) -> bool:
     return hasattr(value, "mode") and hasattr(value, "size") and hasattr(value, "convert")  # a PIL image
 
 
-def _tensor(x: torch.Tensor, input_cfg: Any, model: Any, labels: list[int] | None = None) -> dict[str, Any]:
-    """An in-memory tensor, exactly as ``input=tensor`` reads a tensor file."""
+def _tensor(
+    x: torch.Tensor, input_cfg: Any, model: Any, labels: list[int] | None = None, weights: Any = None
+) -> dict[str, Any]:
+    """An in-memory tensor, exactly as ``input=tensor`` reads a tensor file (integer pixels too)."""
     x = x.detach().cpu()
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4:
         raise ConfigError(f"input tensor has shape {tuple(x.shape)} (rank {x.ndim}); give N×C×H×W or C×H×W")
+    normalized, stats = bool(input_cfg.normalized), None
+    if not (x.is_floating_point() or x.is_complex()):
+        stats = pixel_stats(input_cfg, weights, int(x.shape[1]))
+        x, normalized = pixels(x, "input tensor", *stats), True
     x = x.float()
     _check_channels(x, input_cfg, model, "")
     n = int(x.shape[0])
-    names = unique_slugs([f"{TENSOR_STEM}_{i}" for i in range(n)] if n > 1 else [TENSOR_STEM])
+    names = input_names([f"{TENSOR_STEM}_{i}" for i in range(n)] if n > 1 else [TENSOR_STEM])
     sources = [f"tensor[{i}]" for i in range(n)]
-    return _tensor_fields(x, names, sources, input_cfg, bool(input_cfg.normalized), labels)
+    return _tensor_fields(x, names, sources, input_cfg, normalized, labels, stats=stats)
 
 
 class ImageItems:
@@ -130,7 +136,7 @@ def _image_list(given: list[Any], input_cfg: Any, weights: Any) -> dict[str, Any
                 f"input {i} is a {type(value).__name__}; a list of inputs holds PIL images or image paths"
             )
     prep = preprocessing(input_cfg, weights)
-    names = unique_slugs(stems, ids=sources)
+    names = input_names(stems, ids=sources)
     positions = select(len(items), input_cfg)
     return {
         "dataset": Reindexed(ImageItems(items, prep), positions),
@@ -155,15 +161,19 @@ class DatasetItems:
         item = self.dataset[i]
         image, label = (item[0], item[1]) if isinstance(item, tuple | list) and len(item) >= 2 else (item, -1)
         if isinstance(image, torch.Tensor):
-            x = image.detach().float().cpu()
+            x = image.detach().cpu()
             if x.ndim != 3:
                 raise ConfigError(
                     f"data set item {i} holds a tensor of shape {tuple(x.shape)}; expected C×H×W"
                 )
-            rgb = drawable(x[None], self.prep["mean"], self.prep["std"], self.normalized)[0]
+            normalized = self.normalized
+            if not (x.is_floating_point() or x.is_complex()):  # integer pixels, as input=tensor reads them
+                x, normalized = pixels(x, f"data set item {i}", self.prep["mean"], self.prep["std"]), True
+            x = x.float()
+            rgb = drawable(x[None], self.prep["mean"], self.prep["std"], normalized)[0]
         else:
-            pixels = rgb_array(image) if _is_image(image) else np.asarray(image, dtype=np.uint8)
-            x, rgb = preprocess(pixels, self.prep)
+            decoded = rgb_array(image) if _is_image(image) else np.asarray(image, dtype=np.uint8)
+            x, rgb = preprocess(decoded, self.prep)
         return {"x": x, "rgb": rgb, "index": i, "label": _label(label)}
 
 

@@ -15,10 +15,10 @@ from vizpipe.pipeline.inputs.images import (
     IMAGENET_STD,
     ImageFiles,
     bundled_photo,
-    find_images,
     preprocessing,
 )
-from vizpipe.pipeline.names import unique_slugs
+from vizpipe.pipeline.inputs.scan import scan_images
+from vizpipe.pipeline.names import input_names
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def drawable(x: torch.Tensor, mean: list[float], std: list[float], normalized: b
 
 def _files_fields(files: list[Path], input_cfg: Any, weights: Any) -> dict[str, Any]:
     prep = preprocessing(input_cfg, weights)
-    names = unique_slugs([f.stem for f in files], ids=[str(f) for f in files])
+    names = input_names([f.stem for f in files], ids=[str(f) for f in files])
     positions = select(len(files), input_cfg)
     chosen = [files[i] for i in positions]
     return {
@@ -91,7 +91,8 @@ def photo(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, A
 @builder("image")
 def images(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, Any]:
     """Image files: ``input.path`` is a file, a folder (searched recursively) or a glob."""
-    return _files_fields(find_images(str(input_cfg.path)), input_cfg, weights)
+    scan = scan_images(str(input_cfg.path))
+    return {**_files_fields(scan.files, input_cfg, weights), "skipped": scan.skipped}
 
 
 def _check_channels(x: torch.Tensor, input_cfg: Any, model: Any, where: str) -> None:
@@ -119,9 +120,13 @@ def _tensor_fields(
     input_cfg: Any,
     normalized: bool,
     labels: list[int] | None = None,
+    stats: list[list[float]] | None = None,
 ) -> dict[str, Any]:
+    """``stats``: the (mean, std) ``x`` was normalised with, else ``input.mean``/``std`` or ImageNet's."""
     mean = [float(v) for v in input_cfg.mean] if input_cfg.mean is not None else IMAGENET_MEAN
     std = [float(v) for v in input_cfg.std] if input_cfg.std is not None else IMAGENET_STD
+    if stats:
+        mean, std = stats
     positions = select(int(x.shape[0]), input_cfg, "tensor items")
     x = x[positions]
     invalid = {
@@ -136,6 +141,29 @@ def _tensor_fields(
         "std": std,
         "invalid": invalid,
     }
+
+
+def pixels(x: torch.Tensor, what: str, mean: list[float], std: list[float]) -> torch.Tensor:
+    """An integer tensor (…, C, H, W) holds pixels 0..255 (torchvision.io's images are uint8):
+    scaled to [0, 1] and normalised with ``mean``/``std`` (one value each, or one per channel),
+    as image files are. Other integer values are refused: the model would see them raw."""
+    lo, hi = (int(x.min()), int(x.max())) if x.numel() else (0, 0)
+    if x.dtype == torch.bool or lo < 0 or hi > 255:
+        raise ConfigError(
+            f"{what} holds {str(x.dtype).replace('torch.', '')} values {lo}..{hi}: integer tensors are read "
+            "as pixels 0..255 only; save pixels as uint8, or a float tensor normalised as the model expects"
+        )
+    m, s = (torch.tensor(v, dtype=torch.float32) for v in (mean, std))
+    m, s = (v if v.numel() in (1, x.shape[-3]) else v[:1] for v in (m, s))  # one value: gray
+    return (x.float() / 255.0 - m.view(-1, 1, 1)) / s.view(-1, 1, 1)
+
+
+def pixel_stats(input_cfg: Any, weights: Any, channels: int) -> list[list[float]]:
+    """(mean, std) integer pixels are normalised with: ``input.*``, else the weights', else
+    ImageNet's; one value each for a one-channel input given three."""
+    prep = preprocessing(input_cfg, weights)
+    stats = [[float(v) for v in prep[k]] for k in ("mean", "std")]
+    return [v[:1] if len(v) not in (1, channels) else v for v in stats]
 
 
 @builder("tensor")
@@ -160,12 +188,17 @@ def tensor_file(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[
         raise ConfigError(
             f"input tensor '{p}' has shape {tuple(x.shape)} (rank {x.ndim}); expected rank 4: N×C×H×W"
         )
+    normalized, stats = bool(input_cfg.normalized), None
+    if not (x.is_floating_point() or x.is_complex()):
+        stats = pixel_stats(input_cfg, weights, int(x.shape[1]))
+        x, normalized = pixels(x, f"input tensor '{p}'", *stats), True
+        log.info("input tensor '%s' holds integer pixels: scaled to [0, 1], normalised with %s", p, stats)
     x = x.float()
     _check_channels(x, input_cfg, model, f" '{input_cfg.path}'")
     n = int(x.shape[0])
     stem = p.stem
-    names = unique_slugs([f"{stem}_{i}" for i in range(n)] if n > 1 else [stem])
-    fields = _tensor_fields(x, names, [f"{p}[{i}]" for i in range(n)], input_cfg, bool(input_cfg.normalized))
+    names = input_names([f"{stem}_{i}" for i in range(n)] if n > 1 else [stem])
+    fields = _tensor_fields(x, names, [f"{p}[{i}]" for i in range(n)], input_cfg, normalized, stats=stats)
     fields["files"] = [p]
     return fields
 
