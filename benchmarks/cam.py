@@ -105,9 +105,9 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
             """The maps in memory (the stage's writer swapped for one that keeps the arrays)."""
             arrays = []
 
-            def keep(batch, i, row, cam):
-                arrays.append(cam)
-                return row
+            def keep(part, maps, rows):
+                arrays.extend(maps)
+                return rows
 
             collect(ctx, settings, plan, keep)
             return arrays

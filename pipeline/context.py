@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
     from vizpipe.pipeline.inputs import Inputs
+    from vizpipe.pipeline.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class RunContext:
     blocks_config: str | None = None  # model.blocks as configured (None: found from the model)
     output_kind: str = "auto"  # model.output: auto | logits | probabilities
     nonfinite_params: list[str] = field(default_factory=list)  # parameters with NaN/inf
+    writers: int | None = None  # background writer threads (``writers``; None = auto): ``writer()``
     results: dict[str, Any] = field(default_factory=dict)  # stage name -> its StageResult
     warnings: list[str] = field(default_factory=list)  # shown in the manifest and report
     # the values each key of this job's sweep takes, e.g. {"cam.layer": ["layer1", "layer2"]}
@@ -68,6 +70,13 @@ class RunContext:
         path = self.output_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def writer(self, limit: int = 256) -> Writer:
+        """A background writer for a streamed stage's files (``vizpipe.pipeline.writer``): ``writers``
+        threads, at most ``limit`` files pending; use it as a context manager."""
+        from vizpipe.pipeline.writer import Writer
+
+        return Writer(self.writers, limit=limit, root=self.output_dir)
 
     def warn(self, message: str) -> None:
         """Log a warning and keep it for the manifest and report."""

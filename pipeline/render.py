@@ -41,6 +41,7 @@ __all__ = [
     "colorize",
     "colormap_levels",
     "colormap_lut",
+    "encode_png",
     "finite_range",
     "grid_columns",
     "minmax_scale",
@@ -249,17 +250,16 @@ def tile_grid(
     return canvas
 
 
-def save_png(
-    path: Path | str,
-    image: np.ndarray,
-    lut: np.ndarray | None = None,
-    compress_level: int = PNG_COMPRESS_LEVEL,
-) -> Path:
-    """Write a uint8 image as PNG with PIL; returns the path.
+def encode_png(
+    image: np.ndarray, lut: np.ndarray | None = None, compress_level: int = PNG_COMPRESS_LEVEL
+) -> bytes:
+    """A uint8 image as PNG bytes (PIL): the bytes ``save_png`` writes.
 
     ``image`` (H, W) with ``lut`` (256, 3): a palette PNG (``colormap_lut``); (H, W) alone:
-    grayscale; (H, W, 3): RGB.
+    grayscale; (H, W, 3): RGB. ``compress_level``: zlib's 0 (none, fastest) .. 9.
     """
+    import io
+
     from PIL import Image
 
     arr = np.ascontiguousarray(image)
@@ -272,6 +272,18 @@ def save_png(
         im.putpalette(np.ascontiguousarray(lut, dtype=np.uint8).tobytes(), rawmode="RGB")
     else:
         im = Image.fromarray(arr)
-    p = Path(path)
-    im.save(p, format="PNG", compress_level=int(compress_level))
-    return p
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG", compress_level=int(compress_level))
+    return buffer.getvalue()
+
+
+def save_png(
+    path: Path | str,
+    image: np.ndarray,
+    lut: np.ndarray | None = None,
+    compress_level: int = PNG_COMPRESS_LEVEL,
+) -> Path:
+    """Write a uint8 image as PNG (``encode_png``), atomically; returns the path."""
+    from vizpipe.pipeline.files import write_atomic
+
+    return write_atomic(path, encode_png(image, lut, compress_level))

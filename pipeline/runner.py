@@ -106,6 +106,9 @@ def check_config(cfg: DictConfig) -> list[str]:
     check_required_keys(cfg)
     check_targets(cfg)
     check_input(cfg.input)
+    writers = cfg.get("writers")
+    if writers is not None and int(writers) < 0:
+        raise ConfigError(f"writers must be >= 0 or null (auto), got {writers}")
     shared = shared_config(cfg)
     for name in names:
         get_stage(name).check_settings(settings_of(cfg, name), shared)

@@ -134,8 +134,10 @@ class InputConfig:
     limit: int | None = 32
     # Images per forward pass (a torch DataLoader streams the data set in batches).
     batch_size: int = 32
-    # DataLoader worker processes reading and preprocessing images (0 = in this process).
-    workers: int = 0
+    # DataLoader worker processes reading and preprocessing images while the model runs;
+    # null = auto (pipeline/inputs: none for a data set of one or two batches or one already in
+    # memory, else half the cores, 1..8); 0 = in this process.
+    workers: int | None = None
     # "I/N": only the I-th of N equal slices of the (limited) data set (0-based), e.g. 0/4.
     shard: str | None = None
     # Data sets with splits (shapes, imagefolder, cifar10): the split the visualisation stages
@@ -189,6 +191,10 @@ CORE_FIELDS: list[tuple[str, Any, Any]] = [
     ("deterministic", bool, False),
     # true = per-layer details on the console too (they always go to run.log).
     ("verbose", bool, False),
+    # Background threads that colour, encode and write the streamed stages' pictures and arrays
+    # while the model runs (pipeline/writer.py); null = auto (half the cores, 1..8); 0 = on the
+    # main thread, one file after another (same files, no overlap).
+    ("writers", int | None, None),
     ("model", ModelConfig, field(default_factory=ModelConfig)),
     ("device", DeviceConfig, field(default_factory=DeviceConfig)),
     ("input", InputConfig, field(default_factory=InputConfig)),

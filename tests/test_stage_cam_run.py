@@ -19,7 +19,8 @@ from vizpipe.pipeline.context import RunContext
 from vizpipe.pipeline.inputs import Inputs
 from vizpipe.stages.cam import CamConfig, CamStage
 from vizpipe.stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary, Prediction
-from vizpipe.stages.cam.render import SAMPLE_IMAGES, heatmap_rgb, result, summarize
+from vizpipe.stages.cam.draw import heatmap_rgb
+from vizpipe.stages.cam.render import SAMPLE_IMAGES, result, summarize
 
 BOXES = [(2.0, 2.0, 8.0, 8.0), (8.0, 0.0, 16.0, 6.0), (0.0, 10.0, 5.0, 16.0)]
 CATS = ["cat", "dog", "bird"]
@@ -444,14 +445,17 @@ def test_per_layer_maps_from_one_call_are_listed_class_by_class(tmp_path):
 def test_map_writer_clips_the_drawing_but_saves_the_raw_map(tmp_path):
     """The .npy keeps NaN/inf/out-of-range values; the pictures draw nan->0, inf->1, clipped to [0, 1]."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
+    from vizpipe.stages.cam import CamConfig
     from vizpipe.stages.cam.render import MapWriter
 
     ctx = boxed_context(tmp_path)
     batch = ctx.inputs.first()
     cam = np.linspace(-0.5, 1.5, 256, dtype=np.float32).reshape(16, 16)
     cam[0, 0], cam[0, 1], cam[0, 2] = np.nan, np.inf, -np.inf
-    row = CamMap("a+b", 1, "dog", 0.5, 1.0, "", "", "")
-    out = MapWriter(ctx, 0.75)(batch, 1, row, cam.astype(np.float64))
+    maps = np.stack([np.zeros_like(cam), cam]).astype(np.float64)
+    rows = [CamMap("a+b", 1, "dog", 0.5, 1.0, None, None, None) for _ in range(2)]
+    with ctx.writer() as writer:
+        out = MapWriter(ctx, CamConfig(image_weight=0.75), writer)(batch, maps, rows)[1]
     stem = "cam/im1/a_b__1_dog"
     assert (out.overlay, out.heatmap, out.npy) == (
         f"{stem}_overlay.png",

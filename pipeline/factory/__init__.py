@@ -49,14 +49,16 @@ def build_context(cfg: DictConfig, output_dir: Path | str) -> Any:
         seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
         ctx = _build(cfg, output_dir)
         lent().context = ctx
-        return ctx
-    cache = get_cache()
-    key = cache_key(cfg)
-    seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
-    ctx = cache.checkout(key, Path(output_dir))
-    if ctx is None:
-        ctx = _build(cfg, output_dir)
-        cache.store(key, ctx)
+    else:
+        cache = get_cache()
+        key = cache_key(cfg)
+        seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
+        ctx = cache.checkout(key, Path(output_dir))
+        if ctx is None:
+            ctx = _build(cfg, output_dir)
+            cache.store(key, ctx)
+    writers = cfg.get("writers")  # this job's, not part of the build
+    ctx.writers = None if writers is None else int(writers)
     return ctx
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "SPLITS",
     "Batch",
     "Inputs",
+    "auto_workers",
     "build_inputs",
     "build_split",
     "builder",
@@ -96,9 +97,9 @@ class Inputs:
         return self.first().tensor
 
     def first(self) -> Batch:
-        """The first batch (read once, kept)."""
+        """The first batch (read once, kept; in this process: one batch has nothing to overlap with)."""
         if self._first is None:
-            self._first = next(self._stream(0, min(len(self), self.batch_size)))
+            self._first = next(self._stream(0, min(len(self), self.batch_size), workers=0))
         return self._first
 
     def batches(self, desc: str | None = None) -> Iterator[Batch]:
@@ -113,7 +114,7 @@ class Inputs:
                 yield batch
                 bar.update(len(batch))
 
-    def _stream(self, start: int, stop: int) -> Iterator[Batch]:
+    def _stream(self, start: int, stop: int, workers: int | None = None) -> Iterator[Batch]:
         import numpy as np
         import torch
         from torch.utils.data import DataLoader, Subset
@@ -124,7 +125,7 @@ class Inputs:
             subset,
             batch_size=self.batch_size,
             shuffle=False,
-            num_workers=self.workers,
+            num_workers=self.workers if workers is None else workers,
             generator=torch.Generator().manual_seed(0),
         )
         for items in loader:
@@ -178,8 +179,8 @@ def check_input(input_cfg: Any) -> None:
     for key in ("batch_size",):
         if int(getattr(input_cfg, key)) < 1:
             raise ConfigError(f"input.{key} must be >= 1, got {getattr(input_cfg, key)}")
-    if int(input_cfg.workers) < 0:
-        raise ConfigError(f"input.workers must be >= 0, got {input_cfg.workers}")
+    if input_cfg.workers is not None and int(input_cfg.workers) < 0:
+        raise ConfigError(f"input.workers must be >= 0 or null (auto), got {input_cfg.workers}")
     if input_cfg.limit is not None and int(input_cfg.limit) < 1:
         raise ConfigError(f"input.limit must be >= 1 or null (all), got {input_cfg.limit}")
     for key in ("resize", "crop"):
@@ -198,6 +199,31 @@ def check_input(input_cfg: Any) -> None:
             raise ConfigError(f"input.shape must be 4 positive ints N,C,H,W; got {shape}")
     parse_shard(input_cfg.shard)
     _check_splits(kind, input_cfg)
+
+
+#: kinds whose items are already in memory, prepared (``input.workers`` auto: none)
+IN_MEMORY_KINDS = ("photo", "tensor", "random", "objects")
+#: DataLoader workers at most for ``input.workers`` auto
+MAX_AUTO_WORKERS = 8
+
+
+def auto_workers(count: int, batch_size: int, kind: str) -> int:
+    """``input.workers: null``: worker processes for a data set of ``count`` items of ``kind``.
+
+    None when there is little to overlap: one or two batches (starting the processes costs more
+    than they save), or items already in memory (``IN_MEMORY_KINDS``; a ``vizpipe.inspect``
+    caller's objects are never handed to forked processes); else half the usable cores, 1 to
+    ``MAX_AUTO_WORKERS``: decoding and preprocessing then run beside the model (and the writer).
+    """
+    import os
+
+    if kind in IN_MEMORY_KINDS or count <= 2 * batch_size:
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_WORKERS, cores // 2))
 
 
 #: kinds whose items are RGB images (input.mean/std have 1 or 3 values)
@@ -377,13 +403,21 @@ def build_inputs(input_cfg: Any, weights: Any, device: torch.device, seed: int, 
     inputs = Inputs(
         device=device,
         batch_size=int(input_cfg.batch_size),
-        workers=int(input_cfg.workers),
         kind=kind,
         split=split_name(input_cfg) if kind in SPLIT_KINDS else None,
         **fields,
     )
+    workers = input_cfg.workers
+    inputs.workers = auto_workers(len(inputs), inputs.batch_size, kind) if workers is None else int(workers)
     inputs._recipe = (input_cfg, weights, int(seed), model)
-    log.debug("Input: %s, %d item(s), batches of %d", kind, len(inputs), inputs.batch_size)
+    log.debug(
+        "Input: %s, %d item(s), batches of %d, %d worker process(es)%s",
+        kind,
+        len(inputs),
+        inputs.batch_size,
+        inputs.workers,
+        " (auto)" if workers is None else "",
+    )
     return inputs
 
 

@@ -11,7 +11,9 @@ Here: ``cam.method`` names any CAM class the installed library exports
 (``pipeline/gradcam/layers.py``; ViT/Swin reshapes inferred), ``cam.target_class`` is null (each
 image's top-1), an index, a name or a list. The data set is streamed; per batch one forward pass
 serves every class (``pipeline/gradcam/adapter.py``), and each map's overlay, heatmap and raw
-``.npy`` are written at once (``compute.py``, ``rows.py``, ``render.py``); ``cam/cam.json``
+``.npy`` (``cam.save``) are handed to the background writer at once (``compute.py``, ``rows.py``,
+``render.py``, ``draw.py``; ``vizpipe.pipeline.writer``), which encodes and writes them while the
+next batch is computed; ``cam/cam.json``
 (``record.py``) holds top-5 predictions, targets, scores, metrics, per-class aggregates and each
 map's validity.
 """
@@ -19,6 +21,7 @@ map's validity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Dict, List
 
 from vizpipe.pipeline.stage import SharedConfig, Stage, StageResult
@@ -26,6 +29,14 @@ from vizpipe.pipeline.stage import SharedConfig, Stage, StageResult
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
     from vizpipe.stages.cam.plan import CamPlan
+
+
+class CamFile(str, Enum):
+    """A file written per map (``cam.save``)."""
+
+    npy = "npy"  # the raw map, float32 H×W (the library's output)
+    overlay = "overlay"  # the map over the image (show_cam_on_image), PNG
+    heatmap = "heatmap"  # the map through the JET colormap, PNG
 
 
 @dataclass
@@ -57,6 +68,10 @@ class CamConfig:
     image_weight: float = 0.5
     # Freeze parameter gradients during CAM (faster, identical maps; see pipeline/gradcam/adapter.py).
     freeze_params: bool = True
+    # Files written per map: any of npy, overlay, heatmap; [] = none (cam.json and the record only).
+    save: List[CamFile] = field(default_factory=lambda: [CamFile.npy, CamFile.overlay, CamFile.heatmap])
+    # zlib level of the overlay and heatmap PNGs: 0 (none, fastest) .. 9 (smallest); 1 measured best.
+    png_compress_level: int = 1
 
 
 class CamStage(Stage):
@@ -90,6 +105,8 @@ class CamStage(Stage):
         from vizpipe.stages.cam.render import MapWriter, document, result, warn_invalid
 
         plan = self.plan or make_plan(ctx, settings)
-        images, passes, _seconds = collect(ctx, settings, plan, MapWriter(ctx, float(settings.image_weight)))
+        per_batch = ctx.inputs.batch_size * max(1, len(settings.save)) * len(plan.groups)
+        with ctx.writer(limit=2 * per_batch) as writer:  # two batches' files pending at most
+            images, passes, _seconds = collect(ctx, settings, plan, MapWriter(ctx, settings, writer))
         warn_invalid(ctx, images)
         return result(ctx, document(ctx, settings, plan, images, passes))

@@ -3,8 +3,9 @@
 One ``CamRunner`` per layer group holds the library's object and hooks for the whole stream;
 per batch it returns the maps of every class set (``vizpipe.pipeline.gradcam.adapter``), the
 configured metrics run on them while the CAM object exists, and the stage's writer
-(``render.MapWriter``) saves the overlay, heatmap and raw ``.npy`` of each map. Only small
-per-map rows stay in memory (``CamImage``).
+(``render.MapWriter``) hands the overlay, heatmap and raw ``.npy`` of each map to the background
+writer (``vizpipe.pipeline.writer``), which writes them while the next batch is computed. Only
+small per-map rows stay in memory (``CamImage``).
 
 Localisation metrics (data sets that know where the object is, e.g. ``input=shapes``):
 ``pointing_game`` and ``energy_in_box`` (``vizpipe.pipeline.gradcam.localisation``; the box grows
@@ -122,8 +123,9 @@ def announce_metrics(ctx: RunContext, plan: CamPlan, maps_per_image: int) -> Non
 def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[list[CamImage], int, float]:
     """Every map of every image: (images with their map rows, forward passes, seconds).
 
-    ``write(batch, i, row, cam)`` is called for each map as soon as it is computed
-    (``vizpipe.stages.cam.render.MapWriter``): it saves the files and returns ``row`` with their paths.
+    ``write(part, maps, rows)`` is called for each map kind of each slice as soon as its (B, H, W)
+    maps are computed (``vizpipe.stages.cam.render.MapWriter``): it hands the files to the writer
+    and returns the rows with their paths.
     """
     from vizpipe.pipeline.hooks import preserved
 

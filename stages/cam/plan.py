@@ -67,6 +67,11 @@ def check_settings(settings: Any) -> tuple[MethodSpec, list[str], dict[str, Any]
         raise ConfigError(
             f"cam.image_weight must be in [0, 1] (show_cam_on_image), got {settings.image_weight}"
         )
+    if not 0 <= int(settings.png_compress_level) <= 9:
+        raise ConfigError(
+            "cam.png_compress_level must be 0 (none, fastest) .. 9 (smallest), "
+            f"got {settings.png_compress_level}"
+        )
     if not 0.0 <= float(settings.pointing_tolerance) < 0.5:
         raise ConfigError(f"cam.pointing_tolerance must be in [0, 0.5), got {settings.pointing_tolerance}")
     if settings.aug_smooth and not spec.accepts("aug_smooth"):

@@ -35,9 +35,9 @@ class CamMap:
     target_name: str | None
     score: float | None  # the model's probability of ``target``; None: the model or input is not finite
     logit: float | None  # its raw output
-    overlay: str  # run-relative paths of the files written for this map
-    heatmap: str
-    npy: str
+    overlay: str | None  # run-relative paths of the files written for this map (None: not in cam.save)
+    heatmap: str | None
+    npy: str | None
     metrics: dict[str, float | None] = field(default_factory=dict)  # cam.metrics + localisation
     valid: bool = True  # False: see invalid_reason; left out of the metrics and every mean
     invalid_reason: str | None = None  # non-finite model, input or map, or a flat (constant) map

@@ -1,9 +1,11 @@
-"""Write each map's files as it is computed, then ``cam.json`` and the stage's record.
+"""Hand each map's files to the background writer as it is computed, then ``cam.json`` and the record.
 
-Per image × layer × class: ``cam/<image>/<layer>__<class>[_<name>]`` + ``_overlay.png``
-(``show_cam_on_image`` on the un-normalised image), ``_heatmap.png`` (the map through OpenCV's
-JET colormap, as ``show_cam_on_image`` colours it) and ``.npy`` (float32 H×W, the library's
-output).
+Per image × layer × class: ``cam/<image>/<layer>__<class>[_<name>]`` + ``.npy`` (float32 H×W,
+the library's output), ``_overlay.png`` (``show_cam_on_image`` on the un-normalised image) and
+``_heatmap.png`` (the map through OpenCV's JET colormap, as ``show_cam_on_image`` colours it),
+each when ``cam.save`` names it; PNGs at ``cam.png_compress_level``. The bytes are made and
+written on the writer's threads (``vizpipe.pipeline.writer``, ``draw.py``); with ``device=cuda``
+the pictures of a whole batch are coloured on the device first (``draw.colour_batch``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from vizpipe.stages.cam.rows import metric_target_text
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
     from vizpipe.pipeline.inputs import Batch
+    from vizpipe.pipeline.writer import Writer
     from vizpipe.stages.cam.plan import CamPlan
 
 log = logging.getLogger(__name__)
@@ -31,34 +34,61 @@ log = logging.getLogger(__name__)
 SAMPLE_IMAGES = 32
 
 
-def heatmap_rgb(mask: np.ndarray) -> np.ndarray:
-    """(H, W) map in [0, 1] -> (H, W, 3) uint8 RGB through OpenCV's JET colormap."""
-    import cv2
-
-    return cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-
-
 class MapWriter:
-    """Saves one map's overlay, heatmap and array; returns its row with the paths."""
+    """Hands the files of a slice's maps to the background writer; returns the rows with their paths."""
 
-    def __init__(self, ctx: RunContext, image_weight: float) -> None:
+    def __init__(self, ctx: RunContext, settings: Any, writer: Writer) -> None:
         self.ctx = ctx
-        self.image_weight = image_weight
+        self.writer = writer
+        self.image_weight = float(settings.image_weight)
+        self.level = int(settings.png_compress_level)
+        self.save = {str(getattr(s, "value", s)) for s in settings.save}
+        # on a GPU the pictures of a batch are coloured there (only the uint8 pictures come back)
+        self.on_device = ctx.device.type != "cpu" and bool(self.save & {"overlay", "heatmap"})
 
-    def __call__(self, batch: Batch, i: int, row: CamMap, cam: np.ndarray) -> CamMap:
-        """Write the files of map ``cam`` (H, W) of image ``i`` of ``batch``."""
-        from pytorch_grad_cam.utils.image import show_cam_on_image
-        from vizpipe.pipeline.render import save_png
+    def __call__(self, part: Batch, maps: np.ndarray, rows: list[CamMap]) -> list[CamMap]:
+        """The files of one map kind of one class set: ``maps`` (B, H, W), one row per image of ``part``."""
+        from vizpipe.pipeline.render import encode_png
+        from vizpipe.stages.cam.draw import heatmap_png, npy_bytes, overlay_png
 
-        stem = file_stem(row.layer, row.target, row.target_name)
-        rel = f"cam/{batch.names[i]}/{stem}"
-        np.save(self.ctx.claim(f"{rel}.npy"), cam.astype(np.float32))
-        mask = np.clip(np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-        rgb = np.asarray(batch.rgb[i], dtype=np.float32)  # (H, W, 3) in [0, 1]
-        overlay = show_cam_on_image(rgb, mask, use_rgb=True, image_weight=self.image_weight)
-        save_png(self.ctx.claim(f"{rel}_overlay.png"), overlay)
-        save_png(self.ctx.claim(f"{rel}_heatmap.png"), heatmap_rgb(mask))
-        return replace(row, overlay=f"{rel}_overlay.png", heatmap=f"{rel}_heatmap.png", npy=f"{rel}.npy")
+        overlays, heatmaps = self._coloured(part, maps) if self.on_device else (None, None)
+        out = []
+        for i, row in enumerate(rows):
+            cam = maps[i]  # (H, W); the writer gets views: nothing here changes them afterwards
+            files: dict[str, tuple[str, Any, tuple[Any, ...]]] = {  # kind -> (suffix, encode, args)
+                "npy": (".npy", npy_bytes, (cam,)),
+                "overlay": (
+                    ("_overlay.png", encode_png, (overlays[i], None, self.level))
+                    if overlays is not None
+                    else ("_overlay.png", overlay_png, (part.rgb[i], cam, self.image_weight, self.level))
+                ),
+                "heatmap": (
+                    ("_heatmap.png", encode_png, (heatmaps[i], None, self.level))
+                    if heatmaps is not None
+                    else ("_heatmap.png", heatmap_png, (cam, self.level))
+                ),
+            }
+            stem = f"cam/{part.names[i]}/{file_stem(row.layer, row.target, row.target_name)}"
+            paths = {}
+            for kind, (suffix, encode, args) in files.items():
+                if kind in self.save:
+                    paths[kind] = stem + suffix
+                    self.writer.submit(self.ctx.claim(paths[kind]), encode, *args)
+            out.append(replace(row, **paths))
+        return out
+
+    def _coloured(self, part: Batch, maps: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(overlays, heatmaps) of the slice, (B, H, W, 3) uint8 on the CPU, coloured on the device."""
+        import torch
+        from vizpipe.stages.cam.draw import colour_batch
+
+        device = self.ctx.device
+        on_device = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)).to(device)
+        rgb = torch.from_numpy(np.ascontiguousarray(part.rgb, dtype=np.float32)).to(device)
+        wanted = ("overlay" in self.save, "heatmap" in self.save)
+        pictures = colour_batch(on_device, rgb, self.image_weight, *wanted)
+        over, heat = (None if p is None else p.cpu().numpy() for p in pictures)
+        return over, heat
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -198,22 +228,28 @@ def _top5_table(ctx: RunContext, img: CamImage) -> Table:
 
 
 def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap) -> list[Picture]:
-    """One map's overlay (captioned with its numbers, badged when invalid) and heatmap."""
+    """One map's overlay (captioned with its numbers, badged when invalid) and heatmap, those that
+    were written (``cam.save``): the first of them is the preview and carries the tag."""
     target = f"{m.target} {m.target_name}" if m.target_name else f"class {m.target}"
     extra = "".join(f", {k} {_fmt(v)}" for k, v in m.metrics.items())
     cls = f"{m.target}_{m.target_name}" if m.target_name else str(m.target)
     caption = f"{m.layer}  target {target}, score {_fmt(m.score)}, logit {_fmt(m.logit)}{extra}"
     if not m.valid and m.invalid_reason:
         caption += f"; invalid: {m.invalid_reason}"
-    overlay = Picture(
-        m.overlay,
+    main = Picture(
+        "",
         caption,
         group=img.name,
         tag=f"cam/{doc.method_key}/{m.layer}/{cls}/{img.name}",
         preview=True,
         badge=None if m.valid else "invalid",
     )
-    return [overlay, Picture(m.heatmap, f"{m.layer}  heatmap", group=img.name)]
+    if m.overlay:
+        heatmap = [Picture(m.heatmap, f"{m.layer}  heatmap", group=img.name)] if m.heatmap else []
+        return [replace(main, path=m.overlay), *heatmap]
+    if m.heatmap:
+        return [replace(main, path=m.heatmap, caption=f"{caption} (heatmap)")]
+    return []
 
 
 def _class_table(doc: CamDoc) -> Table:

@@ -2,7 +2,8 @@
 
 ``collect`` (``compute.py``) streams the data set and hands each slice's maps (``SliceMaps``) to
 ``record_slice``, which adds one ``CamImage`` per new image and one ``CamMap`` per map, written as
-soon as it exists (``Collector.write``: ``render.MapWriter``).
+soon as it exists (``Collector.write``: ``render.MapWriter``, which hands the files to the
+background writer).
 
 A map is invalid (``valid: false`` with ``invalid_reason``) when the model, its input or the map
 holds NaN/inf, or when the map is flat (every pixel the same value, e.g. all zero: nothing at the
@@ -77,7 +78,7 @@ class Collector:
     ctx: RunContext
     settings: Any  # the stage's CamConfig
     plan: CamPlan
-    write: Any  # write(batch, i, row, cam) -> row with its paths (``render.MapWriter``)
+    write: Any  # write(part, maps, rows) -> the rows with their files' paths (``render.MapWriter``)
     metric_bar: Any  # tqdm bar of the metric computations
     capture: bool  # per-layer maps come from the averaged call (one runner for every map kind)
     sibs: list[CamLayer]  # a sweep over cam.layer: its other layers, computed in this job's pass
@@ -174,8 +175,10 @@ def _add_maps(
     maps: np.ndarray,
     scores: dict[str, np.ndarray],
 ) -> None:
-    """Write one map kind's (B, H, W) maps, one per image, and add their rows (invalid ones marked)."""
+    """Add one map kind's (B, H, W) maps' rows, one per image (invalid ones marked), and hand their
+    files to the writer (``write(part, maps, rows)`` returns the rows with the paths)."""
     ctx, part = run.ctx, got.part
+    rows = []
     for i, index in enumerate(part.index):
         c, cam = int(classes[i]), maps[i]
         nonfinite = nonfinite_problem(ctx, index, cam)
@@ -189,11 +192,13 @@ def _add_maps(
             target_name=ctx.class_name(c),
             score=None if nonfinite else finite(probs[i, c]),
             logit=finite(got.logits[i, c]),
-            overlay="",
-            heatmap="",
-            npy="",
+            overlay=None,
+            heatmap=None,
+            npy=None,
             metrics=dict.fromkeys(metrics) if problem else metrics,  # an invalid map scores nothing
             valid=problem is None,
             invalid_reason=problem,
         )
-        run.images[index].maps.append(run.write(part, i, row, cam))
+        rows.append(row)
+    for index, row in zip(part.index, run.write(part, maps, rows), strict=True):
+        run.images[index].maps.append(row)
