@@ -200,7 +200,7 @@ def test_float16_and_no_npy(tmp_path: Path) -> None:
     want = reference_outputs(conv_relu().eval(), ctx.inputs.tensor, ["0"])["0"]
     assert half.dtype == np.float16 and np.array_equal(half, want.astype(np.float16))
     ctx2 = hand_ctx(conv_relu(), tmp_path / "run2")
-    entry = run_stage(ctx2, layers=["0"], save_npy=False)["layers"]["0"]
+    entry = run_stage(ctx2, layers=["0"], save=["grid"])["layers"]["0"]
     assert entry["npy"] is None and not list((ctx2.output_dir / "features").glob("*.npy"))
 
 

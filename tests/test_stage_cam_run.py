@@ -18,8 +18,8 @@ from test_stage_cam import TinyCNN
 from vizpipe.pipeline.context import RunContext
 from vizpipe.pipeline.inputs import Inputs
 from vizpipe.stages.cam import CamConfig, CamStage
-from vizpipe.stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary, Prediction
 from vizpipe.stages.cam.draw import heatmap_rgb
+from vizpipe.stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary, Prediction
 from vizpipe.stages.cam.render import SAMPLE_IMAGES, result, summarize
 
 BOXES = [(2.0, 2.0, 8.0, 8.0), (8.0, 0.0, 16.0, 6.0), (0.0, 10.0, 5.0, 16.0)]

@@ -23,7 +23,8 @@ from vizpipe.stages.features import (
     NpyDtype,
     plan,
 )
-from vizpipe.stages.features.collect import Accumulator, choose_channels, feature_grid
+from vizpipe.stages.features.collect import Accumulator, choose_channels
+from vizpipe.stages.features.draw import feature_grid
 
 
 def direct(model: TinyCNN, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -243,7 +244,7 @@ def test_run_stats_npy_grids_and_record(ctx, tmp_path):
 
 def test_run_first_channels_channel_norm_no_npy(ctx):
     """select=first draws channels 0..k-1; save_npy=false writes no arrays; per-channel scaling."""
-    res = run(ctx, layers=["c2"], max_channels=2, save_npy=False, tile_px=8)
+    res = run(ctx, layers=["c2"], max_channels=2, save=["grid"], tile_px=8)
     entry = res.data["layers"]["c2"]
     assert entry["channels_drawn"] == [0, 1] and entry["npy"] is None
     assert not list((ctx.output_dir / "features").glob("*.npy"))

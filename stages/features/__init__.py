@@ -6,7 +6,9 @@ The seed registers a ``Hook`` on ``model.features[idx]``, keeps every output (an
 named by ``features.layers`` copy each layer's OWN output (``features.capture``: its input too)
 inside the hook, before a following ``ReLU(inplace=True)`` can overwrite it. The data set is
 streamed batch by batch (``input.batch_size``): each batch runs one no-grad forward pass, its
-captures are drawn and appended to the ``.npy`` files at once, then dropped. A layer called
+captures are appended to the ``.npy`` files at once and its grids drawn and written by the
+background writer (``vizpipe.pipeline.writer``) while the next batch runs (``features.save``
+chooses the files). A layer called
 several times per forward is captured at its first call (with a warning).
 
 Layouts (``vizpipe.pipeline.layers``): CNN outputs are N×C×H×W; channels-last outputs (Swin,
@@ -72,6 +74,13 @@ class NpyDtype(str, Enum):
     float16 = "float16"
 
 
+class FeatureFile(str, Enum):
+    """A file kind the stage writes (``features.save``)."""
+
+    npy = "npy"  # features/<layer>.npy: the layer's whole output, every image
+    grid = "grid"  # features/<layer>__<image>.png: one grid of the drawn channels per image
+
+
 class Capture(str, Enum):
     """What a hooked layer gives: its output, its input, or both (the seed's hook keeps both)."""
 
@@ -98,8 +107,11 @@ class FeaturesConfig:
     normalize: FeatureNorm = FeatureNorm.channel
     # dtype of features/<layer>.npy: float32 | float16
     dtype: NpyDtype = NpyDtype.float32
-    # Write raw activations as .npy beside the pictures (all images of the data set).
-    save_npy: bool = True
+    # Files written: any of npy (raw activations, all images) and grid (one PNG per image and
+    # layer); [] = stats.json and the record only.
+    save: List[FeatureFile] = field(default_factory=lambda: [FeatureFile.npy, FeatureFile.grid])
+    # zlib level of the grid PNGs: 0 (none, fastest) .. 9 (smallest).
+    png_compress_level: int = 1
     # Minimum edge of one drawn channel tile, in pixels (small maps are upscaled, nearest); >= 1.
     tile_px: int = 56
 
@@ -140,6 +152,11 @@ class FeaturesStage(Stage):
             value = getattr(settings, key)
             if int(value) < 1:
                 raise ConfigError(f"features.{key} must be >= 1, got {value}")
+        if not 0 <= int(settings.png_compress_level) <= 9:
+            raise ConfigError(
+                "features.png_compress_level must be 0 (none, fastest) .. 9 (smallest), "
+                f"got {settings.png_compress_level}"
+            )
         check_cmap(settings.cmap, "features.cmap")
         if not settings.layers:
             raise ConfigError("features.layers is empty; give names, globs, type:X, all or blocks")

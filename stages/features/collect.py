@@ -1,4 +1,11 @@
-"""Stream the data set through the model with the hooks on; draw and save as captures arrive."""
+"""Stream the data set through the model with the hooks on; save and draw as captures arrive.
+
+Per batch, on the main thread: the forward pass, each target's ``.npy`` appended (one file per
+target for the whole data set, in order), its running statistics. Each image's grid is made and
+written by the background writer (``vizpipe.pipeline.writer``) while the next batch runs: drawn
+there from the batch's maps (``draw.grid_png``), or, with ``device=cuda``, drawn for the whole
+batch on the device (``draw.feature_grids``) and only encoded there.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
     from vizpipe.pipeline.context import RunContext
+    from vizpipe.pipeline.writer import Writer
     from vizpipe.stages.features import FeaturesConfig, Target
 
 log = logging.getLogger(__name__)
@@ -62,27 +70,32 @@ def _open_npy(path: Path, shape: tuple[int, ...], dtype: str) -> BinaryIO:
 
 
 def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) -> list[Accumulator]:
-    """Stream every batch through the model with the hooks on; draw and save as captures arrive."""
+    """Stream every batch through the model with the hooks on; each batch's arrays are appended
+    and its grids handed to the background writer (``vizpipe.pipeline.writer``) as captures arrive."""
     import torch
     from vizpipe.pipeline.hooks import capture, preserved
     from vizpipe.pipeline.layers import to_nchw
     from vizpipe.pipeline.render import colormap_levels, colormap_lut
+    from vizpipe.stages.features.draw import feature_grids
 
     ctx.stage_dir("features")
+    save = saved(settings)
     lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)
     n = len(ctx.inputs)
     accs = {(t.layer, t.kind): Accumulator(t, t.layout.channels) for t in targets}
     wanted = list(dict.fromkeys(t.layer for t in targets))
     what = settings.capture.value
     pending: dict[tuple[str, str], torch.Tensor] = {}
+    on_device = ctx.device.type != "cpu" and "grid" in save  # grids drawn where the model runs
 
     # capture() names the kind only when it hands both; otherwise every call is the one kind asked for
     def sink(name: str, tensor: torch.Tensor, kind: str = what) -> None:
         if (name, kind) in accs and (name, kind) not in pending:  # a shared module: its first call
-            pending[(name, kind)] = tensor
+            # a float32 copy on the tensor's device, made before a later in-place op can change it
+            pending[(name, kind)] = tensor.detach().to(dtype=torch.float32, copy=True)
 
     try:
-        if settings.save_npy:
+        if "npy" in save:
             for acc in accs.values():
                 t = acc.target
                 acc.npy = _open_npy(
@@ -92,7 +105,8 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
         with (
             preserved(ctx.model),
             torch.no_grad(),
-            capture(ctx.model, wanted, sink, what=what, every_call=True),
+            capture(ctx.model, wanted, sink, what=what, copy=False, every_call=True),
+            ctx.writer(limit=2 * ctx.inputs.batch_size * len(accs)) as writer,  # two batches' grids pending
         ):
             for batch in ctx.inputs.batches("features"):
                 pending.clear()
@@ -103,21 +117,38 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
                         raise RuntimeError(
                             f"features: {acc.target.label} produced no tensor in the forward pass"
                         )
+                    host = raw.cpu()
                     if acc.npy is not None:
                         acc.npy.write(
-                            np.ascontiguousarray(raw.numpy().astype(settings.dtype.value)).tobytes()
+                            np.ascontiguousarray(host.numpy().astype(settings.dtype.value)).tobytes()
                         )
-                    maps = to_nchw(raw, acc.target.layout).contiguous().numpy()  # (B, C, h, w)
+                    maps = to_nchw(host, acc.target.layout).contiguous().numpy()  # (B, C, h, w)
                     if acc.drawn is None:
                         acc.drawn = choose_channels(maps, settings)
                     acc.add(maps)
-                    draw_batch(ctx, acc, maps, batch.names, settings, lut, levels)
+                    if "grid" in save:
+                        grids = None
+                        if on_device:  # (B, H', W') palette indices, drawn on the device
+                            nchw = to_nchw(raw, acc.target.layout)
+                            grids = (
+                                feature_grids(
+                                    nchw, acc.drawn, levels, settings.normalize.value, int(settings.tile_px)
+                                )
+                                .cpu()
+                                .numpy()
+                            )
+                        draw_batch(ctx, writer, acc, maps, grids, batch.names, settings, lut, levels)
                 pending.clear()
     finally:
         for acc in accs.values():
             if acc.npy is not None:
                 acc.npy.close()
     return list(accs.values())
+
+
+def saved(settings: FeaturesConfig) -> set[str]:
+    """The file kinds ``features.save`` names: npy, grid."""
+    return {str(getattr(s, "value", s)) for s in settings.save}
 
 
 def choose_channels(maps: np.ndarray, settings: FeaturesConfig) -> list[int]:
@@ -131,58 +162,31 @@ def choose_channels(maps: np.ndarray, settings: FeaturesConfig) -> list[int]:
     return np.argsort(-score, kind="stable")[:k].tolist()
 
 
-def feature_grid(
-    maps: np.ndarray,
-    levels: int,
-    *,
-    normalize: str = "channel",
-    layer_range: tuple[float, float] | None = None,
-    tile_px: int = 56,
-) -> np.ndarray:
-    """Draw (k, H, W) maps as one (H', W') palette-index grid, ``ceil(sqrt(k))`` tiles per row.
-
-    ``normalize="channel"``: each map min..max on its own; ``"layer"``: ``layer_range`` (the
-    min and max over the whole layer for this image; default: over ``maps``). ``levels`` is
-    ``vizpipe.pipeline.render.colormap_levels(cmap)``; write it with ``save_png(path, grid, lut)``.
-    """
-    from vizpipe.pipeline.render import (
-        color_index,
-        finite_range,
-        grid_columns,
-        minmax_scale,
-        range_scale,
-        tile_grid,
-        upscale_factor,
-    )
-
-    k, h, w = maps.shape
-    if normalize == "layer":
-        lo, hi = layer_range if layer_range is not None else finite_range(maps)
-        x01 = range_scale(maps, lo, hi)
-    else:
-        x01 = minmax_scale(maps, axes=(1, 2))
-    tiles = color_index(x01, levels)  # (k, H, W) palette indices
-    return tile_grid(tiles, grid_columns(k), factor=upscale_factor(h, w, tile_px))
-
-
 def draw_batch(
     ctx: RunContext,
+    writer: Writer,
     acc: Accumulator,
     maps: np.ndarray,
+    grids: np.ndarray | None,
     names: list[str],
     settings: FeaturesConfig,
     lut: np.ndarray,
     levels: int,
 ) -> None:
-    """One grid per image of the batch: ``features/<stem>__<image>.png``."""
-    from vizpipe.pipeline.render import finite_range, save_png
+    """One grid per image of the batch, ``features/<stem>__<image>.png``, handed to the writer:
+    drawn there from ``maps`` (B, C, h, w), or encoded from ``grids`` (B, H', W') drawn on the device."""
+    from vizpipe.pipeline.render import encode_png
+    from vizpipe.stages.features.draw import grid_png
 
-    normalize = settings.normalize.value
+    normalize, tile_px, level = (
+        settings.normalize.value,
+        int(settings.tile_px),
+        int(settings.png_compress_level),
+    )
     for i, image in enumerate(names):
-        layer_range = finite_range(maps[i]) if normalize == "layer" else None
-        path = f"features/{acc.target.stem}__{image}.png"
-        grid = feature_grid(
-            maps[i, acc.drawn], levels, normalize=normalize, layer_range=layer_range, tile_px=settings.tile_px
-        )
-        save_png(ctx.claim(path), grid, lut)
-        acc.grids[image] = path
+        path = ctx.claim(f"features/{acc.target.stem}__{image}.png")
+        if grids is not None:
+            writer.submit(path, encode_png, grids[i], lut, level)
+        else:  # maps[i] is this batch's own copy: nothing changes it afterwards
+            writer.submit(path, grid_png, maps[i], acc.drawn, levels, normalize, tile_px, lut, level)
+        acc.grids[image] = f"features/{acc.target.stem}__{image}.png"

@@ -21,6 +21,7 @@ FLOAT16_MAX = 65504.0
 def render(ctx: RunContext, settings: FeaturesConfig, accs: list[Accumulator]) -> StageResult:
     """Write ``features/stats.json``; return the record (tables, pictures, scalars, histograms)."""
     from vizpipe.pipeline.files import write_json
+    from vizpipe.stages.features.collect import saved
 
     n = len(ctx.inputs)
     record = StageResult(stage="features")
@@ -28,7 +29,7 @@ def render(ctx: RunContext, settings: FeaturesConfig, accs: list[Accumulator]) -
     rows: list[list[Any]] = []
     for acc in accs:
         t = acc.target
-        npy = f"features/{t.stem}.npy" if settings.save_npy else None
+        npy = f"features/{t.stem}.npy" if "npy" in saved(settings) else None
         if npy and settings.dtype.value == "float16" and acc.finite_peak > FLOAT16_MAX:
             ctx.warn(
                 f"features: {t.label} has values beyond float16's range (|x| up to {acc.finite_peak:.3g}); "
