@@ -40,6 +40,7 @@ class RunContext:
     weights: str | None = None  # weights name (e.g. "ResNet18_Weights.IMAGENET1K_V1") or None
     blocks_config: str | None = None  # model.blocks as configured (None: found from the model)
     output_kind: str = "auto"  # model.output: auto | logits | probabilities
+    task_config: str = "auto"  # model.task as configured (auto: inferred by the probe; see ``task``)
     nonfinite_params: list[str] = field(default_factory=list)  # parameters with NaN/inf
     results: dict[str, Any] = field(default_factory=dict)  # stage name -> its StageResult
     warnings: list[str] = field(default_factory=list)  # shown in the manifest and report
@@ -81,8 +82,14 @@ class RunContext:
             from vizpipe.pipeline.layers import probe_model
 
             with preserved(self.model):
-                self._probe = probe_model(self.model, self.inputs.first().tensor)
+                self._probe = probe_model(self.model, self.inputs.first().tensor, self.task_config)
         return self._probe
+
+    @property
+    def task(self) -> str:
+        """What the model does: classification | segmentation | detection | embedding
+        (``model.task``, or inferred from its output by the probe: ``vizpipe.pipeline.tasks``)."""
+        return self.probe().task
 
     def refresh(self) -> None:
         """Forget what was measured on the model (the probe's outputs): call after changing its
@@ -111,8 +118,8 @@ class RunContext:
     @property
     def outputs_are_probabilities(self) -> bool:
         """``model.output``: probabilities declared, or auto and the last module is a Sigmoid/Softmax."""
-        if self.output_kind == "probabilities":
-            return True
+        if self.output_kind == "probabilities" or self.task in ("segmentation", "detection"):
+            return True  # a segmentation's pixel shares and a detector's scores (``vizpipe.pipeline.tasks``)
         if self.output_kind == "logits":
             return False
         last = self.probe().last

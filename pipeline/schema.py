@@ -57,6 +57,16 @@ class ModelOutput(str, Enum):
     probabilities = "probabilities"  # used as they are
 
 
+class ModelTask(str, Enum):
+    """What the model does (pipeline/tasks): what its outputs are and which CAM targets it takes."""
+
+    auto = "auto"  # inferred from the output: a dict with 'out', a list of detection dicts, (N, D) features
+    classification = "classification"  # (N, K) class scores
+    segmentation = "segmentation"  # {"out": (N, K, H, W)} (torchvision's FCN, DeepLabV3, LRASPP)
+    detection = "detection"  # [{boxes, labels, scores}] per image (Faster/Mask R-CNN, RetinaNet, FCOS)
+    embedding = "embedding"  # (N, D) features compared by cosine similarity (a model without its head)
+
+
 class Interpolation(str, Enum):
     """Resize interpolation (torchvision's InterpolationMode values)."""
 
@@ -95,6 +105,8 @@ class ModelConfig:
     blocks: str | None = None
     # auto | logits | probabilities: what the outputs are (auto: a final Sigmoid/Softmax = probs).
     output: ModelOutput = ModelOutput.auto
+    # auto | classification | segmentation | detection | embedding (pipeline/tasks: auto = inferred).
+    task: ModelTask = ModelTask.auto
     # Extra keyword arguments for the factory (e.g. {dropout: 0.0}).
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
@@ -148,6 +160,9 @@ class InputConfig:
     download: bool = False
     # shapes: image side in pixels (square RGB images, >= 32).
     size: int = 64
+    # shapes: objects per image: 1 = one shape, its class the label; 2..6 = a scene of that many
+    # different shapes with the true mask and boxes (segmentation, detection; no single label).
+    objects: int = 1
     # shapes: images in each split (drawn on demand from seed, split and index; nothing stored).
     train_count: int = 3000
     val_count: int = 500

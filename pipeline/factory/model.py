@@ -31,7 +31,7 @@ def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
         else dict(model_cfg)
     )
     checkpoint = cfg.pop("checkpoint", None)
-    for key in ("blocks", "categories", "output"):  # vizpipe's keys, not the factory's
+    for key in ("blocks", "categories", "output", "task"):  # vizpipe's keys, not the factory's
         cfg.pop(key, None)
     kwargs = cfg.pop("kwargs", None) or {}
     target = cfg.get("_target_")

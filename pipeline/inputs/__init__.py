@@ -38,6 +38,7 @@ __all__ = [
     "Batch",
     "Inputs",
     "build_inputs",
+    "build_like",
     "build_split",
     "builder",
     "check_input",
@@ -60,6 +61,10 @@ class Batch:
     sources: list[str]  # where each item came from (a path or a description)
     labels: list[int | None]  # known class of each item, else None
     boxes: list[tuple[float, float, float, float] | None]  # object box (x0, y0, x1, y1), else None
+    # data sets that know every object (input=shapes input.objects>1): the (B, H, W) int64 true
+    # class of every pixel (0 background), and per image its objects' (class, box); else None
+    masks: np.ndarray | None = None
+    objects: list[list[tuple[int, tuple[float, float, float, float]]]] | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -145,7 +150,19 @@ class Inputs:
                 sources=[self.sources[i] for i in index],
                 labels=labels,
                 boxes=boxes,
+                masks=items["mask"].numpy() if "mask" in items else None,
+                objects=_objects(items) if "obj_labels" in items else None,
             )
+
+
+def _objects(items: dict[str, Any]) -> list[list[tuple[int, tuple[float, float, float, float]]]]:
+    """Per image, its objects' (class, box) from the padded ``obj_labels``/``obj_boxes`` (label -1: none)."""
+    out = []
+    for labels, boxes in zip(items["obj_labels"].tolist(), items["obj_boxes"].tolist(), strict=True):
+        out.append(
+            [(int(c), tuple(float(v) for v in b)) for c, b in zip(labels, boxes, strict=True) if c >= 0]
+        )
+    return out
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -216,6 +233,11 @@ def _check_splits(kind: str, input_cfg: Any) -> None:
         if size < 32:
             raise ConfigError(
                 f"input.size must be >= 32 pixels for input=shapes (room for a shape), got {size}"
+            )
+        objects = int(getattr(input_cfg, "objects", 1) or 1)
+        if not 1 <= objects <= 6:
+            raise ConfigError(
+                f"input.objects must be 1 (one shape, labelled) or 2..6 (a scene of different shapes), got {objects}"
             )
         for key in ("train_count", "val_count", "test_count"):
             if int(getattr(input_cfg, key, 1)) < 1:
@@ -407,6 +429,15 @@ def build_split(inputs: Inputs, split: str) -> Inputs:
     return build_inputs(
         _replaced(input_cfg, split=split, limit=None, shard=None), weights, inputs.device, seed, model
     )
+
+
+def build_like(inputs: Inputs, **changes: Any) -> Inputs:
+    """Another input made with ``inputs``' recipe (settings, weights' preprocessing, seed, device) and
+    ``changes`` to ``input.*``, e.g. ``kind="image", path=...`` (the CAM stage's concept images)."""
+    if inputs._recipe is None:
+        raise ConfigError("this input was not built from a config; it has no recipe to build another like it")
+    input_cfg, weights, seed, model = inputs._recipe
+    return build_inputs(_replaced(input_cfg, **changes), weights, inputs.device, seed, model)
 
 
 def _replaced(input_cfg: Any, **changes: Any) -> Any:

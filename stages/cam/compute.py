@@ -189,6 +189,10 @@ def _slice_maps(
 ) -> SliceMaps:
     """The slice's maps: kept by an earlier job of the sweep, or computed (keeping the siblings')."""
     ctx, key = run.ctx, run.key
+    if run.plan.targets is not None:  # a segmentation, detection or embedding model
+        from vizpipe.stages.cam.tasks import slice_maps
+
+        return slice_maps(run, runner, part)
     kept = share.take(ctx, key, layers[0].name, part.index) if key else None
     if kept is not None:  # an earlier job of this sweep computed them
         log.debug("CAM: %s maps of %d image(s) from an earlier job", layers[0].name, len(part))
@@ -223,7 +227,10 @@ def open_runner(
 ) -> Iterator[tuple[CamRunner, list[Any]]]:
     """The group's ``CamRunner``, hooking the sweep's other layers ``sibs`` too when it can keep
     each layer's map (``share``); yields the runner and the sibling layers it computes."""
+    from vizpipe.pipeline.tasks.wrappers import model_for_cam
+
     order = list(ctx.probe().shapes)  # the order modules finish a forward pass (``CamRunner``)
+    wrapped = model_for_cam(ctx.model, plan.task)  # what the library calls (a task's wrapper)
     if sibs:
         both = [*layers, *sibs]
         runner = CamRunner(
@@ -237,7 +244,14 @@ def open_runner(
         finally:
             runner.__exit__(None, None, None)
     with CamRunner(
-        ctx.model, settings, plan.method, layers, kwargs=plan.kwargs, capture=capture, order=order
+        ctx.model,
+        settings,
+        plan.method,
+        layers,
+        kwargs=plan.kwargs,
+        capture=capture,
+        order=order,
+        cam_model=wrapped,
     ) as runner:
         yield runner, []
 
@@ -260,4 +274,6 @@ def _slices(batch: Batch, step: int) -> Iterator[Batch]:
             sources=batch.sources[start:stop],
             labels=batch.labels[start:stop],
             boxes=batch.boxes[start:stop],
+            masks=None if batch.masks is None else batch.masks[start:stop],
+            objects=None if batch.objects is None else batch.objects[start:stop],
         )

@@ -45,17 +45,23 @@ class MapWriter:
         self.ctx = ctx
         self.image_weight = image_weight
 
-    def __call__(self, batch: Batch, i: int, row: CamMap, cam: np.ndarray) -> CamMap:
-        """Write the files of map ``cam`` (H, W) of image ``i`` of ``batch``."""
+    def __call__(self, batch: Batch, i: int, row: CamMap, cam: np.ndarray, mark: Any = None) -> CamMap:
+        """Write the files of map ``cam`` (H, W) of image ``i`` of ``batch``; ``mark(overlay)`` draws
+        on the overlay (a segmentation target's mask, a detection target's boxes)."""
         from pytorch_grad_cam.utils.image import show_cam_on_image
+        from vizpipe.pipeline.names import slug
         from vizpipe.pipeline.render import save_png
 
-        stem = file_stem(row.layer, row.target, row.target_name)
+        stem = (
+            f"{slug(row.layer)}__{row.key}" if row.key else file_stem(row.layer, row.target, row.target_name)
+        )
         rel = f"cam/{batch.names[i]}/{stem}"
         np.save(self.ctx.claim(f"{rel}.npy"), cam.astype(np.float32))
         mask = np.clip(np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
         rgb = np.asarray(batch.rgb[i], dtype=np.float32)  # (H, W, 3) in [0, 1]
         overlay = show_cam_on_image(rgb, mask, use_rgb=True, image_weight=self.image_weight)
+        if mark is not None:
+            overlay = mark(overlay)
         save_png(self.ctx.claim(f"{rel}_overlay.png"), overlay)
         save_png(self.ctx.claim(f"{rel}_heatmap.png"), heatmap_rgb(mask))
         return replace(row, overlay=f"{rel}_overlay.png", heatmap=f"{rel}_heatmap.png", npy=f"{rel}.npy")
@@ -107,12 +113,19 @@ def summarize(
 
 def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImage], passes: int) -> CamDoc:
     """The ``cam.json`` record."""
-    classes, means, grouped_by = summarize(ctx, images)
+    if plan.targets is None:
+        classes, means, grouped_by = summarize(ctx, images)
+    else:  # per target (class, label or concept) rather than per image's class
+        from vizpipe.stages.cam.task_rows import summarize as summarize_targets
+
+        classes, means, grouped_by = summarize_targets(ctx, images)
     fullgrad = plan.groups[0][0] == "bias_layers"
-    names = list(plan.metrics) + [k for k in LOCALISATION if k in means]
+    names = list(plan.metrics) + [k for k in (*LOCALISATION, *TRUTH) if k in means]
     metric_targets = {}
     for name in names:
-        metric_targets[name] = metric_target_text(name, ctx) if name in METRICS else "the object's box"
+        metric_targets[name] = (
+            metric_target_text(name, ctx) if name in METRICS else TRUTH.get(name, "the object's box")
+        )
     return CamDoc(
         method=plan.method.name,
         method_key=plan.method.key,
@@ -125,13 +138,22 @@ def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImag
         means=means,
         grouped_by=grouped_by,
         forward_passes=passes,
+        task=None if plan.targets is None else plan.task,
     )
+
+
+#: what the scores of a segmentation map against the true masks compare (``tasks.py``)
+TRUTH = {
+    "mask_iou": "the class's true mask (IoU of the map at >= 0.5)",
+    "energy_in_mask": "the class's true mask (share of the map's mass inside)",
+    "centre_mask_iou": "the class's true mask, for a centred Gaussian blob (a baseline)",
+}
 
 
 def _better(name: str) -> str | None:
     if name in METRICS:
         return METRICS[name].better
-    return "higher" if name in (*LOCALISATION, "top1_accuracy") else None
+    return "higher" if name in (*LOCALISATION, *TRUTH, "top1_accuracy") else None
 
 
 def warn_invalid(ctx: RunContext, images: list[CamImage]) -> None:
@@ -157,7 +179,10 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     tables: list[Table] = []
     pictures: list[Picture] = []
     for img in doc.images[:SAMPLE_IMAGES]:
-        tables.append(_top5_table(ctx, img))
+        if img.top5:
+            tables.append(_top5_table(ctx, img))
+        if img.prediction:
+            pictures.append(_prediction_picture(doc, img))
         for m in img.maps:
             pictures += _map_pictures(doc, img, m)
     if len(doc.images) > 1 or (doc.images and doc.images[0].label is not None):
@@ -182,8 +207,16 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     )
 
 
+#: what a non-classifier's top-5 ranks its classes by (``vizpipe.pipeline.tasks.scores``)
+TOP5 = {
+    "segmentation": ("Top-5 classes by predicted area", "Pixels"),
+    "detection": ("Top-5 classes by best detection", "Best score"),
+}
+
+
 def _top5_table(ctx: RunContext, img: CamImage) -> Table:
     """An image's top-5 predictions, captioned with its source (and label, when known)."""
+    title, column = TOP5.get(ctx.task, ("Top-5 predictions", "Probability"))
     rows = [
         [rank + 1, p.class_index, p.name, None if p.prob is None else f"{p.prob * 100:.2f}%"]
         for rank, p in enumerate(img.top5)
@@ -192,16 +225,27 @@ def _top5_table(ctx: RunContext, img: CamImage) -> Table:
     if img.label is not None:
         name = ctx.class_name(img.label)
         caption += f"; label {img.label}" + (f" {name}" if name else "")
-    return Table(
-        "Top-5 predictions", ["Rank", "Class", "Name", "Probability"], rows, group=img.name, caption=caption
-    )
+    return Table(title, ["Rank", "Class", "Name", column], rows, group=img.name, caption=caption)
+
+
+def _prediction_picture(doc: CamDoc, img: CamImage) -> Picture:
+    """What a segmentation or detection model predicts for the image (its mask, or its boxes)."""
+    if doc.task == "detection":
+        dets = img.detections or []
+        shown = ", ".join(f"{d.label} {d.name or ''} {d.score:.2f}".replace("  ", " ") for d in dets[:8])
+        caption = f"prediction: {len(dets)} detection(s) {shown}" + (", ..." if len(dets) > 8 else "")
+    else:
+        caption = "prediction: each pixel's class (background uncoloured)"
+    return Picture(img.prediction or "", caption, group=img.name, tag=f"cam/prediction/{img.name}")
 
 
 def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap) -> list[Picture]:
     """One map's overlay (captioned with its numbers, badged when invalid) and heatmap."""
     target = f"{m.target} {m.target_name}" if m.target_name else f"class {m.target}"
+    if m.detail:
+        target = m.detail
     extra = "".join(f", {k} {_fmt(v)}" for k, v in m.metrics.items())
-    cls = f"{m.target}_{m.target_name}" if m.target_name else str(m.target)
+    cls = m.key or (f"{m.target}_{m.target_name}" if m.target_name else str(m.target))
     caption = f"{m.layer}  target {target}, score {_fmt(m.score)}, logit {_fmt(m.logit)}{extra}"
     if not m.valid and m.invalid_reason:
         caption += f"; invalid: {m.invalid_reason}"
@@ -239,6 +283,8 @@ def _class_table(doc: CamDoc) -> Table:
 def _summary(doc: CamDoc) -> str:
     """The console line: method, layers, target, counts, the sample shown, reshapes."""
     target_text = "top-1 prediction of each image" if doc.targets is None else f"class(es) {doc.targets}"
+    if doc.task is not None:
+        target_text = f"{doc.task} targets ({', '.join(dict.fromkeys(m.key or '' for i in doc.images for m in i.maps))})"
     shown = min(len(doc.images), SAMPLE_IMAGES)
     sample = (
         f"; the first {shown} images' maps go to the report and TensorBoard (every map is in cam/)"

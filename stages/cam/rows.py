@@ -68,6 +68,8 @@ class SliceMaps:
     logits: torch.Tensor  # (B, K) on the CPU
     sets: list[list[int]]  # per class set, one class per image
     results: list[Maps]  # per class set: (B, H, W) maps and each layer's maps (when capturing)
+    targets: list[Any] | None = None  # other tasks: per set, each image's target (``tasks.ImageTarget``)
+    outputs: Any = None  # other tasks: the slice's model outputs, detached
 
 
 @dataclass
@@ -122,6 +124,11 @@ def flat_problem(cam: np.ndarray) -> str | None:
 
 def record_slice(run: Collector, runner: CamRunner, got: SliceMaps, label: str) -> None:
     """Metrics and localisation for the slice's maps, then write them and keep their rows."""
+    if got.targets is not None:  # a segmentation, detection or embedding model's maps
+        from vizpipe.stages.cam.task_rows import record_task_slice
+
+        record_task_slice(run, got, label)
+        return
     probs = run.ctx.probabilities(got.logits)
     _add_images(run, got)
     for classes, (maps, per_layer) in zip(got.sets, got.results, strict=True):
