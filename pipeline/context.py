@@ -141,6 +141,8 @@ class RunContext:
         from vizpipe.pipeline.files import finite
 
         logits = self.probe().logits if outputs is None else outputs.detach().float().cpu()
+        if self.task == "embedding":  # features, not classes: nothing to rank
+            return [[] for _ in range(logits.shape[0])]
         probs = self.probabilities(logits)
         ranked = top_classes(logits, k)  # ties: the lowest class index first, as every top-1
         return [

@@ -315,3 +315,45 @@ class ShapesNet(nn.Module):
         x = self.conv2(self.pool1(x))  # (B, 2w, H/4, W/4)
         x = self.conv3(self.pool2(x))  # (B, 4w, H/8, W/8)
         return self.linear(self.flatten(self.adaptive_pool(x)))
+
+
+class ShapesSegNet(nn.Module):
+    """A small segmentation net for ``input=shapes input.objects=3``: ShapesNet's blocks and a head
+    that scores every pixel, returned as torchvision's segmentation models return it (``{"out"}``).
+
+    The input is averaged down 2x (64 -> 32 px), conv1 and conv2 (pooled between: 16 px) and conv3
+    (16 px, dilated for context) feed a 3x3 head and a 1x1 classifier whose scores are upsampled
+    (bilinear) to the input's size: one score per class and pixel (0 = background). Trains to
+    ~90% pixel accuracy in a few epochs on a CPU (``python run.py experiment=shapes_seg_demo``).
+    """
+
+    def __init__(
+        self,
+        name: str = "shapes_seg_net",
+        weights: str | None = None,
+        num_classes: int | None = 7,
+        width: int = 16,
+    ) -> None:
+        super().__init__()
+        if weights:
+            raise ConfigError(
+                f"shapes_seg_net has no pretrained weights (got model.weights={weights!r}); use null"
+            )
+        w = int(width)
+        self.downsample = nn.AvgPool2d(kernel_size=2)
+        self.conv1 = _conv_block(3, w)
+        self.pool1 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.conv2 = _conv_block(w, 2 * w)
+        self.conv3 = nn.Sequential(
+            nn.Conv2d(2 * w, 4 * w, kernel_size=3, padding=2, dilation=2), nn.BatchNorm2d(4 * w), nn.ReLU()
+        )
+        self.head = _conv_block(4 * w, 4 * w)
+        self.classifier = nn.Conv2d(4 * w, 7 if num_classes is None else int(num_classes), kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) -> {"out": (B, num_classes, H, W) scores}."""
+        size = x.shape[-2:]
+        f = self.conv1(self.downsample(x))  # (B, w, H/2, W/2)
+        f = self.conv3(self.conv2(self.pool1(f)))  # (B, 4w, H/4, W/4)
+        scores = self.classifier(self.head(f))
+        return {"out": nn.functional.interpolate(scores, size=size, mode="bilinear", align_corners=False)}

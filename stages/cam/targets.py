@@ -5,7 +5,8 @@ A classifier's maps explain a class (``cam.target_class``, ``plan.py``). Other t
 indices and did-you-mean errors:
 
 * **segmentation**: a class (``cam.target_class``: names, indices, a list: one map each; null:
-  each image's most-predicted class other than 0, the background) summed over a mask
+  each image's most-predicted class other than 0, the background; with ``cam.mask=truth``, each
+  true object's class, one map per object) summed over a mask
   (``cam.mask``): its predicted mask (null: the segmentation tutorial's target), the data set's
   true mask (``truth``: ``input=shapes input.objects=3``) or a mask file (``.png``/``.npy`` at the
   model input's size, nonzero = inside);
@@ -55,6 +56,7 @@ class TargetSpec:
     concept: torch.Tensor | None = field(default=None, repr=False)  # embedding: (D,) features
     concept_name: str = ""
     concept_images: int = 0
+    slot: int | None = None  # segmentation with cam.mask=truth: each image's slot-th true object's class
 
 
 @dataclass
@@ -187,12 +189,16 @@ def _segmentation(ctx: RunContext, settings: Any, plan: TaskPlan) -> None:
     if mask is None or str(mask).strip() == "predicted":
         return
     if str(mask).strip() == "truth":
-        if ctx.inputs.first().masks is None:
+        first = ctx.inputs.first()
+        if first.masks is None:
             raise ConfigError(
                 f"cam.mask=truth needs a data set with true masks, but input={ctx.inputs.kind} has none; "
                 "use input=shapes input.objects=3, a mask file, or cam.mask=null (the predicted mask)"
             )
         plan.mask = "truth"
+        if classes is None and first.objects is not None:  # null: every true object's class, one map each
+            slots = max((len(o) for o in first.objects), default=0)
+            plan.specs = [TargetSpec("", slot=k) for k in range(slots)]
         return
     plan.mask, plan.mask_file = "file", str(mask)
     plan.mask_array = load_mask(str(mask), ctx.probe().input_hw)

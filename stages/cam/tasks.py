@@ -120,7 +120,13 @@ def _segmentation(ctx: RunContext, plan: TaskPlan, part: Batch, outputs: Any) ->
         row = []
         for i in range(len(part)):
             c = spec.category if spec.category is not None else _top_class(predicted[i], seg.shape[1])
-            if plan.mask == "predicted":
+            if spec.slot is not None:  # the slot-th true object's class (none: an empty region)
+                objects = (part.objects or [[]] * len(part))[i]
+                c = int(objects[spec.slot][0]) if spec.slot < len(objects) else -1
+            if c < 0:
+                region = np.zeros(predicted[i].shape, dtype=bool)
+                c = 0
+            elif plan.mask == "predicted":
                 region = predicted[i] == c
             elif plan.mask == "truth":
                 region = np.asarray(part.masks[i]) == c  # type: ignore[index]

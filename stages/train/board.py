@@ -125,6 +125,7 @@ class Board:
             return
         import torch
         from vizpipe.pipeline.hooks import preserved
+        from vizpipe.pipeline.tasks.wrappers import model_for_cam
 
         said = io.StringIO()
         try:
@@ -135,7 +136,7 @@ class Board:
                 warnings.catch_warnings(),
             ):
                 warnings.simplefilter("ignore")  # TracerWarnings about data-dependent Python values
-                self.writers["train"].add_graph(model, x)
+                self.writers["train"].add_graph(model_for_cam(model, self.ctx.task), x)  # seg: its "out"
         except Exception as exc:  # noqa: BLE001 - a graph never fails training
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             self.ctx.warn(

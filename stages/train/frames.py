@@ -64,6 +64,43 @@ def cam_maps(
     return logits, results[0][0]
 
 
+def truth_targets(batch: Any, slot: int) -> tuple[list[int], list[np.ndarray]]:
+    """Per image of a scene batch, the class of its ``slot``-th true object (0 when it has none) and
+    that class's true mask (the region a segmentation target sums the class's scores over)."""
+    classes, regions = [], []
+    for i, objects in enumerate(batch.objects or [[] for _ in batch.index]):
+        c = int(objects[slot][0]) if slot < len(objects) else 0
+        classes.append(c)
+        regions.append((np.asarray(batch.masks[i]) == c) if c > 0 else np.zeros(batch.masks[i].shape, dtype=bool))
+    return classes, regions
+
+
+def segmentation_maps(ctx: RunContext, plan: TrainPlan, batch: Any, slots: int) -> tuple[Any, list[np.ndarray]]:
+    """A segmentation model's outputs (B, K, H, W) and, per object slot, the (B, H, W) maps of each
+    image's true object's class over its true mask, in eval mode."""
+    from vizpipe.pipeline.gradcam.adapter import CamRunner
+    from vizpipe.pipeline.gradcam.targets import anchored, segmentation_target
+    from vizpipe.pipeline.hooks import preserved
+    from vizpipe.pipeline.tasks.wrappers import SegmentationOutput
+
+    assert plan.method is not None, "segmentation_maps needs a CAM method"
+
+    def make_sets(outputs: Any) -> list[list[Any]]:
+        sets = []
+        for slot in range(slots):
+            classes, regions = truth_targets(batch, slot)
+            sets.append(anchored([segmentation_target(c, r) for c, r in zip(classes, regions, strict=True)]))
+        return sets
+
+    model = ctx.model
+    with preserved(model):
+        model.eval()
+        wrapped = SegmentationOutput(model)
+        with CamRunner(model, CamSettings(), plan.method, plan.layers, cam_model=wrapped) as runner:
+            outputs, results = runner.task_maps(batch.tensor, make_sets)
+    return outputs, [maps for maps, _ in results]
+
+
 class CamFrames:
     """The maps of a few fixed validation images, before training and after every epoch."""
 
@@ -88,8 +125,11 @@ class CamFrames:
             return {}
         from pytorch_grad_cam.utils.image import show_cam_on_image
 
-        labels = [int(v) if v is not None else 0 for v in self.batch.labels]
-        _, maps = cam_maps(self.ctx, self.plan, self.batch.tensor, labels)
+        if self.ctx.task == "segmentation":  # the first true object's class over its true mask
+            _, (maps,) = segmentation_maps(self.ctx, self.plan, self.batch, 1)
+        else:
+            labels = [int(v) if v is not None else 0 for v in self.batch.labels]
+            _, maps = cam_maps(self.ctx, self.plan, self.batch.tensor, labels)
         out = {}
         for i, name in enumerate(self.names):
             mask = np.clip(np.nan_to_num(maps[i], nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
@@ -115,6 +155,8 @@ class CamFrames:
         )
         for i, name in enumerate(self.names):
             label = self.batch.labels[i]
+            if label is None and self.batch.objects:  # a scene: its first object's class
+                label = self.batch.objects[i][0][0] if self.batch.objects[i] else None
             cls = (
                 self.plan.classes[label] if label is not None and 0 <= label < len(self.plan.classes) else "?"
             )
@@ -131,8 +173,11 @@ class CamFrames:
 def measure(ctx: RunContext, plan: TrainPlan, tolerance: float) -> dict[str, float | None]:
     """On ``ctx.inputs``: top-1 accuracy and, with boxes, the pointing game, energy in box and
     ``chance`` (the pointing game of a uniformly random point: the mean share of the image the
-    grown box covers)."""
+    grown box covers). A segmentation model: ``measure_segmentation``."""
     from vizpipe.pipeline.gradcam.localisation import localisation
+
+    if ctx.task == "segmentation":
+        return measure_segmentation(ctx, plan)
 
     hits: list[float] = []
     energy: list[float] = []
@@ -167,3 +212,41 @@ def measure(ctx: RunContext, plan: TrainPlan, tolerance: float) -> dict[str, flo
         "energy_in_box": mean(energy),
         "chance": mean(shares),
     }
+
+
+def measure_segmentation(ctx: RunContext, plan: TrainPlan) -> dict[str, float | None]:
+    """On ``ctx.inputs`` (scenes with true masks): pixel accuracy and, per true object, the CAM of its
+    class over its true mask scored against that mask: ``mask_iou``, ``energy_in_mask`` and the
+    centred-blob baseline ``centre_mask_iou`` (``vizpipe.stages.cam``'s ``task_rows``), overall and per
+    class (``mask_iou/<class>``, ...); ``chance`` is the baseline's mean."""
+    from vizpipe.stages.cam.task_rows import centre_blob, mask_scores
+
+    per: dict[str, list[float]] = {}
+    hits = pixels = 0
+    names = list(ctx.inputs.classes or [])
+    for batch in ctx.inputs.batches("train: mask IoU"):
+        slots = max((len(o) for o in batch.objects or []), default=0)
+        outputs, maps = segmentation_maps(ctx, plan, batch, slots)
+        truth = np.asarray(batch.masks)
+        hits += int((outputs.argmax(dim=1).cpu().numpy() == truth).sum())
+        pixels += truth.size
+        blob = centre_blob(*truth.shape[1:])
+        for slot in range(slots):
+            classes, regions = truth_targets(batch, slot)
+            for i, (c, region) in enumerate(zip(classes, regions, strict=True)):
+                if c == 0 or not region.any():
+                    continue
+                name = names[c] if c < len(names) else str(c)
+                scores = {**mask_scores(maps[slot][i], region), "centre_mask_iou": mask_scores(blob, region)["mask_iou"]}
+                for key, value in scores.items():
+                    if value is not None:
+                        per.setdefault(key, []).append(value)
+                        per.setdefault(f"{key}/{name}", []).append(value)
+
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+    out: dict[str, float | None] = {"pixel_accuracy": hits / pixels if pixels else None}
+    out.update({k: mean(v) for k, v in sorted(per.items(), key=lambda kv: ("/" in kv[0], kv[0]))})
+    out["chance"] = out.get("centre_mask_iou")
+    return out

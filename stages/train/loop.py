@@ -187,14 +187,14 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
     watch.start()
     for epoch in range(1, epochs + 1):
         sums = one_epoch(ctx, settings, loader, optimizer, scheduler, watch, (epoch, epochs, total))
-        loss_sum, hits, seen, lr = sums
+        loss_sum, hits, seen, lr, units = sums
         check_finite(ctx.model, epoch, watch.steps, lr)  # before the epoch's checkpoint is written
-        val_loss, val_acc = evaluate(ctx.model, val_loader, ctx.device)
+        val_loss, val_acc = evaluate(ctx.model, val_loader, ctx.device, _target_key(ctx))
         watch.epoch(
             val_loss,
             val_acc,
             train_loss=_finite(loss_sum / max(seen, 1)),
-            train_accuracy=hits / max(seen, 1),
+            train_accuracy=hits / max(units, 1),
             lr=lr,
             complete=seen == len(loader.dataset),
         )
@@ -204,7 +204,7 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
             epochs,
             watch.steps,
             loss_sum / max(seen, 1),
-            hits / max(seen, 1),
+            hits / max(units, 1),
             "–" if val_loss is None else f"{val_loss:.4f}",
             "–" if val_acc is None else f"{val_acc:.3f}",
         )
@@ -228,6 +228,12 @@ def check_finite(model: nn.Module, epoch: int, step: int, lr: float | None) -> N
     raise NonFiniteWeights(epoch, step, f"the {kind} {bad[0]} holds {value}{more}", lr)
 
 
+def _target_key(ctx: RunContext) -> str:
+    """What the loss compares the output with: each image's ``label``, or a segmentation model's
+    true ``mask`` (per-pixel cross-entropy; accuracy is then the share of pixels right)."""
+    return "mask" if ctx.task == "segmentation" else "label"
+
+
 def one_epoch(
     ctx: RunContext,
     settings: Any,
@@ -236,25 +242,26 @@ def one_epoch(
     scheduler: Any,
     watch: Watcher,
     where: tuple[int, int, int],
-) -> tuple[float, int, int, float | None]:
+) -> tuple[float, int, int, float | None, int]:
     """One pass over ``loader`` (``where``: epoch, epochs, step budget); returns the epoch's loss
-    sum, hits, images seen and last lr. A NaN/inf loss raises ``NonFiniteLoss`` before it can
-    reach the weights."""
+    sum, hits, images seen, last lr and the units the hits are out of (images; pixels for a
+    segmentation model). A NaN/inf loss raises ``NonFiniteLoss`` before it can reach the weights."""
     import torch
     from tqdm import tqdm
     from vizpipe.pipeline.layers import model_output
 
     model, clip = ctx.model, settings.grad_clip
     epoch, epochs, total = where
+    key = _target_key(ctx)
     model.train()
-    loss_sum, hits, seen, lr = 0.0, 0, 0, None
+    loss_sum, hits, seen, lr, units = 0.0, 0, 0, None, 0
     with tqdm(loader, desc=f"train {epoch}/{epochs}", unit="step", leave=False, disable=None) as bar:
         for batch in bar:
             x = batch["x"].to(ctx.device)  # (B, C, H, W)
-            y = batch["label"].to(ctx.device)  # (B,)
+            y = batch[key].to(ctx.device)  # (B,) labels, or (B, H, W) true masks
             if watch.steps == 0:
                 watch.first_batch(x, batch["rgb"])
-            logits = model_output(model(x))  # (B, K)
+            logits = model_output(model(x))  # (B, K), or (B, K, H, W)
             loss = torch.nn.functional.cross_entropy(logits, y)
             value = float(loss.detach())
             lr = float(optimizer.param_groups[0]["lr"])
@@ -268,31 +275,35 @@ def one_epoch(
             if scheduler is not None:
                 scheduler.step()
             correct = int((logits.detach().argmax(dim=1) == y).sum())
-            watch.step(value, correct / len(y), lr, n=len(y))
+            watch.step(value, correct / y.numel(), lr, n=len(y))
             loss_sum, hits, seen = loss_sum + value * len(y), hits + correct, seen + len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / seen:.3f}", refresh=False)
+            units += y.numel()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / units:.3f}", refresh=False)
             if watch.steps >= total:
                 break
-    return loss_sum, hits, seen, lr
+    return loss_sum, hits, seen, lr, units
 
 
-def evaluate(model: nn.Module, loader: Any, device: Any) -> tuple[float | None, float | None]:
-    """Mean cross-entropy and top-1 accuracy over ``loader`` in eval mode, without gradients."""
+def evaluate(model: nn.Module, loader: Any, device: Any, key: str = "label") -> tuple[float | None, float | None]:
+    """Mean cross-entropy and top-1 accuracy over ``loader`` in eval mode, without gradients
+    (``key="mask"``: per pixel, the loss averaged over each image's pixels)."""
     import torch
     from vizpipe.pipeline.layers import model_output
 
     model.eval()
-    loss_sum, hits, seen = 0.0, 0, 0
+    loss_sum, hits, seen, units = 0.0, 0, 0, 0
     with torch.no_grad():
         for batch in loader:
-            x, y = batch["x"].to(device), batch["label"].to(device)
+            x, y = batch["x"].to(device), batch[key].to(device)
             logits = model_output(model(x))
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            loss_sum += float(loss) / (y[0].numel() if y.ndim > 1 else 1)
             hits += int((logits.argmax(dim=1) == y).sum())
             seen += len(y)
+            units += y.numel()
     if not seen:
         return None, None
-    return _finite(loss_sum / seen), hits / seen
+    return _finite(loss_sum / seen), hits / units
 
 
 def _finite(value: float) -> float | None:

@@ -140,7 +140,18 @@ def make_plan(ctx: RunContext, settings: Any) -> TrainPlan:
             f"{len(classes)} classes ({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); the "
             f"train stage needs one output per class: set model.num_classes={len(classes)}"
         )
-    if ctx.outputs_are_probabilities:
+    task = ctx.task
+    if task not in ("classification", "segmentation"):
+        raise ConfigError(
+            f"The train stage trains classifiers and segmentation models; {ctx.model_name} is a {task} model "
+            "(model.task): train it elsewhere and load it with model.checkpoint"
+        )
+    if task == "segmentation" and ctx.inputs.first().masks is None:
+        raise ConfigError(
+            f"Training the segmentation model {ctx.model_name} needs true masks, but input={ctx.inputs.kind} has "
+            "none; use input=shapes input.objects=3 (experiment=shapes_seg_demo)"
+        )
+    if task == "classification" and ctx.outputs_are_probabilities:
         raise ConfigError(
             f"{ctx.model_name}'s outputs are probabilities (model.output={ctx.output_kind}); the train stage "
             "needs logits (cross-entropy): drop the final Softmax/Sigmoid or set model.output=logits"
