@@ -222,7 +222,8 @@ def _imagenet_names(timm: Any, model: nn.Module) -> list[str] | None:
 
 def preset(target: str, cfg: dict[str, Any], model: nn.Module) -> Any:
     """The preprocessing preset of a built model: torchvision's weights enum (when pretrained; a
-    segmentation or detection model's ``TaskPreset``, always), a timm model's data config (always: ``model=timm``, or a timm model object given to
+    segmentation or detection model's ``TaskPreset``, always), a timm model's data config (always:
+    ``model=timm``, or a timm model object given to
     ``vizpipe.inspect``), else None (ImageNet's 256/224 preset)."""
     import sys
 

@@ -9,7 +9,16 @@ from conftest import group_options
 from vizpipe.pipeline.gradcam.layers import auto_layer, spatial_layers
 from vizpipe.pipeline.layers import default_blocks, model_blocks, probe_model
 
-SLOW_BUILDS = {"densenet121", "vgg16"}  # over 1 s each; the others build in well under a second
+SLOW_BUILDS = {  # over 1 s each; the others build and probe in well under a second
+    "densenet121",
+    "vgg16",
+    "fcn_resnet50",
+    "fasterrcnn_resnet50_fpn_v2",
+    "retinanet_resnet50_fpn_v2",
+    "fcos_resnet50_fpn",
+    "maskrcnn_resnet50_fpn",
+    "embedding",  # a ResNet-50
+}
 #: conf/model option -> what cam.layer=auto picks (the YAML's blocks are honoured)
 AUTO = {
     "alexnet": "features.12",
@@ -25,6 +34,17 @@ AUTO = {
     "vgg11": "features.20",
     "vgg16": "features.30",
     "vit_b_16": "encoder.layers.encoder_layer_11.ln_1",  # a transformer: the last block's first norm
+    # segmentation and detection: the backbone's last block (pipeline/layers.py BACKBONES)
+    "fcn_resnet50": "backbone.layer4",
+    "deeplabv3_mobilenet_v3_large": "backbone.16",
+    "lraspp_mobilenet_v3_large": "backbone.16",
+    "shapes_seg_net": "conv3",
+    "fasterrcnn_mobilenet_v3_large_320_fpn": "backbone.body.16",
+    "fasterrcnn_resnet50_fpn_v2": "backbone.body.layer4",
+    "retinanet_resnet50_fpn_v2": "backbone.body.layer4",
+    "fcos_resnet50_fpn": "backbone.body.layer4",
+    "maskrcnn_resnet50_fpn": "backbone.body.layer4",
+    "embedding": "layer4",  # a ResNet-50 without its head
 }
 
 
@@ -44,7 +64,13 @@ def test_auto_picks_the_last_spatial_block_of_every_model_option(make_ctx, optio
         pytest.importorskip("timm", reason="the timm extra is not installed")
     size = 224 if option == "vit_b_16" else 96
     ctx = make_ctx([f"model={option}", *extra, "input=random", f"input.shape=[1,3,{size},{size}]"])
-    plan = make_plan(ctx, CamConfig())
+    if option == "embedding":  # an embedding's maps need a concept
+        from vizpipe.pipeline.inputs.images import bundled_photo
+
+        settings = CamConfig(concept=str(bundled_photo()))
+    else:
+        settings = CamConfig()
+    plan = make_plan(ctx, settings)
     assert [layer.name for layer in plan.layers] == [AUTO[option]]
     if option != "vit_b_16":
         assert plan.layers[0].name in ctx.blocks()  # auto is one of the blocks features draws

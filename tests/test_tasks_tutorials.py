@@ -94,7 +94,9 @@ def test_segmentation_maps_equal_the_segmentation_tutorial(make_ctx, name):
 
     assert m.valid and float(ours.max()) > 0
     np.testing.assert_allclose(ours, grayscale_cam, atol=TOL)
-    assert m.score == pytest.approx(float(normalized_masks[0, category][torch.from_numpy(mask == category)].mean()))
+    assert m.score == pytest.approx(
+        float(normalized_masks[0, category][torch.from_numpy(mask == category)].mean())
+    )
 
 
 # --------------------------------------------------------------------------- detection
@@ -240,7 +242,14 @@ def test_embedding_maps_equal_the_embeddings_tutorial(make_ctx, tmp_path):
     concept = tmp_path / "flag.png"
     photo.crop((0, 0, 200, 200)).save(concept)  # the flag's stars: the concept
     ctx = make_ctx(
-        ["model=embedding", "model.name=resnet18", "input=photo", "input.resize=128", "input.crop=112", "device=cpu"]
+        [
+            "model=embedding",
+            "model.name=resnet18",
+            "input=photo",
+            "input.resize=128",
+            "input.crop=112",
+            "device=cpu",
+        ]
     )
     assert ctx.task == "embedding"
     doc, (ours,) = vizpipe_maps(ctx, layer="layer4.1", concept=str(concept))

@@ -237,7 +237,8 @@ def _check_splits(kind: str, input_cfg: Any) -> None:
         objects = int(getattr(input_cfg, "objects", 1) or 1)
         if not 1 <= objects <= 6:
             raise ConfigError(
-                f"input.objects must be 1 (one shape, labelled) or 2..6 (a scene of different shapes), got {objects}"
+                "input.objects must be 1 (one shape, labelled) or 2..6 (a scene of different shapes), "
+                f"got {objects}"
             )
         for key in ("train_count", "val_count", "test_count"):
             if int(getattr(input_cfg, key, 1)) < 1:

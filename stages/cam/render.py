@@ -180,7 +180,7 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     pictures: list[Picture] = []
     for img in doc.images[:SAMPLE_IMAGES]:
         if img.top5:
-            tables.append(_top5_table(ctx, img))
+            tables.append(_top5_table(ctx, img, doc.task))
         if img.prediction:
             pictures.append(_prediction_picture(doc, img))
         for m in img.maps:
@@ -214,9 +214,9 @@ TOP5 = {
 }
 
 
-def _top5_table(ctx: RunContext, img: CamImage) -> Table:
+def _top5_table(ctx: RunContext, img: CamImage, task: str | None = None) -> Table:
     """An image's top-5 predictions, captioned with its source (and label, when known)."""
-    title, column = TOP5.get(ctx.task, ("Top-5 predictions", "Probability"))
+    title, column = TOP5.get(task or "", ("Top-5 predictions", "Probability"))
     rows = [
         [rank + 1, p.class_index, p.name, None if p.prob is None else f"{p.prob * 100:.2f}%"]
         for rank, p in enumerate(img.top5)
@@ -284,7 +284,8 @@ def _summary(doc: CamDoc) -> str:
     """The console line: method, layers, target, counts, the sample shown, reshapes."""
     target_text = "top-1 prediction of each image" if doc.targets is None else f"class(es) {doc.targets}"
     if doc.task is not None:
-        target_text = f"{doc.task} targets ({', '.join(dict.fromkeys(m.key or '' for i in doc.images for m in i.maps))})"
+        keys = dict.fromkeys(m.key or "" for i in doc.images for m in i.maps)
+        target_text = f"{doc.task} targets ({', '.join(keys)})"
     shown = min(len(doc.images), SAMPLE_IMAGES)
     sample = (
         f"; the first {shown} images' maps go to the report and TensorBoard (every map is in cam/)"

@@ -138,7 +138,8 @@ def _check_method(ctx: RunContext, settings: Any, spec: MethodSpec, layers: list
     if list(settings.metrics or []):
         raise ConfigError(
             f"cam.metrics score a classifier's class probability; {ctx.model_name} is a {ctx.task} model "
-            "(its maps are scored against true masks and boxes when the data set has them); set cam.metrics=[]"
+            "(its maps are scored against true masks and boxes when the data set has them); "
+            "set cam.metrics=[]"
         )
     if settings.aug_smooth and ctx.task in ("segmentation", "detection"):
         raise ConfigError(
@@ -149,7 +150,8 @@ def _check_method(ctx: RunContext, settings: Any, spec: MethodSpec, layers: list
     if levels and not spec.meta and _uses_gradients(ctx, spec):
         raise ConfigError(
             f"cam.layer '{levels[0]}' returns a dict of FPN levels, for which grad-cam records no gradient; "
-            f"{spec.name} needs gradients: use a gradient-free method (eigencam, ablationcam, scorecam) on it, "
+            f"{spec.name} needs gradients: use a gradient-free method (eigencam, ablationcam, scorecam) "
+            "on it, "
             "or name one level or block (backbone.fpn.layer_blocks.0, cam.layer=auto)"
         )
 
@@ -304,7 +306,8 @@ def warn_targets(ctx: RunContext, plan: TaskPlan, images: list[Any]) -> None:
     )
     if below:
         ctx.warn(
-            f"CAM: no detection scores >= cam.score_threshold={plan.score_threshold:g} in {len(below)} image(s) "
+            f"CAM: no detection scores >= cam.score_threshold={plan.score_threshold:g} in {len(below)} "
+            "image(s) "
             f"({', '.join(below[:3])}{', ...' if len(below) > 3 else ''}); their best detection is explained "
             "instead (lower cam.score_threshold to explain more)"
         )

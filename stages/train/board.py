@@ -136,7 +136,9 @@ class Board:
                 warnings.catch_warnings(),
             ):
                 warnings.simplefilter("ignore")  # TracerWarnings about data-dependent Python values
-                self.writers["train"].add_graph(model_for_cam(model, self.ctx.task), x)  # seg: its "out"
+                self.writers["train"].add_graph(
+                    model_for_cam(model, getattr(self.ctx, "task", "")), x
+                )  # seg: "out"
         except Exception as exc:  # noqa: BLE001 - a graph never fails training
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             self.ctx.warn(

@@ -71,11 +71,15 @@ def truth_targets(batch: Any, slot: int) -> tuple[list[int], list[np.ndarray]]:
     for i, objects in enumerate(batch.objects or [[] for _ in batch.index]):
         c = int(objects[slot][0]) if slot < len(objects) else 0
         classes.append(c)
-        regions.append((np.asarray(batch.masks[i]) == c) if c > 0 else np.zeros(batch.masks[i].shape, dtype=bool))
+        regions.append(
+            (np.asarray(batch.masks[i]) == c) if c > 0 else np.zeros(batch.masks[i].shape, dtype=bool)
+        )
     return classes, regions
 
 
-def segmentation_maps(ctx: RunContext, plan: TrainPlan, batch: Any, slots: int) -> tuple[Any, list[np.ndarray]]:
+def segmentation_maps(
+    ctx: RunContext, plan: TrainPlan, batch: Any, slots: int
+) -> tuple[Any, list[np.ndarray]]:
     """A segmentation model's outputs (B, K, H, W) and, per object slot, the (B, H, W) maps of each
     image's true object's class over its true mask, in eval mode."""
     from vizpipe.pipeline.gradcam.adapter import CamRunner
@@ -237,7 +241,10 @@ def measure_segmentation(ctx: RunContext, plan: TrainPlan) -> dict[str, float | 
                 if c == 0 or not region.any():
                     continue
                 name = names[c] if c < len(names) else str(c)
-                scores = {**mask_scores(maps[slot][i], region), "centre_mask_iou": mask_scores(blob, region)["mask_iou"]}
+                scores = {
+                    **mask_scores(maps[slot][i], region),
+                    "centre_mask_iou": mask_scores(blob, region)["mask_iou"],
+                }
                 for key, value in scores.items():
                     if value is not None:
                         per.setdefault(key, []).append(value)

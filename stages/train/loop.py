@@ -284,7 +284,9 @@ def one_epoch(
     return loss_sum, hits, seen, lr, units
 
 
-def evaluate(model: nn.Module, loader: Any, device: Any, key: str = "label") -> tuple[float | None, float | None]:
+def evaluate(
+    model: nn.Module, loader: Any, device: Any, key: str = "label"
+) -> tuple[float | None, float | None]:
     """Mean cross-entropy and top-1 accuracy over ``loader`` in eval mode, without gradients
     (``key="mask"``: per pixel, the loss averaged over each image's pixels)."""
     import torch

@@ -148,7 +148,8 @@ def make_plan(ctx: RunContext, settings: Any) -> TrainPlan:
         )
     if task == "segmentation" and ctx.inputs.first().masks is None:
         raise ConfigError(
-            f"Training the segmentation model {ctx.model_name} needs true masks, but input={ctx.inputs.kind} has "
+            f"Training the segmentation model {ctx.model_name} needs true masks, but "
+            f"input={ctx.inputs.kind} has "
             "none; use input=shapes input.objects=3 (experiment=shapes_seg_demo)"
         )
     if task == "classification" and ctx.outputs_are_probabilities:

@@ -171,18 +171,28 @@ def mask_parts(loc: Localisation) -> tuple[Table, list[Scalar], str]:
     """A segmentation model's before/after table: pixel accuracy, then the CAM's mask IoU and energy
     in mask against the true masks, overall and per class, beside the centred-blob baseline."""
     classes = [k.split("/", 1)[1] for k in loc.after if k.startswith("mask_iou/")]
-    rows = [["Pixel accuracy", _fmt(loc.before.get("pixel_accuracy"), True), _fmt(loc.after.get("pixel_accuracy"), True), ""]]
+    rows = [
+        [
+            "Pixel accuracy",
+            _fmt(loc.before.get("pixel_accuracy"), True),
+            _fmt(loc.after.get("pixel_accuracy"), True),
+            "",
+        ]
+    ]
     for key, label in (("mask_iou", "Mask IoU"), ("energy_in_mask", "Energy in mask")):
         for suffix in ["", *(f"/{c}" for c in classes)]:
             base = loc.after.get(f"centre_mask_iou{suffix}") if key == "mask_iou" else None
             name = f"{label}, {suffix[1:]}" if suffix else f"{label}, all classes"
-            rows.append([name, _fmt(loc.before.get(key + suffix)), _fmt(loc.after.get(key + suffix)), _fmt(base)])
+            rows.append(
+                [name, _fmt(loc.before.get(key + suffix)), _fmt(loc.after.get(key + suffix)), _fmt(base)]
+            )
     table = Table(
         "Before and after training",
         ["Measure", "Before", "After", "Centre blob"],
         rows,
         caption=f"{loc.method} on {loc.layer} for each true object's class over its true mask, on the "
-        f"{loc.images} images of input.split={loc.split}; mask IoU: the map at >= 0.5 against the class's true "
+        f"{loc.images} images of input.split={loc.split}; mask IoU: the map at >= 0.5 against the "
+        "class's true "
         "mask; centre blob: the same IoU for a centred Gaussian that knows nothing of the image (a baseline)",
     )
     before, after = loc.before.get("mask_iou"), loc.after.get("mask_iou")
