@@ -194,11 +194,7 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     return StageResult(
         stage="cam",
         summary=_summary(doc),
-        params={
-            "method": doc.method_key,
-            "layer": "+".join(doc.layers),
-            "class": "top1" if doc.targets is None else str(doc.targets),
-        },
+        params=_params(doc),
         pictures=pictures,
         tables=tables,
         scalars=scalars,
@@ -212,6 +208,16 @@ TOP5 = {
     "segmentation": ("Top-5 classes by predicted area", "Pixels"),
     "detection": ("Top-5 classes by best detection", "Best score"),
 }
+
+
+def _params(doc: CamDoc) -> dict[str, str]:
+    """The hparams columns: method, layer and the class (a non-classifier: its targets' keys)."""
+    params = {"method": doc.method_key, "layer": "+".join(doc.layers)}
+    if doc.task is None:
+        params["class"] = "top1" if doc.targets is None else str(doc.targets)
+    else:
+        params["target"] = ",".join(dict.fromkeys(m.key or "" for img in doc.images for m in img.maps))
+    return params
 
 
 def _top5_table(ctx: RunContext, img: CamImage, task: str | None = None) -> Table:
