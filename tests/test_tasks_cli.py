@@ -39,7 +39,11 @@ def test_a_detector_run_gives_a_report_with_boxes_scores_and_overlays(cli, tmp_p
     image = doc["images"][0]
     assert doc["task"] == "detection" and image["detections"] and image["prediction"]
     (m,) = image["maps"]
-    assert m["layer"] == "backbone.body.16" and m["key"] == "all" and m["score"] == image["detections"][0]["score"]
+    assert (
+        m["layer"] == "backbone.body.16"
+        and m["key"] == "all"
+        and m["score"] == image["detections"][0]["score"]
+    )
     html = (run / "report.html").read_text()
     assert "prediction: 1 detection(s)" in html and "Top-5 classes by best detection" in html
     assert "best detection class" in html  # the overlay's caption: what it explains, with its score

@@ -44,6 +44,7 @@ __all__ = [
     "check_input",
     "file_identity",
     "input_files",
+    "objects_of",
     "parse_shard",
     "split_kinds",
     "split_name",
@@ -151,11 +152,11 @@ class Inputs:
                 labels=labels,
                 boxes=boxes,
                 masks=items["mask"].numpy() if "mask" in items else None,
-                objects=_objects(items) if "obj_labels" in items else None,
+                objects=objects_of(items) if "obj_labels" in items else None,
             )
 
 
-def _objects(items: dict[str, Any]) -> list[list[tuple[int, tuple[float, float, float, float]]]]:
+def objects_of(items: dict[str, Any]) -> list[list[tuple[int, tuple[float, float, float, float]]]]:
     """Per image, its objects' (class, box) from the padded ``obj_labels``/``obj_boxes`` (label -1: none)."""
     out = []
     for labels, boxes in zip(items["obj_labels"].tolist(), items["obj_boxes"].tolist(), strict=True):

@@ -12,9 +12,11 @@ indices and did-you-mean errors:
   model input's size, nonzero = inside);
 * **detection**: every detection scoring at least ``cam.score_threshold`` (``cam.box=null``: one
   map, the Faster R-CNN tutorial's ``FasterRCNNBoxScoreTarget`` over them; the best detection when
-  none does, with a warning), one detection by index (``cam.box=0``: the best), or a box you give
+  none does, with a warning), one detection by index (``cam.box=0``: the best), a box you give
   (``cam.box=[x0,y0,x1,y1]``, labelled ``cam.target_class`` or as the detection overlapping it
-  most); ``cam.target_class`` keeps only the detections of those classes (one map per class);
+  most), or every true object's box with its class (``cam.box=truth``: one map per object, scored
+  with the pointing game against its box); ``cam.target_class`` keeps only the detections of those
+  classes (one map per class);
 * **embedding**: a concept (``cam.concept``: an image, a folder or glob whose images' features are
   averaged, or a list: one map each) and the cosine similarity to it (the embeddings tutorial).
 
@@ -79,11 +81,12 @@ def check_settings(settings: Any) -> None:
             f"cam.score_threshold must be in [0, 1] (a detection score), got {settings.score_threshold}"
         )
     box = settings.box
-    if box is not None:
+    if box is not None and box != "truth":
         if isinstance(box, bool) or not isinstance(box, int | list | tuple):
             raise ConfigError(
                 f"Invalid value '{box}' for cam.box: expected null (every detection above "
-                "cam.score_threshold), a detection index (0 = the best) or [x0,y0,x1,y1], e.g. cam.box=0"
+                "cam.score_threshold), a detection index (0 = the best), [x0,y0,x1,y1] or truth, "
+                "e.g. cam.box=0"
             )
         if isinstance(box, int) and box < 0:
             raise ConfigError(f"cam.box must be a detection index >= 0 (0 = the best), got {box}")
@@ -238,6 +241,16 @@ def _detection(ctx: RunContext, settings: Any, plan: TaskPlan) -> None:
     """Every detection above the threshold, one by index or the user's box; per class when given."""
     classes = _classes(ctx, settings)
     box = settings.box
+    if box == "truth":
+        first = ctx.inputs.first()
+        if first.objects is None:
+            raise ConfigError(
+                f"cam.box=truth needs a data set with true boxes, but input={ctx.inputs.kind} has none; use "
+                "input=shapes input.objects=3, a box [x0,y0,x1,y1], an index or null"
+            )
+        slots = max((len(o) for o in first.objects), default=0)
+        plan.specs = [TargetSpec("", slot=k) for k in range(slots)]  # every true object's box, one map each
+        return
     per_class = [(None, "")] if classes is None else [(c, class_key(c, ctx.class_name(c))) for c in classes]
     for category, name in per_class:
         suffix = f"_{name}" if name else ""

@@ -73,7 +73,9 @@ def _add_images(run: Collector, got: SliceMaps) -> None:
     """A row for each image not seen before: its source, top classes, detections and prediction picture."""
     ctx, part, plan = run.ctx, got.part, run.plan.targets
     top5 = ctx.top_k(5, got.logits) if plan.task != "embedding" else [[] for _ in part.index]
-    top5 = [[r for r in row if r["prob"] is None or r["prob"] > 0] or row[:1] for row in top5]  # those present
+    top5 = [
+        [r for r in row if r["prob"] is None or r["prob"] > 0] or row[:1] for row in top5
+    ]  # those present
     for i, index in enumerate(part.index):
         if index in run.images:
             continue

@@ -88,7 +88,7 @@ def batch_targets(
         infos = _segmentation(ctx, plan, part, outputs)
         sets = [[segmentation_target(t.target, t.region) for t in row] for row in infos]
     elif plan.task == "detection":
-        infos = _detection(ctx, plan, outputs)
+        infos = _detection(ctx, plan, outputs, part)
         sets = [
             [box_target([b[0] for b in t.boxes or []], [b[2] for b in t.boxes or []]) for t in row]
             for row in infos
@@ -157,22 +157,23 @@ def _box_text(ctx: RunContext, label: int, score: float | None) -> str:
     return head if score is None else f"{head} {score:.2f}"
 
 
-def _detection(ctx: RunContext, plan: TaskPlan, outputs: Any) -> list[list[ImageTarget]]:
+def _detection(ctx: RunContext, plan: TaskPlan, outputs: Any, part: Batch) -> list[list[ImageTarget]]:
     from vizpipe.pipeline.tasks import detections
 
     found = detections(outputs)
+    objects = part.objects or [[] for _ in found]
     out = []
     for spec in plan.specs:
         row = []
-        for d in found:
+        for d, truth in zip(found, objects, strict=True):
             order = sorted(range(len(d)), key=lambda j: (-float(d.scores[j]), j))
-            row.append(_one_detection_target(ctx, plan, spec, d, order))
+            row.append(_one_detection_target(ctx, plan, spec, d, order, truth))
         out.append(row)
     return out
 
 
 def _one_detection_target(
-    ctx: RunContext, plan: TaskPlan, spec: Any, d: Any, order: list[int]
+    ctx: RunContext, plan: TaskPlan, spec: Any, d: Any, order: list[int], truth: list[Any]
 ) -> ImageTarget:
     """One image's detection target for ``spec`` (see ``targets.py``)."""
     import torch
@@ -180,8 +181,17 @@ def _one_detection_target(
 
     labels, scores, boxes = d.labels.tolist(), d.scores.tolist(), d.boxes.tolist()
     fallback = False
-    if spec.box is not None:
-        label, score = spec.category, None
+    empty = None
+    if spec.slot is not None:  # cam.box=truth: the true object's box, with its class
+        if spec.slot >= len(truth):
+            return ImageTarget(
+                "none", -1, None, None, None, f"true object {spec.slot}", "the image has no such true object"
+            )
+        label, box = int(truth[spec.slot][0]), tuple(truth[spec.slot][1])
+        spec_key = f"truth_{class_key(label, ctx.class_name(label))}"
+        detail = f"true box of {_box_text(ctx, label, None)} at {[round(v, 1) for v in box]}"
+    elif spec.box is not None:
+        label, box, spec_key = spec.category, tuple(spec.box), spec.key
         if label is None and len(d):
             ious = box_iou(torch.tensor([spec.box]), d.boxes)[0]
             best = int(ious.argmax())
@@ -196,8 +206,26 @@ def _one_detection_target(
                 f"your box {list(spec.box)}",
                 "no detection overlaps your box: give its class with cam.target_class",
             )
-        chosen = [(int(label), _box_text(ctx, int(label), None), tuple(spec.box))]
         detail = f"your box {[round(v, 1) for v in spec.box]} as {_box_text(ctx, int(label), None)}"
+    if spec.slot is not None or spec.box is not None:
+        j = _credited(d, int(label), box)
+        score = scores[j] if j is not None else None
+        text = _box_text(ctx, int(label), score)
+        if j is None:
+            empty = (
+                f"no output box of {_box_text(ctx, int(label), None)} overlaps the box by IoU > 0.5 "
+                "(FasterRCNNBoxScoreTarget's rule): the target is 0"
+            )
+        return ImageTarget(
+            spec_key,
+            int(label),
+            ctx.class_name(int(label)),
+            score,
+            None,
+            detail,
+            empty,
+            boxes=[(int(label), text, box)],
+        )
     elif spec.index is not None:
         if spec.index >= len(order):
             return ImageTarget(
@@ -242,6 +270,20 @@ def _one_detection_target(
     return ImageTarget(
         spec.key, int(label), ctx.class_name(int(label)), score, None, detail, boxes=chosen, fallback=fallback
     )
+
+
+def _credited(d: Any, label: int, box: tuple[float, ...]) -> int | None:
+    """The output box ``FasterRCNNBoxScoreTarget`` credits for (``label``, ``box``): the one
+    overlapping the (integer) box most, when that IoU is over 0.5 and its label is ``label``."""
+    import torch
+    from torchvision.ops import box_iou
+    from vizpipe.pipeline.gradcam.targets import int_boxes
+
+    if not len(d):
+        return None
+    ious = box_iou(torch.as_tensor(int_boxes([box]), dtype=torch.float32), d.boxes)[0]
+    j = int(ious.argmax())
+    return j if float(ious[j]) > 0.5 and int(d.labels[j]) == label else None
 
 
 def _embedding(plan: TaskPlan, outputs: Any) -> list[list[ImageTarget]]:

@@ -189,12 +189,15 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
         sums = one_epoch(ctx, settings, loader, optimizer, scheduler, watch, (epoch, epochs, total))
         loss_sum, hits, seen, lr, units = sums
         check_finite(ctx.model, epoch, watch.steps, lr)  # before the epoch's checkpoint is written
-        val_loss, val_acc = evaluate(ctx.model, val_loader, ctx.device, _target_key(ctx))
+        if ctx.task == "detection":  # no loss in eval mode: the share of true boxes found
+            val_loss, val_acc = None, evaluate_detection(ctx.model, val_loader, ctx.device)
+        else:
+            val_loss, val_acc = evaluate(ctx.model, val_loader, ctx.device, _target_key(ctx))
         watch.epoch(
             val_loss,
             val_acc,
             train_loss=_finite(loss_sum / max(seen, 1)),
-            train_accuracy=hits / max(units, 1),
+            train_accuracy=hits / units if units else None,
             lr=lr,
             complete=seen == len(loader.dataset),
         )
@@ -204,7 +207,7 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
             epochs,
             watch.steps,
             loss_sum / max(seen, 1),
-            hits / max(units, 1),
+            hits / max(units, 1) if units else float("nan"),
             "–" if val_loss is None else f"{val_loss:.4f}",
             "–" if val_acc is None else f"{val_acc:.3f}",
         )
@@ -229,9 +232,35 @@ def check_finite(model: nn.Module, epoch: int, step: int, lr: float | None) -> N
 
 
 def _target_key(ctx: RunContext) -> str:
-    """What the loss compares the output with: each image's ``label``, or a segmentation model's
-    true ``mask`` (per-pixel cross-entropy; accuracy is then the share of pixels right)."""
-    return "mask" if ctx.task == "segmentation" else "label"
+    """What the loss compares the output with: each image's ``label``, a segmentation model's true
+    ``mask`` (per-pixel cross-entropy; accuracy is then the share of pixels right), or a detector's
+    true ``objects`` (its own losses in train mode; no accuracy per step)."""
+    return {"segmentation": "mask", "detection": "objects"}.get(ctx.task, "label")
+
+
+def detection_targets(batch: dict[str, Any], device: Any) -> list[dict[str, Any]]:
+    """torchvision's detection targets from a scene batch's padded ``obj_boxes``/``obj_labels``."""
+    out = []
+    for boxes, labels in zip(batch["obj_boxes"], batch["obj_labels"], strict=True):
+        keep = labels >= 0
+        out.append({"boxes": boxes[keep].to(device), "labels": labels[keep].to(device)})
+    return out
+
+
+def evaluate_detection(model: nn.Module, loader: Any, device: Any) -> float | None:
+    """A detector's recall over ``loader`` in eval mode: the share of true boxes found (a detection
+    scoring >= 0.5 of the same class with IoU >= 0.5; ``frames.recall``)."""
+    import torch
+    from vizpipe.pipeline.inputs import objects_of
+    from vizpipe.stages.train.frames import recall
+
+    model.eval()
+    found = total = 0
+    with torch.no_grad():
+        for batch in loader:
+            hit, boxes = recall(model(batch["x"].to(device)), objects_of(batch))
+            found, total = found + hit, total + boxes
+    return found / total if total else None
 
 
 def one_epoch(
@@ -258,11 +287,15 @@ def one_epoch(
     with tqdm(loader, desc=f"train {epoch}/{epochs}", unit="step", leave=False, disable=None) as bar:
         for batch in bar:
             x = batch["x"].to(ctx.device)  # (B, C, H, W)
-            y = batch[key].to(ctx.device)  # (B,) labels, or (B, H, W) true masks
             if watch.steps == 0:
                 watch.first_batch(x, batch["rgb"])
-            logits = model_output(model(x))  # (B, K), or (B, K, H, W)
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            if key == "objects":  # a detector in train mode: its own losses against the true boxes
+                y, logits = x, None
+                loss = sum(model(list(x), detection_targets(batch, ctx.device)).values())
+            else:
+                y = batch[key].to(ctx.device)  # (B,) labels, or (B, H, W) true masks
+                logits = model_output(model(x))  # (B, K), or (B, K, H, W)
+                loss = torch.nn.functional.cross_entropy(logits, y)
             value = float(loss.detach())
             lr = float(optimizer.param_groups[0]["lr"])
             if not math.isfinite(value):
@@ -274,11 +307,11 @@ def one_epoch(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            correct = int((logits.detach().argmax(dim=1) == y).sum())
-            watch.step(value, correct / y.numel(), lr, n=len(y))
+            correct = int((logits.detach().argmax(dim=1) == y).sum()) if logits is not None else 0
+            watch.step(value, correct / y.numel() if logits is not None else None, lr, n=len(y))
             loss_sum, hits, seen = loss_sum + value * len(y), hits + correct, seen + len(y)
-            units += y.numel()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / units:.3f}", refresh=False)
+            units += y.numel() if logits is not None else 0
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / max(units, 1):.3f}", refresh=False)
             if watch.steps >= total:
                 break
     return loss_sum, hits, seen, lr, units

@@ -141,16 +141,20 @@ def make_plan(ctx: RunContext, settings: Any) -> TrainPlan:
             f"train stage needs one output per class: set model.num_classes={len(classes)}"
         )
     task = ctx.task
-    if task not in ("classification", "segmentation"):
+    if task == "embedding":
         raise ConfigError(
-            f"The train stage trains classifiers and segmentation models; {ctx.model_name} is a {task} model "
-            "(model.task): train it elsewhere and load it with model.checkpoint"
+            f"The train stage trains classifiers, segmentation models and detectors; {ctx.model_name} is an "
+            "embedding model (model.task): train it elsewhere and load it with model.checkpoint"
         )
-    if task == "segmentation" and ctx.inputs.first().masks is None:
+    first = ctx.inputs.first()
+    if (
+        task in ("segmentation", "detection")
+        and (first.masks if task == "segmentation" else first.objects) is None
+    ):
+        what = "true masks" if task == "segmentation" else "true boxes"
         raise ConfigError(
-            f"Training the segmentation model {ctx.model_name} needs true masks, but "
-            f"input={ctx.inputs.kind} has "
-            "none; use input=shapes input.objects=3 (experiment=shapes_seg_demo)"
+            f"Training the {task} model {ctx.model_name} needs {what}, but input={ctx.inputs.kind} has none; "
+            f"use input=shapes input.objects=3 (experiment=shapes_{task[:3]}_demo)"
         )
     if task == "classification" and ctx.outputs_are_probabilities:
         raise ConfigError(
