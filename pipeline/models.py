@@ -237,7 +237,18 @@ def preset(target: str, cfg: dict[str, Any], model: nn.Module) -> Any:
     if target == TIMM_TARGET or (lent and "timm" in sys.modules and hasattr(model, "pretrained_cfg")):
         pretrained = bool(cfg.get("weights")) if not lent else False
         return TimmPreset(model, pretrained, (cfg.get("kwargs") or {}).get("img_size"))
+    if lent and _is_torchvision_detector(model):  # a detector object normalises its pixels itself
+        from vizpipe.pipeline.tasks.presets import TaskPreset
+
+        return TaskPreset(type(model).__name__, "detection", None, model)
     return None
+
+
+def _is_torchvision_detector(model: nn.Module) -> bool:
+    """A torchvision detector: it resizes and normalises inside (``GeneralizedRCNNTransform``)."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    return isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform)
 
 
 # --------------------------------------------------------------------------- small CNNs

@@ -44,6 +44,7 @@ AUTO = {
     "retinanet_resnet50_fpn_v2": "backbone.body.layer4",
     "fcos_resnet50_fpn": "backbone.body.layer4",
     "maskrcnn_resnet50_fpn": "backbone.body.layer4",
+    "shapes_det_net": "backbone.c5",  # its backbone's last level (no FPN: the levels are its blocks)
     "embedding": "layer4",  # a ResNet-50 without its head
 }
 

@@ -271,3 +271,25 @@ def test_an_embedding_concept_folder_is_averaged(make_ctx, tmp_path):
         float(nn.functional.cosine_similarity(mine, feats.mean(dim=0), dim=0)), abs=1e-5
     )
     assert doc.images[0].top5 == [] and m.valid
+
+
+def test_a_detector_object_in_train_mode_is_inspected_and_handed_back_as_found(tmp_path):
+    """vizpipe.inspect of a torchvision detector left in train mode (where it wants targets): the
+    run keeps it in eval mode, reads its pixels raw (it normalises inside) and puts its mode back."""
+    import torchvision
+    import vizpipe
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+        weights=None,
+        weights_backbone=None,
+        min_size=96,
+        max_size=96,
+        box_score_thresh=0.0,
+    ).train()
+    images = torch.rand(1, 3, 96, 96)
+    run = vizpipe.inspect(model, images, stages=["cam"], out=tmp_path / "run", cam={"score_threshold": 0.0})
+    doc = CamDoc.load(tmp_path / "run" / "cam" / "cam.json")
+    assert doc.task == "detection" and doc.images[0].detections and run["cam"].summary
+    assert model.training and all(m.training for m in model.modules())  # as the caller left it

@@ -13,7 +13,8 @@ from the weights' metadata, which needs no download):
 * detection: resized and cropped to the detector's own ``transform.min_size`` (320 for the
   ``_320_`` models, 800 for the others), pixels in [0, 1] (mean 0, std 1): the detector normalises.
 
-Category names come only with pretrained weights (as for classifiers).
+Category names come only with pretrained weights (as for classifiers). A torchvision detector
+object handed to ``vizpipe.inspect`` gets the detection preset too (it normalises inside).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class TaskPreset:
         from torchvision.transforms import InterpolationMode
 
         self.name, self.task, self.weights = name, task, weights
-        default = torchvision.models.get_model_weights(name).DEFAULT
         meta = dict(getattr(weights, "meta", {}) or {})
         self.meta: dict[str, Any] = {"categories": meta.get("categories") if weights is not None else None}
         if task == "detection":
@@ -53,7 +53,7 @@ class TaskPreset:
             mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
             interpolation = InterpolationMode.BILINEAR
         else:
-            t = (weights or default).transforms()
+            t = (weights or torchvision.models.get_model_weights(name).DEFAULT).transforms()
             side = int(t.resize_size[0] if isinstance(t.resize_size, list | tuple) else t.resize_size)
             mean, std = [float(v) for v in t.mean], [float(v) for v in t.std]
             interpolation = t.interpolation
