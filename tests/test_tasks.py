@@ -277,6 +277,7 @@ def test_a_detector_object_in_train_mode_is_inspected_and_handed_back_as_found(t
     """vizpipe.inspect of a torchvision detector left in train mode (where it wants targets): the
     run keeps it in eval mode, reads its pixels raw (it normalises inside) and puts its mode back."""
     import torchvision
+
     import vizpipe
 
     torch.manual_seed(0)
@@ -293,3 +294,10 @@ def test_a_detector_object_in_train_mode_is_inspected_and_handed_back_as_found(t
     doc = CamDoc.load(tmp_path / "run" / "cam" / "cam.json")
     assert doc.task == "detection" and doc.images[0].detections and run["cam"].summary
     assert model.training and all(m.training for m in model.modules())  # as the caller left it
+
+
+def test_per_layer_maps_of_a_segmentation_model(make_ctx):
+    doc, _ = run_cam(make_ctx(SEG), layer=["backbone.12", "backbone.16"], per_layer=True)
+    layers = [m.layer for m in doc.images[0].maps]
+    assert layers == ["backbone.12+backbone.16", "backbone.12", "backbone.16"]
+    assert len({m.key for m in doc.images[0].maps}) == 1  # the same target on every layer

@@ -148,7 +148,13 @@ def _collector(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> Col
     from tqdm import tqdm
 
     # per-layer maps come from the averaged call when the library allows (same numbers)
-    capture = len(plan.groups) > 1 and not plan.method.meta and not settings.aug_smooth and not plan.metrics
+    capture = (
+        len(plan.groups) > 1
+        and not plan.method.meta
+        and not settings.aug_smooth
+        and not plan.metrics
+        and plan.targets is None  # other tasks: one runner per map kind (``tasks.slice_maps``)
+    )
     sets = 1 if plan.classes is None else len(plan.classes)
     announce_metrics(ctx, plan, sets * len(plan.groups))
     log.debug(
