@@ -24,6 +24,23 @@ DET = [
 SCENES = ["input=shapes", "input.objects=3", "input.limit=4", "device=cpu"]
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """``built(overrides)``: one run context per override list for the module (its checks write nothing)."""
+    from conftest import compose_config
+    from vizpipe.pipeline.factory import build_context
+
+    cache: dict[tuple[str, ...], object] = {}
+
+    def get(overrides: list[str]):
+        key = tuple(overrides)
+        if key not in cache:
+            cache[key] = build_context(compose_config(overrides), tmp_path_factory.mktemp("ctx"))
+        return cache[key]
+
+    return get
+
+
 def run_cam(ctx, **settings) -> tuple[CamDoc, CamStage]:
     stage, cfg = CamStage(), CamConfig(**settings)
     stage.check_model(ctx, cfg)
@@ -166,8 +183,8 @@ def test_one_object_shapes_are_unchanged_and_objects_is_checked(make_ctx, compos
         ),
     ],
 )
-def test_bad_targets_fail_before_any_work_in_one_line(make_ctx, overrides, settings, match):
-    ctx = make_ctx(overrides)
+def test_bad_targets_fail_before_any_work_in_one_line(built, overrides, settings, match):
+    ctx = built(overrides)
     with pytest.raises(ConfigError, match=match) as info:
         CamStage().check_model(ctx, CamConfig(**settings))
     assert "\n" not in str(info.value)
@@ -190,10 +207,10 @@ def test_target_settings_are_checked_from_the_config_alone(settings, match):
         CamStage().check_settings(CamConfig(**settings), RANDOM_INPUT)
 
 
-def test_a_mask_file_of_the_wrong_size_is_refused(make_ctx, tmp_path):
+def test_a_mask_file_of_the_wrong_size_is_refused(built, tmp_path):
     np.save(tmp_path / "m.npy", np.ones((10, 10)))
     with pytest.raises(ConfigError, match=r"is 10×10 but the model's input is 96×96"):
-        CamStage().check_model(make_ctx(SEG), CamConfig(mask=str(tmp_path / "m.npy")))
+        CamStage().check_model(built(SEG), CamConfig(mask=str(tmp_path / "m.npy")))
 
 
 def test_a_mask_file_and_true_masks_are_the_summed_regions(make_ctx, tmp_path):
