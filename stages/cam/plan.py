@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from vizpipe.pipeline.errors import ConfigError, unknown_choice
 from vizpipe.pipeline.gradcam.layers import CamLayer, LayoutReshape, resolve_cam_layers
 from vizpipe.pipeline.gradcam.methods import MethodSpec, resolve_method, resolve_metrics
+from vizpipe.stages.cam.targets import check_settings as check_task_settings
+from vizpipe.stages.cam.targets import resolve
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
@@ -78,9 +80,7 @@ def check_settings(settings: Any) -> tuple[MethodSpec, list[str], dict[str, Any]
         )
     metrics = resolve_metrics(list(settings.metrics or []))
     kwargs = method_kwargs(spec, dict(settings.kwargs or {}))
-    from vizpipe.stages.cam import targets
-
-    targets.check_settings(settings)  # the keys of segmentation, detection and embedding targets
+    check_task_settings(settings)  # the keys of segmentation, detection and embedding targets
     layer = settings.layer
     for v in layer if isinstance(layer, list | tuple) else [layer]:
         if not isinstance(v, str) or not v.strip():
@@ -168,8 +168,6 @@ def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
     if spec.is_a("FullGrad"):
         ctx.warn("FullGrad ignores cam.layer: it uses the gradients of every conv/batch-norm bias")
         layers = layers[:1]
-    from vizpipe.stages.cam.targets import resolve
-
     plan = CamPlan(
         spec, layers, classes, metrics, kwargs, task=task, targets=resolve(ctx, settings, spec, layers)
     )
