@@ -64,7 +64,7 @@ def test_auto_picks_the_last_spatial_block_of_every_model_option(make_ctx, optio
     if option == "timm":
         pytest.importorskip("timm", reason="the timm extra is not installed")
     size = 224 if option == "vit_b_16" else 96
-    if option.startswith(("fasterrcnn", "maskrcnn", "retinanet", "fcos")):  # they resize inside: keep it small
+    if option.startswith(("fasterrcnn", "maskrcnn", "retinanet", "fcos")):  # they resize inside: small
         extra = ["+model.kwargs.min_size=128", "+model.kwargs.max_size=128"]
     ctx = make_ctx([f"model={option}", *extra, "input=random", f"input.shape=[1,3,{size},{size}]"])
     if option == "embedding":  # an embedding's maps need a concept
