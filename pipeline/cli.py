@@ -126,8 +126,19 @@ def command_line_args(argv: list[str]) -> list[str]:
             elif arg.startswith(flag + "="):
                 out[i] = f"{flag}={Path(arg.split('=', 1)[1]).expanduser().resolve()}"
     if not any(a.lstrip("+~").startswith("hydra.job.name=") for a in out):
-        out.append(f"hydra.job.name={JOB_NAME}")
+        out.insert(_after_overrides(out), f"hydra.job.name={JOB_NAME}")
     return out
+
+
+def _after_overrides(argv: list[str]) -> int:
+    """Where one more override goes: right after the last one. Hydra's argparse reads the overrides
+    as one run of words, so ``model=vgg11 --cfg job hydra.job.name=run`` would be refused."""
+    from vizpipe.pipeline.precheck import split_args
+
+    count = len(split_args(argv)[0])
+    if not count:
+        return len(argv)
+    return next(i + 1 for i in range(len(argv)) if len(split_args(argv[: i + 1])[0]) == count)
 
 
 def cli() -> None:

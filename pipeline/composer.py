@@ -28,7 +28,8 @@ class Composer:
         self, primary: Path, name: str, extra: list[str], hydra_groups: list[str] | None = None
     ) -> None:
         self.primary, self.name, self.extra = primary, name, extra
-        self.hydra_groups = list(hydra_groups or [])  # e.g. hydra/launcher=joblib: checked with every compose
+        # hydra/launcher=joblib, hydra.launcher.n_jobs=2: checked with every compose
+        self.hydra_groups = list(hydra_groups or [])
         self._ctx: Any = None
 
     def __enter__(self) -> Composer:
@@ -63,7 +64,7 @@ class Composer:
                 return_hydra_config=hydra,
             )
         except Exception as exc:  # noqa: BLE001 - translated below
-            raise translate(exc, overrides) from exc
+            raise translate(exc, self._hydra_overrides() + overrides) from exc
 
     def all_group_options(self, group: str) -> list[str]:
         """Every option of a config group, ``_``-private ones included (``[]``: not a group)."""

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from vizpipe.pipeline import CONF_DIR, sweeps
 from vizpipe.pipeline.composer import Composer, JobChecker
+from vizpipe.pipeline.config_errors import as_config_error, check_hydra_values, hydra_overrides
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.trust import ConfigSources
 
@@ -145,17 +146,22 @@ def precheck(argv: list[str]) -> None:
         if not primary.is_dir():
             raise ConfigError(f"--config-path '{primary}' is not a folder")
         sources = ConfigSources(primary, name, overrides, flags)  # config files are code (trust.py)
+        groups = hydra_overrides(overrides)  # hydra/launcher=..., hydra.x.y=...: checked with every compose
         with Composer(primary, name, extra, groups) as composer:
             batch = _jobs(composer, overrides, multirun)
             sources.vet(composer, batch)
             checker = JobChecker(composer)
             for job in batch:
                 checker.check(job)
+            check_hydra_values(composer.compose, groups)
         _check_writable(_output_dir(overrides, multirun))
         sweeps.remember(batch)
-    except ConfigError as exc:
-        where = record_failure(argv, str(exc))
-        fail(str(exc) + (f" (manifest: {where})" if where else ""))
+    except Exception as exc:  # noqa: BLE001 - Hydra's and OmegaConf's errors get the one line too
+        error = as_config_error(exc, overrides)
+        if error is None:
+            raise
+        where = record_failure(argv, str(error))
+        fail(str(error) + (f" (manifest: {where})" if where else ""))
 
 
 def _is_path_key(key: str) -> bool:
@@ -262,7 +268,7 @@ def _output_dir(overrides: list[str], multirun: bool) -> Path:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     for o in overrides:
         k, _, v = o.lstrip("+").partition("=")
-        if k == key:
+        if k == key and not set(v) & set("${}[](),'\"\\"):  # else Hydra reads it below
             return Path(v)
     import time
 
@@ -274,7 +280,8 @@ def _output_dir(overrides: list[str], multirun: bool) -> Path:
         setup_globals()
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            hc = compose(config_name="config", return_hydra_config=True).hydra
+            given = [o for o in overrides if o.lstrip("+").partition("=")[0] == key]  # ${...} in it
+            hc = compose(config_name="config", overrides=given, return_hydra_config=True).hydra
             return Path(str(hc.sweep.dir if multirun else hc.run.dir))
     except Exception:  # noqa: BLE001 - fall back to the documented pattern
         parts = ["multirun"] if multirun else []

@@ -571,7 +571,7 @@ def test_relative_config_path_is_read_from_the_launch_folder(tmp_path, monkeypat
         str(tmp_path / "runs/a/.hydra"),
         f"--config-path={tmp_path / 'b'}",
         "x=1",
+        "hydra.job.name=run",
         "--config-name",
         "config",
-        "hydra.job.name=run",
     ]
