@@ -238,7 +238,7 @@ def ws(tmp_path_factory) -> Workspace:
     _write_images(ws.root / "photos", 2)
     _write_images(ws.root / "val", 4, seed=1)
     for k, name in enumerate(("cat", "dog", "fish")):
-        _write_images(ws.home / "pets" / name, 10, seed=10 + k)
+        _write_images(ws.home / "pets" / name, 4, seed=10 + k)  # 2 train, 1 val, 1 test each
     named = {m for c in COMMANDS for m in EXAMPLE_RUN.findall(c.text)}
     named |= {m for b in python_blocks() for m in EXAMPLE_RUN.findall(b.text)}
     for folder in sorted(named):
