@@ -160,8 +160,6 @@ class Workspace:
             (root / ".venv").symlink_to(self.venv, target_is_directory=True)
         self.home = root / "home"
         self.home.mkdir()
-        self.extra_path: list[str] = []  # folders put before the copy on PYTHONPATH (sitecustomize)
-        self.env_extra: dict[str, str] = {}
         real_home = Path.home()
         self.base_env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "VIRTUAL_ENV")}
         self.base_env.update(
@@ -173,12 +171,12 @@ class Workspace:
             OMP_NUM_THREADS="1",
             MKL_NUM_THREADS="1",
             MPLBACKEND="Agg",
-            PYTHONDONTWRITEBYTECODE="1",
         )
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(self.base_env, **self.env_extra, **extra)
-        env["PYTHONPATH"] = os.pathsep.join([*self.extra_path, str(self.root)])
+    def env(self, site: Path | None = None, **extra: str) -> dict[str, str]:
+        """The commands' environment (``site``: a folder put before the copy on ``PYTHONPATH``)."""
+        env = dict(self.base_env, **extra)
+        env["PYTHONPATH"] = os.pathsep.join([*([str(site)] if site else []), str(self.root)])
         return env
 
     def shell(
@@ -198,7 +196,9 @@ class Workspace:
 SERVING = re.compile(r"TensorBoard \S+ at (http://\S+?)/? ")
 
 
-def serve_and_ask(ws: Workspace, text: str, path: str, timeout: float = 120) -> tuple[str, bytes]:
+def serve_and_ask(
+    ws: Workspace, text: str, path: str, *, env: dict[str, str], timeout: float = 120
+) -> tuple[str, bytes]:
     """Start the server ``text`` (as written), wait for its address, GET ``path``, stop it.
 
     Returns (address, body). The server runs in its own process group, stopped with it.
@@ -206,7 +206,7 @@ def serve_and_ask(ws: Workspace, text: str, path: str, timeout: float = 120) -> 
     log = ws.root / f".serve-{time.monotonic_ns()}.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(
-            ["bash", "-c", f"exec {text}"], cwd=ws.root, env=ws.env(), stdout=sink, stderr=subprocess.STDOUT,
+            ["bash", "-c", f"exec {text}"], cwd=ws.root, env=env, stdout=sink, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
