@@ -237,8 +237,9 @@ def ws(tmp_path_factory) -> Workspace:
     ws = Workspace(tmp_path_factory.mktemp("docs") / "vizpipe")
     _write_images(ws.root / "photos", 2)
     _write_images(ws.root / "val", 4, seed=1)
-    for k, name in enumerate(("cat", "dog", "fish")):
-        _write_images(ws.home / "pets" / name, 10, seed=10 + k)  # 8 train, 1 val, 1 test each
+    for k, name in enumerate(("cat", "dog", "fish")):  # ~/pets with its own splits: small, quick to train
+        for j, (split, count) in enumerate((("train", 2), ("val", 1), ("test", 1))):
+            _write_images(ws.home / "pets" / split / name, count, seed=10 * k + j)
     named = {m for c in COMMANDS for m in EXAMPLE_RUN.findall(c.text)}
     named |= {m for b in python_blocks() for m in EXAMPLE_RUN.findall(b.text)}
     for folder in sorted(named):
