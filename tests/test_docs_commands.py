@@ -147,6 +147,11 @@ STAND_INS = [
     StandIn(r"-m benchmarks\.dataset$", replace=r"\g<0> --images 8 --small 4 --big 16", why=BENCH),
     StandIn(r"-m benchmarks\.coldstart$", replace=r"\g<0> --repeats 1", why=BENCH),
     StandIn(
+        r"-m benchmarks\.reproducible$",
+        replace=r"\g<0> --pairs 1 --repeats 1 --only 'shapes_net train'",
+        why=BENCH,
+    ),
+    StandIn(
         r"(-m benchmarks\.mutation) (?:sample|run)\b.*$",
         replace=r"\1 --help",
         why="hours of mutmut (not in CI, as the README says): its command line is checked with --help",

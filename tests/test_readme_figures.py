@@ -78,7 +78,7 @@ def test_script_runs_on_a_reduced_demo():
 # --------------------------------------------------------------------------- every figure's source
 
 #: a measured figure: a ratio, a percentage, a time or a memory size, a pointing game
-FIGURE = re.compile(r"\d(?:\.\d+)?×|\d%|\b\d+(?:\.\d+)? (?:s|ms|MiB|GiB)\b|pointing game \d")
+FIGURE = re.compile(r"\d(?:\.\d+)?×(?!\d)|\d%|\b\d+(?:\.\d+)? (?:s|ms|MiB|GiB)\b|pointing game \d")
 DATE = re.compile(r"\d{4}-\d\d-\d\d")
 SOURCE = re.compile(r"benchmarks|tests/|RESULTS\.md")
 
@@ -127,6 +127,7 @@ def test_every_figure_names_its_benchmark_or_test_and_date():
 def test_the_figure_check_finds_an_unsourced_figure():
     units = readme_units(
         "Fast:\nit runs 9.1× faster.\n\n```\nx 2.0×\n```\n| a | 3× | 2026-01-01 `benchmarks.x` |\n"
+        "\na 1×1 convolution, 3×3 kernels: sizes, not figures\n"
     )
     flagged = [u for u in units if FIGURE.search(u) and not (DATE.search(u) and SOURCE.search(u))]
     assert flagged == ["Fast: it runs 9.1× faster."]
