@@ -4,12 +4,14 @@ The commands are found in the docs' fenced code blocks (``tests/helper_docs.py``
 here: a command added to the docs is a new test, and it must pass. Each runs with bash in the root
 of a temporary copy of the checkout (``Workspace``), so ``outputs/`` lands in the temporary folder,
 offline, with ``OMP_NUM_THREADS=1``. Before any of them, the test writes what the docs assume a
-user has: ``photos/*.jpg``, ``val/``, ``~/pets`` (one folder per class) and the example run
-folders they name (``outputs/2026-11-26/15-04-12`` ...: a real run or sweep into that folder).
+user has: ``photos/*.jpg``, ``val/``, ``concepts/cars/``, ``$HOME/pets`` (train/val/test folders
+of classes) and the example run folders they name (``outputs/2026-11-26/15-04-12`` ...: a real run
+or sweep into that folder).
 
 What cannot run as written here is listed once, in ``STAND_INS``: why, and what is checked
-instead. Everything else must exit 0 without a traceback. Slow (minutes: real runs, trainings,
-sweeps, servers); the quick tests below check the extraction and the list itself.
+instead. Everything else must exit 0 without a traceback. Marked ``slow`` and ``docs`` (real runs,
+trainings, sweeps, servers: ~15 min on an unloaded 2-core machine; ``-m "not docs"`` leaves them
+out of a local run, CI runs them); the quick tests below check the extraction and the list itself.
 """
 
 from __future__ import annotations
@@ -242,6 +244,7 @@ def ws(tmp_path_factory) -> Workspace:
     ws = Workspace(tmp_path_factory.mktemp("docs") / "vizpipe")
     _write_images(ws.root / "photos", 2)
     _write_images(ws.root / "val", 4, seed=1)
+    _write_images(ws.root / "concepts" / "cars", 2, seed=2)  # cam.concept=concepts/cars/
     for k, name in enumerate(("cat", "dog", "fish")):  # ~/pets with its own splits: small, quick to train
         for j, (split, count) in enumerate((("train", 2), ("val", 1), ("test", 1))):
             _write_images(ws.home / "pets" / split / name, count, seed=10 * k + j)
@@ -344,6 +347,7 @@ def _then(s: StandIn, original: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.id for c in COMMANDS])
 def test_command_runs(command: Command, ws: Workspace, request: pytest.FixtureRequest) -> None:
     text, env, used = _prepare(ws, command, request)
@@ -365,6 +369,7 @@ PY_BLOCKS = python_blocks()
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.parametrize("block", PY_BLOCKS, ids=[f"{b.doc}:{b.line}" for b in PY_BLOCKS])
 def test_python_example_runs(block: Block, ws: Workspace) -> None:
     """Each ```python block, as a script in its own process, from the copy's root."""
