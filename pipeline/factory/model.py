@@ -137,7 +137,7 @@ def describe_file(path: Path) -> str:
             return "a damaged zip archive (a truncated PyTorch file?)"
     if head.startswith(b"PK\x03\x04"):
         return "a damaged zip archive (a PyTorch file cut short?)"
-    if head[:1] == b"\x80":
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # PROTO 2-5
         return _pickled(path.read_bytes(), "a pickle")
     for magic, what in MAGIC:
         if head.startswith(magic):
