@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import vizpipe.pipeline.config_store  # noqa: F401 - vizpipe's sweeper registered before Hydra's plugin scan
 import vizpipe.pipeline.precheck as p
 from vizpipe.pipeline.composer import Composer
 from vizpipe.pipeline.errors import ConfigError
@@ -575,3 +576,18 @@ def test_relative_config_path_is_read_from_the_launch_folder(tmp_path, monkeypat
         "--config-name",
         "config",
     ]
+
+
+# ------------------------------------------------------------------ issue 21: keys, sweeps, private options
+
+
+@pytest.mark.parametrize("override", ["++cam.targt_class=207", "+cam.methd=scorecam", "+sed=5"])
+def test_precheck_refuses_added_unknown_keys(tmp_path, capsys, override):
+    """A typo with + or ++ no longer runs with the key ignored: exit 2, one line, the closest key."""
+    with pytest.raises(SystemExit) as info:
+        p.precheck([override, f"hydra.run.dir={tmp_path / 'r'}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    key = override.lstrip("+").partition("=")[0]
+    assert err.startswith(f"vizpipe: error: Unknown config key '{key}'; did you mean")
+    assert err.count("\n") == 1
