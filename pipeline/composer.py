@@ -6,7 +6,7 @@
 cost of one composition per structure (``vizpipe.pipeline.sweeps``: structural overrides are
 composed, value overrides set on a copy), then runs every config-only rule
 (``vizpipe.pipeline.runner.check_config``: the stage list, the input's and each stage's
-``check_settings``).
+``check_settings``). An internal option (``model=_torchvision``) on the command line is refused.
 """
 
 from __future__ import annotations
@@ -73,8 +73,10 @@ class Composer:
         return list(GlobalHydra.instance().config_loader().get_group_options(group))
 
     def group_options(self, group: str) -> list[str]:
-        """The options of a config group (``_``-private ones hidden)."""
-        return [o for o in self.all_group_options(group) if not o.startswith("_")]
+        """The options of a config group (internal ones hidden: ``config_store.public_options``)."""
+        from vizpipe.pipeline.config_store import public_options
+
+        return public_options(self.all_group_options(group))
 
 
 class JobChecker:
@@ -91,6 +93,7 @@ class JobChecker:
         from vizpipe.pipeline.runner import check_config, ensure_typed
 
         parsed = sweeps.parse(job)
+        self._refuse_internal(parsed)
         structural = tuple(o.input_line for o in parsed if self.overrides.structural(o))
         if structural not in self.bases:
             self.bases[structural] = self.composer.compose(list(structural))
@@ -101,3 +104,24 @@ class JobChecker:
         except Exception as exc:  # noqa: BLE001 - omegaconf's errors, translated to one line
             raise translate(exc, list(job)) from exc
         check_config(ensure_typed(cfg))
+
+    def _refuse_internal(self, parsed: Sequence[Any]) -> None:
+        """An internal option (``input=_base``, ``model=_torchvision``, ``cam=_schema``) chosen on the
+        command line is refused with the group's public options (``config_store.is_internal``)."""
+        from vizpipe.pipeline.config_store import is_internal
+        from vizpipe.pipeline.errors import unknown_choice
+
+        for o in parsed:
+            key, value = o.key_or_group, o.value()  # the key without its +, ++ or ~
+            if o.is_delete() or not isinstance(value, str) or not is_internal(value):
+                continue
+            group = key.replace(".", "/")
+            if sweeps.is_hydra_own(key) or not self.overrides.is_group(key):
+                continue
+            raise unknown_choice(
+                f"{group} option",
+                value,
+                self.composer.group_options(group),
+                context="(options starting with _ are internal: the bases other options build on)",
+                hint=f"Set {group}=<one of these>",
+            )

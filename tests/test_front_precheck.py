@@ -591,3 +591,34 @@ def test_precheck_refuses_added_unknown_keys(tmp_path, capsys, override):
     key = override.lstrip("+").partition("=")[0]
     assert err.startswith(f"vizpipe: error: Unknown config key '{key}'; did you mean")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "group", "public"),
+    [
+        ("input=_base", "input", "photo"),
+        ("model=_torchvision", "model", "torchvision"),
+        ("+cam=_schema", "cam", "default"),
+    ],
+)
+def test_precheck_refuses_internal_options(tmp_path, capsys, override, group, public):
+    """An internal option (a base other options build on, a stored schema) is refused in one line
+    with the public choices; it composed and ran before (input=_base ran the photo)."""
+    with pytest.raises(SystemExit) as info:
+        p.precheck([override, f"hydra.run.dir={tmp_path / 'r'}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    value = override.partition("=")[2]
+    assert err.startswith(
+        f"vizpipe: error: Unknown {group} option '{value}' (options starting with _ are internal"
+    )
+    choices = err.split("Valid choices (closest first): ")[1].split(". Set ")[0].split(", ")
+    assert public in choices and not any(c.startswith("_") for c in choices)
+    assert err.count("\n") == 1
+
+
+def test_precheck_refuses_internal_options_in_a_sweep(tmp_path, capsys):
+    """A sweep choosing an internal option in one job is refused before any job runs."""
+    with pytest.raises(SystemExit):
+        p.precheck(["-m", "model=resnet18,_torchvision", f"hydra.sweep.dir={tmp_path / 's'}"])
+    assert "Unknown model option '_torchvision'" in capsys.readouterr().err
