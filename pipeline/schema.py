@@ -281,9 +281,10 @@ def _is_mapping(annotation: Any) -> bool:
     """A ``Dict`` field (or an optional one): a mapping whose keys the schema does not name."""
     import typing
 
-    if annotation in (dict, Dict) or typing.get_origin(annotation) is dict:
+    origin = typing.get_origin(annotation)
+    if annotation in (dict, Dict) or origin is dict:
         return True
-    return typing.get_origin(annotation) is not None and any(_is_mapping(a) for a in typing.get_args(annotation))
+    return origin is not None and any(_is_mapping(a) for a in typing.get_args(annotation))
 
 
 def free_form_keys(typ: Any | None = None, prefix: str = "") -> list[str]:
