@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import vizpipe.pipeline.config_store  # noqa: F401 - vizpipe's sweeper registered before Hydra's plugin scan
 import vizpipe.pipeline.precheck as p
-from vizpipe.pipeline.composer import Composer
+from vizpipe.pipeline.composer import Composer, JobChecker
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.sweeps import was_checked
 
@@ -622,3 +622,58 @@ def test_precheck_refuses_internal_options_in_a_sweep(tmp_path, capsys):
     with pytest.raises(SystemExit):
         p.precheck(["-m", "model=resnet18,_torchvision", f"hydra.sweep.dir={tmp_path / 's'}"])
     assert "Unknown model option '_torchvision'" in capsys.readouterr().err
+
+
+def test_precheck_sweep_names_every_bad_value(tmp_path, capsys):
+    """Two bad values of a sweep: both named, one line each under a count, exit 2, nothing run."""
+    run = tmp_path / "s"
+    argv = [
+        "-m",
+        "cam.method=foo,gradcam,bar",
+        "cam.layer=layer3,layer4",
+        "stages=[cam]",
+        f"hydra.sweep.dir={run}",
+    ]
+    with pytest.raises(SystemExit) as info:
+        p.precheck(argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (
+        "vizpipe: error: 4 of 6 sweep jobs are invalid (2 problems, below); none ran "
+        f"(manifest: {run / 'manifest.json'})"
+    )
+    assert lines[1].startswith("  sweep jobs 0, 1 (cam.method=foo): Unknown CAM method 'foo'")
+    assert lines[2].startswith("  sweep jobs 4, 5 (cam.method=bar): Unknown CAM method 'bar'")
+    assert len(lines) == 3
+    error = json.loads((run / "manifest.json").read_text())["setup"]["error"]
+    assert "'foo'" in error and "'bar'" in error
+    assert not was_checked(["cam.method=gradcam", "cam.layer=layer3", "stages=[cam]"])
+
+
+def test_precheck_one_bad_job_names_it(tmp_path, capsys):
+    """One bad value among good ones: one line, prefixed with its job; a problem of every job: as a run."""
+    with pytest.raises(SystemExit):
+        p.precheck(["-m", "model=vgg11,nope", f"hydra.sweep.dir={tmp_path / 's'}"])
+    err = capsys.readouterr().err
+    assert err.startswith("vizpipe: error: sweep job 1 (model=nope): Unknown model option 'nope'")
+    assert err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        p.precheck(["-m", "seed=1,2", "cam.method=nope", f"hydra.sweep.dir={tmp_path / 't'}"])
+    assert capsys.readouterr().err.startswith("vizpipe: error: Unknown CAM method 'nope'")
+
+
+def test_job_checker_composes_a_failing_structure_once(composer):
+    """Jobs sharing a structure that does not compose: composed once, every job named."""
+    checker = JobChecker(composer)
+    batch = [["model=nope", f"seed={i}"] for i in range(3)]
+    with pytest.raises(ConfigError) as info:
+        checker.check_all(batch)
+    assert checker.compositions == 1
+    assert str(info.value).startswith("Unknown model option 'nope'")  # every job: the run's own line
+
+
+def test_fail_keeps_one_line_per_problem(capsys):
+    """A message of several problems: the first after 'vizpipe: error: ', the others indented."""
+    with pytest.raises(SystemExit):
+        p.fail("head", details=["sweep job 0: a\n  b", "sweep job 2: c"])
+    assert capsys.readouterr().err == "vizpipe: error: head\n  sweep job 0: a b\n  sweep job 2: c\n"
