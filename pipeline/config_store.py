@@ -8,8 +8,9 @@
 * the folder of vizpipe's Hydra plugin on ``sys.path`` (``vizpipe.pipeline.hydra``), where Hydra
   finds ``hydra/sweeper=vizpipe`` (``vizpipe.pipeline.sweeper``);
 * the resolvers ``vizpipe_safe`` (``names.safe_dirname``), ``vizpipe_jobdir`` (job folder
-  names: ``sweeps.job_dirname``) and ``vizpipe_groups`` (``--help``'s list of config groups:
-  ``help_groups``).
+  names: ``sweeps.job_dirname``), ``vizpipe_groups`` (``--help``'s list of config groups:
+  ``help_groups``) and ``vizpipe_blocks`` (the model's blocks for ``sweep=cam_layers``:
+  ``vizpipe.pipeline.factory.blocks``).
 
 Options whose name starts with ``_`` are internal (``is_internal``): the stored schemas
 (``<group>/_schema``) and the bases other options build on (``input/_base``,
@@ -63,7 +64,15 @@ def register() -> None:
         OmegaConf.register_new_resolver("vizpipe_jobdir", job_dirname)
     if not OmegaConf.has_resolver("vizpipe_groups"):
         OmegaConf.register_new_resolver("vizpipe_groups", help_groups)
+    if not OmegaConf.has_resolver("vizpipe_blocks"):
+        OmegaConf.register_new_resolver("vizpipe_blocks", _blocks)
     _registered = True
+
+
+def _blocks(*, _root_: object) -> str:
+    from vizpipe.pipeline.factory.blocks import resolve_blocks  # torch, only when a sweep asks
+
+    return resolve_blocks(_root_=_root_)
 
 
 def is_internal(option: str) -> bool:

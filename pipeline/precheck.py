@@ -249,6 +249,9 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
             # ${model.blocks}: read the key itself (params are strings: None would fail their type)
             value = OmegaConf.select(cfg, plain.group(1)) if plain else params[key]
         except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
+            own = next((x for x in _chain(exc) if isinstance(x, ConfigError)), None)
+            if own is not None:  # a vizpipe resolver's own line (vizpipe_blocks: set model.blocks)
+                raise ConfigError(f"sweep={sweep}: {own}") from exc
             first = " ".join(str(exc).split())
             raise ConfigError(
                 f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {first}"
@@ -260,6 +263,15 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
                 f"{source}='\"a,b,c\"' (a quoted comma-separated string), or sweep {key} on the command line"
             )
         out.append(f"{key}={value}")
+    return out
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    x: BaseException | None = exc
+    while x is not None and x not in out:
+        out.append(x)
+        x = x.__cause__ or x.__context__
     return out
 
 

@@ -216,21 +216,22 @@ def test_jobs_declarative_sweep_combined_with_command_line_sweep(composer):
 
 
 def test_jobs_sweep_from_model_blocks(composer):
-    """sweep=cam_layers reads ${model.blocks}: one job per block of the model."""
+    """sweep=cam_layers reads model.blocks when the model's YAML names them: one job per block."""
     out = jobs_of(composer, ["model=resnet18", "sweep=cam_layers"], True)
     assert [j[0] for j in out] == [f"cam.layer=layer{i}" for i in range(1, 5)]
     assert all(j[1:] == ["stages=[cam]", "model=resnet18", "sweep=cam_layers"] for j in out)
 
 
-def test_jobs_sweep_over_unset_key(composer):
-    """A sweep param reading a null key names it and shows how to set it."""
+def test_jobs_sweep_finds_the_blocks_of_any_model(composer):
+    """sweep=cam_layers on a model whose YAML names no blocks (model=torchvision) finds them on its
+    architecture (meta device), as the run finds them; it was refused ('model.blocks ... not set')."""
+    out = jobs_of(composer, ["model=torchvision", "model.name=efficientnet_b0", "sweep=cam_layers"], True)
+    assert [j[0] for j in out] == [f"cam.layer=features.{i}" for i in (1, 2, 3, 5, 8)]
     with pytest.raises(ConfigError) as info:
         jobs_of(composer, ["model=torchvision", "sweep=cam_layers"], True)
-    assert str(info.value) == (
-        "sweep=cam_layers sweeps cam.layer over model.blocks, which is not set for this config; set it, "
-        "e.g. model.blocks='\"a,b,c\"' (a quoted comma-separated string), "
-        "or sweep cam.layer on the command line"
-    )
+    assert str(info.value) == "sweep=cam_layers: model.name is required for this choice; set model.name=..."
+    with pytest.raises(ConfigError, match=r"^sweep=cam_layers: Unknown model 'efficientnet_b9'; did you"):
+        jobs_of(composer, ["model=torchvision", "model.name=efficientnet_b9", "sweep=cam_layers"], True)
 
 
 def test_jobs_path_with_comma(composer, tmp_path):
