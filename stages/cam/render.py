@@ -101,6 +101,7 @@ def summarize(
                 top1_accuracy=accuracy,
                 mean_score=_mean([m.score for m in maps]),
                 metrics={k: _mean([m.metrics.get(k) for m in maps]) for k in names},
+                mean_label_score=_mean([img.label_score for img in members]) if labelled else None,
             )
         )
     valid = [m for img in images for m in img.maps if m.valid]
@@ -266,10 +267,19 @@ def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap) -> list[Picture]:
     return [overlay, Picture(m.heatmap, f"{m.layer}  heatmap", group=img.name)]
 
 
+#: what the per-class table's two probability columns are
+CLASS_TABLE_CAPTION = (
+    "Mean target probability: the model's probability of the class each map explains (each image's "
+    "top-1 class, or cam.target_class), over the valid maps. Mean label probability: its probability "
+    "of the image's own label, where the data set gives one."
+)
+
+
 def _class_table(doc: CamDoc) -> Table:
     """Per-class aggregates over the valid maps; numbers, merged across a data set's shards."""
     metric_names = [k for k in doc.means if k not in ("score", "top1_accuracy")]
-    head = ["Class", "Name", "Images", "Top-1 accuracy", "Mean score", *metric_names]
+    probabilities = ["Mean target probability", "Mean label probability"]
+    head = ["Class", "Name", "Images", "Top-1 accuracy", *probabilities, *metric_names]
     rows = [
         [
             c.class_index,
@@ -277,13 +287,14 @@ def _class_table(doc: CamDoc) -> Table:
             c.count,
             c.top1_accuracy,
             c.mean_score,
+            c.mean_label_score,
             *[c.metrics.get(k) for k in metric_names],
         ]
         for c in doc.classes
     ]
     # numbers, not text: the report formats them, and the sweep index merges a data set's shards
     merge = Merge(keys=[0, 1], weight=2, means=list(range(3, len(head))))
-    return Table(f"Per class ({doc.grouped_by})", head, rows, merge=merge)
+    return Table(f"Per class ({doc.grouped_by})", head, rows, caption=CLASS_TABLE_CAPTION, merge=merge)
 
 
 def _summary(doc: CamDoc) -> str:
