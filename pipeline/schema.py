@@ -194,7 +194,8 @@ class ReportConfig:
     html: bool = True
     # report.md: pictures linked relatively (for viewing on a forge).
     markdown: bool = True
-    # At most this many pictures per section (the rest stay in the run folder); 0 = no limit.
+    # At most this many pictures per section (the rest stay in the run folder); 0 = no limit. The
+    # only limit on what the report shows (TensorBoard and the sweep index sample CAM's first 32 images).
     max_images: int = 64
     # Show config values read from the environment (${oc.env:NAME}) in manifest.json and the
     # reports; false = they read <hidden: ${oc.env:NAME}> (a token in a config is not copied).

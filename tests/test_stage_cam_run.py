@@ -306,18 +306,23 @@ def test_summarize_groups_means_and_ignores_invalid_and_nonfinite():
     assert summarize(NoNames(), []) == ([], {"score": None}, "top-1 class")
 
 
-def test_result_samples_the_first_images(tmp_path):
-    """Only SAMPLE_IMAGES images get pictures and top-5 tables; the summary says so."""
+def test_result_lists_every_image_and_samples_the_first_for_tensorboard(tmp_path):
+    """Every image gets its pictures and top-5 table (the report limits them: report.max_images);
+    only SAMPLE_IMAGES images' overlays are tagged for TensorBoard and previewed; the summary says so."""
     ctx = RunContext(model=None, model_name="m", inputs=None, device=torch.device("cpu"), output_dir=tmp_path)
     images = [fake_image(i, None, 0, 0.5) for i in range(SAMPLE_IMAGES + 1)]
     doc = CamDoc("GradCAM", "gradcam", ["l"], 3, {"l": "tokens: 4 tokens laid on a 2×2 grid"}, {}, images)
     res = result(ctx, doc)
     assert SAMPLE_IMAGES == 32
     assert res.summary == (
-        "GradCAM on l, target: class(es) 3; 33 image(s), 33 map(s); the first 32 images' maps go to the "
-        "report and TensorBoard (every map is in cam/); reshape l: tokens: 4 tokens laid on a 2×2 grid"
+        "GradCAM on l, target: class(es) 3; 33 image(s), 33 map(s); TensorBoard and the sweep index get "
+        "the first 32 images' maps (the report all, up to report.max_images; every map is in cam/); "
+        "reshape l: tokens: 4 tokens laid on a 2×2 grid"
     )
-    assert len(res.pictures) == 64 and len(res.tables) == 1 + 32
+    assert len(res.pictures) == 66 and len(res.tables) == 1 + 33
+    assert [bool(p.tag) for p in res.pictures[::2]] == [True] * 32 + [False]  # overlays
+    assert [p.preview for p in res.pictures[::2]] == [True] * 32 + [False]
+    assert not any(p.tag or p.preview for p in res.pictures[1::2])  # heatmaps
     assert res.tables[0].title == "Per class (top-1 class)"
     assert res.tables[0].columns[-2:] == ["Mean target probability", "Mean label probability"]
     assert res.params["class"] == "3"
