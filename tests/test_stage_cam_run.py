@@ -341,8 +341,9 @@ def test_result_lists_every_image_and_samples_the_first_for_tensorboard(tmp_path
 @pytest.mark.parametrize(
     ("method", "name", "passes"), [("scorecam", "ScoreCAM", 5), ("ablationcam", "AblationCAM", 6)]
 )
-def test_perturbation_passes_are_announced_and_counted(tmp_path, caplog, method, name, passes):
-    """ScoreCAM/AblationCAM: the expected passes logged up front equal the passes counted in cam.json."""
+def test_perturbation_passes_are_announced_and_counted(tmp_path, caplog, capsys, method, name, passes):
+    """ScoreCAM/AblationCAM: the expected passes logged up front equal the passes counted in cam.json;
+    the library's own tqdm bar per image is not left on the console."""
     import logging
 
     ctx = boxed_context(tmp_path, labels=False)
@@ -356,6 +357,8 @@ def test_perturbation_passes_are_announced_and_counted(tmp_path, caplog, method,
         f"{name} on c2: about {expected} forward passes to run (1 class set(s) x 3 image(s) x "
         "ceil(channels / cam.batch_size 4); channels c2: 6)"
     ) in caplog.messages
+    err = capsys.readouterr().err
+    assert "it/s]" not in err and "%|" not in err, err
 
 
 def test_announce_metrics(caplog):
