@@ -170,3 +170,19 @@ def test_config_blocks_named_or_refused(compose):
     assert str(info.value).endswith(
         "name them: model.blocks='\"a,b,c\"' (summary/layers.txt lists the layers)"
     )
+
+
+def test_config_blocks_build_only_vizpipes_factories(compose, tmp_path, monkeypatch):
+    """A model factory of the user's (or of a config someone sent) is not run before a sweep is
+    vetted: the blocks must be named."""
+    from vizpipe.pipeline.errors import ConfigError
+    from vizpipe.pipeline.factory.blocks import config_blocks
+
+    (tmp_path / "mine.py").write_text("import torch\nMARK = []\ndef build(**kw):\n    MARK.append(1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose(["model=torchvision", "model.name=x", "model._target_=mine.build"])
+    with pytest.raises(ConfigError, match=r"model._target_='mine.build' is not one of vizpipe's factories"):
+        config_blocks(cfg.model, cfg.input)
+    import sys
+
+    assert "mine" not in sys.modules  # never imported

@@ -9,6 +9,10 @@ loaded, no memory for parameters. ResNet-18 to ViT-B/16 take 0.1-0.9 s (``benchm
 measures the precheck); a factory that cannot build on the meta device (regnet computes widths
 with tensors) is built on the CPU once, its random init drawn from a forked generator.
 
+Only vizpipe's own factories (``targets.MODEL_MODULES``: torchvision and timm by name, the small
+CNNs) are built here, before the precheck has vetted where a config came from; for another
+``model._target_`` the sweep needs ``model.blocks``.
+
 The probe's input is the size the run will feed: ``input.shape`` (random), ``input.size``
 (shapes), the tensor file's own shape, else the preprocessing's crop (``input.crop``, the
 weights' transforms, 224). The result is kept per model config and size, for the process.
@@ -83,9 +87,16 @@ def _architecture(model_cfg: dict[str, Any]) -> Any:
     """The model without weights or checkpoint: on the meta device, else on the CPU (forked RNG)."""
     import torch
     from vizpipe.pipeline.factory.model import factory_arguments
-    from vizpipe.pipeline.factory.targets import instantiate
+    from vizpipe.pipeline.factory.targets import MODEL_MODULES, instantiate, trusted
 
     cfg, kwargs, _ = factory_arguments(model_cfg)
+    target = str(cfg.get("_target_"))
+    if not trusted(target, MODEL_MODULES):  # a config is code: only vizpipe's own factories run here
+        raise ConfigError(
+            f"The blocks of model '{cfg.get('name')}' cannot be found before the run: model._target_="
+            f"'{target}' is not one of vizpipe's factories, which are the only ones built before a sweep "
+            "starts; name them: model.blocks='\"a,b,c\"' (summary/layers.txt lists the layers)"
+        )
     if "weights" in cfg:
         cfg["weights"] = None  # the architecture only: nothing downloaded
     node = {**cfg, **kwargs}
