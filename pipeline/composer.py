@@ -58,9 +58,11 @@ class Composer:
         self._ctx.__exit__(*exc)
         GlobalHydra.instance().clear()
 
+    def _search_path(self) -> list[str]:
+        return [f"hydra.searchpath=[{','.join(self.extra)}]"] if self.extra else []
+
     def _hydra_overrides(self) -> list[str]:
-        path = [f"hydra.searchpath=[{','.join(self.extra)}]"] if self.extra else []
-        return path + self.hydra_groups
+        return self._search_path() + self.hydra_groups
 
     def compose(self, overrides: list[str], *, hydra: bool = False) -> Any:
         """The composed config (``hydra``: with the ``hydra`` node); errors translated."""
@@ -73,13 +75,15 @@ class Composer:
                 return_hydra_config=hydra,
             )
         except Exception as exc:  # noqa: BLE001 - translated below
-            raise translate(exc, self._hydra_overrides() + overrides) from exc
+            raise translate(exc, self._hydra_overrides() + overrides, self.all_group_options) from exc
 
     def all_group_options(self, group: str) -> list[str]:
-        """Every option of a config group, ``_``-private ones included (``[]``: not a group)."""
+        """Every option of a config group, ``_``-private ones included (``[]``: not a group), on the
+        whole search path (``--config-dir`` too)."""
         from hydra.core.global_hydra import GlobalHydra
 
-        return list(GlobalHydra.instance().config_loader().get_group_options(group))
+        loader = GlobalHydra.instance().config_loader()
+        return list(loader.get_group_options(group, overrides=self._search_path()))
 
     def group_options(self, group: str) -> list[str]:
         """The options of a config group (internal ones hidden: ``config_store.public_options``)."""

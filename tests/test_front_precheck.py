@@ -678,3 +678,25 @@ def test_fail_keeps_one_line_per_problem(capsys):
     with pytest.raises(SystemExit):
         p.fail("head", details=["sweep job 0: a\n  b", "sweep job 2: c"])
     assert capsys.readouterr().err == "vizpipe: error: head\n  sweep job 0: a b\n  sweep job 2: c\n"
+
+
+@pytest.mark.parametrize(
+    ("group", "option", "args"), [("local", "default", []), ("experiment", "mine", ["experiment=mine"])]
+)
+def test_precheck_group_file_without_global_package(tmp_path, capsys, group, option, args):
+    """conf/local/default.yaml (or an experiment) without '# @package _global_' puts its keys under
+    'local': the line says what the file must start with (it said "Unknown config key 'local'")."""
+    folder = tmp_path / "conf" / group
+    folder.mkdir(parents=True)
+    (folder / f"{option}.yaml").write_text("seed: 3\n")
+    argv = ["--config-dir", str(tmp_path / "conf"), *args, f"hydra.run.dir={tmp_path / 'r'}"]
+    with pytest.raises(SystemExit) as info:
+        p.precheck(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        f"vizpipe: error: Config file {group}/{option}.yaml puts its keys under '{group}', which is not a "
+        "config key; to set top-level keys (seed: 1, cam: {method: scorecam}) it must start with the line "
+        "'# @package _global_'"
+    )
+    (folder / f"{option}.yaml").write_text("# @package _global_\nseed: 3\n")
+    assert p.precheck(argv) is None
