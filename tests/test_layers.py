@@ -138,7 +138,7 @@ def test_the_yaml_blocks_are_honoured_and_checked() -> None:
         (["model=torchvision", "model.name=efficientnet_b0"], 224),
         (["model=torchvision", "model.name=regnet_y_400mf"], 224),  # not buildable on meta: the CPU
         (["model=torchvision", "model.name=swin_t", "input=random", "input.shape=[1,3,96,96]"], 96),
-        (["model=seed_net", "input=shapes"], 64),
+        (["model=shapes_net", "input=shapes"], 64),
     ],
 )
 def test_config_blocks_equal_the_runs_blocks(compose, make_ctx, overrides, size):
@@ -157,16 +157,21 @@ def test_config_blocks_equal_the_runs_blocks(compose, make_ctx, overrides, size)
 
 
 def test_config_blocks_named_or_refused(compose):
-    """model.blocks wins; a model whose forward cannot run on a probe names the fix."""
+    """model.blocks wins; an input too small says so as the run would; a forward pass that fails
+    otherwise names the fix."""
     from vizpipe.pipeline.errors import ConfigError
     from vizpipe.pipeline.factory.blocks import config_blocks
 
     cfg = compose(["model=resnet18"])
     assert config_blocks(cfg.model, cfg.input) == "layer1,layer2,layer3,layer4"
-    bad = compose(["model=torchvision", "model.name=inception_v3", "input=random", "input.shape=[1,3,32,32]"])
+    tiny = ["input=random", "input.shape=[1,3,32,32]"]
+    small = compose(["model=torchvision", "model.name=inception_v3", *tiny])
+    with pytest.raises(ConfigError, match=r"^Input 32×32 px is too small for Inception3: layer "):
+        config_blocks(small.model, small.input)
+    gray = compose(["model=torchvision", "model.name=resnet18", "input=random", "input.shape=[1,1,64,64]"])
     with pytest.raises(ConfigError) as info:
-        config_blocks(bad.model, bad.input)
-    assert str(info.value).startswith("The blocks of model 'inception_v3' cannot be found before the run")
+        config_blocks(gray.model, gray.input)
+    assert str(info.value).startswith("The blocks of model 'resnet18' cannot be found before the run")
     assert str(info.value).endswith(
         "name them: model.blocks='\"a,b,c\"' (summary/layers.txt lists the layers)"
     )
