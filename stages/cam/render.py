@@ -176,7 +176,8 @@ def warn_invalid(ctx: RunContext, images: list[CamImage]) -> None:
 
 
 def result(ctx: RunContext, doc: CamDoc) -> StageResult:
-    """The stage's record: per-image tables and pictures (a sample), class aggregates, key numbers."""
+    """The stage's record: every image's tables and pictures (TensorBoard's tags and the sweep
+    index's previews on the first SAMPLE_IMAGES), class aggregates, key numbers."""
     from vizpipe.pipeline.files import write_atomic
 
     write_atomic(ctx.claim("cam/cam.json"), doc.to_json())
