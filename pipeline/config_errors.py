@@ -6,6 +6,8 @@ from their text. Covered: unknown config options and keys (``+key=value`` offere
 takes new keys, e.g. ``hydra.launcher.ray.init``), wrong types and enum values, ``???`` values,
 interpolations that cannot be resolved (``${oc.env:NOPE}``, ``${model.nme}``), unreadable
 overrides; ``hydra.*`` overrides included (``hydra_overrides``, ``check_hydra_values``).
+An unknown top-level key that names a config group (``local``: ``conf/local/default.yaml`` without
+``# @package _global_``) says what the group's file must start with.
 """
 
 from __future__ import annotations
@@ -44,8 +46,13 @@ def _value_of(key: str, overrides: list[str]) -> str:
     return "?"
 
 
-def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
-    """Turn a Hydra/OmegaConf composition error into one line with the bad value and choices."""
+def translate(
+    exc: BaseException, overrides: list[str], group_options: Callable[[str], list[str]] | None = None
+) -> ConfigError:
+    """Turn a Hydra/OmegaConf composition error into one line with the bad value and choices.
+
+    ``group_options(group)``: a group's options on the search path composed with (the precheck's
+    ``Composer.all_group_options``); by default Hydra's loader's, when Hydra is initialised."""
     from hydra.errors import MissingConfigException, OverrideParseException
     from omegaconf.errors import (
         ConfigKeyError,
@@ -78,13 +85,45 @@ def translate(exc: BaseException, overrides: list[str]) -> ConfigError:
         if isinstance(oc, InterpolationResolutionError | GrammarParseError):
             return _unresolved(oc, key, overrides)
         if isinstance(oc, ConfigKeyError | AttributeError) and not isinstance(oc, ValidationError):
-            return _unknown_key(key, oc.parent_node, overrides)
+            return _group_under_its_name(key, overrides, group_options) or _unknown_key(
+                key, oc.parent_node, overrides
+            )
         if isinstance(oc, MissingMandatoryValue):
             return ConfigError(f"{key} is required for this choice (it is ??? in conf/); set {key}=...")
         if isinstance(oc, ValidationError):
             return _bad_value(oc, key, overrides)
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return ConfigError(f"Invalid config: {first}")
+
+
+def _group_under_its_name(
+    key: str, overrides: list[str], group_options: Callable[[str], list[str]] | None
+) -> ConfigError | None:
+    """A config group's file whose keys landed under the group's name: a top-level key no schema
+    has that names a group (``local``, ``experiment``, ...), because the file does not start with
+    ``# @package _global_`` (Hydra puts a group's file at its group's name by default)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if "." in key or "[" in key:
+        return None
+    try:
+        if group_options is not None:
+            options = list(group_options(key))
+        elif GlobalHydra.instance().is_initialized():
+            options = list(GlobalHydra.instance().config_loader().get_group_options(key))
+        else:
+            options = []
+    except Exception:  # noqa: BLE001 - not a group after all: the usual message
+        return None
+    if not options:
+        return None
+    chosen = _value_of(key, overrides)
+    option = chosen if chosen != "?" else ("default" if "default" in options else options[0])
+    return ConfigError(
+        f"Config file {key}/{option}.yaml puts its keys under '{key}', which is not a config key; to "
+        "set top-level keys (seed: 1, cam: {method: scorecam}) it must start with the line "
+        "'# @package _global_', as conf/experiment/*.yaml do"
+    )
 
 
 def _unknown_key(key: str, parent: Any, overrides: list[str] | None = None) -> ConfigError:

@@ -15,11 +15,12 @@ leaves ``manifest.json`` and ``run.log`` in the run folder Hydra would have used
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from vizpipe.pipeline import CONF_DIR, sweeps
-from vizpipe.pipeline.composer import Composer, JobChecker
+from vizpipe.pipeline.composer import Composer, JobChecker, SweepProblems
 from vizpipe.pipeline.config_errors import as_config_error, check_hydra_values, hydra_overrides
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.trust import ConfigSources
@@ -45,9 +46,12 @@ _SKIP = {
 PATH_KEYS = ("path", "checkpoint", "categories", "dir", "root")
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print one line to stderr and exit non-zero (no traceback)."""
+def fail(message: str, code: int = 2, details: Sequence[str] = ()) -> NoReturn:
+    """Print one line to stderr and exit non-zero (no traceback); ``details`` (one line per bad
+    job of a sweep) follow it, indented."""
     print(f"vizpipe: error: {' '.join(str(message).split())}", file=sys.stderr)
+    for line in details:
+        print(f"  {' '.join(str(line).split())}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -150,9 +154,7 @@ def precheck(argv: list[str]) -> None:
         with Composer(primary, name, extra, groups) as composer:
             batch = _jobs(composer, overrides, multirun)
             sources.vet(composer, batch)
-            checker = JobChecker(composer)
-            for job in batch:
-                checker.check(job)
+            JobChecker(composer).check_all(batch)  # every job; every problem named
             check_hydra_values(composer.compose, groups)
         _check_writable(_output_dir(overrides, multirun))
         sweeps.remember(batch)
@@ -161,7 +163,8 @@ def precheck(argv: list[str]) -> None:
         if error is None:
             raise
         where = record_failure(argv, str(error))
-        fail(str(error) + (f" (manifest: {where})" if where else ""))
+        head, details = (error.head, error.details) if isinstance(error, SweepProblems) else (str(error), [])
+        fail(head + (f" (manifest: {where})" if where else ""), details=details)
 
 
 def _is_path_key(key: str) -> bool:
@@ -246,6 +249,9 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
             # ${model.blocks}: read the key itself (params are strings: None would fail their type)
             value = OmegaConf.select(cfg, plain.group(1)) if plain else params[key]
         except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
+            own = next((x for x in _chain(exc) if isinstance(x, ConfigError)), None)
+            if own is not None:  # a vizpipe resolver's own line (vizpipe_blocks: set model.blocks)
+                raise ConfigError(f"sweep={sweep}: {own}") from exc
             first = " ".join(str(exc).split())
             raise ConfigError(
                 f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {first}"
@@ -257,6 +263,15 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
                 f"{source}='\"a,b,c\"' (a quoted comma-separated string), or sweep {key} on the command line"
             )
         out.append(f"{key}={value}")
+    return out
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    x: BaseException | None = exc
+    while x is not None and x not in out:
+        out.append(x)
+        x = x.__cause__ or x.__context__
     return out
 
 

@@ -81,7 +81,11 @@ def check_stage_list(cfg: DictConfig) -> list[str]:
 
 
 def check_required_keys(cfg: DictConfig) -> None:
-    """Every key the chosen config groups leave ``???`` (e.g. ``input.path``) is set."""
+    """Every key is one the schema knows (``schema.check_known_keys``: ``+cam.methd=...`` is refused)
+    and every key the chosen config groups leave ``???`` (e.g. ``input.path``) is set."""
+    from vizpipe.pipeline.schema import check_known_keys
+
+    check_known_keys(cfg)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         hint = " (an image file, a folder or a glob)" if missing[0] == "input.path" else ""
@@ -124,8 +128,10 @@ def ensure_typed(cfg: DictConfig) -> DictConfig:
         return cfg
     try:
         return OmegaConf.merge(OmegaConf.structured(root_schema(with_defaults=False)), cfg)
-    except Exception as exc:  # omegaconf ValidationError / ConfigKeyError
-        raise ConfigError(f"Invalid config: {' '.join(str(exc).split())}") from exc
+    except Exception as exc:  # omegaconf ValidationError / ConfigKeyError: one line, closest key
+        from vizpipe.pipeline.config_errors import translate
+
+        raise translate(exc, []) from exc
 
 
 def _stale(out: Path) -> list[str]:

@@ -63,8 +63,8 @@ def perturbation_passes(
 ) -> Iterator[Callable[[], int]]:
     """ScoreCAM/AblationCAM: state the forward passes up front, then count them.
 
-    Yields a function returning the passes counted so far (0 for other methods). The library
-    draws its own progress bar per image (``vizpipe.pipeline.gradcam.adapter``).
+    Yields a function returning the passes counted so far (0 for other methods). The library's
+    own progress bar per image is not shown (``vizpipe.pipeline.gradcam.adapter.hidden_bars``).
     """
     spec, layers, settings = runner.spec, runner.layers, runner.settings
     if not spec.perturbation:

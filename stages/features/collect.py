@@ -76,8 +76,7 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
     what = settings.capture.value
     pending: dict[tuple[str, str], torch.Tensor] = {}
 
-    # capture() names the kind only when it hands both; otherwise every call is the one kind asked for
-    def sink(name: str, tensor: torch.Tensor, kind: str = what) -> None:
+    def sink(name: str, tensor: torch.Tensor, kind: str) -> None:
         if (name, kind) in accs and (name, kind) not in pending:  # a shared module: its first call
             pending[(name, kind)] = tensor
 
