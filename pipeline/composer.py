@@ -86,8 +86,9 @@ class JobChecker:
         self.bases: dict[tuple[str, ...], Any] = {}
         self.compositions = 0  # full compositions done (for tests and the benchmark)
 
-    def check(self, job: Sequence[str]) -> None:
-        """Compose (or derive) ``job``'s config and run every config-only rule; ``ConfigError`` if bad."""
+    def check(self, job: Sequence[str]) -> Any:
+        """Compose (or derive) ``job``'s config and run every config-only rule; ``ConfigError`` if
+        bad. Returns the job's config (without the ``hydra`` node)."""
         from vizpipe.pipeline.runner import check_config, ensure_typed
 
         parsed = sweeps.parse(job)
@@ -101,3 +102,4 @@ class JobChecker:
         except Exception as exc:  # noqa: BLE001 - omegaconf's errors, translated to one line
             raise translate(exc, list(job)) from exc
         check_config(ensure_typed(cfg))
+        return cfg

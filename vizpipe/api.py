@@ -275,7 +275,9 @@ def _write_hydra_record(folder: Path, cfg: DictConfig, lines: list[str]) -> None
     """``.hydra/config.yaml`` and ``overrides.yaml``, as Hydra writes them for ``run.py``."""
     from omegaconf import OmegaConf
 
+    from vizpipe.pipeline.files import write_atomic
+
     hydra_dir = folder / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, hydra_dir / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(lines)), hydra_dir / "overrides.yaml")
+    write_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_atomic(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(lines))))
