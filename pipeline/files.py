@@ -55,6 +55,7 @@ __all__ = [
     "save_image",
     "save_npy",
     "sha256_file",
+    "special_kind",
     "temp_name",
     "write_atomic",
     "write_json",
@@ -277,6 +278,26 @@ def disk_error(exc: OSError, path: Path | str) -> DiskError:
     err = DiskError(exc.errno, message)
     err.filename = str(path)
     return err
+
+
+def special_kind(path: Path | str) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder: ``a FIFO
+    (named pipe)``, ``a socket``, ``a character device``, ``a block device``; else None."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, what in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return what
+    return None
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
