@@ -74,10 +74,8 @@ def test_a_failed_write_leaves_nothing_under_the_final_name(tmp_path, monkeypatc
 
 def test_disk_error_texts(tmp_path):
     too_big = files.disk_error(OSError(errno.EFBIG, "File too large"), tmp_path / "x")
-    assert (
-        str(too_big)
-        == f"Cannot write {tmp_path / 'x'}: File too large (the process's file size limit, ulimit -f, was reached)"
-    )
+    limit = "(the process's file size limit, ulimit -f, was reached)"
+    assert str(too_big) == f"Cannot write {tmp_path / 'x'}: File too large {limit}"
     denied = files.disk_error(PermissionError(errno.EACCES, "Permission denied"), tmp_path / "d" / "x")
     assert f"(the folder {tmp_path / 'd'} cannot be written)" in str(denied)
     assert files.human_bytes(2_100_000) == "2.1 MB" and files.human_bytes(512) == "512 bytes"
