@@ -48,6 +48,7 @@ from vizpipe.pipeline.errors import VizpipeError
 __all__ = [
     "DiskError",
     "Partial",
+    "Reserve",
     "Written",
     "disk_error",
     "finite",
@@ -230,6 +231,38 @@ class Partial:
             self._file.close()
         except OSError:
             pass
+
+
+class Reserve:
+    """Disk space held back for the run's own record (``.vizpipe/reserve``), so that when the
+    disk fills up the manifest can still say what failed: ``ensure`` grows it to a size
+    (``posix_fallocate``: really allocated), ``give_back`` frees it for that last write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+
+    def ensure(self, size: int) -> None:
+        """Hold at least ``size`` bytes (quietly less when the disk has no more, or no fallocate)."""
+        if size <= self.size or not hasattr(os, "posix_fallocate"):
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, size)
+                self.size = size
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+    def give_back(self) -> bool:
+        """Free the space (True when there was some to free)."""
+        had = self.size > 0 or self.path.exists()
+        self.path.unlink(missing_ok=True)
+        self.size = 0
+        return had
 
 
 def _discard(tmp: Path) -> None:

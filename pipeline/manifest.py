@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from vizpipe.pipeline.files import forget, sha256_file, write_atomic, written
+from vizpipe.pipeline.files import Reserve, forget, sha256_file, write_atomic, written
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ _REF = re.compile(r"\$\{\s*(?:oc\.select\s*:\s*)?(\.*[\w\[\]\-][\w.\[\]\-]*)\s*[
 #: folders of the run folder that hold bookkeeping, not artifacts (Hydra's, and vizpipe's claim
 #: and progress records: ``vizpipe.pipeline.ownership.HIDDEN``)
 HIDDEN_DIRS = (".hydra/", ".vizpipe/")
+#: the space held back for the manifest's last write on a full disk: twice its size and this
+RESERVE = ".vizpipe/reserve"
+RESERVE_MARGIN = 64 * 1024
 
 
 @functools.cache
@@ -214,6 +217,8 @@ class Manifest:
         self.stages = [StageRecord(n, title=(titles or {}).get(n, "")) for n in stage_names]
         self.report = StageRecord("report")
         self.started = time.time()
+        # space held back for the last write when the disk fills up (``write``); removed by ``close``
+        self.reserve = Reserve(self.run_dir / RESERVE)
 
     def stage(self, name: str) -> StageRecord:
         """The record of stage ``name``."""
@@ -281,18 +286,30 @@ class Manifest:
     def write(self) -> Path:
         """Write atomically (temp file + rename), so a crash never leaves half a manifest.
 
-        A write that fails (a full disk) is logged once, in one line, and never raises: the
-        previous manifest stays, and the next write tries again.
+        Twice its size is held back on disk (``.vizpipe/reserve``): when the disk fills up, that
+        space is given back for this write, so the manifest still records what failed. A write
+        that fails all the same is logged once, in one line, and never raises: the previous
+        manifest stays, and the next write tries again.
         """
         path = self.run_dir / MANIFEST
-        try:
-            write_atomic(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
-            self._failed = False
-        except OSError as exc:
-            if not getattr(self, "_failed", False):
-                log.error("%s", exc)
-            self._failed = True
+        text = json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        for attempt in (1, 2):
+            try:
+                write_atomic(path, text)
+                self._failed = False
+                self.reserve.ensure(2 * len(text) + RESERVE_MARGIN)
+                break
+            except OSError as exc:
+                if attempt == 1 and self.reserve.give_back():
+                    continue  # the disk is full: the held-back space is for this write
+                if not getattr(self, "_failed", False):
+                    log.error("%s", exc)
+                self._failed = True
         return path
+
+    def close(self) -> None:
+        """The run ended: the held-back space goes."""
+        self.reserve.give_back()
 
 
 def load(run_dir: Path) -> dict[str, Any]:

@@ -139,10 +139,14 @@ class Progress:
         return self.path.with_suffix(".state")
 
     def close(self) -> None:
-        """Close the record file (it stays)."""
+        """Close the record file (it stays). A line a full disk kept out is lost, never half
+        written: ``done`` skips a torn last line."""
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
                 self._file = None
 
     def clear(self) -> None:

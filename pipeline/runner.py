@@ -281,10 +281,12 @@ def _run(
                 stop = not continue_on_error
     except KeyboardInterrupt as exc:
         _interrupted(manifest, out, exc)
+        manifest.close()
         raise
     _release(setup.ctx)
     report_path = _write_report(cfg, out, manifest)
     manifest.write()
+    manifest.close()
     error = "; ".join(setup.errors) or None
     return RunResult(out, manifest.status, out / mf.MANIFEST, report_path, error)
 

@@ -205,7 +205,8 @@ class VizpipeSweeper(BasicSweeper):
 
         batches = BasicSweeper.split_arguments(overrides, max_batch_size)
         self.loader.values = sweeps.swept_values(job for batch in batches for job in batch)
-        if self.config is not None and resuming(self.config.hydra.job.env_set):
+        config = getattr(self, "config", None)  # None before setup (e.g. Hydra's own jobs listing)
+        if config is not None and resuming(config.hydra.job.env_set):
             jobs = self._unfinished([job for batch in batches for job in batch])
             batches = (
                 [list(b) for b in BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size)]
