@@ -116,7 +116,9 @@ def main(cfg: DictConfig) -> None:
                 hc.runtime.output_dir,
                 overrides=list(hc.overrides.task),
                 sweep=sweeps.values_of(hc.job.env_set),
-                resume=resuming(hc.job.env_set),
+                # a sweep's job may finish what an earlier try of it left in its folder (a launcher's
+                # retry: Ray's max_retries, submitit's requeue): the sweep folder was empty when claimed
+                resume=multirun or resuming(hc.job.env_set),
             )
     except KeyboardInterrupt as exc:
         if multirun and not jobs_run_here():  # a worker: the job ends, the worker and the others go on

@@ -247,7 +247,9 @@ def check_killed(sweep: Path, out: subprocess.CompletedProcess, signal_known: bo
     from vizpipe.pipeline.manifest import load
 
     assert out.returncode == 1, (out.stdout[-2000:], out.stderr[-2000:])
-    assert f"job {KILL_JOBS[0]} failed: the worker process running this job was killed" in out.stderr
+    assert f"job {KILL_JOBS[0]} failed: the worker process running this job was killed" in out.stderr, (
+        out.stderr
+    )
     assert {j.name: j.status for j in collect_sweep(sweep).jobs} == {
         KILL_JOBS[0]: "failed",
         KILL_JOBS[1]: "ok",
@@ -288,8 +290,26 @@ def test_submitit_local_worker_killed(tmp_path):
 
 @pytest.mark.slow
 def test_ray_worker_killed(tmp_path, ray_cluster):
-    """A Ray worker killed: its task fails, the others finish."""
+    """A Ray worker killed, with Ray's task retries off: its task fails, the others finish."""
+    address, env = ray_cluster
+    launcher = [
+        "hydra/launcher=ray_cluster",
+        f"hydra.launcher.ray.init.address={address}",
+        "+hydra.launcher.ray.remote.max_retries=0",
+    ]
+    sweep, out = kill_a_worker(tmp_path, launcher, {**ENV, "RAY_AUTH_MODE": env["RAY_AUTH_MODE"]})
+    check_killed(sweep, out, signal_known=False)
+
+
+@pytest.mark.slow
+def test_ray_retries_a_killed_worker_by_resuming(tmp_path, ray_cluster):
+    """Ray's own retry of a task whose worker died (max_retries): the job resumes in its folder
+    from its finished batches and the sweep ends ok."""
+    from vizpipe.pipeline.manifest import load
+
     address, env = ray_cluster
     launcher = ["hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}"]
     sweep, out = kill_a_worker(tmp_path, launcher, {**ENV, "RAY_AUTH_MODE": env["RAY_AUTH_MODE"]})
-    check_killed(sweep, out, signal_known=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert {j.name: j.status for j in collect_sweep(sweep).jobs} == dict.fromkeys(KILL_JOBS, "ok")
+    assert load(sweep / KILL_JOBS[0])["resumed"]
