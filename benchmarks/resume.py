@@ -71,7 +71,6 @@ class Direct:
 
     def __enter__(self) -> Direct:
         import numpy as np
-
         from vizpipe.pipeline import files
         from vizpipe.pipeline.progress import Progress
 

@@ -311,6 +311,19 @@ class Manifest:
         """The run ended: the held-back space goes."""
         self.reserve.give_back()
 
+    def interrupted(self, signal_name: str) -> None:
+        """Ctrl-C or SIGTERM: the steps cut short say so, the manifest says how to resume; written."""
+        for rec in (self.setup, *self.stages, self.report):
+            if rec.status in ("pending", "running"):
+                rec.status = "skipped" if rec.status == "pending" else "interrupted"
+        self.data["interrupted"] = {
+            "signal": signal_name,
+            "why": f"{signal_name} received",
+            "resume": resume_hint(self.data, self.run_dir),
+        }
+        self.write()
+        log.debug("Interrupted (%s); the manifest and every file written so far are kept", signal_name)
+
 
 def load(run_dir: Path) -> dict[str, Any]:
     """Read ``<run_dir>/manifest.json``, ``settled``."""

@@ -89,10 +89,39 @@ class Previous:
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its ok record, files intact
     redo: list[str] = field(default_factory=list)  # ok stages with a missing or changed file
 
-    @property
-    def created(self) -> str | None:
-        """When the interrupted run started."""
-        return self.doc.get("created")
+    def adopt(self, manifest: Any) -> None:
+        """The resumed run's manifest: the interrupted run's start and command, when it was
+        resumed, and its finished stages' records (those are not run again)."""
+        import time
+
+        from vizpipe.pipeline.manifest import Artifact
+
+        for key in ("created", "command", "overrides"):
+            if key in self.doc:
+                manifest.data[key] = self.doc[key]
+        manifest.data["resumed"] = [*(self.doc.get("resumed") or []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
+        for rec in manifest.stages:
+            kept = self.kept.get(rec.name)
+            if kept is not None:
+                rec.artifacts = [
+                    Artifact(a["path"], int(a["bytes"]), a["sha256"]) for a in kept.get("artifacts") or []
+                ]
+                rec.seconds = kept.get("seconds")
+
+    def restore(self, ctx: Any, stage: Any, settings: Any, rec: Any, manifest: Any) -> None:
+        """A stage the interrupted run finished: its record back (in ``ctx.results`` too, for the
+        stages that read records), and what later stages need of it (``Stage.restore``)."""
+        from vizpipe.pipeline.stage import StageResult
+
+        kept = self.kept[rec.name]
+        result = StageResult.from_dict(kept["result"])
+        stage.restore(ctx, settings, result)
+        ctx.results[rec.name] = result
+        ctx.warnings.extend(w for w in result.warnings if w not in ctx.warnings)
+        rec.result, rec.status = kept["result"], "ok"
+        manifest.data["warnings"] = ctx.warnings
+        manifest.write()
+        log.info("%-11s kept from the interrupted run (%d files)", rec.name, len(rec.artifacts))
 
 
 def remove_temporaries(folder: Path) -> int:

@@ -234,6 +234,7 @@ def _run(
     from vizpipe.pipeline import manifest as mf
     from vizpipe.pipeline.logs import set_verbose
     from vizpipe.pipeline.resume import previous_run
+    from vizpipe.pipeline.schema import settings_of
 
     set_verbose(bool(cfg.get("verbose", False)))
     previous = None
@@ -252,8 +253,8 @@ def _run(
         names = [str(s) for s in (cfg.stages if not isinstance(cfg.stages, str) else [cfg.stages])]
         config_error = exc
     manifest = _new_manifest(cfg, out, names, overrides, held.owner)
-    if resume:
-        _take_over(manifest, previous)
+    if previous is not None:
+        previous.adopt(manifest)
     manifest.setup.status = "running"
     manifest.write()
     setup = _Setup()
@@ -272,7 +273,7 @@ def _run(
                 continue
             kept = previous.kept.get(rec.name) if previous is not None else None
             if kept is not None:
-                _restore(cfg, ctx, setup.stages[rec.name], rec, kept, manifest)
+                previous.restore(ctx, setup.stages[rec.name], settings_of(cfg, rec.name), rec, manifest)
                 continue
             warned = setup.warned.get(rec.name, [])
             err = _run_stage(cfg, ctx, setup.stages[rec.name], rec, manifest, warned, resume)
@@ -280,7 +281,7 @@ def _run(
                 errors.append(f"stage {rec.name} failed: {err}")
                 stop = not continue_on_error
     except KeyboardInterrupt as exc:
-        _interrupted(manifest, out, exc)
+        manifest.interrupted(getattr(exc, "signal_name", "SIGINT"))
         manifest.close()
         raise
     _release(setup.ctx)
@@ -289,61 +290,6 @@ def _run(
     manifest.close()
     error = "; ".join(setup.errors) or None
     return RunResult(out, manifest.status, out / mf.MANIFEST, report_path, error)
-
-
-def _take_over(manifest: Any, previous: Any) -> None:
-    """A resumed run's manifest: the interrupted run's start and command, when it was resumed,
-    and its finished stages' records (those are not run again)."""
-    if previous is None:  # nothing was recorded there: a fresh start
-        return
-    old = previous.doc
-    for key in ("created", "command", "overrides"):
-        if key in old:
-            manifest.data[key] = old[key]
-    manifest.data["resumed"] = [*(old.get("resumed") or []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
-    from vizpipe.pipeline.manifest import Artifact
-
-    for rec in manifest.stages:
-        kept = previous.kept.get(rec.name)
-        if kept is not None:
-            rec.artifacts = [
-                Artifact(a["path"], int(a["bytes"]), a["sha256"]) for a in kept.get("artifacts") or []
-            ]
-            rec.seconds = kept.get("seconds")
-
-
-def _restore(cfg: DictConfig, ctx: Any, stage: Any, rec: Any, kept: dict[str, Any], manifest: Any) -> None:
-    """A stage the interrupted run finished: its record back, and what later stages need of it."""
-    from vizpipe.pipeline.schema import settings_of
-    from vizpipe.pipeline.stage import StageResult
-
-    result = StageResult.from_dict(kept["result"])
-    stage.restore(ctx, settings_of(cfg, rec.name), result)
-    ctx.results[rec.name] = result
-    ctx.warnings.extend(w for w in result.warnings if w not in ctx.warnings)
-    rec.result, rec.status = kept["result"], "ok"
-    manifest.data["warnings"] = ctx.warnings
-    manifest.write()
-    log.info("%-11s kept from the interrupted run (%d files)", rec.name, len(rec.artifacts))
-
-
-def _interrupted(manifest: Any, out: Path, exc: BaseException) -> None:
-    """Ctrl-C or SIGTERM: the steps cut short say so, the manifest says how to resume."""
-    from vizpipe.pipeline.manifest import resume_hint
-
-    for rec in (manifest.setup, *manifest.stages, manifest.report):
-        if rec.status in ("pending", "running"):
-            rec.status = "skipped" if rec.status == "pending" else "interrupted"
-    signal_name = str(getattr(exc, "signal_name", "SIGINT"))
-    manifest.data["interrupted"] = {
-        "signal": signal_name,
-        "why": f"{signal_name} received",
-        "resume": resume_hint(manifest.data, out),
-    }
-    manifest.write()
-    log.debug(
-        "Interrupted (%s); the manifest and every artifact written so far are kept in %s", signal_name, out
-    )
 
 
 @dataclass
