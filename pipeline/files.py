@@ -53,6 +53,7 @@ __all__ = [
     "disk_error",
     "finite",
     "forget",
+    "remember",
     "save_image",
     "save_npy",
     "sha256_file",
@@ -122,6 +123,12 @@ def written(path: Path | str) -> Written | None:
     except OSError:
         return None
     return entry if (st.st_size, st.st_mtime_ns) == (entry.bytes, entry.mtime_ns) else None
+
+
+def remember(path: Path | str, size: int, digest: str) -> Written:
+    """Record ``path`` as holding ``size`` bytes with sha256 ``digest`` (a file read back and
+    verified, e.g. by a resumed run): the manifest then takes that hash instead of reading it again."""
+    return _remember(Path(path), size, digest)
 
 
 def forget(path: Path | str) -> None:

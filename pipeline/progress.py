@@ -30,7 +30,7 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vizpipe.pipeline.files import disk_error, sha256_file, written
+from vizpipe.pipeline.files import disk_error, remember, sha256_file, written
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.inputs import Batch, Inputs
@@ -104,9 +104,12 @@ class Progress:
         assert self.run_dir is not None
         path = self.run_dir / str(f[0])
         try:
-            return path.stat().st_size == int(f[1]) and sha256_file(path) == str(f[2])
+            if path.stat().st_size != int(f[1]) or sha256_file(path) != str(f[2]):
+                return False
         except (OSError, ValueError, IndexError):
             return False
+        remember(path, int(f[1]), str(f[2]))  # the manifest takes this hash, not a second read
+        return True
 
     # ------------------------------------------------------------------ recording
 
