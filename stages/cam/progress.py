@@ -41,6 +41,8 @@ def batch_record(
         start = before.get(index)
         if start is None:
             images[str(index)] = dataclasses.asdict(dataclasses.replace(img, maps=[]))
+            if img.prediction:  # a segmentation's or detection's prediction picture
+                files.append(img.prediction)
         added = img.maps[start or 0 :]
         maps[str(index)] = [dataclasses.asdict(m) for m in added]
         files += [path for m in added for path in (m.npy, m.overlay, m.heatmap) if path]
