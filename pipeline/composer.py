@@ -101,8 +101,9 @@ class JobChecker:
         self.bases: dict[tuple[str, ...], Any] = {}  # structure -> its composition, or why it failed
         self.compositions = 0  # full compositions done (for tests and the benchmark)
 
-    def check_all(self, batch: Sequence[Sequence[str]]) -> None:
-        """Check every job; ``ConfigError`` naming every problem, not only the first one met.
+    def check_all(self, batch: Sequence[Sequence[str]]) -> list[Any]:
+        """Check every job and return their configs; ``ConfigError`` naming every problem, not only
+        the first one met.
 
         A problem every job has is its one line, as for a single run; a problem of some jobs is
         prefixed with them (Hydra's job numbers and the swept values they share:
@@ -112,14 +113,15 @@ class JobChecker:
         """
         problems: dict[str, list[int]] = {}
         first: ConfigError | None = None
+        configs: list[Any] = []
         for i, job in enumerate(batch):
             try:
-                self.check(job)
+                configs.append(self.check(job))
             except ConfigError as exc:
                 problems.setdefault(str(exc), []).append(i)
                 first = first or exc
         if first is None:
-            return
+            return configs
         if len(problems) == 1 and len(problems[str(first)]) == len(batch):
             raise first
         swept = sweeps.swept_values(batch)
@@ -130,8 +132,9 @@ class JobChecker:
         head = f"{bad} of {len(batch)} sweep jobs are invalid ({len(problems)} problems, below); none ran"
         raise SweepProblems(head, lines) from first
 
-    def check(self, job: Sequence[str]) -> None:
-        """Compose (or derive) ``job``'s config and run every config-only rule; ``ConfigError`` if bad."""
+    def check(self, job: Sequence[str]) -> Any:
+        """Compose (or derive) ``job``'s config and run every config-only rule; ``ConfigError`` if
+        bad. Returns the job's config (without the ``hydra`` node)."""
         from vizpipe.pipeline.runner import check_config, ensure_typed
 
         parsed = sweeps.parse(job)
@@ -151,6 +154,7 @@ class JobChecker:
         except Exception as exc:  # noqa: BLE001 - omegaconf's errors, translated to one line
             raise translate(exc, list(job)) from exc
         check_config(ensure_typed(cfg))
+        return cfg
 
     def _refuse_internal(self, parsed: Sequence[Any]) -> None:
         """An internal option (``input=_base``, ``model=_torchvision``, ``cam=_schema``) chosen on the

@@ -48,6 +48,13 @@ class InputKind(str, Enum):
     objects = "objects"  # a tensor, PIL images, paths or a Dataset/DataLoader given to vizpipe.inspect
 
 
+class OnBadImage(str, Enum):
+    """What ``input=image`` does with a file that cannot be read as an image."""
+
+    stop = "stop"  # the stage reading it stops, naming the file
+    skip = "skip"  # left out before any work (its header is read), each one warned
+
+
 class Split(str, Enum):
     """Which part of a data set with splits (shapes, imagefolder, cifar10) ``input.*`` names."""
 
@@ -157,6 +164,9 @@ class InputConfig:
     workers: int = 0
     # "I/N": only the I-th of N equal slices of the (limited) data set (0-based), e.g. 0/4.
     shard: str | None = None
+    # kind=image: an image file that cannot be read (not an image, a decompression bomb):
+    # stop (the run stops there, naming it) | skip (left out before any work, each one warned).
+    on_bad_image: OnBadImage = OnBadImage.stop
     # Data sets with splits (shapes, imagefolder, cifar10): the split the visualisation stages
     # see: train | val | test (held out, never trained on). The train stage reads train and val.
     split: Split = Split.test

@@ -417,17 +417,28 @@ def test_record_failure_unwritable(tmp_path):
 def test_precheck_skips_help_and_info_flags(tmp_path):
     """--help, --cfg, --info ... return without composing (a bad override is not reported)."""
     for flag in ("--help", "-h", "--hydra-help", "--version", "--info", "-i", "--cfg", "-c", "--resolve"):
-        assert p.precheck([flag, "model=nope", f"hydra.run.dir={tmp_path / 'x'}"]) is None
+        argv = [flag, "model=nope", f"hydra.run.dir={tmp_path / 'x'}"]
+        assert p.precheck([*argv, "resume=somewhere"]) == argv  # resume= is the command line's, never Hydra's
     assert not (tmp_path / "x").exists()
 
 
 def test_precheck_good_command_marks_jobs(tmp_path):
-    """A good command line returns None and marks its jobs as checked; nothing is written."""
+    """A good command line marks its jobs as checked, claims the run folder (nothing else is
+    written there) and returns the command line Hydra gets, that folder named."""
+    from vizpipe.pipeline.ownership import OWNER, held
+
     run = tmp_path / "ok"
     argv = ["model=vgg11", "stages=[summary]", f"hydra.run.dir={run}"]
-    assert p.precheck(argv) is None
-    assert was_checked(["model=vgg11", "stages=[summary]"])
-    assert not run.exists()
+    try:
+        assert p.precheck(argv) == ["model=vgg11", "stages=[summary]", f"hydra.run.dir='{run}'"]
+        assert was_checked(["model=vgg11", "stages=[summary]"])
+        assert held(run) is not None and [f.relative_to(run).as_posix() for f in run.rglob("*")] == [
+            ".vizpipe",
+            OWNER,
+        ]
+    finally:
+        held(run).release()
+    assert list(run.iterdir()) == []
 
 
 def test_precheck_bad_value_fails_with_manifest(tmp_path, capsys):
@@ -549,7 +560,11 @@ def test_precheck_with_config_dir_and_writable_run(sweep_dir, tmp_path, capsys):
         "stages=[summary]",
         f"hydra.sweep.dir={tmp_path / 's'}",
     ]
-    assert p.precheck(argv) is None
+    from vizpipe.pipeline.ownership import held
+
+    got = p.precheck(argv)
+    held(tmp_path / "s").release()
+    assert got == [*argv[:-1], f"hydra.sweep.dir='{tmp_path / 's'}'"]
     assert was_checked(["seed=2", "sweep=front_num", "stages=[summary]"])
     assert capsys.readouterr().err == ""
 
@@ -557,7 +572,8 @@ def test_precheck_with_config_dir_and_writable_run(sweep_dir, tmp_path, capsys):
 def test_precheck_shell_completion_query_is_skipped(tmp_path, monkeypatch):
     """-sc query=bash: the interpreter is rewritten, nothing is checked (bad overrides pass)."""
     monkeypatch.setenv("COMP_LINE", ".venv/bin/python run.py mo")
-    assert p.precheck(["-sc", "query=bash", "model=nope", f"hydra.run.dir={tmp_path / 'r'}"]) is None
+    argv = ["-sc", "query=bash", "model=nope", f"hydra.run.dir={tmp_path / 'r'}"]
+    assert p.precheck(argv) == argv
     assert os.environ["COMP_LINE"] == "python run.py mo"
     assert not (tmp_path / "r").exists()
 
@@ -699,4 +715,5 @@ def test_precheck_group_file_without_global_package(tmp_path, capsys, group, opt
         "'# @package _global_'"
     )
     (folder / f"{option}.yaml").write_text("# @package _global_\nseed: 3\n")
-    assert p.precheck(argv) is None
+    argv[-1] = f"hydra.run.dir={tmp_path / 'r2'}"  # the refused run's folder holds its manifest
+    assert isinstance(p.precheck(argv), list)

@@ -52,6 +52,7 @@ class MapWriter:
         """Write the files of map ``cam`` (H, W) of image ``i`` of ``batch``; ``mark(overlay)`` draws
         on the overlay (a segmentation target's mask, a detection target's boxes)."""
         from pytorch_grad_cam.utils.image import show_cam_on_image
+        from vizpipe.pipeline.files import save_npy
         from vizpipe.pipeline.names import slug
         from vizpipe.pipeline.render import save_png
 
@@ -59,7 +60,7 @@ class MapWriter:
             f"{slug(row.layer)}__{row.key}" if row.key else file_stem(row.layer, row.target, row.target_name)
         )
         rel = f"cam/{batch.names[i]}/{stem}"
-        np.save(self.ctx.claim(f"{rel}.npy"), cam.astype(np.float32))
+        save_npy(self.ctx.claim(f"{rel}.npy"), cam.astype(np.float32))
         mask = np.clip(np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
         rgb = np.asarray(batch.rgb[i], dtype=np.float32)  # (H, W, 3) in [0, 1]
         overlay = show_cam_on_image(rgb, mask, use_rgb=True, image_weight=self.image_weight)
