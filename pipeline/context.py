@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
     from vizpipe.pipeline.inputs import Inputs
+    from vizpipe.pipeline.progress import Progress
     from vizpipe.pipeline.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,12 @@ __all__ = ["RunContext"]
 
 #: final modules whose output is already a probability (``model.output=auto``)
 PROBABILITY_MODULES = ("Sigmoid", "Softmax")
+
+
+def _progress_off() -> Progress:
+    from vizpipe.pipeline.progress import Progress
+
+    return Progress.off()
 
 
 @dataclass
@@ -41,6 +48,7 @@ class RunContext:
     weights: str | None = None  # weights name (e.g. "ResNet18_Weights.IMAGENET1K_V1") or None
     blocks_config: str | None = None  # model.blocks as configured (None: found from the model)
     output_kind: str = "auto"  # model.output: auto | logits | probabilities
+    task_config: str = "auto"  # model.task as configured (auto: inferred by the probe; see ``task``)
     nonfinite_params: list[str] = field(default_factory=list)  # parameters with NaN/inf
     writers: int | None = None  # background writer threads (``writers``; None = auto): ``writer()``
     results: dict[str, Any] = field(default_factory=dict)  # stage name -> its StageResult
@@ -51,6 +59,10 @@ class RunContext:
     # results a stage computed on this very build (model and inputs), kept with it by the build
     # cache for later jobs of this process (``vizpipe.pipeline.cache``); keys start with the stage's name
     shared: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # the running stage's progress record (``vizpipe.pipeline.progress``; the runner sets it per
+    # stage): a streamed stage records each finished batch there, and skips the finished ones
+    # of an interrupted run it resumes
+    progress: Progress = field(default_factory=lambda: _progress_off(), repr=False)
     _probe: Probe | None = field(default=None, repr=False)
     _blocks: list[str] | None = field(default=None, repr=False)
     _claimed: set[str] = field(default_factory=set, repr=False)
@@ -90,8 +102,14 @@ class RunContext:
             from vizpipe.pipeline.layers import probe_model
 
             with preserved(self.model):
-                self._probe = probe_model(self.model, self.inputs.first().tensor)
+                self._probe = probe_model(self.model, self.inputs.first().tensor, self.task_config)
         return self._probe
+
+    @property
+    def task(self) -> str:
+        """What the model does: classification | segmentation | detection | embedding
+        (``model.task``, or inferred from its output by the probe: ``vizpipe.pipeline.tasks``)."""
+        return self.probe().task
 
     def refresh(self) -> None:
         """Forget what was measured on the model (the probe's outputs): call after changing its
@@ -120,8 +138,8 @@ class RunContext:
     @property
     def outputs_are_probabilities(self) -> bool:
         """``model.output``: probabilities declared, or auto and the last module is a Sigmoid/Softmax."""
-        if self.output_kind == "probabilities":
-            return True
+        if self.output_kind == "probabilities" or self.task in ("segmentation", "detection"):
+            return True  # a segmentation's pixel shares and a detector's scores (``vizpipe.pipeline.tasks``)
         if self.output_kind == "logits":
             return False
         last = self.probe().last
@@ -143,6 +161,8 @@ class RunContext:
         from vizpipe.pipeline.files import finite
 
         logits = self.probe().logits if outputs is None else outputs.detach().float().cpu()
+        if self.task == "embedding":  # features, not classes: nothing to rank
+            return [[] for _ in range(logits.shape[0])]
         probs = self.probabilities(logits)
         ranked = top_classes(logits, k)  # ties: the lowest class index first, as every top-1
         return [

@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vizpipe.pipeline.errors import ConfigError, unknown_choice
@@ -66,15 +66,24 @@ class Probe:
     calls: dict[str, int]  # module name -> number of calls in one forward
     input_hw: tuple[int, int] = (0, 0)  # H, W of the probed batch
     last: str | None = None  # the last module to finish (e.g. a final Sigmoid)
+    # what the model does (``vizpipe.pipeline.tasks``): ``logits`` are its (N, K) scores for that task
+    task: str = "classification"
+    # modules whose output is not one tensor: name -> dict | list | tuple (their ``shapes`` entry is
+    # the first tensor's); ``levels``: a dict of (N, C, h, w) maps (an FPN), per key its shape
+    containers: dict[str, str] = field(default_factory=dict)
+    levels: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
+    output: object = field(default=None, repr=False)  # the model's output (detached, for the task)
 
 
-def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
+def probe_model(model: nn.Module, x: torch.Tensor, task: str = "auto") -> Probe:
     """One no-grad forward pass recording the outputs and every module's output shape.
 
+    ``task``: ``model.task`` (auto: inferred from the output, ``vizpipe.pipeline.tasks``).
     Hooks are removed afterwards and the model's mode is not touched (``vizpipe.pipeline.hooks``).
     """
     import torch
-    from vizpipe.pipeline.hooks import capture, unfinished
+    from vizpipe.pipeline.hooks import Hooks, capture, unfinished
+    from vizpipe.pipeline.tasks import check_task, infer_task, scores
 
     names = [n for n, _ in model.named_modules() if n]
     types = {n: type(m).__name__ for n, m in model.named_modules() if n}
@@ -91,8 +100,32 @@ def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
         shapes.setdefault(name, tuple(t.shape))
         order.append(name)
 
+    containers: dict[str, str] = {}
+    levels: dict[str, dict[str, tuple[int, ...]]] = {}
+
+    def kind(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            if isinstance(output, torch.Tensor) or name in containers:
+                return
+            containers[name] = type(output).__name__ if not isinstance(output, dict) else "dict"
+            maps = (
+                isinstance(output, dict)
+                and output
+                and all(isinstance(v, torch.Tensor) and v.ndim == 4 for v in output.values())
+            )
+            if maps:
+                levels[name] = {str(k): tuple(v.shape) for k, v in output.items()}
+
+        return hook
+
     failure: Exception | None = None
-    with torch.no_grad(), capture(model, names, sink, what="both", copy=False, every_call=True):
+    with (
+        torch.no_grad(),
+        capture(model, names, sink, what="both", copy=False, every_call=True),
+        Hooks() as hooks,
+    ):
+        for name in names:
+            hooks.forward(model.get_submodule(name), kind(name))
         with unfinished(model) as running:
             try:
                 out = model(x)
@@ -103,17 +136,32 @@ def probe_model(model: nn.Module, x: torch.Tensor) -> Probe:
         if diagnosis is not None:
             raise diagnosis from failure
         raise failure
-    logits = model_output(out).detach().float().cpu()
-    if logits.ndim == 1:
-        logits = logits[:, None]
+    last = order[-1] if order else None
+    if task == "auto":
+        task = infer_task(out, types.get(last) if last else None)
+    else:
+        check_task(task, out, type(model).__name__)
+    if x.is_meta:  # the architecture alone, on the meta device (factory/blocks.py): shapes, no numbers
+        logits = torch.zeros(int(x.shape[0]), 0)
+    elif task == "classification":
+        logits = model_output(out).detach().float().cpu()
+        if logits.ndim == 1:
+            logits = logits[:, None]
+        logits = logits.reshape(logits.shape[0], -1)
+    else:
+        logits = scores(out, task, model)
     return Probe(
-        logits=logits.reshape(logits.shape[0], -1),
+        logits=logits,
         shapes=shapes,
         in_shapes=in_shapes,
         types=types,
         calls=calls,
         input_hw=(int(x.shape[-2]), int(x.shape[-1])),
-        last=order[-1] if order else None,
+        last=last,
+        task=task,
+        containers=containers,
+        levels=levels,
+        output=out if task != "classification" else None,
     )
 
 
@@ -313,7 +361,7 @@ def resolve_layers(
 class Layout:
     """How a layer's output becomes an (N, C, h, w) map."""
 
-    kind: str  # nchw | nhwc | tokens
+    kind: str  # nchw | nhwc | tokens | levels (a dict of FPN maps: ``vizpipe.pipeline.tasks.wrappers``)
     h: int
     w: int
     channels: int
@@ -331,6 +379,11 @@ class Layout:
         if self.kind == "tokens":
             drop = f"{self.prefix} leading token(s) dropped, " if self.prefix else ""
             return f"tokens: {drop}{self.h * self.w} tokens laid on a {self.h}×{self.w} grid"
+        if self.kind == "levels":
+            return (
+                f"FPN levels: each |level| resized to {self.h}×{self.w} (the last level's size) and "
+                f"concatenated, {self.channels} channels (grad-cam's fasterrcnn_reshape_transform)"
+            )
         return f"N×{self.channels}×{self.h}×{self.w} maps as they are"
 
 
@@ -392,8 +445,8 @@ def spatial_layouts(
     out: dict[str, Layout] = {}
     for name, shape in probe.shapes.items():
         calls = probe.calls.get(name, 0)
-        if name not in modules or calls < 1 or (once and calls != 1):
-            continue
+        if name not in modules or calls < 1 or (once and calls != 1) or probe.containers.get(name) == "dict":
+            continue  # a dict (an FPN's levels, a backbone's named outputs) is no one map
         layout = infer_layout(shape, probe.input_hw, modules[name])
         if layout is not None and layout.h * layout.w >= min_cells:
             out[name] = layout
@@ -419,14 +472,32 @@ def _main_container(model: nn.Module) -> str | None:
     return None
 
 
+#: where a segmentation or detection model keeps its backbone's blocks (torchvision), in this order
+BACKBONES = ("backbone.body", "backbone")
+
+
 def default_blocks(model: nn.Module, probe: Probe) -> list[str]:
-    """The model's blocks when its YAML names none (see the module docstring)."""
-    top = [n for n, _ in model.named_children()]
-    resnet = [n for n in top if re.fullmatch(r"layer\d+", n)]
+    """The model's blocks when its YAML names none (see the module docstring); a segmentation or
+    detection model's are its backbone's (``BACKBONES``: torchvision's ``backbone.body`` of a
+    detector, ``backbone`` of a segmentation model), found the same way inside it."""
+    if probe.task in ("segmentation", "detection"):
+        for name in BACKBONES:
+            if probe.containers.get(name) == "dict":
+                found = _blocks_in(model, probe, name)
+                if found:
+                    return found
+    return _blocks_in(model, probe, "")
+
+
+def _blocks_in(model: nn.Module, probe: Probe, root: str) -> list[str]:
+    """``default_blocks`` among the children of module ``root`` ("" = the model)."""
+    prefix = f"{root}." if root else ""
+    top = [f"{prefix}{n}" for n, _ in model.get_submodule(root).named_children()]
+    resnet = [n for n in top if re.fullmatch(r"layer\d+", n.rsplit(".", 1)[-1])]
     if resnet:
         return resnet
     layouts = spatial_layouts(model, probe)
-    container = _main_container(model)
+    container = _main_container(model) if not root else None
     kids = top
     if container is not None:
         inner = [f"{container}.{n}" for n, _ in model.get_submodule(container).named_children()]

@@ -44,16 +44,18 @@ def torchvision_model(
     Pretrained weights are downloaded by torchvision into its cache (``$TORCH_HOME``) once.
     """
     import torchvision
+    from vizpipe.pipeline.tasks.presets import torchvision_task
 
     classification = torchvision.models.list_models(module=torchvision.models)
-    if name not in classification:
-        for task in ("detection", "segmentation", "video", "optical_flow", "quantization"):
-            module = getattr(torchvision.models, task, None)
+    task = torchvision_task(name) if name not in classification else None
+    if name not in classification and task is None:
+        for kind in ("video", "optical_flow", "quantization"):
+            module = getattr(torchvision.models, kind, None)
             if module is not None and name in torchvision.models.list_models(module=module):
                 raise ConfigError(
-                    f"model.name '{name}' is a torchvision {task.replace('_', ' ')} model; vizpipe supports "
-                    "image classifiers (one score per class) today: pick one of "
-                    "torchvision.models.list_models(torchvision.models), e.g. resnet18, convnext_tiny"
+                    f"model.name '{name}' is a torchvision {kind.replace('_', ' ')} model; vizpipe supports "
+                    "image classifiers, segmentation and detection models and embeddings: pick one of "
+                    "torchvision.models.list_models(torchvision.models) (or .segmentation, .detection)"
                 )
         raise unknown_choice(
             "model",
@@ -63,6 +65,8 @@ def torchvision_model(
         )
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    if task is not None:  # backbone weights off unless asked: a random init needs no download
+        kwargs.setdefault("weights_backbone", None)
     w = weights_enum(name, weights) if weights else None
     log.debug("Building torchvision model <%s> (weights=%s)", name, w if w is not None else "random init")
     try:
@@ -78,6 +82,37 @@ def torchvision_model(
         raise ConfigError(f"Could not build model '{name}' with {kwargs}: {exc}") from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Could not build model '{name}' with {kwargs}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- embeddings
+
+#: the ``model._target_`` of torchvision's models and of ``model=embedding``
+TORCHVISION_TARGET = "vizpipe.pipeline.models.torchvision_model"
+EMBEDDING_TARGET = "vizpipe.pipeline.models.torchvision_embedding"
+
+
+def torchvision_embedding(
+    name: str, weights: str | None = None, num_classes: int | None = None, **kwargs: Any
+) -> nn.Module:
+    """A torchvision classifier without its head: its (N, D) features (``model=embedding``).
+
+    grad-cam's embeddings tutorial keeps a ResNet's layers up to the global pooling
+    (``ResnetFeatureExtractor``); here the classifier's last ``Linear`` becomes an ``Identity``,
+    which gives the same (N, D) numbers for ResNets (the pooled features) and works for any
+    torchvision classifier (VGG: the 4096 features before its last layer).
+    """
+    if num_classes is not None:
+        raise ConfigError(
+            f"model.num_classes={num_classes} has no meaning for an embedding (its head is removed); use null"
+        )
+    model = torchvision_model(name, weights, **kwargs)
+    heads = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        raise ConfigError(f"model=embedding: {name} has no Linear head to remove; use model.task=embedding")
+    parent, _, child = heads[-1].rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
+    log.debug("Embedding: %s without its head %s", name, heads[-1])
+    return model
 
 
 # --------------------------------------------------------------------------- timm
@@ -186,18 +221,34 @@ def _imagenet_names(timm: Any, model: nn.Module) -> list[str] | None:
 
 
 def preset(target: str, cfg: dict[str, Any], model: nn.Module) -> Any:
-    """The preprocessing preset of a built model: torchvision's weights enum (when pretrained), a
-    timm model's data config (always: ``model=timm``, or a timm model object given to
+    """The preprocessing preset of a built model: torchvision's weights enum (when pretrained; a
+    segmentation or detection model's ``TaskPreset``, always), a timm model's data config (always:
+    ``model=timm``, or a timm model object given to
     ``vizpipe.inspect``), else None (ImageNet's 256/224 preset)."""
     import sys
 
-    if target == "vizpipe.pipeline.models.torchvision_model":
-        return weights_enum(cfg["name"], cfg["weights"]) if cfg.get("weights") else None
+    if target in (TORCHVISION_TARGET, EMBEDDING_TARGET):
+        from vizpipe.pipeline.tasks.presets import TaskPreset, torchvision_task
+
+        weights = weights_enum(cfg["name"], cfg["weights"]) if cfg.get("weights") else None
+        task = torchvision_task(str(cfg["name"]))
+        return TaskPreset(str(cfg["name"]), task, weights, model) if task is not None else weights
     lent = target == "vizpipe.pipeline.lent.lent_model"
     if target == TIMM_TARGET or (lent and "timm" in sys.modules and hasattr(model, "pretrained_cfg")):
         pretrained = bool(cfg.get("weights")) if not lent else False
         return TimmPreset(model, pretrained, (cfg.get("kwargs") or {}).get("img_size"))
+    if lent and _is_torchvision_detector(model):  # a detector object normalises its pixels itself
+        from vizpipe.pipeline.tasks.presets import TaskPreset
+
+        return TaskPreset(type(model).__name__, "detection", None, model)
     return None
+
+
+def _is_torchvision_detector(model: nn.Module) -> bool:
+    """A torchvision detector: it resizes and normalises inside (``GeneralizedRCNNTransform``)."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    return isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform)
 
 
 # --------------------------------------------------------------------------- small CNNs

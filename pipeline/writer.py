@@ -85,7 +85,7 @@ class Writer:
         self.limit = max(1, int(limit))
         self.root = Path(root) if root is not None else None  # paths in messages are relative to it
         self.written = 0  # files complete
-        self._error: VizpipeError | None = None
+        self._error: BaseException | None = None  # the first failure, raised on the stage's thread
         self._lock = threading.Lock()
         self._groups: deque[_Group] = deque([_Group()])
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.limit)
@@ -195,11 +195,12 @@ class Writer:
         self._call(ready)
 
     def _call(self, callbacks: list[Callable[[], None]]) -> None:
-        """Run completion callbacks; a failing one stops the writer like a failing file."""
+        """Run completion callbacks; a failing one stops the writer like a failing file (whatever
+        it raises, an interruption included, is raised again on the stage's thread)."""
         for fn in callbacks:
             try:
                 fn()
-            except Exception as exc:  # noqa: BLE001 - kept, raised on the stage's thread
+            except BaseException as exc:  # noqa: BLE001 - kept, raised on the stage's thread
                 self._fail(None, exc)
 
     def _ready(self) -> list[Callable[[], None]]:
@@ -212,9 +213,10 @@ class Writer:
         return out
 
     def _fail(self, path: Path | None, exc: BaseException) -> None:
-        """Keep the first failure: a ``VizpipeError`` as it is (it names its file), else a ``WriteError``."""
-        if isinstance(exc, VizpipeError):
-            error: VizpipeError = exc
+        """Keep the first failure: a ``VizpipeError`` (it names its file: a full disk is
+        ``files.DiskError``'s one line) or an interruption as it is, else a ``WriteError``."""
+        if isinstance(exc, VizpipeError) or not isinstance(exc, Exception):
+            error: BaseException = exc
         else:
             rel = path if path is not None else Path("(a batch's completion callback)")
             if self.root is not None and path is not None:

@@ -159,9 +159,12 @@ def test_torchvision_without_a_name_is_an_error(tmp_path: Path) -> None:
     assert "model.name is required" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_detection_models_say_only_classifiers_are_supported(tmp_path: Path) -> None:
-    result, _ = run(["model=torchvision", "model.name=fasterrcnn_resnet50_fpn", "stages=[summary]"], tmp_path)
-    assert not result.ok and "detection model" in result.error and "image classifiers" in result.error
+def test_a_detection_model_by_name_builds_offline_and_says_its_task(tmp_path: Path) -> None:
+    """model=torchvision with a detector's name: random init, backbone weights off (no download)."""
+    overrides = ["model=torchvision", "model.name=fasterrcnn_mobilenet_v3_large_320_fpn", "stages=[summary]"]
+    result, _ = run([*overrides, "+model.kwargs.min_size=64", "+model.kwargs.max_size=64"], tmp_path)
+    assert result.ok, result.error
+    assert (tmp_path / "summary" / "summary.txt").read_text().startswith("=====")
 
 
 # --------------------------------------------------------------------------- inputs

@@ -99,16 +99,17 @@ def test_weights_enum_forms():
 
 
 def test_torchvision_model_unknown_and_other_tasks():
-    """A non-classifier names its task; an unknown name lists classifiers with the hint."""
+    """Segmentation and detection models build (backbone weights off); another task names itself;
+    an unknown name lists classifiers with the hint."""
+    detector = models.torchvision_model("fasterrcnn_mobilenet_v3_large_320_fpn")
+    assert type(detector).__name__ == "FasterRCNN"
     with pytest.raises(ConfigError) as info:
-        models.torchvision_model("fasterrcnn_resnet50_fpn")
-    assert str(info.value) == (
-        "model.name 'fasterrcnn_resnet50_fpn' is a torchvision detection model; vizpipe supports image "
-        "classifiers (one score per class) today: pick one of "
-        "torchvision.models.list_models(torchvision.models), e.g. resnet18, convnext_tiny"
-    )
-    with pytest.raises(ConfigError, match="is a torchvision optical flow model"):
         models.torchvision_model("raft_small")
+    assert str(info.value) == (
+        "model.name 'raft_small' is a torchvision optical flow model; vizpipe supports image classifiers, "
+        "segmentation and detection models and embeddings: pick one of "
+        "torchvision.models.list_models(torchvision.models) (or .segmentation, .detection)"
+    )
     with pytest.raises(ConfigError) as info:
         models.torchvision_model("resnet19")
     assert str(info.value).startswith("Unknown model 'resnet19'; did you mean 'resnet18'?")

@@ -127,6 +127,30 @@ def test_a_failing_callback_fails_the_writer(tmp_path):
         writer.close()
 
 
+def test_an_interruption_in_a_callback_is_raised_on_the_stage_thread(tmp_path):
+    """A callback on a writer thread that raises KeyboardInterrupt (SIGTERM's ``Interrupted`` in the
+    resume tests) stops the writer: raised as it is on the stage's thread, no later callback runs."""
+    seen = []
+    gate = threading.Event()
+
+    def slow(text: str) -> bytes:
+        gate.wait(5)
+        return text.encode()
+
+    def stop() -> None:
+        raise KeyboardInterrupt("stop")
+
+    writer = Writer(1, limit=8, root=tmp_path)
+    writer.submit(tmp_path / "a", slow, "a")
+    writer.after(stop)  # runs on the writer thread, once "a" is written
+    writer.submit(tmp_path / "b", payload, "b")
+    writer.after(lambda: seen.append("later"))
+    gate.set()
+    with pytest.raises(KeyboardInterrupt, match="stop"):
+        writer.close()
+    assert seen == [] and (tmp_path / "a").read_text() == "a"
+
+
 def test_an_interrupted_stage_leaves_every_queued_file_complete(tmp_path):
     """Leaving the with block by an exception (Ctrl-C) waits for what is queued: whole files only."""
     gate = threading.Event()

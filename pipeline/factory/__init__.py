@@ -69,6 +69,7 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
     from vizpipe.pipeline.factory.model import build_model, load_categories, nonfinite_parameters
     from vizpipe.pipeline.inputs import build_inputs
     from vizpipe.pipeline.lent import is_lent
+    from vizpipe.pipeline.models import EMBEDDING_TARGET
 
     device = build_device(cfg.device.type)
     log.debug("Device <%s>", device)
@@ -76,9 +77,10 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
     model = model.to(device) if not is_lent(cfg.model) else _on_device(model, device)
     inputs = build_inputs(cfg.input, weights, device, int(cfg.seed), model)
     categories = load_categories(cfg.model.get("categories"))
-    if categories is None and weights is not None:
-        categories = list(weights.meta.get("categories") or []) or None
+    if categories is None and weights is not None and cfg.model.get("_target_") != EMBEDDING_TARGET:
+        categories = list(weights.meta.get("categories") or []) or None  # an embedding has no classes
     output = cfg.model.get("output", "auto")
+    task = cfg.model.get("task", "auto")
     ctx = RunContext(
         model=model,
         model_name=str(cfg.model.name),
@@ -90,6 +92,7 @@ def _build(cfg: DictConfig, output_dir: Path | str) -> Any:
         weights=str(weights) if weights is not None else None,
         blocks_config=cfg.model.get("blocks"),
         output_kind=str(getattr(output, "value", output)),
+        task_config=str(getattr(task, "value", task)),
     )
     if inputs.classes:
         _check_outputs_cover_classes(ctx, inputs.classes)

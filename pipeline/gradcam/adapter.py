@@ -17,8 +17,13 @@ How vizpipe differs from calling the library the usual way (and why the maps are
   method's steps (``vizpipe.pipeline.gradcam.extended``: a subclass, nothing patched); with
   several layers (or FullGrad) the input requires grad for that pass, as in the library. Other
   methods (meta methods, second-order ShapleyCAM, ``aug_smooth``) are called once per class set.
-- **The library's own progress bars** (ScoreCAM/AblationCAM: one tqdm bar per image) are left as
-  the library draws them; vizpipe states the passes to run up front and counts them.
+- **The library's own progress bars** (ScoreCAM/AblationCAM: one tqdm bar per image and class,
+  left on the console) are not shown: ``hidden_bars`` points ``sys.stderr`` at a buffer for the
+  library's call only (``contextlib.redirect_stderr``; tqdm's bars write to ``sys.stderr`` as it
+  is when each bar starts) and shows the Python warnings raised meanwhile once it is put back.
+  tqdm's documented ``TQDM_DISABLE`` cannot do it per call: tqdm reads its ``TQDM_*`` variables
+  once, when ``tqdm`` is imported; nothing of the library or of tqdm is patched. vizpipe states
+  the passes to run up front, counts them, and its own bar (``cam``) shows the batches.
 - **The model is left as found** (``vizpipe.pipeline.hooks.preserved`` around the stage): hooks (the
   library's and ours) removed, every module's mode, ``requires_grad`` and ``.grad`` restored,
   modules the library swaps (AblationCAM's ablation layer) put back.
@@ -30,6 +35,7 @@ own (its ``ActivationsAndGradients``) are removed with its ``release()``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +45,33 @@ from vizpipe.pipeline.gradcam.methods import MethodSpec
 from vizpipe.pipeline.hooks import Hooks
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import numpy as np
     import torch
     from torch import nn
 
-__all__ = ["CamRunner", "inner_cams", "targets_for"]
+__all__ = ["CamRunner", "hidden_bars", "inner_cams", "targets_for"]
 
 #: per class set: the (B, H, W) maps and, when capturing, each layer's (B, H, W) maps
 Maps = tuple["np.ndarray", "list[np.ndarray] | None"]
+
+
+@contextlib.contextmanager
+def hidden_bars(active: bool = True) -> Iterator[None]:
+    """Inside: what the library writes to ``sys.stderr`` (its tqdm bars) is dropped; the Python
+    warnings raised meanwhile are shown when ``sys.stderr`` is back (see the module docstring)."""
+    if not active:
+        yield
+        return
+    import io
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
 
 def inner_cams(method_obj: Any) -> list[Any]:
@@ -78,6 +103,19 @@ def targets_for(classes: list[int], logits: torch.Tensor, spec: MethodSpec) -> l
     return out
 
 
+def detached(value: Any) -> Any:
+    """A model output with every tensor detached (tensors, dicts, lists and tuples of them)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, dict):
+        return {k: detached(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(detached(v) for v in value)
+    return value
+
+
 def top1(logits: torch.Tensor) -> list[int]:
     """Each image's top-1 class (``vizpipe.pipeline.layers.top_classes``: ties to the lowest index)."""
     from vizpipe.pipeline.layers import top_classes
@@ -85,12 +123,15 @@ def top1(logits: torch.Tensor) -> list[int]:
     return top_classes(logits, 1)[:, 0].tolist()
 
 
-def _guard_hook(cut: bool) -> Any:
-    """A first forward hook: refuse non-tensor outputs; with ``cut``, start the graph here."""
+def _guard_hook(cut: bool, levels: bool = False) -> Any:
+    """A first forward hook: refuse non-tensor outputs (``levels``: a dict of FPN maps is expected);
+    with ``cut``, start the graph here."""
 
     def hook(module: nn.Module, args: object, output: Any) -> Any:
         import torch
 
+        if levels and isinstance(output, dict):
+            return None
         if not isinstance(output, torch.Tensor):
             raise ConfigError(
                 f"CAM layer {type(module).__name__} returns a {type(output).__name__}, not a tensor; "
@@ -126,8 +167,11 @@ class CamRunner:
         kwargs: dict[str, Any] | None = None,
         capture: bool = False,
         order: list[str] | None = None,
+        cam_model: nn.Module | None = None,
     ) -> None:
         self.model, self.settings, self.spec, self.layers = model, settings, spec, layers
+        # the module the library calls: ``model``, or a task's wrapper around it (``vizpipe.pipeline.tasks``)
+        self.cam_model = model if cam_model is None else cam_model
         # the library pairs its i-th target layer with the i-th activation its hooks recorded, which
         # come in the order the modules finish a forward pass (``order``: ``Probe.shapes``); the
         # layers are handed to it in that order and each layer's map is put back in ``layers`` order
@@ -167,14 +211,23 @@ class CamRunner:
         params = set(inspect.signature(self.spec.cls.__init__).parameters)
         if self.spec.is_a("AblationCAM"):
             from pytorch_grad_cam import AblationLayer, AblationLayerVit
+            from pytorch_grad_cam.ablation_layer import AblationLayerFasterRCNN
 
-            # a fresh ablation layer: the library's default argument is one instance shared by all calls
-            kwargs["ablation_layer"] = AblationLayerVit() if needs_reshape else AblationLayer()
+            # a fresh ablation layer: the library's default argument is one instance shared by all calls;
+            # FPN levels: the detection tutorial's AblationLayerFasterRCNN
+            levels = any(layer.layout.kind == "levels" for layer in self.layers)
+            kwargs["ablation_layer"] = (
+                AblationLayerFasterRCNN()
+                if levels
+                else AblationLayerVit()
+                if needs_reshape
+                else AblationLayer()
+            )
         if "batch_size" in params:
             kwargs["batch_size"] = int(self.settings.batch_size)
         kwargs.update(self.kwargs)
         cls = self.spec.cls if self.spec.meta else extended(self.spec.cls)
-        return cls(self.model, modules, reshape_transform=reshape, **kwargs)
+        return cls(self.cam_model, modules, reshape_transform=reshape, **kwargs)
 
     def _hook(self, modules: list[nn.Module]) -> None:
         cams = inner_cams(self.obj)
@@ -186,10 +239,13 @@ class CamRunner:
         if bool(self.settings.freeze_params) and all(c.detach for c in cams):
             self._freeze(cams)
         targets = list(dict.fromkeys(m for c in cams for m in c.target_layers))  # FullGrad: its bias layers
+        levels = {id(self.model.get_submodule(x.name)) for x in self.layers if x.layout.kind == "levels"}
         for module in targets:
             cut_here = self.cut and module is modules[0]
-            self.hooks.forward(module, _guard_hook(cut_here), prepend=True)  # before the library's
-            self.hooks.forward(module, _clone_hook)  # after the library's
+            dicts = id(module) in levels
+            self.hooks.forward(module, _guard_hook(cut_here, dicts), prepend=True)  # before the library's
+            if not dicts:
+                self.hooks.forward(module, _clone_hook)  # after the library's
         self.captures = bool(
             self.capture and cams == [self.obj] and self.obj.averages_layers and not self.settings.aug_smooth
         )
@@ -205,6 +261,7 @@ class CamRunner:
         self.cut = bool(
             cam is not None
             and len(cam.target_layers) == 1
+            and all(layer.layout.kind != "levels" for layer in self.layers)
             and cam.uses_gradients
             and cam.detach
             and not cam.compute_input_gradient
@@ -245,7 +302,7 @@ class CamRunner:
             kwargs["aug_smooth"] = True
         out = []
         for classes in class_sets or [top1(logits)]:
-            with torch.enable_grad():
+            with torch.enable_grad(), hidden_bars(self.spec.perturbation):
                 batch = self.obj(x, targets_for(classes, logits, self.spec), **kwargs)
             self.forwards += 1
             out.append(self._result(batch))
@@ -259,7 +316,7 @@ class CamRunner:
 
         cam = self.obj
         eigen = bool(self.settings.eigen_smooth)
-        with torch.enable_grad():
+        with torch.enable_grad(), hidden_bars(self.spec.perturbation):
             x, outputs = cam.forward_once(x)  # (B, K): the one forward pass
             self.forwards += 1
             logits = outputs.detach().float().cpu()
@@ -269,6 +326,40 @@ class CamRunner:
             ]
         cam.activations_and_grads.clear()  # the library's: drops the activations and gradients
         return logits, out
+
+    def task_maps(self, x: torch.Tensor, make_sets: Any) -> tuple[Any, list[Maps]]:
+        """Maps of the batch ``x`` for target sets made from the model's outputs (any task).
+
+        ``make_sets(outputs)`` gets the outputs of ``cam_model`` (a tensor, or a detector's list of
+        dicts) and returns, per target set, one library target per image. Returns the outputs,
+        detached, and per set the maps (as ``maps``). One forward pass serves every set when the
+        method allows (``one_forward``); otherwise a no-grad forward makes the sets and the library
+        runs its own per set.
+        """
+        import torch
+
+        if self.one_forward:
+            cam = self.obj
+            eigen = bool(self.settings.eigen_smooth)
+            with torch.enable_grad():
+                x, outputs = cam.forward_once(x)
+                self.forwards += 1
+                sets = make_sets(outputs)
+                out = [self._result(cam.cams_for(x, outputs, targets, eigen)) for targets in sets]
+            cam.activations_and_grads.clear()
+            return detached(outputs), out
+        with torch.no_grad():
+            outputs = self.cam_model(x)
+        kwargs: dict[str, Any] = {"eigen_smooth": bool(self.settings.eigen_smooth)}
+        if self.settings.aug_smooth:
+            kwargs["aug_smooth"] = True
+        out = []
+        for targets in make_sets(outputs):
+            with torch.enable_grad():
+                batch = self.obj(x, targets, **kwargs)
+            self.forwards += 1
+            out.append(self._result(batch))
+        return detached(outputs), out
 
     def _result(self, batch: np.ndarray) -> Maps:
         """(maps, per-layer maps in ``layers`` order when capturing) of one library call."""

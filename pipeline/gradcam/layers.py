@@ -58,6 +58,8 @@ class LayoutReshape:
         """Key each layer's layout by its output shape (batch dimension dropped)."""
         self.layouts: dict[tuple[int, ...], Layout] = {}
         for layer in layers:
+            if layer.layout.kind == "levels":
+                continue  # a dict, recognised by its type
             key = tuple(layer.shape[1:])
             old = self.layouts.get(key)
             if old is not None and old != layer.layout:
@@ -68,7 +70,11 @@ class LayoutReshape:
             self.layouts[key] = layer.layout
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        """(N, ...) layer output -> (N, C, h, w)."""
+        """(N, ...) layer output -> (N, C, h, w); a dict of FPN levels -> ``fpn_reshape``."""
+        if isinstance(tensor, dict):
+            from vizpipe.pipeline.tasks.wrappers import fpn_reshape
+
+            return fpn_reshape(tensor)
         layout = self.layouts.get(tuple(tensor.shape[1:]))
         return tensor if layout is None else to_nchw(tensor, layout)
 
@@ -79,6 +85,14 @@ def spatial_layers(model: nn.Module, probe: Probe) -> dict[str, CamLayer]:
     out: dict[str, CamLayer] = {}
     for name, shape in probe.shapes.items():  # insertion order = order the modules finished
         if probe.calls.get(name, 0) != 1 or name not in modules:
+            continue
+        if name in probe.levels:  # a dict of FPN maps: the tutorial's reshape (gradient-free methods)
+            maps = list(probe.levels[name].values())
+            _, _, h, w = maps[-1]
+            channels = sum(m[1] for m in maps)
+            out[name] = CamLayer(name, (maps[-1][0], channels, h, w), Layout("levels", h, w, channels))
+            continue
+        if probe.containers.get(name) == "dict":
             continue
         layout = infer_layout(shape, probe.input_hw, modules[name])
         if layout is not None:

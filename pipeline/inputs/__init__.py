@@ -20,7 +20,7 @@ val). Their class names are ``Inputs.classes``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,11 +39,13 @@ __all__ = [
     "Inputs",
     "auto_workers",
     "build_inputs",
+    "build_like",
     "build_split",
     "builder",
     "check_input",
     "file_identity",
     "input_files",
+    "objects_of",
     "parse_shard",
     "split_kinds",
     "split_name",
@@ -61,6 +63,10 @@ class Batch:
     sources: list[str]  # where each item came from (a path or a description)
     labels: list[int | None]  # known class of each item, else None
     boxes: list[tuple[float, float, float, float] | None]  # object box (x0, y0, x1, y1), else None
+    # data sets that know every object (input=shapes input.objects>1): the (B, H, W) int64 true
+    # class of every pixel (0 background), and per image its objects' (class, box); else None
+    masks: np.ndarray | None = None
+    objects: list[list[tuple[int, tuple[float, float, float, float]]]] | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -102,32 +108,50 @@ class Inputs:
             self._first = next(self._stream(0, min(len(self), self.batch_size), workers=0))
         return self._first
 
-    def batches(self, desc: str | None = None) -> Iterator[Batch]:
-        """Every batch in order; a bar (``desc``) on a terminal when there is more than one."""
+    def batches(self, desc: str | None = None, skip: Collection[int] = ()) -> Iterator[Batch]:
+        """Every batch in order; a bar (``desc``) on a terminal when there is more than one.
+
+        ``skip``: numbers (0-based) of batches to leave out, unread (a resumed run's finished
+        ones, ``vizpipe.pipeline.progress``); the others are the same batches as without it.
+        """
         if len(self) <= self.batch_size:
-            yield self.first()
+            if 0 not in skip:
+                yield self.first()
             return
         from tqdm import tqdm
 
-        with tqdm(total=len(self), desc=desc, unit="img", leave=False, disable=None if desc else True) as bar:
-            for batch in self._stream(0, len(self)):
+        size, n = self.batch_size, len(self)
+        todo = [b for b in range(-(-n // size)) if b not in skip] if skip else None
+        done = n - sum(min(size, n - b * size) for b in todo) if todo is not None else 0
+        with tqdm(
+            total=n, initial=done, desc=desc, unit="img", leave=False, disable=None if desc else True
+        ) as bar:
+            for batch in self._stream(0, n, todo):
                 yield batch
                 bar.update(len(batch))
 
-    def _stream(self, start: int, stop: int, workers: int | None = None) -> Iterator[Batch]:
+    def _stream(
+        self, start: int, stop: int, todo: list[int] | None = None, workers: int | None = None
+    ) -> Iterator[Batch]:
         import numpy as np
         import torch
         from torch.utils.data import DataLoader, Subset
 
-        subset = Subset(self.dataset, range(start, stop))
+        n = self.workers if workers is None else workers  # DataLoader worker processes
         # its own generator: reading data never draws from the global random numbers a stage may use
-        loader = DataLoader(
-            subset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.workers if workers is None else workers,
-            generator=torch.Generator().manual_seed(0),
-        )
+        generator = torch.Generator().manual_seed(0)
+        if todo is not None:  # only these batches (numbered from 0), read as the full pass reads them
+            size = self.batch_size
+            groups = [list(range(b * size, min((b + 1) * size, stop))) for b in todo]
+            loader = DataLoader(self.dataset, batch_sampler=groups, num_workers=n, generator=generator)
+        else:
+            loader = DataLoader(
+                Subset(self.dataset, range(start, stop)),
+                batch_size=self.batch_size,
+                shuffle=False,
+                num_workers=n,
+                generator=generator,
+            )
         for items in loader:
             index = [int(i) for i in items["index"]]
             labels = [int(v) if int(v) >= 0 else None for v in items.get("label", [-1] * len(index))]
@@ -146,7 +170,19 @@ class Inputs:
                 sources=[self.sources[i] for i in index],
                 labels=labels,
                 boxes=boxes,
+                masks=items["mask"].numpy() if "mask" in items else None,
+                objects=objects_of(items) if "obj_labels" in items else None,
             )
+
+
+def objects_of(items: dict[str, Any]) -> list[list[tuple[int, tuple[float, float, float, float]]]]:
+    """Per image, its objects' (class, box) from the padded ``obj_labels``/``obj_boxes`` (label -1: none)."""
+    out = []
+    for labels, boxes in zip(items["obj_labels"].tolist(), items["obj_boxes"].tolist(), strict=True):
+        out.append(
+            [(int(c), tuple(float(v) for v in b)) for c, b in zip(labels, boxes, strict=True) if c >= 0]
+        )
+    return out
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -242,6 +278,12 @@ def _check_splits(kind: str, input_cfg: Any) -> None:
         if size < 32:
             raise ConfigError(
                 f"input.size must be >= 32 pixels for input=shapes (room for a shape), got {size}"
+            )
+        objects = int(getattr(input_cfg, "objects", 1) or 1)
+        if not 1 <= objects <= 6:
+            raise ConfigError(
+                "input.objects must be 1 (one shape, labelled) or 2..6 (a scene of different shapes), "
+                f"got {objects}"
             )
         for key in ("train_count", "val_count", "test_count"):
             if int(getattr(input_cfg, key, 1)) < 1:
@@ -441,6 +483,15 @@ def build_split(inputs: Inputs, split: str) -> Inputs:
     return build_inputs(
         _replaced(input_cfg, split=split, limit=None, shard=None), weights, inputs.device, seed, model
     )
+
+
+def build_like(inputs: Inputs, **changes: Any) -> Inputs:
+    """Another input made with ``inputs``' recipe (settings, weights' preprocessing, seed, device) and
+    ``changes`` to ``input.*``, e.g. ``kind="image", path=...`` (the CAM stage's concept images)."""
+    if inputs._recipe is None:
+        raise ConfigError("this input was not built from a config; it has no recipe to build another like it")
+    input_cfg, weights, seed, model = inputs._recipe
+    return build_inputs(_replaced(input_cfg, **changes), weights, inputs.device, seed, model)
 
 
 def _replaced(input_cfg: Any, **changes: Any) -> Any:

@@ -10,6 +10,12 @@ split is balanced and a batch of the first items shows every shape.
 Each item carries the object's ``box`` (x0, y0, x1, y1 in input pixels, the pixel edges of its
 mask), so the CAM stage scores localisation (pointing game, energy in box); ``render`` also gives
 the mask.
+
+``input.objects=N`` (2..6) draws scenes instead (``render_scene``): N objects of N different
+shapes per image, placed apart where they fit, for segmentation and detection. An item then has
+no single label; it carries the true ``mask`` (H, W) of class indices (0 = background, shape k
+is k + 1: the data set's classes are ``background`` and the shapes, torchvision's numbering) and
+each object's box and class (``obj_boxes`` (N, 4), ``obj_labels`` (N,)).
 """
 
 from __future__ import annotations
@@ -21,7 +27,16 @@ from typing import Any
 import numpy as np
 from vizpipe.pipeline.inputs import Reindexed, builder, select, split_name
 
-__all__ = ["SHAPES", "SPLIT_IDS", "ShapeSample", "ShapesDataset", "render"]
+__all__ = [
+    "SCENE_CLASSES",
+    "SHAPES",
+    "SPLIT_IDS",
+    "ShapeSample",
+    "ShapeScene",
+    "ShapesDataset",
+    "render",
+    "render_scene",
+]
 
 #: the classes, in label order
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring")
@@ -95,17 +110,22 @@ def shape_mask(label: int, size: int, cx: float, cy: float, r: float, angle: flo
     return _polygon(x, y, cx + radii * np.cos(turns), cy + radii * np.sin(turns))
 
 
-def render(seed: int, split: str, index: int, size: int = 64) -> ShapeSample:
-    """Draw item ``index`` of ``split``: a function of its arguments only (same seed, same image)."""
-    rng = np.random.default_rng([abs(int(seed)), SPLIT_IDS[split], int(index)])
-    label = int(index) % len(SHAPES)
-    # background: a grey level, a tint, low-frequency blobs and fine grain; (3, H, W)
+def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, float]:
+    """The textured ground: (3, H, W) float32 and its grey level (``base``)."""
     base = rng.uniform(0.25, 0.75)
     up = _upsample_matrix(TEXTURE_CELLS, size)
     cells = rng.uniform(-0.2, 0.2, (3, TEXTURE_CELLS, TEXTURE_CELLS)).astype(np.float32)
     chw = up @ cells @ up.T  # (3, H, W)
     chw += rng.standard_normal((3, size, size), dtype=np.float32) * 0.05
     chw += (base + rng.uniform(-0.08, 0.08, (3, 1, 1))).astype(np.float32)
+    return chw, float(base)
+
+
+def render(seed: int, split: str, index: int, size: int = 64) -> ShapeSample:
+    """Draw item ``index`` of ``split``: a function of its arguments only (same seed, same image)."""
+    rng = np.random.default_rng([abs(int(seed)), SPLIT_IDS[split], int(index)])
+    label = int(index) % len(SHAPES)
+    chw, base = _background(rng, size)  # a grey level, a tint, low-frequency blobs and fine grain
     # the object: size, place, rotation; a colour at least 0.3 brighter or darker than the ground
     r = rng.uniform(0.12, 0.25) * size
     cx, cy = rng.uniform(r + 1, size - r - 1, 2)
@@ -121,13 +141,69 @@ def render(seed: int, split: str, index: int, size: int = 64) -> ShapeSample:
     return ShapeSample(chw, mask, box, label)
 
 
+#: the classes of a scene (``input.objects`` > 1): background first, as torchvision numbers them
+SCENE_CLASSES = ("background", *SHAPES)
+MAX_OBJECTS = len(SHAPES)
+
+
+@dataclass(frozen=True)
+class ShapeScene:
+    """A drawn scene: several objects, their true mask and boxes."""
+
+    rgb: np.ndarray  # (3, H, W) float32 in [0, 1]
+    mask: np.ndarray  # (H, W) int64: 0 background, k + 1 for SHAPES[k] (later objects on top)
+    boxes: np.ndarray  # (N, 4) float32 x0, y0, x1, y1: pixel edges around each object's visible pixels
+    labels: np.ndarray  # (N,) int64: k + 1 for SHAPES[k]
+
+
+def render_scene(seed: int, split: str, index: int, size: int = 64, objects: int = 3) -> ShapeScene:
+    """Draw scene ``index`` of ``split``: ``objects`` different shapes, each at most ~0.2 of the side,
+    kept apart (up to 30 tries each); a function of its arguments only."""
+    rng = np.random.default_rng([abs(int(seed)), SPLIT_IDS[split], int(index), int(objects)])
+    chw, base = _background(rng, size)
+    kinds = rng.choice(len(SHAPES), size=int(objects), replace=False)
+    mask = np.zeros((size, size), dtype=np.int64)
+    placed: list[tuple[float, float, float]] = []
+    for k in kinds:
+        r = rng.uniform(0.10, 0.18) * size
+        for _ in range(30):
+            cx, cy = rng.uniform(r + 1, size - r - 1, 2)
+            if all(np.hypot(cx - x, cy - y) > r + q + 1 for x, y, q in placed):
+                break
+        placed.append((cx, cy, r))
+        shape = shape_mask(int(k), size, cx, cy, r, rng.uniform(0, 2 * np.pi))
+        bright = base + 0.35 if (base < 0.5) == (rng.uniform() < 0.8) else base - 0.35
+        colour = np.clip(bright + rng.uniform(-0.2, 0.2, 3), 0.0, 1.0).astype(np.float32)
+        grain = rng.standard_normal((3, int(shape.sum())), dtype=np.float32) * 0.03
+        chw[:, shape] = colour[:, None] + grain
+        mask[shape] = int(k) + 1
+    np.clip(chw, 0.0, 1.0, out=chw)
+    boxes, labels = [], []
+    for k in kinds:
+        ys, xs = np.nonzero(mask == int(k) + 1)
+        if len(xs):  # a shape fully hidden by later ones has no box
+            boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+            labels.append(int(k) + 1)
+    return ShapeScene(
+        chw, mask, np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64)
+    )
+
+
 class ShapesDataset:
     """The items of one split, drawn on access (torch-style; DataLoader workers welcome)."""
 
     def __init__(
-        self, seed: int, split: str, count: int, size: int, mean: list[float], std: list[float]
+        self,
+        seed: int,
+        split: str,
+        count: int,
+        size: int,
+        mean: list[float],
+        std: list[float],
+        objects: int = 1,
     ) -> None:
         self.seed, self.split, self.count, self.size = int(seed), split, int(count), int(size)
+        self.objects = int(objects)
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
 
@@ -135,14 +211,25 @@ class ShapesDataset:
         return self.count
 
     def label(self, i: int) -> int:
-        """The class of item ``i`` (known without drawing it)."""
-        return int(i) % len(SHAPES)
+        """The class of item ``i`` (known without drawing it); -1 for a scene (several objects)."""
+        return int(i) % len(SHAPES) if self.objects == 1 else -1
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         import torch
 
         if not 0 <= int(i) < self.count:
             raise IndexError(f"shapes {self.split} has {self.count} items; no item {i}")
+        if self.objects > 1:
+            scene = render_scene(self.seed, self.split, int(i), self.size, self.objects)
+            return {
+                "x": torch.from_numpy((scene.rgb - self.mean) / self.std),
+                "rgb": torch.from_numpy(scene.rgb),
+                "index": int(i),
+                "label": -1,
+                "mask": torch.from_numpy(scene.mask),
+                "obj_boxes": _padded(scene.boxes, self.objects, 4, np.nan),
+                "obj_labels": _padded(scene.labels, self.objects, None, -1),
+            }
         s = render(self.seed, self.split, int(i), self.size)
         return {
             "x": torch.from_numpy((s.rgb - self.mean) / self.std),
@@ -151,6 +238,16 @@ class ShapesDataset:
             "label": s.label,
             "box": torch.tensor(s.box, dtype=torch.float32),
         }
+
+
+def _padded(values: np.ndarray, rows: int, width: int | None, fill: float) -> Any:
+    """``values`` padded to ``rows`` rows with ``fill`` (a hidden object leaves a row empty), as a tensor."""
+    import torch
+
+    shape = (rows, width) if width else (rows,)
+    out = np.full(shape, fill, dtype=values.dtype)
+    out[: len(values)] = values
+    return torch.from_numpy(out)
 
 
 def normalisation(input_cfg: Any, weights: Any) -> tuple[list[float], list[float]]:
@@ -172,13 +269,18 @@ def shapes(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, 
     split = split_name(input_cfg)
     count = int(getattr(input_cfg, f"{split}_count"))
     mean, std = normalisation(input_cfg, weights)
-    data = ShapesDataset(seed, split, count, int(input_cfg.size), mean, std)
+    objects = int(getattr(input_cfg, "objects", 1) or 1)
+    data = ShapesDataset(seed, split, count, int(input_cfg.size), mean, std, objects)
     positions = select(count, input_cfg, f"shapes {split} images")
+    scene = f", objects={objects}" if objects > 1 else ""
     return {
         "dataset": Reindexed(data, positions),
-        "names": [f"{split}_{i:05d}_{SHAPES[data.label(i)]}" for i in positions],
-        "sources": [f"shapes(seed={seed}, split={split})[{i}]" for i in positions],
+        "names": [
+            f"{split}_{i:05d}_{SHAPES[data.label(i)]}" if objects == 1 else f"{split}_{i:05d}_scene"
+            for i in positions
+        ],
+        "sources": [f"shapes(seed={seed}, split={split}{scene})[{i}]" for i in positions],
         "mean": mean,
         "std": std,
-        "classes": list(SHAPES),
+        "classes": list(SHAPES) if objects == 1 else list(SCENE_CLASSES),
     }

@@ -72,6 +72,17 @@ class CamConfig:
     save: List[CamFile] = field(default_factory=lambda: [CamFile.npy, CamFile.overlay, CamFile.heatmap])
     # zlib level of the overlay and heatmap PNGs: 0 (none, fastest) .. 9 (smallest); 1 measured best.
     png_compress_level: int = 1
+    # Targets of segmentation, detection and embedding models (stages/cam/targets.py):
+    # detection: the detections a map explains score at least this (0..1).
+    score_threshold: float = 0.5
+    # detection: null (every detection above score_threshold, one map) | an index (that detection,
+    # 0 = the best) | [x0, y0, x1, y1] (a box you give, in input pixels).
+    box: Any = None
+    # segmentation: where the class's scores are summed: null (its predicted mask) | truth (the data
+    # set's true mask, input=shapes input.objects>1) | a mask file (.png/.npy; nonzero = inside).
+    mask: Any = None
+    # embedding: a concept image or folder (its images' features averaged), or a list (one map each).
+    concept: Any = None
 
 
 class CamStage(Stage):
@@ -109,4 +120,8 @@ class CamStage(Stage):
         with ctx.writer(limit=2 * per_batch) as writer:  # two batches' files pending at most
             images, passes, _seconds = collect(ctx, settings, plan, MapWriter(ctx, settings, writer))
         warn_invalid(ctx, images)
+        if plan.targets is not None:
+            from vizpipe.stages.cam.targets import warn_targets
+
+            warn_targets(ctx, plan.targets, images)
         return result(ctx, document(ctx, settings, plan, images, passes))

@@ -17,6 +17,7 @@ Each slice's maps become ``cam.json``'s rows in ``rows.py`` (validity, metrics, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from vizpipe.pipeline.gradcam.adapter import CamRunner, Maps
 from vizpipe.pipeline.gradcam.methods import METRICS
 from vizpipe.pipeline.names import slug
-from vizpipe.stages.cam import share
+from vizpipe.stages.cam import progress, share
 from vizpipe.stages.cam.plan import CamPlan
 from vizpipe.stages.cam.record import CamImage
 from vizpipe.stages.cam.rows import Collector, SliceMaps, record_slice
@@ -64,8 +65,8 @@ def perturbation_passes(
 ) -> Iterator[Callable[[], int]]:
     """ScoreCAM/AblationCAM: state the forward passes up front, then count them.
 
-    Yields a function returning the passes counted so far (0 for other methods). The library
-    draws its own progress bar per image (``vizpipe.pipeline.gradcam.adapter``).
+    Yields a function returning the passes counted so far (0 for other methods). The library's
+    own progress bar per image is not shown (``vizpipe.pipeline.gradcam.adapter.hidden_bars``).
     """
     spec, layers, settings = runner.spec, runner.layers, runner.settings
     if not spec.perturbation:
@@ -123,9 +124,10 @@ def announce_metrics(ctx: RunContext, plan: CamPlan, maps_per_image: int) -> Non
 def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[list[CamImage], int, float]:
     """Every map of every image: (images with their map rows, forward passes, seconds).
 
-    ``write(part, maps, rows)`` is called for each map kind of each slice as soon as its (B, H, W)
-    maps are computed (``vizpipe.stages.cam.render.MapWriter``): it hands the files to the writer
-    and returns the rows with their paths.
+    ``write(part, maps, rows, marks=None)`` is called for each map kind of each slice as soon as
+    its (B, H, W) maps are computed (``vizpipe.stages.cam.render.MapWriter``): it hands the files
+    to the writer and returns the rows with their paths; ``write.after(callback)`` runs the
+    callback once every file handed over is complete (each batch's progress record).
     """
     from vizpipe.pipeline.hooks import preserved
 
@@ -150,7 +152,13 @@ def _collector(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> Col
     from tqdm import tqdm
 
     # per-layer maps come from the averaged call when the library allows (same numbers)
-    capture = len(plan.groups) > 1 and not plan.method.meta and not settings.aug_smooth and not plan.metrics
+    capture = (
+        len(plan.groups) > 1
+        and not plan.method.meta
+        and not settings.aug_smooth
+        and not plan.metrics
+        and plan.targets is None  # other tasks: one runner per map kind (``tasks.slice_maps``)
+    )
     sets = 1 if plan.classes is None else len(plan.classes)
     announce_metrics(ctx, plan, sets * len(plan.groups))
     log.debug(
@@ -175,14 +183,24 @@ def _collector(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> Col
 
 
 def _collect_group(run: Collector, label: str, layers: list[CamLayer]) -> None:
-    """Stream the data set through one layer group's runner, recording each slice's maps."""
+    """Stream the data set through one layer group's runner, recording each slice's maps; each
+    batch is recorded in ``ctx.progress`` by the background writer once every one of its files is
+    complete (``MapWriter.after``: a kill leaves no recorded batch with a missing file; a resumed
+    run replays the batches recorded before: ``progress.replay``)."""
     ctx = run.ctx
     desc = f"cam {label}" if len(run.groups) > 1 else "cam"
     with open_runner(ctx, run.settings, run.plan, layers, run.capture, run.sibs) as (runner, used):
         with perturbation_passes(ctx, runner, label, run.class_sets) as counter:
-            for batch in ctx.inputs.batches(desc):
+            for key, batch, done in ctx.progress.batches(ctx.inputs, desc, key=label):
+                if batch is None:
+                    progress.replay(run, done)
+                    continue
+                before, passes = progress.marks(run), counter()
                 for part in _slices(batch, _chunk(run.plan, layers, batch.tensor)):
                     record_slice(run, runner, _slice_maps(run, runner, part, layers, used), label)
+                files, data = progress.batch_record(run, batch, before, counter() - passes)
+                # recorded by the writer once the batch's last file is complete (never before)
+                run.write.after(functools.partial(ctx.progress.record, key, files, data))
             run.passes += counter()
 
 
@@ -191,6 +209,10 @@ def _slice_maps(
 ) -> SliceMaps:
     """The slice's maps: kept by an earlier job of the sweep, or computed (keeping the siblings')."""
     ctx, key = run.ctx, run.key
+    if run.plan.targets is not None:  # a segmentation, detection or embedding model
+        from vizpipe.stages.cam.tasks import slice_maps
+
+        return slice_maps(run, runner, part)
     kept = share.take(ctx, key, layers[0].name, part.index) if key else None
     if kept is not None:  # an earlier job of this sweep computed them
         log.debug("CAM: %s maps of %d image(s) from an earlier job", layers[0].name, len(part))
@@ -225,7 +247,10 @@ def open_runner(
 ) -> Iterator[tuple[CamRunner, list[Any]]]:
     """The group's ``CamRunner``, hooking the sweep's other layers ``sibs`` too when it can keep
     each layer's map (``share``); yields the runner and the sibling layers it computes."""
+    from vizpipe.pipeline.tasks.wrappers import model_for_cam
+
     order = list(ctx.probe().shapes)  # the order modules finish a forward pass (``CamRunner``)
+    wrapped = model_for_cam(ctx.model, plan.task)  # what the library calls (a task's wrapper)
     if sibs:
         both = [*layers, *sibs]
         runner = CamRunner(
@@ -239,7 +264,14 @@ def open_runner(
         finally:
             runner.__exit__(None, None, None)
     with CamRunner(
-        ctx.model, settings, plan.method, layers, kwargs=plan.kwargs, capture=capture, order=order
+        ctx.model,
+        settings,
+        plan.method,
+        layers,
+        kwargs=plan.kwargs,
+        capture=capture,
+        order=order,
+        cam_model=wrapped,
     ) as runner:
         yield runner, []
 
@@ -262,4 +294,6 @@ def _slices(batch: Batch, step: int) -> Iterator[Batch]:
             sources=batch.sources[start:stop],
             labels=batch.labels[start:stop],
             boxes=batch.boxes[start:stop],
+            masks=None if batch.masks is None else batch.masks[start:stop],
+            objects=None if batch.objects is None else batch.objects[start:stop],
         )

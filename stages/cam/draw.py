@@ -21,14 +21,24 @@ from __future__ import annotations
 
 import functools
 import io
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["colour_batch", "heatmap_png", "heatmap_rgb", "jet_lut", "mask_of", "npy_bytes", "overlay_png"]
+__all__ = [
+    "colour_batch",
+    "heatmap_png",
+    "heatmap_rgb",
+    "jet_lut",
+    "marked_png",
+    "mask_of",
+    "npy_bytes",
+    "overlay_png",
+]
 
 
 def mask_of(cam: np.ndarray) -> np.ndarray:
@@ -50,14 +60,24 @@ def npy_bytes(cam: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def overlay_png(rgb: np.ndarray, cam: np.ndarray, image_weight: float, level: int) -> bytes:
-    """The overlay PNG of map ``cam`` (H, W) on ``rgb`` (H, W, 3) in [0, 1]."""
+def overlay_png(
+    rgb: np.ndarray, cam: np.ndarray, image_weight: float, level: int, mark: Callable[..., Any] | None = None
+) -> bytes:
+    """The overlay PNG of map ``cam`` (H, W) on ``rgb`` (H, W, 3) in [0, 1]; ``mark(overlay)``
+    draws on it (a segmentation target's mask outlined, a detection target's boxes)."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
-    from vizpipe.pipeline.render import encode_png
 
     rgb32 = np.asarray(rgb, dtype=np.float32)
     overlay = show_cam_on_image(rgb32, mask_of(cam), use_rgb=True, image_weight=image_weight)
-    return encode_png(overlay, None, level)
+    return marked_png(overlay, mark, level)
+
+
+def marked_png(picture: np.ndarray, mark: Callable[..., Any] | None, level: int) -> bytes:
+    """The PNG of a uint8 (H, W, 3) picture, ``mark(picture)`` drawn on it first when given
+    (``mark`` returns a new array: the picture handed over is never changed)."""
+    from vizpipe.pipeline.render import encode_png
+
+    return encode_png(mark(picture) if mark is not None else picture, None, level)
 
 
 def heatmap_png(cam: np.ndarray, level: int) -> bytes:

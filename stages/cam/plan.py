@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from vizpipe.pipeline.errors import ConfigError, unknown_choice
 from vizpipe.pipeline.gradcam.layers import CamLayer, LayoutReshape, resolve_cam_layers
 from vizpipe.pipeline.gradcam.methods import MethodSpec, resolve_method, resolve_metrics
+from vizpipe.stages.cam.targets import check_settings as check_task_settings
+from vizpipe.stages.cam.targets import resolve
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
@@ -32,6 +34,8 @@ class CamPlan:
     kwargs: dict[str, Any] = field(default_factory=dict)  # the method's own constructor arguments
     # one entry per map kind: (layer label, layers); the averaged group first, then per-layer ones
     groups: list[tuple[str, list[CamLayer]]] = field(default_factory=list)
+    task: str = "classification"  # the model's task (``model.task``)
+    targets: Any = None  # other tasks: what the maps explain (``targets.TaskPlan``)
 
     @property
     def label(self) -> str:
@@ -81,6 +85,7 @@ def check_settings(settings: Any) -> tuple[MethodSpec, list[str], dict[str, Any]
         )
     metrics = resolve_metrics(list(settings.metrics or []))
     kwargs = method_kwargs(spec, dict(settings.kwargs or {}))
+    check_task_settings(settings)  # the keys of segmentation, detection and embedding targets
     layer = settings.layer
     for v in layer if isinstance(layer, list | tuple) else [layer]:
         if not isinstance(v, str) or not v.strip():
@@ -149,7 +154,12 @@ def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
     """Resolve method, layers, classes and metrics against the model; ``ConfigError`` if any is bad."""
     spec, metrics, kwargs = check_settings(settings)
     probe = ctx.probe()
-    classes = parse_target_class(settings.target_class, ctx.num_classes, ctx.categories, ctx.model_name)
+    task = ctx.task
+    classes = (
+        parse_target_class(settings.target_class, ctx.num_classes, ctx.categories, ctx.model_name)
+        if task == "classification"
+        else None  # other tasks' targets: ``targets.resolve``
+    )
     specs = settings.layer if isinstance(settings.layer, list | tuple) else [settings.layer]
     blocks = ctx.blocks() if {"auto", "blocks"} & {str(s).strip() for s in specs} else []
     layers = resolve_cam_layers(ctx.model, probe, settings.layer, blocks, ctx.model_name)
@@ -163,7 +173,9 @@ def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
     if spec.is_a("FullGrad"):
         ctx.warn("FullGrad ignores cam.layer: it uses the gradients of every conv/batch-norm bias")
         layers = layers[:1]
-    plan = CamPlan(spec, layers, classes, metrics, kwargs)
+    plan = CamPlan(
+        spec, layers, classes, metrics, kwargs, task=task, targets=resolve(ctx, settings, spec, layers)
+    )
     label = "bias_layers" if spec.is_a("FullGrad") else plan.label
     plan.groups = [(label, layers)]
     if settings.per_layer and len(layers) > 1:

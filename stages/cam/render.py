@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: images whose maps are listed as pictures in the record (the report's and TensorBoard's sample)
+#: images whose overlays are tagged for TensorBoard and previewed in the sweep index. The record
+#: lists every image's maps and top-5 table: the report shows as many as ``report.max_images``
+#: allows (0: all), TensorBoard logs and the sweep index compares only this sample (a run of
+#: thousands of images would otherwise fill the event file and every index cell).
 SAMPLE_IMAGES = 32
 
 
@@ -46,36 +49,54 @@ class MapWriter:
         # on a GPU the pictures of a batch are coloured there (only the uint8 pictures come back)
         self.on_device = ctx.device.type != "cpu" and bool(self.save & {"overlay", "heatmap"})
 
-    def __call__(self, part: Batch, maps: np.ndarray, rows: list[CamMap]) -> list[CamMap]:
-        """The files of one map kind of one class set: ``maps`` (B, H, W), one row per image of ``part``."""
-        from vizpipe.pipeline.render import encode_png
-        from vizpipe.stages.cam.draw import heatmap_png, npy_bytes, overlay_png
+    def __call__(
+        self, part: Batch, maps: np.ndarray, rows: list[CamMap], marks: list[Any] | None = None
+    ) -> list[CamMap]:
+        """The files of one map kind of one class set: ``maps`` (B, H, W), one row per image of
+        ``part``; ``marks[i](overlay)`` draws on image i's overlay (a segmentation target's mask,
+        a detection target's boxes; None: nothing)."""
+        from vizpipe.pipeline.names import slug
+        from vizpipe.stages.cam.draw import heatmap_png, marked_png, npy_bytes, overlay_png
 
         overlays, heatmaps = self._coloured(part, maps) if self.on_device else (None, None)
         out = []
         for i, row in enumerate(rows):
             cam = maps[i]  # (H, W); the writer gets views: nothing here changes them afterwards
+            mark = marks[i] if marks is not None else None
             files: dict[str, tuple[str, Any, tuple[Any, ...]]] = {  # kind -> (suffix, encode, args)
                 "npy": (".npy", npy_bytes, (cam,)),
                 "overlay": (
-                    ("_overlay.png", encode_png, (overlays[i], None, self.level))
+                    ("_overlay.png", marked_png, (overlays[i], mark, self.level))
                     if overlays is not None
-                    else ("_overlay.png", overlay_png, (part.rgb[i], cam, self.image_weight, self.level))
+                    else (
+                        "_overlay.png",
+                        overlay_png,
+                        (part.rgb[i], cam, self.image_weight, self.level, mark),
+                    )
                 ),
                 "heatmap": (
-                    ("_heatmap.png", encode_png, (heatmaps[i], None, self.level))
+                    ("_heatmap.png", marked_png, (heatmaps[i], None, self.level))
                     if heatmaps is not None
                     else ("_heatmap.png", heatmap_png, (cam, self.level))
                 ),
             }
-            stem = f"cam/{part.names[i]}/{file_stem(row.layer, row.target, row.target_name)}"
+            stem = (
+                f"{slug(row.layer)}__{row.key}"
+                if row.key
+                else file_stem(row.layer, row.target, row.target_name)
+            )
+            rel = f"cam/{part.names[i]}/{stem}"
             paths = {}
             for kind, (suffix, encode, args) in files.items():
                 if kind in self.save:
-                    paths[kind] = stem + suffix
+                    paths[kind] = rel + suffix
                     self.writer.submit(self.ctx.claim(paths[kind]), encode, *args)
             out.append(replace(row, **paths))
         return out
+
+    def after(self, callback: Any) -> None:
+        """Run ``callback()`` once every file handed over so far is complete (``Writer.after``)."""
+        self.writer.after(callback)
 
     def _coloured(self, part: Batch, maps: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(overlays, heatmaps) of the slice, (B, H, W, 3) uint8 on the CPU, coloured on the device."""
@@ -125,6 +146,7 @@ def summarize(
                 top1_accuracy=accuracy,
                 mean_score=_mean([m.score for m in maps]),
                 metrics={k: _mean([m.metrics.get(k) for m in maps]) for k in names},
+                mean_label_score=_mean([img.label_score for img in members]) if labelled else None,
             )
         )
     valid = [m for img in images for m in img.maps if m.valid]
@@ -137,12 +159,19 @@ def summarize(
 
 def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImage], passes: int) -> CamDoc:
     """The ``cam.json`` record."""
-    classes, means, grouped_by = summarize(ctx, images)
+    if plan.targets is None:
+        classes, means, grouped_by = summarize(ctx, images)
+    else:  # per target (class, label or concept) rather than per image's class
+        from vizpipe.stages.cam.task_rows import summarize as summarize_targets
+
+        classes, means, grouped_by = summarize_targets(ctx, images)
     fullgrad = plan.groups[0][0] == "bias_layers"
-    names = list(plan.metrics) + [k for k in LOCALISATION if k in means]
+    names = list(plan.metrics) + [k for k in (*LOCALISATION, *TRUTH) if k in means]
     metric_targets = {}
     for name in names:
-        metric_targets[name] = metric_target_text(name, ctx) if name in METRICS else "the object's box"
+        metric_targets[name] = (
+            metric_target_text(name, ctx) if name in METRICS else TRUTH.get(name, "the object's box")
+        )
     return CamDoc(
         method=plan.method.name,
         method_key=plan.method.key,
@@ -155,13 +184,22 @@ def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImag
         means=means,
         grouped_by=grouped_by,
         forward_passes=passes,
+        task=None if plan.targets is None else plan.task,
     )
+
+
+#: what the scores of a segmentation map against the true masks compare (``tasks.py``)
+TRUTH = {
+    "mask_iou": "the class's true mask (IoU of the map at >= 0.5)",
+    "energy_in_mask": "the class's true mask (share of the map's mass inside)",
+    "centre_mask_iou": "the class's true mask, for a centred Gaussian blob (a baseline)",
+}
 
 
 def _better(name: str) -> str | None:
     if name in METRICS:
         return METRICS[name].better
-    return "higher" if name in (*LOCALISATION, "top1_accuracy") else None
+    return "higher" if name in (*LOCALISATION, *TRUTH, "top1_accuracy") else None
 
 
 def warn_invalid(ctx: RunContext, images: list[CamImage]) -> None:
@@ -180,16 +218,20 @@ def warn_invalid(ctx: RunContext, images: list[CamImage]) -> None:
 
 
 def result(ctx: RunContext, doc: CamDoc) -> StageResult:
-    """The stage's record: per-image tables and pictures (a sample), class aggregates, key numbers."""
+    """The stage's record: every image's tables and pictures (TensorBoard's tags and the sweep
+    index's previews on the first SAMPLE_IMAGES), class aggregates, key numbers."""
     from vizpipe.pipeline.files import write_atomic
 
     write_atomic(ctx.claim("cam/cam.json"), doc.to_json())
     tables: list[Table] = []
     pictures: list[Picture] = []
-    for img in doc.images[:SAMPLE_IMAGES]:
-        tables.append(_top5_table(ctx, img))
+    for i, img in enumerate(doc.images):
+        if img.top5:
+            tables.append(_top5_table(ctx, img, doc.task))
+        if img.prediction:
+            pictures.append(_prediction_picture(doc, img, sample=i < SAMPLE_IMAGES))
         for m in img.maps:
-            pictures += _map_pictures(doc, img, m)
+            pictures += _map_pictures(doc, img, m, sample=i < SAMPLE_IMAGES)
     if len(doc.images) > 1 or (doc.images and doc.images[0].label is not None):
         tables.insert(0, _class_table(doc))
     scalars = [Scalar("cam/score", doc.means.get("score"), key=True)]
@@ -199,11 +241,7 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     return StageResult(
         stage="cam",
         summary=_summary(doc),
-        params={
-            "method": doc.method_key,
-            "layer": "+".join(doc.layers),
-            "class": "top1" if doc.targets is None else str(doc.targets),
-        },
+        params=_params(doc),
         pictures=pictures,
         tables=tables,
         scalars=scalars,
@@ -212,8 +250,26 @@ def result(ctx: RunContext, doc: CamDoc) -> StageResult:
     )
 
 
-def _top5_table(ctx: RunContext, img: CamImage) -> Table:
+#: what a non-classifier's top-5 ranks its classes by (``vizpipe.pipeline.tasks.scores``)
+TOP5 = {
+    "segmentation": ("Top-5 classes by predicted area", "Pixels"),
+    "detection": ("Top-5 classes by best detection", "Best score"),
+}
+
+
+def _params(doc: CamDoc) -> dict[str, str]:
+    """The hparams columns: method, layer and the class (a non-classifier: its targets' keys)."""
+    params = {"method": doc.method_key, "layer": "+".join(doc.layers)}
+    if doc.task is None:
+        params["class"] = "top1" if doc.targets is None else str(doc.targets)
+    else:
+        params["target"] = ",".join(dict.fromkeys(m.key or "" for img in doc.images for m in img.maps))
+    return params
+
+
+def _top5_table(ctx: RunContext, img: CamImage, task: str | None = None) -> Table:
     """An image's top-5 predictions, captioned with its source (and label, when known)."""
+    title, column = TOP5.get(task or "", ("Top-5 predictions", "Probability"))
     rows = [
         [rank + 1, p.class_index, p.name, None if p.prob is None else f"{p.prob * 100:.2f}%"]
         for rank, p in enumerate(img.top5)
@@ -222,17 +278,31 @@ def _top5_table(ctx: RunContext, img: CamImage) -> Table:
     if img.label is not None:
         name = ctx.class_name(img.label)
         caption += f"; label {img.label}" + (f" {name}" if name else "")
-    return Table(
-        "Top-5 predictions", ["Rank", "Class", "Name", "Probability"], rows, group=img.name, caption=caption
-    )
+    return Table(title, ["Rank", "Class", "Name", column], rows, group=img.name, caption=caption)
 
 
-def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap) -> list[Picture]:
+def _prediction_picture(doc: CamDoc, img: CamImage, sample: bool) -> Picture:
+    """What a segmentation or detection model predicts for the image (its mask, or its boxes);
+    tagged for TensorBoard for a ``sample`` image."""
+    if doc.task == "detection":
+        dets = img.detections or []
+        shown = ", ".join(f"{d.label} {d.name or ''} {d.score:.2f}".replace("  ", " ") for d in dets[:8])
+        caption = f"prediction: {len(dets)} detection(s) {shown}" + (", ..." if len(dets) > 8 else "")
+    else:
+        caption = "prediction: each pixel's class (background uncoloured)"
+    tag = f"cam/prediction/{img.name}" if sample else None
+    return Picture(img.prediction or "", caption, group=img.name, tag=tag)
+
+
+def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap, sample: bool) -> list[Picture]:
     """One map's overlay (captioned with its numbers, badged when invalid) and heatmap, those that
-    were written (``cam.save``): the first of them is the preview and carries the tag."""
+    were written (``cam.save``): the first of them is a ``sample`` image's preview in the sweep
+    index and carries its TensorBoard tag."""
     target = f"{m.target} {m.target_name}" if m.target_name else f"class {m.target}"
+    if m.detail:
+        target = m.detail
     extra = "".join(f", {k} {_fmt(v)}" for k, v in m.metrics.items())
-    cls = f"{m.target}_{m.target_name}" if m.target_name else str(m.target)
+    cls = m.key or (f"{m.target}_{m.target_name}" if m.target_name else str(m.target))
     caption = f"{m.layer}  target {target}, score {_fmt(m.score)}, logit {_fmt(m.logit)}{extra}"
     if not m.valid and m.invalid_reason:
         caption += f"; invalid: {m.invalid_reason}"
@@ -240,8 +310,8 @@ def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap) -> list[Picture]:
         "",
         caption,
         group=img.name,
-        tag=f"cam/{doc.method_key}/{m.layer}/{cls}/{img.name}",
-        preview=True,
+        tag=f"cam/{doc.method_key}/{m.layer}/{cls}/{img.name}" if sample else None,
+        preview=sample,
         badge=None if m.valid else "invalid",
     )
     if m.overlay:
@@ -252,10 +322,19 @@ def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap) -> list[Picture]:
     return []
 
 
+#: what the per-class table's two probability columns are
+CLASS_TABLE_CAPTION = (
+    "Mean target probability: the model's probability of the class each map explains (each image's "
+    "top-1 class, or cam.target_class), over the valid maps. Mean label probability: its probability "
+    "of the image's own label, where the data set gives one."
+)
+
+
 def _class_table(doc: CamDoc) -> Table:
     """Per-class aggregates over the valid maps; numbers, merged across a data set's shards."""
     metric_names = [k for k in doc.means if k not in ("score", "top1_accuracy")]
-    head = ["Class", "Name", "Images", "Top-1 accuracy", "Mean score", *metric_names]
+    probabilities = ["Mean target probability", "Mean label probability"]
+    head = ["Class", "Name", "Images", "Top-1 accuracy", *probabilities, *metric_names]
     rows = [
         [
             c.class_index,
@@ -263,21 +342,26 @@ def _class_table(doc: CamDoc) -> Table:
             c.count,
             c.top1_accuracy,
             c.mean_score,
+            c.mean_label_score,
             *[c.metrics.get(k) for k in metric_names],
         ]
         for c in doc.classes
     ]
     # numbers, not text: the report formats them, and the sweep index merges a data set's shards
     merge = Merge(keys=[0, 1], weight=2, means=list(range(3, len(head))))
-    return Table(f"Per class ({doc.grouped_by})", head, rows, merge=merge)
+    return Table(f"Per class ({doc.grouped_by})", head, rows, caption=CLASS_TABLE_CAPTION, merge=merge)
 
 
 def _summary(doc: CamDoc) -> str:
     """The console line: method, layers, target, counts, the sample shown, reshapes."""
     target_text = "top-1 prediction of each image" if doc.targets is None else f"class(es) {doc.targets}"
+    if doc.task is not None:
+        keys = dict.fromkeys(m.key or "" for i in doc.images for m in i.maps)
+        target_text = f"{doc.task} targets ({', '.join(keys)})"
     shown = min(len(doc.images), SAMPLE_IMAGES)
     sample = (
-        f"; the first {shown} images' maps go to the report and TensorBoard (every map is in cam/)"
+        f"; TensorBoard and the sweep index get the first {shown} images' maps "
+        "(the report all, up to report.max_images; every map is in cam/)"
         if len(doc.images) > shown
         else ""
     )

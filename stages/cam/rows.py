@@ -69,6 +69,8 @@ class SliceMaps:
     logits: torch.Tensor  # (B, K) on the CPU
     sets: list[list[int]]  # per class set, one class per image
     results: list[Maps]  # per class set: (B, H, W) maps and each layer's maps (when capturing)
+    targets: list[Any] | None = None  # other tasks: per set, each image's target (``tasks.ImageTarget``)
+    outputs: Any = None  # other tasks: the slice's model outputs, detached
 
 
 @dataclass
@@ -123,8 +125,13 @@ def flat_problem(cam: np.ndarray) -> str | None:
 
 def record_slice(run: Collector, runner: CamRunner, got: SliceMaps, label: str) -> None:
     """Metrics and localisation for the slice's maps, then write them and keep their rows."""
+    if got.targets is not None:  # a segmentation, detection or embedding model's maps
+        from vizpipe.stages.cam.task_rows import record_task_slice
+
+        record_task_slice(run, got, label)
+        return
     probs = run.ctx.probabilities(got.logits)
-    _add_images(run, got)
+    _add_images(run, got, probs)
     for classes, (maps, per_layer) in zip(got.sets, got.results, strict=True):
         scores = _metric_scores(run, runner, got.part, classes, maps)
         _add_maps(run, got, probs, classes, label, maps, scores)
@@ -132,8 +139,9 @@ def record_slice(run: Collector, runner: CamRunner, got: SliceMaps, label: str) 
             _add_maps(run, got, probs, classes, name, layer_maps, {})
 
 
-def _add_images(run: Collector, got: SliceMaps) -> None:
-    """A row for each image of the slice not seen before: its source, top-5, label and box."""
+def _add_images(run: Collector, got: SliceMaps, probs: torch.Tensor) -> None:
+    """A row for each image of the slice not seen before: its source, top-5, label (and the
+    model's probability of it) and box."""
     part, invalid = got.part, run.ctx.inputs.invalid
     top5 = run.ctx.top_k(5, got.logits)
     for i, index in enumerate(part.index):
@@ -148,7 +156,15 @@ def _add_images(run: Collector, got: SliceMaps) -> None:
             label=part.labels[i],
             box=list(part.boxes[i]) if part.boxes[i] is not None else None,
             valid=not bad,
+            label_score=_label_score(probs[i], part.labels[i]) if not bad else None,
         )
+
+
+def _label_score(probs: torch.Tensor, label: int | None) -> float | None:
+    """The probability of the image's own class (``probs``: its (K,) probabilities), if labelled."""
+    if label is None or not 0 <= int(label) < probs.shape[0]:
+        return None
+    return finite(probs[int(label)])
 
 
 def _metric_scores(

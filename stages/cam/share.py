@@ -58,6 +58,7 @@ def siblings(ctx: RunContext, settings: Any, plan: CamPlan) -> list[CamLayer]:
     spec = plan.method
     if (
         len(values) < 2
+        or plan.targets is not None  # other tasks: each job alone
         or len(plan.groups) != 1
         or len(plan.layers) != 1
         or plan.metrics

@@ -189,6 +189,9 @@ def plan(ctx: RunContext, settings: FeaturesConfig) -> list[Target]:
             inputs[name] = layout
     usable = outputs if kinds == ["output"] else (inputs if kinds == ["input"] else {**inputs, **outputs})
     specs = [str(s).strip() for s in settings.layers]
+    for spec in specs:
+        if probe.containers.get(spec) == "dict":
+            raise ConfigError(f"features.layers: {dict_output_error(ctx.model, probe, spec)}")
     try:
         names = resolve_layers(
             ctx.model,
@@ -220,3 +223,19 @@ def plan(ctx: RunContext, settings: FeaturesConfig) -> list[Target]:
 
 
 # --------------------------------------------------------------------------- collect (streamed)
+
+
+def dict_output_error(model: object, probe: object, name: str) -> str:
+    """Why a module returning a dict (an FPN's levels, a backbone's named outputs) draws no single map,
+    and the modules inside it that make each map (the FPN's ``layer_blocks``, else its children)."""
+    import re
+
+    levels = list(probe.levels.get(name, {}))  # type: ignore[attr-defined]
+    inside = [n for n in probe.shapes if n.startswith(f"{name}.") and probe.containers.get(n) != "dict"]  # type: ignore[attr-defined]
+    fpn = sorted(n for n in inside if re.fullmatch(rf"{re.escape(name)}\.fpn\.layer_blocks\.\d+", n))
+    shown = fpn or [n for n in inside if n.count(".") == name.count(".") + 1]
+    what = f"a dict of {len(levels)} maps ({', '.join(levels)})" if levels else "a dict"
+    return (
+        f"layer '{name}' returns {what}, not one tensor; name the modules that make them, e.g. "
+        f"{', '.join(shown[:6]) or '(none)'}" + (f" (or '{name}.fpn.layer_blocks.*')" if fpn else "")
+    )

@@ -164,7 +164,7 @@ def capture_block_stats(ctx: RunContext) -> dict[str, dict[str, Any]]:
     names = [n for n in ctx.blocks() if n in layouts]
     stats: dict[str, dict[str, Any]] = {}
 
-    def sink(name: str, t: torch.Tensor) -> None:
+    def sink(name: str, t: torch.Tensor, kind: str) -> None:
         x = to_nchw(t, layouts[name]).float()  # (N, C, h, w)
         stats[name] = {
             "mean": float(x.mean()),
@@ -190,6 +190,7 @@ def trace_graph(ctx: RunContext) -> tuple[bytes | None, str | None]:
     """
     import torch
     from vizpipe.pipeline.hooks import preserved
+    from vizpipe.pipeline.tasks.wrappers import model_for_cam
 
     out = io.StringIO()
     try:
@@ -202,7 +203,8 @@ def trace_graph(ctx: RunContext) -> tuple[bytes | None, str | None]:
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore")  # TracerWarnings about data-dependent Python values
-            graph_def, _placeholder_profile = graph(ctx.model, ctx.inputs.first().tensor)
+            traced = model_for_cam(ctx.model, ctx.task)  # a segmentation model's dict output: its "out"
+            graph_def, _placeholder_profile = graph(traced, ctx.inputs.first().tensor)
         return graph_def.SerializeToString(), None
     except Exception as exc:  # noqa: BLE001 - a graph never fails a run
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -282,7 +284,7 @@ def hparams_row(ctx: RunContext) -> tuple[dict[str, str], dict[str, float]]:
     """One HParams row: the model and every stage's ``params`` -> mean top-1 probability and the
     stages' key numbers (``hparams/<name>``). Values are strings so every job of a sweep has the
     same column types."""
-    top1 = [row[0]["prob"] for row in ctx.top_k(1)]
+    top1 = [row[0]["prob"] for row in ctx.top_k(1) if row]  # an embedding ranks no classes
     hp: dict[str, str] = {"model": ctx.model_name}
     metrics: dict[str, float] = {}
     finite = [p for p in top1 if p is not None]

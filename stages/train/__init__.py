@@ -23,6 +23,8 @@ What it writes (``loop.py`` trains, ``board.py`` logs, ``frames.py`` draws, ``re
 
 A non-finite loss stops training with one message; the model gets back the last good weights and
 every file stays. Ctrl-C writes ``history.json`` (status ``interrupted``) before it goes on.
+``resume=`` goes on from the last epoch's state (``resume.py``: weights, optimizer, scheduler,
+step, random generators) and ends with the weights an uninterrupted run ends with (CPU).
 """
 
 from __future__ import annotations
@@ -113,3 +115,11 @@ class TrainStage(Stage):
         from vizpipe.stages.train.plan import make_plan
 
         return train(ctx, settings, self.plan or make_plan(ctx, settings))
+
+    def restore(self, ctx: RunContext, settings: TrainConfig, result: StageResult) -> None:
+        """``resume=`` after training finished: the trained weights (its checkpoint) back in the model."""
+        from vizpipe.stages.train.loop import hand_back
+        from vizpipe.stages.train.record import CHECKPOINT, load_state
+
+        load_state(ctx.output_dir / CHECKPOINT, ctx.model)
+        hand_back(ctx)

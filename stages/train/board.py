@@ -51,12 +51,13 @@ class Board:
         self.graph_on = bool(settings.graph)
         self.folders = {run: ctx.output_dir / LOGDIR / run for run in RUNS}
         self.writers: dict[str, Any] = {}
+        self.purge_step: int | None = None  # a resumed run's first step (``open_writer``)
 
     def __enter__(self) -> Board:
         """Open both writers."""
         for run, folder in self.folders.items():
             folder.mkdir(parents=True, exist_ok=True)
-            self.writers[run] = open_writer(self.backend, folder)
+            self.writers[run] = open_writer(self.backend, folder, purge_step=self.purge_step)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -125,6 +126,7 @@ class Board:
             return
         import torch
         from vizpipe.pipeline.hooks import preserved
+        from vizpipe.pipeline.tasks.wrappers import model_for_cam
 
         said = io.StringIO()
         try:
@@ -135,7 +137,9 @@ class Board:
                 warnings.catch_warnings(),
             ):
                 warnings.simplefilter("ignore")  # TracerWarnings about data-dependent Python values
-                self.writers["train"].add_graph(model, x)
+                self.writers["train"].add_graph(
+                    model_for_cam(model, getattr(self.ctx, "task", "")), x
+                )  # seg: "out"
         except Exception as exc:  # noqa: BLE001 - a graph never fails training
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             self.ctx.warn(

@@ -86,6 +86,7 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
     """Train ``ctx.model`` in place and return the stage's record (see the module docstring)."""
     from vizpipe.pipeline.inputs import build_split
     from vizpipe.stages.train.record import CHECKPOINT, HISTORY
+    from vizpipe.stages.train.resume import load_state
     from vizpipe.stages.train.watch import Watcher
 
     splits = {s: build_split(ctx.inputs, s) for s in ("train", "val")}
@@ -94,9 +95,12 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
     watch = Watcher(
         ctx, settings, plan, splits["val"], history, checkpoint=paths.checkpoint, history_path=paths.history
     )
+    state = load_state(ctx.progress.state_path()) if ctx.progress.resume else None
+    if state is not None:
+        watch.restore(state["watch"])
     try:
         with watch:
-            fit(ctx, settings, splits, watch)
+            fit(ctx, settings, splits, watch, state)
     except NonFiniteLoss as exc:
         raise stopped(ctx, settings, history, paths, exc) from exc
     except KeyboardInterrupt:
@@ -106,7 +110,7 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
         history.write(paths.history)
         raise
     finally:
-        _hand_back(ctx)
+        hand_back(ctx)
     return watch.finish([CHECKPOINT, HISTORY])
 
 
@@ -147,7 +151,7 @@ def stopped(
     return VizpipeError(history.error)
 
 
-def _hand_back(ctx: RunContext) -> None:
+def hand_back(ctx: RunContext) -> None:
     """The trained model back in eval mode; later stages probe it afresh."""
     from vizpipe.pipeline.factory.model import nonfinite_parameters
 
@@ -173,9 +177,19 @@ def loaders(ctx: RunContext, settings: Any, splits: dict[str, Inputs]) -> tuple[
     return loader, val_loader, total
 
 
-def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watcher) -> None:
-    """The epochs (see the module docstring); ``watch`` logs, draws and records every one."""
+def fit(
+    ctx: RunContext,
+    settings: Any,
+    splits: dict[str, Inputs],
+    watch: Watcher,
+    state: dict[str, Any] | None = None,
+) -> None:
+    """The epochs (see the module docstring); ``watch`` logs, draws and records every one.
+
+    After each epoch the resume state is saved (``resume.py``); ``state``: a killed run's, put
+    back before going on with the epoch after its last."""
     from vizpipe.stages.train.plan import make_optimizer, make_scheduler
+    from vizpipe.stages.train.resume import apply_state, save_state
 
     loader, val_loader, total = loaders(ctx, settings, splits)
     optimizer = make_optimizer(ctx.model, settings)
@@ -184,19 +198,29 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
     log.debug(
         "Training %s: %d epoch(s) x %d step(s), at most %d steps", ctx.model_name, epochs, len(loader), total
     )
-    watch.start()
-    for epoch in range(1, epochs + 1):
+    first = 1
+    if state is not None:
+        first = apply_state(state, ctx, optimizer, scheduler, loader.generator) + 1
+    else:
+        watch.start()
+    for epoch in range(first, epochs + 1):
         sums = one_epoch(ctx, settings, loader, optimizer, scheduler, watch, (epoch, epochs, total))
-        loss_sum, hits, seen, lr = sums
+        loss_sum, hits, seen, lr, units = sums
         check_finite(ctx.model, epoch, watch.steps, lr)  # before the epoch's checkpoint is written
-        val_loss, val_acc = evaluate(ctx.model, val_loader, ctx.device)
+        if ctx.task == "detection":  # no loss in eval mode: the share of true boxes found
+            val_loss, val_acc = None, evaluate_detection(ctx.model, val_loader, ctx.device)
+        else:
+            val_loss, val_acc = evaluate(ctx.model, val_loader, ctx.device, _target_key(ctx))
         watch.epoch(
             val_loss,
             val_acc,
             train_loss=_finite(loss_sum / max(seen, 1)),
-            train_accuracy=hits / max(seen, 1),
+            train_accuracy=hits / units if units else None,
             lr=lr,
             complete=seen == len(loader.dataset),
+        )
+        save_state(
+            ctx.progress.state_path(), ctx, optimizer, scheduler, loader.generator, epoch, watch.state()
         )
         log.info(
             "train: epoch %d/%d, %d steps: loss %.4f, accuracy %.3f | val loss %s, accuracy %s",
@@ -204,7 +228,7 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
             epochs,
             watch.steps,
             loss_sum / max(seen, 1),
-            hits / max(seen, 1),
+            hits / max(units, 1) if units else float("nan"),
             "–" if val_loss is None else f"{val_loss:.4f}",
             "–" if val_acc is None else f"{val_acc:.3f}",
         )
@@ -228,6 +252,38 @@ def check_finite(model: nn.Module, epoch: int, step: int, lr: float | None) -> N
     raise NonFiniteWeights(epoch, step, f"the {kind} {bad[0]} holds {value}{more}", lr)
 
 
+def _target_key(ctx: RunContext) -> str:
+    """What the loss compares the output with: each image's ``label``, a segmentation model's true
+    ``mask`` (per-pixel cross-entropy; accuracy is then the share of pixels right), or a detector's
+    true ``objects`` (its own losses in train mode; no accuracy per step)."""
+    return {"segmentation": "mask", "detection": "objects"}.get(ctx.task, "label")
+
+
+def detection_targets(batch: dict[str, Any], device: Any) -> list[dict[str, Any]]:
+    """torchvision's detection targets from a scene batch's padded ``obj_boxes``/``obj_labels``."""
+    out = []
+    for boxes, labels in zip(batch["obj_boxes"], batch["obj_labels"], strict=True):
+        keep = labels >= 0
+        out.append({"boxes": boxes[keep].to(device), "labels": labels[keep].to(device)})
+    return out
+
+
+def evaluate_detection(model: nn.Module, loader: Any, device: Any) -> float | None:
+    """A detector's recall over ``loader`` in eval mode: the share of true boxes found (a detection
+    scoring >= 0.5 of the same class with IoU >= 0.5; ``frames.recall``)."""
+    import torch
+    from vizpipe.pipeline.inputs import objects_of
+    from vizpipe.stages.train.frames import recall
+
+    model.eval()
+    found = total = 0
+    with torch.no_grad():
+        for batch in loader:
+            hit, boxes = recall(model(batch["x"].to(device)), objects_of(batch))
+            found, total = found + hit, total + boxes
+    return found / total if total else None
+
+
 def one_epoch(
     ctx: RunContext,
     settings: Any,
@@ -236,26 +292,31 @@ def one_epoch(
     scheduler: Any,
     watch: Watcher,
     where: tuple[int, int, int],
-) -> tuple[float, int, int, float | None]:
+) -> tuple[float, int, int, float | None, int]:
     """One pass over ``loader`` (``where``: epoch, epochs, step budget); returns the epoch's loss
-    sum, hits, images seen and last lr. A NaN/inf loss raises ``NonFiniteLoss`` before it can
-    reach the weights."""
+    sum, hits, images seen, last lr and the units the hits are out of (images; pixels for a
+    segmentation model). A NaN/inf loss raises ``NonFiniteLoss`` before it can reach the weights."""
     import torch
     from tqdm import tqdm
     from vizpipe.pipeline.layers import model_output
 
     model, clip = ctx.model, settings.grad_clip
     epoch, epochs, total = where
+    key = _target_key(ctx)
     model.train()
-    loss_sum, hits, seen, lr = 0.0, 0, 0, None
+    loss_sum, hits, seen, lr, units = 0.0, 0, 0, None, 0
     with tqdm(loader, desc=f"train {epoch}/{epochs}", unit="step", leave=False, disable=None) as bar:
         for batch in bar:
             x = batch["x"].to(ctx.device)  # (B, C, H, W)
-            y = batch["label"].to(ctx.device)  # (B,)
             if watch.steps == 0:
                 watch.first_batch(x, batch["rgb"])
-            logits = model_output(model(x))  # (B, K)
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            if key == "objects":  # a detector in train mode: its own losses against the true boxes
+                y, logits = x, None
+                loss = sum(model(list(x), detection_targets(batch, ctx.device)).values())
+            else:
+                y = batch[key].to(ctx.device)  # (B,) labels, or (B, H, W) true masks
+                logits = model_output(model(x))  # (B, K), or (B, K, H, W)
+                loss = torch.nn.functional.cross_entropy(logits, y)
             value = float(loss.detach())
             lr = float(optimizer.param_groups[0]["lr"])
             if not math.isfinite(value):
@@ -267,32 +328,38 @@ def one_epoch(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            correct = int((logits.detach().argmax(dim=1) == y).sum())
-            watch.step(value, correct / len(y), lr, n=len(y))
+            correct = int((logits.detach().argmax(dim=1) == y).sum()) if logits is not None else 0
+            watch.step(value, correct / y.numel() if logits is not None else None, lr, n=len(y))
             loss_sum, hits, seen = loss_sum + value * len(y), hits + correct, seen + len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / seen:.3f}", refresh=False)
+            units += y.numel() if logits is not None else 0
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / max(units, 1):.3f}", refresh=False)
             if watch.steps >= total:
                 break
-    return loss_sum, hits, seen, lr
+    return loss_sum, hits, seen, lr, units
 
 
-def evaluate(model: nn.Module, loader: Any, device: Any) -> tuple[float | None, float | None]:
-    """Mean cross-entropy and top-1 accuracy over ``loader`` in eval mode, without gradients."""
+def evaluate(
+    model: nn.Module, loader: Any, device: Any, key: str = "label"
+) -> tuple[float | None, float | None]:
+    """Mean cross-entropy and top-1 accuracy over ``loader`` in eval mode, without gradients
+    (``key="mask"``: per pixel, the loss averaged over each image's pixels)."""
     import torch
     from vizpipe.pipeline.layers import model_output
 
     model.eval()
-    loss_sum, hits, seen = 0.0, 0, 0
+    loss_sum, hits, seen, units = 0.0, 0, 0, 0
     with torch.no_grad():
         for batch in loader:
-            x, y = batch["x"].to(device), batch["label"].to(device)
+            x, y = batch["x"].to(device), batch[key].to(device)
             logits = model_output(model(x))
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            loss_sum += float(loss) / (y[0].numel() if y.ndim > 1 else 1)
             hits += int((logits.argmax(dim=1) == y).sum())
             seen += len(y)
+            units += y.numel()
     if not seen:
         return None, None
-    return _finite(loss_sum / seen), hits / seen
+    return _finite(loss_sum / seen), hits / units
 
 
 def _finite(value: float) -> float | None:

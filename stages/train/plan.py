@@ -140,7 +140,23 @@ def make_plan(ctx: RunContext, settings: Any) -> TrainPlan:
             f"{len(classes)} classes ({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); the "
             f"train stage needs one output per class: set model.num_classes={len(classes)}"
         )
-    if ctx.outputs_are_probabilities:
+    task = ctx.task
+    if task == "embedding":
+        raise ConfigError(
+            f"The train stage trains classifiers, segmentation models and detectors; {ctx.model_name} is an "
+            "embedding model (model.task): train it elsewhere and load it with model.checkpoint"
+        )
+    first = ctx.inputs.first()
+    if (
+        task in ("segmentation", "detection")
+        and (first.masks if task == "segmentation" else first.objects) is None
+    ):
+        what = "true masks" if task == "segmentation" else "true boxes"
+        raise ConfigError(
+            f"Training the {task} model {ctx.model_name} needs {what}, but input={ctx.inputs.kind} has none; "
+            f"use input=shapes input.objects=3 (experiment=shapes_{task[:3]}_demo)"
+        )
+    if task == "classification" and ctx.outputs_are_probabilities:
         raise ConfigError(
             f"{ctx.model_name}'s outputs are probabilities (model.output={ctx.output_kind}); the train stage "
             "needs logits (cross-entropy): drop the final Softmax/Sigmoid or set model.output=logits"

@@ -139,6 +139,10 @@ def headline(history: History) -> list[Scalar]:
 
 def localisation_parts(loc: Localisation) -> tuple[Table, list[Scalar], str]:
     """The before/after table, its scalars and the summary's words."""
+    if "mask_iou" in loc.before or "mask_iou" in loc.after:
+        return mask_parts(loc)
+    if "recall" in loc.before or "recall" in loc.after:
+        return box_parts(loc)
     names = [("top1_accuracy", "Top-1 accuracy", True), ("pointing_game", "Pointing game", False)]
     names.append(("energy_in_box", "Energy in box", False))
     table = Table(
@@ -162,6 +166,86 @@ def localisation_parts(loc: Localisation) -> tuple[Table, list[Scalar], str]:
     words = ""
     if before is not None and after is not None:
         words = f"; {loc.method} pointing game {before:.2f} -> {after:.2f} (chance {_fmt(loc.chance)})"
+    return table, scalars, words
+
+
+def mask_parts(loc: Localisation) -> tuple[Table, list[Scalar], str]:
+    """A segmentation model's before/after table: pixel accuracy, then the CAM's mask IoU and energy
+    in mask against the true masks, overall and per class, beside the centred-blob baseline."""
+    classes = [k.split("/", 1)[1] for k in loc.after if k.startswith("mask_iou/")]
+    rows = [
+        [
+            "Pixel accuracy",
+            _fmt(loc.before.get("pixel_accuracy"), True),
+            _fmt(loc.after.get("pixel_accuracy"), True),
+            "",
+        ]
+    ]
+    for key, label in (("mask_iou", "Mask IoU"), ("energy_in_mask", "Energy in mask")):
+        for suffix in ["", *(f"/{c}" for c in classes)]:
+            base = loc.after.get(f"centre_mask_iou{suffix}") if key == "mask_iou" else None
+            name = f"{label}, {suffix[1:]}" if suffix else f"{label}, all classes"
+            rows.append(
+                [name, _fmt(loc.before.get(key + suffix)), _fmt(loc.after.get(key + suffix)), _fmt(base)]
+            )
+    table = Table(
+        "Before and after training",
+        ["Measure", "Before", "After", "Centre blob"],
+        rows,
+        caption=f"{loc.method} on {loc.layer} for each true object's class over its true mask, on the "
+        f"{loc.images} images of input.split={loc.split}; mask IoU: the map at >= 0.5 against the "
+        "class's true "
+        "mask; centre blob: the same IoU for a centred Gaussian that knows nothing of the image (a baseline)",
+    )
+    before, after = loc.before.get("mask_iou"), loc.after.get("mask_iou")
+    scalars = [
+        Scalar("train/mask_iou_before", before, key=True),
+        Scalar("train/mask_iou_after", after, key=True, better="higher"),
+        Scalar("train/mask_iou_centre_blob", loc.chance),
+    ]
+    words = ""
+    if before is not None and after is not None:
+        words = f"; {loc.method} mask IoU {before:.2f} -> {after:.2f} (centre blob {_fmt(loc.chance)})"
+    return table, scalars, words
+
+
+def box_parts(loc: Localisation) -> tuple[Table, list[Scalar], str]:
+    """A detector's before/after table: its recall, then the CAM's pointing game and energy in box
+    per true box, overall and per class, beside a random point's pointing game."""
+    classes = [k.split("/", 1)[1] for k in loc.after if k.startswith("pointing_game/")]
+    rows = [
+        [
+            "Recall (IoU >= 0.5, score >= 0.5)",
+            _fmt(loc.before.get("recall"), True),
+            _fmt(loc.after.get("recall"), True),
+            "",
+        ]
+    ]
+    for key, label in (("pointing_game", "Pointing game"), ("energy_in_box", "Energy in box")):
+        for suffix in ["", *(f"/{c}" for c in classes)]:
+            name = f"{label}, {suffix[1:]}" if suffix else f"{label}, every true box"
+            chance = _fmt(loc.chance) if key == "pointing_game" and not suffix else ""
+            rows.append([name, _fmt(loc.before.get(key + suffix)), _fmt(loc.after.get(key + suffix)), chance])
+    table = Table(
+        "Before and after training",
+        ["Measure", "Before", "After", "Chance"],
+        rows,
+        caption=f"{loc.method} on {loc.layer} for each true box (its class; the target scores the output "
+        f"box matching it), on the {loc.images} images of input.split={loc.split}; pointing game tolerance "
+        f"{loc.tolerance}; chance: a random point's pointing game (the mean share of the image the "
+        "grown box covers)",
+    )
+    before, after = loc.before.get("pointing_game"), loc.after.get("pointing_game")
+    scalars = [
+        Scalar("train/pointing_game_before", before, key=True),
+        Scalar("train/pointing_game_after", after, key=True, better="higher"),
+        Scalar("train/pointing_game_chance", loc.chance),
+        Scalar("train/recall_after", loc.after.get("recall"), key=True, better="higher"),
+    ]
+    words = ""
+    if before is not None and after is not None:
+        words = f"; {loc.method} pointing game per true box {before:.2f} -> {after:.2f}"
+        words += f" (chance {_fmt(loc.chance)})"
     return table, scalars, words
 
 
