@@ -60,6 +60,9 @@ class Picture:
     preview: bool = False  # shown in the sweep index's comparison cells
     badge: str | None = None  # a status word beside the caption, e.g. "invalid"
     step: int = 0  # TensorBoard step (e.g. the epoch of a CAM-over-time frame)
+    # the name of a figure the sweep index builds by stacking this picture of every job, one row per
+    # job (e.g. the CAM stage's randomisation check: each job's row of maps); None: not stacked
+    stack: str | None = None
 
 
 @dataclass
@@ -114,6 +117,9 @@ class Scalar:
     key: bool = False  # a headline number: console line, hparams, sweep index columns
     better: str | None = None  # "higher" | "lower": the sweep index may rank jobs by it
     step: int = 0
+    # a pass/fail line: the number passes when it is on the ``better`` side of it (the sweep index
+    # shows the verdict); None: no verdict
+    threshold: float | None = None
 
 
 @dataclass

@@ -3,7 +3,12 @@
 Per image × layer × class: ``cam/<image>/<layer>__<class>[_<name>]`` + ``_overlay.png``
 (``show_cam_on_image`` on the un-normalised image), ``_heatmap.png`` (the map through OpenCV's
 JET colormap, as ``show_cam_on_image`` colours it) and ``.npy`` (float32 H×W, the library's
-output).
+output). A pixel attribution's map (layer ``input``) is drawn as captum draws it
+(``vizpipe.pipeline.attribution.runner.display_scale``); its ``.npy`` holds the map itself.
+
+With ``cam.metrics``: the record explains each metric in one sentence with its paper
+(``explain.py``) and gives the time each took; deletion/insertion's mean curves go to
+``cam/curves.json`` and ``cam/curves.png``.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from vizpipe.pipeline.gradcam.localisation import LOCALISATION
-from vizpipe.pipeline.gradcam.methods import METRICS
+from vizpipe.pipeline.metrics.localisation import LOCALISATION
+from vizpipe.pipeline.metrics.registry import METRICS
 from vizpipe.pipeline.stage import Merge, Picture, Scalar, StageResult, Table
 from vizpipe.stages.cam.compute import file_stem
 from vizpipe.stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
@@ -41,9 +46,10 @@ def heatmap_rgb(mask: np.ndarray) -> np.ndarray:
 class MapWriter:
     """Saves one map's overlay, heatmap and array; returns its row with the paths."""
 
-    def __init__(self, ctx: RunContext, image_weight: float) -> None:
+    def __init__(self, ctx: RunContext, image_weight: float, display: Any = None) -> None:
         self.ctx = ctx
         self.image_weight = image_weight
+        self.display = display  # map -> the [0, 1] picture drawn (None: the map clipped to [0, 1])
 
     def __call__(self, batch: Batch, i: int, row: CamMap, cam: np.ndarray, mark: Any = None) -> CamMap:
         """Write the files of map ``cam`` (H, W) of image ``i`` of ``batch``; ``mark(overlay)`` draws
@@ -58,6 +64,8 @@ class MapWriter:
         rel = f"cam/{batch.names[i]}/{stem}"
         np.save(self.ctx.claim(f"{rel}.npy"), cam.astype(np.float32))
         mask = np.clip(np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        if self.display is not None:
+            mask = self.display(mask)
         rgb = np.asarray(batch.rgb[i], dtype=np.float32)  # (H, W, 3) in [0, 1]
         overlay = show_cam_on_image(rgb, mask, use_rgb=True, image_weight=self.image_weight)
         if mark is not None:
@@ -120,16 +128,16 @@ def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImag
 
         classes, means, grouped_by = summarize_targets(ctx, images)
     fullgrad = plan.groups[0][0] == "bias_layers"
-    names = list(plan.metrics) + [k for k in (*LOCALISATION, *TRUTH) if k in means]
+    names = list(dict.fromkeys([*plan.metrics, *(k for k in (*LOCALISATION, *TRUTH) if k in means)]))
     metric_targets = {}
-    for name in names:
-        metric_targets[name] = (
-            metric_target_text(name, ctx) if name in METRICS else TRUTH.get(name, "the object's box")
-        )
+    for name in names:  # a task's scores against its true masks say so (``TRUTH``)
+        truth = plan.targets is not None and name in TRUTH
+        metric_targets[name] = TRUTH[name] if truth or name not in METRICS else metric_target_text(name, ctx)
+    layers = [layer.name for layer in plan.layers] or [plan.label]
     return CamDoc(
         method=plan.method.name,
-        method_key=plan.method.key,
-        layers=["bias_layers"] if fullgrad else [layer.name for layer in plan.layers],
+        method_key=plan.method.name if plan.attribution else plan.method.key,
+        layers=["bias_layers"] if fullgrad else layers,
         targets=settings.target_class,
         reshape={layer.name: layer.layout.describe() for layer in plan.layers},
         metric_targets=metric_targets,

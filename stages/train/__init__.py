@@ -21,6 +21,10 @@ What it writes (``loop.py`` trains, ``board.py`` logs, ``frames.py`` draws, ``re
   object boxes, the pointing game of ``train.cam_method`` on the visualised images before and
   after training, with chance level beside them).
 
+Within one process (a sweep's jobs under Hydra's basic launcher) an identical training runs once:
+later jobs get its weights and files (``reuse.py``). ``train.random_labels`` also trains a copy on
+random labels for the CAM stage's data randomisation check (``random_labels.py``).
+
 A non-finite loss stops training with one message; the model gets back the last good weights and
 every file stays. Ctrl-C writes ``history.json`` (status ``interrupted``) before it goes on.
 """
@@ -79,6 +83,9 @@ class TrainConfig:
     pointing_tolerance: float = 0.03
     # Weight of the image in the CAM overlays, 0..1.
     image_weight: float = 0.5
+    # Also train a copy of the untrained model on random labels (RunContext.variants["random_labels"]):
+    # the CAM stage's data randomisation check (cam.sanity=[...,data]); twice the training time.
+    random_labels: bool = False
 
 
 class TrainStage(Stage):
