@@ -387,7 +387,13 @@ def test_sweep_leaderboard(tmp_path: Path) -> None:
     ]
     assert lb["rows"][0]["report"] == "1_j/report.html" and lb["rows"][1]["status"] == "failed"
     assert lb["winners"] == [
-        {"name": "score", "arrow": "↑", "value": "0.9", "jobs": ["cam.layer=l1, seed=1"], "hrefs": [lb["rows"][0]["maps"]]}
+        {
+            "name": "score",
+            "arrow": "↑",
+            "value": "0.9",
+            "jobs": ["cam.layer=l1, seed=1"],
+            "hrefs": [lb["rows"][0]["maps"]],
+        }
     ]
 
 

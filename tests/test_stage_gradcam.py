@@ -21,10 +21,16 @@ from vizpipe.pipeline.gradcam.layers import (
     resolve_cam_layers,
     spatial_layers,
 )
-from vizpipe.pipeline.gradcam.methods import MethodSpec, _aliases, available_methods, normalize, resolve_method
+from vizpipe.pipeline.gradcam.methods import (
+    MethodSpec,
+    _aliases,
+    available_methods,
+    normalize,
+    resolve_method,
+)
+from vizpipe.pipeline.layers import Layout
 from vizpipe.pipeline.metrics.perturbation import library_metric
 from vizpipe.pipeline.metrics.registry import METRICS, available_metrics, resolve_metrics
-from vizpipe.pipeline.layers import Layout
 
 # ----------------------------------------------------------------------------- methods
 

@@ -8,9 +8,9 @@ grad-cam's ``CamRunner``; this one calls captum (or grad-cam's ``sobel_cam``) in
   ``attribute`` call and removes them itself; the stage wraps everything in
   ``vizpipe.pipeline.hooks.preserved``, which puts back modes, ``requires_grad``, grads and hooks;
 * with ``cam.freeze_params`` the parameters get no gradients (captum differentiates by the input);
-* random methods (``gradient_shap``, ``noise_tunnel``) draw from torch's generator seeded with
-  ``seed`` + the batch's first index, inside ``torch.random.fork_rng``: the same maps for the
-  same config, and the caller's random numbers as they were;
+* random methods (``gradient_shap``, ``noise_tunnel``) draw from torch's and numpy's generators
+  seeded with ``seed`` + the batch's first index (``seeded``): the same maps for the same config,
+  and the caller's random numbers as they were;
 * the (B, C, H, W) attribution becomes a (B, H, W) map: ``|sum over channels|`` / its maximum
   (``to_maps``; ``methods.py`` says why).
 """
@@ -59,13 +59,19 @@ def display_scale(cam: np.ndarray, outlier_perc: float = 2.0) -> np.ndarray:
 
 @contextlib.contextmanager
 def seeded(seed: int, device: Any = None) -> Iterator[None]:
-    """torch's generator seeded with ``seed`` inside, as it was outside (``fork_rng``)."""
+    """torch's and numpy's global generators seeded with ``seed`` inside (captum draws from both:
+    ``GradientShap``'s interpolation points come from ``np.random``), as they were outside."""
     import torch
 
     devices = [device] if device is not None and getattr(device, "type", "cpu") == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
-        yield
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed))
+            np.random.seed(int(seed) % 2**32)
+            yield
+    finally:
+        np.random.set_state(state)
 
 
 def baselines(kind: str, x: torch.Tensor, mean: list[float] | None, std: list[float] | None) -> Any:

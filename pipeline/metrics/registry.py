@@ -324,20 +324,24 @@ def resolve_metrics(names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def check_metric_args(given: dict[str, Any], metrics: list[str]) -> dict[str, dict[str, Any]]:
-    """``cam.metric_args`` checked: each key a metric of ``metrics``, each argument one it takes.
+def check_metric_args(given: Any, metrics: list[str]) -> dict[str, dict[str, Any]]:
+    """``cam.metric_args`` checked: each key a metric, each argument one it takes.
 
-    Returns every metric's arguments, its defaults overridden by the given ones.
+    Returns the arguments of every metric of ``metrics``, its defaults overridden by the given
+    ones. Arguments of a metric that ``metrics`` does not record are checked too, then unused (a
+    sweep's config may set them while a command line narrows ``cam.metrics``).
     """
+    from collections.abc import Mapping
+
+    if given is not None and not isinstance(given, Mapping):
+        raise ConfigError(
+            f"cam.metric_args must be a mapping of metric -> arguments, e.g. "
+            f"'cam.metric_args={{deletion_auc: {{step: 128}}}}', got {given!r}"
+        )
     out = {name: dict(METRICS[name].args) for name in metrics}
     for name, args in (given or {}).items():
         key = resolve_metrics([name])[0]
-        if key not in out:
-            raise ConfigError(
-                f"cam.metric_args names {name}, which cam.metrics does not record; add it to cam.metrics "
-                f"or remove its arguments (cam.metrics: {', '.join(metrics) or 'none'})"
-            )
-        if not isinstance(args, dict):
+        if not isinstance(args, Mapping):
             raise ConfigError(
                 f"cam.metric_args.{name} must be a mapping of arguments, e.g. "
                 f"'cam.metric_args={{{key}: {{{next(iter(METRICS[key].args), 'arg')}: ...}}}}', got {args!r}"
@@ -350,9 +354,9 @@ def check_metric_args(given: dict[str, Any], metrics: list[str]) -> dict[str, di
                     list(METRICS[key].args) or ["(none: it takes no arguments)"],
                     hint="cam.metric_args.<metric>.<argument>",
                 )
-            out[key][arg] = value
+            out.setdefault(key, dict(METRICS[key].args))[arg] = value
     _check_values(out)
-    return out
+    return {name: out[name] for name in metrics}
 
 
 def _check_values(args: dict[str, dict[str, Any]]) -> None:

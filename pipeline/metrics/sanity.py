@@ -17,11 +17,14 @@ A map that explains the model must change when the model does. Two checks:
 ``structural_similarity`` with the data range of both maps). A constant map ranks nothing:
 its Spearman correlation (and SSIM against a map that is not the same constant) is taken as 0.
 
-**Verdict** (``verdict``): a method *passes* the parameter check when the mean Spearman correlation
-between its maps on the trained and on the fully randomised model is below ``threshold`` (default
-0.5, ``cam.sanity_threshold``): its maps lost most of their ranking when the weights went. It
-fails when they keep it (Adebayo et al.: guided backprop's maps stay, Grad-CAM's do not). The data
-check is judged the same way on the random-label model.
+**Verdict** (``verdict``): a method *passes* the parameter check when its maps' Spearman
+correlation with the trained model's, averaged over the images and over the cascade's steps
+(``over_steps``; Quantus's ``MPRT(return_average_correlation=True)``), is below ``threshold``
+(default 0.5, ``cam.sanity_threshold``): its maps lost most of their ranking as the weights went.
+It fails when they keep it (Adebayo et al.: guided backprop's maps stay similar while the top
+layers are randomised, Grad-CAM's do not). The average judges the whole curve: a method that only
+changes once the very first layer is randomised (an edge detector of the input) still fails. The
+data check is judged the same way on the random-label model (one step).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Similarity", "cascade", "randomisable", "similarity", "spearman", "ssim", "verdict"]
+__all__ = ["Similarity", "cascade", "over_steps", "randomisable", "similarity", "spearman", "ssim", "verdict"]
 
 #: the default pass threshold on the mean Spearman correlation with the fully randomised model
 THRESHOLD = 0.5
@@ -119,11 +122,22 @@ def similarity(step: str, trained: np.ndarray, randomised: np.ndarray) -> Simila
     return out
 
 
-def verdict(last: Similarity | None, threshold: float = THRESHOLD) -> str | None:
-    """``pass`` when the mean Spearman correlation of ``last`` is below ``threshold``, else ``fail``."""
-    if last is None or last.mean_spearman is None:
+def over_steps(steps: list[Similarity]) -> Similarity | None:
+    """The cascade in one: each image's Spearman and SSIM averaged over the steps (None: no step)."""
+    if not steps:
         return None
-    return "pass" if last.mean_spearman < float(threshold) else "fail"
+    return Similarity(
+        "mean over the steps",
+        [float(v) for v in np.mean([s.spearman for s in steps], axis=0)],
+        [float(v) for v in np.mean([s.ssim for s in steps], axis=0)],
+    )
+
+
+def verdict(sim: Similarity | None, threshold: float = THRESHOLD) -> str | None:
+    """``pass`` when the mean Spearman correlation of ``sim`` is below ``threshold``, else ``fail``."""
+    if sim is None or sim.mean_spearman is None:
+        return None
+    return "pass" if sim.mean_spearman < float(threshold) else "fail"
 
 
 def explain_each(

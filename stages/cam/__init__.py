@@ -59,14 +59,15 @@ class CamConfig:
     kwargs: Dict[str, Any] = field(default_factory=dict)
     # Metrics recorded per map, e.g. [deletion_auc, insertion_auc, road_combined] (pipeline/metrics).
     metrics: List[str] = field(default_factory=list)
-    # Each metric's arguments, e.g. {deletion_auc: {step: 128}, road_combined: {percentiles: [20, 80]}}.
-    metric_args: Dict[str, Any] = field(default_factory=dict)
+    # Each metric's arguments, e.g. {deletion_auc: {step: 128}, road_combined: {percentiles: [20, 80]}};
+    # null = the defaults (typed Any: a typed dict cannot be set from the command line).
+    metric_args: Any = None
     # Sanity checks of the method (Adebayo et al. 2018): [] | [parameters] | [parameters, data].
     sanity: List[str] = field(default_factory=list)
     # Images the sanity checks explain (the data set's first ones), >= 1.
     sanity_images: int = 8
-    # A method passes a check when the mean Spearman correlation of its maps on the trained and the
-    # randomised model is below this.
+    # A method passes a check when the Spearman correlation of its maps on the trained and the
+    # randomised models, averaged over images and steps, is below this.
     sanity_threshold: float = 0.5
     # Pointing game tolerance: the box grows by this fraction of the image side (0..0.5).
     pointing_tolerance: float = 0.03

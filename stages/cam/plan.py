@@ -96,7 +96,7 @@ def check_settings(settings: Any) -> tuple[Any, list[str], dict[str, Any]]:
             "set cam.aug_smooth=false"
         )
     metrics = resolve_metrics(list(settings.metrics or []))
-    check_metric_args(dict(settings.metric_args or {}), metrics)
+    check_metric_args(_plain(settings.metric_args), metrics)
     if is_attribution(spec):
         kwargs = attribution_kwargs(spec, dict(settings.kwargs or {}))
         needs_cam = [m for m in metrics if METRICS[m].how in ("base_method", "init_base_method")]
@@ -129,6 +129,13 @@ def check_settings(settings: Any) -> tuple[Any, list[str], dict[str, Any]]:
                 "name or a list of them, e.g. cam.target_class=207 or 'cam.target_class=[1,207]'"
             )
     return spec, metrics, kwargs
+
+
+def _plain(node: Any) -> Any:
+    """A config node as plain Python containers (a mapping stays a mapping, other values as they are)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _check_sanity(settings: Any) -> None:
@@ -205,7 +212,7 @@ def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
         if task == "classification"
         else None  # other tasks' targets: ``targets.resolve``
     )
-    metric_args = check_metric_args(dict(settings.metric_args or {}), metrics)
+    metric_args = check_metric_args(_plain(settings.metric_args), metrics)
     sanity = list(dict.fromkeys(settings.sanity or []))
     if is_attribution(spec) and not spec.uses_layer:
         plan = CamPlan(spec, [], classes, metrics, kwargs, [(INPUT, [])], metric_args=metric_args, sanity=sanity)
