@@ -19,7 +19,11 @@ from vizpipe.pipeline.metrics import complexity, localisation, perturbation, san
 from vizpipe.pipeline.metrics.registry import FAMILIES, METRICS, check_metric_args, resolve_metrics
 from vizpipe.pipeline.metrics.scoring import describe_target, score_maps
 
-quantus = pytest.importorskip("quantus", reason="Quantus is the test extra (./dev.sh test installs it)")
+
+@pytest.fixture
+def quantus():
+    """Quantus, the reference implementation (the quantus extra; ./dev.sh test installs it)."""
+    return pytest.importorskip("quantus", reason="Quantus is not installed (./dev.sh test installs it)")
 
 
 def tiny(channels: int = 3, classes: int = 4, seed: int = 0) -> nn.Module:
@@ -119,7 +123,7 @@ def test_causal_curves_in_chunks_and_default_step(monkeypatch: pytest.MonkeyPatc
         perturbation.causal_curves(model, x, maps, [1, 2], "erase")
 
 
-def test_deletion_equals_quantus_pixel_flipping() -> None:
+def test_deletion_equals_quantus_pixel_flipping(quantus) -> None:
     """Quantus's PixelFlipping (baseline 0, softmax) is the deletion curve without its first point."""
     model = tiny(channels=1)
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(5))
@@ -187,7 +191,7 @@ def test_gradcam_metrics_equal_the_library_with_their_arguments(name: str, args:
 # ----------------------------------------------------------------------------- localisation
 
 
-def test_pointing_game_equals_quantus_with_the_grown_box_as_mask() -> None:
+def test_pointing_game_equals_quantus_with_the_grown_box_as_mask(quantus) -> None:
     """A hit when the maximum's pixel centre is in the box grown by the tolerance: Quantus's
     PointingGame on the pixels whose centres are in it (unique maxima)."""
     maps = tie_free(6, 16, 16, seed=7)
@@ -220,7 +224,7 @@ def test_pointing_game_tie_rule_is_the_first_maximum() -> None:
 
 
 @pytest.mark.parametrize("which", ["box", "mask"])
-def test_energy_equals_quantus_relevance_mass_accuracy(which: str) -> None:
+def test_energy_equals_quantus_relevance_mass_accuracy(which: str, quantus) -> None:
     maps = np.random.default_rng(8).random((4, 16, 16)).astype(np.float32)
     box = (2.5, 3.0, 10.2, 12.0)
     if which == "box":
@@ -263,7 +267,7 @@ def test_mask_iou_is_the_best_over_thresholds() -> None:
 # ----------------------------------------------------------------------------- complexity
 
 
-def test_sparseness_and_entropy_equal_quantus() -> None:
+def test_sparseness_and_entropy_equal_quantus(quantus) -> None:
     maps = np.random.default_rng(10).random((3, 12, 12)).astype(np.float32) ** 3
     for i, m in enumerate(maps):
         kwargs = {"model": None, "x_batch": np.zeros((1, 1, 12, 12), np.float32), "y_batch": np.zeros(1, int)}
@@ -279,9 +283,9 @@ def test_sparseness_and_entropy_equal_quantus() -> None:
 # ----------------------------------------------------------------------------- sanity: similarity
 
 
-def test_spearman_and_ssim_equal_quantus() -> None:
-    from quantus.functions.similarity_func import correlation_spearman
-    from quantus.functions.similarity_func import ssim as quantus_ssim
+def test_spearman_and_ssim_equal_quantus(quantus) -> None:
+    correlation_spearman = quantus.functions.similarity_func.correlation_spearman
+    quantus_ssim = quantus.functions.similarity_func.ssim
 
     rng = np.random.default_rng(11)
     a, b = rng.random((16, 16)), rng.random((16, 16)) * 0.5 + rng.random((16, 16))
@@ -291,7 +295,7 @@ def test_spearman_and_ssim_equal_quantus() -> None:
     assert sanity.ssim(np.ones((8, 8)), np.ones((8, 8))) == 1.0
 
 
-def test_cascade_equals_quantus_mprt() -> None:
+def test_cascade_equals_quantus_mprt(quantus) -> None:
     """The cascade's steps and similarities equal Quantus's MPRT (top-down, seeded) on the same
     explanation function; the model is untouched and torch's random numbers are as they were."""
     from captum.attr import Saliency

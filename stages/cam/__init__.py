@@ -26,6 +26,7 @@ input computes its maps once, in the job with the sweep's first layer (``duplica
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List
 
@@ -134,7 +135,9 @@ class CamStage(Stage):
 
             warn_targets(ctx, plan.targets, run.images_in_order)
         record = result(ctx, document(ctx, settings, plan, run.images_in_order, run.passes))
-        explain.add(ctx, plan, run, record)
         if plan.sanity:
+            t0 = time.perf_counter()
             sanity.add(ctx, settings, plan, record)
+            run.seconds["sanity checks"] = time.perf_counter() - t0
+        explain.add(ctx, plan, run, record)
         return record

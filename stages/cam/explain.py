@@ -4,8 +4,9 @@
 
 * the table "Metrics": per metric its family, which way is better, what it scores, one sentence
   and a link to its paper (``vizpipe.pipeline.metrics.registry.METRICS``);
-* "Time per metric": the seconds each metric took over the run (the CAM maps' own time is the
-  stage's, in the manifest). Timings stay out of ``cam.json``, which is byte-identical for one config;
+* "Time per metric": the seconds each metric (and the sanity checks) took over the run (the CAM
+  maps' own time is the stage's, in the manifest). Timings stay out of ``cam.json``, which is
+  byte-identical for one config;
 * with deletion/insertion: ``cam/curves.json`` (each curve's mean over the valid maps, and the
   AUC of that mean) and ``cam/curves.png`` (both mean curves).
 """
@@ -44,16 +45,20 @@ def metrics_table(names: list[str]) -> Table:
 def add(ctx: RunContext, plan: CamPlan, run: Any, record: StageResult) -> None:
     """The metrics' explanations, times and curves, added to the stage's ``record``."""
     names = [k for k in record.data.means if k in METRICS] if record.data is not None else []
-    if not names:
-        return
-    record.tables.append(metrics_table(names))
+    if names:
+        record.tables.append(metrics_table(names))
     if run.seconds:
         maps = sum(len(img.maps) for img in run.images.values())
         rows = [
             [name, round(sec, 3), round(1000 * sec / max(maps, 1), 3)] for name, sec in run.seconds.items()
         ]
         record.tables.append(
-            Table("Time per metric", ["Metric", "Seconds", "ms per map"], rows, caption=f"{maps} map(s)")
+            Table(
+                "Time per metric",
+                ["Metric", "Seconds", "ms per map"],
+                rows,
+                caption=f"{maps} map(s); the sanity checks recompute maps of their own images",
+            )
         )
     if run.curves:
         _curves(ctx, run.curves, record)
