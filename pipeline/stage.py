@@ -20,6 +20,7 @@ knows any stage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -179,6 +180,12 @@ def from_dict(cls: type[T], doc: Any) -> T:
     return _convert(cls, doc, cls.__name__)
 
 
+@functools.cache
+def _type_hints(tp: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a record type, once per type (a sweep index reads thousands)."""
+    return typing.get_type_hints(tp)
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any or tp is object:
@@ -197,7 +204,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise TypeError(f"{where}: expected an object for {tp.__name__}, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         known = {f.name: f for f in dataclasses.fields(tp) if f.init}
         unknown = sorted(set(value) - set(known))
         if unknown:

@@ -115,6 +115,10 @@ def test_causal_curves_in_chunks_and_default_step(monkeypatch: pytest.MonkeyPatc
     maps = np.random.default_rng(0).random((2, 8, 12)).astype(np.float32)
     whole = perturbation.causal_curves(model, x, maps, [1, 2], "deletion")
     assert whole.shape == (2, 8 + 1)  # 96 pixels, 12 per step
+    np.testing.assert_array_equal(
+        perturbation.causal_curves(model, x, maps, [1, 2], "deletion", steps=8), whole
+    )
+    assert perturbation.causal_curves(model, x, maps, [1, 2], "deletion", steps=10).shape == (2, 10 + 1)
     monkeypatch.setattr(perturbation, "CHUNK_BYTES", x[0].nbytes * 3)
     np.testing.assert_allclose(
         perturbation.causal_curves(model, x, maps, [1, 2], "deletion"), whole, atol=1e-6
@@ -365,7 +369,7 @@ def test_every_metric_says_what_it_scores_and_which_way_is_better() -> None:
 
 def test_metric_args_are_checked() -> None:
     got = check_metric_args({"road_combined": {"percentiles": [20, 80]}}, ["road_combined", "deletion_auc"])
-    assert got == {"road_combined": {"percentiles": [20, 80]}, "deletion_auc": {"step": None}}
+    assert got == {"road_combined": {"percentiles": [20, 80]}, "deletion_auc": {"step": None, "steps": None}}
     # a metric not recorded: its arguments are checked, then unused
     assert check_metric_args({"insertion_auc": {"step": 8}}, ["sparseness"]) == {"sparseness": {}}
     bad = {
@@ -379,6 +383,9 @@ def test_metric_args_are_checked() -> None:
             "road_combined": {"percentiles": [0]}
         },
         "cam.metric_args.deletion_auc must be a mapping": {"deletion_auc": 3},
+        "cam.metric_args.deletion_auc sets both step (4 pixels) and steps (8)": {
+            "deletion_auc": {"step": 4, "steps": 8}
+        },
     }
     for message, given in bad.items():
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -383,8 +383,9 @@ def test_sweep_leaderboard(tmp_path: Path) -> None:
         ("1", "1_j", ["l1", "1"], ["0.9"], [1]),
         ("2", "3_j", ["l2", "1"], ["0.7"], [2]),
         ("3", "0_j", ["l1", "0"], ["0.5"], [3]),
-        ("–", "2_j", ["l2", "0"], ["–"], [None]),
+        ("–", "2_j", ["l2", "0"], ["–"], [None]),  # its number is not finite: last, with a dash
     ]
+    assert lb["unranked"] == []
     assert lb["rows"][0]["report"] == "1_j/report.html" and lb["rows"][1]["status"] == "failed"
     assert lb["winners"] == [
         {
@@ -597,9 +598,8 @@ def test_leaderboard_prefers_a_differing_number_over_a_shared_one(tmp_path: Path
         ("1", "2_j", ["2", "1"]),
         ("2", "1_j", ["1", "1"]),
         ("3", "0_j", ["0", "1"]),
-        ("–", "3_j", ["–", "2"]),
     ]
-    assert lb["rows"][3]["numbers"] == ["–"] and lb["rows"][1]["numbers"] == ["0"]
+    assert lb["rows"][1]["numbers"] == ["0"] and [name for name, _ in lb["unranked"]] == ["3_j"]
 
 
 def test_grid_empty_cells(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ time (all channels) by 0 in the model's input, insertion starts from a blurred c
 Gaussian kernel, 11 px, sigma 5, per channel) and puts the image's pixels back. The curve is the
 model's probability of the map's class at each of the ``ceil(H*W / step) + 1`` states (the first
 is the untouched start); its AUC is the paper's trapezoid rule on a [0, 1] x-axis. ``step``
-defaults to the image's width (the paper: 224 pixels per step on 224-px images).
+defaults to the image's width (the paper: 224 pixels per step on 224-px images); ``steps`` sets
+the number of steps instead, the same for any image size.
 
 Batched: the states of a map differ only in which pixels come from the start and which from the
 finish, and pixel ``p`` has changed in state ``k`` exactly when its rank in the order, divided by
@@ -78,20 +79,25 @@ def causal_curves(
     mode: str,
     *,
     step: int | None = None,
+    steps: int | None = None,
     kernel: int = 11,
     sigma: float = 5.0,
     probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Deletion (``mode="deletion"``) or insertion curves of the (B, H, W) maps of ``x`` (B, C, H, W).
 
-    ``model(x)`` gives the outputs; ``probabilities`` turns them into probabilities (default: the
-    softmax, as RISE's model ends in one). Returns (B, S + 1) float64: the probability of each
+    ``step``: pixels per step (default: the image's width, as RISE); ``steps``: instead, how many
+    steps (the step is ``ceil(H*W / steps)``, whatever the image's size). ``model(x)`` gives the
+    outputs; ``probabilities`` turns them into probabilities (default: the softmax, as RISE's
+    model ends in one). Returns (B, S + 1) float64: the probability of each
     map's class at every state, the untouched start first.
     """
     import torch
 
     b, c, h, w = (int(v) for v in x.shape)
-    step = int(step) if step is not None else w
+    if step is None:
+        step = -(-h * w // int(steps)) if steps is not None else w
+    step = int(step)
     n_steps = (h * w + step - 1) // step
     ranks = np.empty((b, h * w), dtype=np.int64)
     order = salient_order(maps)

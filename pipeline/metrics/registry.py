@@ -85,10 +85,11 @@ _LIST: list[Metric] = [
         "lower",
         "softmax",
         "Area under the class's probability as the map's most important pixels are deleted first (set "
-        "to 0 in the model's input, `step` pixels at a time): a faithful map makes it fall fast.",
+        "to 0 in the model's input, `step` pixels at a time, or in `steps` steps): a faithful map makes "
+        "it fall fast.",
         *_RISE,
         forwards=-1,  # one per step
-        args={"step": None},
+        args={"step": None, "steps": None},
     ),
     Metric(
         "insertion_auc",
@@ -96,10 +97,11 @@ _LIST: list[Metric] = [
         "higher",
         "softmax",
         "Area under the class's probability as the map's most important pixels are put back first into "
-        "a blurred copy of the image (`step` pixels at a time): a faithful map makes it rise fast.",
+        "a blurred copy of the image (`step` pixels at a time, or in `steps` steps): a faithful map makes "
+        "it rise fast.",
         *_RISE,
         forwards=-1,
-        args={"step": None, "kernel": 11, "sigma": 5.0},
+        args={"step": None, "steps": None, "kernel": 11, "sigma": 5.0},
     ),
     _gradcam(
         "road_most_relevant_first",
@@ -362,11 +364,17 @@ def check_metric_args(given: Any, metrics: list[str]) -> dict[str, dict[str, Any
 def _check_values(args: dict[str, dict[str, Any]]) -> None:
     """The ranges of the arguments vizpipe's own metrics take."""
     for name, values in args.items():
-        step = values.get("step")
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
+        for key, what in (("step", "a number of pixels"), ("steps", "a number of steps")):
+            value = values.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(
+                    f"cam.metric_args.{name}.{key} must be {what} >= 1 or null (step: the image's width, "
+                    f"as RISE; steps: given by step), got {value!r}"
+                )
+        if values.get("step") is not None and values.get("steps") is not None:
             raise ConfigError(
-                f"cam.metric_args.{name}.step must be a number of pixels >= 1 or null (the image's width, "
-                f"as RISE), got {step!r}"
+                f"cam.metric_args.{name} sets both step ({values['step']} pixels) and steps "
+                f"({values['steps']}); set one: step = pixels per step, steps = how many steps"
             )
         for key in ("percentile", "percentiles"):
             value = values.get(key)

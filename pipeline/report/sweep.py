@@ -120,9 +120,11 @@ def _leaderboard(data: SweepData) -> dict[str, Any]:
     differs between jobs: a number every job shares ranks nothing); jobs without it last.
 
     Every number also shows its rank among the jobs on that number (1 = best; ties share a rank),
-    a number with a pass line (``Scalar.threshold``) its verdict, and ``winners`` names the best
-    job(s) per number. Each row links to its report and to the section of the stage that
-    recorded the ranked number (its maps).
+    a number with a pass line (``Scalar.threshold``) its verdict (those numbers lead the columns),
+    and ``winners`` names the best job(s) per number. Each row links to its report and to the
+    section of the stage that recorded the ranked number (its maps). A number every job shares is
+    named above the table (``shared``); a finished job with none of the numbers below it
+    (``unranked``: e.g. a job that computed nothing new).
     """
     seen: dict[str, list[Scalar]] = {}
     for j in data.jobs:
@@ -144,12 +146,17 @@ def _leaderboard(data: SweepData) -> dict[str, Any]:
     # a number every job shares ranks nothing: it is named above the table, not a column
     shared = [n for n in order if same(n) and len(seen[n]) == len(data.jobs)] if not same(primary) else []
     order = [n for n in order if n not in shared]
+    # numbers with a pass line (the verdicts) lead the columns
+    order = sorted(order, key=lambda n: not any(s.threshold is not None for s in seen[n]))
     ranks = {n: _ranks(data.jobs, n, str(seen[n][0].better)) for n in order}
 
     def value(j: JobData) -> float | None:
         return _value(j, primary)
 
-    ranked = sorted(data.jobs, key=lambda j: (value(j) is None, sign * (value(j) or 0.0)))
+    # a finished job with none of the numbers is named below the table, not a row of dashes
+    unranked = [j for j in data.jobs if j.status == "ok" and not any(n in j.scalars for n in order)]
+    jobs = [j for j in data.jobs if j not in unranked]
+    ranked = sorted(jobs, key=lambda j: (value(j) is None, sign * (value(j) or 0.0)))
     row_key, col_key, facet_keys = grid_axes(data.swept)
     keys = [k for k in (row_key, col_key, *facet_keys) if k]
     rows = []
@@ -177,6 +184,7 @@ def _leaderboard(data: SweepData) -> dict[str, Any]:
         "rows": rows,
         "winners": winners,
         "shared": same_values,
+        "unranked": [(j.name, _report_href(j)) for j in unranked],
     }
 
 
@@ -186,17 +194,14 @@ def _value(j: JobData, name: str) -> float | None:
 
 
 def _ranks(jobs: list[JobData], name: str, better: str) -> dict[str, int]:
-    """Job name -> its rank on scalar ``name`` (1 = best; equal values share the better rank)."""
-    values = sorted({v for j in jobs if (v := _value(j, name)) is not None}, reverse=better == "higher")
-    place = {v: i + 1 for i, v in enumerate(values)}
-    out: dict[str, int] = {}
-    for j in jobs:
-        v = _value(j, name)
-        if v is not None:
-            out[j.name] = 1 + sum(
-                1 for k in jobs if (w := _value(k, name)) is not None and place[w] < place[v]
-            )
-    return out
+    """Job name -> its rank on scalar ``name`` (1 = best; equal values share the better rank:
+    1 + how many jobs are strictly better)."""
+    import bisect
+
+    sign = -1.0 if better == "higher" else 1.0
+    values = {j.name: sign * v for j in jobs if (v := _value(j, name)) is not None}
+    ordered = sorted(values.values())
+    return {n: 1 + bisect.bisect_left(ordered, v) for n, v in values.items()}
 
 
 def _verdict(s: Scalar | None) -> str | None:

@@ -11,9 +11,11 @@ Written: ``cam/sanity/sanity.json`` (every similarity, per step and image, and t
 ``cam/sanity/row.png`` (the paper's figure for this method: the first image's map on the trained
 model and after each step; the sweep index stacks every job's row into one figure),
 ``cam/sanity/maps.png`` (every image) and ``cam/sanity/similarity.png`` (the mean similarity
-after each step, as the paper's curves). Key numbers: ``cam/sanity/parameters`` (the mean
-Spearman correlation over the cascade's steps) and ``cam/sanity/data`` (with the random-label
-model); lower is better, the pass line is ``cam.sanity_threshold``.
+after each step, as the paper's curves); the figures show at most ``COLUMNS`` columns (a deep
+model's cascade has a step per module: evenly spaced ones, the first and last among them). Key
+numbers: ``cam/sanity/parameters`` (the mean Spearman correlation over the cascade's steps) and
+``cam/sanity/data`` (with the random-label model); lower is better, the pass line is
+``cam.sanity_threshold``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = ["add", "explainer"]
 #: the figure the sweep index stacks, one row per job (``Picture.stack``)
 FIGURE = "Randomisation check (Adebayo et al. 2018): rows methods, columns layers randomised from the top"
 DATA_STEP = "random labels"
+#: most columns drawn in the figures (a deep model's cascade has one step per module: evenly spaced)
+COLUMNS = 12
 
 
 def _images(ctx: RunContext, n: int) -> tuple[torch.Tensor, np.ndarray, list[str]]:
@@ -162,7 +166,7 @@ def _record(
         ],
     }
     write_json(ctx.claim("cam/sanity/sanity.json"), doc)
-    columns = _shown(plan, columns)
+    columns = _shown(plan, _fewer(columns))
     draw_row(ctx.claim("cam/sanity/row.png"), label, [(n, m[0]) for n, m in columns])
     draw_grid(ctx.claim("cam/sanity/maps.png"), label, columns, names)
     draw_similarity(
@@ -206,6 +210,18 @@ def _tile(cam: np.ndarray) -> np.ndarray:
     from vizpipe.stages.cam.render import heatmap_rgb
 
     return heatmap_rgb(np.clip(np.nan_to_num(cam), 0.0, 1.0))
+
+
+def _fewer(columns: list[tuple[str, np.ndarray]], limit: int = COLUMNS) -> list[tuple[str, np.ndarray]]:
+    """At most ``limit`` columns for the figures: the trained model, the random-label model and
+    evenly spaced steps of the cascade, its first and last included (``sanity.json`` has them all)."""
+    head, tail = columns[:1], [c for c in columns[1:] if c[0] == DATA_STEP]
+    steps = [c for c in columns[1:] if c[0] != DATA_STEP]
+    room = max(2, limit - len(head) - len(tail))
+    if len(steps) > room:
+        keep = sorted({round(i * (len(steps) - 1) / (room - 1)) for i in range(room)})
+        steps = [steps[i] for i in keep]
+    return [*head, *steps, *tail]
 
 
 def _shown(plan: CamPlan, columns: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
@@ -281,7 +297,8 @@ def draw_similarity(path: Any, label: str, steps: list[Any], threshold: float) -
         ax.plot(x, mean, marker="o", color=colour, label=f"mean {attr}")
         ax.fill_between(x, [v.min() for v in values], [v.max() for v in values], color=colour, alpha=0.15)
     ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"pass line {threshold}")
-    ax.set_xticks(x, [s.step for s in steps], rotation=45, ha="right", fontsize=7)
+    every = max(1, len(steps) // 24)  # at most ~24 labels
+    ax.set_xticks(x[::every], [s.step for s in steps][::every], rotation=45, ha="right", fontsize=7)
     ax.set_ylim(-0.2, 1.05)
     ax.set_ylabel("similarity to the trained model's maps")
     ax.set_title(label, fontsize=8)
