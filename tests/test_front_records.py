@@ -58,6 +58,7 @@ def test_to_dict_roundtrip_without_data():
         "preview": False,
         "badge": None,
         "step": 2,
+        "stack": None,
     }
     back = StageResult.from_dict(json.loads(json.dumps(doc)))
     r.data = None
