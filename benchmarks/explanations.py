@@ -112,7 +112,8 @@ def curves(images: int, repeats: int) -> None:
     if quantus_row is not None:
         rows.append(quantus_row)
     print(
-        f"\nDeletion/insertion curves on shapes_net, {images} images (median of {repeats}; ratio = vizpipe / other)"
+        f"\nDeletion/insertion curves on shapes_net, {images} images "
+        f"(median of {repeats}; ratio = vizpipe / other)"
     )
     print(
         "| curves | other side | other s | vizpipe s | ratio | max abs diff |\n|---|---|---:|---:|---:|---:|"
@@ -204,7 +205,8 @@ def print_shares(out: Path, wall: float, kind: str) -> None:
             parts["CAM maps and files"] = parts.get("CAM maps and files", 0.0) + seconds - measured
     parts["the rest (Hydra, builds, reports, index)"] = wall - sum(parts.values())
     print(
-        f"\nThe explanations sweep ({kind}): {jobs} jobs, {ranked} computed, {trained} training(s), {wall:.1f} s"
+        f"\nThe explanations sweep ({kind}): {jobs} jobs, {ranked} computed, {trained} training(s), "
+        f"{wall:.1f} s"
     )
     print("| part | seconds | share |\n|---|---:|---:|")
     for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
