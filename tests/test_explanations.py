@@ -260,3 +260,28 @@ def test_explanations_sweep_on_the_trained_shapes_model(tmp_path: Path) -> None:
     with Image.open(sweep / "figures" / "randomisation_check.png") as fig:
         with Image.open(jobs[0] / "cam" / "sanity" / "row.png") as row:
             assert fig.size == (row.size[0], 3 * row.size[1])  # three jobs drew a row
+
+
+def test_attributions_metrics_and_sanity_reach_tensorboard(tmp_path: Path) -> None:
+    """The TensorBoard stage logs an attribution's maps, its metrics and its sanity row as it logs
+    a CAM's (it reads the CAM stage's record)."""
+    from test_tensorboard import read_events
+    from vizpipe.pipeline.runner import run_pipeline
+
+    cfg = compose(
+        [
+            "model=shapes_net",
+            "input=shapes",
+            "input.limit=2",
+            "stages=[cam,tensorboard]",
+            "cam.method=deeplift",
+            "cam.metrics=[sparseness]",
+            "cam.sanity=[parameters]",
+            "cam.sanity_images=1",
+        ]
+    )
+    assert run_pipeline(cfg, tmp_path / "run").status == "ok"
+    tags = read_events(tmp_path / "run" / "tensorboard").Tags()
+    assert any(t.startswith("cam/deeplift/input/") for t in tags["images"])
+    assert {"cam/sanity/row", "cam/sanity/similarity"} <= set(tags["images"])
+    assert {"cam/sparseness", "cam/sanity/parameters"} <= set(tags["scalars"])

@@ -232,6 +232,11 @@ def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
         layers = layers[:1]
     if is_attribution(spec):
         layers = layers[-1:]  # guided_gradcam: one Grad-CAM layer (the last one given)
+        if layers[0].layout.needs_reshape:
+            raise ConfigError(
+                f"cam.method={spec.name} needs a layer with an (N, C, H, W) output; {layers[0].name} is "
+                f"{layers[0].layout.describe()}: choose a convolutional layer (summary/layers.txt)"
+            )
     targets = None if is_attribution(spec) else resolve(ctx, settings, spec, layers)
     plan = CamPlan(
         spec, layers, classes, metrics, kwargs, task=task, targets=targets, metric_args=metric_args, sanity=sanity
