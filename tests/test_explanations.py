@@ -153,13 +153,16 @@ def test_the_train_stage_trains_once_per_process(tmp_path: Path) -> None:
     common = [
         "model=shapes_net",
         "input=shapes",
-        "input.limit=4",
+        "input.limit=2",
         "stages=[train]",
         "train.epochs=1",
-        "train.max_steps=3",
-        "input.train_count=24",
-        "input.val_count=8",
-        "train.cam_images=1",
+        "train.max_steps=2",
+        "input.train_count=16",
+        "input.val_count=4",
+        "train.cam_images=1",  # a picture to copy
+        "train.pointing_game=false",
+        "train.histograms=false",
+        "train.graph=false",
     ]
     first = run_pipeline(compose(common), tmp_path / "a")
     second = run_pipeline(compose(common), tmp_path / "b")
