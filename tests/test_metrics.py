@@ -237,7 +237,7 @@ def test_energy_equals_quantus_relevance_mass_accuracy(which: str, quantus) -> N
     else:
         yy, xx = np.mgrid[0:16, 0:16]
         s = (xx - 8) ** 2 + (yy - 7) ** 2 < 20
-        got = [localisation.mask_scores(m, s, ["energy_in_mask"])["energy_in_mask"] for m in maps]
+        got = [localisation.mask_metrics(m, s, ["energy_in_mask"])["energy_in_mask"] for m in maps]
     metric = quantus.RelevanceMassAccuracy(disable_warnings=True)
     want = metric(
         model=None,
@@ -263,8 +263,17 @@ def test_mask_iou_is_the_best_over_thresholds() -> None:
                 best = max(best, (pred & mask).sum() / (pred | mask).sum())
             assert localisation.best_iou(cam, mask, n) == pytest.approx(best, abs=1e-12)
     assert localisation.best_iou(np.zeros((4, 4)), mask[:4, :4]) is None
-    assert localisation.mask_scores(np.ones((4, 4)), np.zeros((4, 4), bool), ["mask_iou"]) == {
-        "mask_iou": None
+    assert localisation.mask_metrics(np.ones((4, 4)), np.zeros((4, 4), bool), ["best_mask_iou"]) == {
+        "best_mask_iou": None
+    }
+    # mask_iou: the map at or above 0.5 (the segmentation scores' threshold)
+    cam = np.zeros((4, 4), np.float32)
+    cam[:2, :2] = 0.9
+    truth = np.zeros((4, 4), bool)
+    truth[:2, :3] = True
+    assert localisation.mask_metrics(cam, truth, ["mask_iou", "energy_in_mask"]) == {
+        "energy_in_mask": 1.0,
+        "mask_iou": 4 / 6,
     }
 
 
@@ -359,7 +368,7 @@ def test_every_metric_says_what_it_scores_and_which_way_is_better() -> None:
         assert m.url.startswith("https://") and m.paper and m.sentence.endswith(".")
         assert describe_target(name, True) and describe_target(name, False)
     assert describe_target("deletion_auc", True) == "softmax probability of the target class"
-    assert describe_target("mask_iou", True) == "the object's mask"
+    assert describe_target("best_mask_iou", True) == "the object's mask"
     assert resolve_metrics(["Deletion-AUC", "ROADCombined", "sparseness"]) == [
         "deletion_auc",
         "road_combined",
@@ -404,7 +413,7 @@ def test_score_maps_dispatches_and_times_every_metric() -> None:
         "insertion_auc",
         "sparseness",
         "entropy",
-        "mask_iou",
+        "best_mask_iou",
         "energy_in_mask",
         "pointing_game",
     ]
@@ -422,5 +431,5 @@ def test_score_maps_dispatches_and_times_every_metric() -> None:
     )
     assert set(got.values) == set(names) - {"pointing_game"}  # the box scores are the stage's (automatic)
     assert got.curves["deletion"].shape == (2, 5) and got.curves["insertion"].shape == (2, 9)
-    assert np.isnan(got.values["mask_iou"][1]) and np.isfinite(got.values["mask_iou"][0])
+    assert np.isnan(got.values["best_mask_iou"][1]) and np.isfinite(got.values["best_mask_iou"][0])
     assert set(got.seconds) == set(got.values)

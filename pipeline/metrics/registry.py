@@ -273,6 +273,16 @@ _LIST: list[Metric] = [
         "localisation",
         "higher",
         "mask",
+        "The intersection over union of the object's pixels and the map's pixels at or above 0.5 (the "
+        "map's top, in [0, 1]); recorded for a segmentation model's maps whenever the true masks are known.",
+        "Choe et al. 2020, Evaluating Weakly Supervised Object Localization Methods Right",
+        "https://arxiv.org/abs/2001.07437",
+    ),
+    Metric(
+        "best_mask_iou",
+        "localisation",
+        "higher",
+        "mask",
         "The intersection over union of the object's pixels and the map's pixels at or above a threshold, "
         "at the best of `thresholds` evenly spaced ones (0, 1/n, ... of the map's maximum).",
         "Choe et al. 2020, Evaluating Weakly Supervised Object Localization Methods Right",

@@ -111,7 +111,7 @@ def score_maps(
             for i, cam_i in enumerate(maps):
                 mask = None if masks is None or i >= len(masks) else masks[i]
                 got = (
-                    None if mask is None else localisation.mask_scores(cam_i, mask, [name], thresholds)[name]
+                    None if mask is None else localisation.mask_metrics(cam_i, mask, [name], thresholds)[name]
                 )
                 values.append(np.nan if got is None else got)
             out.values[name] = np.asarray(values, dtype=np.float64)

@@ -215,7 +215,9 @@ def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
     metric_args = check_metric_args(_plain(settings.metric_args), metrics)
     sanity = list(dict.fromkeys(settings.sanity or []))
     if is_attribution(spec) and not spec.uses_layer:
-        plan = CamPlan(spec, [], classes, metrics, kwargs, [(INPUT, [])], metric_args=metric_args, sanity=sanity)
+        plan = CamPlan(
+            spec, [], classes, metrics, kwargs, [(INPUT, [])], metric_args=metric_args, sanity=sanity
+        )
         return _ground_truth(ctx, plan)
     specs = settings.layer if isinstance(settings.layer, list | tuple) else [settings.layer]
     blocks = ctx.blocks() if {"auto", "blocks"} & {str(s).strip() for s in specs} else []
@@ -239,7 +241,15 @@ def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
             )
     targets = None if is_attribution(spec) else resolve(ctx, settings, spec, layers)
     plan = CamPlan(
-        spec, layers, classes, metrics, kwargs, task=task, targets=targets, metric_args=metric_args, sanity=sanity
+        spec,
+        layers,
+        classes,
+        metrics,
+        kwargs,
+        task=task,
+        targets=targets,
+        metric_args=metric_args,
+        sanity=sanity,
     )
     label = "bias_layers" if spec.is_a("FullGrad") else plan.label
     plan.groups = [(label, layers)]

@@ -181,7 +181,7 @@ def _metric_scores(
         softmax=needs_softmax(ctx),
         probabilities=ctx.probabilities,
         cam=runner.obj,
-        masks=[part.mask(i) for i in range(len(part))],
+        masks=[part.object_mask(i, c) for i, c in enumerate(classes)],
     )
     run.metric_bar.update(len(part) * len(run.plan.metrics))
     for name, seconds in got.seconds.items():

@@ -232,7 +232,7 @@ def measure_segmentation(ctx: RunContext, plan: TrainPlan) -> dict[str, float | 
     class over its true mask scored against that mask: ``mask_iou``, ``energy_in_mask`` and the
     centred-blob baseline ``centre_mask_iou`` (``vizpipe.stages.cam``'s ``task_rows``), overall and per
     class (``mask_iou/<class>``, ...); ``chance`` is the baseline's mean."""
-    from vizpipe.stages.cam.task_rows import centre_blob, mask_scores
+    from vizpipe.pipeline.metrics.localisation import centre_blob, mask_scores
 
     per: dict[str, list[float]] = {}
     hits = pixels = 0
