@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     model = torchvision.models.vgg11().eval()
     x, _ = preprocess(load_rgb(bundled_photo()), preprocessing({}, None))
     captured: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), capture(model, ["features.3"], captured.__setitem__):  # the layer's own output
+
+    def keep(name: str, t: torch.Tensor, kind: str) -> None:
+        captured[name] = t  # the layer's own output
+
+    with torch.no_grad(), capture(model, ["features.3"], keep):
         model(x[None])
     out1 = captured["features.3"]  # (1, 128, 112, 112): the conv's own output
 

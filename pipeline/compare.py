@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vizpipe.pipeline.files import sha256_file
-from vizpipe.pipeline.manifest import MANIFEST, VOLATILE_PATTERNS
+from vizpipe.pipeline.manifest import MANIFEST, VOLATILE_PATTERNS, settled
 
 
 @dataclass
@@ -88,7 +88,7 @@ def load_manifest(run: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a vizpipe manifest (not valid JSON: {exc}; truncated?)") from exc
     if not isinstance(doc, dict):
         raise ValueError(f"{path} is not a vizpipe manifest (a JSON {type(doc).__name__}, not an object)")
-    return doc
+    return settled(doc, run)  # a killed run reads interrupted
 
 
 @contextlib.contextmanager

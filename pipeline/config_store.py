@@ -7,8 +7,15 @@
 * ``vizpipe_schema``: the root (``schema.root_schema``), first in ``conf/config.yaml``'s defaults;
 * the folder of vizpipe's Hydra plugin on ``sys.path`` (``vizpipe.pipeline.hydra``), where Hydra
   finds ``hydra/sweeper=vizpipe`` (``vizpipe.pipeline.sweeper``);
-* the resolvers ``vizpipe_safe`` (``names.safe_dirname``) and ``vizpipe_jobdir`` (job folder
-  names: ``sweeps.job_dirname``).
+* the resolvers ``vizpipe_safe`` (``names.safe_dirname``), ``vizpipe_jobdir`` (job folder
+  names: ``sweeps.job_dirname``), ``vizpipe_groups`` (``--help``'s list of config groups:
+  ``help_groups``) and ``vizpipe_blocks`` (the model's blocks for ``sweep=cam_layers``:
+  ``vizpipe.pipeline.factory.blocks``).
+
+Options whose name starts with ``_`` are internal (``is_internal``): the stored schemas
+(``<group>/_schema``) and the bases other options build on (``input/_base``,
+``model/_torchvision``). ``--help`` does not list them and the precheck refuses them on the
+command line (``vizpipe.pipeline.composer``); vizpipe's own YAML builds on them.
 
 Importing this module registers them too, so ``import vizpipe.pipeline.config_store`` is all a
 script needs before composing vizpipe's config (``hydra.main``, the Compose API).
@@ -16,10 +23,15 @@ script needs before composing vizpipe's config (``hydra.main``, the Compose API)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-__all__ = ["register"]
+__all__ = ["INTERNAL_PREFIX", "help_groups", "is_internal", "public_options", "register"]
+
+#: config options whose name starts with this are internal (see the module docstring)
+INTERNAL_PREFIX = "_"
 
 _registered = False
 
@@ -50,7 +62,61 @@ def register() -> None:
         OmegaConf.register_new_resolver("vizpipe_safe", safe_dirname)
     if not OmegaConf.has_resolver("vizpipe_jobdir"):
         OmegaConf.register_new_resolver("vizpipe_jobdir", job_dirname)
+    if not OmegaConf.has_resolver("vizpipe_groups"):
+        OmegaConf.register_new_resolver("vizpipe_groups", help_groups)
+    if not OmegaConf.has_resolver("vizpipe_blocks"):
+        OmegaConf.register_new_resolver("vizpipe_blocks", _blocks)
     _registered = True
+
+
+def _blocks(*, _root_: object) -> str:
+    from vizpipe.pipeline.factory.blocks import resolve_blocks  # torch, only when a sweep asks
+
+    return resolve_blocks(_root_=_root_)
+
+
+def is_internal(option: str) -> bool:
+    """True for an internal option of a config group (``_schema``, ``_base``, ``_torchvision``)."""
+    return option.startswith(INTERNAL_PREFIX)
+
+
+def public_options(options: Iterable[str]) -> list[str]:
+    """``options`` without the internal ones, in their order."""
+    return [o for o in options if not is_internal(o)]
+
+
+def help_groups() -> str:
+    """``--help``'s config groups, one line each (``model: alexnet, densenet121, ...``).
+
+    Hydra's ``$APP_CONFIG_GROUPS`` lists every option, internal ones included; ``conf/config.yaml``'s
+    ``hydra.help.template`` reads this (``${vizpipe_groups:}``) instead: the groups Hydra's
+    config loader finds (not ``hydra/``), each with its public options, sorted as Hydra sorts them.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    if not GlobalHydra.instance().is_initialized():
+        return "(config groups: see conf/)"
+    loader = GlobalHydra.instance().config_loader()
+
+    def groups(parent: str) -> list[str]:
+        out: list[str] = []
+        for name in loader.list_groups(parent):
+            group = f"{parent}/{name}" if parent else name
+            if group == "hydra":
+                continue
+            if loader.get_group_options(group, ObjectType.CONFIG):
+                out.append(group)
+            if loader.get_group_options(group, ObjectType.GROUP):
+                out += groups(group)
+        return out
+
+    lines = []
+    for group in sorted(groups("")):
+        options = public_options(sorted(loader.get_group_options(group, ObjectType.CONFIG)))
+        if options:
+            lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines)
 
 
 register()

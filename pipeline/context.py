@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
     from vizpipe.pipeline.inputs import Inputs
+    from vizpipe.pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,12 @@ __all__ = ["RunContext"]
 
 #: final modules whose output is already a probability (``model.output=auto``)
 PROBABILITY_MODULES = ("Sigmoid", "Softmax")
+
+
+def _progress_off() -> Progress:
+    from vizpipe.pipeline.progress import Progress
+
+    return Progress.off()
 
 
 @dataclass
@@ -54,6 +61,10 @@ class RunContext:
     # "random_labels": the same network trained on random labels, the CAM stage's data
     # randomisation check); never cached with the build
     variants: dict[str, nn.Module] = field(default_factory=dict, repr=False)
+    # the running stage's progress record (``vizpipe.pipeline.progress``; the runner sets it per
+    # stage): a streamed stage records each finished batch there, and skips the finished ones
+    # of an interrupted run it resumes
+    progress: Progress = field(default_factory=lambda: _progress_off(), repr=False)
     _probe: Probe | None = field(default=None, repr=False)
     _blocks: list[str] | None = field(default=None, repr=False)
     _claimed: set[str] = field(default_factory=set, repr=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["VizpipeError", "ConfigError", "closest_first", "unknown_choice"]
+__all__ = ["ConfigError", "Interrupted", "VizpipeError", "closest_first", "unknown_choice"]
 
 
 class VizpipeError(Exception):
@@ -18,6 +18,19 @@ class VizpipeError(Exception):
 
 class ConfigError(VizpipeError):
     """A config value is invalid (unknown choice, wrong type, out of range)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was asked to stop by a signal: SIGINT (Ctrl-C) or SIGTERM (what Slurm, Kubernetes
+    and systemd send). A ``KeyboardInterrupt``, so both end a run the same way: the current batch
+    is dropped (every file is complete or absent), the manifest says ``interrupted`` and how to
+    resume. ``code`` is the shell's exit status for it (128 + the signal number: 130, 143).
+    ``vizpipe.pipeline.process.stop_on_signals`` raises it."""
+
+    def __init__(self, signal_name: str = "SIGINT", code: int = 130) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.code = code
 
 
 def closest_first(value: str, choices: Iterable[str]) -> list[str]:

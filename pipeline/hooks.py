@@ -5,9 +5,9 @@
   (a context manager; also after an error). ``capture``, ``counted`` and the CAM adapter's graph
   cut and clone hooks (``vizpipe.pipeline.gradcam.adapter``) all register through it.
 * ``capture(model, names, sink)``: forward hooks on the named modules that hand each call's
-  output (and/or input) to ``sink``; removed on exit, also after an error. With ``copy=True`` the
-  tensor is detached and copied (float32, CPU) inside the hook, before later modules run: a
-  following ``ReLU(inplace=True)`` would otherwise overwrite a saved conv output.
+  output (and/or input) to ``sink(name, tensor, kind)``; removed on exit, also after an error.
+  With ``copy=True`` the tensor is detached and copied (float32, CPU) inside the hook, before
+  later modules run: a following ``ReLU(inplace=True)`` would otherwise overwrite a saved conv output.
 * ``counted(module)``: counts a module's forward calls (the CAM stage's perturbation passes).
 * ``unfinished(model)``: the modules whose forward call has started and not returned (after an
   error inside the model: where it happened, and the shape that reached it);
@@ -126,8 +126,8 @@ def capture(
     copy: bool = True,
     every_call: bool = False,
 ) -> Iterator[None]:
-    """Forward hooks on ``names`` that call ``sink(name, tensor)`` (``sink(name, tensor, kind)``
-    when ``what="both"``; kind is "input" or "output").
+    """Forward hooks on ``names`` that call ``sink(name, tensor, kind)``, kind "input" or "output"
+    (always passed, whatever ``what`` asks for).
 
     ``what``: output | input | both. ``copy``: hand a detached float32 CPU copy made inside the
     hook (else the tensor itself, e.g. to read its shape). ``every_call``: call ``sink`` for every
@@ -149,10 +149,7 @@ def capture(
         seen.add((name, kind))
         if copy:
             t = t.detach().to(device="cpu", dtype=torch.float32, copy=True)
-        if what == "both":
-            sink(name, t, kind)
-        else:
-            sink(name, t)
+        sink(name, t, kind)
 
     def make(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: object, output: object) -> None:

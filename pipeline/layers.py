@@ -141,7 +141,9 @@ def probe_model(model: nn.Module, x: torch.Tensor, task: str = "auto") -> Probe:
         task = infer_task(out, types.get(last) if last else None)
     else:
         check_task(task, out, type(model).__name__)
-    if task == "classification":
+    if x.is_meta:  # the architecture alone, on the meta device (factory/blocks.py): shapes, no numbers
+        logits = torch.zeros(int(x.shape[0]), 0)
+    elif task == "classification":
         logits = model_output(out).detach().float().cpu()
         if logits.ndim == 1:
             logits = logits[:, None]

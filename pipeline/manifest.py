@@ -1,9 +1,17 @@
-"""``manifest.json``: the run's true record, rewritten after every stage."""
+"""``manifest.json``: the run's true record, rewritten after every stage.
+
+It records who ran it (``owner``: process id, host, start time, and a ``heartbeat`` refreshed
+with every write), so a folder left by a killed process reads ``interrupted``, not ``running``:
+every reader (the report, the sweep index, compare, reproduce, ``vizpipe.Run``) reads a manifest
+through ``settled``, which asks ``vizpipe.pipeline.ownership.alive`` whether a run still marked
+running has an owner that still runs.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import platform
 import re
 import subprocess
@@ -14,7 +22,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from vizpipe.pipeline.files import sha256_file, write_atomic
+from vizpipe.pipeline.files import Reserve, forget, sha256_file, write_atomic, written
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PACKAGES = (
@@ -44,6 +54,12 @@ HIDDEN = "<hidden: {}>"
 HIDE_REPEATS = 6
 _ENV = re.compile(r"\$\{\s*(?:" + "|".join(re.escape(r) for r in ENV_RESOLVERS) + r")\s*:")
 _REF = re.compile(r"\$\{\s*(?:oc\.select\s*:\s*)?(\.*[\w\[\]\-][\w.\[\]\-]*)\s*[,}]")
+#: folders of the run folder that hold bookkeeping, not artifacts (Hydra's, and vizpipe's claim
+#: and progress records: ``vizpipe.pipeline.ownership.HIDDEN``)
+HIDDEN_DIRS = (".hydra/", ".vizpipe/")
+#: the space held back for the manifest's last write on a full disk: twice its size and this
+RESERVE = ".vizpipe/reserve"
+RESERVE_MARGIN = 64 * 1024
 
 
 @functools.cache
@@ -201,6 +217,8 @@ class Manifest:
         self.stages = [StageRecord(n, title=(titles or {}).get(n, "")) for n in stage_names]
         self.report = StageRecord("report")
         self.started = time.time()
+        # space held back for the last write when the disk fills up (``write``); removed by ``close``
+        self.reserve = Reserve(self.run_dir / RESERVE)
 
     def stage(self, name: str) -> StageRecord:
         """The record of stage ``name``."""
@@ -210,11 +228,12 @@ class Manifest:
         raise KeyError(name)
 
     def snapshot(self) -> dict[str, tuple[int, int]]:
-        """Every file of the run folder (but the manifest, the log and ``.hydra/``): size and mtime."""
+        """Every file of the run folder (but the manifest, the log, ``.hydra/``, ``.vizpipe/`` and
+        hidden temporary files): size and mtime."""
         out: dict[str, tuple[int, int]] = {}
         for p in self.run_dir.rglob("*"):
             rel = p.relative_to(self.run_dir).as_posix()
-            if rel in UNOWNED or rel.startswith(".hydra/") or p.name.startswith(".") or not p.is_file():
+            if rel in UNOWNED or rel.startswith(HIDDEN_DIRS) or p.name.startswith(".") or not p.is_file():
                 continue
             st = p.stat()
             out[rel] = (st.st_size, st.st_mtime_ns)
@@ -224,11 +243,18 @@ class Manifest:
         """Record as the step's artifacts every file it wrote: what is new or changed since the
         ``before`` snapshot, wherever it is (a stage's folder, ``tensorboard/train/``, ...), also
         after a failure or Ctrl-C. Files an earlier step lists stay that step's: every artifact
-        belongs to exactly one step."""
+        belongs to exactly one step. A file's hash is the one its writer computed when it is still
+        exactly what was written (``vizpipe.pipeline.files.written``), else read from disk."""
         taken = {a.path for o in (self.setup, *self.stages, self.report) if o is not rec for a in o.artifacts}
         now = self.snapshot()
         rels = sorted(rel for rel, stat in now.items() if before.get(rel) != stat and rel not in taken)
-        rec.artifacts = [Artifact(rel, now[rel][0], sha256_file(self.run_dir / rel)) for rel in rels]
+        rec.artifacts = [Artifact(rel, now[rel][0], self._sha256(rel)) for rel in rels]
+
+    def _sha256(self, rel: str) -> str:
+        path = self.run_dir / rel
+        known = written(path)
+        forget(path)
+        return known.sha256 if known is not None else sha256_file(path)
 
     @property
     def status(self) -> str:
@@ -243,7 +269,10 @@ class Manifest:
         return "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document (values read from the environment hidden, see ``config_record``)."""
+        """The JSON document (values read from the environment hidden, see ``config_record``; the
+        owner's heartbeat is now)."""
+        if isinstance(self.data.get("owner"), dict):
+            self.data["owner"]["heartbeat"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         doc = {
             **self.data,
             "status": self.status,
@@ -255,13 +284,88 @@ class Manifest:
         return scrub(doc, self.hidden) if self.hidden else doc
 
     def write(self) -> Path:
-        """Write atomically (temp file + rename), so a crash never leaves half a manifest."""
-        return write_atomic(self.run_dir / MANIFEST, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        """Write atomically (temp file + rename), so a crash never leaves half a manifest.
+
+        Twice its size is held back on disk (``.vizpipe/reserve``): when the disk fills up, that
+        space is given back for this write, so the manifest still records what failed. A write
+        that fails all the same is logged once, in one line, and never raises: the previous
+        manifest stays, and the next write tries again.
+        """
+        path = self.run_dir / MANIFEST
+        text = json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        for attempt in (1, 2):
+            try:
+                write_atomic(path, text)
+                self._failed = False
+                self.reserve.ensure(2 * len(text) + RESERVE_MARGIN)
+                break
+            except OSError as exc:
+                if attempt == 1 and self.reserve.give_back():
+                    continue  # the disk is full: the held-back space is for this write
+                if not getattr(self, "_failed", False):
+                    log.error("%s", exc)
+                self._failed = True
+        return path
+
+    def close(self) -> None:
+        """The run ended: the held-back space goes."""
+        self.reserve.give_back()
+
+    def interrupted(self, signal_name: str) -> None:
+        """Ctrl-C or SIGTERM: the steps cut short say so, the manifest says how to resume; written."""
+        for rec in (self.setup, *self.stages, self.report):
+            if rec.status in ("pending", "running"):
+                rec.status = "skipped" if rec.status == "pending" else "interrupted"
+        self.data["interrupted"] = {
+            "signal": signal_name,
+            "why": f"{signal_name} received",
+            "resume": resume_hint(self.data, self.run_dir),
+        }
+        self.write()
+        log.debug("Interrupted (%s); the manifest and every file written so far are kept", signal_name)
 
 
 def load(run_dir: Path) -> dict[str, Any]:
-    """Read ``<run_dir>/manifest.json``."""
-    return json.loads((Path(run_dir) / MANIFEST).read_text(encoding="utf-8"))
+    """Read ``<run_dir>/manifest.json``, ``settled``."""
+    return settled(json.loads((Path(run_dir) / MANIFEST).read_text(encoding="utf-8")), run_dir)
+
+
+def settled(doc: Any, run_dir: Path | str) -> Any:
+    """The manifest as it stands now: a run still marked ``running`` whose owner has gone (a
+    killed process: ``vizpipe.pipeline.ownership.alive``) reads ``interrupted``, with its running
+    steps, and ``interrupted`` says why and how to finish it. Anything else is returned as it is."""
+    from vizpipe.pipeline import ownership
+
+    if not isinstance(doc, dict) or doc.get("status") != "running" or not isinstance(doc.get("owner"), dict):
+        return doc
+    if ownership.alive(doc["owner"], Path(run_dir) / ownership.OWNER):
+        return doc
+    out = dict(doc)
+    out["status"] = "interrupted"
+    for key in ("setup", "report"):
+        if isinstance(out.get(key), dict) and out[key].get("status") == "running":
+            out[key] = {**out[key], "status": "interrupted"}
+    out["stages"] = [
+        {**s, "status": "interrupted"} if isinstance(s, dict) and s.get("status") == "running" else s
+        for s in out.get("stages") or []
+    ]
+    out.setdefault(
+        "interrupted",
+        {
+            "signal": None,
+            "why": f"the process that ran it ({ownership.describe(doc['owner'])}) ended without finishing it",
+            "resume": resume_hint(doc, run_dir),
+        },
+    )
+    return out
+
+
+def resume_hint(doc: dict[str, Any], run_dir: Path | str) -> str:
+    """How to finish this run: its command with ``resume=<run folder>`` added."""
+    import shlex
+
+    overrides = [str(o) for o in doc.get("overrides") or []]
+    return shlex.join(["python", "run.py", *overrides, f"resume={Path(run_dir)}"])
 
 
 def command_line() -> list[str]:

@@ -10,16 +10,22 @@ stage's ``check_settings``) and turns any failure into that line
 (``vizpipe.pipeline.config_errors.translate``). The jobs checked are remembered
 (``sweeps.remember``): vizpipe's sweeper does not check them again. A failed precheck still
 leaves ``manifest.json`` and ``run.log`` in the run folder Hydra would have used.
+
+Then it claims the run (or sweep) folder before Hydra writes anything there
+(``vizpipe.pipeline.run_folder``: one owner per folder, a new timestamped folder per run,
+``resume=<folder>`` checked) and returns the command line Hydra gets, with that folder named.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from vizpipe.pipeline import CONF_DIR, sweeps
-from vizpipe.pipeline.composer import Composer, JobChecker
+from vizpipe.pipeline.composer import Composer, JobChecker, SweepProblems
+from vizpipe.pipeline.config_errors import as_config_error, check_hydra_values, hydra_overrides
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.trust import ConfigSources
 
@@ -44,9 +50,12 @@ _SKIP = {
 PATH_KEYS = ("path", "checkpoint", "categories", "dir", "root")
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print one line to stderr and exit non-zero (no traceback)."""
+def fail(message: str, code: int = 2, details: Sequence[str] = ()) -> NoReturn:
+    """Print one line to stderr and exit non-zero (no traceback); ``details`` (one line per bad
+    job of a sweep) follow it, indented."""
     print(f"vizpipe: error: {' '.join(str(message).split())}", file=sys.stderr)
+    for line in details:
+        print(f"  {' '.join(str(line).split())}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -126,8 +135,16 @@ def shell_completion(flags: dict[str, str]) -> None:
     sys.exit(0)
 
 
-def precheck(argv: list[str]) -> None:
-    """Validate the command line like Hydra would, but fail with one readable line."""
+def precheck(argv: list[str]) -> list[str]:
+    """Validate the command line like Hydra would, but fail with one readable line; then claim
+    the run (or sweep) folder. Returns the command line Hydra gets (``run_folder.claim_for_hydra``);
+    ``--help``, ``--cfg`` and the like return ``argv`` (without ``resume=``) unchecked."""
+    from vizpipe.pipeline import run_folder
+
+    try:
+        argv, resume = run_folder.take_resume(argv)
+    except ConfigError as exc:
+        fail(str(exc))
     overrides, flags, multirun = split_args(argv)
     shell_completion(flags)
     primary, name, extra = _search(flags)
@@ -140,22 +157,43 @@ def precheck(argv: list[str]) -> None:
                     sources.vet(composer, _jobs(composer, overrides, multirun))
         except ConfigError as exc:
             fail(str(exc))
-        return
+        return argv
     try:
         if not primary.is_dir():
             raise ConfigError(f"--config-path '{primary}' is not a folder")
         sources = ConfigSources(primary, name, overrides, flags)  # config files are code (trust.py)
+        groups = hydra_overrides(overrides)  # hydra/launcher=..., hydra.x.y=...: checked with every compose
         with Composer(primary, name, extra, groups) as composer:
             batch = _jobs(composer, overrides, multirun)
             sources.vet(composer, batch)
-            checker = JobChecker(composer)
-            for job in batch:
-                checker.check(job)
-        _check_writable(_output_dir(overrides, multirun))
+            configs = JobChecker(composer).check_all(batch)  # every job; every problem named
+            check_hydra_values(composer.compose, groups)
+            folder, timestamped = run_folder.place(composer, multirun, batch[0])
+        if resume is not None:
+            run_folder.check_resume(resume, overrides, multirun, batch, configs)
+        else:
+            _check_writable(folder)
         sweeps.remember(batch)
+    except Exception as exc:  # noqa: BLE001 - Hydra's and OmegaConf's errors get the one line too
+        error = as_config_error(exc, overrides)
+        if error is None:
+            raise
+        where = record_failure(argv, str(error)) if resume is None else None
+        head, details = (error.head, error.details) if isinstance(error, SweepProblems) else (str(error), [])
+        fail(head + (f" (manifest: {where})" if where else ""), details=details)
+    try:
+        return run_folder.claim_for_hydra(argv, folder, timestamped, multirun, resume)
     except ConfigError as exc:
-        where = record_failure(argv, str(exc))
-        fail(str(exc) + (f" (manifest: {where})" if where else ""))
+        fail(str(exc))
+
+
+def after_overrides(argv: list[str]) -> int:
+    """Where one more override goes: right after the last one. Hydra's argparse reads the overrides
+    as one run of words, so ``model=vgg11 --cfg job hydra.job.name=run`` would be refused."""
+    count = len(split_args(argv)[0])
+    if not count:
+        return len(argv)
+    return next(i + 1 for i in range(len(argv)) if len(split_args(argv[: i + 1])[0]) == count)
 
 
 def _is_path_key(key: str) -> bool:
@@ -240,6 +278,9 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
             # ${model.blocks}: read the key itself (params are strings: None would fail their type)
             value = OmegaConf.select(cfg, plain.group(1)) if plain else params[key]
         except Exception as exc:  # noqa: BLE001 - an interpolation that cannot resolve
+            own = next((x for x in _chain(exc) if isinstance(x, ConfigError)), None)
+            if own is not None:  # a vizpipe resolver's own line (vizpipe_blocks: set model.blocks)
+                raise ConfigError(f"sweep={sweep}: {own}") from exc
             first = " ".join(str(exc).split())
             raise ConfigError(
                 f"sweep={sweep} sets {key} from {raw}, which cannot be resolved here: {first}"
@@ -254,6 +295,15 @@ def _sweeper_params(composer: Composer, base: list[str]) -> list[str]:
     return out
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    x: BaseException | None = exc
+    while x is not None and x not in out:
+        out.append(x)
+        x = x.__cause__ or x.__context__
+    return out
+
+
 # =========================================================================== run folder
 
 
@@ -262,7 +312,7 @@ def _output_dir(overrides: list[str], multirun: bool) -> Path:
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     for o in overrides:
         k, _, v = o.lstrip("+").partition("=")
-        if k == key:
+        if k == key and not set(v) & set("${}[](),'\"\\"):  # else Hydra reads it below
             return Path(v)
     import time
 
@@ -274,7 +324,8 @@ def _output_dir(overrides: list[str], multirun: bool) -> Path:
         setup_globals()
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            hc = compose(config_name="config", return_hydra_config=True).hydra
+            given = [o for o in overrides if o.lstrip("+").partition("=")[0] == key]  # ${...} in it
+            hc = compose(config_name="config", overrides=given, return_hydra_config=True).hydra
             return Path(str(hc.sweep.dir if multirun else hc.run.dir))
     except Exception:  # noqa: BLE001 - fall back to the documented pattern
         parts = ["multirun"] if multirun else []
@@ -308,12 +359,14 @@ def _check_writable(folder: Path) -> None:
 def record_failure(argv: list[str], message: str) -> Path | None:
     """Write ``manifest.json`` and ``run.log`` for a run that failed before Hydra started it.
 
-    Returns the manifest's path, or None when the run folder cannot be written or already holds
-    another run (nothing of it is overwritten).
+    Returns the manifest's path, or None when the run folder cannot be written or belongs to
+    another run (nothing of it is touched). The folder is claimed while it is written
+    (``vizpipe.pipeline.ownership``; a timestamped one that is taken gets a suffix).
     """
     import time
 
-    from vizpipe.pipeline.manifest import MANIFEST, Manifest, command_line, versions
+    from vizpipe.pipeline.manifest import Manifest, command_line, versions
+    from vizpipe.pipeline.ownership import claim, claim_new
 
     overrides, _, multirun = split_args(argv)
     folder = _output_dir(overrides, multirun)
@@ -322,10 +375,14 @@ def record_failure(argv: list[str], message: str) -> Path | None:
         k, _, v = o.partition("=")
         if k == "stages" and v.startswith("["):
             names = [x.strip() for x in v.strip("[]").split(",") if x.strip()]
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = any(o.lstrip("+").partition("=")[0] == key for o in overrides)
     try:
-        if (folder / MANIFEST).exists():
-            return None
-        folder.mkdir(parents=True, exist_ok=True)
+        held = claim(folder, allow=("run.log",)) if given else claim_new(folder)
+    except (ConfigError, OSError):
+        return None
+    folder = held.folder
+    try:
         data = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "run_dir": str(folder.resolve()),
@@ -345,3 +402,5 @@ def record_failure(argv: list[str], message: str) -> Path | None:
         return m.write()
     except OSError:
         return None
+    finally:
+        held.release()

@@ -1,4 +1,5 @@
-"""The command line's process-wide settings: allocator, MKL's reproducibility, garbage collector, exit.
+"""The command line's process-wide settings: allocator, MKL's reproducibility, garbage collector,
+signals, exit.
 
 These change the whole process, so only the command-line entry (``vizpipe.pipeline.cli``, which
 owns its process) uses them; a library call (``vizpipe.inspect``, ``run_pipeline``) never does.
@@ -43,20 +44,31 @@ collector (``gc.disable()`` before its imports) while it starts, and the command
    before any job runs. That pass walks only what was made since step 1: 22,000 objects for a
    summary run, 484,000 for a CAM sweep (its checks import pytorch-grad-cam).
    The jobs' garbage is collected as usual, but a pass no longer walks the libraries.
+
+``stop_on_signals``: SIGTERM (what Slurm, Kubernetes and systemd send) and SIGINT (Ctrl-C) both
+raise ``vizpipe.pipeline.errors.Interrupted`` in the main thread, so a run ends the same way for
+either: the current batch dropped (files are complete or absent), the manifest ``interrupted``
+with the signal and how to resume, one line on the console and exit status 128 + the signal
+(130, 143: ``run_then_exit``). The command line holds it for its whole life; a sweep job in a
+launcher's worker (joblib, submitit, Ray) holds it while the job runs and puts the worker's own
+handlers back after. A SIGINT that the process was started ignoring (``nohup``, ``cmd &``) stays
+ignored.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import logging
 import os
+import signal
 import sys
 import threading
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +134,39 @@ def freeze_startup() -> None:
     gc.collect()
     gc.freeze()
     gc.enable()
+
+
+#: the signals that stop a run cleanly, with their exit statuses (128 + the signal's number)
+STOP_SIGNALS = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    from vizpipe.pipeline.errors import Interrupted
+
+    name = signal.Signals(signum).name
+    raise Interrupted(name, STOP_SIGNALS.get(name, 128 + signum))
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise ``Interrupted`` while inside (see the module docstring); the
+    handlers found are put back after. Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved: dict[int, Any] = {}
+    for name in STOP_SIGNALS:
+        signum = getattr(signal, name)
+        current = signal.getsignal(signum)
+        if signum == signal.SIGINT and current is signal.SIG_IGN:
+            continue  # started ignoring Ctrl-C (a background job): keep ignoring it
+        saved[signum] = current
+        signal.signal(signum, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def exit_status(code: object) -> int:

@@ -255,7 +255,7 @@ def save_png(
     lut: np.ndarray | None = None,
     compress_level: int = PNG_COMPRESS_LEVEL,
 ) -> Path:
-    """Write a uint8 image as PNG with PIL; returns the path.
+    """Write a uint8 image as PNG with PIL, atomically (``vizpipe.pipeline.files``); returns the path.
 
     ``image`` (H, W) with ``lut`` (256, 3): a palette PNG (``colormap_lut``); (H, W) alone:
     grayscale; (H, W, 3): RGB.
@@ -272,6 +272,6 @@ def save_png(
         im.putpalette(np.ascontiguousarray(lut, dtype=np.uint8).tobytes(), rawmode="RGB")
     else:
         im = Image.fromarray(arr)
-    p = Path(path)
-    im.save(p, format="PNG", compress_level=int(compress_level))
-    return p
+    from vizpipe.pipeline.files import save_image
+
+    return save_image(Path(path), im, format="PNG", compress_level=int(compress_level))

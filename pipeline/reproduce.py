@@ -179,6 +179,7 @@ def reproduce(
     before anything runs; ``trust``: ``--trust-config`` (see the module docstring).
     """
     from vizpipe.pipeline.compare import compare_runs
+    from vizpipe.pipeline.files import write_atomic
 
     src = Path(run)
     if not src.is_dir():
@@ -209,7 +210,7 @@ def reproduce(
             if comparison is None or comparison.first is None
             else comparison.first.describe(),
         }
-        (dest / "reproduce.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_atomic(dest / "reproduce.json", json.dumps(record, indent=2) + "\n")
     return rc, dest, comparison
 
 

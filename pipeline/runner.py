@@ -81,7 +81,11 @@ def check_stage_list(cfg: DictConfig) -> list[str]:
 
 
 def check_required_keys(cfg: DictConfig) -> None:
-    """Every key the chosen config groups leave ``???`` (e.g. ``input.path``) is set."""
+    """Every key is one the schema knows (``schema.check_known_keys``: ``+cam.methd=...`` is refused)
+    and every key the chosen config groups leave ``???`` (e.g. ``input.path``) is set."""
+    from vizpipe.pipeline.schema import check_known_keys
+
+    check_known_keys(cfg)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         hint = " (an image file, a folder or a glob)" if missing[0] == "input.path" else ""
@@ -124,15 +128,10 @@ def ensure_typed(cfg: DictConfig) -> DictConfig:
         return cfg
     try:
         return OmegaConf.merge(OmegaConf.structured(root_schema(with_defaults=False)), cfg)
-    except Exception as exc:  # omegaconf ValidationError / ConfigKeyError
-        raise ConfigError(f"Invalid config: {' '.join(str(exc).split())}") from exc
+    except Exception as exc:  # omegaconf ValidationError / ConfigKeyError: one line, closest key
+        from vizpipe.pipeline.config_errors import translate
 
-
-def _stale(out: Path) -> list[str]:
-    """What an earlier run left in ``out`` (Hydra's own .hydra/ and run.log excepted)."""
-    if not out.is_dir():
-        return []
-    return sorted(p.name for p in out.iterdir() if p.name not in HYDRA_FILES)
+        raise translate(exc, []) from exc
 
 
 def _fail(rec: Any, exc: BaseException) -> str:
@@ -146,7 +145,9 @@ def _fail(rec: Any, exc: BaseException) -> str:
     return msg
 
 
-def _new_manifest(cfg: DictConfig, out: Path, names: list[str], overrides: list[str] | None) -> Any:
+def _new_manifest(
+    cfg: DictConfig, out: Path, names: list[str], overrides: list[str] | None, owner: Any = None
+) -> Any:
     from vizpipe.pipeline import manifest as mf
     from vizpipe.pipeline.registry import stage_classes
 
@@ -160,6 +161,14 @@ def _new_manifest(cfg: DictConfig, out: Path, names: list[str], overrides: list[
             "vizpipe": versions.get("vizpipe"),
             "run_dir": str(out.resolve()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "owner": None
+            if owner is None
+            else {
+                "pid": owner.pid,
+                "host": owner.host,
+                "started": owner.started,
+                "pid_start": owner.pid_start,
+            },
             "command": mf.command_line(),
             "overrides": list(overrides or []),
             "seed": int(cfg.seed),
@@ -185,6 +194,7 @@ def run_pipeline(
     *,
     overrides: list[str] | None = None,
     sweep: dict[str, list[str]] | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Run the configured stages into ``output_dir``; never raises for a stage or user error.
 
@@ -192,26 +202,55 @@ def run_pipeline(
     line reads them from the job's Hydra config, ``vizpipe.pipeline.sweeps.values_of``), so a stage
     can do its sibling jobs' work in the same pass.
 
+    The run claims its folder first (``vizpipe.pipeline.ownership``): a folder another run owns
+    or has written in is refused, nothing in it touched. ``resume``: the folder may hold an
+    interrupted run of the same config, which is finished (``vizpipe.pipeline.resume``: finished
+    stages and batches kept); an empty folder starts afresh.
+
     Failures are recorded in the manifest (and the run's log); the returned ``RunResult`` says
-    whether everything succeeded. ``KeyboardInterrupt`` is recorded as ``interrupted`` and re-raised.
-    A folder that already holds another run's files is refused (nothing in it is touched).
+    whether everything succeeded. ``KeyboardInterrupt`` (Ctrl-C, and SIGTERM on the command line:
+    ``vizpipe.pipeline.errors.Interrupted``) is recorded as ``interrupted``, with the signal and
+    how to resume, and re-raised.
     """
     from vizpipe.pipeline import manifest as mf
-    from vizpipe.pipeline.logs import set_verbose
+    from vizpipe.pipeline.ownership import claim
 
     cfg = ensure_typed(cfg)
     out = Path(output_dir)
-    stale = _stale(out)
-    if stale:
-        msg = (
-            f"Run folder {out} already holds another run's files ({', '.join(stale[:4])}); "
-            "vizpipe never mixes "
-            "two runs in one folder: choose a new one (hydra.run.dir=...) or delete it"
-        )
-        log.error("%s", msg)
-        return RunResult(out, "failed", out / mf.MANIFEST, None, msg)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        held = claim(out, allow=HYDRA_FILES, resume=resume)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return RunResult(out, "failed", out / mf.MANIFEST, None, str(exc))
+    try:
+        return _run(cfg, out, held, overrides, sweep, resume)
+    finally:
+        held.release()
+
+
+def _run(
+    cfg: DictConfig,
+    out: Path,
+    held: Any,
+    overrides: list[str] | None,
+    sweep: dict[str, list[str]] | None,
+    resume: bool,
+) -> RunResult:
+    """``run_pipeline`` in its claimed folder."""
+    from vizpipe.pipeline import manifest as mf
+    from vizpipe.pipeline.logs import set_verbose
+    from vizpipe.pipeline.resume import previous_run
+    from vizpipe.pipeline.schema import settings_of
+
     set_verbose(bool(cfg.get("verbose", False)))
+    previous = None
+    if resume:
+        try:
+            show = bool(OmegaConf.select(cfg, "report.show_env"))
+            previous = previous_run(out, mf.config_record(cfg, show_env=show)[0])  # as the manifest has it
+        except VizpipeError as exc:
+            log.error("%s", exc)
+            return RunResult(out, "failed", out / mf.MANIFEST, None, str(exc))
     try:
         names = check_stage_list(cfg)
         check_required_keys(cfg)
@@ -219,7 +258,9 @@ def run_pipeline(
     except VizpipeError as exc:
         names = [str(s) for s in (cfg.stages if not isinstance(cfg.stages, str) else [cfg.stages])]
         config_error = exc
-    manifest = _new_manifest(cfg, out, names, overrides)
+    manifest = _new_manifest(cfg, out, names, overrides, held.owner)
+    if previous is not None:
+        previous.adopt(manifest)
     manifest.setup.status = "running"
     manifest.write()
     setup = _Setup()
@@ -236,21 +277,23 @@ def run_pipeline(
             if stop or ctx is None:
                 rec.status = "skipped"
                 continue
+            kept = previous.kept.get(rec.name) if previous is not None else None
+            if kept is not None:
+                previous.restore(ctx, setup.stages[rec.name], settings_of(cfg, rec.name), rec, manifest)
+                continue
             warned = setup.warned.get(rec.name, [])
-            err = _run_stage(cfg, ctx, setup.stages[rec.name], rec, manifest, warned)
+            err = _run_stage(cfg, ctx, setup.stages[rec.name], rec, manifest, warned, resume)
             if err is not None:
                 errors.append(f"stage {rec.name} failed: {err}")
                 stop = not continue_on_error
-    except KeyboardInterrupt:
-        for rec in manifest.stages:
-            if rec.status in ("pending", "running"):
-                rec.status = "skipped" if rec.status == "pending" else "interrupted"
-        manifest.write()
-        log.error("Interrupted; the manifest and every artifact written so far are kept in %s", out)
+    except KeyboardInterrupt as exc:
+        manifest.interrupted(getattr(exc, "signal_name", "SIGINT"))
+        manifest.close()
         raise
     _release(setup.ctx)
     report_path = _write_report(cfg, out, manifest)
     manifest.write()
+    manifest.close()
     error = "; ".join(setup.errors) or None
     return RunResult(out, manifest.status, out / mf.MANIFEST, report_path, error)
 
@@ -317,20 +360,28 @@ def _setup(
 
 
 def _run_stage(
-    cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any, warned: list[str]
+    cfg: DictConfig, ctx: Any, stage: Any, rec: Any, manifest: Any, warned: list[str], resume: bool = False
 ) -> str | None:
     """Run one stage; keep its record in the context and the manifest. Returns its error, if any.
 
     The record's ``warnings`` are ``warned`` (its ``check_model``'s) and every ``ctx.warn`` made
     while it ran; those the stage listed there itself are warned (logged, kept run-wide) here.
+    ``resume``: the stage continues its progress record (``ctx.progress``); the files of its
+    finished batches count as its artifacts, as if it had written them now.
     """
+    from vizpipe.pipeline.progress import Progress
     from vizpipe.pipeline.reproducible import reproducible
     from vizpipe.pipeline.schema import settings_of
     from vizpipe.pipeline.stage import StageResult
 
     rec.status = "running"
+    rec.error = rec.error_type = None
     manifest.write()
+    ctx.progress = Progress(manifest.run_dir, rec.name, resume=resume)
     before = manifest.snapshot()
+    if resume:
+        kept = ctx.progress.kept_files()
+        before = {k: v for k, v in before.items() if k not in kept}
     t = time.perf_counter()
     start = len(ctx.warnings)
     error = None
@@ -355,6 +406,9 @@ def _run_stage(
         manifest.collect(rec, before)
         manifest.data["warnings"] = ctx.warnings
         manifest.write()
+        ctx.progress.close()
+    if rec.status == "ok":
+        ctx.progress.clear()
     files = f"{rec.name}/ ({len(rec.artifacts)} files)"
     if error is None:
         log.info("%-11s ok %7.2f s  %-24s %s", rec.name, rec.seconds, files, ctx.results[rec.name].summary)

@@ -4,14 +4,20 @@
 * ``root_schema``: the root, made from the core keys plus one typed field per stage
   ``vizpipe.pipeline.registry`` discovers, with a defaults list choosing ``<stage>: default`` for
   every stage, so ``conf/config.yaml`` names no stage;
-* ``settings_of``: a stage's or group's typed settings object from a composed config.
+* ``settings_of``: a stage's or group's typed settings object from a composed config;
+* ``check_known_keys``: every key of a composed config is one the schema knows (``+``/``++``
+  overrides get past composition: Hydra's force-add lifts struct mode for them).
 
 ``vizpipe.pipeline.config_store`` stores these in Hydra's ConfigStore, so a typo'd key or a value
-of the wrong type fails at composition time, before any work.
+of the wrong type fails at composition time, before any work. Free-form keys (``free_form_keys``:
+``model.kwargs``, ``cam.kwargs``, ``train.optimizer``) are the schema's ``Dict`` fields: they
+take any sub-key, handed to the library they configure; ``Any`` fields (``model.categories``,
+``cam.layer``, ``train.scheduler``, ...) take any value, which the stage reading them checks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
@@ -19,6 +25,7 @@ from typing import Any, Dict, List
 
 from omegaconf import OmegaConf
 from vizpipe.pipeline import CONF_DIR
+from vizpipe.pipeline.errors import ConfigError
 
 # --------------------------------------------------------------------------- enums
 
@@ -39,6 +46,13 @@ class InputKind(str, Enum):
     imagefolder = "imagefolder"  # input.root: one sub-folder of images per class (labels, splits)
     cifar10 = "cifar10"  # CIFAR-10 in input.root (torchvision's CIFAR10; input.download=true fetches it)
     objects = "objects"  # a tensor, PIL images, paths or a Dataset/DataLoader given to vizpipe.inspect
+
+
+class OnBadImage(str, Enum):
+    """What ``input=image`` does with a file that cannot be read as an image."""
+
+    stop = "stop"  # the stage reading it stops, naming the file
+    skip = "skip"  # left out before any work (its header is read), each one warned
 
 
 class Split(str, Enum):
@@ -150,6 +164,9 @@ class InputConfig:
     workers: int = 0
     # "I/N": only the I-th of N equal slices of the (limited) data set (0-based), e.g. 0/4.
     shard: str | None = None
+    # kind=image: an image file that cannot be read (not an image, a decompression bomb):
+    # stop (the run stops there, naming it) | skip (left out before any work, each one warned).
+    on_bad_image: OnBadImage = OnBadImage.stop
     # Data sets with splits (shapes, imagefolder, cifar10): the split the visualisation stages
     # see: train | val | test (held out, never trained on). The train stage reads train and val.
     split: Split = Split.test
@@ -187,7 +204,8 @@ class ReportConfig:
     html: bool = True
     # report.md: pictures linked relatively (for viewing on a forge).
     markdown: bool = True
-    # At most this many pictures per section (the rest stay in the run folder); 0 = no limit.
+    # At most this many pictures per section (the rest stay in the run folder); 0 = no limit. The
+    # only limit on what the report shows (TensorBoard and the sweep index sample CAM's first 32 images).
     max_images: int = 64
     # Show config values read from the environment (${oc.env:NAME}) in manifest.json and the
     # reports; false = they read <hidden: ${oc.env:NAME}> (a token in a config is not copied).
@@ -261,3 +279,89 @@ def settings_of(cfg: Any, name: str) -> Any:
     if node is None:
         return None
     return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+
+
+# --------------------------------------------------------------------------- known keys
+
+
+def _fields(typ: Any) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(typ) if f.name != "defaults"]  # Hydra's defaults list, dropped
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """A ``Dict`` field (or an optional one): a mapping whose keys the schema does not name."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if annotation in (dict, Dict) or origin is dict:
+        return True
+    return origin is not None and any(_is_mapping(a) for a in typing.get_args(annotation))
+
+
+def free_form_keys(typ: Any | None = None, prefix: str = "") -> list[str]:
+    """The dotted keys that take any sub-key (the schema's ``Dict`` fields): ``model.kwargs`` (the
+    model factory's keyword arguments), ``cam.kwargs``, ``train.optimizer``. (``Any`` fields, such as
+    ``model.categories`` or ``train.scheduler``, take any value; the stage reading them checks it.)"""
+    import typing
+
+    typ = typ or root_schema(with_defaults=False)
+    hints = typing.get_type_hints(typ)  # the real types (stage modules use postponed annotations)
+    out: list[str] = []
+    for f in _fields(typ):
+        annotation = hints.get(f.name, Any)
+        if dataclasses.is_dataclass(annotation):
+            out += free_form_keys(annotation, f"{prefix}{f.name}.")
+        elif _is_mapping(annotation):
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def check_known_keys(cfg: Any) -> None:
+    """Every key of ``cfg``'s typed nodes is a field of their dataclass, and every field is there.
+
+    Hydra adds ``+key=value`` and ``++key=value`` with its force-add, which lifts struct mode (and
+    a structured node's own check) for that one key, so ``+cam.methd=scorecam`` or ``+sed=5`` used
+    to compose and be ignored; ``~seed`` removed a key every run reads. Free-form nodes (``Dict``
+    and ``Any`` fields: ``free_form_keys``) are not looked into. Raises ``ConfigError`` naming the
+    closest known key.
+    """
+    from omegaconf import DictConfig, ListConfig
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, ListConfig):  # a list of dataclasses (none today): each one checked
+            if dataclasses.is_dataclass(node._metadata.element_type) and not node._is_none():
+                for i in range(len(node)):
+                    walk(node._get_node(i), f"{path}[{i}]")
+            return
+        typ = node._metadata.object_type
+        if not dataclasses.is_dataclass(typ) or node._is_none() or node._is_missing():
+            return  # a free-form mapping (a Dict or Any field): its keys belong to whoever reads it
+        names = [f.name for f in _fields(typ)]
+        keys = [str(k) for k in node.keys()]
+        where = f"{path}." if path else ""
+        for key in keys:
+            if key not in names:
+                raise _unknown_key(f"{where}{key}", [f"{where}{n}" for n in names], typ)
+        for name in names:
+            if name not in keys:
+                raise ConfigError(
+                    f"Config key '{where}{name}' is missing (removed with ~{where}{name}?): every "
+                    f"setting vizpipe reads must stay; set it instead: {where}{name}=..."
+                )
+        for key in keys:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig | ListConfig):
+                walk(child, f"{where}{key}")
+
+    walk(cfg, "")
+
+
+def _unknown_key(key: str, choices: list[str], typ: Any) -> ConfigError:
+    from vizpipe.pipeline.errors import unknown_choice
+
+    prefix = key.rpartition(".")[0]
+    free = [k for k in free_form_keys(typ, f"{prefix}." if prefix else "") if "." not in k[len(prefix) + 1 :]]
+    hint = "Keys are listed in conf/ with comments; python run.py --cfg job shows them all"
+    if free:
+        hint += f". Free-form (any sub-key, e.g. +{free[0]}.NAME=...): {', '.join(free)}"
+    return unknown_choice("config key", key, choices, hint=hint)

@@ -307,7 +307,18 @@ class Stage(ABC):
 
     @abstractmethod
     def run(self, ctx: RunContext, settings: Any) -> StageResult:
-        """Collect data, render it under ``ctx.stage_dir(self.name)`` and return the record."""
+        """Collect data, render it under ``ctx.stage_dir(self.name)`` and return the record.
+
+        A streamed stage may record each finished batch in ``ctx.progress``
+        (``vizpipe.pipeline.progress``) so that ``resume=`` skips it after an interruption.
+        """
+
+    def restore(self, ctx: RunContext, settings: Any, result: StageResult) -> None:  # noqa: B027 - optional hook
+        """``resume=``: this stage finished in the interrupted run and is not run again; put back
+        into ``ctx`` what the stages after it need from it (the train stage: the trained weights).
+
+        ``result`` is the stage's record, read back from the manifest. Default: nothing to put back.
+        """
 
 
 #: hooks of the stage contract that were renamed: old name -> new signature (a stage defining an

@@ -69,6 +69,9 @@ class DerivingConfigLoader(ConfigLoader):
         self.kinds: Dict[Tuple[str, ...], str] = {}
         self.overrides = sweeps.Overrides(inner.get_group_options)
         self.values: Dict[str, List[str]] = {}  # the sweep's swept keys and their values (sweeps.mark)
+        # job (its override set) -> its folder's name under the sweep folder, for jobs run again
+        # (a resumed sweep, or a launch after a lost worker): each keeps its folder and resumes there
+        self.places: Dict[frozenset, str] = {}
         self.composed = 0  # jobs composed by Hydra
         self.derived = 0  # jobs derived from the sweep's config
 
@@ -101,7 +104,19 @@ class DerivingConfigLoader(ConfigLoader):
     # ------------------------------------------------------------------ the sweep's jobs
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
-        """One job's config: derived from the sweep's config once proven equal, else composed."""
+        """One job's config: derived from the sweep's config once proven equal, else composed; in
+        the folder ``places`` names for it, if any."""
+        from vizpipe.pipeline.run_folder import RESUME_ENV
+
+        cfg = self._load(master_config, sweep_overrides)
+        place = self.places.get(frozenset(sweep_overrides))
+        if place is not None:
+            with open_dict(cfg.hydra):
+                cfg.hydra.sweep.subdir = place
+                cfg.hydra.job.env_set[RESUME_ENV] = "1"
+        return cfg
+
+    def _load(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
         try:
             parsed = sweeps.parse(sweep_overrides)
             choices = master_config.hydra.runtime.choices
@@ -170,19 +185,64 @@ ConfigStore.instance().store(
 
 
 class VizpipeSweeper(BasicSweeper):
-    """``BasicSweeper`` that does not compose the same job config twice (see the module docstring)."""
+    """``BasicSweeper`` that does not compose the same job config twice (see the module docstring),
+    whose launcher survives a lost worker (``vizpipe.pipeline.survive``), and which runs only the
+    unfinished jobs of a resumed sweep (``resume=<sweep folder>``), each in its own folder."""
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        """The basic sweeper's setup, with the deriving config loader for the launcher."""
+        """The basic sweeper's setup, with the deriving config loader and the surviving launcher."""
+        from vizpipe.pipeline.survive import SurvivingLauncher
+
         self.loader = DerivingConfigLoader(hydra_context.config_loader)
         context = HydraContext(config_loader=self.loader, callbacks=hydra_context.callbacks)
         super().setup(hydra_context=context, task_function=task_function, config=config)
+        self.launcher = SurvivingLauncher(self.launcher, self)
 
     def split_arguments(self, overrides: List[Override], max_batch_size: int | None) -> List[Any]:  # type: ignore[override]
-        """The basic sweeper's batches; what the sweep varies is kept for its jobs."""
+        """The basic sweeper's batches; what the sweep varies is kept for its jobs; a resumed
+        sweep leaves out the jobs that finished ok."""
+        from vizpipe.pipeline.run_folder import resuming
+
         batches = BasicSweeper.split_arguments(overrides, max_batch_size)
         self.loader.values = sweeps.swept_values(job for batch in batches for job in batch)
+        config = getattr(self, "config", None)  # None before setup (e.g. Hydra's own jobs listing)
+        if config is not None and resuming(config.hydra.job.env_set):
+            jobs = self._unfinished([job for batch in batches for job in batch])
+            batches = (
+                [list(b) for b in BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size)]
+                if jobs
+                else []
+            )
         return batches
+
+    def _unfinished(self, jobs: List[List[str]]) -> List[List[str]]:
+        """The jobs of a resumed sweep that did not finish ok, each placed in its folder."""
+        import json
+        from pathlib import Path
+
+        from vizpipe.pipeline.manifest import MANIFEST, settled
+
+        assert self.config is not None
+        folders = sweeps.job_folders(Path(str(self.config.hydra.sweep.dir)))
+        raw = str(OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir"))
+        todo = []
+        for number, job in enumerate(jobs):
+            folder = folders.get(frozenset(job))
+            try:
+                doc = (
+                    settled(json.loads((folder / MANIFEST).read_text(encoding="utf-8")), folder)
+                    if folder
+                    else None
+                )
+            except (OSError, ValueError):
+                doc = None
+            if doc is not None and doc.get("status") == "ok":
+                continue
+            name = folder.name if folder is not None else raw.replace("${hydra.job.num}", str(number))
+            self.loader.places[frozenset(job)] = name
+            todo.append(job)
+        log.info("Resuming the sweep: %d of %d job(s) to run", len(todo), len(jobs))
+        return todo
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose only the jobs of ``batch`` that this process has not checked yet."""

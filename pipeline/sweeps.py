@@ -16,6 +16,9 @@ every job before Hydra starts), vizpipe's sweeper (``vizpipe.pipeline.sweeper``)
   composition with the values set on a copy (``with_values``), as Hydra sets them after
   composing: the precheck checks every job with one composition per structure, and the sweeper
   derives value-only jobs' configs instead of composing each.
+* **Job folders of a sweep folder** (``job_folders``): each job's folder, found by the overrides
+  of its job (``.hydra/overrides.yaml``, else its manifest's), so a resumed sweep (``resume=``)
+  runs each unfinished job in its own folder again and leaves the finished ones alone.
 * **Jobs this process checked** (``remember``, ``was_checked``): the precheck remembers them, and
   the sweeper skips Hydra's own check of those jobs (which composes every job once more before
   the launcher composes it for real). A 12-job sweep composed 32 times before, 15 times now
@@ -42,6 +45,7 @@ __all__ = [
     "Overrides",
     "is_hydra_own",
     "job_dirname",
+    "job_folders",
     "jobs",
     "mark",
     "parse",
@@ -97,6 +101,35 @@ def swept_values(batch: Iterable[Sequence[str]]) -> dict[str, list[str]]:
             if value not in seen:
                 seen.append(value)
     return {k: v for k, v in values.items() if len(v) > 1}
+
+
+def job_folders(sweep_dir: Any) -> dict[frozenset[str], Any]:
+    """The job folders in ``sweep_dir``, by their job's override set (folders without a record: left out)."""
+    from pathlib import Path
+
+    out: dict[frozenset[str], Path] = {}
+    folder = Path(sweep_dir)
+    if not folder.is_dir():
+        return out
+    for job in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        lines = _recorded_overrides(job)
+        if lines is not None:
+            out.setdefault(frozenset(lines), job)
+    return out
+
+
+def _recorded_overrides(job: Any) -> list[str] | None:
+    saved = job / ".hydra" / "overrides.yaml"
+    try:
+        if saved.is_file():
+            return [str(o) for o in OmegaConf.to_container(OmegaConf.load(saved)) or []]
+        manifest = job / "manifest.json"
+        if manifest.is_file():
+            doc = json.loads(manifest.read_text(encoding="utf-8"))
+            return [str(o) for o in doc.get("overrides") or []] if isinstance(doc, dict) else None
+    except (OSError, ValueError, TypeError):
+        return None
+    return None
 
 
 def remember(batch: Iterable[Sequence[str]]) -> None:

@@ -32,18 +32,21 @@ def backend_value(backend: Any) -> str:
     return str(backend.value if isinstance(backend, TBBackend) else backend)
 
 
-def open_writer(backend: str, logdir: Path, suffix: str = "") -> Any:
+def open_writer(backend: str, logdir: Path, suffix: str = "", purge_step: int | None = None) -> Any:
     """The backend's SummaryWriter on ``logdir``; its event file's name ends with ``suffix``.
 
-    Imported here: TensorBoard is heavy.
+    ``purge_step``: a resumed run's first step; TensorBoard hides the events of earlier files
+    in ``logdir`` from that step on (what a killed run logged after its last checkpoint).
+    Imported here: TensorBoard is heavy. Event files are append-only record streams, written
+    in place (``vizpipe.pipeline.files`` says why).
     """
     if backend == "torch":
         from torch.utils.tensorboard import SummaryWriter as TorchWriter
 
-        return TorchWriter(log_dir=str(logdir), filename_suffix=suffix)
+        return TorchWriter(log_dir=str(logdir), filename_suffix=suffix, purge_step=purge_step)
     from tensorboardX import SummaryWriter
 
-    return SummaryWriter(logdir=str(logdir), filename_suffix=suffix)
+    return SummaryWriter(logdir=str(logdir), filename_suffix=suffix, purge_step=purge_step)
 
 
 def histogram_raw(values: Any, bins: int = HIST_BINS) -> dict[str, Any] | None:

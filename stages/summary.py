@@ -122,7 +122,7 @@ def count_mult_adds(model: Any, x: Any) -> int | None:
 
 def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
     """Run torchinfo on the first batch; return the table text, totals, rows and the catalog."""
-    from torchinfo import summary
+    from torchinfo import summary, torchinfo
     from vizpipe.pipeline.hooks import preserved
 
     model = ctx.model
@@ -150,6 +150,9 @@ def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
                 f"torchinfo could not run {ctx.model_name} in {mode} mode on a batch of "
                 f"{tuple(x.shape)}: {type(root).__name__}: {first}"
             ) from exc
+    cache = getattr(torchinfo, "_cached_forward_pass", {})  # torchinfo keeps every summary's layers (and
+    if cache.get(type(model).__name__) is stats.summary_list:  # so the model) whatever cache_forward_pass
+        del cache[type(model).__name__]  # says: a sweep's models would stay alive; ours is dropped
     layers = [
         {
             "name": names.get(id(info.module), info.var_name),

@@ -99,6 +99,17 @@ def test_sweep_cam_layers_takes_the_models_blocks(cli, tmp_path):
 
 
 @pytest.mark.slow
+def test_sweep_cam_layers_finds_the_blocks_of_a_torchvision_model(cli, tmp_path):
+    """model=torchvision names no blocks in YAML: the sweep finds them (it was refused before)."""
+    sweep = tmp_path / "sweep"
+    argv = ["-m", "sweep=cam_layers", "model=torchvision", "model.name=efficientnet_b0", *TINY]
+    proc = cli([*argv, f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    layers = [job_result(j)[1]["layers"] for j in jobs(sweep)]
+    assert layers == [[f"features.{i}"] for i in (1, 2, 3, 5, 8)]  # the blocks the run finds at 64 px
+
+
+@pytest.mark.slow
 def test_sweep_cam_methods_runs_every_listed_method(cli, tmp_path):
     sweep = tmp_path / "sweep"
     proc = cli(

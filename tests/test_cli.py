@@ -23,6 +23,12 @@ def test_summary_run_writes_the_numbers(cli, tmp_path):
 def test_help_and_cfg(cli):
     help_ = cli(["--help"])
     assert help_.returncode == 0 and "model" in help_.stdout and "resnet18" in help_.stdout
+    # the groups, each with its public options only (Hydra's own list shows _schema, _base, ...)
+    groups = help_.stdout.split("(group=option)")[1].split("== Config ==")[0]
+    lines = {ln.split(": ")[0]: ln.split(": ")[1].split(", ") for ln in groups.strip().splitlines()}
+    assert lines["input"] == ["cifar10", "image", "imagefolder", "photo", "random", "shapes", "tensor"]
+    assert lines["cam"] == ["default"] and "torchvision" in lines["model"] and "sweep" in lines
+    assert "_" not in "".join(o[0] for options in lines.values() for o in options)
     job = cli(["--cfg", "job", "model=vgg11"])
     assert job.returncode == 0 and "name: vgg11" in job.stdout and "stages:" in job.stdout
 

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import vizpipe.pipeline.config_store  # noqa: F401 - vizpipe's sweeper registered before Hydra's plugin scan
 import vizpipe.pipeline.precheck as p
-from vizpipe.pipeline.composer import Composer
+from vizpipe.pipeline.composer import Composer, JobChecker
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.sweeps import was_checked
 
@@ -215,21 +216,22 @@ def test_jobs_declarative_sweep_combined_with_command_line_sweep(composer):
 
 
 def test_jobs_sweep_from_model_blocks(composer):
-    """sweep=cam_layers reads ${model.blocks}: one job per block of the model."""
+    """sweep=cam_layers reads model.blocks when the model's YAML names them: one job per block."""
     out = jobs_of(composer, ["model=resnet18", "sweep=cam_layers"], True)
     assert [j[0] for j in out] == [f"cam.layer=layer{i}" for i in range(1, 5)]
     assert all(j[1:] == ["stages=[cam]", "model=resnet18", "sweep=cam_layers"] for j in out)
 
 
-def test_jobs_sweep_over_unset_key(composer):
-    """A sweep param reading a null key names it and shows how to set it."""
+def test_jobs_sweep_finds_the_blocks_of_any_model(composer):
+    """sweep=cam_layers on a model whose YAML names no blocks (model=torchvision) finds them on its
+    architecture (meta device), as the run finds them; it was refused ('model.blocks ... not set')."""
+    out = jobs_of(composer, ["model=torchvision", "model.name=efficientnet_b0", "sweep=cam_layers"], True)
+    assert [j[0] for j in out] == [f"cam.layer=features.{i}" for i in (1, 2, 3, 5, 8)]
     with pytest.raises(ConfigError) as info:
         jobs_of(composer, ["model=torchvision", "sweep=cam_layers"], True)
-    assert str(info.value) == (
-        "sweep=cam_layers sweeps cam.layer over model.blocks, which is not set for this config; set it, "
-        "e.g. model.blocks='\"a,b,c\"' (a quoted comma-separated string), "
-        "or sweep cam.layer on the command line"
-    )
+    assert str(info.value) == "sweep=cam_layers: model.name is required for this choice; set model.name=..."
+    with pytest.raises(ConfigError, match=r"^sweep=cam_layers: Unknown model 'efficientnet_b9'; did you"):
+        jobs_of(composer, ["model=torchvision", "model.name=efficientnet_b9", "sweep=cam_layers"], True)
 
 
 def test_jobs_path_with_comma(composer, tmp_path):
@@ -415,17 +417,28 @@ def test_record_failure_unwritable(tmp_path):
 def test_precheck_skips_help_and_info_flags(tmp_path):
     """--help, --cfg, --info ... return without composing (a bad override is not reported)."""
     for flag in ("--help", "-h", "--hydra-help", "--version", "--info", "-i", "--cfg", "-c", "--resolve"):
-        assert p.precheck([flag, "model=nope", f"hydra.run.dir={tmp_path / 'x'}"]) is None
+        argv = [flag, "model=nope", f"hydra.run.dir={tmp_path / 'x'}"]
+        assert p.precheck([*argv, "resume=somewhere"]) == argv  # resume= is the command line's, never Hydra's
     assert not (tmp_path / "x").exists()
 
 
 def test_precheck_good_command_marks_jobs(tmp_path):
-    """A good command line returns None and marks its jobs as checked; nothing is written."""
+    """A good command line marks its jobs as checked, claims the run folder (nothing else is
+    written there) and returns the command line Hydra gets, that folder named."""
+    from vizpipe.pipeline.ownership import OWNER, held
+
     run = tmp_path / "ok"
     argv = ["model=vgg11", "stages=[summary]", f"hydra.run.dir={run}"]
-    assert p.precheck(argv) is None
-    assert was_checked(["model=vgg11", "stages=[summary]"])
-    assert not run.exists()
+    try:
+        assert p.precheck(argv) == ["model=vgg11", "stages=[summary]", f"hydra.run.dir='{run}'"]
+        assert was_checked(["model=vgg11", "stages=[summary]"])
+        assert held(run) is not None and [f.relative_to(run).as_posix() for f in run.rglob("*")] == [
+            ".vizpipe",
+            OWNER,
+        ]
+    finally:
+        held(run).release()
+    assert list(run.iterdir()) == []
 
 
 def test_precheck_bad_value_fails_with_manifest(tmp_path, capsys):
@@ -547,7 +560,11 @@ def test_precheck_with_config_dir_and_writable_run(sweep_dir, tmp_path, capsys):
         "stages=[summary]",
         f"hydra.sweep.dir={tmp_path / 's'}",
     ]
-    assert p.precheck(argv) is None
+    from vizpipe.pipeline.ownership import held
+
+    got = p.precheck(argv)
+    held(tmp_path / "s").release()
+    assert got == [*argv[:-1], f"hydra.sweep.dir='{tmp_path / 's'}'"]
     assert was_checked(["seed=2", "sweep=front_num", "stages=[summary]"])
     assert capsys.readouterr().err == ""
 
@@ -555,7 +572,8 @@ def test_precheck_with_config_dir_and_writable_run(sweep_dir, tmp_path, capsys):
 def test_precheck_shell_completion_query_is_skipped(tmp_path, monkeypatch):
     """-sc query=bash: the interpreter is rewritten, nothing is checked (bad overrides pass)."""
     monkeypatch.setenv("COMP_LINE", ".venv/bin/python run.py mo")
-    assert p.precheck(["-sc", "query=bash", "model=nope", f"hydra.run.dir={tmp_path / 'r'}"]) is None
+    argv = ["-sc", "query=bash", "model=nope", f"hydra.run.dir={tmp_path / 'r'}"]
+    assert p.precheck(argv) == argv
     assert os.environ["COMP_LINE"] == "python run.py mo"
     assert not (tmp_path / "r").exists()
 
@@ -571,7 +589,131 @@ def test_relative_config_path_is_read_from_the_launch_folder(tmp_path, monkeypat
         str(tmp_path / "runs/a/.hydra"),
         f"--config-path={tmp_path / 'b'}",
         "x=1",
+        "hydra.job.name=run",
         "--config-name",
         "config",
-        "hydra.job.name=run",
     ]
+
+
+# ------------------------------------------------------------------ issue 21: keys, sweeps, private options
+
+
+@pytest.mark.parametrize("override", ["++cam.targt_class=207", "+cam.methd=scorecam", "+sed=5"])
+def test_precheck_refuses_added_unknown_keys(tmp_path, capsys, override):
+    """A typo with + or ++ no longer runs with the key ignored: exit 2, one line, the closest key."""
+    with pytest.raises(SystemExit) as info:
+        p.precheck([override, f"hydra.run.dir={tmp_path / 'r'}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    key = override.lstrip("+").partition("=")[0]
+    assert err.startswith(f"vizpipe: error: Unknown config key '{key}'; did you mean")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "group", "public"),
+    [
+        ("input=_base", "input", "photo"),
+        ("model=_torchvision", "model", "torchvision"),
+        ("+cam=_schema", "cam", "default"),
+    ],
+)
+def test_precheck_refuses_internal_options(tmp_path, capsys, override, group, public):
+    """An internal option (a base other options build on, a stored schema) is refused in one line
+    with the public choices; it composed and ran before (input=_base ran the photo)."""
+    with pytest.raises(SystemExit) as info:
+        p.precheck([override, f"hydra.run.dir={tmp_path / 'r'}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    value = override.partition("=")[2]
+    assert err.startswith(
+        f"vizpipe: error: Unknown {group} option '{value}' (options starting with _ are internal"
+    )
+    choices = err.split("Valid choices (closest first): ")[1].split(". Set ")[0].split(", ")
+    assert public in choices and not any(c.startswith("_") for c in choices)
+    assert err.count("\n") == 1
+
+
+def test_precheck_refuses_internal_options_in_a_sweep(tmp_path, capsys):
+    """A sweep choosing an internal option in one job is refused before any job runs."""
+    with pytest.raises(SystemExit):
+        p.precheck(["-m", "model=resnet18,_torchvision", f"hydra.sweep.dir={tmp_path / 's'}"])
+    assert "Unknown model option '_torchvision'" in capsys.readouterr().err
+
+
+def test_precheck_sweep_names_every_bad_value(tmp_path, capsys):
+    """Two bad values of a sweep: both named, one line each under a count, exit 2, nothing run."""
+    run = tmp_path / "s"
+    argv = [
+        "-m",
+        "cam.method=foo,gradcam,bar",
+        "cam.layer=layer3,layer4",
+        "stages=[cam]",
+        f"hydra.sweep.dir={run}",
+    ]
+    with pytest.raises(SystemExit) as info:
+        p.precheck(argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (
+        "vizpipe: error: 4 of 6 sweep jobs are invalid (2 problems, below); none ran "
+        f"(manifest: {run / 'manifest.json'})"
+    )
+    assert lines[1].startswith("  sweep jobs 0, 1 (cam.method=foo): Unknown CAM method 'foo'")
+    assert lines[2].startswith("  sweep jobs 4, 5 (cam.method=bar): Unknown CAM method 'bar'")
+    assert len(lines) == 3
+    error = json.loads((run / "manifest.json").read_text())["setup"]["error"]
+    assert "'foo'" in error and "'bar'" in error
+    assert not was_checked(["cam.method=gradcam", "cam.layer=layer3", "stages=[cam]"])
+
+
+def test_precheck_one_bad_job_names_it(tmp_path, capsys):
+    """One bad value among good ones: one line, prefixed with its job; a problem of every job: as a run."""
+    with pytest.raises(SystemExit):
+        p.precheck(["-m", "model=vgg11,nope", f"hydra.sweep.dir={tmp_path / 's'}"])
+    err = capsys.readouterr().err
+    assert err.startswith("vizpipe: error: sweep job 1 (model=nope): Unknown model option 'nope'")
+    assert err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        p.precheck(["-m", "seed=1,2", "cam.method=nope", f"hydra.sweep.dir={tmp_path / 't'}"])
+    assert capsys.readouterr().err.startswith("vizpipe: error: Unknown CAM method 'nope'")
+
+
+def test_job_checker_composes_a_failing_structure_once(composer):
+    """Jobs sharing a structure that does not compose: composed once, every job named."""
+    checker = JobChecker(composer)
+    batch = [["model=nope", f"seed={i}"] for i in range(3)]
+    with pytest.raises(ConfigError) as info:
+        checker.check_all(batch)
+    assert checker.compositions == 1
+    assert str(info.value).startswith("Unknown model option 'nope'")  # every job: the run's own line
+
+
+def test_fail_keeps_one_line_per_problem(capsys):
+    """A message of several problems: the first after 'vizpipe: error: ', the others indented."""
+    with pytest.raises(SystemExit):
+        p.fail("head", details=["sweep job 0: a\n  b", "sweep job 2: c"])
+    assert capsys.readouterr().err == "vizpipe: error: head\n  sweep job 0: a b\n  sweep job 2: c\n"
+
+
+@pytest.mark.parametrize(
+    ("group", "option", "args"), [("local", "default", []), ("experiment", "mine", ["experiment=mine"])]
+)
+def test_precheck_group_file_without_global_package(tmp_path, capsys, group, option, args):
+    """conf/local/default.yaml (or an experiment) without '# @package _global_' puts its keys under
+    'local': the line says what the file must start with (it said "Unknown config key 'local'")."""
+    folder = tmp_path / "conf" / group
+    folder.mkdir(parents=True)
+    (folder / f"{option}.yaml").write_text("seed: 3\n")
+    argv = ["--config-dir", str(tmp_path / "conf"), *args, f"hydra.run.dir={tmp_path / 'r'}"]
+    with pytest.raises(SystemExit) as info:
+        p.precheck(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        f"vizpipe: error: Config file {group}/{option}.yaml puts its keys under '{group}', which is not a "
+        "config key; to set top-level keys (seed: 1, cam: {method: scorecam}) it must start with the line "
+        "'# @package _global_'"
+    )
+    (folder / f"{option}.yaml").write_text("# @package _global_\nseed: 3\n")
+    argv[-1] = f"hydra.run.dir={tmp_path / 'r2'}"  # the refused run's folder holds its manifest
+    assert isinstance(p.precheck(argv), list)

@@ -273,12 +273,12 @@ def test_capture_copies_before_inplace_ops():
     with torch.no_grad():
         m.a.weight.fill_(1.0)
         m.a.bias.zero_()
-    with hooks.capture(m, ["a"], lambda n, t: got.setdefault(n, t)):
+    with hooks.capture(m, ["a"], lambda n, t, kind: got.setdefault(n, t)):
         m(x)
     assert float(got["a"].min()) == -1.0
     assert hooks.hook_count(m) == 0
     got.clear()
-    with hooks.capture(m, ["a"], lambda n, t: got.setdefault(n, t), copy=False), torch.no_grad():
+    with hooks.capture(m, ["a"], lambda n, t, kind: got.setdefault(n, t), copy=False), torch.no_grad():
         m(x)
     assert float(got["a"].min()) == 0.0  # the live tensor, changed by the in-place ReLU
 
@@ -287,17 +287,23 @@ def test_capture_modes_and_calls():
     """what=input/both, every_call, the root module by '', bad 'what' refused; hooks removed after errors."""
     m = Two().eval()
     calls = []
-    with hooks.capture(
-        m, ["a", ""], lambda *a: calls.append((a[0], a[2] if len(a) > 2 else None)), what="both"
-    ):
+    with hooks.capture(m, ["a", ""], lambda n, t, kind: calls.append((n, kind)), what="both"):
         m(torch.zeros(1, 1, 2, 2))
         m(torch.zeros(1, 1, 2, 2))
     assert calls == [("a", "input"), ("a", "output"), ("", "input"), ("", "output")]
     calls.clear()
-    with hooks.capture(m, ["a"], lambda n, t: calls.append(tuple(t.shape)), what="input", every_call=True):
+
+    def shapes(n: str, t: torch.Tensor, kind: str) -> None:
+        calls.append((tuple(t.shape), kind))
+
+    with hooks.capture(m, ["a"], shapes, what="input", every_call=True):
         m(torch.zeros(1, 1, 2, 2))
         m(torch.zeros(1, 1, 3, 3))
-    assert calls == [(1, 1, 2, 2), (1, 1, 3, 3)]
+    assert calls == [((1, 1, 2, 2), "input"), ((1, 1, 3, 3), "input")]  # the kind, also for one kind
+    calls.clear()
+    with hooks.capture(m, ["a"], lambda n, t, kind: calls.append(kind)):
+        m(torch.zeros(1, 1, 2, 2))
+    assert calls == ["output"]
     with pytest.raises(ValueError) as info, hooks.capture(m, ["a"], print, what="grad"):
         pass
     assert str(info.value) == "capture: what must be output, input or both, got 'grad'"

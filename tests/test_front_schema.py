@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import vizpipe.pipeline.schema as s
 from omegaconf import OmegaConf
 from vizpipe.pipeline import config_store, registry
+from vizpipe.pipeline.errors import ConfigError
 
 
 def test_core_defaults():
@@ -162,3 +164,62 @@ def test_register_is_idempotent():
     for group in ("model", "device", "input", "report"):
         assert "_schema.yaml" in repo[group], group
     assert OmegaConf.create({"a": "${vizpipe_safe:x y}"}).a == "x_y"
+
+
+# ------------------------------------------------------------------ known keys (+, ++, ~ overrides)
+
+
+def test_free_form_keys_are_the_dict_fields():
+    """The keys that take any sub-key are exactly the schema's Dict fields (README lists them)."""
+    assert s.free_form_keys() == ["model.kwargs", "train.optimizer", "cam.kwargs"]
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "closest"),
+    [
+        ("++cam.targt_class=207", "cam.targt_class", "cam.target_class"),
+        ("+cam.methd=scorecam", "cam.methd", "cam.method"),
+        ("+sed=5", "sed", "seed"),
+        ("+input.foo.bar=1", "input.foo", None),
+        ("++model.dropout=0.1", "model.dropout", None),
+    ],
+)
+def test_added_unknown_keys_are_refused(compose, override, key, closest):
+    """A key added with + or ++ (Hydra's force-add lifts struct mode) fails with the closest known key."""
+    cfg = compose([override])  # Hydra composes it
+    with pytest.raises(ConfigError) as info:
+        s.check_known_keys(cfg)
+    message = str(info.value)
+    assert message.startswith(f"Unknown config key '{key}'")
+    if closest:
+        assert f"did you mean '{closest}'?" in message
+    assert "\n" not in message
+    if key.startswith("model."):
+        assert "Free-form (any sub-key, e.g. +model.kwargs.NAME=...): model.kwargs" in message
+
+
+def test_removed_key_is_refused(compose):
+    """~seed (open_dict on the root lets Hydra delete it) is one line naming the key."""
+    with pytest.raises(ConfigError) as info:
+        s.check_known_keys(compose(["~seed"]))
+    assert str(info.value).startswith("Config key 'seed' is missing (removed with ~seed?)")
+
+
+def test_free_form_keys_take_new_keys(compose):
+    """model.kwargs, cam.kwargs and train.optimizer take any sub-key; notes any text."""
+    cfg = compose(
+        ["+model.kwargs.dropout=0.0", "+cam.kwargs.foo=1", "+train.optimizer.momentum=0.9", "notes='a b'"]
+    )
+    s.check_known_keys(cfg)
+    assert cfg.model.kwargs.dropout == 0.0 and cfg.train.optimizer.momentum == 0.9
+
+
+def test_every_entry_runs_the_key_check(compose, tmp_path):
+    """check_config (the precheck, vizpipe.inspect) and run_pipeline refuse an added key."""
+    from vizpipe.pipeline.runner import check_config, run_pipeline
+
+    cfg = compose(["+cam.methd=scorecam", "stages=[summary]", "input=random"])
+    with pytest.raises(ConfigError, match="did you mean 'cam.method'"):
+        check_config(cfg)
+    result = run_pipeline(cfg, tmp_path / "run")
+    assert result.status == "failed" and "Unknown config key 'cam.methd'" in result.error

@@ -137,7 +137,7 @@ def test_bad_values_are_one_line_config_errors_before_any_work(tmp_path):
         vizpipe.inspect("resnet18", x)
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "manifest.json").write_text("{}")
-    with pytest.raises(ConfigError, match="already holds files"):
+    with pytest.raises(ConfigError, match="already holds"):
         vizpipe.inspect(model, x, out=tmp_path / "used")
 
 

@@ -199,3 +199,117 @@ def test_ray_cluster(cli, tmp_path, reference, ray_cluster):
     args = [*SWEEP, "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}"]
     out = cli([*args, f"hydra.sweep.dir={sweep}"], env={**ENV, "RAY_AUTH_MODE": env["RAY_AUTH_MODE"]})
     check(sweep, reference, out)
+
+
+# =========================================================================== a worker killed
+
+KILL_SWEEP = [
+    "-m",
+    "model=resnet18",
+    "device=cpu",
+    "input=random",
+    "input.shape=[96,3,64,64]",
+    "input.limit=null",
+    "input.batch_size=8",
+    "stages=[cam]",
+    "cam.layer=layer2,layer3,layer4",
+    "report.markdown=false",
+]
+KILL_JOBS = ["0_cam.layer=layer2", "1_cam.layer=layer3", "2_cam.layer=layer4"]
+
+
+def kill_a_worker(
+    tmp_path: Path, launcher: list[str], env: dict[str, str]
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run the sweep, ``kill -9`` the process running job 0 once its CAM stage has finished a
+    batch, and let the sweep end."""
+    import json
+
+    sweep = tmp_path / "sweep"
+    e = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    e.update(env)
+    cmd = [sys.executable, str(ROOT / "run.py"), *KILL_SWEEP, *launcher, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+    job = sweep / KILL_JOBS[0]
+    progress = job / ".vizpipe" / "progress" / "cam.jsonl"
+    deadline = time.time() + 600
+    while not (progress.is_file() and progress.read_text().count("\n") >= 1):
+        assert time.time() < deadline and proc.poll() is None, "job 0 never finished a CAM batch"
+        time.sleep(0.05)
+    os.kill(json.loads((job / ".vizpipe" / "owner.json").read_text())["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=900)
+    return sweep, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def check_killed(sweep: Path, out: subprocess.CompletedProcess, signal_known: bool = True) -> None:
+    """The killed job failed with its signal, the others finished, the index lists all; exit 1;
+    resume= runs the killed job only and the sweep ends ok."""
+    from vizpipe.pipeline.manifest import load
+
+    assert out.returncode == 1, (out.stdout[-2000:], out.stderr[-2000:])
+    assert f"job {KILL_JOBS[0]} failed: the worker process running this job was killed" in out.stderr, (
+        out.stderr
+    )
+    assert {j.name: j.status for j in collect_sweep(sweep).jobs} == {
+        KILL_JOBS[0]: "failed",
+        KILL_JOBS[1]: "ok",
+        KILL_JOBS[2]: "ok",
+    }
+    killed = load(sweep / KILL_JOBS[0])
+    if signal_known:
+        assert killed["interrupted"]["signal"] == "SIGKILL"
+    assert killed["interrupted"]["resume"].endswith(f"resume={sweep}")
+    index = (sweep / "index.html").read_text()
+    assert all(job in index for job in KILL_JOBS)
+    done = {job: (sweep / job / "manifest.json").stat().st_mtime_ns for job in KILL_JOBS[1:]}
+    from conftest import run_cli
+
+    again = run_cli([*KILL_SWEEP, f"resume={sweep}"], env=ENV)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {j.name: j.status for j in collect_sweep(sweep).jobs} == dict.fromkeys(KILL_JOBS, "ok")
+    assert {job: (sweep / job / "manifest.json").stat().st_mtime_ns for job in KILL_JOBS[1:]} == done
+
+
+@pytest.mark.slow
+def test_joblib_worker_killed(tmp_path):
+    """joblib's pool stops every worker when one dies: the job whose worker was killed fails
+    with SIGKILL, the job stopped with it resumes in a new pool, the third runs."""
+    needs("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher")
+    sweep, out = kill_a_worker(tmp_path, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ENV)
+    check_killed(sweep, out)
+
+
+@pytest.mark.slow
+def test_submitit_local_worker_killed(tmp_path):
+    """submitit's other jobs go on: the killed one fails, the sweep ends with every job recorded."""
+    needs("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+    sweep, out = kill_a_worker(tmp_path, launcher, ENV)
+    check_killed(sweep, out, signal_known=False)  # read from /proc while a zombie: a race with submitit
+
+
+@pytest.mark.slow
+def test_ray_worker_killed(tmp_path, ray_cluster):
+    """A Ray worker killed, with Ray's task retries off: its task fails, the others finish."""
+    address, env = ray_cluster
+    launcher = [
+        "hydra/launcher=ray_cluster",
+        f"hydra.launcher.ray.init.address={address}",
+        "+hydra.launcher.ray.remote.max_retries=0",
+    ]
+    sweep, out = kill_a_worker(tmp_path, launcher, {**ENV, "RAY_AUTH_MODE": env["RAY_AUTH_MODE"]})
+    check_killed(sweep, out, signal_known=False)
+
+
+@pytest.mark.slow
+def test_ray_retries_a_killed_worker_by_resuming(tmp_path, ray_cluster):
+    """Ray's own retry of a task whose worker died (max_retries): the job resumes in its folder
+    from its finished batches and the sweep ends ok."""
+    from vizpipe.pipeline.manifest import load
+
+    address, env = ray_cluster
+    launcher = ["hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}"]
+    sweep, out = kill_a_worker(tmp_path, launcher, {**ENV, "RAY_AUTH_MODE": env["RAY_AUTH_MODE"]})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert {j.name: j.status for j in collect_sweep(sweep).jobs} == dict.fromkeys(KILL_JOBS, "ok")
+    assert load(sweep / KILL_JOBS[0])["resumed"]

@@ -126,3 +126,68 @@ def test_the_yaml_blocks_are_honoured_and_checked() -> None:
     assert model_blocks(model, probe, None) == ["layer1", "layer2", "layer3", "layer4"]
     with pytest.raises(ConfigError, match="Unknown layer in model.blocks 'layer5'.*did you mean 'layer4'"):
         model_blocks(model, probe, "layer1,layer5")
+
+
+# ------------------------------------------------------------------ blocks before the run (sweep=cam_layers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "size"),
+    [
+        (["model=torchvision", "model.name=efficientnet_b0"], 224),
+        (["model=torchvision", "model.name=regnet_y_400mf"], 224),  # not buildable on meta: the CPU
+        (["model=torchvision", "model.name=swin_t", "input=random", "input.shape=[1,3,96,96]"], 96),
+        (["model=shapes_net", "input=shapes"], 64),
+    ],
+)
+def test_config_blocks_equal_the_runs_blocks(compose, make_ctx, overrides, size):
+    """The blocks found from the config (architecture on the meta device, no weights) are the blocks
+    a run finds on the built model and its real input."""
+    import torch
+    from vizpipe.pipeline.factory.blocks import _input_size, config_blocks
+
+    cfg = compose(overrides)
+    rng = torch.get_rng_state()
+    found = config_blocks(cfg.model, cfg.input).split(",")
+    assert torch.equal(torch.get_rng_state(), rng)  # a CPU build draws from a forked generator
+    assert _input_size(cfg.input, dict(cfg.model))[1:] == (size, size)
+    ctx = make_ctx(overrides + ["input.limit=1"])
+    assert found == ctx.blocks()
+
+
+def test_config_blocks_named_or_refused(compose):
+    """model.blocks wins; an input too small says so as the run would; a forward pass that fails
+    otherwise names the fix."""
+    from vizpipe.pipeline.errors import ConfigError
+    from vizpipe.pipeline.factory.blocks import config_blocks
+
+    cfg = compose(["model=resnet18"])
+    assert config_blocks(cfg.model, cfg.input) == "layer1,layer2,layer3,layer4"
+    tiny = ["input=random", "input.shape=[1,3,32,32]"]
+    small = compose(["model=torchvision", "model.name=inception_v3", *tiny])
+    with pytest.raises(ConfigError, match=r"^Input 32×32 px is too small for Inception3: layer "):
+        config_blocks(small.model, small.input)
+    gray = compose(["model=torchvision", "model.name=resnet18", "input=random", "input.shape=[1,1,64,64]"])
+    with pytest.raises(ConfigError) as info:
+        config_blocks(gray.model, gray.input)
+    assert str(info.value).startswith("The blocks of model 'resnet18' cannot be found before the run")
+    assert str(info.value).endswith(
+        "name them: model.blocks='\"a,b,c\"' (summary/layers.txt lists the layers)"
+    )
+
+
+def test_config_blocks_build_only_vizpipes_factories(compose, tmp_path, monkeypatch):
+    """A model factory of the user's (or of a config someone sent) is not run before a sweep is
+    vetted: the blocks must be named."""
+    from vizpipe.pipeline.errors import ConfigError
+    from vizpipe.pipeline.factory.blocks import config_blocks
+
+    (tmp_path / "mine.py").write_text("import torch\nMARK = []\ndef build(**kw):\n    MARK.append(1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose(["model=torchvision", "model.name=x", "model._target_=mine.build"])
+    with pytest.raises(ConfigError, match=r"model._target_='mine.build' is not one of vizpipe's factories"):
+        config_blocks(cfg.model, cfg.input)
+    import sys
+
+    assert "mine" not in sys.modules  # never imported

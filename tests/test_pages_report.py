@@ -298,15 +298,25 @@ def test_stage_view_picture_cap_and_embedding(tmp_path: Path) -> None:
     v = S.stage_view(rec("cam"), res, run, 2, embed_pictures=True)
     assert [p.path for p in v.pictures] == ["cam/a.png", "cam/b.png"]
     assert all(p.src and p.src.startswith("data:image/png;base64,") for p in v.pictures)
-    assert v.groups[0].galleries == [] and v.groups[1].galleries == []
+    assert v.groups == []  # groups whose every picture is past the limit: left out, tables and texts too
     assert v.more == C.Alert(
-        "info", "", "2 more pictures not shown (report.max_images=2); they are in ", "cam/g2/, cam/g1/"
+        "info",
+        "",
+        "2 more pictures in 2 more groups not shown (report.max_images=2); they are in ",
+        "cam/g2/, cam/g1/",
     )
     v3 = S.stage_view(rec("cam"), res, run, 4, embed_pictures=False)
     assert v3.more is None and len(v3.pictures) == 4
     v1 = S.stage_view(rec("cam"), res, run, 3, embed_pictures=False)
-    assert v1.more.text.startswith("1 more pictures not shown (report.max_images=3)")
+    assert [g.name for g in v1.groups] == ["g2"]
+    assert v1.more.text.startswith("1 more pictures in 1 more groups not shown (report.max_images=3)")
     assert v1.more.code == "cam/g1/"
+
+
+def test_stage_view_names_many_folders_by_their_parent(tmp_path: Path) -> None:
+    """Hidden pictures in more than four folders (a CAM run of many images): their common folder."""
+    assert S._folders([f"cam/img{i}/a.png" for i in range(5)]) == "cam/ (5 folders)"
+    assert S._folders(["cam/a/x.png", "cam/b/y.png"]) == "cam/a/, cam/b/"
 
 
 def test_stage_view_without_result_and_with_problem(tmp_path: Path) -> None:
@@ -655,7 +665,8 @@ def test_write_run_report_outputs(tmp_path: Path) -> None:
     assert write_run_report(run) == run / "report.html"
     md = (run / "report.md").read_text()
     assert "](cam/a.png)" in md and "](cam/b.png)" not in md
-    assert "3 more pictures not shown (report.max\\_images=1); they are in `cam/, cam/g2/, cam/g1/`" in md
+    note = "3 more pictures in 2 more groups not shown (report.max\\_images=1); they are in "
+    assert note + "`cam/, cam/g2/, cam/g1/`" in md
     html = (run / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 1
     (run / "report.html").unlink()

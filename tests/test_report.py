@@ -348,10 +348,12 @@ def test_picture_cap_shows_exactly_max_images(fake_run: Path, limit: int) -> Non
     order = [p.path for p in results(fake_run)["cam"].pictures]  # img0's three, then img1's three
     assert [i["data-path"] for i in cam.imgs] == order[:limit]
     more = len(order) - limit
+    groups = " in 1 more groups" if limit < 3 else ""  # img1's pictures all past the limit: img1 left out
     assert (
-        f"{more} more pictures not shown (report.max_images={limit}); they are in <code>cam/</code>"
+        f"{more} more pictures{groups} not shown (report.max_images={limit}); they are in <code>cam/</code>"
         in cam.text
     )
+    assert ("<h3>img1</h3>" in cam.text) == (limit >= 3)
     kernels = page.section("kernels")  # counted per section: 2 pictures
     assert len(kernels.imgs) == min(2, limit)
     assert ("more pictures not shown" in kernels.text) == (limit < 2)
@@ -372,7 +374,7 @@ def test_picture_cap_counts_ungrouped_pictures_first(fake_run: Path) -> None:
     (fake_run / "manifest.json").write_text(json.dumps(m))
     cam = write(fake_run, max_images=3).section("cam")
     assert [i["data-path"] for i in cam.imgs] == ["cam/extra0.png", "cam/extra1.png", "cam/img0__0.png"]
-    assert "5 more pictures not shown" in cam.text
+    assert "5 more pictures in 1 more groups not shown" in cam.text
     assert cam.text.index("extra1.png") < cam.text.index("<h3>img0</h3>")  # ungrouped before the groups
 
 
@@ -683,7 +685,7 @@ def test_a_stage_fragment_replaces_the_generic_body(fake_run: Path, fragment_sta
     assert 'class="badge ok"' in cam.text and "Warning: " in cam.text  # ... but header and alerts
     assert [i["data-path"] for i in cam.imgs] == ["cam/img0__0.png"]  # embedded pictures via `section`
     assert pixels(decode(cam.imgs[0]["src"])) == pixels((fake_run / "cam/img0__0.png").read_bytes())
-    assert "4 more pictures not shown" in cam.text
+    assert "4 more pictures in 1 more groups not shown" in cam.text
     assert "<h3>img0</h3>" in (fake_run / "report.md").read_text().replace("### img0", "<h3>img0</h3>")
     assert len(page.section("kernels").imgs) == 2  # other stages stay generic
 
@@ -1089,12 +1091,14 @@ def test_cli_failure_to_write_exits_1(fake_run: Path, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.slow
-def test_no_picture_limit_shows_every_picture_and_nothing_claims_otherwise(tmp_path: Path) -> None:
-    """40 images through CAM: the record holds the first 32 images' maps and its summary says so
-    (it used to say "first 32 of 40 images shown", whatever report.max_images showed);
-    report.max_images=0 shows every picture of the record, a limit says how many it hides."""
+def test_report_max_images_is_the_only_limit_on_the_report(tmp_path: Path) -> None:
+    """40 images through CAM: the record lists every image's maps (it listed the first 32 only, so
+    report.max_images=0 or 200 still showed 32 images); report.max_images=0 shows all 40, a limit
+    hides the rest (and the images past it) and says so; TensorBoard's tags and the sweep index's
+    previews stay on the first 32 images, as the summary says."""
     from conftest import compose_config
     from vizpipe.pipeline.runner import run_pipeline
+    from vizpipe.stages.cam.render import SAMPLE_IMAGES
 
     args = ["model=seed_net", "input=random", "input.shape=[40,3,32,32]", "input.limit=null", "stages=[cam]"]
     run = tmp_path / "run"
@@ -1102,16 +1106,22 @@ def test_no_picture_limit_shows_every_picture_and_nothing_claims_otherwise(tmp_p
     m = json.loads((run / "manifest.json").read_text())
     record = m["stages"][0]["result"]
     assert record["summary"].endswith(
-        "40 image(s), 40 map(s); the first 32 images' maps go to the report and TensorBoard "
-        "(every map is in cam/)"
+        "40 image(s), 40 map(s); TensorBoard and the sweep index get the first 32 images' maps "
+        "(the report all, up to report.max_images; every map is in cam/)"
     )
     assert len(list(run.glob("cam/*/*_overlay.png"))) == 40
     listed = [p["path"] for p in record["pictures"]]
-    assert len(listed) == 64  # an overlay and a heatmap per image
+    assert len(listed) == 80  # an overlay and a heatmap per image, every image
+    assert len([t for t in record["tables"] if t["title"] == "Top-5 predictions"]) == 40
+    tagged = [p for p in record["pictures"] if p["tag"]]
+    assert len(tagged) == SAMPLE_IMAGES == 32 and [p["path"] for p in tagged] == listed[:64:2]
+    assert [p for p in record["pictures"] if p["preview"]] == tagged
     page = Page((run / "report.html").read_text(encoding="utf-8"))
     assert [i["data-path"] for i in page.section("cam").imgs] == listed
     assert "not shown" not in page.section("cam").visible_text()
     rp.write_run_report(run, ReportConfig(max_images=10, markdown=False))
     cam = Page((run / "report.html").read_text(encoding="utf-8")).section("cam")
     assert [i["data-path"] for i in cam.imgs] == listed[:10]
-    assert "54 more pictures not shown (report.max_images=10)" in cam.visible_text()
+    assert "70 more pictures in 35 more groups not shown (report.max_images=10)" in cam.visible_text()
+    assert "cam/ (35 folders)" in cam.visible_text()
+    assert cam.text.count("Top-5 predictions") == 5  # the images past the limit: their tables too

@@ -196,7 +196,7 @@ def test_a_folder_is_streamed_in_batches_every_output_in_order(compose, tmp_path
 
 def test_merge_tables_sums_counts_and_weights_means():
     spec = Merge(keys=[0, 1], weight=2, means=[3, 4])
-    cols = ["Class", "Name", "Images", "Top-1 accuracy", "Mean score"]
+    cols = ["Class", "Name", "Images", "Top-1 accuracy", "Mean target probability"]
     a = Table("Per class", cols, [[1, "cat", 3, 1.0, 0.5], [2, "dog", 1, 0.0, None]], merge=spec)
     b = Table("Per class", cols, [[1, "cat", 1, 0.0, 0.1], [3, "eel", 2, None, 0.3]], merge=spec)
     from vizpipe.pipeline.report.merge import merge_tables

@@ -119,6 +119,7 @@ def test_full_record_with_boxes_labels_metrics_and_per_layer_maps(tmp_path):
         assert [(p.class_index, p.name) for p in im.top5] == [(c, CATS[c]) for c in order]
         assert [p.prob for p in im.top5] == pytest.approx([float(probs[i, c]) for c in order], rel=1e-6)
         assert [(m.layer, m.target) for m in im.maps] == expected_order
+        assert im.label_score == pytest.approx(float(probs[i, i]), rel=1e-6)  # its label's probability
         for m in im.maps:
             stem = f"cam/im{i}/{m.layer.replace('+', '_')}__{m.target}_{CATS[m.target]}"
             assert (m.overlay, m.heatmap, m.npy) == (
@@ -149,7 +150,9 @@ def test_full_record_with_boxes_labels_metrics_and_per_layer_maps(tmp_path):
     ]
     for c, im in zip(doc.classes, doc.images, strict=True):
         assert c.top1_accuracy == float(im.top5[0].class_index == im.label)
-        assert c.mean_score == pytest.approx(np.mean([m.score for m in im.maps]))
+        assert c.mean_score == pytest.approx(np.mean([m.score for m in im.maps]))  # the maps' targets
+        assert c.mean_label_score == pytest.approx(float(probs[c.class_index, c.class_index]), rel=1e-6)
+        assert c.mean_label_score != pytest.approx(c.mean_score)  # they were mixed under one name
         assert list(c.metrics) == ["pointing_game", "energy_in_box", "complexity"]
         assert c.metrics["complexity"] == pytest.approx(np.mean([m.metrics["complexity"] for m in im.maps]))
     maps = [m for im in doc.images for m in im.maps]
@@ -178,14 +181,17 @@ def test_full_record_with_boxes_labels_metrics_and_per_layer_maps(tmp_path):
         "Name",
         "Images",
         "Top-1 accuracy",
-        "Mean score",
+        "Mean target probability",
+        "Mean label probability",
         "pointing_game",
         "energy_in_box",
         "complexity",
     ]
+    assert per_class.caption.startswith("Mean target probability: the model's probability of the class")
     assert per_class.rows[0][:3] == [0, "cat", 1] and len(per_class.rows) == 3
+    assert per_class.rows[0][4:6] == [doc.classes[0].mean_score, doc.classes[0].mean_label_score]
     assert per_class.merge.keys == [0, 1] and per_class.merge.weight == 2
-    assert per_class.merge.means == [3, 4, 5, 6, 7]
+    assert per_class.merge.means == [3, 4, 5, 6, 7, 8]
     top5 = res.tables[1]
     assert (top5.title, top5.columns, top5.group) == (
         "Top-5 predictions",
@@ -302,19 +308,25 @@ def test_summarize_groups_means_and_ignores_invalid_and_nonfinite():
     assert summarize(NoNames(), []) == ([], {"score": None}, "top-1 class")
 
 
-def test_result_samples_the_first_images(tmp_path):
-    """Only SAMPLE_IMAGES images get pictures and top-5 tables; the summary says so."""
+def test_result_lists_every_image_and_samples_the_first_for_tensorboard(tmp_path):
+    """Every image gets its pictures and top-5 table (the report limits them: report.max_images);
+    only SAMPLE_IMAGES images' overlays are tagged for TensorBoard and previewed; the summary says so."""
     ctx = RunContext(model=None, model_name="m", inputs=None, device=torch.device("cpu"), output_dir=tmp_path)
     images = [fake_image(i, None, 0, 0.5) for i in range(SAMPLE_IMAGES + 1)]
     doc = CamDoc("GradCAM", "gradcam", ["l"], 3, {"l": "tokens: 4 tokens laid on a 2×2 grid"}, {}, images)
     res = result(ctx, doc)
     assert SAMPLE_IMAGES == 32
     assert res.summary == (
-        "GradCAM on l, target: class(es) 3; 33 image(s), 33 map(s); the first 32 images' maps go to the "
-        "report and TensorBoard (every map is in cam/); reshape l: tokens: 4 tokens laid on a 2×2 grid"
+        "GradCAM on l, target: class(es) 3; 33 image(s), 33 map(s); TensorBoard and the sweep index get "
+        "the first 32 images' maps (the report all, up to report.max_images; every map is in cam/); "
+        "reshape l: tokens: 4 tokens laid on a 2×2 grid"
     )
-    assert len(res.pictures) == 64 and len(res.tables) == 1 + 32
-    assert res.tables[0].title == "Per class (top-1 class)" and res.tables[0].columns[-1] == "Mean score"
+    assert len(res.pictures) == 66 and len(res.tables) == 1 + 33
+    assert [bool(p.tag) for p in res.pictures[::2]] == [True] * 32 + [False]  # overlays
+    assert [p.preview for p in res.pictures[::2]] == [True] * 32 + [False]
+    assert not any(p.tag or p.preview for p in res.pictures[1::2])  # heatmaps
+    assert res.tables[0].title == "Per class (top-1 class)"
+    assert res.tables[0].columns[-2:] == ["Mean target probability", "Mean label probability"]
     assert res.params["class"] == "3"
     assert CamDoc.load(tmp_path / "cam" / "cam.json") == dataclasses.replace(doc)
     ctx._claimed.clear()
@@ -331,8 +343,9 @@ def test_result_samples_the_first_images(tmp_path):
 @pytest.mark.parametrize(
     ("method", "name", "passes"), [("scorecam", "ScoreCAM", 5), ("ablationcam", "AblationCAM", 6)]
 )
-def test_perturbation_passes_are_announced_and_counted(tmp_path, caplog, method, name, passes):
-    """ScoreCAM/AblationCAM: the expected passes logged up front equal the passes counted in cam.json."""
+def test_perturbation_passes_are_announced_and_counted(tmp_path, caplog, capsys, method, name, passes):
+    """ScoreCAM/AblationCAM: the expected passes logged up front equal the passes counted in cam.json;
+    the library's own tqdm bar per image is not left on the console."""
     import logging
 
     ctx = boxed_context(tmp_path, labels=False)
@@ -346,6 +359,8 @@ def test_perturbation_passes_are_announced_and_counted(tmp_path, caplog, method,
         f"{name} on c2: about {expected} forward passes to run (1 class set(s) x 3 image(s) x "
         "ceil(channels / cam.batch_size 4); channels c2: 6)"
     ) in caplog.messages
+    err = capsys.readouterr().err
+    assert "it/s]" not in err and "%|" not in err, err
 
 
 def test_announce_metrics(caplog):

@@ -270,3 +270,25 @@ def test_first_component_sign_is_fixed_per_image():
         weak = proj[1].flatten()
         assert weak.max().abs() >= weak.min().abs()
         assert int(weak.argmax()) == 0
+
+
+def test_hidden_bars_drops_the_library_bars_and_keeps_warnings(capsys):
+    """A tqdm bar written inside is dropped; a warning raised inside is shown after; stderr put back."""
+    import sys
+    import warnings
+
+    from tqdm import tqdm
+    from vizpipe.pipeline.gradcam.adapter import hidden_bars
+
+    before = sys.stderr
+    with pytest.warns(UserWarning, match="kept for the console"), hidden_bars():  # shown after
+        for _ in tqdm(range(3)):
+            pass
+        warnings.warn("kept for the console", UserWarning, stacklevel=1)
+    assert sys.stderr is before
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "3/3" not in err
+    with hidden_bars(active=False):
+        for _ in tqdm(range(3)):
+            pass
+    assert "3/3" in capsys.readouterr().err  # other methods: nothing hidden

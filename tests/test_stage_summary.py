@@ -328,3 +328,22 @@ def test_root_cause_follows_causes_and_unsuppressed_contexts():
     both.__cause__ = root
     both.__context__ = mid
     assert _root_cause(both) is root
+
+
+def test_collect_leaves_no_model_in_torchinfos_module_dict(ctx):
+    """torchinfo keeps each summary's layers (holding the modules) in a module-level dict even with
+    cache_forward_pass=False; the stage drops its own entry, so a sweep's models can be freed."""
+    import gc
+    import weakref
+
+    from torchinfo import torchinfo
+
+    other = torchinfo._cached_forward_pass.setdefault("SomeoneElses", [])
+    collect(ctx, SummaryConfig())
+    assert "TinyCNN" not in torchinfo._cached_forward_pass
+    assert torchinfo._cached_forward_pass["SomeoneElses"] is other  # only its own entry
+    del torchinfo._cached_forward_pass["SomeoneElses"]
+    ref = weakref.ref(ctx.model)
+    ctx.model = None
+    gc.collect()
+    assert ref() is None

@@ -114,7 +114,7 @@ def test_watch_rules_are_one_line(tmp_path):
         vizpipe.Watch(model, x, tmp_path / "d", cam={"layer": "conv9"})
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "x").write_text("")
-    with pytest.raises(ConfigError, match="already holds files"):
+    with pytest.raises(ConfigError, match="already holds"):
         vizpipe.Watch(model, x, tmp_path / "e")
 
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from torch import nn
 
+    from vizpipe.pipeline.ownership import Claim
+
 __all__ = ["compose", "inspect"]
 
 #: ConfigStore options (``_``: hidden from the choices a message lists) for lent objects
@@ -121,13 +123,17 @@ def inspect(
     lines = _overrides(model, inputs, stages, list(overrides), settings)
     cfg = _configure(model, inputs, lines, categories, preprocess, settings)
     names = check_config(ensure_typed(cfg))
-    folder = _new_folder(out)
+    held = _new_folder(out)
+    folder = held.folder
     worked = copy.deepcopy(model) if "train" in names else model  # the train stage changes weights
-    with caller_state(), preserved(model), run_log(folder, verbose=bool(cfg.verbose)):
-        _write_hydra_record(folder, cfg, lines)
-        with lend(worked, _plain_inputs(inputs)) as holder:
-            result = run_pipeline(cfg, folder, overrides=lines)
-            records = dict(holder.context.results) if holder.context is not None else {}
+    try:
+        with caller_state(), preserved(model), run_log(folder, verbose=bool(cfg.verbose)):
+            _write_hydra_record(folder, cfg, lines)
+            with lend(worked, _plain_inputs(inputs)) as holder:
+                result = run_pipeline(cfg, folder, overrides=lines)
+                records = dict(holder.context.results) if holder.context is not None else {}
+    finally:
+        held.release()
     run = Run(
         result.output_dir, result.status, result.manifest_path, result.report_path, records, result.error
     )
@@ -249,33 +255,28 @@ def _device_of(model: nn.Module) -> Any:
     return first.device if first is not None else torch.device("cpu")
 
 
-def _new_folder(out: str | Path | None) -> Path:
-    """``out``, or a new ``outputs/<date>/<time>`` (``run.py``'s pattern) never used before."""
+def _new_folder(out: str | Path | None) -> Claim:
+    """``out``, or a new ``outputs/<date>/<time>`` (``run.py``'s pattern, ``_1``, ``_2`` ... when
+    taken), claimed for this call as the command line claims its run folder
+    (``vizpipe.pipeline.ownership``: a folder that holds files or another run is refused)."""
+    from vizpipe.pipeline.ownership import claim, claim_new
+
+    hint = "out=..., or leave out unset"
     if out is not None:
         folder = Path(out).expanduser()
-        held = sorted(p.name for p in folder.iterdir())[:4] if folder.is_dir() else []
-        if held or (folder.exists() and not folder.is_dir()):
-            raise ConfigError(
-                f"Run folder {folder} already holds files ({', '.join(held) or 'it is a file'}); vizpipe "
-                "never mixes two runs in one folder: choose a new one (out=...) or leave out unset"
-            )
-        return folder
-    base = Path("outputs", time.strftime("%Y-%m-%d"), time.strftime("%H-%M-%S"))
-    for n in range(1000):
-        folder = base if n == 0 else base.with_name(f"{base.name}_{n}")
-        try:
-            folder.mkdir(parents=True)
-            return folder
-        except FileExistsError:
-            continue
-    raise ConfigError(f"Could not find a new run folder next to {base}; pass out=...")
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"Run folder {folder} is a file; choose a new folder ({hint})")
+        return claim(folder, hint=hint)
+    return claim_new(Path("outputs", time.strftime("%Y-%m-%d"), time.strftime("%H-%M-%S")), hint=hint)
 
 
 def _write_hydra_record(folder: Path, cfg: DictConfig, lines: list[str]) -> None:
     """``.hydra/config.yaml`` and ``overrides.yaml``, as Hydra writes them for ``run.py``."""
     from omegaconf import OmegaConf
 
+    from vizpipe.pipeline.files import write_atomic
+
     hydra_dir = folder / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, hydra_dir / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(lines)), hydra_dir / "overrides.yaml")
+    write_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_atomic(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(lines))))

@@ -80,15 +80,20 @@ class Watch:
 
         _check_model(model)
         self.model = model
-        self.logdir = _new_folder(logdir)
         self.settings = _settings(cam, every_n_steps, boxes, histograms, graph, backend, image_weight)
+        self._claim = _new_folder(logdir)  # the folder is this watch's until close()
+        self.logdir = self._claim.folder
         self.run: Run | None = None
         self._started = time.time()
-        with caller_state(), _grad():
-            ctx = _context(model, val_images, self.logdir, labels, boxes, preprocess)
-            self._watcher = _watcher(ctx, self.settings, categories)
-            self._watcher.__enter__()
-            self._watcher.start()
+        try:
+            with caller_state(), _grad():
+                ctx = _context(model, val_images, self.logdir, labels, boxes, preprocess)
+                self._watcher = _watcher(ctx, self.settings, categories)
+                self._watcher.__enter__()
+                self._watcher.start()
+        except BaseException:
+            self._claim.release()
+            raise
 
     @property
     def steps(self) -> int:
@@ -141,12 +146,15 @@ class Watch:
 
         if self.run is not None:
             return self.run
-        with caller_state(), _grad():
-            try:
-                record = self._watcher.finish()
-            finally:
-                self._watcher.__exit__(None, None, None)
-        self.run = _report(self.logdir, self._watcher, record, self._started)
+        try:
+            with caller_state(), _grad():
+                try:
+                    record = self._watcher.finish()
+                finally:
+                    self._watcher.__exit__(None, None, None)
+            self.run = _report(self.logdir, self._watcher, record, self._started)
+        finally:
+            self._claim.release()
         return self.run
 
     def __enter__(self) -> Watch:

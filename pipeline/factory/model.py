@@ -13,7 +13,7 @@ from vizpipe.pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_model", "load_categories", "load_checkpoint", "nonfinite_parameters"]
+__all__ = ["build_model", "factory_arguments", "load_categories", "load_checkpoint", "nonfinite_parameters"]
 
 
 def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
@@ -25,15 +25,7 @@ def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
     from vizpipe.pipeline.factory.targets import instantiate
     from vizpipe.pipeline.models import preset
 
-    cfg = (
-        OmegaConf.to_container(model_cfg, resolve=True)
-        if isinstance(model_cfg, DictConfig)
-        else dict(model_cfg)
-    )
-    checkpoint = cfg.pop("checkpoint", None)
-    for key in ("blocks", "categories", "output", "task"):  # vizpipe's keys, not the factory's
-        cfg.pop(key, None)
-    kwargs = cfg.pop("kwargs", None) or {}
+    cfg, kwargs, checkpoint = factory_arguments(model_cfg)
     target = cfg.get("_target_")
     model = instantiate({**cfg, **kwargs}, "model from _target_")
     if not isinstance(model, nn.Module):
@@ -50,6 +42,21 @@ def build_model(model_cfg: DictConfig | dict) -> tuple[nn.Module, Any]:
     weights = preset(str(target), {**cfg, "kwargs": kwargs}, model)
     model.eval()
     return model, weights
+
+
+def factory_arguments(model_cfg: DictConfig | dict) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """``model.*`` split into the factory's node (``_target_``, name, weights, num_classes), its
+    ``kwargs`` and the checkpoint; vizpipe's own keys (blocks, categories, output) left out."""
+    cfg = (
+        OmegaConf.to_container(model_cfg, resolve=True)
+        if isinstance(model_cfg, DictConfig)
+        else dict(model_cfg)
+    )
+    checkpoint = cfg.pop("checkpoint", None)
+    for key in ("blocks", "categories", "output", "task"):  # vizpipe's keys, not the factory's
+        cfg.pop(key, None)
+    kwargs = cfg.pop("kwargs", None) or {}
+    return cfg, kwargs, checkpoint
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
@@ -137,7 +144,7 @@ def describe_file(path: Path) -> str:
             return "a damaged zip archive (a truncated PyTorch file?)"
     if head.startswith(b"PK\x03\x04"):
         return "a damaged zip archive (a PyTorch file cut short?)"
-    if head[:1] == b"\x80":
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # PROTO 2-5
         return _pickled(path.read_bytes(), "a pickle")
     for magic, what in MAGIC:
         if head.startswith(magic):

@@ -17,8 +17,13 @@ How vizpipe differs from calling the library the usual way (and why the maps are
   method's steps (``vizpipe.pipeline.gradcam.extended``: a subclass, nothing patched); with
   several layers (or FullGrad) the input requires grad for that pass, as in the library. Other
   methods (meta methods, second-order ShapleyCAM, ``aug_smooth``) are called once per class set.
-- **The library's own progress bars** (ScoreCAM/AblationCAM: one tqdm bar per image) are left as
-  the library draws them; vizpipe states the passes to run up front and counts them.
+- **The library's own progress bars** (ScoreCAM/AblationCAM: one tqdm bar per image and class,
+  left on the console) are not shown: ``hidden_bars`` points ``sys.stderr`` at a buffer for the
+  library's call only (``contextlib.redirect_stderr``; tqdm's bars write to ``sys.stderr`` as it
+  is when each bar starts) and shows the Python warnings raised meanwhile once it is put back.
+  tqdm's documented ``TQDM_DISABLE`` cannot do it per call: tqdm reads its ``TQDM_*`` variables
+  once, when ``tqdm`` is imported; nothing of the library or of tqdm is patched. vizpipe states
+  the passes to run up front, counts them, and its own bar (``cam``) shows the batches.
 - **The model is left as found** (``vizpipe.pipeline.hooks.preserved`` around the stage): hooks (the
   library's and ours) removed, every module's mode, ``requires_grad`` and ``.grad`` restored,
   modules the library swaps (AblationCAM's ablation layer) put back.
@@ -30,6 +35,7 @@ own (its ``ActivationsAndGradients``) are removed with its ``release()``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +45,33 @@ from vizpipe.pipeline.gradcam.methods import MethodSpec
 from vizpipe.pipeline.hooks import Hooks
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import numpy as np
     import torch
     from torch import nn
 
-__all__ = ["CamRunner", "inner_cams", "targets_for"]
+__all__ = ["CamRunner", "hidden_bars", "inner_cams", "targets_for"]
 
 #: per class set: the (B, H, W) maps and, when capturing, each layer's (B, H, W) maps
 Maps = tuple["np.ndarray", "list[np.ndarray] | None"]
+
+
+@contextlib.contextmanager
+def hidden_bars(active: bool = True) -> Iterator[None]:
+    """Inside: what the library writes to ``sys.stderr`` (its tqdm bars) is dropped; the Python
+    warnings raised meanwhile are shown when ``sys.stderr`` is back (see the module docstring)."""
+    if not active:
+        yield
+        return
+    import io
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
 
 def inner_cams(method_obj: Any) -> list[Any]:
@@ -277,7 +302,7 @@ class CamRunner:
             kwargs["aug_smooth"] = True
         out = []
         for classes in class_sets or [top1(logits)]:
-            with torch.enable_grad():
+            with torch.enable_grad(), hidden_bars(self.spec.perturbation):
                 batch = self.obj(x, targets_for(classes, logits, self.spec), **kwargs)
             self.forwards += 1
             out.append(self._result(batch))
@@ -291,7 +316,7 @@ class CamRunner:
 
         cam = self.obj
         eigen = bool(self.settings.eigen_smooth)
-        with torch.enable_grad():
+        with torch.enable_grad(), hidden_bars(self.spec.perturbation):
             x, outputs = cam.forward_once(x)  # (B, K): the one forward pass
             self.forwards += 1
             logits = outputs.detach().float().cpu()

@@ -21,7 +21,7 @@ val). Their class names are ``Inputs.classes``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,32 +134,49 @@ class Inputs:
             self._first = next(self._stream(0, min(len(self), self.batch_size)))
         return self._first
 
-    def batches(self, desc: str | None = None) -> Iterator[Batch]:
-        """Every batch in order; a bar (``desc``) on a terminal when there is more than one."""
+    def batches(self, desc: str | None = None, skip: Collection[int] = ()) -> Iterator[Batch]:
+        """Every batch in order; a bar (``desc``) on a terminal when there is more than one.
+
+        ``skip``: numbers (0-based) of batches to leave out, unread (a resumed run's finished
+        ones, ``vizpipe.pipeline.progress``); the others are the same batches as without it.
+        """
         if len(self) <= self.batch_size:
-            yield self.first()
+            if 0 not in skip:
+                yield self.first()
             return
         from tqdm import tqdm
 
-        with tqdm(total=len(self), desc=desc, unit="img", leave=False, disable=None if desc else True) as bar:
-            for batch in self._stream(0, len(self)):
+        size, n = self.batch_size, len(self)
+        todo = [b for b in range(-(-n // size)) if b not in skip] if skip else None
+        done = n - sum(min(size, n - b * size) for b in todo) if todo is not None else 0
+        with tqdm(
+            total=n, initial=done, desc=desc, unit="img", leave=False, disable=None if desc else True
+        ) as bar:
+            for batch in self._stream(0, n, todo):
                 yield batch
                 bar.update(len(batch))
 
-    def _stream(self, start: int, stop: int) -> Iterator[Batch]:
+    def _stream(self, start: int, stop: int, todo: list[int] | None = None) -> Iterator[Batch]:
         import numpy as np
         import torch
         from torch.utils.data import DataLoader, Subset
 
-        subset = Subset(self.dataset, range(start, stop))
         # its own generator: reading data never draws from the global random numbers a stage may use
-        loader = DataLoader(
-            subset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.workers,
-            generator=torch.Generator().manual_seed(0),
-        )
+        generator = torch.Generator().manual_seed(0)
+        if todo is not None:  # only these batches (numbered from 0), read as the full pass reads them
+            size = self.batch_size
+            groups = [list(range(b * size, min((b + 1) * size, stop))) for b in todo]
+            loader = DataLoader(
+                self.dataset, batch_sampler=groups, num_workers=self.workers, generator=generator
+            )
+        else:
+            loader = DataLoader(
+                Subset(self.dataset, range(start, stop)),
+                batch_size=self.batch_size,
+                shuffle=False,
+                num_workers=self.workers,
+                generator=generator,
+            )
         for items in loader:
             index = [int(i) for i in items["index"]]
             labels = [int(v) if int(v) >= 0 else None for v in items.get("label", [-1] * len(index))]

@@ -58,6 +58,8 @@ def load_rgb(path: Path) -> np.ndarray:
             if opened.getexif().get(EXIF_ORIENTATION, 1) != 1:  # stored rotated or mirrored
                 im = ImageOps.exif_transpose(opened)
             return rgb_array(im)
+    except Image.DecompressionBombError as exc:
+        raise ConfigError(f"input file '{path}' {bomb_text(exc)}") from exc
     except UnidentifiedImageError as exc:
         raise ConfigError(
             f"input file '{path}' is not an image PIL can read (corrupt, or not an image despite its name)"
@@ -66,6 +68,14 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ConfigError(
             f"input file '{path}' could not be decoded ({exc}); it may be truncated or corrupt"
         ) from exc
+
+
+def bomb_text(exc: Exception) -> str:
+    """Why PIL refuses a decompression bomb, and what to do (one line)."""
+    return (
+        f"is too large to decode safely ({' '.join(str(exc).split())}); PIL refuses images this large "
+        "(Image.MAX_IMAGE_PIXELS); leave it out, or set input.on_bad_image=skip to skip unreadable images"
+    )
 
 
 def rgb_array(im: Any) -> np.ndarray:

@@ -24,13 +24,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vizpipe.pipeline.errors import ConfigError, closest_first
+from vizpipe.pipeline.files import special_kind
 
-__all__ = ["COMMON", "Scan", "Skipped", "find_images", "is_image", "scan_folder", "scan_images"]
+__all__ = [
+    "COMMON",
+    "Scan",
+    "Skipped",
+    "find_images",
+    "header_problem",
+    "is_image",
+    "readable",
+    "scan_folder",
+    "scan_images",
+]
 
 #: extensions taken without opening the file (compared in lower case)
 COMMON = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NOT_IMAGE = "not an image Pillow can open"
+UNREADABLE = "cannot be read"  # input.on_bad_image=skip: an image file whose header fails
 SHOWN = 5  # skipped files named in the one-line warning (the manifest lists all)
+SAME_FILE = "the same file as"
 
 
 @dataclass
@@ -107,7 +120,7 @@ def _collect(candidates: list[Path]) -> Scan:
     for path in sorted(candidates):
         real = os.path.realpath(path)
         if real in first:
-            out.skipped.append(Skipped(str(path), f"the same file as {first[real]}"))
+            out.skipped.append(Skipped(str(path), f"{SAME_FILE} {first[real]}"))
             continue
         first[real] = path
         if is_image(path):
@@ -180,6 +193,9 @@ def scan_images(spec: str) -> Scan:
         return scan
     if p.is_file():
         return Scan([p])
+    what = special_kind(p)
+    if what is not None:
+        raise ConfigError(f"input.path '{spec}' is {what}, not an image file or a folder of images")
     parent = p.parent if str(p.parent) else Path(".")
     near: list[str] = []
     if parent.is_dir():
@@ -191,6 +207,35 @@ def scan_images(spec: str) -> Scan:
     )
 
 
+def header_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image, from its header alone (cheap), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path):
+            return None
+    except Image.DecompressionBombError as exc:
+        return f"too large to decode safely ({' '.join(str(exc).split())})"
+    except Exception as exc:  # noqa: BLE001 - UnidentifiedImageError, OSError, ...: said, not raised
+        return f"{UNREADABLE} ({' '.join(str(exc).split()) or type(exc).__name__})"
+
+
+def readable(scan: Scan) -> Scan:
+    """``input.on_bad_image=skip``: ``scan`` without the image files whose header cannot be read
+    (a decompression bomb, a damaged header), each added to its skipped files with why. Damage
+    further inside a file still stops the stage that reads it, naming the file."""
+    out = Scan([], list(scan.skipped))
+    for path in scan.files:
+        problem = header_problem(path)
+        if problem is None:
+            out.files.append(path)
+        else:
+            out.skipped.append(Skipped(str(path), problem))
+    if not out.files:
+        raise ConfigError(f"input.path holds no readable image: {describe(out.skipped)}")
+    return out
+
+
 def find_images(spec: str) -> list[Path]:
     """The image files of ``scan_images`` (the skipped ones dropped)."""
     return scan_images(spec).files
@@ -198,9 +243,14 @@ def find_images(spec: str) -> list[Path]:
 
 def describe(skipped: list[Skipped]) -> str:
     """One line about skipped files: how many, why, the first few by name."""
-    links = [s for s in skipped if s.why != NOT_IMAGE]
+    links = [s for s in skipped if s.why.startswith(SAME_FILE)]
     other = [s for s in skipped if s.why == NOT_IMAGE]
+    bad = [s for s in skipped if s not in links and s not in other]  # input.on_bad_image=skip
     said = []
+    if bad:
+        names = ", ".join(f"{Path(s.path).name} ({s.why})" for s in bad[:SHOWN])
+        more = f", ... ({len(bad) - SHOWN} more)" if len(bad) > SHOWN else ""
+        said.append(f"{len(bad)} image file(s) skipped (input.on_bad_image=skip): {names}{more}")
     if other:
         names = ", ".join(Path(s.path).name for s in other[:SHOWN])
         more = f", ... ({len(other) - SHOWN} more)" if len(other) > SHOWN else ""

@@ -17,7 +17,7 @@ from vizpipe.pipeline.inputs.images import (
     bundled_photo,
     preprocessing,
 )
-from vizpipe.pipeline.inputs.scan import scan_images
+from vizpipe.pipeline.inputs.scan import readable, scan_images
 from vizpipe.pipeline.names import input_names
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,12 @@ def photo(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, A
 
 @builder("image")
 def images(input_cfg: Any, *, weights: Any, seed: int, model: Any) -> dict[str, Any]:
-    """Image files: ``input.path`` is a file, a folder (searched recursively) or a glob."""
+    """Image files: ``input.path`` is a file, a folder (searched recursively) or a glob;
+    ``input.on_bad_image=skip`` also leaves out the image files that cannot be read."""
     scan = scan_images(str(input_cfg.path))
+    choice = getattr(input_cfg, "on_bad_image", "stop")
+    if str(getattr(choice, "value", choice)) == "skip":
+        scan = readable(scan)
     return {**_files_fields(scan.files, input_cfg, weights), "skipped": scan.skipped}
 
 

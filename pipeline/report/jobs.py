@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vizpipe.pipeline.manifest import MANIFEST
+from vizpipe.pipeline.manifest import MANIFEST, settled
 from vizpipe.pipeline.report.common import (
     REPORT_HTML,
     REPORT_MD,
@@ -114,7 +114,7 @@ def collect_job(job: Path) -> JobData:
     problems: list[str] = []
     num_match = re.match(r"^(\d+)", job.name)
     num = int(num_match.group(1)) if num_match else None
-    manifest = read_json(job / MANIFEST, problems)
+    manifest = settled(read_json(job / MANIFEST, problems), job)  # a killed job reads interrupted
     manifest = manifest if isinstance(manifest, dict) else None
     overrides = (manifest or {}).get("overrides")
     if not isinstance(overrides, list) or not overrides:

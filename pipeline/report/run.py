@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from vizpipe.pipeline.manifest import MANIFEST
+from vizpipe.pipeline.manifest import MANIFEST, settled
 from vizpipe.pipeline.report.common import (
     MIME,
     Alert,
@@ -88,7 +88,7 @@ def collect_run(run_dir: Path | str) -> RunData:
     if not run.is_dir():
         raise FileNotFoundError(f"Run folder {run} does not exist")
     problems: list[str] = []
-    manifest = read_json(run / MANIFEST, problems)
+    manifest = settled(read_json(run / MANIFEST, problems), run)  # a killed run reads interrupted
     if manifest is not None and not isinstance(manifest, dict):
         problems.append(f"{MANIFEST} is not a JSON object")
         manifest = None
@@ -169,6 +169,13 @@ def _header(data: RunData) -> dict[str, Any]:
             alerts.append(Alert("error", f"{rec.get('name')} failed: ", record_error(rec)))
         elif rec.get("status") == "interrupted":
             alerts.append(Alert("error", f"{rec.get('name')} was interrupted"))
+    stopped = m.get("interrupted")
+    if isinstance(stopped, dict) and m.get("status") != "ok":
+        alerts.append(
+            Alert(
+                "error", f"Interrupted ({stopped.get('why')}); finish it with: ", str(stopped.get("resume"))
+            )
+        )
     alerts += [Alert("warning", "Warning: ", w) for w in _run_warnings(data)]
     alerts += [Alert("warning", "", p) for p in data.problems]
     deterministic = " (deterministic algorithms)" if cfg.get("deterministic") else ""

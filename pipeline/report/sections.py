@@ -157,7 +157,9 @@ def stage_view(
     """Build one stage's section: header line, alerts, key numbers, then its records by group.
 
     At most ``max_images`` pictures (0 = all) are shown, counted over the whole section in display
-    order; a note says how many more there are and in which folders.
+    order; a group whose pictures are all past the limit (a CAM image) is left out with its tables
+    and texts; a note says how many more pictures and groups there are and in which folders.
+    ``max_images`` is the only limit: a stage's record lists all its pictures.
     """
     name = str(record.get("name"))
     view = StageView(
@@ -201,16 +203,29 @@ def stage_view(
     for g in order:
         blocks[g].galleries = _galleries(by_group[g])
     view.body = blocks[""]
-    view.groups = [blocks[g] for g in order[1:]]
+    shown_groups = {p.group for p in shown}
+    left_out = {p.group for p in hidden if p.group and p.group not in shown_groups}
+    view.groups = [blocks[g] for g in order[1:] if g not in left_out]
     if hidden:
-        folders = dict.fromkeys(f"{PurePosixPath(p.path).parent.as_posix()}/" for p in hidden)
+        groups = f" in {len(left_out)} more groups" if left_out else ""
         view.more = Alert(
             "info",
             "",
-            f"{len(hidden)} more pictures not shown (report.max_images={max_images}); they are in ",
-            ", ".join(folders),
+            f"{len(hidden)} more pictures{groups} not shown (report.max_images={max_images}); they are in ",
+            _folders([p.path for p in hidden]),
         )
     return view
+
+
+def _folders(paths: list[str]) -> str:
+    """The folders holding ``paths``, or their common folder when there are more than four."""
+    import os
+
+    folders = list(dict.fromkeys(f"{PurePosixPath(p).parent.as_posix()}/" for p in paths))
+    if len(folders) <= 4:
+        return ", ".join(folders)
+    common = os.path.commonpath([f.rstrip("/") for f in folders])
+    return f"{common}/ ({len(folders)} folders)" if common else f"{len(folders)} folders"
 
 
 # =========================================================================== fragments

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from vizpipe.pipeline.gradcam.adapter import CamRunner, Maps
 from vizpipe.pipeline.metrics.registry import METRICS
 from vizpipe.pipeline.names import slug
-from vizpipe.stages.cam import share
+from vizpipe.stages.cam import progress, share
 from vizpipe.stages.cam.plan import CamPlan
 from vizpipe.stages.cam.rows import Collector, SliceMaps, record_slice
 
@@ -64,8 +64,8 @@ def perturbation_passes(
 ) -> Iterator[Callable[[], int]]:
     """ScoreCAM/AblationCAM: state the forward passes up front, then count them.
 
-    Yields a function returning the passes counted so far (0 for other methods). The library
-    draws its own progress bar per image (``vizpipe.pipeline.gradcam.adapter``).
+    Yields a function returning the passes counted so far (0 for other methods). The library's
+    own progress bar per image is not shown (``vizpipe.pipeline.gradcam.adapter.hidden_bars``).
     """
     spec, layers, settings = runner.spec, runner.layers, runner.settings
     if not spec.perturbation:
@@ -180,14 +180,21 @@ def _collector(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> Col
 
 
 def _collect_group(run: Collector, label: str, layers: list[CamLayer]) -> None:
-    """Stream the data set through one layer group's runner, recording each slice's maps."""
+    """Stream the data set through one layer group's runner, recording each slice's maps; each
+    batch is recorded in ``ctx.progress`` once its files are written (a resumed run replays the
+    batches recorded before: ``progress.replay``)."""
     ctx = run.ctx
     desc = f"cam {label}" if len(run.groups) > 1 else "cam"
     with open_runner(ctx, run.settings, run.plan, layers, run.capture, run.sibs) as (runner, used):
         with perturbation_passes(ctx, runner, label, run.class_sets) as counter:
-            for batch in ctx.inputs.batches(desc):
+            for key, batch, done in ctx.progress.batches(ctx.inputs, desc, key=label):
+                if batch is None:
+                    progress.replay(run, done)
+                    continue
+                before, passes = progress.marks(run), counter()
                 for part in _slices(batch, _chunk(run.plan, layers, batch.tensor)):
                     record_slice(run, runner, _slice_maps(run, runner, part, layers, used), label)
+                ctx.progress.record(key, *progress.batch_record(run, batch, before, counter() - passes))
             run.passes += counter()
 
 

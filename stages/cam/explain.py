@@ -111,4 +111,15 @@ def _plot(path: Any, doc: dict[str, Any]) -> None:
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Any) -> None:
+    """The figure's PNG, written atomically (``vizpipe.pipeline.files.write_atomic``)."""
+    import io
+
+    from vizpipe.pipeline.files import write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())

@@ -72,6 +72,8 @@ class CamImage:
     # model predicts (its mask, or its boxes with labels and scores), and a detector's detections
     prediction: str | None = None
     detections: list[Detection] | None = None
+    # the model's probability of ``label`` (left out of cam.json when None: no label, or not finite)
+    label_score: float | None = None
 
 
 @dataclass
@@ -82,8 +84,10 @@ class ClassSummary:
     name: str | None
     count: int
     top1_accuracy: float | None  # None when labels are unknown
-    mean_score: float | None
+    mean_score: float | None  # mean probability of the class each valid map explains (``CamMap.score``)
     metrics: dict[str, float | None] = field(default_factory=dict)  # means of each map metric
+    # mean probability of the images' own label (left out of cam.json when None: no labels)
+    mean_label_score: float | None = None
 
 
 @dataclass
@@ -106,8 +110,8 @@ class CamDoc:
     def to_json(self) -> str:
         """The JSON text written to ``cam.json`` (NaN/inf are refused: the stage writes None).
 
-        The task fields (``OPTIONAL``) are left out while None: a classifier's ``cam.json`` is as
-        it was before vizpipe knew other tasks.
+        The task fields and the label's probability (``OPTIONAL``) are left out while None: an
+        unlabelled classifier's ``cam.json`` is as it was before vizpipe knew other tasks or labels.
         """
         return json.dumps(_drop_unset(dataclasses.asdict(self)), indent=2, allow_nan=False) + "\n"
 
@@ -117,8 +121,9 @@ class CamDoc:
         return from_dict(cls, json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-#: fields written only when set (the task fields of ``CamMap``, ``CamImage`` and ``CamDoc``)
-OPTIONAL = {"key", "detail", "prediction", "detections", "task"}
+#: fields written only when set (the task fields of ``CamMap``, ``CamImage`` and ``CamDoc``; the
+#: label's probability of ``CamImage`` and ``ClassSummary``, known only for a labelled data set)
+OPTIONAL = {"key", "detail", "prediction", "detections", "task", "label_score", "mean_label_score"}
 
 
 def _drop_unset(doc: Any) -> Any:

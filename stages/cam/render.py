@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: images whose maps are listed as pictures in the record (the report's and TensorBoard's sample)
+#: images whose overlays are tagged for TensorBoard and previewed in the sweep index. The record
+#: lists every image's maps and top-5 table: the report shows as many as ``report.max_images``
+#: allows (0: all), TensorBoard logs and the sweep index compares only this sample (a run of
+#: thousands of images would otherwise fill the event file and every index cell).
 SAMPLE_IMAGES = 32
 
 
@@ -55,6 +58,7 @@ class MapWriter:
         """Write the files of map ``cam`` (H, W) of image ``i`` of ``batch``; ``mark(overlay)`` draws
         on the overlay (a segmentation target's mask, a detection target's boxes)."""
         from pytorch_grad_cam.utils.image import show_cam_on_image
+        from vizpipe.pipeline.files import save_npy
         from vizpipe.pipeline.names import slug
         from vizpipe.pipeline.render import save_png
 
@@ -62,7 +66,7 @@ class MapWriter:
             f"{slug(row.layer)}__{row.key}" if row.key else file_stem(row.layer, row.target, row.target_name)
         )
         rel = f"cam/{batch.names[i]}/{stem}"
-        np.save(self.ctx.claim(f"{rel}.npy"), cam.astype(np.float32))
+        save_npy(self.ctx.claim(f"{rel}.npy"), cam.astype(np.float32))
         mask = np.clip(np.nan_to_num(cam, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
         if self.display is not None:
             mask = self.display(mask)
@@ -109,6 +113,7 @@ def summarize(
                 top1_accuracy=accuracy,
                 mean_score=_mean([m.score for m in maps]),
                 metrics={k: _mean([m.metrics.get(k) for m in maps]) for k in names},
+                mean_label_score=_mean([img.label_score for img in members]) if labelled else None,
             )
         )
     valid = [m for img in images for m in img.maps if m.valid]
@@ -180,19 +185,20 @@ def warn_invalid(ctx: RunContext, images: list[CamImage]) -> None:
 
 
 def result(ctx: RunContext, doc: CamDoc) -> StageResult:
-    """The stage's record: per-image tables and pictures (a sample), class aggregates, key numbers."""
+    """The stage's record: every image's tables and pictures (TensorBoard's tags and the sweep
+    index's previews on the first SAMPLE_IMAGES), class aggregates, key numbers."""
     from vizpipe.pipeline.files import write_atomic
 
     write_atomic(ctx.claim("cam/cam.json"), doc.to_json())
     tables: list[Table] = []
     pictures: list[Picture] = []
-    for img in doc.images[:SAMPLE_IMAGES]:
+    for i, img in enumerate(doc.images):
         if img.top5:
             tables.append(_top5_table(ctx, img, doc.task))
         if img.prediction:
-            pictures.append(_prediction_picture(doc, img))
+            pictures.append(_prediction_picture(doc, img, sample=i < SAMPLE_IMAGES))
         for m in img.maps:
-            pictures += _map_pictures(doc, img, m)
+            pictures += _map_pictures(doc, img, m, sample=i < SAMPLE_IMAGES)
     if len(doc.images) > 1 or (doc.images and doc.images[0].label is not None):
         tables.insert(0, _class_table(doc))
     scalars = [Scalar("cam/score", doc.means.get("score"), key=True)]
@@ -242,19 +248,22 @@ def _top5_table(ctx: RunContext, img: CamImage, task: str | None = None) -> Tabl
     return Table(title, ["Rank", "Class", "Name", column], rows, group=img.name, caption=caption)
 
 
-def _prediction_picture(doc: CamDoc, img: CamImage) -> Picture:
-    """What a segmentation or detection model predicts for the image (its mask, or its boxes)."""
+def _prediction_picture(doc: CamDoc, img: CamImage, sample: bool) -> Picture:
+    """What a segmentation or detection model predicts for the image (its mask, or its boxes);
+    tagged for TensorBoard for a ``sample`` image."""
     if doc.task == "detection":
         dets = img.detections or []
         shown = ", ".join(f"{d.label} {d.name or ''} {d.score:.2f}".replace("  ", " ") for d in dets[:8])
         caption = f"prediction: {len(dets)} detection(s) {shown}" + (", ..." if len(dets) > 8 else "")
     else:
         caption = "prediction: each pixel's class (background uncoloured)"
-    return Picture(img.prediction or "", caption, group=img.name, tag=f"cam/prediction/{img.name}")
+    tag = f"cam/prediction/{img.name}" if sample else None
+    return Picture(img.prediction or "", caption, group=img.name, tag=tag)
 
 
-def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap) -> list[Picture]:
-    """One map's overlay (captioned with its numbers, badged when invalid) and heatmap."""
+def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap, sample: bool) -> list[Picture]:
+    """One map's overlay (captioned with its numbers, badged when invalid) and heatmap; a
+    ``sample`` image's overlay is tagged for TensorBoard and previewed in the sweep index."""
     target = f"{m.target} {m.target_name}" if m.target_name else f"class {m.target}"
     if m.detail:
         target = m.detail
@@ -267,17 +276,26 @@ def _map_pictures(doc: CamDoc, img: CamImage, m: CamMap) -> list[Picture]:
         m.overlay,
         caption,
         group=img.name,
-        tag=f"cam/{doc.method_key}/{m.layer}/{cls}/{img.name}",
-        preview=True,
+        tag=f"cam/{doc.method_key}/{m.layer}/{cls}/{img.name}" if sample else None,
+        preview=sample,
         badge=None if m.valid else "invalid",
     )
     return [overlay, Picture(m.heatmap, f"{m.layer}  heatmap", group=img.name)]
 
 
+#: what the per-class table's two probability columns are
+CLASS_TABLE_CAPTION = (
+    "Mean target probability: the model's probability of the class each map explains (each image's "
+    "top-1 class, or cam.target_class), over the valid maps. Mean label probability: its probability "
+    "of the image's own label, where the data set gives one."
+)
+
+
 def _class_table(doc: CamDoc) -> Table:
     """Per-class aggregates over the valid maps; numbers, merged across a data set's shards."""
     metric_names = [k for k in doc.means if k not in ("score", "top1_accuracy")]
-    head = ["Class", "Name", "Images", "Top-1 accuracy", "Mean score", *metric_names]
+    probabilities = ["Mean target probability", "Mean label probability"]
+    head = ["Class", "Name", "Images", "Top-1 accuracy", *probabilities, *metric_names]
     rows = [
         [
             c.class_index,
@@ -285,13 +303,14 @@ def _class_table(doc: CamDoc) -> Table:
             c.count,
             c.top1_accuracy,
             c.mean_score,
+            c.mean_label_score,
             *[c.metrics.get(k) for k in metric_names],
         ]
         for c in doc.classes
     ]
     # numbers, not text: the report formats them, and the sweep index merges a data set's shards
     merge = Merge(keys=[0, 1], weight=2, means=list(range(3, len(head))))
-    return Table(f"Per class ({doc.grouped_by})", head, rows, merge=merge)
+    return Table(f"Per class ({doc.grouped_by})", head, rows, caption=CLASS_TABLE_CAPTION, merge=merge)
 
 
 def _summary(doc: CamDoc) -> str:
@@ -302,7 +321,8 @@ def _summary(doc: CamDoc) -> str:
         target_text = f"{doc.task} targets ({', '.join(keys)})"
     shown = min(len(doc.images), SAMPLE_IMAGES)
     sample = (
-        f"; the first {shown} images' maps go to the report and TensorBoard (every map is in cam/)"
+        f"; TensorBoard and the sweep index get the first {shown} images' maps "
+        "(the report all, up to report.max_images; every map is in cam/)"
         if len(doc.images) > shown
         else ""
     )

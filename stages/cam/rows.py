@@ -134,7 +134,7 @@ def record_slice(run: Collector, runner: CamRunner, got: SliceMaps, label: str) 
         record_task_slice(run, got, label)
         return
     probs = run.ctx.probabilities(got.logits)
-    _add_images(run, got)
+    _add_images(run, got, probs)
     for classes, (maps, per_layer) in zip(got.sets, got.results, strict=True):
         scores = _metric_scores(run, runner, got.part, classes, maps)
         _add_maps(run, got, probs, classes, label, maps, scores)
@@ -142,8 +142,9 @@ def record_slice(run: Collector, runner: CamRunner, got: SliceMaps, label: str) 
             _add_maps(run, got, probs, classes, name, layer_maps, {})
 
 
-def _add_images(run: Collector, got: SliceMaps) -> None:
-    """A row for each image of the slice not seen before: its source, top-5, label and box."""
+def _add_images(run: Collector, got: SliceMaps, probs: torch.Tensor) -> None:
+    """A row for each image of the slice not seen before: its source, top-5, label (and the
+    model's probability of it) and box."""
     part, invalid = got.part, run.ctx.inputs.invalid
     top5 = run.ctx.top_k(5, got.logits)
     for i, index in enumerate(part.index):
@@ -158,7 +159,15 @@ def _add_images(run: Collector, got: SliceMaps) -> None:
             label=part.labels[i],
             box=list(part.boxes[i]) if part.boxes[i] is not None else None,
             valid=not bad,
+            label_score=_label_score(probs[i], part.labels[i]) if not bad else None,
         )
+
+
+def _label_score(probs: torch.Tensor, label: int | None) -> float | None:
+    """The probability of the image's own class (``probs``: its (K,) probabilities), if labelled."""
+    if label is None or not 0 <= int(label) < probs.shape[0]:
+        return None
+    return finite(probs[int(label)])
 
 
 def _metric_scores(

@@ -1,13 +1,24 @@
-"""Stream the data set through the model with the hooks on; draw and save as captures arrive."""
+"""Stream the data set through the model with the hooks on; draw and save as captures arrive.
+
+Each ``features/<layer>.npy`` is appended batch by batch under a hidden partial name
+(``vizpipe.pipeline.files.Partial``) and renamed when the pass ends, so no truncated ``.npy``
+ever carries a final name. After each batch the stage records in ``ctx.progress`` the batch's
+grids and every accumulator's state (running statistics and the ``.npy`` length so far): a
+resumed run (``resume=``) puts the state of the last recorded batch back, cuts each partial
+``.npy`` to its recorded length and goes on with the next batch, so its files are byte for byte
+those of an uninterrupted run. Batches are appended in order, so only the finished batches from
+the first one on are kept (a gap is done again from there).
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from vizpipe.pipeline.files import Partial
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +42,7 @@ class Accumulator:
     total: float = 0.0
     peak: float = -np.inf
     finite_peak: float = 0.0  # largest |finite value| (float16 range check)
-    npy: BinaryIO | None = None
+    npy: Partial | None = None
     grids: dict[str, str] = field(default_factory=dict)
 
     def add(self, maps: np.ndarray) -> None:
@@ -52,13 +63,53 @@ class Accumulator:
         if finite.size:
             self.finite_peak = max(self.finite_peak, float(finite.max()))
 
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs to go on from here (JSON: floats are exact)."""
+        return {
+            "drawn": self.drawn,
+            "sums": None if self.sums is None else self.sums.tolist(),
+            "maxs": None if self.maxs is None else self.maxs.tolist(),
+            "zeros": None if self.zeros is None else self.zeros.tolist(),
+            "count": self.count,
+            "total": self.total,
+            "peak": self.peak,
+            "finite_peak": self.finite_peak,
+            "grids": dict(self.grids),
+            "npy_bytes": None if self.npy is None else self.npy.flush(),
+        }
 
-def _open_npy(path: Path, shape: tuple[int, ...], dtype: str) -> BinaryIO:
-    """An .npy file with its header written; the data is appended batch by batch (C order)."""
-    f = open(path, "wb")  # noqa: SIM115 - closed by collect's finally
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put back what ``state`` recorded (the ``.npy`` is cut to its length by ``_open_npy``)."""
+        self.drawn = state["drawn"]
+        for key, dtype in (("sums", np.float64), ("maxs", np.float64), ("zeros", np.int64)):
+            value = state[key]
+            setattr(self, key, None if value is None else np.asarray(value, dtype=dtype))
+        self.count, self.total = int(state["count"]), float(state["total"])
+        self.peak, self.finite_peak = float(state["peak"]), float(state["finite_peak"])
+        self.grids = dict(state["grids"])
+
+
+def _open_npy(path: Path, shape: tuple[int, ...], dtype: str, keep: int | None = None) -> Partial:
+    """An .npy file with its header written (or a partial one continued from ``keep`` bytes); the
+    data is appended batch by batch (C order)."""
+    if keep is not None:
+        f = Partial(path, keep=keep)
+        if f.size == keep:
+            return f
+        f.close()
+    f = Partial(path)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(f, header)
     return f
+
+
+def _resumed(ctx: RunContext, keys: list[str]) -> tuple[int, dict[str, Any] | None]:
+    """(finished batches from the first on, the state recorded after the last of them)."""
+    done = ctx.progress.done()
+    n = 0
+    while n < len(keys) and keys[n] in done:
+        n += 1
+    return n, (done[keys[n - 1]] if n else None)
 
 
 def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) -> list[Accumulator]:
@@ -76,25 +127,37 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
     what = settings.capture.value
     pending: dict[tuple[str, str], torch.Tensor] = {}
 
-    # capture() names the kind only when it hands both; otherwise every call is the one kind asked for
-    def sink(name: str, tensor: torch.Tensor, kind: str = what) -> None:
+    def sink(name: str, tensor: torch.Tensor, kind: str) -> None:
         if (name, kind) in accs and (name, kind) not in pending:  # a shared module: its first call
             pending[(name, kind)] = tensor
 
+    keys = [f"batch/{b}" for b in range(-(-n // ctx.inputs.batch_size))]
+    kept, state = _resumed(ctx, keys)
     try:
         if settings.save_npy:
+            paths = {key: ctx.claim(f"features/{acc.target.stem}.npy") for key, acc in accs.items()}
+            for key, acc in accs.items():
+                keep = state[acc.target.stem]["npy_bytes"] if state is not None else None
+                acc.npy = _open_npy(paths[key], (n, *acc.target.shape[1:]), settings.dtype.value, keep)
+            if state is not None and any(
+                a.npy.size != state[a.target.stem]["npy_bytes"] for a in accs.values()
+            ):
+                kept, state = 0, None  # a partial file is gone or short: every file starts over
+                for key, acc in accs.items():
+                    acc.npy.close()
+                    acc.npy = _open_npy(paths[key], (n, *acc.target.shape[1:]), settings.dtype.value)
+        if state is not None:
             for acc in accs.values():
-                t = acc.target
-                acc.npy = _open_npy(
-                    ctx.claim(f"features/{t.stem}.npy"), (n, *t.shape[1:]), settings.dtype.value
-                )
+                acc.restore(state[acc.target.stem])
         # every_call: each batch's forward pass reports again (pending is cleared per batch)
         with (
             preserved(ctx.model),
             torch.no_grad(),
             capture(ctx.model, wanted, sink, what=what, every_call=True),
         ):
-            for batch in ctx.inputs.batches("features"):
+            for key, batch, _ in ctx.progress.batches(ctx.inputs, "features", only=range(kept)):
+                if batch is None:
+                    continue  # finished before: its state is the one put back
                 pending.clear()
                 ctx.model(batch.tensor)
                 for key, acc in accs.items():
@@ -113,10 +176,16 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
                     acc.add(maps)
                     draw_batch(ctx, acc, maps, batch.names, settings, lut, levels)
                 pending.clear()
+                grids = [acc.grids[name] for acc in accs.values() for name in batch.names]
+                ctx.progress.record(key, grids, {acc.target.stem: acc.state() for acc in accs.values()})
+        for acc in accs.values():
+            if acc.npy is not None:
+                acc.npy.finish()
+                acc.npy = None
     finally:
         for acc in accs.values():
             if acc.npy is not None:
-                acc.npy.close()
+                acc.npy.close()  # the partial file stays for resume=
     return list(accs.values())
 
 

@@ -164,7 +164,7 @@ def capture_block_stats(ctx: RunContext) -> dict[str, dict[str, Any]]:
     names = [n for n in ctx.blocks() if n in layouts]
     stats: dict[str, dict[str, Any]] = {}
 
-    def sink(name: str, t: torch.Tensor) -> None:
+    def sink(name: str, t: torch.Tensor, kind: str) -> None:
         x = to_nchw(t, layouts[name]).float()  # (N, C, h, w)
         stats[name] = {
             "mean": float(x.mean()),

@@ -27,6 +27,8 @@ random labels for the CAM stage's data randomisation check (``random_labels.py``
 
 A non-finite loss stops training with one message; the model gets back the last good weights and
 every file stays. Ctrl-C writes ``history.json`` (status ``interrupted``) before it goes on.
+``resume=`` goes on from the last epoch's state (``resume.py``: weights, optimizer, scheduler,
+step, random generators) and ends with the weights an uninterrupted run ends with (CPU).
 """
 
 from __future__ import annotations
@@ -120,3 +122,14 @@ class TrainStage(Stage):
         from vizpipe.stages.train.plan import make_plan
 
         return train(ctx, settings, self.plan or make_plan(ctx, settings))
+
+    def restore(self, ctx: RunContext, settings: TrainConfig, result: StageResult) -> None:
+        """``resume=`` after training finished: the trained weights (its checkpoint) back in the model,
+        and the random-label copy (``train.random_labels``) back in ``ctx.variants``."""
+        from vizpipe.stages.train import random_labels
+        from vizpipe.stages.train.loop import hand_back
+        from vizpipe.stages.train.record import CHECKPOINT, load_state
+
+        load_state(ctx.output_dir / CHECKPOINT, ctx.model)
+        hand_back(ctx)
+        random_labels.restore(ctx, result)

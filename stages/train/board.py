@@ -51,12 +51,13 @@ class Board:
         self.graph_on = bool(settings.graph)
         self.folders = {run: ctx.output_dir / LOGDIR / run for run in RUNS}
         self.writers: dict[str, Any] = {}
+        self.purge_step: int | None = None  # a resumed run's first step (``open_writer``)
 
     def __enter__(self) -> Board:
         """Open both writers."""
         for run, folder in self.folders.items():
             folder.mkdir(parents=True, exist_ok=True)
-            self.writers[run] = open_writer(self.backend, folder)
+            self.writers[run] = open_writer(self.backend, folder, purge_step=self.purge_step)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -151,6 +151,22 @@ class CamFrames:
         self.epochs.append(epoch)
         return out
 
+    def state(self) -> dict[str, Any]:
+        """The frames drawn so far (a resumed run goes on from them: ``restore``)."""
+        import torch
+
+        return {
+            "epochs": list(self.epochs),
+            "frames": {n: torch.from_numpy(np.stack(f)) for n, f in self.frames.items() if f},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put back the frames ``state`` holds."""
+        self.epochs = [int(e) for e in state["epochs"]]
+        for name, stack in state["frames"].items():
+            if name in self.frames:
+                self.frames[name] = list(stack.numpy())
+
     def strips(self) -> list[tuple[str, str, np.ndarray]]:
         """Per image: (name, caption, strip (H, W, 3) uint8), epoch 0 on the left."""
         from vizpipe.pipeline.render import tile_grid

@@ -88,6 +88,7 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
     from vizpipe.pipeline.inputs import build_split
     from vizpipe.stages.train import random_labels, reuse
     from vizpipe.stages.train.record import CHECKPOINT, HISTORY
+    from vizpipe.stages.train.resume import load_state
     from vizpipe.stages.train.watch import Watcher
 
     key = reuse.training_key(ctx, settings) if reuse.enabled(ctx) else None
@@ -95,7 +96,7 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
     if kept is not None:
         record = reuse.reuse(ctx, kept)
         if record is not None:
-            _hand_back(ctx)
+            hand_back(ctx)
             return record
     initial = (
         {k: v.detach().clone() for k, v in ctx.model.state_dict().items()} if settings.random_labels else None
@@ -106,9 +107,12 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
     watch = Watcher(
         ctx, settings, plan, splits["val"], history, checkpoint=paths.checkpoint, history_path=paths.history
     )
+    state = load_state(ctx.progress.state_path()) if ctx.progress.resume else None
+    if state is not None:
+        watch.restore(state["watch"])
     try:
         with watch:
-            fit(ctx, settings, splits, watch)
+            fit(ctx, settings, splits, watch, state)
     except NonFiniteLoss as exc:
         raise stopped(ctx, settings, history, paths, exc) from exc
     except KeyboardInterrupt:
@@ -118,7 +122,7 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
         history.write(paths.history)
         raise
     finally:
-        _hand_back(ctx)
+        hand_back(ctx)
     record = watch.finish([CHECKPOINT, HISTORY])
     if initial is not None:
         random_labels.add_to_record(record, random_labels.train_copy(ctx, settings, splits, initial))
@@ -164,7 +168,7 @@ def stopped(
     return VizpipeError(history.error)
 
 
-def _hand_back(ctx: RunContext) -> None:
+def hand_back(ctx: RunContext) -> None:
     """The trained model back in eval mode; later stages probe it afresh."""
     from vizpipe.pipeline.factory.model import nonfinite_parameters
 
@@ -190,9 +194,19 @@ def loaders(ctx: RunContext, settings: Any, splits: dict[str, Inputs]) -> tuple[
     return loader, val_loader, total
 
 
-def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watcher) -> None:
-    """The epochs (see the module docstring); ``watch`` logs, draws and records every one."""
+def fit(
+    ctx: RunContext,
+    settings: Any,
+    splits: dict[str, Inputs],
+    watch: Watcher,
+    state: dict[str, Any] | None = None,
+) -> None:
+    """The epochs (see the module docstring); ``watch`` logs, draws and records every one.
+
+    After each epoch the resume state is saved (``resume.py``); ``state``: a killed run's, put
+    back before going on with the epoch after its last."""
     from vizpipe.stages.train.plan import make_optimizer, make_scheduler
+    from vizpipe.stages.train.resume import apply_state, save_state
 
     loader, val_loader, total = loaders(ctx, settings, splits)
     optimizer = make_optimizer(ctx.model, settings)
@@ -201,8 +215,12 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
     log.debug(
         "Training %s: %d epoch(s) x %d step(s), at most %d steps", ctx.model_name, epochs, len(loader), total
     )
-    watch.start()
-    for epoch in range(1, epochs + 1):
+    first = 1
+    if state is not None:
+        first = apply_state(state, ctx, optimizer, scheduler, loader.generator) + 1
+    else:
+        watch.start()
+    for epoch in range(first, epochs + 1):
         sums = one_epoch(ctx, settings, loader, optimizer, scheduler, watch, (epoch, epochs, total))
         loss_sum, hits, seen, lr, units = sums
         check_finite(ctx.model, epoch, watch.steps, lr)  # before the epoch's checkpoint is written
@@ -217,6 +235,9 @@ def fit(ctx: RunContext, settings: Any, splits: dict[str, Inputs], watch: Watche
             train_accuracy=hits / units if units else None,
             lr=lr,
             complete=seen == len(loader.dataset),
+        )
+        save_state(
+            ctx.progress.state_path(), ctx, optimizer, scheduler, loader.generator, epoch, watch.state()
         )
         log.info(
             "train: epoch %d/%d, %d steps: loss %.4f, accuracy %.3f | val loss %s, accuracy %s",

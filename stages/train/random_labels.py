@@ -8,7 +8,8 @@ drawn uniformly at random (fixed per image: seeded by the run's seed and the ima
 the same optimizer, schedule, epochs and shuffling, without logging. The copy goes to the stages
 after as ``RunContext.variants["random_labels"]`` (the CAM stage's ``cam.sanity=[...,data]``) and
 to ``train/random_labels.pt``; the record gets its train and val accuracy (val against the true
-labels: near chance when nothing real was learnt).
+labels: near chance when nothing real was learnt). ``resume=`` after the stage finished puts
+the copy back from its checkpoint (``restore``).
 """
 
 from __future__ import annotations
@@ -70,11 +71,16 @@ class Quiet:
         """Keep the epoch's numbers."""
         self.last = {"val_loss": val_loss, "val_accuracy": val_accuracy, **numbers}
 
+    def state(self) -> dict[str, Any]:
+        """Nothing to resume from: the copy is not in the stage's resume state."""
+        return {}
+
 
 def train_copy(
     ctx: RunContext, settings: Any, splits: dict[str, Inputs], initial: dict[str, torch.Tensor]
 ) -> dict[str, float | None]:
     """Train a copy of the model (from ``initial``) on random labels; put it in ``ctx.variants``."""
+    from vizpipe.pipeline.progress import Progress
     from vizpipe.stages.train.loop import fit
     from vizpipe.stages.train.record import save_checkpoint
 
@@ -88,11 +94,25 @@ def train_copy(
     log.info(
         "train: now the same network on random labels (train.random_labels: the data randomisation check)"
     )
-    fit(dataclasses.replace(ctx, model=twin), settings, {"train": shuffled, "val": splits["val"]}, quiet)
+    # no progress record: the resume state (train.state) stays the real training's; a run killed
+    # while the copy trains trains the copy again from ``initial`` when resumed
+    alone = dataclasses.replace(ctx, model=twin, progress=Progress.off())
+    fit(alone, settings, {"train": shuffled, "val": splits["val"]}, quiet)
     twin.eval()
     save_checkpoint(ctx.claim(CHECKPOINT), twin)
     ctx.variants[NAME] = twin
     return quiet.last
+
+
+def restore(ctx: RunContext, result: StageResult) -> None:
+    """``resume=`` after the train stage finished: its random-label copy back in ``ctx.variants``."""
+    from vizpipe.stages.train.record import load_state
+
+    if CHECKPOINT not in result.files:
+        return
+    twin = copy.deepcopy(ctx.model)
+    load_state(ctx.output_dir / CHECKPOINT, twin)
+    ctx.variants[NAME] = twin.eval()
 
 
 def add_to_record(record: StageResult, numbers: dict[str, float | None]) -> None:

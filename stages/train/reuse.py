@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import shutil
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -137,12 +136,14 @@ def reuse(ctx: RunContext, trained: Trained) -> StageResult | None:
     """Load ``trained`` into this run (weights, variants, files); its record (None: its files are gone)."""
     import copy
 
+    from vizpipe.pipeline.files import write_atomic
+
     paths = files_of(trained.record)
     if not all((trained.run_dir / rel).is_file() for rel in paths):
         log.debug("train: the files of the kept training in %s are gone; training again", trained.run_dir)
         return None
-    for rel in paths:
-        shutil.copyfile(trained.run_dir / rel, ctx.claim(rel))
+    for rel in paths:  # each through a temp file and a rename, as the stage writes them
+        write_atomic(ctx.claim(rel), (trained.run_dir / rel).read_bytes())
     ctx.model.load_state_dict(trained.state)
     for name, state in trained.variants.items():
         twin = copy.deepcopy(ctx.model)

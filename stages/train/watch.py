@@ -160,6 +160,33 @@ class Watcher:
         self.write_history()
         return record
 
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs of this watcher after an epoch (``stages/train/resume.py``)."""
+        return {
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "last_lr": self.last_lr,
+            "graphed": self._graphed,
+            "history": self.history.to_json(),
+            "frames": self.frames.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go on from ``state`` (call before entering: the writers then purge the later steps)."""
+        import dataclasses
+        import json
+
+        from vizpipe.pipeline.stage import from_dict
+        from vizpipe.stages.train.record import History
+
+        self.steps, self.epochs = int(state["steps"]), int(state["epochs"])
+        self.last_lr, self._graphed = state["last_lr"], bool(state["graphed"])
+        saved = from_dict(History, json.loads(state["history"]))
+        for f in dataclasses.fields(History):  # the same object the stage holds
+            setattr(self.history, f.name, getattr(saved, f.name))
+        self.frames.restore(state["frames"])
+        self.board.purge_step = self.steps + 1
+
     def write_history(self) -> None:
         """``history.json`` as it stands (when it has a place)."""
         if self.history_path is not None:
