@@ -288,3 +288,104 @@ def test_attributions_metrics_and_sanity_reach_tensorboard(tmp_path: Path) -> No
     assert any(t.startswith("cam/deeplift/input/") for t in tags["images"])
     assert {"cam/sanity/row", "cam/sanity/similarity"} <= set(tags["images"])
     assert {"cam/sparseness", "cam/sanity/parameters"} <= set(tags["scalars"])
+
+
+# --------------------------------------------------------------------------- resume (issue 20)
+
+
+def _interrupt_after(monkeypatch, records: int) -> list[str]:
+    """SIGTERM (as its handler raises it) once ``records`` batches are recorded; the keys recorded."""
+    from vizpipe.pipeline.errors import Interrupted
+    from vizpipe.pipeline.progress import Progress
+
+    real, keys = Progress.record, []
+
+    def record(self, key, files, data=None):
+        real(self, key, files, data)
+        keys.append(f"{self.stage}:{key}")
+        if len(keys) == records:
+            raise Interrupted("SIGTERM", 143)
+
+    monkeypatch.setattr(Progress, "record", record)
+    return keys
+
+
+@pytest.mark.slow
+def test_a_resumed_attribution_run_keeps_its_maps_curves_and_sanity(tmp_path: Path, monkeypatch) -> None:
+    """Interrupted after 2 of the CAM stage's 4 batches: the resumed run computes only the last two
+    and writes what an uninterrupted run writes (maps, cam.json, the mean curves, the sanity checks)."""
+    from vizpipe.pipeline.compare import compare_runs
+    from vizpipe.pipeline.runner import run_pipeline
+
+    cfg = compose(
+        [
+            "model=shapes_net",
+            "input=shapes",
+            "input.limit=16",
+            "input.batch_size=4",
+            "stages=[cam]",
+            "cam.method=saliency",
+            "cam.metrics=[deletion_auc,insertion_auc]",
+            "cam.metric_args={deletion_auc:{steps:4},insertion_auc:{steps:4}}",
+            "cam.sanity=[parameters]",
+            "cam.sanity_images=2",
+            "report.enabled=false",
+        ]
+    )
+    full, out = tmp_path / "full", tmp_path / "run"
+    assert run_pipeline(cfg, full).ok
+    _interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, out)
+    monkeypatch.undo()
+    keys = _interrupt_after(monkeypatch, 99)
+    result = run_pipeline(cfg, out, resume=True)
+    assert result.ok, result.error
+    assert keys == ["cam:input/2", "cam:input/3"]  # the first two batches' maps were kept
+    comparison = compare_runs(full, out)
+    assert comparison.equal, comparison.first
+    for name in ("cam/cam.json", "cam/curves.json", "cam/sanity/sanity.json"):
+        assert (full / name).read_bytes() == (out / name).read_bytes(), name
+    assert json.loads((out / "cam/curves.json").read_text())["deletion"]["maps"] == 16
+
+
+@pytest.mark.slow
+def test_a_resumed_run_after_training_gets_the_random_label_copy_back(tmp_path: Path, monkeypatch) -> None:
+    """Interrupted in the CAM stage after the train stage (with its random-label copy) finished:
+    resume keeps the training (Stage.restore) and the data randomisation check sees the copy."""
+    from vizpipe.pipeline.runner import run_pipeline
+
+    cfg = compose(
+        [
+            "model=shapes_net",
+            "input=shapes",
+            "input.limit=8",
+            "input.batch_size=4",
+            "stages=[train,cam]",
+            "train.epochs=1",
+            "train.max_steps=2",
+            "input.train_count=16",
+            "input.val_count=8",
+            "train.cam_images=0",
+            "train.random_labels=true",
+            "cam.sanity=[data]",
+            "cam.sanity_images=2",
+            "report.enabled=false",
+        ]
+    )
+    full, out = tmp_path / "full", tmp_path / "run"
+    assert run_pipeline(cfg, full).ok
+    from vizpipe.stages.train import reuse
+
+    reuse.forget()  # the second run trains for itself
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, out)
+    monkeypatch.undo()
+    keys = _interrupt_after(monkeypatch, 99)
+    result = run_pipeline(cfg, out, resume=True)
+    assert result.ok, result.error
+    assert all(k.startswith("cam:") for k in keys)  # nothing trained again
+    for name in ("train/random_labels.pt", "cam/cam.json", "cam/sanity/sanity.json"):
+        assert (full / name).read_bytes() == (out / name).read_bytes(), name
+    assert json.loads((out / "cam/sanity/sanity.json").read_text())["verdicts"]["data"] in ("pass", "fail")
