@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vizpipe.pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.tasks import model_output  # re-exported: what the probe and the stages call
 
 if TYPE_CHECKING:
     import torch
@@ -218,23 +219,6 @@ def size_error(
         f"Input {h}×{w} px is {verdict} {type(model).__name__}: {layer} {got} "
         f"({type(exc).__name__}: {first}); {then} (e.g. input.crop={works})"
     )
-
-
-def model_output(out: object) -> torch.Tensor:
-    """The logits tensor of a model output (tensor, ``.logits``, ``["out"]`` or first element)."""
-    import torch
-    from vizpipe.pipeline.hooks import first_tensor
-
-    if isinstance(out, torch.Tensor):
-        return out
-    if hasattr(out, "logits"):
-        return out.logits
-    if isinstance(out, dict) and "out" in out:
-        return out["out"]
-    t = first_tensor(out)
-    if t is None:
-        raise TypeError(f"model returned {type(out).__name__}, which holds no tensor")
-    return t
 
 
 def top_classes(outputs: torch.Tensor, k: int) -> torch.Tensor:
