@@ -198,7 +198,7 @@ def test_manifest_write_and_load(tmp_path):
             "result": None,
         }
     ]
-    assert [p.name for p in tmp_path.iterdir()] == [mf.MANIFEST]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".vizpipe", mf.MANIFEST]  # .vizpipe: the disk reserve
 
 
 def test_manifest_snapshot_and_collect(tmp_path):
