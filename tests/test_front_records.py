@@ -199,7 +199,8 @@ def test_manifest_write_and_load(tmp_path):
             "result": None,
         }
     ]
-    assert [p.name for p in tmp_path.iterdir()] == [mf.MANIFEST]
+    # .vizpipe: the disk reserve
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".vizpipe", mf.MANIFEST]
 
 
 def test_manifest_snapshot_and_collect(tmp_path):

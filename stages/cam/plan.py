@@ -18,7 +18,7 @@ from vizpipe.pipeline.gradcam.layers import CamLayer, LayoutReshape, resolve_cam
 from vizpipe.pipeline.gradcam.methods import MethodSpec, resolve_method
 from vizpipe.pipeline.metrics.registry import METRICS, check_metric_args, resolve_metrics
 from vizpipe.stages.cam.targets import check_settings as check_task_settings
-from vizpipe.stages.cam.targets import resolve
+from vizpipe.stages.cam.targets import parse_target_class, resolve
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
@@ -152,48 +152,6 @@ def _check_sanity(settings: Any) -> None:
             f"cam.sanity_threshold must be in [-1, 1] (a Spearman correlation), got "
             f"{settings.sanity_threshold}"
         )
-
-
-def parse_target_class(
-    value: Any, num_classes: int, categories: list[str] | None, model_name: str
-) -> list[int] | None:
-    """``cam.target_class`` -> None (top-1) or a list of class indices, each checked against the model."""
-    if value is None:
-        return None
-    raw = list(value) if isinstance(value, list | tuple) else [value]
-    valid = f"valid: null (each image's top-1), an integer 0..{num_classes - 1} or a list of them"
-    out: list[int] = []
-    for item in raw:
-        if isinstance(item, str):
-            text = item.strip()
-            if text.lstrip("-").isdigit():
-                item = int(text)
-            elif categories:
-                lower = [c.lower() for c in categories]
-                hits = [i for i, c in enumerate(lower) if c == text.lower()]
-                if not hits:
-                    raise unknown_choice(
-                        "class name for cam.target_class", text, categories, context=f"for {model_name}"
-                    )
-                if len(hits) > 1:
-                    both = ", ".join(f"{i} ({categories[i]})" for i in hits)
-                    raise ConfigError(
-                        f"cam.target_class '{text}' names {len(hits)} classes of {model_name}: {both}; "
-                        f"give one index, e.g. cam.target_class={hits[0]}"
-                    )
-                item = hits[0]
-            else:
-                raise ConfigError(
-                    f"cam.target_class '{text}' is not a class index "
-                    "(this model's weights carry no class names; "
-                    f"set model.categories to use names); {valid}"
-                )
-        if not 0 <= item < num_classes:
-            raise ConfigError(
-                f"cam.target_class {item} is out of range for {model_name} ({num_classes} classes); {valid}"
-            )
-        out.append(int(item))
-    return list(dict.fromkeys(out))
 
 
 def make_plan(ctx: RunContext, settings: Any) -> CamPlan:
