@@ -149,6 +149,9 @@ STAND_INS = [
     StandIn(r"-m benchmarks\.dataset$", replace=r"\g<0> --images 8 --small 4 --big 16", why=BENCH),
     StandIn(r"-m benchmarks\.coldstart$", replace=r"\g<0> --repeats 1", why=BENCH),
     StandIn(
+        r"-m benchmarks\.resume$", replace=r"\g<0> --images 20 --size 64 --batch 5 --repeats 1", why=BENCH
+    ),
+    StandIn(
         r"-m benchmarks\.reproducible$",
         replace=r"\g<0> --pairs 1 --repeats 1 --only 'shapes_net train'",
         why=BENCH,

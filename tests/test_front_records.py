@@ -199,7 +199,7 @@ def test_manifest_write_and_load(tmp_path):
             "result": None,
         }
     ]
-    # .vizpipe: the disk reserve
+    # .vizpipe: the disk reserve the manifest holds back for its own write
     assert sorted(p.name for p in tmp_path.iterdir()) == [".vizpipe", mf.MANIFEST]
 
 
