@@ -5,8 +5,9 @@
 #                                        run the tests
 # Setup is idempotent: a second call reuses .venv unless pyproject.toml changed. 'test' also installs
 # the library extras (timm, lightning, notebook: the timm models, the Lightning callback and the
-# notebook run in a Jupyter kernel) and the cluster extra (Hydra's joblib, submitit and ray
-# launchers), so CI runs their tests; without the cluster extra the launcher tests are skipped.
+# notebook run in a Jupyter kernel; quantus: the metrics' reference implementation) and the cluster
+# extra (Hydra's joblib, submitit and ray launchers), so CI runs their tests; without the cluster
+# extra the launcher tests are skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -21,7 +22,10 @@ pick_python() {
 }
 
 #: what 'test' installs besides dev: the library extras (CI runs their tests), then the cluster extra
-TEST_EXTRAS=timm,lightning,notebook
+TEST_EXTRAS=timm,lightning,notebook,quantus
+#: Quantus (tests/test_metrics.py's reference), installed without its opencv-python requirement: it
+#: would replace grad-cam's opencv-python-headless; its other requirements are the quantus extra
+QUANTUS='quantus>=0.6,<0.7'
 
 setup_venv() {
   # $1: dev (run) or test (dev, the library extras and, where it installs, the cluster extra)
@@ -37,6 +41,7 @@ setup_venv() {
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
   if [ "$want" = test ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,$TEST_EXTRAS]"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "$QUANTUS"
     # ray is large and has no wheel on some platforms: without the launchers their tests are skipped
     if .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,$TEST_EXTRAS,cluster]"; then
       done=test

@@ -57,7 +57,9 @@ def stage_side(cfg: Any, out: Path) -> tuple[float, Any]:
     from vizpipe.pipeline.factory import build_context
     from vizpipe.pipeline.registry import get_stage
     from vizpipe.pipeline.schema import settings_of
+    from vizpipe.stages.train import reuse
 
+    reuse.forget()  # every repeat trains (a kept training of this process would be copied instead)
     ctx = build_context(cfg, out)
     stage, settings = get_stage("train"), settings_of(cfg, "train")
     t = time.perf_counter()

@@ -20,8 +20,9 @@ import vizpipe.pipeline.config_store  # noqa: F401 - registers the config schema
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 from vizpipe.pipeline import CONF_DIR, sweeps
+from vizpipe.pipeline.argv import after_overrides
 from vizpipe.pipeline.errors import Interrupted, VizpipeError
-from vizpipe.pipeline.precheck import after_overrides, fail, precheck
+from vizpipe.pipeline.precheck import fail, precheck
 from vizpipe.pipeline.process import (
     freeze_imports,
     freeze_startup,

@@ -59,6 +59,10 @@ class RunContext:
     # results a stage computed on this very build (model and inputs), kept with it by the build
     # cache for later jobs of this process (``vizpipe.pipeline.cache``); keys start with the stage's name
     shared: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # other versions of the model this run made, by name, for the stages after (the train stage's
+    # "random_labels": the same network trained on random labels, the CAM stage's data
+    # randomisation check); never cached with the build
+    variants: dict[str, nn.Module] = field(default_factory=dict, repr=False)
     # the running stage's progress record (``vizpipe.pipeline.progress``; the runner sets it per
     # stage): a streamed stage records each finished batch there, and skips the finished ones
     # of an interrupted run it resumes

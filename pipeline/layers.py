@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vizpipe.pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.tasks import model_output  # re-exported: what the probe and the stages call
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +84,7 @@ def probe_model(model: nn.Module, x: torch.Tensor, task: str = "auto") -> Probe:
     """
     import torch
     from vizpipe.pipeline.hooks import Hooks, capture, unfinished
-    from vizpipe.pipeline.tasks import check_task, infer_task, scores
+    from vizpipe.pipeline.tasks import check_task, infer_task
 
     names = [n for n, _ in model.named_modules() if n]
     types = {n: type(m).__name__ for n, m in model.named_modules() if n}
@@ -102,22 +103,6 @@ def probe_model(model: nn.Module, x: torch.Tensor, task: str = "auto") -> Probe:
 
     containers: dict[str, str] = {}
     levels: dict[str, dict[str, tuple[int, ...]]] = {}
-
-    def kind(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            if isinstance(output, torch.Tensor) or name in containers:
-                return
-            containers[name] = type(output).__name__ if not isinstance(output, dict) else "dict"
-            maps = (
-                isinstance(output, dict)
-                and output
-                and all(isinstance(v, torch.Tensor) and v.ndim == 4 for v in output.values())
-            )
-            if maps:
-                levels[name] = {str(k): tuple(v.shape) for k, v in output.items()}
-
-        return hook
-
     failure: Exception | None = None
     with (
         torch.no_grad(),
@@ -125,7 +110,7 @@ def probe_model(model: nn.Module, x: torch.Tensor, task: str = "auto") -> Probe:
         Hooks() as hooks,
     ):
         for name in names:
-            hooks.forward(model.get_submodule(name), kind(name))
+            hooks.forward(model.get_submodule(name), _container_hook(name, containers, levels))
         with unfinished(model) as running:
             try:
                 out = model(x)
@@ -141,17 +126,8 @@ def probe_model(model: nn.Module, x: torch.Tensor, task: str = "auto") -> Probe:
         task = infer_task(out, types.get(last) if last else None)
     else:
         check_task(task, out, type(model).__name__)
-    if x.is_meta:  # the architecture alone, on the meta device (factory/blocks.py): shapes, no numbers
-        logits = torch.zeros(int(x.shape[0]), 0)
-    elif task == "classification":
-        logits = model_output(out).detach().float().cpu()
-        if logits.ndim == 1:
-            logits = logits[:, None]
-        logits = logits.reshape(logits.shape[0], -1)
-    else:
-        logits = scores(out, task, model)
     return Probe(
-        logits=logits,
+        logits=_probe_logits(model, x, out, task),
         shapes=shapes,
         in_shapes=in_shapes,
         types=types,
@@ -163,6 +139,42 @@ def probe_model(model: nn.Module, x: torch.Tensor, task: str = "auto") -> Probe:
         levels=levels,
         output=out if task != "classification" else None,
     )
+
+
+def _container_hook(
+    name: str, containers: dict[str, str], levels: dict[str, dict[str, tuple[int, ...]]]
+) -> Callable[..., None]:
+    """A forward hook noting a module whose output is not one tensor (a dict of FPN maps: ``levels``)."""
+    import torch
+
+    def hook(module: nn.Module, args: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) or name in containers:
+            return
+        containers[name] = type(output).__name__ if not isinstance(output, dict) else "dict"
+        maps = (
+            isinstance(output, dict)
+            and output
+            and all(isinstance(v, torch.Tensor) and v.ndim == 4 for v in output.values())
+        )
+        if maps:
+            levels[name] = {str(k): tuple(v.shape) for k, v in output.items()}
+
+    return hook
+
+
+def _probe_logits(model: nn.Module, x: torch.Tensor, out: object, task: str) -> torch.Tensor:
+    """The probe's (N, K) scores: the logits of a classifier, the task's numbers of another model."""
+    import torch
+    from vizpipe.pipeline.tasks import scores
+
+    if x.is_meta:  # the architecture alone, on the meta device (factory/blocks.py): shapes, no numbers
+        return torch.zeros(int(x.shape[0]), 0)
+    if task != "classification":
+        return scores(out, task, model)
+    logits = model_output(out).detach().float().cpu()
+    if logits.ndim == 1:
+        logits = logits[:, None]
+    return logits.reshape(logits.shape[0], -1)
 
 
 #: square input sides tried when a forward pass fails, to tell a size problem from another one
@@ -218,23 +230,6 @@ def size_error(
         f"Input {h}×{w} px is {verdict} {type(model).__name__}: {layer} {got} "
         f"({type(exc).__name__}: {first}); {then} (e.g. input.crop={works})"
     )
-
-
-def model_output(out: object) -> torch.Tensor:
-    """The logits tensor of a model output (tensor, ``.logits``, ``["out"]`` or first element)."""
-    import torch
-    from vizpipe.pipeline.hooks import first_tensor
-
-    if isinstance(out, torch.Tensor):
-        return out
-    if hasattr(out, "logits"):
-        return out.logits
-    if isinstance(out, dict) and "out" in out:
-        return out["out"]
-    t = first_tensor(out)
-    if t is None:
-        raise TypeError(f"model returned {type(out).__name__}, which holds no tensor")
-    return t
 
 
 def top_classes(outputs: torch.Tensor, k: int) -> torch.Tensor:

@@ -67,6 +67,11 @@ def lent(what: str = "model") -> Lent:
     return holder
 
 
+def lending() -> bool:
+    """True while ``vizpipe.inspect`` lends objects to a run (nothing built from them is reused)."""
+    return _LENT.get() is not None
+
+
 def is_lent(model_cfg: Any) -> bool:
     """True when a ``model`` config names the lent model (``LENT_TARGET``)."""
     getter = getattr(model_cfg, "get", None)

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from vizpipe.pipeline.files import Reserve, forget, sha256_file, write_atomic, written
+from vizpipe.pipeline.ownership import MANIFEST
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 PACKAGES = (
     "torch",
     "torchvision",

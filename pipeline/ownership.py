@@ -1,6 +1,7 @@
 """One owner per run folder: a run (or a sweep) claims its folder before anything is written in it.
 
-The claim is ``<folder>/.vizpipe/owner.json``, created with ``O_CREAT | O_EXCL``: of two
+The claim is ``<folder>/.vizpipe/owner.json``, written whole and then hard-linked into place
+(``O_CREAT | O_EXCL`` where there are no hard links): of two
 processes that claim one folder at once, exactly one creates it and the other is refused
 (``FolderTaken``, one line). The command line claims the run (or sweep) folder in its precheck,
 before Hydra writes ``.hydra/`` or ``run.log`` there, and hands Hydra that folder; a job of a
@@ -25,6 +26,7 @@ progress records (``vizpipe.pipeline.progress``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -56,6 +58,7 @@ __all__ = [
 
 HIDDEN = ".vizpipe"  # the run folder's own bookkeeping: the claim, the progress records
 OWNER = f"{HIDDEN}/owner.json"
+MANIFEST = "manifest.json"  # the run's record (vizpipe.pipeline.manifest writes it; its status read here)
 HEARTBEAT_S = 10.0  # the claim file's mtime is touched this often while its run goes on
 STALE_S = 120.0  # an owner on another host whose heartbeat is older than this has gone
 MAX_SUFFIX = 1000  # claim_new tries base, base_1 .. base_999
@@ -223,13 +226,32 @@ def release_all() -> None:
 
 
 def _create(path: Path, owner: Owner) -> bool:
-    """Create the claim file with ``O_EXCL``; False when it exists."""
+    """Create the claim file, whole, or return False when it exists.
+
+    The owner is written to a private file first and hard-linked to the claim's name (``link``
+    fails when the name exists), so a process that loses the race never reads a claim still being
+    written (an empty file read as "owner unknown, interrupted"). Where the file system has no
+    hard links, ``O_EXCL`` creates it instead.
+    """
+    text = json.dumps(asdict(owner), indent=2) + "\n"
+    tmp = path.with_name(f".owner.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+    finally:
+        tmp.unlink(missing_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(asdict(owner), indent=2) + "\n")
+        f.write(text)
     return True
 
 
@@ -267,8 +289,6 @@ def stale_files(folder: Path, allow: Collection[str] = ()) -> list[str]:
 
 
 def _used(folder: Path, stale: list[str], hint: str) -> FolderTaken:
-    from vizpipe.pipeline.manifest import MANIFEST
-
     resume = ""
     try:
         doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

@@ -24,15 +24,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from vizpipe.pipeline import CONF_DIR, sweeps
+from vizpipe.pipeline.argv import split_args
 from vizpipe.pipeline.composer import Composer, JobChecker, SweepProblems
 from vizpipe.pipeline.config_errors import as_config_error, check_hydra_values, hydra_overrides
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.trust import ConfigSources
 
-__all__ = ["precheck", "record_failure", "split_args"]
+__all__ = ["fail", "precheck", "record_failure"]
 
-_FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--package", "-p"}
-_OPTIONAL_VALUE = {"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 _SKIP = {
     "--help",
     "-h",
@@ -57,31 +56,6 @@ def fail(message: str, code: int = 2, details: Sequence[str] = ()) -> NoReturn:
     for line in details:
         print(f"  {' '.join(str(line).split())}", file=sys.stderr)
     sys.exit(code)
-
-
-def split_args(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
-    """(overrides, flags, multirun) as Hydra will read ``argv``."""
-    overrides: list[str] = []
-    flags: dict[str, str] = {}
-    multirun = False
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a in ("-m", "--multirun"):
-            multirun = True
-        elif a.startswith("-"):
-            key, _, val = a.partition("=")
-            if key in _FLAGS_WITH_VALUE and not val:
-                val = argv[i + 1] if i + 1 < len(argv) else ""
-                i += 1
-            elif key in _OPTIONAL_VALUE and not val and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-                val = argv[i + 1]
-                i += 1
-            flags[key] = val
-        else:
-            overrides.append(a)
-        i += 1
-    return overrides, flags, multirun
 
 
 def _search(flags: dict[str, str]) -> tuple[Path, str, list[str]]:
@@ -185,15 +159,6 @@ def precheck(argv: list[str]) -> list[str]:
         return run_folder.claim_for_hydra(argv, folder, timestamped, multirun, resume)
     except ConfigError as exc:
         fail(str(exc))
-
-
-def after_overrides(argv: list[str]) -> int:
-    """Where one more override goes: right after the last one. Hydra's argparse reads the overrides
-    as one run of words, so ``model=vgg11 --cfg job hydra.job.name=run`` would be refused."""
-    count = len(split_args(argv)[0])
-    if not count:
-        return len(argv)
-    return next(i + 1 for i in range(len(argv)) if len(split_args(argv[: i + 1])[0]) == count)
 
 
 def _is_path_key(key: str) -> bool:

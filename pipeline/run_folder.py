@@ -103,7 +103,7 @@ def claim_for_hydra(
         held = claim_new(folder, kind=kind, hint=hint)
     else:
         held = claim(folder, kind=kind, hint=hint)
-    from vizpipe.pipeline.precheck import after_overrides
+    from vizpipe.pipeline.argv import after_overrides
 
     rest = [a for a in argv if a.lstrip("+~").partition("=")[0] != key]
     extra = [f"{key}={quote_value(str(held.folder))}"]

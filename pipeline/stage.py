@@ -20,6 +20,7 @@ knows any stage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -60,6 +61,9 @@ class Picture:
     preview: bool = False  # shown in the sweep index's comparison cells
     badge: str | None = None  # a status word beside the caption, e.g. "invalid"
     step: int = 0  # TensorBoard step (e.g. the epoch of a CAM-over-time frame)
+    # the name of a figure the sweep index builds by stacking this picture of every job, one row per
+    # job (e.g. the CAM stage's randomisation check: each job's row of maps); None: not stacked
+    stack: str | None = None
 
 
 @dataclass
@@ -114,6 +118,9 @@ class Scalar:
     key: bool = False  # a headline number: console line, hparams, sweep index columns
     better: str | None = None  # "higher" | "lower": the sweep index may rank jobs by it
     step: int = 0
+    # a pass/fail line: the number passes when it is on the ``better`` side of it (the sweep index
+    # shows the verdict); None: no verdict
+    threshold: float | None = None
 
 
 @dataclass
@@ -173,6 +180,12 @@ def from_dict(cls: type[T], doc: Any) -> T:
     return _convert(cls, doc, cls.__name__)
 
 
+@functools.cache
+def _type_hints(tp: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a record type, once per type (a sweep index reads thousands)."""
+    return typing.get_type_hints(tp)
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any or tp is object:
@@ -191,7 +204,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise TypeError(f"{where}: expected an object for {tp.__name__}, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         known = {f.name: f for f in dataclasses.fields(tp) if f.init}
         unknown = sorted(set(value) - set(known))
         if unknown:

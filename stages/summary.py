@@ -164,24 +164,7 @@ def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
         }
         for info in stats.summary_list
     ]
-    batch = int(x.shape[0])
-    per_image, counted_by = count_mult_adds(model, x[:1]), COUNTER
-    if per_image is None:  # the counter could not run the model: torchinfo's, shared out
-        per_image, counted_by = int(stats.total_mult_adds) // max(batch, 1), TORCHINFO
-    totals = {
-        "total_params": int(stats.total_params),
-        "trainable_params": int(stats.trainable_params),
-        "non_trainable_params": int(stats.total_params - stats.trainable_params),
-        "total_mult_adds": int(stats.total_mult_adds),  # torchinfo's, for the whole first batch
-        "batch_size": batch,
-        "mult_adds_per_image": per_image,
-        "mult_adds_per_batch": per_image * batch,
-        "mult_adds_counted_by": counted_by,
-        "input_size_bytes": int(stats.total_input),
-        "params_size_bytes": int(stats.total_param_bytes),
-        "forward_backward_size_bytes": int(stats.total_output_bytes),
-        "total_size_bytes": int(stats.total_input + stats.total_param_bytes + stats.total_output_bytes),
-    }
+    totals = _totals(stats, model, x)
     probe = ctx.probe()
     catalog = [
         {
@@ -200,6 +183,28 @@ def collect(ctx: Any, settings: SummaryConfig) -> dict[str, Any]:
         "catalog": catalog,
         "table": str(stats),
         "modules": str(model),
+    }
+
+
+def _totals(stats: Any, model: Any, x: Any) -> dict[str, Any]:
+    """The summary's totals: torchinfo's counts and sizes, mult-adds per image and per batch."""
+    batch = int(x.shape[0])
+    per_image, counted_by = count_mult_adds(model, x[:1]), COUNTER
+    if per_image is None:  # the counter could not run the model: torchinfo's, shared out
+        per_image, counted_by = int(stats.total_mult_adds) // max(batch, 1), TORCHINFO
+    return {
+        "total_params": int(stats.total_params),
+        "trainable_params": int(stats.trainable_params),
+        "non_trainable_params": int(stats.total_params - stats.trainable_params),
+        "total_mult_adds": int(stats.total_mult_adds),  # torchinfo's, for the whole first batch
+        "batch_size": batch,
+        "mult_adds_per_image": per_image,
+        "mult_adds_per_batch": per_image * batch,
+        "mult_adds_counted_by": counted_by,
+        "input_size_bytes": int(stats.total_input),
+        "params_size_bytes": int(stats.total_param_bytes),
+        "forward_backward_size_bytes": int(stats.total_output_bytes),
+        "total_size_bytes": int(stats.total_input + stats.total_param_bytes + stats.total_output_bytes),
     }
 
 

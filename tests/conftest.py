@@ -40,6 +40,15 @@ def group_options(group: str) -> list[str]:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_kept_training() -> None:
+    """Every test trains for itself: the train stage keeps one training per process for a sweep's
+    later jobs (``stages/train/reuse.py``); tests of that reuse run twice inside one test."""
+    from vizpipe.stages.train import reuse
+
+    reuse.forget()
+
+
 @pytest.fixture
 def compose() -> Callable[..., DictConfig]:
     """``compose(["model=vgg11", ...])`` -> the composed config."""

@@ -21,14 +21,10 @@ from conftest import RANDOM_INPUT
 from PIL import Image
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.gradcam.layers import CamLayer, LayoutReshape
-from vizpipe.pipeline.gradcam.methods import (
-    available_methods,
-    available_metrics,
-    resolve_method,
-    resolve_metrics,
-)
+from vizpipe.pipeline.gradcam.methods import available_methods, resolve_method
 from vizpipe.pipeline.hooks import hook_count
 from vizpipe.pipeline.layers import Layout, infer_layout
+from vizpipe.pipeline.metrics.registry import available_metrics, resolve_metrics
 from vizpipe.stages.cam import CamConfig, CamStage
 from vizpipe.stages.cam.compute import file_stem
 from vizpipe.stages.cam.record import CamDoc

@@ -327,7 +327,7 @@ def test_method_arguments_are_checked_against_the_signature(tmp_path: Path) -> N
 
 
 def test_each_metric_says_what_it_scores(tmp_path: Path) -> None:
-    from vizpipe.pipeline.gradcam.methods import METRICS
+    from vizpipe.pipeline.metrics.registry import METRICS
 
     assert METRICS["arcc"].target == METRICS["coherency"].target == "raw"  # the library's convention
     assert METRICS["road_combined"].target == METRICS["confidence_change"].target == "softmax"

@@ -501,7 +501,7 @@ def test_check_input_rules_and_messages(tmp_path: Path) -> None:
         "input=image needs input.path (an image file, a folder or a glob)": icfg(kind="image"),
         "input=tensor needs input.path (a .pt or .npy file holding an N×C×H×W tensor)": icfg(kind="tensor"),
         "input.batch_size must be >= 1, got 0": icfg(batch_size=0),
-        "input.workers must be >= 0, got -1": icfg(workers=-1),
+        "input.workers must be >= 0 or null (auto), got -1": icfg(workers=-1),
         "input.limit must be >= 1 or null (all), got 0": icfg(limit=0),
         "input.resize must be positive, got 0": icfg(resize=0),
         "input.crop must be positive, got -2": icfg(crop=-2),

@@ -193,7 +193,7 @@ def test_localisation_record_and_chance_level(tiny: tuple[Any, Any, Any]) -> Non
     )
     for key in ("pointing_game", "energy_in_box"):
         assert 0.0 <= loc.before[key] <= 1.0 and 0.0 <= loc.after[key] <= 1.0
-    from vizpipe.pipeline.gradcam.localisation import localisation
+    from vizpipe.pipeline.metrics.localisation import localisation
     from vizpipe.stages.train.frames import cam_maps
     from vizpipe.stages.train.plan import make_plan
 
@@ -842,7 +842,7 @@ def test_stage_attributes_and_config_defaults(compose: Any) -> None:
         "optimizer": {"_target_": "torch.optim.Adam"}, "scheduler": None, "grad_clip": None,
         "log_every": 1, "histograms": True, "graph": True, "backend": TBBackend.tensorboardX,
         "cam_method": "gradcam", "cam_layer": "auto", "cam_images": 8, "pointing_game": True,
-        "pointing_tolerance": 0.03, "image_weight": 0.5,
+        "pointing_tolerance": 0.03, "image_weight": 0.5, "random_labels": False,
     }  # fmt: skip
     yaml = OmegaConf.to_container(compose(["stages=[train]", "input=shapes"]).train)
     assert {k: v for k, v in yaml.items() if k != "backend"} == {

@@ -149,9 +149,27 @@ STAND_INS = [
     StandIn(r"-m benchmarks\.dataset$", replace=r"\g<0> --images 8 --small 4 --big 16", why=BENCH),
     StandIn(r"-m benchmarks\.coldstart$", replace=r"\g<0> --repeats 1", why=BENCH),
     StandIn(
+        r"-m benchmarks\.resume$", replace=r"\g<0> --images 20 --size 64 --batch 5 --repeats 1", why=BENCH
+    ),
+    StandIn(
         r"-m benchmarks\.reproducible$",
         replace=r"\g<0> --pairs 1 --repeats 1 --only 'shapes_net train'",
         why=BENCH,
+    ),
+    StandIn(
+        r"-m benchmarks\.explanations$",
+        replace=r"\g<0> --images 2 --repeats 1 --sweep none",
+        why=BENCH + " (its sweep part is the explanations sweep's own stand-in below)",
+    ),
+    StandIn(
+        r"^python run\.py -m experiment=shapes_demo sweep=explanations$",
+        replace=r"\g<0> cam.method=gradcam,saliency,sobel cam.layer=conv2,conv3 input.limit=8 "
+        "input.train_count=256 input.val_count=64 train.epochs=1 cam.sanity_images=2",
+        why="the whole sweep (54 jobs, two 5-epoch trainings on 3000 images, 64 images scored and "
+        "sanity-checked per job) takes many minutes on 2 cores: the same sweep file, experiment and "
+        "stages on 3 methods (a CAM, a captum attribution, a baseline) x 2 layers, one short "
+        "training, 8 images (tests/test_attribution.py checks every method against captum, "
+        "tests/test_explanations.py the sweep end to end)",
     ),
     StandIn(
         r"(-m benchmarks\.mutation) (?:sample|run)\b.*$",

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import vizpipe.pipeline.config_store  # noqa: F401 - vizpipe's sweeper registered before Hydra's plugin scan
 import vizpipe.pipeline.precheck as p
+from vizpipe.pipeline import argv as words
+from vizpipe.pipeline.argv import split_args
 from vizpipe.pipeline.composer import Composer, JobChecker
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.sweeps import was_checked
@@ -35,31 +37,31 @@ def jobs_of(composer, overrides, multirun=False):
 def test_split_args_overrides_flags_and_multirun():
     """Overrides keep order; -m/--multirun set multirun; flags with values take the next word."""
     argv = ["a=1", "--config-name", "x", "-cp=y", "-m", "b=2"]
-    assert p.split_args(argv) == (["a=1", "b=2"], {"--config-name": "x", "-cp": "y"}, True)
-    assert p.split_args(["--multirun"]) == ([], {}, True)
-    assert p.split_args([]) == ([], {}, False)
-    assert p.split_args(["k=v"]) == (["k=v"], {}, False)
+    assert split_args(argv) == (["a=1", "b=2"], {"--config-name": "x", "-cp": "y"}, True)
+    assert split_args(["--multirun"]) == ([], {}, True)
+    assert split_args([]) == ([], {}, False)
+    assert split_args(["k=v"]) == (["k=v"], {}, False)
 
 
 def test_split_args_flag_with_value_at_end_and_each_spelling():
     """A value flag as the last word gets ''; every short and long spelling takes the next word."""
-    assert p.split_args(["-cn"]) == ([], {"-cn": ""}, False)
-    for flag in sorted(p._FLAGS_WITH_VALUE):
-        assert p.split_args([flag, "v", "k=1"]) == (["k=1"], {flag: "v"}, False)
+    assert split_args(["-cn"]) == ([], {"-cn": ""}, False)
+    for flag in sorted(words._FLAGS_WITH_VALUE):
+        assert split_args([flag, "v", "k=1"]) == (["k=1"], {flag: "v"}, False)
     # a value flag takes the next word even if it looks like a flag
-    assert p.split_args(["-cd", "-m"]) == ([], {"-cd": "-m"}, False)
+    assert split_args(["-cd", "-m"]) == ([], {"-cd": "-m"}, False)
 
 
 def test_split_args_optional_value_flags():
     """--cfg/--info/-sc take the next word only when it is not a flag and exists."""
-    for flag in sorted(p._OPTIONAL_VALUE):
-        assert p.split_args([flag, "job"]) == ([], {flag: "job"}, False)
-        assert p.split_args([flag]) == ([], {flag: ""}, False)
-        assert p.split_args([flag, "-m"]) == ([], {flag: ""}, True)
-    assert p.split_args(["--cfg=hydra", "x=1"]) == (["x=1"], {"--cfg": "hydra"}, False)
+    for flag in sorted(words._OPTIONAL_VALUE):
+        assert split_args([flag, "job"]) == ([], {flag: "job"}, False)
+        assert split_args([flag]) == ([], {flag: ""}, False)
+        assert split_args([flag, "-m"]) == ([], {flag: ""}, True)
+    assert split_args(["--cfg=hydra", "x=1"]) == (["x=1"], {"--cfg": "hydra"}, False)
     # an unknown flag never takes a value
-    assert p.split_args(["-x", "a=1"]) == (["a=1"], {"-x": ""}, False)
-    assert p.split_args(["--resolve", "a=1"]) == (["a=1"], {"--resolve": ""}, False)
+    assert split_args(["-x", "a=1"]) == (["a=1"], {"-x": ""}, False)
+    assert split_args(["--resolve", "a=1"]) == (["a=1"], {"--resolve": ""}, False)
 
 
 # ------------------------------------------------------------------ _search

@@ -37,7 +37,7 @@ def test_core_defaults():
         True,
         32,
         32,
-        0,
+        None,  # auto: pipeline.inputs.auto_workers
         None,
         s.Split.test,
     )
@@ -98,6 +98,7 @@ def test_core_fields():
         "on_error": (s.OnError, s.OnError.stop),
         "deterministic": (bool, False),
         "verbose": (bool, False),
+        "writers": (int | None, None),
         "notes": (str | None, None),
     }
     assert [n for n, _, _ in s.CORE_FIELDS] == [
@@ -105,6 +106,7 @@ def test_core_fields():
         "on_error",
         "deterministic",
         "verbose",
+        "writers",
         "model",
         "device",
         "input",

@@ -50,7 +50,8 @@ def test_struct_error_on_a_free_form_hydra_key_offers_append(tmp_path, capsys):
 def test_the_appended_form_passes(tmp_path):
     needs_ray_launcher()
     argv = ["-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "stages=[summary]"]
-    assert p.precheck([*argv, f"hydra.sweep.dir={tmp_path / 's'}"]) is None
+    # passes: the command line Hydra gets comes back
+    assert p.precheck([*argv, f"hydra.sweep.dir={tmp_path / 's'}"]) is not None
 
 
 def test_close_match_under_a_free_form_node_names_both_fixes(tmp_path, capsys):
@@ -98,7 +99,7 @@ def test_unset_environment_variable(tmp_path, capsys, monkeypatch):
         "set it (export VIZPIPE_NOPE=...) or give a default: ${oc.env:VIZPIPE_NOPE,<default>} "
         f"(manifest: {tmp_path / 'r' / 'manifest.json'})"
     )
-    assert p.precheck(["notes=${oc.env:VIZPIPE_NOPE,x}", f"hydra.run.dir={tmp_path / 'r3'}"]) is None
+    assert p.precheck(["notes=${oc.env:VIZPIPE_NOPE,x}", f"hydra.run.dir={tmp_path / 'r3'}"]) is not None
 
 
 def test_unknown_key_in_an_interpolation(tmp_path, capsys):
@@ -138,7 +139,7 @@ def test_interpolation_in_a_hydra_value(tmp_path, capsys, monkeypatch):
         "the environment variable VIZPIPE_NOPE is not set"
     )
     assert not list(tmp_path.glob("$*")), "a folder named after the unresolved value"
-    assert p.precheck(["stages=[summary]", f"hydra.run.dir={tmp_path}/" + "${now:%Y}"]) is None
+    assert p.precheck(["stages=[summary]", f"hydra.run.dir={tmp_path}/" + "${now:%Y}"]) is not None
 
 
 def test_unreadable_hydra_override(tmp_path, capsys, monkeypatch):

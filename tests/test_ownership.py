@@ -55,7 +55,8 @@ def test_concurrent_claims_have_one_winner(tmp_path):
         outs = [p.communicate(timeout=60)[0].strip() for p in procs]
         assert sorted(o.split()[0] for o in outs) == ["ok", "refused", "refused", "refused"], outs
         refusals = [o for o in outs if o.startswith("refused")]
-        assert all("\n" not in o and "vizpipe never mixes two runs" in o for o in refusals)
+        shown = "\n".join(refusals)
+        assert all("\n" not in o and "vizpipe never mixes two runs" in o for o in refusals), shown
         assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
             ".vizpipe",
             own.OWNER,

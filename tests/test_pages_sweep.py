@@ -373,18 +373,29 @@ def test_sweep_grid_cells(tmp_path: Path) -> None:
 
 
 def test_sweep_leaderboard(tmp_path: Path) -> None:
-    """Ranked by the key scalar (a shared value never leads); jobs without it last with a dash."""
+    """Ranked by the key scalar (a shared value never leads, nor is it a column: it is named above
+    the table); jobs without it last with a dash; each number's rank; the winner; maps linked."""
     sw = _sweep(tmp_path)
     lb = W.sweep_context(J.collect_sweep(sw))["leaderboard"]
     assert lb["primary"] == "score" and lb["better"] == "higher"
-    assert lb["head"] == ["cam.layer", "seed", "score ↑", "same ↓"]
-    assert [(r["rank"], r["name"], r["params"], r["numbers"]) for r in lb["rows"]] == [
-        ("1", "1_j", ["l1", "1"], ["0.9", "1"]),
-        ("2", "3_j", ["l2", "1"], ["0.7", "1"]),
-        ("3", "0_j", ["l1", "0"], ["0.5", "1"]),
-        ("–", "2_j", ["l2", "0"], ["–", "1"]),
+    assert lb["head"] == ["cam.layer", "seed", "score ↑"] and lb["shared"] == ["same 1"]
+    assert [(r["rank"], r["name"], r["params"], r["numbers"], r["ranks"]) for r in lb["rows"]] == [
+        ("1", "1_j", ["l1", "1"], ["0.9"], [1]),
+        ("2", "3_j", ["l2", "1"], ["0.7"], [2]),
+        ("3", "0_j", ["l1", "0"], ["0.5"], [3]),
+        ("–", "2_j", ["l2", "0"], ["–"], [None]),  # its number is not finite: last, with a dash
     ]
+    assert lb["unranked"] == []
     assert lb["rows"][0]["report"] == "1_j/report.html" and lb["rows"][1]["status"] == "failed"
+    assert lb["winners"] == [
+        {
+            "name": "score",
+            "arrow": "↑",
+            "value": "0.9",
+            "jobs": ["cam.layer=l1, seed=1"],
+            "hrefs": [lb["rows"][0]["maps"]],
+        }
+    ]
 
 
 @pytest.mark.parametrize("better", ["higher", "lower"])
@@ -406,7 +417,7 @@ def test_leaderboard_direction_and_choice(tmp_path: Path, better: str) -> None:
     assert lb["primary"] == "loss" and lb["better"] == better
     order = [r["name"] for r in lb["rows"]]
     assert order == (["0_j", "2_j", "1_j"] if better == "higher" else ["1_j", "2_j", "0_j"])
-    assert lb["head"] == ["x", "flat ↑", f"loss {W.ARROWS[better]}", "rare ↑"]
+    assert lb["head"] == ["x", f"loss {W.ARROWS[better]}", "rare ↑"] and lb["shared"] == ["flat 5"]
     assert W._leaderboard(J.SweepData(sw, [], [], [])) == {"primary": None}
 
 
@@ -587,9 +598,8 @@ def test_leaderboard_prefers_a_differing_number_over_a_shared_one(tmp_path: Path
         ("1", "2_j", ["2", "1"]),
         ("2", "1_j", ["1", "1"]),
         ("3", "0_j", ["0", "1"]),
-        ("–", "3_j", ["–", "2"]),
     ]
-    assert lb["rows"][3]["numbers"] == ["–"] and lb["rows"][1]["numbers"] == ["0"]
+    assert lb["rows"][1]["numbers"] == ["0"] and [name for name, _ in lb["unranked"]] == ["3_j"]
 
 
 def test_grid_empty_cells(tmp_path: Path) -> None:

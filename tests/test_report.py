@@ -921,11 +921,13 @@ def test_sweep_leaderboard_follows_better(tmp_path: Path, better: str) -> None:
         "Status",
         "Job",
     ]
+    table, winners = board.split("Best per number")  # the ranking, then the best job per number
     order = [
         (rank, re.search(r"(\d+)_cam", r).group(1))
-        for r in rows_of(board)
+        for r in rows_of(table)
         for rank in re.findall(r"^<td>(.*?)</td>", r)
     ]
+    assert re.findall(r"<code>(cam/\w+)</code> [↑↓]</td>", winners) == ["cam/road_combined", "cam/drop"]
     ranked = ["2", "0", "1"] if better == "higher" else ["1", "0", "2"]  # scores 0.5, 0.3, 0.1
     assert order == [("1", ranked[0]), ("2", ranked[1]), ("3", ranked[2]), ("–", "3"), ("–", "4")]
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from vizpipe.pipeline import process
 from vizpipe.pipeline.reproducible import CNR_ENV, cnr_requested, one_position_convolutions, reproducible
 from vizpipe.pipeline.runner import run_pipeline
+from vizpipe.stages.train import reuse
 
 #: a 32-px input: resnet18's layer4 convolutions have 1×1 outputs (the case MKL sums unordered)
 SMALL_CAM = [
@@ -88,6 +89,7 @@ def test_features_and_train_are_byte_identical_with_two_threads(
     )
     tensors, arrays = [], []
     for i in range(2):
+        reuse.forget()  # each run trains (not the kept training: stages/train/reuse.py)
         result = run_pipeline(cfg, tmp_path / str(i))
         assert result.ok, result.error
         tensors.append(torch.load(tmp_path / str(i) / "train" / "checkpoint.pt", weights_only=True))

@@ -15,6 +15,7 @@ from vizpipe.pipeline.compare import compare_runs
 from vizpipe.pipeline.errors import Interrupted
 from vizpipe.pipeline.progress import Progress
 from vizpipe.pipeline.runner import run_pipeline
+from vizpipe.stages.train import reuse
 
 STREAMED = [
     "model=seed_net",
@@ -149,6 +150,7 @@ def test_training_resumes_after_its_last_epoch_with_the_same_weights(tmp_path, m
     full, out = tmp_path / "full", tmp_path / "run"
     cfg = [*TRAIN, "train.scheduler={_target_:torch.optim.lr_scheduler.OneCycleLR}"]
     assert run_pipeline(compose_config(cfg), full).ok
+    reuse.forget()  # the interrupted run trains for itself (not the kept training: stages/train/reuse.py)
     real = tr.save_state
 
     def save_then_stop(path, ctx, optimizer, scheduler, shuffle, epoch, watch):
@@ -174,6 +176,7 @@ def test_a_finished_train_stage_gives_its_weights_back(tmp_path, monkeypatch):
     the maps are those of the trained model."""
     full, out = tmp_path / "full", tmp_path / "run"
     assert run_pipeline(compose_config(TRAIN), full).ok
+    reuse.forget()  # the interrupted run trains for itself (not the kept training: stages/train/reuse.py)
     interrupt_after(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(compose_config(TRAIN), out)

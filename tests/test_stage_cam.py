@@ -13,7 +13,7 @@ import torch
 from conftest import hand_context
 from torch import nn
 from vizpipe.pipeline.errors import ConfigError
-from vizpipe.pipeline.gradcam.localisation import LOCALISATION, localisation
+from vizpipe.pipeline.metrics.localisation import LOCALISATION, localisation
 from vizpipe.stages.cam import CamConfig, CamStage
 from vizpipe.stages.cam.compute import _chunk, file_stem
 from vizpipe.stages.cam.plan import check_settings, make_plan, method_kwargs, parse_target_class

@@ -78,7 +78,7 @@ def test_full_record_with_boxes_labels_metrics_and_per_layer_maps(tmp_path):
     """Every map row, metric, file path, pixel, aggregate and the stage record, exactly."""
     from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange  # noqa: F401
     from pytorch_grad_cam.utils.image import show_cam_on_image
-    from vizpipe.pipeline.gradcam.localisation import localisation
+    from vizpipe.pipeline.metrics.localisation import localisation
 
     ctx = boxed_context(tmp_path)
     doc, res = run(
@@ -203,7 +203,9 @@ def test_full_record_with_boxes_labels_metrics_and_per_layer_maps(tmp_path):
     p0 = doc.images[0].top5[0]
     assert top5.rows[0] == [1, p0.class_index, p0.name, f"{p0.prob * 100:.2f}%"]
     assert [r[0] for r in top5.rows] == [1, 2, 3]
-    assert len(res.tables) == 4 and len(res.pictures) == 2 * 18
+    # per class, top-5 of each image, and what the metrics mean and cost (explain.py)
+    assert [t.title for t in res.tables[4:]] == ["Metrics", "Time per metric"]
+    assert len(res.tables) == 6 and len(res.pictures) == 2 * 18
     m = doc.images[0].maps[0]
     first, heat = res.pictures[0], res.pictures[1]
     assert first.path == m.overlay and first.group == "im0" and first.preview and first.badge is None
@@ -413,7 +415,7 @@ def test_per_layer_maps_from_one_call_are_listed_class_by_class(tmp_path):
     ctx = boxed_context(tmp_path / "a")
     one, _ = run(ctx, layer=["c1", "c2"], per_layer=True, target_class=[2, 0])
     # every kind of map (averaged and per layer) gets the localisation scores of its own map
-    from vizpipe.pipeline.gradcam.localisation import localisation
+    from vizpipe.pipeline.metrics.localisation import localisation
 
     for i, im in enumerate(one.images):
         for m in im.maps:

@@ -22,17 +22,15 @@ from vizpipe.pipeline.gradcam.layers import (
     spatial_layers,
 )
 from vizpipe.pipeline.gradcam.methods import (
-    METRICS,
     MethodSpec,
     _aliases,
     available_methods,
-    available_metrics,
-    compute_metric,
     normalize,
     resolve_method,
-    resolve_metrics,
 )
 from vizpipe.pipeline.layers import Layout
+from vizpipe.pipeline.metrics.perturbation import library_metric
+from vizpipe.pipeline.metrics.registry import METRICS, available_metrics, resolve_metrics
 
 # ----------------------------------------------------------------------------- methods
 
@@ -141,8 +139,9 @@ def test_metric_table_and_names():
         "Unknown CAM metric 'complexityy'; did you mean 'complexity'? "
         "Valid choices (closest first): complexity, "
     )
-    assert text.endswith(". Set cam.metrics=[<names>] (grad-cam's pytorch_grad_cam.metrics)")
-    assert {(n, s.target, s.better, s.forwards) for n, s in METRICS.items() if n.startswith("road_")} == {
+    assert text.endswith(". Set cam.metrics=[<names>] (pipeline/metrics/registry.py says what each scores)")
+    gradcam = {n: s for n, s in METRICS.items() if s.library == "grad-cam"}
+    assert {(n, s.target, s.better, s.forwards) for n, s in gradcam.items() if n.startswith("road_")} == {
         ("road_most_relevant_first", "softmax", "lower", 1),
         ("road_least_relevant_first", "softmax", "higher", 1),
         ("road_most_relevant_first_average", "softmax", "lower", 4),
@@ -161,24 +160,24 @@ def test_compute_metric_calls_each_convention_like_the_library():
     model = TinyCNN().eval()
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     cams = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
-    out = compute_metric("complexity", x, cams, [], model, None)
+    out = library_metric("complexity", {}, x, cams, [], model, None)
     assert out.dtype == np.float64 and out.shape == (2,)
     np.testing.assert_allclose(out, np.asarray(Complexity()(cams)).reshape(2))
     targets = [ClassifierOutputSoftmaxTarget(1), ClassifierOutputSoftmaxTarget(2)]
-    out = compute_metric("drop_in_confidence", x, cams, targets, model, None)
+    out = library_metric("drop_in_confidence", {}, x, cams, targets, model, None)
     want = np.asarray(DropInConfidence()(x, cams, targets, model)).reshape(2)
     assert out.shape == (2,)
     np.testing.assert_allclose(out, want, rtol=1e-6)
     raw = [ClassifierOutputTarget(1), ClassifierOutputTarget(2)]
     with GradCAM(model, [model.c2]) as cam:
-        out = compute_metric("coherency", x, cams, raw, model, cam)
+        out = library_metric("coherency", {}, x, cams, raw, model, cam)
         want = np.asarray(Coherency()(x, cams, raw, model, cam)).reshape(2)
     np.testing.assert_allclose(out, want, rtol=1e-5)
     from pytorch_grad_cam.metrics.arcc import ARCC
 
     with GradCAM(model, [model.c2]) as cam, torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the same random draws for both calls
-        out = compute_metric("arcc", x, cams, raw, model, cam)
+        out = library_metric("arcc", {}, x, cams, raw, model, cam)
         torch.manual_seed(0)
         want = np.asarray(ARCC(base_method=cam)(x, cams, raw, model)).reshape(2)
     assert out.shape == (2,) and out.dtype == np.float64

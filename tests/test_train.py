@@ -99,7 +99,10 @@ def test_train_writes_checkpoint_history_and_hands_over_the_trained_model(tmp_pa
 
 
 def test_same_seed_same_history_and_checkpoint_tensors(tmp_path: Path) -> None:
+    from vizpipe.stages.train import reuse
+
     for name in ("a", "b"):
+        reuse.forget()  # train both times (a kept training would be copied: stages/train/reuse.py)
         assert train_run(tmp_path / name).ok
     a, b = tmp_path / "a", tmp_path / "b"
     assert (a / "train/history.json").read_bytes() == (b / "train/history.json").read_bytes()

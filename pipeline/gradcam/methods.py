@@ -1,4 +1,4 @@
-"""CAM methods and CAM metrics, by name, from what the installed ``pytorch_grad_cam`` exports.
+"""CAM methods by name, from what the installed ``pytorch_grad_cam`` exports.
 
 Methods are discovered, not listed: every class the package exports that subclasses ``BaseCAM``
 (GradCAM, HiResCAM, ScoreCAM, ...) or wraps a base method (``FinerCAM``, ``SESS``,
@@ -8,8 +8,8 @@ is matched case-insensitively after dropping everything but letters, digits and 
 (``Grad-CAM++`` -> ``gradcamplusplus``); ``gradcam++``, ``gradcampp`` and the name without its
 ``cam`` suffix (``score``, ``ablation``, ...) are aliases.
 
-Metrics are grad-cam's CAM metrics (``pytorch_grad_cam.metrics``), by snake-case name or class
-name; the table below says how each one is called.
+The metrics (grad-cam's and the others) live in ``vizpipe.pipeline.metrics``; the pixel
+attributions that ``cam.method`` also names in ``vizpipe.pipeline.attribution``.
 """
 
 from __future__ import annotations
@@ -17,69 +17,15 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from vizpipe.pipeline.errors import ConfigError, unknown_choice
+from vizpipe.pipeline.errors import unknown_choice
 
-__all__ = [
-    "METRICS",
-    "MetricSpec",
-    "MethodSpec",
-    "available_methods",
-    "available_metrics",
-    "normalize",
-    "resolve_method",
-    "resolve_metrics",
-]
+__all__ = ["MethodSpec", "available_methods", "normalize", "resolve_method"]
 
 #: How a canonical key is spelled in messages (the canonical key drops "+" and "_").
 SPELLED = {"gradcamplusplus": "gradcam++", "eigencamtorch": "eigencam_torch"}
 #: Methods that run one forward pass per channel batch (a progress bar and a pass count).
 PERTURBATION_METHODS = ("ScoreCAM", "AblationCAM")
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """How vizpipe calls one of grad-cam's CAM metrics (``pytorch_grad_cam.metrics``)."""
-
-    module: str  # module under pytorch_grad_cam.metrics
-    cls: str  # class name there
-    # perturb: metric(input, cams, targets, model); cams: metric(cams);
-    # base_method: metric(input, cams, targets, model, base_method=cam) (Coherency);
-    # init_base_method: metric(base_method=cam)(input, cams, targets, model) (ARCC)
-    how: str
-    # what the targets score, following the library's docs and tests: "softmax" (the class's
-    # probability, ClassifierOutputSoftmaxTarget: the perturbation metrics) or "raw" (the raw
-    # output, ClassifierOutputTarget, the CAM's own target: Coherency and ARCC recompute the CAM)
-    target: str
-    better: str  # higher | lower: which way a better map moves the number
-    forwards: int  # forward passes per map batch (ROAD: one per percentile, after imputation)
-
-
-#: metric name -> how it is called
-METRICS: dict[str, MetricSpec] = {
-    "confidence_change": MetricSpec(
-        "cam_mult_image", "CamMultImageConfidenceChange", "perturb", "softmax", "higher", 1
-    ),
-    "drop_in_confidence": MetricSpec("cam_mult_image", "DropInConfidence", "perturb", "softmax", "lower", 1),
-    "increase_in_confidence": MetricSpec(
-        "cam_mult_image", "IncreaseInConfidence", "perturb", "softmax", "higher", 1
-    ),
-    "road_most_relevant_first": MetricSpec("road", "ROADMostRelevantFirst", "perturb", "softmax", "lower", 1),
-    "road_least_relevant_first": MetricSpec(
-        "road", "ROADLeastRelevantFirst", "perturb", "softmax", "higher", 1
-    ),
-    "road_most_relevant_first_average": MetricSpec(
-        "road", "ROADMostRelevantFirstAverage", "perturb", "softmax", "lower", 4
-    ),
-    "road_least_relevant_first_average": MetricSpec(
-        "road", "ROADLeastRelevantFirstAverage", "perturb", "softmax", "higher", 4
-    ),
-    "road_combined": MetricSpec("road", "ROADCombined", "perturb", "softmax", "higher", 8),
-    "complexity": MetricSpec("arcc", "Complexity", "cams", "none", "lower", 0),
-    "coherency": MetricSpec("arcc", "Coherency", "base_method", "raw", "higher", 1),
-    "arcc": MetricSpec("arcc", "ARCC", "init_base_method", "raw", "higher", 9),
-}
 
 
 def normalize(name: str) -> str:
@@ -181,62 +127,3 @@ def resolve_method(name: str) -> MethodSpec:
             "CAM method", name, shown, hint="Set cam.method=<one of these> (case-insensitive)"
         )
     return methods[key]
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def available_metrics() -> dict[str, MetricSpec]:
-    """The subset of ``METRICS`` the installed library provides."""
-    import importlib
-
-    out = {}
-    for name, spec in METRICS.items():
-        try:
-            mod = importlib.import_module(f"pytorch_grad_cam.metrics.{spec.module}")
-        except ImportError:
-            continue
-        if hasattr(mod, spec.cls):
-            out[name] = spec
-    return out
-
-
-def resolve_metrics(names: list[str]) -> list[str]:
-    """Canonical metric names for ``names`` (snake-case or class names, case-insensitive)."""
-    table = available_metrics()
-    lookup = {normalize(n): n for n in table}
-    lookup.update({normalize(spec.cls): n for n, spec in table.items()})
-    out: list[str] = []
-    for name in names:
-        key = lookup.get(normalize(name))
-        if key is None:
-            raise unknown_choice(
-                "CAM metric",
-                name,
-                list(table),
-                hint="Set cam.metrics=[<names>] (grad-cam's pytorch_grad_cam.metrics)",
-            )
-        out.append(key)
-    return list(dict.fromkeys(out))
-
-
-def compute_metric(name: str, input_tensor: Any, cams: Any, targets: list[Any], model: Any, cam: Any) -> Any:
-    """Run metric ``name`` on a batch of maps ``cams`` (N, H, W): one float per image (numpy)."""
-    import importlib
-
-    import numpy as np
-
-    spec = METRICS[name]
-    how = spec.how
-    cls = getattr(importlib.import_module(f"pytorch_grad_cam.metrics.{spec.module}"), spec.cls)
-    if how == "cams":
-        result = cls()(cams)
-    elif how == "perturb":
-        result = cls()(input_tensor, cams, targets, model)
-    elif how == "base_method":
-        result = cls()(input_tensor, cams, targets, model, cam)
-    elif how == "init_base_method":
-        result = cls(base_method=cam)(input_tensor, cams, targets, model)
-    else:  # pragma: no cover - the table above is the only source
-        raise ConfigError(f"CAM metric '{name}' has an unknown calling convention '{how}'")
-    return np.asarray(result, dtype=np.float64).reshape(len(cams), -1)[:, 0]

@@ -9,7 +9,8 @@ in one batch is read once.
 
 An item is a dict: ``x`` (C, H, W) model input, ``rgb`` (3, H, W) in [0, 1] for drawing,
 ``index`` (position in the data set), ``label`` (-1 when unknown) and optionally ``box``
-(x0, y0, x1, y1 in input pixels: where the object is, for CAM localisation metrics).
+(x0, y0, x1, y1 in input pixels: where the object is, for CAM localisation metrics) and
+``object_mask`` ((H, W) bool: the object's own pixels).
 
 Labelled data sets have splits (``shapes.py``, ``folders.py``: imagefolder, ``cifar.py``):
 ``input.split`` (train | val | test, default the held-out test) is what the visualisation stages
@@ -67,9 +68,20 @@ class Batch:
     # class of every pixel (0 background), and per image its objects' (class, box); else None
     masks: np.ndarray | None = None
     objects: list[list[tuple[int, tuple[float, float, float, float]]]] | None = None
+    # data sets with one object per image that know its pixels (input=shapes): (H, W) bool each
+    object_masks: list[np.ndarray | None] | None = None
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def object_mask(self, i: int, cls: int) -> np.ndarray | None:
+        """Item ``i``'s object pixels (H, W) bool for a map of class ``cls``: the one object's (data
+        sets with one object per image), the pixels of class ``cls`` (scenes), None when unknown."""
+        if self.object_masks is not None:
+            return self.object_masks[i]
+        if self.masks is not None:
+            return np.asarray(self.masks[i]) == int(cls)
+        return None
 
 
 @dataclass
@@ -101,6 +113,21 @@ class Inputs:
     def tensor(self) -> torch.Tensor:
         """The first batch's model input (B, C, H, W)."""
         return self.first().tensor
+
+    def identity(self) -> str:
+        """What defines this data set's items (a cache key): the resolved ``input`` config it was
+        built from and the identity of every file it reads (``file_identity``)."""
+        import json
+
+        from omegaconf import OmegaConf
+
+        cfg = self._recipe[0] if self._recipe is not None else None
+        plain = (
+            OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg) else cfg
+        )
+        files = file_identity(input_files(cfg)) if cfg is not None else []
+        doc = {"input": plain, "files": files, "kind": self.kind, "split": self.split, "items": len(self)}
+        return json.dumps(doc, sort_keys=True, default=str)
 
     def first(self) -> Batch:
         """The first batch (read once, kept; in this process: one batch has nothing to overlap with)."""
@@ -172,6 +199,9 @@ class Inputs:
                 boxes=boxes,
                 masks=items["mask"].numpy() if "mask" in items else None,
                 objects=objects_of(items) if "obj_labels" in items else None,
+                object_masks=[m.numpy().astype(bool) for m in items["object_mask"]]
+                if "object_mask" in items
+                else None,
             )
 
 

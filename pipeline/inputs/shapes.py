@@ -16,6 +16,9 @@ shapes per image, placed apart where they fit, for segmentation and detection. A
 no single label; it carries the true ``mask`` (H, W) of class indices (0 = background, shape k
 is k + 1: the data set's classes are ``background`` and the shapes, torchvision's numbering) and
 each object's box and class (``obj_boxes`` (N, 4), ``obj_labels`` (N,)).
+
+With one object per image, an item also carries the object's pixels (``object_mask``, (H, W)
+bool), so the CAM stage scores energy in mask and mask IoU when asked.
 """
 
 from __future__ import annotations
@@ -237,6 +240,7 @@ class ShapesDataset:
             "index": int(i),
             "label": s.label,
             "box": torch.tensor(s.box, dtype=torch.float32),
+            "object_mask": torch.from_numpy(s.mask),
         }
 
 

@@ -1,7 +1,8 @@
 """A sweep's job folders, read for the sweep index (``vizpipe.pipeline.report.sweep``).
 
-Per job: its overrides, status, errors, key (and ranked) scalars, preview pictures and mergeable
-tables (``vizpipe.pipeline.report.merge``), from its ``manifest.json`` only (a job folder without one is a
+Per job: its overrides, status, errors, key (and ranked) scalars and the stage of each, preview
+pictures, the pictures stacked into figures across jobs (``Picture.stack``) and mergeable tables
+(``vizpipe.pipeline.report.merge``), from its ``manifest.json`` only (a job folder without one is a
 failed job). Linear in jobs: one manifest read per job, and only the pictures, scalars and tables
 the index shows are parsed into records.
 """
@@ -38,6 +39,8 @@ class JobData:
     error: str | None = None
     created: str | None = None
     scalars: dict[str, Scalar] = field(default_factory=dict)  # key or ranked ones, by name (last step)
+    stage_of: dict[str, str] = field(default_factory=dict)  # scalar name -> the stage that recorded it
+    stacks: list[Picture] = field(default_factory=list)  # pictures the index stacks into figures
     previews: list[Picture] = field(default_factory=list)  # paths relative to the job folder
     first: Picture | None = None  # the first picture of any stage (when there is no preview)
     tables: list[Table] = field(default_factory=list)  # tables marked mergeable (shards of a data set)
@@ -85,6 +88,8 @@ def _read_results(job: JobData, stages: list[dict[str, Any]]) -> None:
             continue
         try:
             for p in res.get("pictures") or []:
+                if p.get("stack"):
+                    job.stacks.append(from_dict(Picture, p))
                 if p.get("preview") or job.first is None:
                     pic = from_dict(Picture, p)
                     job.first = job.first or pic
@@ -99,6 +104,7 @@ def _read_results(job: JobData, stages: list[dict[str, Any]]) -> None:
                     old = job.scalars.get(sc.name)
                     if old is None or sc.step >= old.step:
                         job.scalars[sc.name] = sc
+                        job.stage_of[sc.name] = str(rec.get("name") or "")
         except (TypeError, ValueError, AttributeError) as exc:
             job.problems.append(f"{job.name}: unreadable result of stage {rec.get('name')}: {exc}")
 

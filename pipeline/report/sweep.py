@@ -5,8 +5,10 @@ time: ``python -m vizpipe.report <sweep_dir>``.
 
 Collect (``vizpipe.pipeline.report.jobs.collect_sweep``), then build the context of
 ``templates/sweep.html.j2`` here (``sweep_context``: job table with the key numbers, comparison
-grids over the swept keys, merged shards, leaderboard). Thumbnails, the main cost, are cached per
-picture file (path, mtime, size): in the process, and on disk in ``<sweep>/.thumbs/`` (only
+grids over the swept keys, merged shards, leaderboard with every number's rank, verdicts and
+winners, and the figures stacked from every job's pictures: ``figures.py``). Thumbnails, the main
+cost, are cached per picture file (path, mtime, size): in the process, and on disk in
+``<sweep>/.thumbs/`` (only
 pictures larger than ``THUMB_PX`` are downscaled and kept), so a rebuilt index resizes nothing
 twice. Written once per sweep: ``vizpipe.pipeline.callbacks`` says when.
 """
@@ -27,6 +29,7 @@ from vizpipe.pipeline.report.common import (
     fmt_num,
     url,
 )
+from vizpipe.pipeline.report.figures import stacked_figures
 from vizpipe.pipeline.report.jobs import JobData, SweepData, split_override
 from vizpipe.pipeline.stage import Scalar
 
@@ -114,7 +117,15 @@ def _grids(data: SweepData, key_names: list[str]) -> dict[str, Any]:
 
 def _leaderboard(data: SweepData) -> dict[str, Any]:
     """Jobs ranked by the ranked scalar most jobs have (key ones first, then ones whose value
-    differs between jobs: a number every job shares ranks nothing); jobs without it last."""
+    differs between jobs: a number every job shares ranks nothing); jobs without it last.
+
+    Every number also shows its rank among the jobs on that number (1 = best; ties share a rank),
+    a number with a pass line (``Scalar.threshold``) its verdict (those numbers lead the columns),
+    and ``winners`` names the best job(s) per number. Each row links to its report and to the
+    section of the stage that recorded the ranked number (its maps). A number every job shares is
+    named above the table (``shared``); a finished job with none of the numbers below it
+    (``unranked``: e.g. a job that computed nothing new).
+    """
     seen: dict[str, list[Scalar]] = {}
     for j in data.jobs:
         for s in j.scalars.values():
@@ -132,12 +143,20 @@ def _leaderboard(data: SweepData) -> dict[str, Any]:
     )
     better = seen[primary][0].better
     sign = -1.0 if better == "higher" else 1.0
+    # a number every job shares ranks nothing: it is named above the table, not a column
+    shared = [n for n in order if same(n) and len(seen[n]) == len(data.jobs)] if not same(primary) else []
+    order = [n for n in order if n not in shared]
+    # numbers with a pass line (the verdicts) lead the columns
+    order = sorted(order, key=lambda n: not any(s.threshold is not None for s in seen[n]))
+    ranks = {n: _ranks(data.jobs, n, str(seen[n][0].better)) for n in order}
 
     def value(j: JobData) -> float | None:
-        s = j.scalars.get(primary)
-        return None if s is None or s.value is None or s.value != s.value else float(s.value)
+        return _value(j, primary)
 
-    ranked = sorted(data.jobs, key=lambda j: (value(j) is None, sign * (value(j) or 0.0)))
+    # a finished job with none of the numbers is named below the table, not a row of dashes
+    unranked = [j for j in data.jobs if j.status == "ok" and not any(n in j.scalars for n in order)]
+    jobs = [j for j in data.jobs if j not in unranked]
+    ranked = sorted(jobs, key=lambda j: (value(j) is None, sign * (value(j) or 0.0)))
     row_key, col_key, facet_keys = grid_axes(data.swept)
     keys = [k for k in (row_key, col_key, *facet_keys) if k]
     rows = []
@@ -147,13 +166,80 @@ def _leaderboard(data: SweepData) -> dict[str, Any]:
                 "rank": str(i + 1) if value(j) is not None else "–",
                 "params": [str(j.params.get(k, "–")) for k in keys],
                 "numbers": [fmt_num(j.scalars[n].value) if n in j.scalars else "–" for n in order],
+                "ranks": [ranks[n].get(j.name) for n in order],
+                "verdicts": [_verdict(j.scalars.get(n)) for n in order],
                 "status": j.status,
                 "name": j.name,
                 "report": _report_href(j),
+                "maps": _maps_href(j, primary),
             }
         )
     head = [*keys, *[f"{n} {ARROWS[str(seen[n][0].better)]}" for n in order]]
-    return {"primary": primary, "better": better, "head": head, "rows": rows}
+    winners = _winners(data.jobs, order, ranks, keys, seen)
+    same_values = [f"{n} {fmt_num(seen[n][0].value)}" for n in shared]
+    return {
+        "primary": primary,
+        "better": better,
+        "head": head,
+        "rows": rows,
+        "winners": winners,
+        "shared": same_values,
+        "unranked": [(j.name, _report_href(j)) for j in unranked],
+    }
+
+
+def _value(j: JobData, name: str) -> float | None:
+    s = j.scalars.get(name)
+    return None if s is None or s.value is None or s.value != s.value else float(s.value)
+
+
+def _ranks(jobs: list[JobData], name: str, better: str) -> dict[str, int]:
+    """Job name -> its rank on scalar ``name`` (1 = best; equal values share the better rank:
+    1 + how many jobs are strictly better)."""
+    import bisect
+
+    sign = -1.0 if better == "higher" else 1.0
+    values = {j.name: sign * v for j in jobs if (v := _value(j, name)) is not None}
+    ordered = sorted(values.values())
+    return {n: 1 + bisect.bisect_left(ordered, v) for n, v in values.items()}
+
+
+def _verdict(s: Scalar | None) -> str | None:
+    """``pass``/``fail`` for a number with a pass line (``Scalar.threshold``), else None."""
+    if s is None or s.threshold is None or s.value is None or s.value != s.value:
+        return None
+    ok = s.value > s.threshold if s.better == "higher" else s.value < s.threshold
+    return "pass" if ok else "fail"
+
+
+def _maps_href(j: JobData, name: str) -> str | None:
+    """The job report's section of the stage that recorded ``name`` (its pictures)."""
+    stage = j.stage_of.get(name)
+    if REPORT_HTML not in j.reports or not stage:
+        return None
+    return url(f"{j.name}/{REPORT_HTML}#{stage}")
+
+
+def _winners(
+    jobs: list[JobData], order: list[str], ranks: dict[str, dict[str, int]], keys: list[str], seen: dict
+) -> list[dict[str, Any]]:
+    """Per ranked number that differs between jobs: its best value and the job(s) that reach it."""
+    out = []
+    for n in order:
+        best = [j for j in jobs if ranks[n].get(j.name) == 1]
+        if not best or len({s.value for s in seen[n]}) < 2:
+            continue
+        labels = [", ".join(f"{k}={j.params[k]}" for k in keys if k in j.params) or j.name for j in best]
+        out.append(
+            {
+                "name": n,
+                "arrow": ARROWS[str(seen[n][0].better)],
+                "value": fmt_num(best[0].scalars[n].value),
+                "jobs": labels,
+                "hrefs": [_maps_href(j, n) or _report_href(j) for j in best],
+            }
+        )
+    return out
 
 
 def sweep_context(data: SweepData) -> dict[str, Any]:
@@ -189,6 +275,7 @@ def sweep_context(data: SweepData) -> dict[str, Any]:
             }
         )
     shards = _shards(data)
+    figures = stacked_figures(data)
     return {
         "title": f"vizpipe sweep: {data.sweep_dir.name}",
         "status": overall,
@@ -198,6 +285,7 @@ def sweep_context(data: SweepData) -> dict[str, Any]:
             *([("shards", "Merged shards")] if shards else []),
             ("grids", "Comparison grids"),
             ("leaderboard", "Leaderboard"),
+            *([("figures", "Figures")] if figures else []),
         ],
         "sweep_dir": str(data.sweep_dir.resolve()),
         "command": shlex.join(["python", "run.py", "-m", *data.task]) if data.task else "–",
@@ -214,6 +302,7 @@ def sweep_context(data: SweepData) -> dict[str, Any]:
         "grid": _grids(data, key_names),
         "leaderboard": _leaderboard(data),
         "shards": shards,
+        "figures": figures,
     }
 
 

@@ -163,10 +163,26 @@ def num_outputs(model: nn.Module, task: str, dets: list[Detections] | None = Non
     return max(labels, default=0) + 1
 
 
+def model_output(out: object) -> torch.Tensor:
+    """The logits tensor of a model output (tensor, ``.logits``, ``["out"]`` or first element)."""
+    import torch
+    from vizpipe.pipeline.hooks import first_tensor
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, dict) and "out" in out:
+        return out["out"]
+    t = first_tensor(out)
+    if t is None:
+        raise TypeError(f"model returned {type(out).__name__}, which holds no tensor")
+    return t
+
+
 def scores(out: Any, task: str, model: nn.Module | None = None) -> torch.Tensor:
     """The (N, K) per-image class numbers of any task's output, float32 on the CPU (module docstring)."""
     import torch
-    from vizpipe.pipeline.layers import model_output
 
     if task == SEGMENTATION:
         logits = segmentation_logits(out).detach()

@@ -1,4 +1,5 @@
-"""CAM stage: class activation maps with pytorch-grad-cam (seed §2.3), any method, layer and class.
+"""CAM stage: class activation maps with pytorch-grad-cam (seed §2.3), any method, layer and class;
+captum's pixel attributions beside them; their metrics and sanity checks.
 
 Seed::
 
@@ -16,10 +17,18 @@ serves every class (``pipeline/gradcam/adapter.py``), and each map's overlay, he
 next batch is computed; ``cam/cam.json``
 (``record.py``) holds top-5 predictions, targets, scores, metrics, per-class aggregates and each
 map's validity.
+
+``cam.method`` may also name a pixel attribution (``integrated_gradients``, ``saliency``, ...,
+``sobel``: ``pipeline/attribution``), written, drawn and recorded like a CAM map (layer
+``input``). ``cam.metrics`` are ``pipeline/metrics``' (faithfulness, localisation, complexity;
+``explain.py`` explains them in the report); ``cam.sanity`` runs Adebayo et al.'s randomisation
+checks on the method (``sanity.py``). In a sweep over ``cam.layer``, a method that attributes to the
+input computes its maps once, in the job with the sweep's first layer (``duplicate.py``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Dict, List
@@ -60,8 +69,18 @@ class CamConfig:
     # The method's own constructor arguments, checked against its signature
     # (e.g. {base_method: gradcam} for RefineCAM/FinerCAM, {k: 2} for FEM).
     kwargs: Dict[str, Any] = field(default_factory=dict)
-    # CAM metrics recorded per map, e.g. [confidence_change, road_most_relevant_first].
+    # Metrics recorded per map, e.g. [deletion_auc, insertion_auc, road_combined] (pipeline/metrics).
     metrics: List[str] = field(default_factory=list)
+    # Each metric's arguments, e.g. {deletion_auc: {step: 128}, road_combined: {percentiles: [20, 80]}};
+    # null = the defaults (typed Any: a typed dict cannot be set from the command line).
+    metric_args: Any = None
+    # Sanity checks of the method (Adebayo et al. 2018): [] | [parameters] | [parameters, data].
+    sanity: List[str] = field(default_factory=list)
+    # Images the sanity checks explain (the data set's first ones), >= 1.
+    sanity_images: int = 8
+    # A method passes a check when the Spearman correlation of its maps on the trained and the
+    # randomised models, averaged over images and steps, is below this.
+    sanity_threshold: float = 0.5
     # Pointing game tolerance: the box grows by this fraction of the image side (0..0.5).
     pointing_tolerance: float = 0.03
     # Weight of the image in the overlay (show_cam_on_image's image_weight), 0..1.
@@ -110,18 +129,32 @@ class CamStage(Stage):
         self.plan = make_plan(ctx, settings)
 
     def run(self, ctx: RunContext, settings: CamConfig) -> StageResult:
-        """Stream the data set: compute and write every map, then cam.json."""
+        """Stream the data set: compute and write every map, then cam.json; metrics' and sanity
+        checks' records."""
+        from vizpipe.stages.cam import duplicate, explain, sanity
         from vizpipe.stages.cam.compute import collect
         from vizpipe.stages.cam.plan import make_plan
         from vizpipe.stages.cam.render import MapWriter, document, result, warn_invalid
 
         plan = self.plan or make_plan(ctx, settings)
+        first = duplicate.computed_by(ctx, settings, plan)
+        if first is not None:
+            return duplicate.result(ctx, plan, first)
+        display = None
+        if plan.attribution:
+            from vizpipe.pipeline.attribution.runner import display_scale as display
         per_batch = ctx.inputs.batch_size * max(1, len(settings.save)) * len(plan.groups)
         with ctx.writer(limit=2 * per_batch) as writer:  # two batches' files pending at most
-            images, passes, _seconds = collect(ctx, settings, plan, MapWriter(ctx, settings, writer))
-        warn_invalid(ctx, images)
+            run = collect(ctx, settings, plan, MapWriter(ctx, settings, writer, display))
+        warn_invalid(ctx, run.images_in_order)
         if plan.targets is not None:
             from vizpipe.stages.cam.targets import warn_targets
 
-            warn_targets(ctx, plan.targets, images)
-        return result(ctx, document(ctx, settings, plan, images, passes))
+            warn_targets(ctx, plan.targets, run.images_in_order)
+        record = result(ctx, document(ctx, settings, plan, run.images_in_order, run.passes))
+        if plan.sanity:
+            t0 = time.perf_counter()
+            sanity.add(ctx, settings, plan, record)
+            run.seconds["sanity checks"] = time.perf_counter() - t0
+        explain.add(ctx, plan, run, record)
+        return record

@@ -7,9 +7,11 @@ configured metrics run on them while the CAM object exists, and the stage's writ
 writer (``vizpipe.pipeline.writer``), which writes them while the next batch is computed. Only
 small per-map rows stay in memory (``CamImage``).
 
-Localisation metrics (data sets that know where the object is, e.g. ``input=shapes``):
-``pointing_game`` and ``energy_in_box`` (``vizpipe.pipeline.gradcam.localisation``; the box grows
-by ``cam.pointing_tolerance`` × the image side).
+A pixel attribution method (captum's, or the ``sobel`` baseline) runs through
+``vizpipe.pipeline.attribution.runner.AttributionRunner``, which answers ``maps`` as the CAM
+runner does. Localisation metrics (data sets that know where the object is, e.g.
+``input=shapes``): ``pointing_game`` and ``energy_in_box`` (``vizpipe.pipeline.metrics.localisation``;
+the box grows by ``cam.pointing_tolerance`` × the image side).
 
 Each slice's maps become ``cam.json``'s rows in ``rows.py`` (validity, metrics, the files written).
 """
@@ -25,11 +27,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from vizpipe.pipeline.gradcam.adapter import CamRunner, Maps
-from vizpipe.pipeline.gradcam.methods import METRICS
+from vizpipe.pipeline.metrics.registry import METRICS
 from vizpipe.pipeline.names import slug
 from vizpipe.stages.cam import progress, share
 from vizpipe.stages.cam.plan import CamPlan
-from vizpipe.stages.cam.record import CamImage
 from vizpipe.stages.cam.rows import Collector, SliceMaps, record_slice
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def announce_metrics(ctx: RunContext, plan: CamPlan, maps_per_image: int) -> Non
     if not plan.metrics:
         return
     n = len(ctx.inputs) * maps_per_image
-    passes = sum(METRICS[m].forwards for m in plan.metrics)
+    passes = sum(max(0, METRICS[m].forwards) for m in plan.metrics)
     road = [m for m in plan.metrics if m.startswith("road") or m == "arcc"]
     log.info(
         "cam.metrics %s on %d map(s): about %d extra forward pass(es) per map batch%s",
@@ -121,8 +122,9 @@ def announce_metrics(ctx: RunContext, plan: CamPlan, maps_per_image: int) -> Non
     )
 
 
-def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[list[CamImage], int, float]:
-    """Every map of every image: (images with their map rows, forward passes, seconds).
+def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> Collector:
+    """Every map of every image; returns the ``Collector``: the images with their map rows
+    (``images_in_order``), the forward passes, the metrics' curves and seconds.
 
     ``write(part, maps, rows, marks=None)`` is called for each map kind of each slice as soon as
     its (B, H, W) maps are computed (``vizpipe.stages.cam.render.MapWriter``): it hands the files
@@ -136,15 +138,14 @@ def collect(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> tuple[
     with preserved(ctx.model), run.metric_bar:
         for label, layers in run.groups:
             _collect_group(run, label, layers)
-    seconds = time.perf_counter() - t0
     log.debug(
         "CAM <%s>: %d image(s) in %.2fs%s",
         plan.method.name,
         len(ctx.inputs),
-        seconds,
+        time.perf_counter() - t0,
         f", {run.passes} forward passes" if run.passes else "",
     )
-    return [run.images[i] for i in sorted(run.images)], run.passes, seconds
+    return run
 
 
 def _collector(ctx: RunContext, settings: Any, plan: CamPlan, write: Any) -> Collector:
@@ -224,10 +225,11 @@ def _slice_maps(
 
 
 def _compute(
-    ctx: RunContext, runner: CamRunner, part: Batch, classes_given: list[int] | None
+    ctx: RunContext, runner: Any, part: Batch, classes_given: list[int] | None
 ) -> tuple[torch.Tensor, list[list[int]], list[Maps]]:
     """One slice's outputs, class sets and maps (per class set: averaged and per-layer maps)."""
     import torch
+    from vizpipe.pipeline.attribution.runner import AttributionRunner
     from vizpipe.pipeline.layers import model_output, top_classes
 
     logits = None
@@ -235,7 +237,10 @@ def _compute(
         with torch.no_grad():
             logits = model_output(ctx.model(part.tensor)).detach().float().cpu()
     sets = None if classes_given is None else [[c] * len(part) for c in classes_given]
-    logits, results = runner.maps(part.tensor, sets, logits)
+    if isinstance(runner, AttributionRunner):
+        logits, results = runner.maps(part.tensor, sets, logits, rgb=part.rgb, first_index=part.index[0])
+    else:
+        logits, results = runner.maps(part.tensor, sets, logits)
     if sets is None:
         sets = [top_classes(logits, 1)[:, 0].tolist()]
     return logits, sets, results
@@ -246,9 +251,18 @@ def open_runner(
     ctx: RunContext, settings: Any, plan: CamPlan, layers: list[Any], capture: bool, sibs: list[Any]
 ) -> Iterator[tuple[CamRunner, list[Any]]]:
     """The group's ``CamRunner``, hooking the sweep's other layers ``sibs`` too when it can keep
-    each layer's map (``share``); yields the runner and the sibling layers it computes."""
+    each layer's map (``share``); yields the runner and the sibling layers it computes. A pixel
+    attribution gets its own runner (``AttributionRunner``)."""
     from vizpipe.pipeline.tasks.wrappers import model_for_cam
 
+    if plan.attribution:
+        from vizpipe.pipeline.attribution.runner import AttributionRunner
+
+        mean, std = ctx.inputs.mean, ctx.inputs.std
+        kw = {"kwargs": plan.kwargs, "seed": ctx.seed, "mean": mean, "std": std}
+        with AttributionRunner(ctx.model, settings, plan.method, layers, **kw) as attribution:
+            yield attribution, []  # type: ignore[misc]
+        return
     order = list(ctx.probe().shapes)  # the order modules finish a forward pass (``CamRunner``)
     wrapped = model_for_cam(ctx.model, plan.task)  # what the library calls (a task's wrapper)
     if sibs:
@@ -296,4 +310,5 @@ def _slices(batch: Batch, step: int) -> Iterator[Batch]:
             boxes=batch.boxes[start:stop],
             masks=None if batch.masks is None else batch.masks[start:stop],
             objects=None if batch.objects is None else batch.objects[start:stop],
+            object_masks=None if batch.object_masks is None else batch.object_masks[start:stop],
         )

@@ -61,14 +61,21 @@ def npy_bytes(cam: np.ndarray) -> bytes:
 
 
 def overlay_png(
-    rgb: np.ndarray, cam: np.ndarray, image_weight: float, level: int, mark: Callable[..., Any] | None = None
+    rgb: np.ndarray,
+    cam: np.ndarray,
+    image_weight: float,
+    level: int,
+    mark: Callable[..., Any] | None = None,
+    display: Callable[..., Any] | None = None,
 ) -> bytes:
     """The overlay PNG of map ``cam`` (H, W) on ``rgb`` (H, W, 3) in [0, 1]; ``mark(overlay)``
-    draws on it (a segmentation target's mask outlined, a detection target's boxes)."""
+    draws on it (a segmentation target's mask outlined, a detection target's boxes); ``display``
+    scales the mask first (a pixel attribution: ``attribution.runner.display_scale``)."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     rgb32 = np.asarray(rgb, dtype=np.float32)
-    overlay = show_cam_on_image(rgb32, mask_of(cam), use_rgb=True, image_weight=image_weight)
+    mask = mask_of(cam) if display is None else display(mask_of(cam))
+    overlay = show_cam_on_image(rgb32, mask, use_rgb=True, image_weight=image_weight)
     return marked_png(overlay, mark, level)
 
 
@@ -80,11 +87,12 @@ def marked_png(picture: np.ndarray, mark: Callable[..., Any] | None, level: int)
     return encode_png(mark(picture) if mark is not None else picture, None, level)
 
 
-def heatmap_png(cam: np.ndarray, level: int) -> bytes:
-    """The heatmap PNG of map ``cam`` (H, W)."""
+def heatmap_png(cam: np.ndarray, level: int, display: Callable[..., Any] | None = None) -> bytes:
+    """The heatmap PNG of map ``cam`` (H, W) (``display``: as in ``overlay_png``)."""
     from vizpipe.pipeline.render import encode_png
 
-    return encode_png(heatmap_rgb(mask_of(cam)), None, level)
+    mask = mask_of(cam) if display is None else display(mask_of(cam))
+    return encode_png(heatmap_rgb(mask), None, level)
 
 
 @functools.cache

@@ -6,6 +6,12 @@ the library's output), ``_overlay.png`` (``show_cam_on_image`` on the un-normali
 each when ``cam.save`` names it; PNGs at ``cam.png_compress_level``. The bytes are made and
 written on the writer's threads (``vizpipe.pipeline.writer``, ``draw.py``); with ``device=cuda``
 the pictures of a whole batch are coloured on the device first (``draw.colour_batch``).
+A pixel attribution's map (layer ``input``) is drawn as captum draws it
+(``vizpipe.pipeline.attribution.runner.display_scale``), on the CPU; its ``.npy`` holds the map itself.
+
+With ``cam.metrics``: the record explains each metric in one sentence with its paper
+(``explain.py``) and gives the time each took; deletion/insertion's mean curves go to
+``cam/curves.json`` and ``cam/curves.png``.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from vizpipe.pipeline.gradcam.localisation import LOCALISATION
-from vizpipe.pipeline.gradcam.methods import METRICS
+from vizpipe.pipeline.metrics.localisation import LOCALISATION
+from vizpipe.pipeline.metrics.registry import METRICS
 from vizpipe.pipeline.stage import Merge, Picture, Scalar, StageResult, Table
 from vizpipe.stages.cam.compute import file_stem
 from vizpipe.stages.cam.record import CamDoc, CamImage, CamMap, ClassSummary
@@ -40,14 +46,18 @@ SAMPLE_IMAGES = 32
 class MapWriter:
     """Hands the files of a slice's maps to the background writer; returns the rows with their paths."""
 
-    def __init__(self, ctx: RunContext, settings: Any, writer: Writer) -> None:
+    def __init__(self, ctx: RunContext, settings: Any, writer: Writer, display: Any = None) -> None:
         self.ctx = ctx
         self.writer = writer
         self.image_weight = float(settings.image_weight)
         self.level = int(settings.png_compress_level)
         self.save = {str(getattr(s, "value", s)) for s in settings.save}
-        # on a GPU the pictures of a batch are coloured there (only the uint8 pictures come back)
-        self.on_device = ctx.device.type != "cpu" and bool(self.save & {"overlay", "heatmap"})
+        self.display = display  # map -> the [0, 1] picture drawn (None: the map clipped to [0, 1])
+        # on a GPU the pictures of a batch are coloured there (only the uint8 pictures come back);
+        # an attribution's display scale is NumPy's: drawn on the writer's threads
+        self.on_device = (
+            ctx.device.type != "cpu" and display is None and bool(self.save & {"overlay", "heatmap"})
+        )
 
     def __call__(
         self, part: Batch, maps: np.ndarray, rows: list[CamMap], marks: list[Any] | None = None
@@ -71,13 +81,13 @@ class MapWriter:
                     else (
                         "_overlay.png",
                         overlay_png,
-                        (part.rgb[i], cam, self.image_weight, self.level, mark),
+                        (part.rgb[i], cam, self.image_weight, self.level, mark, self.display),
                     )
                 ),
                 "heatmap": (
                     ("_heatmap.png", marked_png, (heatmaps[i], None, self.level))
                     if heatmaps is not None
-                    else ("_heatmap.png", heatmap_png, (cam, self.level))
+                    else ("_heatmap.png", heatmap_png, (cam, self.level, self.display))
                 ),
             }
             stem = (
@@ -166,16 +176,16 @@ def document(ctx: RunContext, settings: Any, plan: CamPlan, images: list[CamImag
 
         classes, means, grouped_by = summarize_targets(ctx, images)
     fullgrad = plan.groups[0][0] == "bias_layers"
-    names = list(plan.metrics) + [k for k in (*LOCALISATION, *TRUTH) if k in means]
+    names = list(dict.fromkeys([*plan.metrics, *(k for k in (*LOCALISATION, *TRUTH) if k in means)]))
     metric_targets = {}
-    for name in names:
-        metric_targets[name] = (
-            metric_target_text(name, ctx) if name in METRICS else TRUTH.get(name, "the object's box")
-        )
+    for name in names:  # a task's scores against its true masks say so (``TRUTH``)
+        truth = plan.targets is not None and name in TRUTH
+        metric_targets[name] = TRUTH[name] if truth or name not in METRICS else metric_target_text(name, ctx)
+    layers = [layer.name for layer in plan.layers] or [plan.label]
     return CamDoc(
         method=plan.method.name,
-        method_key=plan.method.key,
-        layers=["bias_layers"] if fullgrad else [layer.name for layer in plan.layers],
+        method_key=plan.method.name if plan.attribution else plan.method.key,
+        layers=["bias_layers"] if fullgrad else layers,
         targets=settings.target_class,
         reshape={layer.name: layer.layout.describe() for layer in plan.layers},
         metric_targets=metric_targets,

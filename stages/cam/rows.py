@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from vizpipe.pipeline.files import finite
-from vizpipe.pipeline.gradcam.localisation import localisation
-from vizpipe.pipeline.gradcam.methods import METRICS, compute_metric
+from vizpipe.pipeline.metrics.localisation import localisation
+from vizpipe.pipeline.metrics.scoring import describe_target, gradcam_targets, score_maps
 from vizpipe.stages.cam.record import CamImage, CamMap, Prediction
 
 if TYPE_CHECKING:
@@ -37,28 +37,25 @@ __all__ = [
     "flat_problem",
     "metric_target_text",
     "metric_targets",
+    "needs_softmax",
     "nonfinite_problem",
     "record_slice",
 ]
 
 
-def metric_targets(name: str, classes: list[int], ctx: RunContext) -> list[Any]:
-    """Targets for metric ``name`` by the library's convention (``MetricSpec.target``)."""
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+def needs_softmax(ctx: RunContext) -> bool:
+    """Whether the metrics' probabilities are a softmax of the outputs (the model gives logits)."""
+    return ctx.num_classes > 1 and not ctx.outputs_are_probabilities
 
-    softmax = METRICS[name].target == "softmax" and ctx.num_classes > 1 and not ctx.outputs_are_probabilities
-    cls = ClassifierOutputSoftmaxTarget if softmax else ClassifierOutputTarget
-    return [cls(int(c)) for c in classes]
+
+def metric_targets(name: str, classes: list[int], ctx: RunContext) -> list[Any]:
+    """grad-cam's targets for its metric ``name`` on this model (``scoring.gradcam_targets``)."""
+    return gradcam_targets(name, classes, needs_softmax(ctx))
 
 
 def metric_target_text(name: str, ctx: RunContext) -> str:
-    """What metric ``name``'s targets score, for ``cam.json``."""
-    kind = METRICS[name].target
-    if kind == "none":
-        return "the map alone"
-    if kind == "softmax" and ctx.num_classes > 1 and not ctx.outputs_are_probabilities:
-        return "softmax probability of the target class (ClassifierOutputSoftmaxTarget)"
-    return "raw output of the target class (ClassifierOutputTarget)"
+    """What metric ``name`` scores, for ``cam.json`` (``vizpipe.pipeline.metrics.scoring``)."""
+    return describe_target(name, needs_softmax(ctx))
 
 
 @dataclass
@@ -87,6 +84,13 @@ class Collector:
     key: str | None  # the sharing key of those layers' maps (``share.share_key``)
     images: dict[int, CamImage] = field(default_factory=dict)  # data set index -> row
     passes: int = 0  # perturbation forward passes counted
+    curves: dict[str, list[np.ndarray]] = field(default_factory=dict)  # deletion/insertion of valid maps
+    seconds: dict[str, float] = field(default_factory=dict)  # metric -> seconds spent on it
+
+    @property
+    def images_in_order(self) -> list[CamImage]:
+        """The images' rows in data set order."""
+        return [self.images[i] for i in sorted(self.images)]
 
     @property
     def groups(self) -> list[tuple[str, list[CamLayer]]]:
@@ -170,16 +174,34 @@ def _label_score(probs: torch.Tensor, label: int | None) -> float | None:
 def _metric_scores(
     run: Collector, runner: CamRunner, part: Batch, classes: list[int], maps: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """``cam.metrics`` of one class set's (B, H, W) maps: metric name -> one number per image."""
+    """``cam.metrics`` of one class set's (B, H, W) maps: metric name -> one number per image.
+
+    Deletion/insertion curves of the valid maps are kept for the stage's mean curves.
+    """
     if not run.plan.metrics:
         return {}
-    safe = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
-    scores: dict[str, np.ndarray] = {}
-    for name in run.plan.metrics:
-        targets = metric_targets(name, classes, run.ctx)
-        scores[name] = compute_metric(name, part.tensor, safe, targets, run.ctx.model, runner.obj)
-        run.metric_bar.update(len(part))
-    return scores
+    ctx = run.ctx
+    got = score_maps(
+        run.plan.metrics,
+        run.plan.metric_args,
+        ctx.model,
+        part.tensor,
+        maps,
+        classes,
+        softmax=needs_softmax(ctx),
+        probabilities=ctx.probabilities,
+        cam=runner.obj,
+        masks=[part.object_mask(i, c) for i, c in enumerate(classes)],
+    )
+    run.metric_bar.update(len(part) * len(run.plan.metrics))
+    for name, seconds in got.seconds.items():
+        run.seconds[name] = run.seconds.get(name, 0.0) + seconds
+    for mode, curves in got.curves.items():
+        for i, index in enumerate(part.index):
+            problem = nonfinite_problem(ctx, index, maps[i]) or flat_problem(maps[i])
+            if problem is None:
+                run.curves.setdefault(mode, []).append(curves[i])
+    return got.values
 
 
 def _add_maps(

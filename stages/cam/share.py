@@ -59,6 +59,7 @@ def siblings(ctx: RunContext, settings: Any, plan: CamPlan) -> list[CamLayer]:
     if (
         len(values) < 2
         or plan.targets is not None  # other tasks: each job alone
+        or plan.attribution  # captum's methods: no grad-cam layer maps to keep
         or len(plan.groups) != 1
         or len(plan.layers) != 1
         or plan.metrics

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vizpipe.pipeline.errors import ConfigError
+from vizpipe.pipeline.errors import ConfigError, unknown_choice
 from vizpipe.pipeline.names import slug
 
 if TYPE_CHECKING:
@@ -71,6 +71,48 @@ class TaskPlan:
     mask_array: np.ndarray | None = field(default=None, repr=False)  # the file's (H, W) bool mask
     mask_file: str | None = None
     score_threshold: float = 0.5
+
+
+def parse_target_class(
+    value: Any, num_classes: int, categories: list[str] | None, model_name: str
+) -> list[int] | None:
+    """``cam.target_class`` -> None (top-1) or a list of class indices, each checked against the model."""
+    if value is None:
+        return None
+    raw = list(value) if isinstance(value, list | tuple) else [value]
+    valid = f"valid: null (each image's top-1), an integer 0..{num_classes - 1} or a list of them"
+    out: list[int] = []
+    for item in raw:
+        if isinstance(item, str):
+            text = item.strip()
+            if text.lstrip("-").isdigit():
+                item = int(text)
+            elif categories:
+                lower = [c.lower() for c in categories]
+                hits = [i for i, c in enumerate(lower) if c == text.lower()]
+                if not hits:
+                    raise unknown_choice(
+                        "class name for cam.target_class", text, categories, context=f"for {model_name}"
+                    )
+                if len(hits) > 1:
+                    both = ", ".join(f"{i} ({categories[i]})" for i in hits)
+                    raise ConfigError(
+                        f"cam.target_class '{text}' names {len(hits)} classes of {model_name}: {both}; "
+                        f"give one index, e.g. cam.target_class={hits[0]}"
+                    )
+                item = hits[0]
+            else:
+                raise ConfigError(
+                    f"cam.target_class '{text}' is not a class index "
+                    "(this model's weights carry no class names; "
+                    f"set model.categories to use names); {valid}"
+                )
+        if not 0 <= item < num_classes:
+            raise ConfigError(
+                f"cam.target_class {item} is out of range for {model_name} ({num_classes} classes); {valid}"
+            )
+        out.append(int(item))
+    return list(dict.fromkeys(out))
 
 
 def check_settings(settings: Any) -> None:
@@ -172,8 +214,6 @@ def _uses_gradients(ctx: RunContext, spec: MethodSpec) -> bool:
 
 
 def _classes(ctx: RunContext, settings: Any) -> list[int] | None:
-    from vizpipe.stages.cam.plan import parse_target_class
-
     return parse_target_class(settings.target_class, ctx.num_classes, ctx.categories, ctx.model_name)
 
 

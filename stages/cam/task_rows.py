@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from vizpipe.pipeline.files import finite
+from vizpipe.pipeline.metrics.localisation import centre_blob, mask_scores
 from vizpipe.stages.cam.record import CamImage, CamMap, ClassSummary, Detection, Prediction
-from vizpipe.stages.cam.tasks import MASK_THRESHOLD, MAX_DETECTIONS, TASK_METRICS, ImageTarget
+from vizpipe.stages.cam.tasks import MAX_DETECTIONS, TASK_METRICS, ImageTarget
 
 if TYPE_CHECKING:
     from vizpipe.pipeline.context import RunContext
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from vizpipe.stages.cam.rows import Collector, SliceMaps
     from vizpipe.stages.cam.targets import TaskPlan
 
-__all__ = ["centre_blob", "mask_scores", "record_task_slice", "summarize"]
+__all__ = ["record_task_slice", "summarize"]
 
 PREDICTION = "prediction.png"
 
@@ -141,27 +142,6 @@ def _prediction(ctx: RunContext, plan: TaskPlan, part: Batch, i: int, outputs: A
     return rel
 
 
-def centre_blob(height: int, width: int) -> np.ndarray:
-    """A baseline map that knows nothing of the image: a Gaussian at the centre, sigma a quarter of
-    each side, scaled to [0, 1] (the ``MASK_THRESHOLD`` level is an ellipse over ~1/5 of the image)."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
-    blob = np.exp(-(((x - width / 2) / (width / 4)) ** 2 + ((y - height / 2) / (height / 4)) ** 2) / 2)
-    return (blob / blob.max()).astype(np.float32)
-
-
-def mask_scores(cam: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
-    """``mask_iou`` (the map at or above ``MASK_THRESHOLD`` vs ``truth``) and ``energy_in_mask``."""
-    if not np.isfinite(cam).all() or not truth.any():
-        return {"mask_iou": None, "energy_in_mask": None}
-    hot = cam >= MASK_THRESHOLD
-    union = int((hot | truth).sum())
-    total = float(cam.sum(dtype=np.float64))
-    return {
-        "mask_iou": int((hot & truth).sum()) / union if union else 0.0,
-        "energy_in_mask": float(cam[truth].sum(dtype=np.float64)) / total if total > 0 else None,
-    }
-
-
 def _truth_scores(
     plan: TaskPlan, part: Batch, i: int, info: ImageTarget, cam: np.ndarray, tolerance: float
 ) -> dict[str, float | None]:
@@ -182,7 +162,7 @@ def _box_scores(
     """Pointing game and energy in box of a detection map against the true boxes (module docstring)."""
     import torch
     from torchvision.ops import box_iou
-    from vizpipe.pipeline.gradcam.localisation import localisation
+    from vizpipe.pipeline.metrics.localisation import localisation
 
     none = {"pointing_game": None, "energy_in_box": None}
     if not objects or not info.boxes:
@@ -210,7 +190,7 @@ def summarize(
     ctx: RunContext, images: list[CamImage]
 ) -> tuple[list[ClassSummary], dict[str, float | None], str]:
     """Per target (class, label or concept) over the valid maps, and the overall means."""
-    from vizpipe.pipeline.gradcam.localisation import LOCALISATION
+    from vizpipe.pipeline.metrics.localisation import LOCALISATION
 
     groups: dict[int, list[CamMap]] = {}
     names: dict[int, str | None] = {}

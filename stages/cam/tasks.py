@@ -9,10 +9,11 @@ mask in colours, or the boxes with labels and scores) and their rows in ``cam.js
 
 Scores against the truth, where the data set knows it (``input=shapes input.objects=3``):
 
-* segmentation: ``mask_iou`` (the map above ``MASK_THRESHOLD`` against the class's true mask),
+* segmentation: ``mask_iou`` (the map above ``MASK_THRESHOLD`` against the class's true mask;
+  ``vizpipe.pipeline.metrics.localisation.mask_scores``),
   ``energy_in_mask`` (the share of the map's mass inside it) and ``centre_mask_iou`` (a baseline:
   the same IoU for a centred Gaussian blob, ``centre_blob``, which knows nothing of the image);
-* detection: the pointing game and energy in box (``vizpipe.pipeline.gradcam.localisation``) of a
+* detection: the pointing game and energy in box (``vizpipe.pipeline.metrics.localisation``) of a
   one-detection map against the true box it matches (IoU >= 0.5, same class): the pointing game
   per true box, over ``-m cam.box=0,1,2``; a map over every detection scores against all true
   boxes (its maximum inside any; the energy inside their union).
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageTarget", "batch_targets", "slice_maps"]
 
-MASK_THRESHOLD = 0.5  # a map's pixels at or above this count as "the map" for mask_iou
 TASK_METRICS = ("mask_iou", "energy_in_mask", "centre_mask_iou")
 MAX_DETECTIONS = 50  # detections listed per image in cam.json
 

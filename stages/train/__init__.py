@@ -21,6 +21,10 @@ What it writes (``loop.py`` trains, ``board.py`` logs, ``frames.py`` draws, ``re
   object boxes, the pointing game of ``train.cam_method`` on the visualised images before and
   after training, with chance level beside them).
 
+Within one process (a sweep's jobs under Hydra's basic launcher) an identical training runs once:
+later jobs get its weights and files (``reuse.py``). ``train.random_labels`` also trains a copy on
+random labels for the CAM stage's data randomisation check (``random_labels.py``).
+
 A non-finite loss stops training with one message; the model gets back the last good weights and
 every file stays. Ctrl-C writes ``history.json`` (status ``interrupted``) before it goes on.
 ``resume=`` goes on from the last epoch's state (``resume.py``: weights, optimizer, scheduler,
@@ -81,6 +85,9 @@ class TrainConfig:
     pointing_tolerance: float = 0.03
     # Weight of the image in the CAM overlays, 0..1.
     image_weight: float = 0.5
+    # Also train a copy of the untrained model on random labels (RunContext.variants["random_labels"]):
+    # the CAM stage's data randomisation check (cam.sanity=[...,data]); twice the training time.
+    random_labels: bool = False
 
 
 class TrainStage(Stage):
@@ -117,9 +124,12 @@ class TrainStage(Stage):
         return train(ctx, settings, self.plan or make_plan(ctx, settings))
 
     def restore(self, ctx: RunContext, settings: TrainConfig, result: StageResult) -> None:
-        """``resume=`` after training finished: the trained weights (its checkpoint) back in the model."""
+        """``resume=`` after training finished: the trained weights (its checkpoint) back in the model,
+        and the random-label copy (``train.random_labels``) back in ``ctx.variants``."""
+        from vizpipe.stages.train import random_labels
         from vizpipe.stages.train.loop import hand_back
         from vizpipe.stages.train.record import CHECKPOINT, load_state
 
         load_state(ctx.output_dir / CHECKPOINT, ctx.model)
         hand_back(ctx)
+        random_labels.restore(ctx, result)

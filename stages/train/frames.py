@@ -8,7 +8,7 @@ epoch: logged to TensorBoard with step = epoch, and put side by side in one stri
 ``measure`` scores the visualised images (``ctx.inputs``, the split the CAM stage sees) with the
 same method for each image's top-1 class, as the CAM stage does by default: top-1 accuracy and,
 when the data set knows the object boxes, the pointing game and energy in box
-(``vizpipe.pipeline.gradcam.localisation``). The train stage measures before and after training.
+(``vizpipe.pipeline.metrics.localisation``). The train stage measures before and after training.
 
 Both run the model in eval mode inside ``vizpipe.pipeline.hooks.preserved``: training mode, gradients,
 ``requires_grad`` and buffers are as they were afterwards, so drawing never changes training.
@@ -201,7 +201,7 @@ def measure(ctx: RunContext, plan: TrainPlan, tolerance: float) -> dict[str, flo
     """On ``ctx.inputs``: top-1 accuracy and, with boxes, the pointing game, energy in box and
     ``chance`` (the pointing game of a uniformly random point: the mean share of the image the
     grown box covers). A segmentation model: ``measure_segmentation``."""
-    from vizpipe.pipeline.gradcam.localisation import localisation
+    from vizpipe.pipeline.metrics.localisation import localisation
 
     if ctx.task == "segmentation":
         return measure_segmentation(ctx, plan)
@@ -248,7 +248,7 @@ def measure_segmentation(ctx: RunContext, plan: TrainPlan) -> dict[str, float | 
     class over its true mask scored against that mask: ``mask_iou``, ``energy_in_mask`` and the
     centred-blob baseline ``centre_mask_iou`` (``vizpipe.stages.cam``'s ``task_rows``), overall and per
     class (``mask_iou/<class>``, ...); ``chance`` is the baseline's mean."""
-    from vizpipe.stages.cam.task_rows import centre_blob, mask_scores
+    from vizpipe.pipeline.metrics.localisation import centre_blob, mask_scores
 
     per: dict[str, list[float]] = {}
     hits = pixels = 0
@@ -308,7 +308,7 @@ def measure_detection(ctx: RunContext, plan: TrainPlan, tolerance: float) -> dic
     true box, the CAM of its class in that box (the target scores the output box matching it)
     against the box: the pointing game and energy in box, overall and per class, and ``chance``
     (a random point's pointing game: the mean share of the image the grown box covers)."""
-    from vizpipe.pipeline.gradcam.localisation import localisation
+    from vizpipe.pipeline.metrics.localisation import localisation
 
     per: dict[str, list[float]] = {}
     found = total = 0

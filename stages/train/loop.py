@@ -1,6 +1,7 @@
 """The training loop: epochs over the train split, validation, logging, checkpoints, faults.
 
-``train`` is the stage's body: it builds the train and val splits of the configured data set
+``train`` is the stage's body: it reuses an earlier job's identical training when this process
+kept one (``reuse.py``), else builds the train and val splits of the configured data set
 (``vizpipe.pipeline.inputs.build_split``) and runs ``fit`` under a ``Watcher`` (``watch.py``: the
 same code ``vizpipe.Watch`` runs in a hand-written loop), which measures the CAM method on the
 visualised images before and after, logs, draws and records every epoch, and returns the record.
@@ -85,10 +86,21 @@ def settings_doc(settings: Any) -> dict[str, Any]:
 def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
     """Train ``ctx.model`` in place and return the stage's record (see the module docstring)."""
     from vizpipe.pipeline.inputs import build_split
+    from vizpipe.stages.train import random_labels, reuse
     from vizpipe.stages.train.record import CHECKPOINT, HISTORY
     from vizpipe.stages.train.resume import load_state
     from vizpipe.stages.train.watch import Watcher
 
+    key = reuse.training_key(ctx, settings) if reuse.enabled(ctx) else None
+    kept = reuse.lookup(key) if key is not None else None
+    if kept is not None:
+        record = reuse.reuse(ctx, kept)
+        if record is not None:
+            hand_back(ctx)
+            return record
+    initial = (
+        {k: v.detach().clone() for k, v in ctx.model.state_dict().items()} if settings.random_labels else None
+    )
     splits = {s: build_split(ctx.inputs, s) for s in ("train", "val")}
     history = new_history(ctx, settings, plan, splits)
     paths = Paths(ctx.claim(CHECKPOINT), ctx.claim(HISTORY))
@@ -111,7 +123,12 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
         raise
     finally:
         hand_back(ctx)
-    return watch.finish([CHECKPOINT, HISTORY])
+    record = watch.finish([CHECKPOINT, HISTORY])
+    if initial is not None:
+        random_labels.add_to_record(record, random_labels.train_copy(ctx, settings, splits, initial))
+    if key is not None:
+        reuse.remember(key, ctx, record)
+    return record
 
 
 def new_history(ctx: RunContext, settings: Any, plan: TrainPlan, splits: dict[str, Inputs]) -> History:
