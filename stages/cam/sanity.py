@@ -207,7 +207,7 @@ def _record(
 
 def _tile(cam: np.ndarray) -> np.ndarray:
     """A map as drawn: the JET heat map of it in [0, 1] (H, W, 3) uint8."""
-    from vizpipe.stages.cam.render import heatmap_rgb
+    from vizpipe.stages.cam.draw import heatmap_rgb
 
     return heatmap_rgb(np.clip(np.nan_to_num(cam), 0.0, 1.0))
 
