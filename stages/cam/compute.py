@@ -32,6 +32,7 @@ from vizpipe.pipeline.names import slug
 from vizpipe.stages.cam import progress, share
 from vizpipe.stages.cam.plan import CamPlan
 from vizpipe.stages.cam.rows import Collector, SliceMaps, record_slice
+from vizpipe.stages.cam.task_rows import record_task_slice
 
 if TYPE_CHECKING:
     import torch
@@ -198,7 +199,11 @@ def _collect_group(run: Collector, label: str, layers: list[CamLayer]) -> None:
                     continue
                 before, passes = progress.marks(run), counter()
                 for part in _slices(batch, _chunk(run.plan, layers, batch.tensor)):
-                    record_slice(run, runner, _slice_maps(run, runner, part, layers, used), label)
+                    got = _slice_maps(run, runner, part, layers, used)
+                    if got.targets is None:
+                        record_slice(run, runner, got, label)
+                    else:  # a segmentation, detection or embedding model's maps
+                        record_task_slice(run, got, label)
                 files, data = progress.batch_record(run, batch, before, counter() - passes)
                 # recorded by the writer once the batch's last file is complete (never before)
                 run.write.after(functools.partial(ctx.progress.record, key, files, data))

@@ -128,12 +128,8 @@ def flat_problem(cam: np.ndarray) -> str | None:
 
 
 def record_slice(run: Collector, runner: CamRunner, got: SliceMaps, label: str) -> None:
-    """Metrics and localisation for the slice's maps, then write them and keep their rows."""
-    if got.targets is not None:  # a segmentation, detection or embedding model's maps
-        from vizpipe.stages.cam.task_rows import record_task_slice
-
-        record_task_slice(run, got, label)
-        return
+    """A classifier's slice: metrics and localisation for its maps, then write them and keep their
+    rows (a segmentation, detection or embedding model's slice: ``task_rows.record_task_slice``)."""
     probs = run.ctx.probabilities(got.logits)
     _add_images(run, got, probs)
     for classes, (maps, per_layer) in zip(got.sets, got.results, strict=True):

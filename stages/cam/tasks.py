@@ -176,57 +176,11 @@ def _one_detection_target(
     ctx: RunContext, plan: TaskPlan, spec: Any, d: Any, order: list[int], truth: list[Any]
 ) -> ImageTarget:
     """One image's detection target for ``spec`` (see ``targets.py``)."""
-    import torch
-    from torchvision.ops import box_iou
-
+    if spec.slot is not None or spec.box is not None:
+        return _given_box_target(ctx, spec, d, truth)
     labels, scores, boxes = d.labels.tolist(), d.scores.tolist(), d.boxes.tolist()
     fallback = False
-    empty = None
-    if spec.slot is not None:  # cam.box=truth: the true object's box, with its class
-        if spec.slot >= len(truth):
-            return ImageTarget(
-                "none", -1, None, None, None, f"true object {spec.slot}", "the image has no such true object"
-            )
-        label, box = int(truth[spec.slot][0]), tuple(truth[spec.slot][1])
-        spec_key = f"truth_{class_key(label, ctx.class_name(label))}"
-        detail = f"true box of {_box_text(ctx, label, None)} at {[round(v, 1) for v in box]}"
-    elif spec.box is not None:
-        label, box, spec_key = spec.category, tuple(spec.box), spec.key
-        if label is None and len(d):
-            ious = box_iou(torch.tensor([spec.box]), d.boxes)[0]
-            best = int(ious.argmax())
-            label = labels[best] if float(ious[best]) > 0 else None
-        if label is None:
-            return ImageTarget(
-                spec.key,
-                -1,
-                None,
-                None,
-                None,
-                f"your box {list(spec.box)}",
-                "no detection overlaps your box: give its class with cam.target_class",
-            )
-        detail = f"your box {[round(v, 1) for v in spec.box]} as {_box_text(ctx, int(label), None)}"
-    if spec.slot is not None or spec.box is not None:
-        j = _credited(d, int(label), box)
-        score = scores[j] if j is not None else None
-        text = _box_text(ctx, int(label), score)
-        if j is None:
-            empty = (
-                f"no output box of {_box_text(ctx, int(label), None)} overlaps the box by IoU > 0.5 "
-                "(FasterRCNNBoxScoreTarget's rule): the target is 0"
-            )
-        return ImageTarget(
-            spec_key,
-            int(label),
-            ctx.class_name(int(label)),
-            score,
-            None,
-            detail,
-            empty,
-            boxes=[(int(label), text, box)],
-        )
-    elif spec.index is not None:
+    if spec.index is not None:
         if spec.index >= len(order):
             return ImageTarget(
                 spec.key,
@@ -269,6 +223,58 @@ def _one_detection_target(
         )
     return ImageTarget(
         spec.key, int(label), ctx.class_name(int(label)), score, None, detail, boxes=chosen, fallback=fallback
+    )
+
+
+def _given_box_target(ctx: RunContext, spec: Any, d: Any, truth: list[Any]) -> ImageTarget:
+    """The target of a box the user gives (``cam.box``) or a true object's box (``cam.box=truth``)."""
+    import torch
+    from torchvision.ops import box_iou
+
+    labels, scores = d.labels.tolist(), d.scores.tolist()
+    empty = None
+    if spec.slot is not None:  # cam.box=truth: the true object's box, with its class
+        if spec.slot >= len(truth):
+            return ImageTarget(
+                "none", -1, None, None, None, f"true object {spec.slot}", "the image has no such true object"
+            )
+        label, box = int(truth[spec.slot][0]), tuple(truth[spec.slot][1])
+        spec_key = f"truth_{class_key(label, ctx.class_name(label))}"
+        detail = f"true box of {_box_text(ctx, label, None)} at {[round(v, 1) for v in box]}"
+    elif spec.box is not None:
+        label, box, spec_key = spec.category, tuple(spec.box), spec.key
+        if label is None and len(d):
+            ious = box_iou(torch.tensor([spec.box]), d.boxes)[0]
+            best = int(ious.argmax())
+            label = labels[best] if float(ious[best]) > 0 else None
+        if label is None:
+            return ImageTarget(
+                spec.key,
+                -1,
+                None,
+                None,
+                None,
+                f"your box {list(spec.box)}",
+                "no detection overlaps your box: give its class with cam.target_class",
+            )
+        detail = f"your box {[round(v, 1) for v in spec.box]} as {_box_text(ctx, int(label), None)}"
+    j = _credited(d, int(label), box)
+    score = scores[j] if j is not None else None
+    text = _box_text(ctx, int(label), score)
+    if j is None:
+        empty = (
+            f"no output box of {_box_text(ctx, int(label), None)} overlaps the box by IoU > 0.5 "
+            "(FasterRCNNBoxScoreTarget's rule): the target is 0"
+        )
+    return ImageTarget(
+        spec_key,
+        int(label),
+        ctx.class_name(int(label)),
+        score,
+        None,
+        detail,
+        empty,
+        boxes=[(int(label), text, box)],
     )
 
 

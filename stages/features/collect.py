@@ -122,18 +122,79 @@ def _resumed(ctx: RunContext, keys: list[str]) -> tuple[int, dict[str, Any] | No
     return n, (done[keys[n - 1]] if n else None)
 
 
+def _open_arrays(
+    ctx: RunContext,
+    accs: dict[tuple[str, str], Accumulator],
+    settings: FeaturesConfig,
+    n: int,
+    kept: int,
+    state: dict[str, Any] | None,
+    npy: bool,
+) -> int:
+    """Open each target's streamed ``.npy`` (cut back to a resumed run's length) and put a resumed
+    run's per-target state back; the batches kept (0 when a partial file is gone or short)."""
+    if npy:
+        paths = {key: ctx.claim(f"features/{acc.target.stem}.npy") for key, acc in accs.items()}
+        for key, acc in accs.items():
+            keep = state[acc.target.stem]["npy_bytes"] if state is not None else None
+            acc.npy = _open_npy(paths[key], (n, *acc.target.shape[1:]), settings.dtype.value, keep)
+        if state is not None and any(a.npy.size != state[a.target.stem]["npy_bytes"] for a in accs.values()):
+            kept, state = 0, None  # a partial file is gone or short: every file starts over
+            for key, acc in accs.items():
+                acc.npy.close()
+                acc.npy = _open_npy(paths[key], (n, *acc.target.shape[1:]), settings.dtype.value)
+    if state is not None:
+        for acc in accs.values():
+            acc.restore(state[acc.target.stem])
+    return kept
+
+
+def _take(
+    ctx: RunContext,
+    writer: Any,
+    acc: Accumulator,
+    raw: Any,
+    names: list[str],
+    settings: FeaturesConfig,
+    palette: tuple[np.ndarray, int] | None,
+    on_device: bool,
+) -> None:
+    """One target's capture of one batch: appended to its ``.npy`` and statistics, its grids handed
+    to the background writer (drawn on the device when ``on_device``); ``palette``: the colormap's
+    (lut, levels), None when no grid is saved."""
+    from vizpipe.pipeline.layers import to_nchw
+    from vizpipe.stages.features.draw import feature_grids
+
+    if raw is None:
+        raise RuntimeError(f"features: {acc.target.label} produced no tensor in the forward pass")
+    host = raw.cpu()
+    if acc.npy is not None:
+        acc.npy.write(np.ascontiguousarray(host.numpy().astype(settings.dtype.value)).tobytes())
+    maps = to_nchw(host, acc.target.layout).contiguous().numpy()  # (B, C, h, w)
+    if acc.drawn is None:
+        acc.drawn = choose_channels(maps, settings)
+    acc.add(maps)
+    if palette is None:
+        return
+    lut, levels = palette
+    grids = None
+    if on_device:  # (B, H', W') palette indices, drawn on the device
+        nchw = to_nchw(raw, acc.target.layout)
+        tile = int(settings.tile_px)
+        grids = feature_grids(nchw, acc.drawn, levels, settings.normalize.value, tile).cpu().numpy()
+    draw_batch(ctx, writer, acc, maps, grids, names, settings, lut, levels)
+
+
 def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) -> list[Accumulator]:
     """Stream every batch through the model with the hooks on; each batch's arrays are appended
     and its grids handed to the background writer (``vizpipe.pipeline.writer``) as captures arrive."""
     import torch
     from vizpipe.pipeline.hooks import capture, preserved
-    from vizpipe.pipeline.layers import to_nchw
     from vizpipe.pipeline.render import colormap_levels, colormap_lut
-    from vizpipe.stages.features.draw import feature_grids
 
     ctx.stage_dir("features")
     save = saved(settings)
-    lut, levels = colormap_lut(settings.cmap), colormap_levels(settings.cmap)
+    palette = (colormap_lut(settings.cmap), colormap_levels(settings.cmap)) if "grid" in save else None
     n = len(ctx.inputs)
     accs = {(t.layer, t.kind): Accumulator(t, t.layout.channels) for t in targets}
     wanted = list(dict.fromkeys(t.layer for t in targets))
@@ -149,21 +210,7 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
     keys = [f"batch/{b}" for b in range(-(-n // ctx.inputs.batch_size))]
     kept, state = _resumed(ctx, keys)
     try:
-        if "npy" in save:
-            paths = {key: ctx.claim(f"features/{acc.target.stem}.npy") for key, acc in accs.items()}
-            for key, acc in accs.items():
-                keep = state[acc.target.stem]["npy_bytes"] if state is not None else None
-                acc.npy = _open_npy(paths[key], (n, *acc.target.shape[1:]), settings.dtype.value, keep)
-            if state is not None and any(
-                a.npy.size != state[a.target.stem]["npy_bytes"] for a in accs.values()
-            ):
-                kept, state = 0, None  # a partial file is gone or short: every file starts over
-                for key, acc in accs.items():
-                    acc.npy.close()
-                    acc.npy = _open_npy(paths[key], (n, *acc.target.shape[1:]), settings.dtype.value)
-        if state is not None:
-            for acc in accs.values():
-                acc.restore(state[acc.target.stem])
+        kept = _open_arrays(ctx, accs, settings, n, kept, state, "npy" in save)
         # every_call: each batch's forward pass reports again (pending is cleared per batch)
         with (
             preserved(ctx.model),
@@ -177,32 +224,7 @@ def collect(ctx: RunContext, settings: FeaturesConfig, targets: list[Target]) ->
                 pending.clear()
                 ctx.model(batch.tensor)
                 for key, acc in accs.items():
-                    raw = pending.get(key)
-                    if raw is None:
-                        raise RuntimeError(
-                            f"features: {acc.target.label} produced no tensor in the forward pass"
-                        )
-                    host = raw.cpu()
-                    if acc.npy is not None:
-                        acc.npy.write(
-                            np.ascontiguousarray(host.numpy().astype(settings.dtype.value)).tobytes()
-                        )
-                    maps = to_nchw(host, acc.target.layout).contiguous().numpy()  # (B, C, h, w)
-                    if acc.drawn is None:
-                        acc.drawn = choose_channels(maps, settings)
-                    acc.add(maps)
-                    if "grid" in save:
-                        grids = None
-                        if on_device:  # (B, H', W') palette indices, drawn on the device
-                            nchw = to_nchw(raw, acc.target.layout)
-                            grids = (
-                                feature_grids(
-                                    nchw, acc.drawn, levels, settings.normalize.value, int(settings.tile_px)
-                                )
-                                .cpu()
-                                .numpy()
-                            )
-                        draw_batch(ctx, writer, acc, maps, grids, batch.names, settings, lut, levels)
+                    _take(ctx, writer, acc, pending.get(key), batch.names, settings, palette, on_device)
                 pending.clear()
                 grids = [
                     acc.grids[name] for acc in accs.values() for name in batch.names if name in acc.grids
