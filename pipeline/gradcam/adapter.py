@@ -30,7 +30,7 @@ How vizpipe differs from calling the library the usual way (and why the maps are
 
 Every hook vizpipe adds is registered through ``vizpipe.pipeline.hooks.Hooks``; the library's
 own (its ``ActivationsAndGradients``) are removed with its ``release()``.
-``tests/test_cam.py`` and ``tests/test_gradcam_library.py`` prove the maps identical to the library's own.
+``tests/test_cam.py`` and ``tests/test_gradcam.py`` prove the maps identical to the library's own.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ subclass only adds:
 The library's public names this relies on (``BaseCAM``'s constructor, ``forward`` steps
 ``activations_and_grads(x)``, ``compute_cam_per_layer``, ``aggregate_multi_layers``,
 ``ActivationsAndGradients`` and its ``gradients`` list, ``scale_cam_image``) are those of the
-grad-cam versions pyproject.toml allows; ``tests/test_gradcam_library.py`` runs the library's README
+grad-cam versions pyproject.toml allows; ``tests/test_gradcam.py`` runs the library's README
 example with its plain public call and compares.
 """
 

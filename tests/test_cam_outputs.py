@@ -1,7 +1,6 @@
 """The CAM stage run end to end on a tiny CNN: cam.json read back, files, pixels, the record.
 
-Three labelled 16×16 images with object boxes, streamed in batches of 2.
-"""
+Three labelled 16×16 images with object boxes, streamed in batches of 2."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from conftest import RANDOM_INPUT
 from PIL import Image
-from test_stage_cam import TinyCNN
+from test_cam import TinyCNN
 from vizpipe.pipeline.context import RunContext
 from vizpipe.pipeline.inputs import Inputs
 from vizpipe.stages.cam import CamConfig, CamStage
