@@ -42,6 +42,7 @@ def kept(ctx_shared):
     return sorted((k[1], k[2]) for k in ctx_shared if isinstance(k, tuple) and len(k) == 3)
 
 
+@pytest.mark.slow  # three real runs (~3 s)
 def test_layer_sweep_shares_one_pass_and_equals_separate_runs(compose, tmp_path, caplog):
     """6 jobs (3 layers x 2 classes) on one build: 2 passes; every map byte-identical to a lone run."""
     import logging

@@ -39,6 +39,7 @@ def dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.slow  # 40 processes started (~8 s)
 def test_concurrent_claims_have_one_winner(tmp_path):
     """Four processes claim one folder at the same instant, ten times: each time one wins, the
     others are refused in one line, and nothing but the winner's file is written."""
