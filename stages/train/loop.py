@@ -125,7 +125,7 @@ def train(ctx: RunContext, settings: Any, plan: TrainPlan) -> StageResult:
         hand_back(ctx)
     record = watch.finish([CHECKPOINT, HISTORY])
     if initial is not None:
-        random_labels.add_to_record(record, random_labels.train_copy(ctx, settings, splits, initial))
+        random_labels.add_to_record(record, random_labels.train_copy(ctx, settings, splits, initial, fit))
     if key is not None:
         reuse.remember(key, ctx, record)
     return record

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -77,11 +78,15 @@ class Quiet:
 
 
 def train_copy(
-    ctx: RunContext, settings: Any, splits: dict[str, Inputs], initial: dict[str, torch.Tensor]
+    ctx: RunContext,
+    settings: Any,
+    splits: dict[str, Inputs],
+    initial: dict[str, torch.Tensor],
+    fit: Callable[..., Any],
 ) -> dict[str, float | None]:
-    """Train a copy of the model (from ``initial``) on random labels; put it in ``ctx.variants``."""
+    """Train a copy of the model (from ``initial``) on random labels with ``fit`` (the training
+    loop's, handed in by it); put it in ``ctx.variants``."""
     from vizpipe.pipeline.progress import Progress
-    from vizpipe.stages.train.loop import fit
     from vizpipe.stages.train.record import save_checkpoint
 
     twin = copy.deepcopy(ctx.model)
