@@ -162,3 +162,15 @@ def register(cls: type[Stage]) -> None:
 def unregister(name: str) -> None:
     """Remove a stage added with ``register``."""
     stage_classes().pop(name, None)
+
+
+def built_keys() -> dict[str, tuple[str, ...]]:
+    """Config key whose ``_target_`` vizpipe builds -> the modules whose callables it trusts there:
+    ``model`` (vizpipe's factories) and what each stage names in ``Stage.targets``."""
+    from vizpipe.pipeline.factory.targets import MODEL_MODULES
+
+    keys: dict[str, tuple[str, ...]] = {"model": MODEL_MODULES}
+    for name, cls in stage_classes().items():
+        for key, modules in (getattr(cls, "targets", None) or {}).items():
+            keys[f"{name}.{key}"] = tuple(modules)
+    return keys

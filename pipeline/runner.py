@@ -103,12 +103,12 @@ def check_config(cfg: DictConfig) -> list[str]:
     one, the input's and each stage's ``check_settings``. Returns the stage names."""
     from vizpipe.pipeline.factory.targets import check_targets
     from vizpipe.pipeline.inputs import check_input
-    from vizpipe.pipeline.registry import get_stage
+    from vizpipe.pipeline.registry import built_keys, get_stage
     from vizpipe.pipeline.schema import settings_of
 
     names = check_stage_list(cfg)
     check_required_keys(cfg)
-    check_targets(cfg)
+    check_targets(cfg, built_keys())
     check_input(cfg.input)
     writers = cfg.get("writers")
     if writers is not None and int(writers) < 0:

@@ -11,7 +11,7 @@ code runs (logging is configured, callbacks built, a ``pkg://`` search path impo
 command line checks them first (``vizpipe.pipeline.precheck``), from the config Hydra will
 compose, and refuses in one line naming the key and the target:
 
-* the ``_target_`` of every key vizpipe builds (``vizpipe.pipeline.factory.targets.built_keys``)
+* the ``_target_`` of every key vizpipe builds (``vizpipe.pipeline.registry.built_keys``)
   is vizpipe's own or torch's (``targets.trusted``), or typed on the command line;
 * ``hydra.callbacks``: vizpipe's own classes, nothing nested in them;
 * ``hydra.job_logging``/``hydra.hydra_logging``: the standard library's stream and file
@@ -143,7 +143,8 @@ class ConfigSources:
     def _targets(self, cfg: Any, typed: set[tuple[str, str]]) -> None:
         """The ``_target_`` of every key vizpipe builds: its own, torch's, or typed."""
         from omegaconf import OmegaConf
-        from vizpipe.pipeline.factory.targets import built_keys, trusted
+        from vizpipe.pipeline.factory.targets import trusted
+        from vizpipe.pipeline.registry import built_keys
 
         for key, modules in built_keys().items():
             node = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_config
+from vizpipe.pipeline import registry
 from vizpipe.pipeline.errors import ConfigError
 from vizpipe.pipeline.factory import targets
 from vizpipe.pipeline.trust import ConfigSources
 
 
 def test_built_keys_are_the_model_and_what_stages_name() -> None:
-    keys = targets.built_keys()
+    keys = registry.built_keys()
     assert keys["model"] == targets.MODEL_MODULES
     assert keys["train.optimizer"] == ("torch.optim",)
     assert keys["train.scheduler"] == ("torch.optim.lr_scheduler",)
@@ -44,11 +45,13 @@ def test_trusted_names_a_callable_defined_in_the_module(target: str, modules: tu
 def test_a_nested_target_is_refused_anywhere_and_never_built(tmp_path: Path) -> None:
     cfg = compose_config(["model=seed_net", "+model.kwargs.x._target_=builtins.print"])
     with pytest.raises(ConfigError, match=r"^model\.kwargs\.x\._target_='builtins\.print' is refused"):
-        targets.check_targets(cfg)
+        targets.check_targets(cfg, registry.built_keys())
     cfg = compose_config(["+cam.kwargs.y._target_=builtins.print"])
     with pytest.raises(ConfigError, match=r"^cam\.kwargs\.y\._target_="):
-        targets.check_targets(cfg)
-    targets.check_targets(compose_config(["experiment=shapes_demo"]))  # optimizer and scheduler: fine
+        targets.check_targets(cfg, registry.built_keys())
+    targets.check_targets(
+        compose_config(["experiment=shapes_demo"]), registry.built_keys()
+    )  # optimizer and scheduler: fine
     node = {"_target_": "builtins.dict", "a": {"_target_": "builtins.print"}, "b": [1]}
     with pytest.raises(ConfigError, match=r"^x\.a\._target_='builtins\.print' is refused: vizpipe builds x"):
         targets.instantiate(node, "x")

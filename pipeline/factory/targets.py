@@ -1,8 +1,8 @@
 """Every ``_target_`` vizpipe builds goes through ``instantiate`` here, and every rule about targets.
 
 A config is code: a ``_target_`` names a Python callable that ``hydra.utils.instantiate`` imports
-and calls. vizpipe builds exactly these (``built_keys``), and nothing else in a config is ever
-instantiated:
+and calls. vizpipe builds exactly these (``vizpipe.pipeline.registry.built_keys``), and nothing
+else in a config is ever instantiated:
 
 * ``model._target_``: the model factory (``conf/model/``: ``vizpipe.pipeline.models``);
 * the keys a stage names in ``Stage.targets`` (the train stage: ``train.optimizer._target_`` and
@@ -19,14 +19,13 @@ comes from a folder vizpipe did not ship. ``trusted`` says which targets are viz
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from vizpipe.pipeline.errors import ConfigError, VizpipeError
 
 __all__ = [
     "MODEL_MODULES",
-    "built_keys",
     "check_targets",
     "instantiate",
     "reason",
@@ -39,17 +38,6 @@ MODEL_MODULES = ("vizpipe.pipeline.models", "vizpipe.pipeline.lent")
 #: what a refusal says about where to read more
 SEE = "a config is code: see the README's Security section"
 _NAME = re.compile(r"[A-Za-z]\w*")
-
-
-def built_keys() -> dict[str, tuple[str, ...]]:
-    """Config key whose ``_target_`` vizpipe builds -> the modules whose callables it trusts there."""
-    from vizpipe.pipeline.registry import stage_classes
-
-    keys: dict[str, tuple[str, ...]] = {"model": MODEL_MODULES}
-    for name, cls in stage_classes().items():
-        for key, modules in (getattr(cls, "targets", None) or {}).items():
-            keys[f"{name}.{key}"] = tuple(modules)
-    return keys
 
 
 def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -76,8 +64,9 @@ def refusal(key: str, target: str, built: list[str]) -> ConfigError:
     )
 
 
-def check_targets(cfg: Any) -> None:
-    """Refuse a ``_target_`` anywhere in a run's config but at the keys vizpipe builds (``built_keys``).
+def check_targets(cfg: Any, built: Mapping[str, tuple[str, ...]]) -> None:
+    """Refuse a ``_target_`` anywhere in a run's config but at the keys vizpipe builds (``built``:
+    ``vizpipe.pipeline.registry.built_keys``, the model's and what each stage names).
 
     ``cfg``: a composed config (its ``hydra`` node is Hydra's and is left out) or a plain dict.
     Reads the values as written: an interpolation is not resolved (nothing runs).
@@ -87,7 +76,6 @@ def check_targets(cfg: Any) -> None:
     doc = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
     if not isinstance(doc, dict):
         return
-    built = built_keys()
     for key, target in target_nodes({k: v for k, v in doc.items() if k != "hydra"}):
         if key not in built:
             raise refusal(key, target, list(built))
