@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from vizpipe.pipeline.errors import unknown_choice
@@ -287,3 +287,15 @@ def save_png(
     from vizpipe.pipeline.files import write_atomic
 
     return write_atomic(path, encode_png(image, lut, compress_level))
+
+
+def save_figure(fig: Any, path: Path | str) -> None:
+    """A matplotlib figure as a PNG at ``path``, written atomically (``vizpipe.pipeline.files``):
+    the charts of the train, CAM metric and sanity-check records."""
+    import io
+
+    from vizpipe.pipeline.files import write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())

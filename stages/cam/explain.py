@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from vizpipe.pipeline.metrics.registry import METRICS
+from vizpipe.pipeline.render import save_figure
 from vizpipe.pipeline.stage import Picture, StageResult, Table
 
 if TYPE_CHECKING:
@@ -111,15 +112,4 @@ def _plot(path: Any, doc: dict[str, Any]) -> None:
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig: Any, path: Any) -> None:
-    """The figure's PNG, written atomically (``vizpipe.pipeline.files.write_atomic``)."""
-    import io
-
-    from vizpipe.pipeline.files import write_atomic
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_atomic(path, buffer.getvalue())
+    save_figure(fig, path)

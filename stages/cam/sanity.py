@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from vizpipe.pipeline.render import save_figure
 from vizpipe.pipeline.stage import Picture, Scalar, StageResult, Table
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ def draw_row(path: Any, label: str, cells: list[tuple[str, np.ndarray]]) -> None
         ax.set_yticks([])
     axes[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     fig.subplots_adjust(left=1.8 / (1.9 + 1.1 * len(cells)), right=0.99, top=0.8, bottom=0.04, wspace=0.08)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def draw_grid(path: Any, label: str, columns: list[tuple[str, np.ndarray]], names: list[str]) -> None:
@@ -279,7 +280,7 @@ def draw_grid(path: Any, label: str, columns: list[tuple[str, np.ndarray]], name
         wspace=0.06,
         hspace=0.06,
     )
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def draw_similarity(path: Any, label: str, steps: list[Any], threshold: float) -> None:
@@ -304,15 +305,4 @@ def draw_similarity(path: Any, label: str, steps: list[Any], threshold: float) -
     ax.set_title(label, fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig: Any, path: Any) -> None:
-    """The figure's PNG, written atomically (``vizpipe.pipeline.files.write_atomic``)."""
-    import io
-
-    from vizpipe.pipeline.files import write_atomic
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_atomic(path, buffer.getvalue())
+    save_figure(fig, path)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any
 
+from vizpipe.pipeline.render import save_figure
 from vizpipe.pipeline.stage import Picture, Scalar, StageResult, Table, Text
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ def write_curves(ctx: RunContext, history: History) -> str | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-    from vizpipe.pipeline.files import write_atomic
 
     epochs = [r.epoch for r in history.epochs]
     fig = Figure(figsize=(8, 3), dpi=100)
@@ -46,9 +45,7 @@ def write_curves(ctx: RunContext, history: History) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    write_atomic(ctx.claim(CURVES), buffer.getvalue())
+    save_figure(fig, ctx.claim(CURVES))
     return CURVES
 
 
