@@ -156,6 +156,9 @@ STAND_INS = [
         replace=r"\g<0> --pairs 1 --repeats 1 --only 'shapes_net train'",
         why=BENCH,
     ),
+    StandIn(r"-m benchmarks\.throughput$", replace=r"\g<0> --images 16 --small 0 --batch 8", why=BENCH),
+    StandIn(r"-m benchmarks\.inspect$", replace=r"\g<0> --repeats 1 --batch 2 --size 64", why=BENCH),
+    StandIn(r"-m benchmarks\.blocks$", replace=r"\g<0> --repeats 1 --models resnet18", why=BENCH),
     StandIn(
         r"-m benchmarks\.explanations$",
         replace=r"\g<0> --images 2 --repeats 1 --sweep none",
