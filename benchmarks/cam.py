@@ -92,6 +92,8 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
     from vizpipe.stages.cam.compute import collect
     from vizpipe.stages.cam.plan import make_plan
 
+    from benchmarks.process import KeepMaps
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         ctx = build(model_name, batch, size, out / "run")
@@ -103,14 +105,9 @@ def bench(model_name: str, repeats: int, batch: int, size: int) -> list[tuple[st
 
         def vizpipe_maps():
             """The maps in memory (the stage's writer swapped for one that keeps the arrays)."""
-            arrays = []
-
-            def keep(part, maps, rows):
-                arrays.extend(maps)
-                return rows
-
+            keep = KeepMaps()
             collect(ctx, settings, plan, keep)
-            return arrays
+            return keep.arrays
 
         def vizpipe_stage(shared_probe: bool = False):
             if not shared_probe:

@@ -40,3 +40,19 @@ def precompile() -> None:
     """Byte-compile the project once, so no measured process pays for it."""
     cmd = [sys.executable, "-m", "compileall", "-q", "pipeline", "stages", "run.py", "benchmarks"]
     subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+class KeepMaps:
+    """Stands in for the CAM stage's ``MapWriter`` in ``stages.cam.compute.collect``: keeps the
+    maps in memory (``arrays``) instead of writing files, so a benchmark times the maps alone."""
+
+    def __init__(self) -> None:
+        self.arrays: list[Any] = []
+
+    def __call__(self, part: Any, maps: Any, rows: Any, marks: Any = None) -> Any:
+        self.arrays.extend(maps)
+        return rows
+
+    def after(self, callback: Any) -> None:
+        """A batch's progress record: nothing is pending, so at once."""
+        callback()

@@ -94,7 +94,7 @@ def vizpipe_kernels(model, path: Path, level: int = 1) -> None:
 def vizpipe_features(out1, path: Path, level: int = 1) -> None:
     """What the features stage does per image: 100 maps -> normalise -> colour -> grid -> PNG."""
     from vizpipe.pipeline.render import colormap_levels, colormap_lut, save_png
-    from vizpipe.stages.features.collect import feature_grid
+    from vizpipe.stages.features.draw import feature_grid
 
     maps = out1.numpy()[0, :100]  # (100, H, W)
     levels = colormap_levels("viridis")

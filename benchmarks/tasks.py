@@ -111,6 +111,8 @@ def bench(task: str, size: int, repeats: int) -> list[tuple[str, float, float, f
     from vizpipe.stages.cam.compute import collect
     from vizpipe.stages.cam.plan import make_plan
 
+    from benchmarks.process import KeepMaps
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         if task == "detection":
@@ -142,15 +144,10 @@ def bench(task: str, size: int, repeats: int) -> list[tuple[str, float, float, f
             Image.fromarray(image).save(out / "tutorial.png")
 
         def vizpipe_maps():
-            arrays = []
-
-            def keep(batch, i, row, cam, mark=None):
-                arrays.append(cam)
-                return row
-
+            keep = KeepMaps()
             ctx._claimed.clear()  # the prediction picture is written with the rows, each repeat
             collect(ctx, settings, plan, keep)
-            return arrays
+            return keep.arrays
 
         def vizpipe_stage():
             ctx._claimed.clear()  # each repeat writes the same files again

@@ -125,10 +125,16 @@ def ensure_typed(cfg: DictConfig) -> DictConfig:
     Re-running from ``--config-path <run>/.hydra --config-name config`` composes without the
     schema; merging restores types, enums and defaults, and still rejects unknown keys.
     """
+    import dataclasses
+
     from vizpipe.pipeline.schema import root_schema
 
-    if OmegaConf.get_type(cfg).__name__ == "Config":
+    root = OmegaConf.get_type(cfg)
+    if root.__name__ == "Config" and dataclasses.is_dataclass(root) and dataclasses.fields(root):
         return cfg
+    if dataclasses.is_dataclass(root):  # the schema made in another process (a submitit or Ray job
+        # unpickles the config with a copy of the class that lost its fields): typed again here
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     try:
         return OmegaConf.merge(OmegaConf.structured(root_schema(with_defaults=False)), cfg)
     except Exception as exc:  # omegaconf ValidationError / ConfigKeyError: one line, closest key
