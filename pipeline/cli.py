@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from vizpipe.pipeline import CONF_DIR, sweeps
 from vizpipe.pipeline.argv import after_overrides
 from vizpipe.pipeline.errors import Interrupted, VizpipeError
+from vizpipe.pipeline.manifest import record_typed
 from vizpipe.pipeline.precheck import fail, precheck
 from vizpipe.pipeline.process import (
     freeze_imports,
@@ -162,6 +163,7 @@ def cli() -> None:
         fail(str(exc))
     freeze_imports()  # later garbage collections skip what the imports made (process.py)
     typed = [a for a in sys.argv[1:] if a != TRUST_FLAG]  # as typed (for the resume hint)
+    record_typed(sys.argv[1:])  # the manifest's and report's command: what the user typed
     hydra_args: list[str] | None = None  # the command line Hydra gets, once the folder is claimed
     with stop_on_signals():
         try:

@@ -368,6 +368,18 @@ def resume_hint(doc: dict[str, Any], run_dir: Path | str) -> str:
     return shlex.join(["python", "run.py", *overrides, f"resume={Path(run_dir)}"])
 
 
+#: the command line's words as the user typed them (``record_typed``: the command line sets it before
+#: the precheck rewrites ``sys.argv`` with the claimed folder and ``hydra.job.name`` for Hydra)
+_typed: list[str] | None = None
+
+
+def record_typed(argv: list[str]) -> None:
+    """Remember the words the user typed, for ``command_line``."""
+    global _typed
+    _typed = list(argv)
+
+
 def command_line() -> list[str]:
-    """The command that started this process."""
-    return [Path(sys.executable).name, *sys.argv]
+    """The command that started this process, as typed."""
+    args = sys.argv[1:] if _typed is None else _typed
+    return [Path(sys.executable).name, *sys.argv[:1], *args]
